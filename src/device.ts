@@ -1,0 +1,107 @@
+/**
+ * A block device: a fixed-size array of bytes read and written asynchronously.
+ *
+ * Every blocksnap device implements this, and every blocksnap layer accepts any
+ * object that does — a user's own device included.
+ */
+export interface BlockDevice extends AsyncDisposable {
+  /** Size in bytes; a multiple of {@link BlockDevice.blockSize}. */
+  readonly size: number;
+  /** The natural I/O unit in bytes: a power of two from 512 to 1 MiB. */
+  readonly blockSize: number;
+  /** Whether writes fail with `EROFS`. */
+  readonly readOnly: boolean;
+  /**
+   * Reads `length` bytes at `offset`. Any range inside `[0, size)` is valid.
+   * @throws `ERANGE`, `ECLOSED`, `EIO`.
+   */
+  read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Writes `data` at `offset`. The caller may reuse `data` as soon as the
+   * promise is created. Acknowledged writes are durable after the next `flush()`.
+   * @throws `ERANGE`, `EINVAL`, `EROFS`, `ECLOSED`, `ENOSPC`, `EIO`.
+   */
+  write(offset: number, data: Uint8Array): Promise<void>;
+  /** Makes every write acknowledged before this call durable. */
+  flush(): Promise<void>;
+  /** Waits for in-flight I/O, flushes, releases resources. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Options for taking a snapshot. */
+export interface SnapshotOptions {
+  /** A human-readable name (at most 255 UTF-8 bytes). @default undefined */
+  name?: string;
+  /** Whether the snapshot accepts writes of its own (a clone). @default false */
+  writable?: boolean;
+}
+
+/** What a device knows about one of its snapshots. */
+export interface SnapshotInfo {
+  /** Stable identifier, unique per device. */
+  readonly id: string;
+  /** The name given at creation, if any. */
+  readonly name: string | undefined;
+  /** When `snapshot()` was called. */
+  readonly createdAt: Date;
+  /** Whether the snapshot accepts writes. */
+  readonly writable: boolean;
+  /** Bytes of store space held by this snapshot alone (its own writes). */
+  readonly privateBytes: number;
+}
+
+/** A point-in-time image of a device, itself a block device. */
+export interface Snapshot extends BlockDevice {
+  /** Same as {@link SnapshotInfo.id}. */
+  readonly id: string;
+  /** Same as {@link SnapshotInfo.name}. */
+  readonly name: string | undefined;
+  /** Same as {@link SnapshotInfo.createdAt}. */
+  readonly createdAt: Date;
+}
+
+/** The snapshot operations every snapshot-capable device offers (DESIGN.md rules 1–5). */
+export interface SnapshotCapable {
+  /** Takes a point-in-time snapshot; a durability point. */
+  snapshot(options?: SnapshotOptions): Promise<Snapshot>;
+  /** The live snapshots, oldest first. */
+  listSnapshots(): SnapshotInfo[];
+  /** Opens a handle on an existing snapshot. @throws `ENOENT`. */
+  openSnapshot(id: string): Promise<Snapshot>;
+  /** Deletes a snapshot and frees what no other needs; a durability point. @throws `ENOENT`. */
+  deleteSnapshot(id: string): Promise<void>;
+  /** Makes the device's content equal the snapshot's; a durability point. @throws `ENOENT`. */
+  restore(id: string): Promise<void>;
+}
+
+/** Payload of the `preserve` event: a block copied to the store before its first overwrite. */
+export interface PreserveEvent {
+  /** Index of the block on the origin (offset / blockSize). */
+  readonly block: number;
+  /** Store chunk that now holds the old content. */
+  readonly chunk: number;
+}
+
+/** Payload of the `progress` event of a long operation. */
+export interface ProgressEvent {
+  /** Which operation: e.g. `'restore'`. */
+  readonly operation: string;
+  /** Units done so far. */
+  readonly done: number;
+  /** Units in all. */
+  readonly total: number;
+}
+
+/** The typed events of snapshot-capable devices. */
+export type BlockDeviceEvents = {
+  /** A snapshot was taken. */
+  snapshot: (info: SnapshotInfo) => void;
+  /** A snapshot was deleted. */
+  'snapshot-deleted': (id: string) => void;
+  /** A block was preserved before its first overwrite. */
+  preserve: (event: PreserveEvent) => void;
+  /** A long operation advanced. */
+  progress: (event: ProgressEvent) => void;
+  /** A background failure no caller could receive. */
+  error: (err: Error) => void;
+};

@@ -1,0 +1,101 @@
+import { AbstractBlockDevice } from '../internal/abstract-device.js';
+import { checkGeometry } from '../internal/range.js';
+
+/** Options for {@link MemoryDevice.create}. */
+export interface MemoryDeviceOptions {
+  /** Size in bytes; a multiple of `blockSize`. */
+  size: number;
+  /** Block size in bytes: a power of two from 512 to 1 MiB. @default 4096 */
+  blockSize?: number;
+  /** Whether writes fail with `EROFS`. @default false */
+  readOnly?: boolean;
+}
+
+/**
+ * A sparse in-memory block device: only blocks ever written take memory, so a
+ * 1 TiB device costs nothing until used. Nothing survives the process; `flush`
+ * is a no-op that keeps the ordering contract trivially.
+ */
+export class MemoryDevice extends AbstractBlockDevice {
+  readonly #blocks = new Map<number, Uint8Array>();
+
+  private constructor(size: number, blockSize: number, readOnly: boolean) {
+    super('MemoryDevice', size, blockSize, readOnly);
+  }
+
+  /**
+   * Creates an empty (all-zero) device.
+   * @throws `EINVAL` for a bad size or block size.
+   */
+  static async create(options: MemoryDeviceOptions): Promise<MemoryDevice> {
+    const blockSize = options?.blockSize ?? 4096;
+    checkGeometry('MemoryDevice', options?.size, blockSize);
+    return new MemoryDevice(options.size, blockSize, options.readOnly ?? false);
+  }
+
+  /** Bytes of memory held by written blocks. */
+  get allocatedBytes(): number {
+    return this.#blocks.size * this.blockSize;
+  }
+
+  /**
+   * A new, independent device with this one's current content (copied, still
+   * sparse). Used by the test harness to model what a disk holds.
+   */
+  async clone(options?: { readOnly?: boolean }): Promise<MemoryDevice> {
+    this.checkOpen();
+    const copy = new MemoryDevice(this.size, this.blockSize, options?.readOnly ?? this.readOnly);
+    for (const [index, block] of this.#blocks) copy.#blocks.set(index, block.slice());
+    return copy;
+  }
+
+  protected async _read(offset: number, length: number): Promise<Uint8Array> {
+    return this.readNow(offset, length);
+  }
+
+  protected async _write(offset: number, data: Uint8Array): Promise<void> {
+    this.writeNow(offset, data);
+  }
+
+  protected async _flush(): Promise<void> {}
+
+  protected async _close(): Promise<void> {
+    this.#blocks.clear();
+  }
+
+  /** Synchronous read: a memory device has nothing to wait for. */
+  private readNow(offset: number, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    const bs = this.blockSize;
+    let pos = offset;
+    const end = offset + length;
+    while (pos < end) {
+      const index = Math.floor(pos / bs);
+      const within = pos - index * bs;
+      const n = Math.min(bs - within, end - pos);
+      const block = this.#blocks.get(index);
+      if (block !== undefined) out.set(block.subarray(within, within + n), pos - offset);
+      pos += n;
+    }
+    return out;
+  }
+
+  /** Synchronous write: each block is updated whole before the promise resolves. */
+  private writeNow(offset: number, data: Uint8Array): void {
+    const bs = this.blockSize;
+    let pos = offset;
+    const end = offset + data.length;
+    while (pos < end) {
+      const index = Math.floor(pos / bs);
+      const within = pos - index * bs;
+      const n = Math.min(bs - within, end - pos);
+      let block = this.#blocks.get(index);
+      if (block === undefined) {
+        block = new Uint8Array(bs);
+        this.#blocks.set(index, block);
+      }
+      block.set(data.subarray(pos - offset, pos - offset + n), within);
+      pos += n;
+    }
+  }
+}

@@ -1,0 +1,14 @@
+export type {
+  BlockDevice,
+  BlockDeviceEvents,
+  PreserveEvent,
+  ProgressEvent,
+  Snapshot,
+  SnapshotCapable,
+  SnapshotInfo,
+  SnapshotOptions,
+} from './device.js';
+export { FileDevice, type FileDeviceOptions } from './devices/file-device.js';
+export { MemoryDevice, type MemoryDeviceOptions } from './devices/memory-device.js';
+export { BlockDeviceError, type BlockDeviceErrorCode, ERROR_CODES } from './errors.js';
+export { AbstractBlockDevice } from './internal/abstract-device.js';
