@@ -114,12 +114,16 @@ export class FileDevice extends AbstractBlockDevice {
       const fd = this.#fd;
       let done = 0;
       const onRead = (err: NodeJS.ErrnoException | null, n: number): void => {
-        if (err) return reject(wrapIO(`read at ${offset + done}`, err));
-        // A zero-byte read means the file shrank under us: say so, never return zeros.
-        if (n === 0) return reject(wrapIO(`read at ${offset + done}`, new Error('unexpected EOF')));
-        done += n;
-        if (done === length) return resolve(buffer);
-        fs.read(fd, buffer, done, length - done, offset + done, onRead);
+        if (err) {
+          reject(wrapIO(`read at ${offset + done}`, err));
+        } else if (n === 0) {
+          // A zero-byte read means the file shrank under us: say so, never return zeros.
+          reject(wrapIO(`read at ${offset + done}`, new Error('unexpected end of file')));
+        } else if ((done += n) === length) {
+          resolve(buffer);
+        } else {
+          fs.read(fd, buffer, done, length - done, offset + done, onRead);
+        }
       };
       fs.read(fd, buffer, 0, length, offset, onRead);
     });
@@ -131,10 +135,13 @@ export class FileDevice extends AbstractBlockDevice {
       const length = data.length;
       let done = 0;
       const onWrite = (err: NodeJS.ErrnoException | null, n: number): void => {
-        if (err) return reject(wrapIO(`write at ${offset + done}`, err));
-        done += n;
-        if (done === length) return resolve();
-        fs.write(fd, data, done, length - done, offset + done, onWrite);
+        if (err) {
+          reject(wrapIO(`write at ${offset + done}`, err));
+        } else if ((done += n) === length) {
+          resolve();
+        } else {
+          fs.write(fd, data, done, length - done, offset + done, onWrite);
+        }
       };
       fs.write(fd, data, 0, length, offset, onWrite);
     });
