@@ -119,10 +119,10 @@ export class FileDevice extends AbstractBlockDevice {
         } else if (n === 0) {
           // A zero-byte read means the file shrank under us: say so, never return zeros.
           reject(wrapIO(`read at ${offset + done}`, new Error('unexpected end of file')));
-        } else if ((done += n) === length) {
-          resolve(buffer);
         } else {
-          fs.read(fd, buffer, done, length - done, offset + done, onRead);
+          done += n;
+          if (done === length) resolve(buffer);
+          else fs.read(fd, buffer, done, length - done, offset + done, onRead);
         }
       };
       fs.read(fd, buffer, 0, length, offset, onRead);
@@ -137,10 +137,10 @@ export class FileDevice extends AbstractBlockDevice {
       const onWrite = (err: NodeJS.ErrnoException | null, n: number): void => {
         if (err) {
           reject(wrapIO(`write at ${offset + done}`, err));
-        } else if ((done += n) === length) {
-          resolve();
         } else {
-          fs.write(fd, data, done, length - done, offset + done, onWrite);
+          done += n;
+          if (done === length) resolve();
+          else fs.write(fd, data, done, length - done, offset + done, onWrite);
         }
       };
       fs.write(fd, data, 0, length, offset, onWrite);
