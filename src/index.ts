@@ -8,6 +8,10 @@ export type {
   SnapshotInfo,
   SnapshotOptions,
 } from './device.js';
+export {
+  CowSnapshotDevice,
+  type CowSnapshotDeviceOptions,
+} from './devices/cow-snapshot-device.js';
 export { FileDevice, type FileDeviceOptions } from './devices/file-device.js';
 export { MemoryDevice, type MemoryDeviceOptions } from './devices/memory-device.js';
 export { BlockDeviceError, type BlockDeviceErrorCode, ERROR_CODES } from './errors.js';

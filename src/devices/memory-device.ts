@@ -17,10 +17,16 @@ export interface MemoryDeviceOptions {
  * is a no-op that keeps the ordering contract trivially.
  */
 export class MemoryDevice extends AbstractBlockDevice {
-  readonly #blocks = new Map<number, Uint8Array>();
+  readonly #blocks: Map<number, Uint8Array>;
 
-  private constructor(size: number, blockSize: number, readOnly: boolean) {
+  private constructor(
+    size: number,
+    blockSize: number,
+    readOnly: boolean,
+    blocks = new Map<number, Uint8Array>(),
+  ) {
     super('MemoryDevice', size, blockSize, readOnly);
+    this.#blocks = blocks;
   }
 
   /**
@@ -39,11 +45,24 @@ export class MemoryDevice extends AbstractBlockDevice {
   }
 
   /**
+   * A new handle on the same memory, as opening the same file again gives a
+   * new descriptor: it works after this handle is closed, and sees (and makes)
+   * the same content. This is how a layer over memory is closed and opened again.
+   */
+  reopen(options?: { readOnly?: boolean }): MemoryDevice {
+    return new MemoryDevice(
+      this.size,
+      this.blockSize,
+      options?.readOnly ?? this.readOnly,
+      this.#blocks,
+    );
+  }
+
+  /**
    * A new, independent device with this one's current content (copied, still
    * sparse). Used by the test harness to model what a disk holds.
    */
   async clone(options?: { readOnly?: boolean }): Promise<MemoryDevice> {
-    this.checkOpen();
     const copy = new MemoryDevice(this.size, this.blockSize, options?.readOnly ?? this.readOnly);
     for (const [index, block] of this.#blocks) copy.#blocks.set(index, block.slice());
     return copy;
@@ -59,9 +78,8 @@ export class MemoryDevice extends AbstractBlockDevice {
 
   protected async _flush(): Promise<void> {}
 
-  protected async _close(): Promise<void> {
-    this.#blocks.clear();
-  }
+  /** The memory stays with any other handle from {@link MemoryDevice.reopen}. */
+  protected async _close(): Promise<void> {}
 
   /** Synchronous read: a memory device has nothing to wait for. */
   private readNow(offset: number, length: number): Uint8Array {

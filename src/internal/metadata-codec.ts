@@ -1,0 +1,178 @@
+import { crc32 } from 'node:zlib';
+import { BlockDeviceError } from '../errors.js';
+
+/**
+ * Metadata entries of a copy-on-write store. The same encoding serves the
+ * append-only log (one frame per group commit) and the full table written at
+ * a checkpoint, so replaying a table and replaying a log are one code path.
+ */
+export type CowEntry =
+  | {
+      kind: 'snapshot';
+      seq: number;
+      id: string;
+      name: string | undefined;
+      createdAt: number;
+      writable: boolean;
+    }
+  | { kind: 'delete'; seq: number }
+  /** Old content of `block`, shared by every snapshot taken before `epoch` that lacks a later copy. */
+  | { kind: 'preserve'; epoch: number; block: number; chunk: number; crc: number }
+  /** A writable snapshot's own content of `block`. */
+  | { kind: 'private'; seq: number; block: number; chunk: number; crc: number }
+  | { kind: 'restore-begin'; seq: number }
+  | { kind: 'restore-end'; seq: number }
+  /** The newest sequence number ever used; kept in checkpoint tables. */
+  | { kind: 'sequence'; seq: number };
+
+const KIND_CODE = {
+  snapshot: 1,
+  delete: 2,
+  preserve: 3,
+  private: 4,
+  'restore-begin': 5,
+  'restore-end': 6,
+  sequence: 7,
+} as const;
+
+const SEQ_KINDS = ['delete', 'restore-begin', 'restore-end', 'sequence'] as const;
+const SEQ_KIND_BY_CODE = new Map<number, (typeof SEQ_KINDS)[number]>(
+  SEQ_KINDS.map((kind) => [KIND_CODE[kind], kind]),
+);
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+/** Size of an entry's encoding: a 4-byte head (kind, length) then its payload. */
+export function entrySize(entry: CowEntry): number {
+  switch (entry.kind) {
+    case 'preserve':
+    case 'private':
+      return 4 + 20;
+    case 'snapshot':
+      return 4 + 4 + 1 + 8 + 1 + utf8Length(entry.id) + 1 + utf8Length(entry.name ?? '');
+    default:
+      return 4 + 4;
+  }
+}
+
+function utf8Length(s: string): number {
+  return encoder.encode(s).length;
+}
+
+/** Encodes entries back to back into `out` at `pos`; returns the end position. */
+export function encodeEntries(entries: readonly CowEntry[], out: Uint8Array, pos: number): number {
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  for (const entry of entries) {
+    const start = pos;
+    view.setUint8(pos, KIND_CODE[entry.kind]);
+    pos += 4;
+    switch (entry.kind) {
+      case 'preserve':
+      case 'private':
+        view.setUint32(pos, entry.kind === 'preserve' ? entry.epoch : entry.seq, true);
+        view.setUint32(pos + 4, entry.chunk, true);
+        view.setUint32(pos + 8, entry.crc, true);
+        view.setFloat64(pos + 12, entry.block, true);
+        pos += 20;
+        break;
+      case 'snapshot': {
+        view.setUint32(pos, entry.seq, true);
+        view.setUint8(pos + 4, entry.writable ? 1 : 0);
+        view.setFloat64(pos + 5, entry.createdAt, true);
+        pos += 13;
+        for (const text of [entry.id, entry.name ?? '']) {
+          const bytes = encoder.encode(text);
+          view.setUint8(pos, bytes.length);
+          out.set(bytes, pos + 1);
+          pos += 1 + bytes.length;
+        }
+        // An absent name and an empty one differ: the high bit of the flags says which.
+        if (entry.name !== undefined) view.setUint8(start + 8, (entry.writable ? 1 : 0) | 2);
+        break;
+      }
+      default:
+        view.setUint32(pos, entry.seq, true);
+        pos += 4;
+    }
+    view.setUint16(start + 2, pos - start - 4, true);
+  }
+  return pos;
+}
+
+/**
+ * Decodes `count` entries from `bytes`. The caller has already checked a
+ * checksum over them, so a malformed entry here means a bug or a forged
+ * checksum: it is `ECORRUPT` all the same, naming `where`.
+ */
+export function decodeEntries(bytes: Uint8Array, count: number, where: string): CowEntry[] {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const entries: CowEntry[] = [];
+  let pos = 0;
+  const fail = (why: string): never => {
+    throw new BlockDeviceError('ECORRUPT', `${where}: entry ${entries.length} ${why}`);
+  };
+  for (let i = 0; i < count; i++) {
+    if (pos + 4 > bytes.length) fail('runs past the end');
+    const code = view.getUint8(pos);
+    const length = view.getUint16(pos + 2, true);
+    const body = pos + 4;
+    if (body + length > bytes.length) fail('runs past the end');
+    switch (code) {
+      case KIND_CODE.preserve:
+      case KIND_CODE.private: {
+        if (length !== 20) fail(`has length ${length}`);
+        const first = view.getUint32(body, true);
+        const chunk = view.getUint32(body + 4, true);
+        const crc = view.getUint32(body + 8, true);
+        const block = view.getFloat64(body + 12, true);
+        if (!Number.isSafeInteger(block) || block < 0) fail(`has block ${block}`);
+        entries.push(
+          code === KIND_CODE.preserve
+            ? { kind: 'preserve', epoch: first, block, chunk, crc }
+            : { kind: 'private', seq: first, block, chunk, crc },
+        );
+        break;
+      }
+      case KIND_CODE.snapshot: {
+        const seq = view.getUint32(body, true);
+        const flags = view.getUint8(body + 4);
+        const createdAt = view.getFloat64(body + 5, true);
+        let p = body + 13;
+        const texts: string[] = [];
+        for (let t = 0; t < 2; t++) {
+          const n = view.getUint8(p);
+          if (p + 1 + n > body + length) fail('has a string past its end');
+          try {
+            texts.push(decoder.decode(bytes.subarray(p + 1, p + 1 + n)));
+          } catch {
+            fail('has a string that is not UTF-8');
+          }
+          p += 1 + n;
+        }
+        entries.push({
+          kind: 'snapshot',
+          seq,
+          id: texts[0]!,
+          name: flags & 2 ? texts[1]! : undefined,
+          createdAt,
+          writable: (flags & 1) === 1,
+        });
+        break;
+      }
+      default: {
+        const kind = SEQ_KIND_BY_CODE.get(code);
+        if (kind === undefined) fail(`has unknown kind ${code}`);
+        if (length !== 4) fail(`has length ${length}`);
+        entries.push({ kind: kind!, seq: view.getUint32(body, true) });
+      }
+    }
+    pos = body + length;
+  }
+  return entries;
+}
+
+/** CRC-32 of `bytes` (zlib's, hardware-assisted where the CPU allows). */
+export function checksum(bytes: Uint8Array, initial = 0): number {
+  return crc32(bytes, initial) >>> 0;
+}
