@@ -1,4 +1,4 @@
-import { E_CANCELED, Mutex, Semaphore } from 'async-mutex';
+import { E_CANCELED, Mutex } from 'async-mutex';
 import { BlockDeviceError } from '../errors.js';
 
 /** Releases what an acquire took; safe to call once. */
@@ -54,29 +54,44 @@ export class LockTable {
   }
 }
 
-/** The heaviest possible hold: every shared slot at once. */
-const EXCLUSIVE = 1 << 30;
-
 /**
  * A shared/exclusive gate in FIFO order: ordinary I/O enters shared; an
  * operation that needs a consistent cut (taking a snapshot, restore, delete)
  * enters exclusive, which first drains the shared holders already inside and
  * holds back everyone who arrives after it (DESIGN.md rule 1: "drains
  * in-flight writes and holds new ones for the instant it needs").
+ *
+ * Entry is queued synchronously at the call, so call order is gate order.
+ * Written here rather than on async-mutex's weighted Semaphore: its release
+ * walks every unit of weight, so an exclusive weight large enough to stand
+ * for "all readers" costs seconds per release. The uncontended shared path
+ * takes no promise at all beyond the one it returns.
  */
 export class AccessGate {
-  readonly #semaphore = new Semaphore(EXCLUSIVE, lockCancelled());
+  #shared = 0;
+  #exclusive = false;
+  readonly #waiters: { exclusive: boolean; wake: () => void }[] = [];
 
   /** Enters shared; resolves once no exclusive holder is inside or queued ahead. */
-  async shared(): Promise<Release> {
-    const [, release] = await acquireMapped(this.#semaphore, 1);
-    return release;
+  shared(): Promise<Release> {
+    if (!this.#exclusive && this.#waiters.length === 0) {
+      this.#shared++;
+      return Promise.resolve(this.#releaseShared);
+    }
+    return new Promise((resolve) =>
+      this.#waiters.push({ exclusive: false, wake: () => resolve(this.#releaseShared) }),
+    );
   }
 
   /** Enters exclusive; resolves once every earlier holder has left. */
-  async exclusive(): Promise<Release> {
-    const [, release] = await acquireMapped(this.#semaphore, EXCLUSIVE);
-    return release;
+  exclusive(): Promise<Release> {
+    if (!this.#exclusive && this.#shared === 0 && this.#waiters.length === 0) {
+      this.#exclusive = true;
+      return Promise.resolve(this.#releaseExclusive);
+    }
+    return new Promise((resolve) =>
+      this.#waiters.push({ exclusive: true, wake: () => resolve(this.#releaseExclusive) }),
+    );
   }
 
   /** Runs `fn` holding the gate exclusively. */
@@ -89,13 +104,28 @@ export class AccessGate {
     }
   }
 
-  /** Runs `fn` holding the gate shared. */
-  async runShared<T>(fn: () => Promise<T>): Promise<T> {
-    const release = await this.shared();
-    try {
-      return await fn();
-    } finally {
-      release();
+  readonly #releaseShared: Release = () => {
+    this.#shared--;
+    this.#admit();
+  };
+
+  readonly #releaseExclusive: Release = () => {
+    this.#exclusive = false;
+    this.#admit();
+  };
+
+  /** Lets in waiters from the front: a run of shared ones, or one exclusive once the gate is empty. */
+  #admit(): void {
+    while (this.#waiters.length > 0 && !this.#exclusive) {
+      const next = this.#waiters[0]!;
+      if (next.exclusive) {
+        if (this.#shared > 0) return;
+        this.#exclusive = true;
+      } else {
+        this.#shared++;
+      }
+      this.#waiters.shift();
+      next.wake();
     }
   }
 }
@@ -105,14 +135,9 @@ function lockCancelled(): Error {
 }
 
 /** async-mutex rejects with its own singletons; callers only ever see BlockDeviceError. */
-async function acquireMapped(mutex: Mutex): Promise<Release>;
-async function acquireMapped(semaphore: Semaphore, weight: number): Promise<[number, Release]>;
-async function acquireMapped(
-  lock: Mutex | Semaphore,
-  weight?: number,
-): Promise<Release | [number, Release]> {
+async function acquireMapped(mutex: Mutex): Promise<Release> {
   try {
-    return lock instanceof Mutex ? await lock.acquire() : await lock.acquire(weight);
+    return await mutex.acquire();
   } catch (err) {
     if (err === E_CANCELED || BlockDeviceError.is(err)) {
       throw new BlockDeviceError('ECLOSED', 'lock wait cancelled', { cause: err });
