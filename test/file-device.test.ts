@@ -1,0 +1,149 @@
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FileDevice } from '../src/devices/file-device.js';
+import { BlockDeviceError, type BlockDeviceErrorCode } from '../src/errors.js';
+
+let dir: string;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'blocksnap-file-device-'));
+});
+
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function rejectsWith(
+  promise: Promise<unknown>,
+  code: BlockDeviceErrorCode,
+): Promise<unknown> {
+  const err = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(BlockDeviceError.is(err, code), `expected ${code}, got ${String(err)}`).toBe(true);
+  return err;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+describe('FileDevice.open', () => {
+  it('creates a zero-filled file of the given size', async () => {
+    const path = join(dir, 'disk.img');
+    await using device = await FileDevice.open(path, { size: 8192, blockSize: 512, create: true });
+    expect([device.size, device.blockSize, device.readOnly, device.path]).toEqual([
+      8192,
+      512,
+      false,
+      path,
+    ]);
+    expect((await stat(path)).size).toBe(8192);
+    expect(await device.read(0, 8192)).toEqual(new Uint8Array(8192));
+  });
+
+  it('create needs a size (EINVAL) and then creates nothing', async () => {
+    const path = join(dir, 'disk.img');
+    await rejectsWith(FileDevice.open(path, { create: true }), 'EINVAL');
+    expect(await exists(path)).toBe(false);
+  });
+
+  it('create on an existing file opens it and keeps its content', async () => {
+    const path = join(dir, 'disk.img');
+    await writeFile(path, new Uint8Array(4096).fill(3));
+    await using device = await FileDevice.open(path, { size: 4096, create: true });
+    expect(await device.read(0, 4096)).toEqual(new Uint8Array(4096).fill(3));
+  });
+
+  it('a missing file without create is ENOENT', async () => {
+    await rejectsWith(FileDevice.open(join(dir, 'missing.img')), 'ENOENT');
+    await rejectsWith(FileDevice.open(join(dir, 'missing.img'), { size: 4096 }), 'ENOENT');
+  });
+
+  it('refuses a file whose size is not a multiple of blockSize (EINVAL)', async () => {
+    const path = join(dir, 'odd.img');
+    await writeFile(path, new Uint8Array(1000));
+    await rejectsWith(FileDevice.open(path), 'EINVAL');
+    await rejectsWith(FileDevice.open(path, { blockSize: 512 }), 'EINVAL');
+    await writeFile(path, new Uint8Array(6144));
+    await rejectsWith(FileDevice.open(path), 'EINVAL');
+    await using device = await FileDevice.open(path, { blockSize: 2048 });
+    expect(device.size).toBe(6144);
+  });
+
+  it('an existing file whose size differs from the size option is EINVAL', async () => {
+    const path = join(dir, 'disk.img');
+    await writeFile(path, new Uint8Array(8192));
+    await rejectsWith(FileDevice.open(path, { size: 4096 }), 'EINVAL');
+    await rejectsWith(FileDevice.open(path, { size: 16384, create: true }), 'EINVAL');
+    expect((await stat(path)).size).toBe(8192);
+  });
+
+  it('create together with readOnly is EINVAL', async () => {
+    const path = join(dir, 'disk.img');
+    await rejectsWith(
+      FileDevice.open(path, { size: 4096, create: true, readOnly: true }),
+      'EINVAL',
+    );
+    expect(await exists(path)).toBe(false);
+  });
+
+  it('bad options and paths are EINVAL', async () => {
+    const path = join(dir, 'disk.img');
+    await rejectsWith(FileDevice.open(''), 'EINVAL');
+    await rejectsWith(FileDevice.open(5 as unknown as string), 'EINVAL');
+    for (const blockSize of [256, 1000, 2 * 1024 * 1024]) {
+      await rejectsWith(FileDevice.open(path, { size: 8192, blockSize, create: true }), 'EINVAL');
+    }
+    await rejectsWith(FileDevice.open(path, { size: 5000, create: true }), 'EINVAL');
+    await rejectsWith(FileDevice.open(path, { size: -4096, create: true }), 'EINVAL');
+    expect(await exists(path)).toBe(false);
+  });
+
+  it('other file-system failures are EIO with the cause', async () => {
+    const err = await rejectsWith(FileDevice.open(dir), 'EIO');
+    expect((err as Error).cause).toMatchObject({ code: 'EISDIR' });
+  });
+});
+
+describe('FileDevice I/O', () => {
+  it('readOnly opens the file read-only: writes are EROFS, reads and flush work', async () => {
+    const path = join(dir, 'disk.img');
+    const content = new Uint8Array(8192).map((_, i) => i & 0xff);
+    await writeFile(path, content);
+    await using device = await FileDevice.open(path, { readOnly: true });
+    expect(device.readOnly).toBe(true);
+    await rejectsWith(device.write(0, new Uint8Array(1)), 'EROFS');
+    await device.flush();
+    expect(await device.read(0, 8192)).toEqual(content);
+    expect(new Uint8Array(await readFile(path))).toEqual(content);
+  });
+
+  it('reopening keeps the data', async () => {
+    const path = join(dir, 'disk.img');
+    const data = new Uint8Array(5000).map((_, i) => (i * 7) & 0xff);
+    const first = await FileDevice.open(path, { size: 16384, create: true });
+    await first.write(1000, data);
+    await first.close();
+
+    await using second = await FileDevice.open(path, { blockSize: 4096 });
+    expect(second.size).toBe(16384);
+    expect(await second.read(1000, 5000)).toEqual(data);
+    expect(await second.read(0, 1000)).toEqual(new Uint8Array(1000));
+    const onDisk = new Uint8Array(await readFile(path));
+    expect(onDisk.subarray(1000, 6000)).toEqual(data);
+  });
+
+  it('a file that shrank under the device reads as EIO, never as zeros', async () => {
+    const path = join(dir, 'disk.img');
+    await using device = await FileDevice.open(path, { size: 8192, create: true });
+    await writeFile(path, new Uint8Array(4096));
+    await rejectsWith(device.read(4096, 4096), 'EIO');
+  });
+});
