@@ -55,7 +55,7 @@ const RESTORE_BATCH = 64;
  */
 export class CowSnapshotDevice
   extends AbstractBlockDevice<BlockDeviceEvents>
-  implements SnapshotCapable, SnapshotHost
+  implements SnapshotCapable
 {
   readonly #origin: BlockDevice;
   readonly #store: BlockDevice;
@@ -68,6 +68,13 @@ export class CowSnapshotDevice
   /** Origin reads enter shared; only restore shuts them out, so no one sees it half done. */
   readonly #readGate = new AccessGate();
   readonly #handles = new Set<SnapshotHandle>();
+  /** What snapshot handles call back into; kept off the public surface. */
+  readonly #host: SnapshotHost = {
+    readSnapshot: (seq, offset, length) => this.#readSnapshot(seq, offset, length),
+    writeSnapshot: (seq, offset, data) => this.#writeSnapshot(seq, offset, data),
+    flushSnapshots: () => this.#flushSnapshots(),
+    releaseHandle: (handle) => this.#handles.delete(handle),
+  };
 
   private constructor(
     origin: BlockDevice,
@@ -251,6 +258,8 @@ export class CowSnapshotDevice
     return this.track(
       this.#gate.runExclusive(async () => {
         const seq = this.#state.byId(id).seq;
+        // A durability point (rule 5): the writes called before it survive too.
+        await io('origin flush', this.#origin.flush());
         await this.#log.append([{ kind: 'delete', seq }]);
         this.emit('snapshot-deleted', id);
       }),
@@ -334,8 +343,8 @@ export class CowSnapshotDevice
 
   // ---------------------------------------------------------- snapshot host
 
-  /** @internal Serves a snapshot handle's read. */
-  async readSnapshot(seq: number, offset: number, length: number): Promise<Uint8Array> {
+  /** Serves a snapshot handle's read. */
+  async #readSnapshot(seq: number, offset: number, length: number): Promise<Uint8Array> {
     const release = await this.#gate.shared();
     try {
       this.#liveSnapshot(seq);
@@ -352,8 +361,8 @@ export class CowSnapshotDevice
     }
   }
 
-  /** @internal Serves a writable snapshot handle's write: redirect-on-write into fresh chunks. */
-  async writeSnapshot(seq: number, offset: number, data: Uint8Array): Promise<void> {
+  /** Serves a writable snapshot handle's write: redirect-on-write into fresh chunks. */
+  async #writeSnapshot(seq: number, offset: number, data: Uint8Array): Promise<void> {
     const release = await this.#gate.shared();
     try {
       this.#liveSnapshot(seq);
@@ -398,15 +407,10 @@ export class CowSnapshotDevice
     }
   }
 
-  /** @internal */
-  async flushSnapshots(): Promise<void> {
+  /** Snapshot writes are durable once acknowledged; this waits for any still committing. */
+  async #flushSnapshots(): Promise<void> {
     await this.#log.idle();
     await io('store flush', this.#store.flush());
-  }
-
-  /** @internal */
-  releaseHandle(handle: SnapshotHandle): void {
-    this.#handles.delete(handle);
   }
 
   // ---------------------------------------------------------------- internals
@@ -578,7 +582,7 @@ export class CowSnapshotDevice
 
   #openHandle(seq: number): SnapshotHandle {
     const snap = this.#state.bySeq(seq)!;
-    const handle = new SnapshotHandle(this, snap, this.size, this.blockSize);
+    const handle = new SnapshotHandle(this.#host, snap, this.size, this.blockSize);
     this.#handles.add(handle);
     return handle;
   }
