@@ -16,3 +16,4 @@ export { FileDevice, type FileDeviceOptions } from './devices/file-device.js';
 export { MemoryDevice, type MemoryDeviceOptions } from './devices/memory-device.js';
 export { BlockDeviceError, type BlockDeviceErrorCode, ERROR_CODES } from './errors.js';
 export { AbstractBlockDevice } from './internal/abstract-device.js';
+export type { EventMap, TypedEmitter } from './internal/typed-emitter.js';

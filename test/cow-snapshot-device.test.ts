@@ -210,7 +210,7 @@ describe('CowSnapshotDevice', () => {
   });
 
   it('fails a write with ENOSPC and changes nothing when the store is full', async () => {
-    const { device } = await setup({ storeBytes: 90 * BS, maxSnapshots: 2 });
+    const { device } = await setup({ storeBytes: 48 * BS, maxSnapshots: 2 });
     const chunks = device.freeChunks;
     expect(chunks).toBeLessThan(64);
     const snap = await device.snapshot();

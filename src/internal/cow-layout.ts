@@ -27,7 +27,8 @@ const SNAPSHOT_ENTRY_MAX = 4 + 13 + 1 + 36 + 1 + 255;
 /** A preserved or own block's entry. */
 const BLOCK_ENTRY = 24;
 const PAGE = 4096;
-const MIN_LOG = 256 * 1024;
+/** Small stores get a small log: checkpoints then run often, and cost little. */
+const MIN_LOG = 16 * 1024;
 
 function alignUp(n: number, to: number): number {
   return Math.ceil(n / to) * to;

@@ -66,7 +66,7 @@ export interface PowerSwitchOptions {
  * is not performed.
  */
 export class PowerSwitch {
-  readonly #cutAfterOps: number | undefined;
+  #cutAfterOps: number | undefined;
   #on = true;
   #ops = 0;
 
@@ -96,6 +96,22 @@ export class PowerSwitch {
    */
   get opsIssued(): number {
     return this.#ops;
+  }
+
+  /**
+   * Arms the switch to cut the power after `ops` more operations (counted
+   * from now over every attached device), so a test can pull the plug in
+   * the middle of whatever the layer above does next.
+   * @throws `EINVAL` if `ops` is not a non-negative integer.
+   */
+  cutAfter(ops: number): void {
+    if (!Number.isSafeInteger(ops) || ops < 0) {
+      throw new BlockDeviceError(
+        'EINVAL',
+        `PowerSwitch: ops must be a non-negative integer, got ${String(ops)}`,
+      );
+    }
+    this.#cutAfterOps = this.#ops + ops;
   }
 
   /** Cuts the power now; idempotent. Operations already admitted may still land or not. */
