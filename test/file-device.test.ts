@@ -103,7 +103,18 @@ describe('FileDevice.open', () => {
     }
     await rejectsWith(FileDevice.open(path, { size: 5000, create: true }), 'EINVAL');
     await rejectsWith(FileDevice.open(path, { size: -4096, create: true }), 'EINVAL');
+    await rejectsWith(FileDevice.open(path, null as unknown as object), 'EINVAL');
     expect(await exists(path)).toBe(false);
+  });
+
+  it('two creates racing on one path both open the same file', async () => {
+    const path = join(dir, 'race.img');
+    const devices = await Promise.all(
+      Array.from({ length: 4 }, () => FileDevice.open(path, { size: 8192, create: true })),
+    );
+    await devices[0]!.write(0, new Uint8Array([7]));
+    expect(await devices[3]!.read(0, 1)).toEqual(new Uint8Array([7]));
+    await Promise.all(devices.map((d) => d.close()));
   });
 
   it('other file-system failures are EIO with the cause', async () => {

@@ -19,7 +19,7 @@ export interface FileDeviceOptions {
 }
 
 /**
- * A block device over a regular file (or a block special file), doing
+ * A block device over a regular file, doing
  * positional reads and writes on a raw file descriptor through Node's callback
  * `fs.read`/`fs.write` — measured as the fastest asynchronous path Node offers
  * (about 2.4× `fs/promises` at 32 I/Os in flight). `flush()` is `fdatasync`:
@@ -53,6 +53,9 @@ export class FileDevice extends AbstractBlockDevice {
     if (typeof path !== 'string' || path.length === 0) {
       throw new BlockDeviceError('EINVAL', `path must be a non-empty string, got ${String(path)}`);
     }
+    if (typeof options !== 'object' || options === null) {
+      throw new BlockDeviceError('EINVAL', `options must be an object, got ${String(options)}`);
+    }
     const blockSize = options.blockSize ?? 4096;
     const readOnly = options.readOnly ?? false;
     if (options.size !== undefined) checkGeometry('FileDevice', options.size, blockSize);
@@ -75,10 +78,18 @@ export class FileDevice extends AbstractBlockDevice {
       }
       try {
         fd = await fdOpen(path, 'wx+');
+        created = true;
       } catch (createErr) {
-        throw wrapIO(`create ${path}`, createErr);
+        // Someone created it between our two opens: open theirs like any existing file.
+        if ((createErr as NodeJS.ErrnoException).code !== 'EEXIST') {
+          throw wrapIO(`create ${path}`, createErr);
+        }
+        try {
+          fd = await fdOpen(path, 'r+');
+        } catch (reopenErr) {
+          throw wrapIO(`open ${path}`, reopenErr);
+        }
       }
-      created = true;
     }
 
     try {
@@ -104,6 +115,8 @@ export class FileDevice extends AbstractBlockDevice {
       return new FileDevice(path, fd, size, blockSize, readOnly);
     } catch (err) {
       await fdClose(fd).catch(() => {});
+      // Do not leave a half-made file behind: the next create must start clean.
+      if (created) await fs.promises.unlink(path).catch(() => {});
       throw BlockDeviceError.is(err) ? err : wrapIO(`open ${path}`, err);
     }
   }
