@@ -302,14 +302,26 @@ export class CowSnapshotDevice
 
   // ------------------------------------------------------------ block device
 
-  protected async _read(offset: number, length: number): Promise<Uint8Array> {
-    const release = await this.#readGate.shared();
-    try {
-      return await io('origin read', this.#origin.read(offset, length));
-    } finally {
-      release();
-    }
+  protected _read(offset: number, length: number): Promise<Uint8Array> {
+    // The hot path: no restore running, so no promise of our own — the
+    // origin's, with two preallocated reactions.
+    const release = this.#readGate.tryShared();
+    if (release !== undefined)
+      return this.#origin.read(offset, length).then(this.#readDone, this.#readFailed);
+    return this.#readGate
+      .shared()
+      .then(() => this.#origin.read(offset, length).then(this.#readDone, this.#readFailed));
   }
+
+  readonly #readDone = (data: Uint8Array): Uint8Array => {
+    this.#readGate.releaseShared();
+    return data;
+  };
+
+  readonly #readFailed = (err: unknown): never => {
+    this.#readGate.releaseShared();
+    throw wrapIO('origin read', err);
+  };
 
   protected async _write(offset: number, data: Uint8Array): Promise<void> {
     const release = await this.#gate.shared();

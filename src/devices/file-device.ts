@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import { BlockDeviceError, wrapIO } from '../errors.js';
 import { AbstractBlockDevice } from '../internal/abstract-device.js';
@@ -65,7 +66,6 @@ export class FileDevice extends AbstractBlockDevice {
     }
 
     let fd: number;
-    let created = false;
     try {
       fd = await fdOpen(path, readOnly ? 'r' : 'r+');
     } catch (err) {
@@ -76,30 +76,11 @@ export class FileDevice extends AbstractBlockDevice {
       if (options.size === undefined) {
         throw new BlockDeviceError('EINVAL', `FileDevice: size is required to create ${path}`);
       }
-      try {
-        fd = await fdOpen(path, 'wx+');
-        created = true;
-      } catch (createErr) {
-        // Someone created it between our two opens: open theirs like any existing file.
-        if ((createErr as NodeJS.ErrnoException).code !== 'EEXIST') {
-          throw wrapIO(`create ${path}`, createErr);
-        }
-        try {
-          fd = await fdOpen(path, 'r+');
-        } catch (reopenErr) {
-          throw wrapIO(`open ${path}`, reopenErr);
-        }
-      }
+      fd = await createSized(path, options.size);
     }
 
     try {
-      let size = (await fdStat(fd)).size;
-      if (created) {
-        size = options.size ?? 0;
-        await fdTruncate(fd, size);
-        await fdSync(fd);
-        await syncDirectoryOf(path);
-      }
+      const size = (await fdStat(fd)).size;
       if (options.size !== undefined && options.size !== size) {
         throw new BlockDeviceError(
           'EINVAL',
@@ -115,8 +96,6 @@ export class FileDevice extends AbstractBlockDevice {
       return new FileDevice(path, fd, size, blockSize, readOnly);
     } catch (err) {
       await fdClose(fd).catch(() => {});
-      // Do not leave a half-made file behind: the next create must start clean.
-      if (created) await fs.promises.unlink(path).catch(() => {});
       throw BlockDeviceError.is(err) ? err : wrapIO(`open ${path}`, err);
     }
   }
@@ -203,6 +182,40 @@ function fdDatasync(fd: number): Promise<void> {
 }
 function fdClose(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
+}
+
+/**
+ * Creates `path` at `size` bytes, atomically: the file is made and sized
+ * under a temporary name, then linked into place, so nobody ever opens it
+ * half made. If another creator won the race, its file is opened instead.
+ * The file and its directory entry are durable when this resolves.
+ */
+async function createSized(path: string, size: number): Promise<number> {
+  const temporary = `${path}.${randomUUID()}.creating`;
+  let fd: number;
+  try {
+    fd = await fdOpen(temporary, 'wx+');
+  } catch (err) {
+    throw wrapIO(`create ${path}`, err);
+  }
+  try {
+    await fdTruncate(fd, size);
+    await fdSync(fd);
+    try {
+      await fs.promises.link(temporary, path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      await fdClose(fd);
+      fd = await fdOpen(path, 'r+');
+    }
+    await fs.promises.unlink(temporary);
+    await syncDirectoryOf(path);
+    return fd;
+  } catch (err) {
+    await fdClose(fd).catch(() => {});
+    await fs.promises.unlink(temporary).catch(() => {});
+    throw wrapIO(`create ${path}`, err);
+  }
 }
 
 /** A created file survives a power cut only once its directory entry is durable too. */

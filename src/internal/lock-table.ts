@@ -76,11 +76,22 @@ export class AccessGate {
   shared(): Promise<Release> {
     if (!this.#exclusive && this.#waiters.length === 0) {
       this.#shared++;
-      return Promise.resolve(this.#releaseShared);
+      return Promise.resolve(this.releaseShared);
     }
     return new Promise((resolve) =>
-      this.#waiters.push({ exclusive: false, wake: () => resolve(this.#releaseShared) }),
+      this.#waiters.push({ exclusive: false, wake: () => resolve(this.releaseShared) }),
     );
+  }
+
+  /**
+   * Enters shared at once if nobody exclusive is inside or waiting, returning
+   * the release; otherwise returns undefined and takes nothing. Lets the
+   * uncontended read path skip a promise and a microtask per I/O.
+   */
+  tryShared(): Release | undefined {
+    if (this.#exclusive || this.#waiters.length > 0) return undefined;
+    this.#shared++;
+    return this.releaseShared;
   }
 
   /** Enters exclusive; resolves once every earlier holder has left. */
@@ -104,7 +115,8 @@ export class AccessGate {
     }
   }
 
-  readonly #releaseShared: Release = () => {
+  /** Leaves shared; the same function every shared entry returns as its release. */
+  readonly releaseShared: Release = () => {
     this.#shared--;
     this.#admit();
   };
