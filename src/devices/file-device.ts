@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import { BlockDeviceError, wrapIO } from '../errors.js';
 import { AbstractBlockDevice } from '../internal/abstract-device.js';
-import { allocateReadBuffer } from '../internal/buffer-pool.js';
+import { allocateBuffer } from '../internal/buffer-pool.js';
 import { checkGeometry } from '../internal/range.js';
 
 /** Options for {@link FileDevice.open}. */
@@ -102,7 +102,7 @@ export class FileDevice extends AbstractBlockDevice {
   }
 
   protected _read(offset: number, length: number): Promise<Uint8Array> {
-    const buffer = allocateReadBuffer(length);
+    const buffer = allocateBuffer(length);
     return new Promise((resolve, reject) => {
       const fd = this.#fd;
       let done = 0;

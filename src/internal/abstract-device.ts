@@ -1,5 +1,6 @@
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
+import { allocateBuffer } from './buffer-pool.js';
 import { checkGeometry, checkRange, isBytes } from './range.js';
 import { type EventMap, TypedEventEmitter } from './typed-emitter.js';
 
@@ -62,7 +63,7 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
     if (data.length === 0) return Promise.resolve();
     // The caller may reuse `data` as soon as this returns: take a private copy
     // now, before any await.
-    const copy = new Uint8Array(data.length);
+    const copy = allocateBuffer(data.length);
     copy.set(data);
     return this.track(this._write(offset, copy));
   }

@@ -1,0 +1,412 @@
+/**
+ * `npm run bench`: blocksnap's devices against plain Node file I/O, 4 KiB
+ * random I/O with 32 in flight, on files in a temporary directory on the real
+ * disk. Prints a Markdown table and writes it to bench/results.md.
+ *
+ * Environment:
+ *   BENCH_SIZE_MIB        file size (default 1024)
+ *   BENCH_SECONDS         measured seconds per row (default 2)
+ *   BENCH_WARMUP_SECONDS  warm-up seconds before each row (default 0.25)
+ *   BENCH_ROUNDS          times every row runs, in interleaved rounds (default 3)
+ *   BENCH_SEED            PRNG seed for offsets and data (default 1)
+ *   BENCH_ONLY            comma-separated row ids to run (default all)
+ *   BENCH_DIR             where the temporary directory goes (default os.tmpdir(); /dev/shm
+ *                         for tmpfs, which takes the disk out and compares CPU cost only)
+ *   BENCH_LIB             "src" (default: the sources through tsx) or "dist" (the built bundle)
+ *   BENCH_OUT             results file (default bench/results.md; "-" for none)
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { describeFilesystem } from './harness.js';
+import { loadLibrary } from './library.js';
+import {
+  type BenchConfig,
+  createFiles,
+  formatBytes,
+  type Row,
+  type RowResult,
+  rows,
+  storeSizeFor,
+} from './workloads.js';
+
+const MiB = 1 << 20;
+const TiB = 2 ** 40;
+
+function envNumber(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}=${raw} is not a positive number`);
+  return n;
+}
+
+const sizeMiB = envNumber('BENCH_SIZE_MIB', 1024);
+const rounds = envNumber('BENCH_ROUNDS', 3);
+if (!Number.isInteger(rounds)) throw new Error('BENCH_ROUNDS must be a whole number');
+if (!Number.isInteger(sizeMiB)) throw new Error('BENCH_SIZE_MIB must be a whole number');
+const only = (process.env.BENCH_ONLY ?? '')
+  .split(',')
+  .map((s) => s.trim())
+  .filter((s) => s !== '');
+const outPath =
+  process.env.BENCH_OUT === '-'
+    ? undefined
+    : (process.env.BENCH_OUT ?? fileURLToPath(new URL('./results.md', import.meta.url)));
+
+const library = await loadLibrary();
+const dir = fs.mkdtempSync(join(process.env.BENCH_DIR || os.tmpdir(), 'blocksnap-bench-'));
+const cleanup = (): void => fs.rmSync(dir, { recursive: true, force: true });
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    cleanup();
+    process.exit(130);
+  });
+}
+
+const cfg: BenchConfig = {
+  lib: library.lib,
+  dir,
+  size: sizeMiB * MiB,
+  blockSize: 4096,
+  inFlight: 32,
+  seconds: envNumber('BENCH_SECONDS', 2),
+  warmup: process.env.BENCH_WARMUP_SECONDS === '0' ? 0 : envNumber('BENCH_WARMUP_SECONDS', 0.25),
+  seed: envNumber('BENCH_SEED', 1),
+  hugeSize: TiB,
+  snapshotCalls: 50,
+};
+
+interface Outcome {
+  row: Row;
+  /** One result per round, in round order. */
+  rounds: RowResult[];
+  /** The round with the median throughput: what the table shows. */
+  result: RowResult;
+  /** Wall time of the row over all rounds, preconditioning included. */
+  wallSeconds: number;
+}
+
+/** Rows that threw: reported as failures and not run again. */
+const failures = new Map<string, { row: Row; error: Error }>();
+const outcomes = new Map<string, Outcome>();
+let selected: Row[] = [];
+
+const started = performance.now();
+const cpuAtStart = cpuSnapshot();
+const code = gitDescription();
+const filesystem = describeFilesystem(dir);
+try {
+  const storeSize = storeSizeFor(cfg.size, cfg.blockSize);
+  const needed = 2 * cfg.size + storeSize + 256 * MiB;
+  if (filesystem.available < needed) {
+    throw new Error(
+      `${dir} has ${formatBytes(filesystem.available)} free; the benchmark needs about ${formatBytes(needed)}`,
+    );
+  }
+  createFiles(cfg);
+  selected = rows(cfg).filter((r) => only.length === 0 || only.includes(r.id));
+  if (selected.length === 0) throw new Error(`BENCH_ONLY=${only.join(',')} names no row`);
+  log(
+    `blocksnap bench: ${formatBytes(cfg.size)} files in ${dir} (${filesystem.type} on ${filesystem.source}), ` +
+      `${cfg.inFlight} in flight, ${cfg.seconds} s per row, ${rounds} round(s)`,
+  );
+  for (let round = 1; round <= rounds; round++) {
+    // Even rounds run the rows in reverse, so no row always follows the same one.
+    const order = round % 2 === 1 ? selected : [...selected].reverse();
+    for (const [i, row] of order.entries()) {
+      if (failures.has(row.id)) continue;
+      const t0 = performance.now();
+      log(`[round ${round}/${rounds}, ${i + 1}/${selected.length}] ${row.label} ...`);
+      let result: RowResult;
+      try {
+        result = await row.run(cfg);
+      } catch (err) {
+        const error = err instanceof Error ? err : new Error(String(err));
+        failures.set(row.id, { row, error });
+        log(`    FAILED: ${error.stack ?? error.message}`);
+        continue;
+      }
+      const wallSeconds = (performance.now() - t0) / 1000;
+      const previous = outcomes.get(row.id);
+      const all = [...(previous?.rounds ?? []), result];
+      outcomes.set(row.id, {
+        row,
+        rounds: all,
+        result: median(all),
+        wallSeconds: (previous?.wallSeconds ?? 0) + wallSeconds,
+      });
+      log(
+        `    ${row.kind === 'snapshot' ? `${result.meanMs?.toFixed(3)} ms per snapshot` : `${fmtOps(result.opsPerSec)} ops/s`}` +
+          ` (${result.ops} ops in ${result.seconds.toFixed(2)} s; row took ${wallSeconds.toFixed(1)} s)`,
+      );
+    }
+  }
+} finally {
+  cleanup();
+}
+
+const report = render();
+process.stdout.write(report);
+if (outPath !== undefined) {
+  fs.writeFileSync(outPath, report);
+  log(`wrote ${outPath}`);
+}
+if (failures.size > 0) process.exitCode = 1;
+
+// -------------------------------------------------------------------- report
+
+interface Verdict {
+  ratio: string;
+  target: string;
+  pass: boolean | undefined;
+}
+
+function verdict(id: string): Verdict {
+  const o = outcomes.get(id)!;
+  const ops = o.result.opsPerSec;
+  const raw = rawBaseline(o.row.kind);
+  const ratioNum = raw === undefined || o.row.kind === 'snapshot' ? undefined : ops / raw;
+  const ratio = ratioNum === undefined ? '—' : `${ratioNum.toFixed(2)}×`;
+  const atLeast = (min: number): Verdict => ({
+    ratio,
+    target: `≥ ${min.toFixed(2)}× raw`,
+    pass: ratioNum === undefined ? undefined : ratioNum >= min,
+  });
+  switch (id) {
+    case 'raw-read':
+    case 'raw-write':
+      return { ratio, target: 'baseline', pass: undefined };
+    case 'fsp-read':
+    case 'fsp-write':
+    case 'raf-read':
+    case 'raf-write':
+    case 'floor-read':
+    case 'floor-write':
+      return { ratio, target: 'reference', pass: undefined };
+    case 'fd-read':
+    case 'fd-write': {
+      const peer = outcomes.get(id === 'fd-read' ? 'raf-read' : 'raf-write')?.result.opsPerSec;
+      const v = atLeast(0.9);
+      const ahead = peer === undefined ? undefined : ops > peer;
+      const floor = outcomes.get(id === 'fd-read' ? 'floor-read' : 'floor-write')?.result.opsPerSec;
+      const vsFloor = floor === undefined ? '' : `; ${(ops / floor).toFixed(2)}× the contract floor`;
+      return {
+        ratio,
+        target: `${v.target}, ahead of random-access-file${peer === undefined ? '' : ` (${(ops / peer).toFixed(2)}×)`}${vsFloor}`,
+        pass: v.pass === undefined || ahead === undefined ? undefined : v.pass && ahead,
+      };
+    }
+    case 'cow-origin-read':
+    case 'cow-rewrite':
+      return atLeast(0.85);
+    case 'cow-first-write':
+      return atLeast(0.33);
+    case 'cow-first-write-10': {
+      // Time per op with 10 snapshots over time per op with 1, paired round by round.
+      const cost = pairedRatio('cow-first-write', id, (r) => r.opsPerSec);
+      return {
+        ratio,
+        target: `write cost ≤ 1.10× that after 1 snapshot${cost === undefined ? '' : ` (${cost.text})`}`,
+        pass: cost === undefined ? undefined : cost.median <= 1.1,
+      };
+    }
+    case 'cow-snapshot-read':
+      return { ratio, target: 'none set (report)', pass: undefined };
+    case 'snapshot-create':
+      return { ratio, target: 'reference for the next row', pass: undefined };
+    case 'snapshot-create-huge': {
+      const r = pairedRatio('snapshot-create', id, (x) => x.opsPerSec);
+      return {
+        ratio,
+        target: `time ≤ 2× that on ${formatBytes(cfg.size)}${r === undefined ? '' : ` (${r.text})`}`,
+        pass: r === undefined ? undefined : r.median <= 2,
+      };
+    }
+    default:
+      return { ratio, target: '—', pass: undefined };
+  }
+}
+
+/** The raw baseline of a kind (its median round). */
+function rawBaseline(kind: 'read' | 'write' | 'snapshot'): number | undefined {
+  return kind === 'snapshot' ? undefined : outcomes.get(`raw-${kind}`)?.result.opsPerSec;
+}
+
+/**
+ * `value(a) / value(b)` round by round — rows run next to each other in
+ * every round share its conditions — and the median of those ratios.
+ */
+function pairedRatio(
+  a: string,
+  b: string,
+  value: (r: RowResult) => number,
+): { median: number; text: string } | undefined {
+  const ra = outcomes.get(a)?.rounds;
+  const rb = outcomes.get(b)?.rounds;
+  if (ra === undefined || rb === undefined || ra.length === 0 || ra.length !== rb.length) {
+    return undefined;
+  }
+  const ratios = ra.map((x, i) => value(x) / value(rb[i]!));
+  const sorted = [...ratios].sort((x, y) => x - y);
+  const median = sorted[Math.floor(sorted.length / 2)]!;
+  const each = ratios.length > 1 ? `; rounds ${ratios.map((x) => x.toFixed(2)).join(', ')}` : '';
+  return { median, text: `${median.toFixed(2)}×${each}` };
+}
+
+/** The result with the median throughput (the upper one of two middles). */
+function median(results: RowResult[]): RowResult {
+  const sorted = [...results].sort((a, b) => a.opsPerSec - b.opsPerSec);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+function render(): string {
+  const cpus = os.cpus();
+  const model = cpus[0]?.model.trim() ?? 'unknown';
+  const diskNote = filesystem.inMemory
+    ? `${filesystem.type} (in memory, not a disk: rows compare CPU cost only)`
+    : `${filesystem.type} on ${filesystem.source} (mounted at ${filesystem.mountPoint}) — the real disk, not tmpfs`;
+  const env = [
+    'BENCH_SIZE_MIB',
+    'BENCH_SECONDS',
+    'BENCH_WARMUP_SECONDS',
+    'BENCH_ROUNDS',
+    'BENCH_SEED',
+    'BENCH_ONLY',
+    'BENCH_LIB',
+    'BENCH_DIR',
+  ]
+    .filter((k) => process.env[k] !== undefined)
+    .map((k) => `${k}=${process.env[k]}`)
+    .join(' ');
+  const lines: string[] = [
+    '# blocksnap benchmark results',
+    '',
+    `- Date: ${new Date().toISOString()}`,
+    `- Code: ${code}; measured: ${library.description}`,
+    `- Node ${process.version} (V8 ${process.versions.v8}), ${process.platform} ${process.arch}, kernel ${os.release()}`,
+    `- CPU: ${model} × ${cpus.length}; memory ${formatBytes(Math.round(os.totalmem() / MiB) * MiB)}`,
+    `- libuv thread pool: ${process.env.UV_THREADPOOL_SIZE ?? '4 (default)'}`,
+    `- Other CPU use during the run: ${otherCpu(cpuAtStart, cpuSnapshot())}`,
+    `- Files: ${formatBytes(cfg.size)} data/origin file, ${formatBytes(storeSizeFor(cfg.size, cfg.blockSize))} COW store ` +
+      `(room for every origin block plus metadata); ${formatBytes(cfg.blockSize)} blocks; in a temp dir on ${diskNote}`,
+    `- Load: closed loop of ${cfg.inFlight} workers (${cfg.inFlight} I/Os in flight), random block offsets from a seeded PRNG ` +
+      `(seed ${cfg.seed}, the same sequence in every row); ${cfg.warmup} s warm-up then ${cfg.seconds} s measured per row`,
+    '- Preconditioning: right before its row, every file the row uses is written in full (1 MiB sequential writes), ' +
+      '`fdatasync`ed, then read once in full, so every row starts with all pages allocated, cached and clean. ' +
+      `The ${formatBytes(cfg.hugeSize)} origin is the exception: sparse (ftruncate only), never written.`,
+    `- Rounds: every row runs ${rounds} time(s), in ${rounds} interleaved round(s): all rows in table order, ` +
+      "then all in reverse, and so on. The table shows each row's median round, the notes list every round; " +
+      'the two pairwise targets (10 vs 1 snapshots, 1 TiB vs 1 GiB) use the median of per-round ratios.',
+    '- Ratios: read rows against raw reads, write rows against raw writes (medians); raw = callback `fs.read`/`fs.write` ' +
+      'on a fd with one reused buffer per worker, measured in the same run.',
+    `- Command: \`${env === '' ? '' : `${env} `}npm run bench\`; total ${((performance.now() - started) / 1000).toFixed(0)} s`,
+    '',
+    '| Row | ops/s | × raw | Target | Result |',
+    '| --- | ---: | ---: | --- | :---: |',
+  ];
+  for (const row of selected) {
+    const o = outcomes.get(row.id);
+    const failure = failures.get(row.id);
+    if (o === undefined || failure !== undefined) {
+      const message = (failure?.error.message ?? 'did not run')
+        .replaceAll('|', '\\|')
+        .replaceAll('\n', ' ');
+      lines.push(`| ${row.label} | error | — | runs to completion | **FAIL**: ${message} |`);
+      continue;
+    }
+    const v = verdict(row.id);
+    const ops =
+      row.kind === 'snapshot'
+        ? `${fmtOps(o.result.opsPerSec)} (${o.result.meanMs?.toFixed(2)} ms each)`
+        : fmtOps(o.result.opsPerSec);
+    const pass = v.pass === undefined ? '—' : v.pass ? 'pass' : '**FAIL**';
+    lines.push(`| ${row.label} | ${ops} | ${v.ratio} | ${v.target} | ${pass} |`);
+  }
+  lines.push('', '## Row notes', '');
+  for (const row of selected) {
+    const o = outcomes.get(row.id);
+    if (o === undefined) continue;
+    const each = o.rounds
+      .map((r) => (row.kind === 'snapshot' ? `${r.meanMs?.toFixed(3)} ms` : fmtOps(r.opsPerSec)))
+      .join(', ');
+    const notes = [
+      ...o.result.notes,
+      `median round: ${o.result.ops} ops in ${o.result.seconds.toFixed(2)} s`,
+      `rounds: ${each}`,
+      `${o.wallSeconds.toFixed(1)} s with setup`,
+    ];
+    lines.push(`- **${row.label}**: ${notes.join('; ')}.`);
+  }
+  lines.push('');
+  return lines.join('\n');
+}
+
+/** The commit measured, and whether src/ differed from it. */
+function gitDescription(): string {
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const git = (...args: string[]): string =>
+    execFileSync('git', ['-C', root, ...args], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim();
+  try {
+    const commit = git('log', '-1', '--format=%h %s');
+    const dirty = git('status', '--porcelain', '--', 'src') !== '';
+    return `commit ${commit}${dirty ? ' (plus uncommitted changes in src/)' : ''}`;
+  } catch {
+    return 'unknown (not a git checkout)';
+  }
+}
+
+interface CpuSnapshot {
+  /** When, in seconds. */
+  at: number;
+  /** Busy and steal seconds of all CPUs together, from /proc/stat; undefined off Linux. */
+  busy: number | undefined;
+  steal: number | undefined;
+  /** CPU seconds of this process (all its threads). */
+  own: number;
+}
+
+function cpuSnapshot(): CpuSnapshot {
+  const usage = process.cpuUsage();
+  const own = (usage.user + usage.system) / 1e6;
+  const at = performance.now() / 1000;
+  try {
+    const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
+    // cpu user nice system idle iowait irq softirq steal ... in USER_HZ (100 per second)
+    const [, user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).map(Number);
+    const busy = [user, nice, system, irq, softirq].reduce<number>((a, b) => a + (b ?? 0), 0);
+    return { at, busy: busy / 100, steal: (steal ?? 0) / 100, own };
+  } catch {
+    return { at, busy: undefined, steal: undefined, own };
+  }
+}
+
+/**
+ * How much CPU went to anything but this process while it ran: other
+ * processes, and kernel threads (page-cache writeback among them).
+ */
+function otherCpu(start: CpuSnapshot, end: CpuSnapshot): string {
+  if (start.busy === undefined || end.busy === undefined) return 'unknown (no /proc/stat)';
+  const wall = end.at - start.at;
+  const cpus = os.cpus().length;
+  const pct = (seconds: number): string => `${((100 * seconds) / wall / cpus).toFixed(0)} %`;
+  const others = Math.max(0, end.busy - start.busy - (end.own - start.own));
+  return (
+    `${pct(others)} of the ${cpus} CPUs outside this process (other processes and kernel threads such as writeback), ` +
+    `${pct(end.own - start.own)} in it, ${pct((end.steal ?? 0) - (start.steal ?? 0))} stolen by the hypervisor`
+  );
+}
+
+function fmtOps(n: number): string {
+  return Math.round(n).toLocaleString('en-US');
+}
+
+function log(message: string): void {
+  process.stderr.write(`${message}\n`);
+}
