@@ -193,7 +193,8 @@ function verdict(id: string): Verdict {
       const v = atLeast(0.9);
       const ahead = peer === undefined ? undefined : ops > peer;
       const floor = outcomes.get(id === 'fd-read' ? 'floor-read' : 'floor-write')?.result.opsPerSec;
-      const vsFloor = floor === undefined ? '' : `; ${(ops / floor).toFixed(2)}× the contract floor`;
+      const vsFloor =
+        floor === undefined ? '' : `; ${(ops / floor).toFixed(2)}× the contract floor`;
       return {
         ratio,
         target: `${v.target}, ahead of random-access-file${peer === undefined ? '' : ` (${(ops / peer).toFixed(2)}×)`}${vsFloor}`,
