@@ -26,6 +26,11 @@ export interface FileDeviceOptions {
  * `fs.read`/`fs.write` — measured as the fastest asynchronous path Node offers
  * (about 2.4× `fs/promises` at 32 I/Os in flight). `flush()` is `fdatasync`:
  * when it resolves, every write acknowledged before it is on stable storage.
+ *
+ * Reads of up to 64 KiB return views into a shared slab, as Node's Buffer
+ * pool does for small Buffers: each is the caller's alone, but its `buffer`
+ * spans more than it, so use `byteOffset` and `byteLength` with it. Creating
+ * a file is atomic: it is sized under a temporary name and linked into place.
  */
 export class FileDevice extends AbstractBlockDevice {
   /** The path the device was opened from. */
