@@ -9,17 +9,12 @@ import type {
 } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
 import { AbstractBlockDevice } from '../internal/abstract-device.js';
-import {
-  type CowLayout,
-  cowCodec,
-  planCowLayout,
-  readCowParams,
-  writeCowParams,
-} from '../internal/cow-layout.js';
-import { CowState } from '../internal/cow-state.js';
+import type { CowState } from '../internal/cow-state.js';
+import { CowStore } from '../internal/cow-store.js';
 import { AccessGate, LockTable } from '../internal/lock-table.js';
-import { type CowEntry, checksum } from '../internal/metadata-codec.js';
-import { MetadataLog } from '../internal/metadata-log.js';
+import { io } from '../internal/lower-io.js';
+import type { CowEntry } from '../internal/metadata-codec.js';
+import type { MetadataLog } from '../internal/metadata-log.js';
 import { SnapshotHandle, type SnapshotHost } from '../internal/snapshot-handle.js';
 import { checkSnapshotOptions } from '../internal/snapshot-options.js';
 
@@ -32,8 +27,6 @@ export interface CowSnapshotDeviceOptions {
   maxSnapshots?: number;
 }
 
-/** Identifies a copy-on-write store ("COW1"). */
-const COW_KIND = 0x31574f43;
 /** Blocks restored concurrently: enough to keep the devices busy, few enough to bound memory. */
 const RESTORE_BATCH = 64;
 
@@ -57,9 +50,8 @@ export class CowSnapshotDevice
   extends AbstractBlockDevice<BlockDeviceEvents>
   implements SnapshotCapable
 {
+  readonly #cow: CowStore;
   readonly #origin: BlockDevice;
-  readonly #store: BlockDevice;
-  readonly #layout: CowLayout;
   readonly #state: CowState;
   readonly #log: MetadataLog<CowEntry>;
   readonly #locks = new LockTable();
@@ -76,19 +68,12 @@ export class CowSnapshotDevice
     releaseHandle: (handle) => this.#handles.delete(handle),
   };
 
-  private constructor(
-    origin: BlockDevice,
-    store: BlockDevice,
-    layout: CowLayout,
-    state: CowState,
-    log: MetadataLog<CowEntry>,
-  ) {
-    super('CowSnapshotDevice', origin.size, origin.blockSize, origin.readOnly);
-    this.#origin = origin;
-    this.#store = store;
-    this.#layout = layout;
-    this.#state = state;
-    this.#log = log;
+  private constructor(cow: CowStore) {
+    super('CowSnapshotDevice', cow.origin.size, cow.origin.blockSize, cow.origin.readOnly);
+    this.#cow = cow;
+    this.#origin = cow.origin;
+    this.#state = cow.state;
+    this.#log = cow.log;
   }
 
   /**
@@ -111,8 +96,7 @@ export class CowSnapshotDevice
         `maxSnapshots ${maxSnapshots} is not an integer from 1 to 65536`,
       );
     }
-    const layout = planCowLayout(origin, store, maxSnapshots);
-    await MetadataLog.format(store, COW_KIND, layout.log, writeCowParams(layout), cowCodec, []);
+    await CowStore.format(origin, store, maxSnapshots);
     return CowSnapshotDevice.open(origin, store);
   }
 
@@ -125,32 +109,8 @@ export class CowSnapshotDevice
    */
   static async open(origin: BlockDevice, store: BlockDevice): Promise<CowSnapshotDevice> {
     checkDevices(origin, store);
-    let layout: CowLayout | undefined;
-    let state: CowState | undefined;
-    const recovered = await MetadataLog.open(
-      store,
-      COW_KIND,
-      cowCodec,
-      async (entries, params) => {
-        layout ??= readCowParams(params, store);
-        return verifyChunks(store, layout, entries);
-      },
-      () => state!.entries(),
-      (entries) => {
-        for (const entry of entries) state!.apply(entry);
-      },
-    );
-    layout ??= readCowParams(recovered.params, store);
-    if (layout.originSize !== origin.size || layout.blockSize !== origin.blockSize) {
-      throw new BlockDeviceError(
-        'EINVAL',
-        `store was formatted for an origin of ${layout.originSize} bytes in ${layout.blockSize}-byte blocks, ` +
-          `not ${origin.size} in ${origin.blockSize}`,
-      );
-    }
-    state = new CowState(layout.chunkCount);
-    for (const entry of recovered.entries) state.apply(entry);
-    const device = new CowSnapshotDevice(origin, store, layout, state, recovered.log);
+    const device = new CowSnapshotDevice(await CowStore.recover(origin, store));
+    const state = device.#state;
     if (state.restoring !== undefined) {
       // The restore's begin record is durable, so the caller may have been
       // told nothing yet — but the origin may be half restored. Finish it.
@@ -166,7 +126,7 @@ export class CowSnapshotDevice
 
   /** Store chunks in all. */
   get totalChunks(): number {
-    return this.#layout.chunkCount;
+    return this.#cow.layout.chunkCount;
   }
 
   /** Number of preserved-block records (each shared by every snapshot that needs it). */
@@ -189,10 +149,10 @@ export class CowSnapshotDevice
     try {
       this.checkOpen();
       checkSnapshotOptions(options);
-      if (this.#state.snapshotCount >= this.#layout.maxSnapshots) {
+      if (this.#state.snapshotCount >= this.#cow.layout.maxSnapshots) {
         throw new BlockDeviceError(
           'ENOSPC',
-          `already ${this.#layout.maxSnapshots} snapshots (maxSnapshots)`,
+          `already ${this.#cow.layout.maxSnapshots} snapshots (maxSnapshots)`,
         );
       }
     } catch (err) {
@@ -343,12 +303,12 @@ export class CowSnapshotDevice
   protected async _flush(): Promise<void> {
     await this.#log.idle();
     await io('origin flush', this.#origin.flush());
-    await io('store flush', this.#store.flush());
+    await io('store flush', this.#cow.store.flush());
   }
 
   protected async _close(): Promise<void> {
     await Promise.all([...this.#handles].map((h) => h.close()));
-    const results = await Promise.allSettled([this.#origin.close(), this.#store.close()]);
+    const results = await Promise.allSettled([this.#origin.close(), this.#cow.store.close()]);
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw wrapIO('close', failed.reason);
   }
@@ -364,7 +324,7 @@ export class CowSnapshotDevice
       const last = Math.floor((offset + length - 1) / this.blockSize);
       const unlock = await this.#locks.acquire(first, last);
       try {
-        return await this.#readView(seq, offset, length);
+        return await this.#cow.readView(seq, offset, length);
       } finally {
         unlock();
       }
@@ -378,39 +338,11 @@ export class CowSnapshotDevice
     const release = await this.#gate.shared();
     try {
       this.#liveSnapshot(seq);
-      const bs = this.blockSize;
-      const first = Math.floor(offset / bs);
-      const last = Math.floor((offset + data.length - 1) / bs);
+      const first = Math.floor(offset / this.blockSize);
+      const last = Math.floor((offset + data.length - 1) / this.blockSize);
       const unlock = await this.#locks.acquire(first, last);
       try {
-        const count = last - first + 1;
-        const chunks = this.#state.allocator.allocate(count);
-        try {
-          // Only the edge blocks can be partly covered; read the snapshot's
-          // current view of the whole span once and overlay the new bytes.
-          const start = first * bs;
-          const content =
-            offset === start && data.length === count * bs
-              ? data
-              : await this.#readView(seq, start, count * bs);
-          if (content !== data) content.set(data, offset - start);
-          const entries: CowEntry[] = [];
-          for (let i = 0; i < count; i++) {
-            const block = content.subarray(i * bs, (i + 1) * bs);
-            entries.push({
-              kind: 'private',
-              seq,
-              block: first + i,
-              chunk: chunks[i]!,
-              crc: checksum(block),
-            });
-          }
-          await this.#writeChunks(chunks, content);
-          await this.#log.append(entries);
-        } catch (err) {
-          this.#releaseUncommitted(chunks);
-          throw err;
-        }
+        await this.#cow.writeOwn(seq, offset, data);
       } finally {
         unlock();
       }
@@ -422,141 +354,15 @@ export class CowSnapshotDevice
   /** Snapshot writes are durable once acknowledged; this waits for any still committing. */
   async #flushSnapshots(): Promise<void> {
     await this.#log.idle();
-    await io('store flush', this.#store.flush());
+    await io('store flush', this.#cow.store.flush());
   }
 
   // ---------------------------------------------------------------- internals
 
-  /**
-   * Preserves every block of `first..last` that a live snapshot still needs
-   * (the caller holds their locks). The old data is written to fresh chunks,
-   * then its lookup entries are appended to the log; both are durable when
-   * this resolves, so the origin write that follows can never reach the disk
-   * before them (rule 4). Concurrent callers share the log's flush.
-   */
+  /** Preserves what live snapshots need of `first..last` (locks held) and reports each copy. */
   async #preserve(first: number, last: number): Promise<void> {
-    const state = this.#state;
-    let needed = 0;
-    for (let b = first; b <= last; b++) if (state.needsPreserve(b)) needed++;
-    if (needed === 0) return;
-    const blocks: number[] = [];
-    for (let b = first; b <= last; b++) if (state.needsPreserve(b)) blocks.push(b);
-    const chunks = state.allocator.allocate(blocks.length);
-    const bs = this.blockSize;
-    try {
-      const old = await this.#readOriginBlocks(blocks);
-      const epoch = state.lastSeq;
-      const entries: CowEntry[] = blocks.map((block, i) => ({
-        kind: 'preserve',
-        epoch,
-        block,
-        chunk: chunks[i]!,
-        crc: checksum(old.subarray(i * bs, (i + 1) * bs)),
-      }));
-      await this.#writeChunks(chunks, old);
-      await this.#log.append(entries);
-    } catch (err) {
-      this.#releaseUncommitted(chunks);
-      throw err;
-    }
-    for (let i = 0; i < blocks.length; i++)
-      this.emit('preserve', { block: blocks[i]!, chunk: chunks[i]! });
-  }
-
-  /** Reads whole origin blocks (ascending) into one buffer, one read per contiguous run. */
-  async #readOriginBlocks(blocks: number[]): Promise<Uint8Array> {
-    const bs = this.blockSize;
-    const out = new Uint8Array(blocks.length * bs);
-    const reads: Promise<void>[] = [];
-    forEachRun(blocks, (from, i, n) => {
-      reads.push(
-        io('origin read', this.#origin.read(from * bs, n * bs)).then((data) =>
-          out.set(data, i * bs),
-        ),
-      );
-    });
-    await Promise.all(reads);
-    return out;
-  }
-
-  /** Writes `data` (one block per chunk, in order) to `chunks`, one write per contiguous run. */
-  async #writeChunks(chunks: number[], data: Uint8Array): Promise<void> {
-    const bs = this.blockSize;
-    const writes: Promise<void>[] = [];
-    forEachRun(chunks, (from, i, n) => {
-      writes.push(
-        io(
-          'store write',
-          this.#store.write(this.#chunkOffset(from), data.subarray(i * bs, (i + n) * bs)),
-        ),
-      );
-    });
-    await Promise.all(writes);
-  }
-
-  /**
-   * Returns chunks taken for an operation that failed before its log
-   * entries were durable.
-   */
-  #releaseUncommitted(chunks: number[]): void {
-    // After a log failure a frame naming these chunks may still have reached
-    // the disk: keep them taken until a reopen sorts out what is durable.
-    if (this.#log.failed) return;
-    for (const chunk of chunks) this.#state.allocator.release(chunk);
-  }
-
-  /** Reads `[offset, offset+length)` as snapshot `seq` sees it (caller holds the block locks). */
-  async #readView(seq: number, offset: number, length: number): Promise<Uint8Array> {
-    const bs = this.blockSize;
-    const out = new Uint8Array(length);
-    const end = offset + length;
-    const first = Math.floor(offset / bs);
-    const last = Math.floor((end - 1) / bs);
-    const reads: Promise<void>[] = [];
-    let originFrom = -1;
-    const flushOriginRun = (upTo: number): void => {
-      if (originFrom < 0) return;
-      const from = Math.max(offset, originFrom * bs);
-      const to = Math.min(end, upTo * bs);
-      reads.push(
-        io('origin read', this.#origin.read(from, to - from)).then((d) =>
-          out.set(d, from - offset),
-        ),
-      );
-      originFrom = -1;
-    };
-    for (let b = first; b <= last; b++) {
-      const ref = this.#state.locate(seq, b);
-      if (ref === undefined) {
-        if (originFrom < 0) originFrom = b;
-        continue;
-      }
-      flushOriginRun(b);
-      const blockStart = b * bs;
-      reads.push(
-        this.#readChunk(ref.chunk, ref.crc, b).then((chunk) => {
-          const from = Math.max(offset, blockStart);
-          const to = Math.min(end, blockStart + bs);
-          out.set(chunk.subarray(from - blockStart, to - blockStart), from - offset);
-        }),
-      );
-    }
-    flushOriginRun(last + 1);
-    await Promise.all(reads);
-    return out;
-  }
-
-  /** Reads a chunk and checks it against its recorded CRC: stale or rotten data is `ECORRUPT`, never returned. */
-  async #readChunk(chunk: number, crc: number, block: number): Promise<Uint8Array> {
-    const at = this.#chunkOffset(chunk);
-    const data = await io('store read', this.#store.read(at, this.blockSize));
-    if (checksum(data) !== crc) {
-      throw new BlockDeviceError(
-        'ECORRUPT',
-        `store chunk ${chunk} (block ${block}) at store offset ${at} fails its checksum`,
-      );
-    }
-    return data;
+    const preserved = await this.#cow.preserve(first, last);
+    for (const event of preserved) this.emit('preserve', event);
   }
 
   /**
@@ -571,7 +377,7 @@ export class CowSnapshotDevice
       const batch = blocks.slice(i, i + RESTORE_BATCH);
       await Promise.all(
         batch.map(async (block) => {
-          const content = await this.#readView(seq, block * bs, bs);
+          const content = await this.#cow.readView(seq, block * bs, bs);
           await this.#preserve(block, block);
           await io('origin write', this.#origin.write(block * bs, content));
         }),
@@ -580,10 +386,6 @@ export class CowSnapshotDevice
     }
     await io('origin flush', this.#origin.flush());
     await this.#log.append([{ kind: 'restore-end', seq }]);
-  }
-
-  #chunkOffset(chunk: number): number {
-    return this.#layout.dataOffset + chunk * this.blockSize;
   }
 
   #liveSnapshot(seq: number): void {
@@ -614,42 +416,4 @@ function checkDevices(origin: BlockDevice, store: BlockDevice): void {
     }
   }
   if (store.readOnly) throw new BlockDeviceError('EINVAL', 'store is read-only');
-}
-
-/** Calls `fn(start, index, length)` for each run of consecutive numbers in ascending `values`. */
-function forEachRun(
-  values: number[],
-  fn: (start: number, index: number, length: number) => void,
-): void {
-  let i = 0;
-  while (i < values.length) {
-    let n = 1;
-    while (i + n < values.length && values[i + n] === values[i]! + n) n++;
-    fn(values[i]!, i, n);
-    i += n;
-  }
-}
-
-/** Verifies the data of chunks named by the last log frame, which a power cut may have left unwritten. */
-async function verifyChunks(
-  store: BlockDevice,
-  layout: CowLayout,
-  entries: CowEntry[],
-): Promise<boolean> {
-  for (const entry of entries) {
-    if (entry.kind !== 'preserve' && entry.kind !== 'private') continue;
-    const at = layout.dataOffset + entry.chunk * layout.blockSize;
-    if (entry.chunk >= layout.chunkCount) return false;
-    const data = await io('store read', store.read(at, layout.blockSize));
-    if (checksum(data) !== entry.crc) return false;
-  }
-  return true;
-}
-
-async function io<T>(what: string, op: Promise<T>): Promise<T> {
-  try {
-    return await op;
-  } catch (err) {
-    throw wrapIO(what, err);
-  }
 }

@@ -1,6 +1,25 @@
 import { randomInt } from 'node:crypto';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
+import {
+  alignUp,
+  encodeSuperblock,
+  encodeTable,
+  FRAME_HEADER,
+  FRAME_MAGIC,
+  frameChecksum,
+  logOffset,
+  MAX_FRAME,
+  MAX_PARAMS,
+  readSuperblock,
+  SECTOR,
+  SUPERBLOCK_BYTES,
+  SUPERBLOCK_SLOT,
+  type Superblock,
+  scanLog,
+  tableOffset,
+} from './log-format.js';
+import { io } from './lower-io.js';
 import { checksum } from './metadata-codec.js';
 
 /** How a layer encodes its metadata entries. */
@@ -28,30 +47,6 @@ export interface RecoveredLog<E> {
   params: Uint8Array;
   /** Every durable entry, checkpoint table first, then the log in order. */
   entries: E[];
-}
-
-const SUPERBLOCK_SLOT = 4096;
-const SUPERBLOCK_BYTES = 512;
-const SECTOR = 512;
-const MAGIC = 0x4b4e5342; // "BSNK" little-endian
-const FRAME_MAGIC = 0x474c5342; // "BSLG"
-const FORMAT_VERSION = 1;
-const FRAME_HEADER = 32;
-const MAX_PARAMS = 256;
-/** A frame larger than this is split; keeps one commit's I/O bounded. */
-const MAX_FRAME = 1 << 20;
-
-interface Superblock {
-  kind: number;
-  generation: number;
-  tableCapacity: number;
-  logCapacity: number;
-  active: number;
-  tableBytes: number;
-  tableCount: number;
-  tableCrc: number;
-  epoch: number;
-  params: Uint8Array;
 }
 
 interface Pending<E> {
@@ -137,14 +132,17 @@ export class MetadataLog<E> {
       epoch: randomInt(1, 0xffffffff),
       params,
     };
-    await io('format table', store.write(tableOffset(sb, 0), table));
+    await io('store format table', store.write(tableOffset(sb, 0), table));
     // Invalidate the first log sector and the second superblock slot: stale
     // contents from an earlier format must never be mistaken for ours.
-    await io('format log', store.write(logOffset(sb), new Uint8Array(SECTOR)));
-    await io('format superblock', store.write(SUPERBLOCK_SLOT, new Uint8Array(SUPERBLOCK_BYTES)));
-    await io('format flush', store.flush());
-    await io('format superblock', store.write(0, encodeSuperblock(sb)));
-    await io('format flush', store.flush());
+    await io('store format log', store.write(logOffset(sb), new Uint8Array(SECTOR)));
+    await io(
+      'store format superblock',
+      store.write(SUPERBLOCK_SLOT, new Uint8Array(SUPERBLOCK_BYTES)),
+    );
+    await io('store format flush', store.flush());
+    await io('store format superblock', store.write(0, encodeSuperblock(sb)));
+    await io('store format flush', store.flush());
   }
 
   /**
@@ -165,7 +163,7 @@ export class MetadataLog<E> {
   ): Promise<RecoveredLog<E>> {
     const sb = await readSuperblock(store, kind);
     const tableAt = tableOffset(sb, sb.active);
-    const table = await io('read table', store.read(tableAt, sb.tableBytes));
+    const table = await io('store read table', store.read(tableAt, sb.tableBytes));
     if (checksum(table) !== sb.tableCrc) {
       throw new BlockDeviceError(
         'ECORRUPT',
@@ -183,8 +181,8 @@ export class MetadataLog<E> {
         // Its data never became durable, so nothing in it was acknowledged.
         // Erase the header so a later open cannot revive it once the data
         // chunks it names have been reused.
-        await io('erase frame', store.write(frame.offset, new Uint8Array(SECTOR)));
-        await io('erase frame', store.flush());
+        await io('store erase frame', store.write(frame.offset, new Uint8Array(SECTOR)));
+        await io('store erase frame', store.flush());
         break;
       }
       entries.push(...frame.entries);
@@ -285,8 +283,8 @@ export class MetadataLog<E> {
       view.setUint32(16, bytes, true);
       this.#codec.encode(frameEntries, frame, FRAME_HEADER);
       view.setUint32(20, frameChecksum(frame, bytes), true);
-      await io('log write', this.#store.write(this.#tail, frame));
-      await io('log flush', this.#store.flush());
+      await io('store log write', this.#store.write(this.#tail, frame));
+      await io('store log flush', this.#store.flush());
       this.#tail += size;
       this.#seq++;
       this.#onDurable(frameEntries);
@@ -307,222 +305,13 @@ export class MetadataLog<E> {
       tableCrc: checksum(table),
       epoch: (this.#sb.epoch % 0xfffffffe) + 1,
     };
-    await io('checkpoint table', this.#store.write(tableOffset(next, active), table));
-    await io('checkpoint flush', this.#store.flush());
+    await io('store checkpoint table', this.#store.write(tableOffset(next, active), table));
+    await io('store checkpoint flush', this.#store.flush());
     const slot = (next.generation % 2) * SUPERBLOCK_SLOT;
-    await io('checkpoint superblock', this.#store.write(slot, encodeSuperblock(next)));
-    await io('checkpoint flush', this.#store.flush());
+    await io('store checkpoint superblock', this.#store.write(slot, encodeSuperblock(next)));
+    await io('store checkpoint flush', this.#store.flush());
     this.#sb = next;
     this.#tail = logOffset(next);
     this.#seq = 0;
-  }
-}
-
-function tableOffset(sb: { tableCapacity: number }, which: number): number {
-  return 2 * SUPERBLOCK_SLOT + which * sb.tableCapacity;
-}
-
-function logOffset(sb: { tableCapacity: number }): number {
-  return 2 * SUPERBLOCK_SLOT + 2 * sb.tableCapacity;
-}
-
-function alignUp(n: number, to: number): number {
-  return Math.ceil(n / to) * to;
-}
-
-function frameChecksum(frame: Uint8Array, bytes: number): number {
-  // Covers the header up to the checksum field, then the entries.
-  return checksum(
-    frame.subarray(FRAME_HEADER, FRAME_HEADER + bytes),
-    checksum(frame.subarray(0, 20)),
-  );
-}
-
-function encodeTable<E>(codec: EntryCodec<E>, entries: readonly E[], capacity: number): Uint8Array {
-  const size = entries.reduce((s, e) => s + codec.size(e), 0);
-  if (size > capacity) {
-    throw new BlockDeviceError('ENOSPC', `metadata table needs ${size} bytes, has ${capacity}`);
-  }
-  const out = new Uint8Array(size);
-  codec.encode(entries, out, 0);
-  return out;
-}
-
-function encodeSuperblock(sb: Superblock): Uint8Array {
-  const out = new Uint8Array(SUPERBLOCK_BYTES);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, MAGIC, true);
-  view.setUint32(4, FORMAT_VERSION, true);
-  view.setUint32(8, sb.kind, true);
-  view.setFloat64(12, sb.generation, true);
-  view.setFloat64(20, sb.tableCapacity, true);
-  view.setFloat64(28, sb.logCapacity, true);
-  view.setUint8(36, sb.active);
-  view.setUint32(40, sb.tableBytes, true);
-  view.setUint32(44, sb.tableCount, true);
-  view.setUint32(48, sb.tableCrc, true);
-  view.setUint32(52, sb.epoch, true);
-  view.setUint16(56, sb.params.length, true);
-  out.set(sb.params, 64);
-  view.setUint32(SUPERBLOCK_BYTES - 4, checksum(out.subarray(0, SUPERBLOCK_BYTES - 4)), true);
-  return out;
-}
-
-function decodeSuperblock(bytes: Uint8Array): Superblock | string {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (view.getUint32(0, true) !== MAGIC) return 'no blocksnap magic';
-  const crc = view.getUint32(SUPERBLOCK_BYTES - 4, true);
-  if (checksum(bytes.subarray(0, SUPERBLOCK_BYTES - 4)) !== crc) return 'checksum mismatch';
-  const version = view.getUint32(4, true);
-  if (version !== FORMAT_VERSION)
-    return `format version ${version}, this library reads ${FORMAT_VERSION}`;
-  const paramsLength = view.getUint16(56, true);
-  if (paramsLength > MAX_PARAMS) return 'params length out of range';
-  return {
-    kind: view.getUint32(8, true),
-    generation: view.getFloat64(12, true),
-    tableCapacity: view.getFloat64(20, true),
-    logCapacity: view.getFloat64(28, true),
-    active: view.getUint8(36),
-    tableBytes: view.getUint32(40, true),
-    tableCount: view.getUint32(44, true),
-    tableCrc: view.getUint32(48, true),
-    epoch: view.getUint32(52, true),
-    params: bytes.slice(64, 64 + paramsLength),
-  };
-}
-
-async function readSuperblock(store: BlockDevice, kind: number): Promise<Superblock> {
-  if (store.size < 2 * SUPERBLOCK_SLOT) {
-    throw new BlockDeviceError(
-      'ECORRUPT',
-      `store of ${store.size} bytes is too small to hold metadata`,
-    );
-  }
-  const both = await io('read superblocks', store.read(0, 2 * SUPERBLOCK_SLOT));
-  const slots = [0, 1].map((i) =>
-    decodeSuperblock(both.subarray(i * SUPERBLOCK_SLOT, i * SUPERBLOCK_SLOT + SUPERBLOCK_BYTES)),
-  );
-  const valid = slots.filter((s): s is Superblock => typeof s !== 'string');
-  if (valid.length === 0) {
-    throw new BlockDeviceError(
-      'ECORRUPT',
-      `no valid superblock at store offsets 0 (${slots[0]}) or ${SUPERBLOCK_SLOT} (${slots[1]})`,
-    );
-  }
-  const sb = valid.reduce((a, b) => (b.generation > a.generation ? b : a));
-  if (sb.kind !== kind) {
-    throw new BlockDeviceError(
-      'EINVAL',
-      `store holds a different kind of device (0x${sb.kind.toString(16)}, expected 0x${kind.toString(16)})`,
-    );
-  }
-  if (
-    logOffset(sb) + sb.logCapacity > store.size ||
-    sb.active > 1 ||
-    sb.tableBytes > sb.tableCapacity
-  ) {
-    throw new BlockDeviceError('ECORRUPT', 'superblock layout does not fit the store');
-  }
-  return sb;
-}
-
-interface ScannedFrame<E> {
-  offset: number;
-  size: number;
-  entries: E[];
-}
-
-/**
- * Reads frames of the current epoch from the start of the log until the
- * first one that is missing or damaged. If an intact frame with a later
- * sequence number follows it, the damage is in a frame a flush had already
- * made durable: `ECORRUPT`.
- */
-async function scanLog<E>(
-  store: BlockDevice,
-  sb: Superblock,
-  codec: EntryCodec<E>,
-): Promise<ScannedFrame<E>[]> {
-  const start = logOffset(sb);
-  const end = start + sb.logCapacity;
-  const reader = new WindowReader(store, start, end);
-  const frames: ScannedFrame<E>[] = [];
-  let pos = start;
-  while (pos + FRAME_HEADER <= end) {
-    const frame = await readFrame(reader, pos, sb.epoch, frames.length, end);
-    if (frame === undefined) break;
-    const entries = codec.decode(
-      frame.payload,
-      frame.count,
-      `log frame ${frames.length} at store offset ${pos}`,
-    );
-    frames.push({ offset: pos, size: frame.size, entries });
-    pos += frame.size;
-  }
-  for (let probe = pos + SECTOR; probe + FRAME_HEADER <= end; probe += SECTOR) {
-    const head = await reader.read(probe, FRAME_HEADER);
-    const view = new DataView(head.buffer, head.byteOffset, FRAME_HEADER);
-    if (view.getUint32(0, true) !== FRAME_MAGIC || view.getUint32(4, true) !== sb.epoch) continue;
-    const seq = view.getUint32(8, true);
-    if (seq <= frames.length) continue;
-    if ((await readFrame(reader, probe, sb.epoch, seq, end)) !== undefined) {
-      throw new BlockDeviceError(
-        'ECORRUPT',
-        `log frame ${frames.length} at store offset ${pos} is damaged, but frame ${seq} at ${probe} after it is intact`,
-      );
-    }
-  }
-  return frames;
-}
-
-async function readFrame(
-  reader: WindowReader,
-  pos: number,
-  epoch: number,
-  seq: number,
-  end: number,
-): Promise<{ size: number; count: number; payload: Uint8Array } | undefined> {
-  const head = await reader.read(pos, FRAME_HEADER);
-  const view = new DataView(head.buffer, head.byteOffset, FRAME_HEADER);
-  if (view.getUint32(0, true) !== FRAME_MAGIC) return undefined;
-  if (view.getUint32(4, true) !== epoch || view.getUint32(8, true) !== seq) return undefined;
-  const count = view.getUint32(12, true);
-  const bytes = view.getUint32(16, true);
-  const size = alignUp(FRAME_HEADER + bytes, SECTOR);
-  if (pos + size > end) return undefined;
-  const frame = await reader.read(pos, FRAME_HEADER + bytes);
-  if (frameChecksum(frame, bytes) !== view.getUint32(20, true)) return undefined;
-  return { size, count, payload: frame.slice(FRAME_HEADER) };
-}
-
-/** Sequential reads of a region through a 1 MiB window, so replay is a few large I/Os. */
-class WindowReader {
-  static readonly WINDOW = 1 << 20;
-  #start = 0;
-  #data: Uint8Array = new Uint8Array(0);
-
-  constructor(
-    private readonly store: BlockDevice,
-    private readonly begin: number,
-    private readonly end: number,
-  ) {}
-
-  async read(pos: number, length: number): Promise<Uint8Array> {
-    if (pos < this.#start || pos + length > this.#start + this.#data.length) {
-      const from = Math.max(this.begin, pos);
-      const to = Math.min(this.end, Math.max(pos + length, from + WindowReader.WINDOW));
-      this.#data = await io('read log', this.store.read(from, to - from));
-      this.#start = from;
-    }
-    return this.#data.subarray(pos - this.#start, pos - this.#start + length);
-  }
-}
-
-async function io<T>(what: string, op: Promise<T>): Promise<T> {
-  try {
-    return await op;
-  } catch (err) {
-    throw wrapIO(`store ${what}`, err);
   }
 }
