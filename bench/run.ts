@@ -185,6 +185,7 @@ function verdict(id: string): Verdict {
     case 'raf-read':
     case 'raf-write':
     case 'floor-read':
+    case 'promise-read':
     case 'floor-write':
       return { ratio, target: 'reference', pass: undefined };
     case 'fd-read':
