@@ -290,7 +290,20 @@ async function cowSetup(
   cfg: BenchConfig,
   snapshots: number,
   originPath = paths(cfg).origin,
+  inMemory = false,
 ): Promise<CowSetup> {
+  if (inMemory) {
+    // Sparse memory devices: the library's own CPU cost, with no disk to add noise.
+    const origin = await cfg.lib.MemoryDevice.create({ size: cfg.size, blockSize: cfg.blockSize });
+    const storeMemory = await cfg.lib.MemoryDevice.create({
+      size: storeSizeFor(cfg.size, cfg.blockSize),
+      blockSize: cfg.blockSize,
+    });
+    const cow = await cfg.lib.CowSnapshotDevice.create(origin, storeMemory);
+    const taken: Snapshot[] = [];
+    for (let i = 0; i < snapshots; i++) taken.push(await cow.snapshot({ name: `s${i + 1}` }));
+    return { cow, snapshots: taken };
+  }
   const { store } = paths(cfg);
   if (originPath === paths(cfg).origin) precondition(originPath, cfg.size, cfg.seed + 1);
   precondition(store, storeSizeFor(cfg.size, cfg.blockSize), cfg.seed + 2);
@@ -361,8 +374,12 @@ async function cowRewriteRow(cfg: BenchConfig): Promise<RowResult> {
   }
 }
 
-async function cowFirstWriteRow(cfg: BenchConfig, snapshots: number): Promise<RowResult> {
-  const { cow } = await cowSetup(cfg, snapshots);
+async function cowFirstWriteRow(
+  cfg: BenchConfig,
+  snapshots: number,
+  inMemory = false,
+): Promise<RowResult> {
+  const { cow } = await cowSetup(cfg, snapshots, undefined, inMemory);
   try {
     const { blocks, buffers } = workload(cfg);
     // Distinct blocks in random order: every write is the block's first since the snapshot.
@@ -379,7 +396,7 @@ async function cowFirstWriteRow(cfg: BenchConfig, snapshots: number): Promise<Ro
       throw new Error(`${total} first writes preserved ${cow.preservedBlocks} blocks`);
     }
     const notes = [
-      `${snapshots} snapshot${snapshots === 1 ? '' : 's'} taken back to back, then distinct random blocks; every op preserved one block (${total} preserved)`,
+      `${inMemory ? 'origin and store are MemoryDevices; ' : ''}${snapshots} snapshot${snapshots === 1 ? '' : 's'} taken back to back, then distinct random blocks; every op preserved one block (${total} preserved)`,
     ];
     if (total >= limit) notes.push(`ran out of distinct blocks after ${total} ops`);
     return result(r, notes);
@@ -548,6 +565,18 @@ export function rows(cfg: BenchConfig): Row[] {
       label: 'COW first write after 10 snapshots',
       kind: 'write',
       run: (c) => cowFirstWriteRow(c, 10),
+    },
+    {
+      id: 'cow-first-write-mem',
+      label: 'COW first write after 1 snapshot, in memory (CPU cost)',
+      kind: 'write',
+      run: (c) => cowFirstWriteRow(c, 1, true),
+    },
+    {
+      id: 'cow-first-write-mem-10',
+      label: 'COW first write after 10 snapshots, in memory (CPU cost)',
+      kind: 'write',
+      run: (c) => cowFirstWriteRow(c, 10, true),
     },
     {
       id: 'cow-snapshot-read',
