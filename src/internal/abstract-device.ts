@@ -15,14 +15,22 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
   extends TypedEventEmitter<E>
   implements BlockDevice
 {
+  /** Size in bytes; a multiple of {@link AbstractBlockDevice.blockSize}. */
   readonly size: number;
+  /** The natural I/O unit in bytes: a power of two from 512 to 1 MiB. */
   readonly blockSize: number;
+  /** Whether writes fail with `EROFS`. */
   readonly readOnly: boolean;
 
   #closing: Promise<void> | undefined;
   #inFlight = 0;
   #drained: (() => void) | undefined;
 
+  /**
+   * @param what - the device's name, for error messages.
+   * @throws `EINVAL` unless `blockSize` is a power of two from 512 to 1 MiB
+   *   and `size` a non-negative multiple of it.
+   */
   protected constructor(what: string, size: number, blockSize: number, readOnly: boolean) {
     super();
     checkGeometry(what, size, blockSize);
