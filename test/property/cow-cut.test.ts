@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, it } from 'vitest';
-import { type BlockDevice, CowSnapshotDevice, MemoryDevice } from '../../src/index.js';
+import { CowSnapshotDevice, MemoryDevice } from '../../src/index.js';
+import { PassThroughDevice } from '../support/pass-through-device.js';
 import { expectBytes, pattern } from './cow-harness.js';
 
 const SOAK = process.env.BLOCKSNAP_SOAK === '1';
@@ -9,38 +10,22 @@ const BLOCKS = 16;
 const SIZE = BS * BLOCKS;
 
 /** Passes I/O through, but lets fast-check's scheduler decide when each one starts. */
-class ScheduledDevice implements BlockDevice {
+class ScheduledDevice extends PassThroughDevice {
   scheduler: fc.Scheduler | undefined;
-  constructor(readonly inner: BlockDevice) {}
-  get size(): number {
-    return this.inner.size;
-  }
-  get blockSize(): number {
-    return this.inner.blockSize;
-  }
-  get readOnly(): boolean {
-    return this.inner.readOnly;
-  }
   async #turn(label: string): Promise<void> {
     if (this.scheduler) await this.scheduler.schedule(Promise.resolve(), label);
   }
-  async read(offset: number, length: number): Promise<Uint8Array> {
+  override async read(offset: number, length: number): Promise<Uint8Array> {
     await this.#turn(`read ${offset}`);
-    return this.inner.read(offset, length);
+    return super.read(offset, length);
   }
-  async write(offset: number, data: Uint8Array): Promise<void> {
+  override async write(offset: number, data: Uint8Array): Promise<void> {
     await this.#turn(`write ${offset}`);
-    return this.inner.write(offset, data);
+    return super.write(offset, data);
   }
-  async flush(): Promise<void> {
+  override async flush(): Promise<void> {
     await this.#turn('flush');
-    return this.inner.flush();
-  }
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.close();
+    return super.flush();
   }
 }
 
@@ -51,28 +36,19 @@ interface PlannedWrite {
   seed: number;
 }
 
-/** Writes to distinct blocks (order among them cannot matter), some before the snapshot call, some after. */
-const plan = fc.record({
-  before: fc.uniqueArray(
-    fc.record({
-      block: fc.nat(BLOCKS - 1),
-      within: fc.nat(BS - 1),
-      length: fc.integer({ min: 1, max: BS }),
-      seed: fc.nat(250),
-    }),
-    { maxLength: 8, selector: (w) => w.block },
-  ),
-  after: fc.uniqueArray(
-    fc.record({
-      block: fc.nat(BLOCKS - 1),
-      within: fc.nat(BS - 1),
-      length: fc.integer({ min: 1, max: BS }),
-      seed: fc.nat(250),
-    }),
-    { maxLength: 8, selector: (w) => w.block },
-  ),
-  writable: fc.boolean(),
-});
+/** Writes to distinct blocks, so their order among themselves cannot matter. */
+const distinctWrites = fc.uniqueArray(
+  fc.record({
+    block: fc.nat(BLOCKS - 1),
+    within: fc.nat(BS - 1),
+    length: fc.integer({ min: 1, max: BS }),
+    seed: fc.nat(250),
+  }),
+  { maxLength: 8, selector: (w) => w.block },
+);
+
+/** Some writes called before the snapshot, some after. */
+const plan = fc.record({ before: distinctWrites, after: distinctWrites, writable: fc.boolean() });
 
 function applyTo(content: Uint8Array, w: PlannedWrite): void {
   const at = w.block * BS + w.within;
