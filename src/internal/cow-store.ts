@@ -179,10 +179,18 @@ export class CowStore {
   /** Reads `[offset, offset+length)` as snapshot `seq` sees it (the caller holds the block locks). */
   async readView(seq: number, offset: number, length: number): Promise<Uint8Array> {
     const bs = this.#bs;
-    const out = new Uint8Array(length);
     const end = offset + length;
     const first = Math.floor(offset / bs);
     const last = Math.floor((end - 1) / bs);
+    if (first === last) {
+      // One block, the common case: hand back what the device read, uncopied.
+      const ref = this.state.locate(seq, first);
+      if (ref === undefined) return io('origin read', this.origin.read(offset, length));
+      const chunk = await this.#readChunk(ref.chunk, ref.crc, first);
+      const within = offset - first * bs;
+      return length === bs ? chunk : chunk.subarray(within, within + length);
+    }
+    const out = new Uint8Array(length);
     const reads: Promise<void>[] = [];
     let originFrom = -1;
     const flushOriginRun = (upTo: number): void => {
