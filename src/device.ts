@@ -105,3 +105,35 @@ export type BlockDeviceEvents = {
   /** A background failure no caller could receive. */
   error: (err: Error) => void;
 };
+
+/** Payload of the `checkpoint` event: a checkpoint applied the journal to production. */
+export interface CheckpointEvent {
+  /** The last sequence number applied; `pointInTime` accepts this and later ones. */
+  readonly sequence: number;
+  /** Journal records applied. */
+  readonly records: number;
+  /** Distinct blocks written to production (each once, newest content). */
+  readonly blocks: number;
+  /** Bytes written to production. */
+  readonly bytes: number;
+  /** Journal bytes freed for reuse. */
+  readonly freedBytes: number;
+}
+
+/** The typed events of a journal device. */
+export type JournalDeviceEvents = {
+  /** A checkpoint finished: the journal up to `sequence` is in production. */
+  checkpoint: (event: CheckpointEvent) => void;
+  /** A long operation (`'checkpoint'`) advanced; `done`/`total` count blocks. */
+  progress: (event: ProgressEvent) => void;
+  /** A background failure no caller could receive (an automatic checkpoint failed). */
+  error: (err: Error) => void;
+};
+
+/** A read-only view of a journal device as it was right after one journal record. */
+export interface PointInTime extends BlockDevice {
+  /** The last record the view includes (0: none, the production device as formatted). */
+  readonly sequence: number;
+  /** When that record's write was called (for a checkpointed point: the last applied record's). */
+  readonly time: Date;
+}

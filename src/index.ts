@@ -1,6 +1,9 @@
 export type {
   BlockDevice,
   BlockDeviceEvents,
+  CheckpointEvent,
+  JournalDeviceEvents,
+  PointInTime,
   PreserveEvent,
   ProgressEvent,
   Snapshot,
@@ -13,6 +16,7 @@ export {
   type CowSnapshotDeviceOptions,
 } from './devices/cow-snapshot-device.js';
 export { FileDevice, type FileDeviceOptions } from './devices/file-device.js';
+export { JournalDevice, type JournalDeviceOptions } from './devices/journal-device.js';
 export { MemoryDevice, type MemoryDeviceOptions } from './devices/memory-device.js';
 export { BlockDeviceError, type BlockDeviceErrorCode, ERROR_CODES } from './errors.js';
 export { AbstractBlockDevice } from './internal/abstract-device.js';

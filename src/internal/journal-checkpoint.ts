@@ -1,0 +1,169 @@
+import type { BlockDevice, CheckpointEvent } from '../device.js';
+import type { BlockTable } from './block-table.js';
+import { type JournalSuper, RING_START, writeJournalSuper } from './journal-format.js';
+import type { RecordIndex } from './journal-index.js';
+import type { JournalWriter } from './journal-writer.js';
+import type { AccessGate } from './lock-table.js';
+import { SECTOR } from './log-format.js';
+import { io } from './lower-io.js';
+
+/** Largest production write a checkpoint issues (a run of adjacent blocks). */
+const MAX_RUN = 1 << 20;
+/** Runs in flight at once. */
+const RUNS_IN_FLIGHT = 4;
+
+/** What applying the journal to production needs. */
+export interface ApplyJob {
+  /** Blocks to write, ascending. */
+  keys: Float64Array;
+  /** Each block's journal sector, as of the checkpoint's cut; never changes meanwhile. */
+  table: BlockTable;
+  journal: BlockDevice;
+  production: BlockDevice;
+  blockSize: number;
+  /** Called after each run with blocks done so far and in all. */
+  onProgress(done: number, total: number): void;
+}
+
+/**
+ * Copies each listed block's newest journal image to its place on
+ * production, in address order, adjacent blocks coalesced into writes of up
+ * to 1 MiB (and adjacent journal images into one read). Idempotent: the
+ * same images to the same places, so a checkpoint cut short by a crash is
+ * simply done again by replay and the next checkpoint. Stops issuing new
+ * runs after the first failure, and settles every run before it rejects.
+ */
+export async function applyJournal(job: ApplyJob): Promise<void> {
+  const { keys, table, journal, production, blockSize: bs } = job;
+  const perRun = Math.max(1, Math.floor(MAX_RUN / bs));
+  const sectorsPerBlock = bs / SECTOR;
+  let next = 0;
+  let done = 0;
+  let failure: { err: unknown } | undefined;
+
+  const applyRun = async (start: number, end: number): Promise<void> => {
+    const image = new Uint8Array((end - start) * bs);
+    const reads: Promise<void>[] = [];
+    for (let i = start; i < end; ) {
+      const sector = table.get(keys[i]!);
+      let j = i + 1;
+      while (j < end && table.get(keys[j]!) === sector + (j - i) * sectorsPerBlock) j++;
+      const at = (i - start) * bs;
+      reads.push(
+        io('journal read', journal.read(RING_START + sector * SECTOR, (j - i) * bs)).then((data) =>
+          image.set(data, at),
+        ),
+      );
+      i = j;
+    }
+    await Promise.all(reads);
+    await io('production write', production.write(keys[start]! * bs, image));
+  };
+
+  const worker = async (): Promise<void> => {
+    while (next < keys.length && failure === undefined) {
+      const start = next;
+      let end = start + 1;
+      while (end < keys.length && end - start < perRun && keys[end] === keys[end - 1]! + 1) end++;
+      next = end;
+      try {
+        await applyRun(start, end);
+      } catch (err) {
+        failure ??= { err };
+        return;
+      }
+      done += end - start;
+      job.onProgress(done, keys.length);
+    }
+  };
+
+  await Promise.all(Array.from({ length: RUNS_IN_FLIGHT }, worker));
+  if (failure !== undefined) throw failure.err;
+}
+
+/** What a checkpoint needs from the journal device it runs for. */
+export interface CheckpointHost {
+  readonly journal: BlockDevice;
+  readonly production: BlockDevice;
+  readonly blockSize: number;
+  readonly writer: JournalWriter;
+  /** The changes table. */
+  readonly table: BlockTable;
+  readonly index: RecordIndex;
+  /** Reads enter it shared. */
+  readonly gate: AccessGate;
+  /** The durable superblock; the checkpoint replaces it with each one it writes. */
+  superblock: JournalSuper;
+  /** Views of records before `seq` are gone; true if one is open (its reads must drain first). */
+  retire(seq: number): boolean;
+  /** Applied records' journal space was freed: views must rebuild their tables. */
+  freed(): void;
+  progress(done: number, total: number): void;
+}
+
+/**
+ * One checkpoint through every record landed when it starts (the cut).
+ * Returns what it did, or undefined if nothing had landed since the head.
+ *
+ * Ordering rules: the cut's records, and a superblock saying points before
+ * the cut are gone, are durable before production is touched, so a power
+ * cut from then on replays them all over whatever reached production, and
+ * no view can show a mix; production is flushed before a superblock moves
+ * the head past them; their journal space is freed, and their changes-table
+ * entries dropped (unless a newer write replaced them), only once that
+ * superblock is durable — under the read gate, so no read still uses a
+ * location a new frame may overwrite.
+ */
+export async function runCheckpoint(host: CheckpointHost): Promise<CheckpointEvent | undefined> {
+  const { writer, index, journal, production, blockSize } = host;
+  const cut = writer.landed();
+  const oldHead = writer.headAbs;
+  const oldHeadSeq = host.superblock.headSeq;
+  if (cut.abs <= oldHead) return undefined;
+  // The changes table holds exactly the records up to the cut right now.
+  const table = host.table.clone();
+  const keys = table.sortedKeys();
+  if (host.retire(cut.seq)) (await host.gate.exclusive())();
+  await writer.sync();
+  if (cut.seq > host.superblock.applyingSeq) {
+    const intent = { ...host.superblock, generation: host.superblock.generation + 1 };
+    await writeJournalSuper(journal, { ...intent, applyingSeq: cut.seq });
+    host.superblock = { ...intent, applyingSeq: cut.seq };
+  }
+  await applyJournal({
+    keys,
+    table,
+    journal,
+    production,
+    blockSize,
+    onProgress: (done, total) => host.progress(done, total),
+  });
+  await io('production flush', production.flush());
+  const sb = host.superblock;
+  const next: JournalSuper = {
+    ...sb,
+    generation: sb.generation + 1,
+    headAbs: cut.abs,
+    headSeq: cut.seq + 1,
+    headLink: cut.link,
+    headTime: cut.seq >= oldHeadSeq ? index.timeOf(cut.seq) : sb.headTime,
+  };
+  await writeJournalSuper(journal, next);
+  host.superblock = next;
+  const release = await host.gate.exclusive();
+  try {
+    for (const key of keys) host.table.delete(key, table.get(key));
+    index.dropThrough(cut.seq);
+    writer.release(cut.abs);
+    host.freed();
+  } finally {
+    release();
+  }
+  return {
+    sequence: cut.seq,
+    records: cut.seq - oldHeadSeq + 1,
+    blocks: keys.length,
+    bytes: keys.length * blockSize,
+    freedBytes: cut.abs - oldHead,
+  };
+}

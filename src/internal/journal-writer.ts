@@ -1,0 +1,420 @@
+import { randomInt } from 'node:crypto';
+import type { BlockDevice } from '../device.js';
+import { allocateBuffer } from './buffer-pool.js';
+import { buildFrame, headerBytes, RING_START } from './journal-format.js';
+import { SECTOR } from './log-format.js';
+import { io } from './lower-io.js';
+
+/** A frame gathers queued writes up to this many bytes (a larger single write goes alone). */
+const MAX_BATCH = 4 << 20;
+
+/** One write in the journal queue, in call order. */
+export interface QueuedWrite {
+  readonly ticket: number;
+  readonly firstBlock: number;
+  readonly blocks: number;
+  /** `Date.now()` when the write was called. */
+  readonly time: number;
+  /** Whole-block image; undefined until a read-modify-write has merged it. */
+  data: Uint8Array | undefined;
+  /** Why the merge failed; the write is then dropped without a sequence number. */
+  failed: unknown;
+  /** An empty frame that only records how far the journal is durable. */
+  readonly marker: boolean;
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
+/** What the device learns from the writer; all called synchronously. */
+export interface JournalWriterHooks {
+  /** A record reached the store; called in sequence order before its write resolves. */
+  landed(seq: number, firstBlock: number, blocks: number, sector: number, time: number): void;
+  /** The next frame does not fit: free journal space (a checkpoint). */
+  needSpace(): Promise<void>;
+  /** A frame landed and its writes resolved. */
+  afterFrame(): void;
+}
+
+/** Where the journal stood when it was opened. */
+export interface WriterStart {
+  epoch: number;
+  capacity: number;
+  headAbs: number;
+  tailAbs: number;
+  nextSeq: number;
+  link: number;
+  lastTime: number;
+}
+
+/** The newest landed frame: what a checkpoint captures. */
+export interface LandedState {
+  /** Absolute position just past the newest landed frame. */
+  abs: number;
+  /** Sequence number of the newest landed record. */
+  seq: number;
+  /** Link of the newest landed frame. */
+  link: number;
+}
+
+/**
+ * Appends writes to the journal ring: one store write per frame, gathering
+ * every write queued meanwhile, and group-commit flushes.
+ *
+ * Ordering rules:
+ * - Writes take queue positions in call order; sequence numbers are given
+ *   when a frame is built, in queue order, and a frame never starts past a
+ *   write still merging, so sequence order is call order.
+ * - One frame is in flight at a time; records land (and the changes table
+ *   is told) in sequence order, before their writes resolve.
+ * - Journal writes never wait for a flush. Instead every frame header carries
+ *   `durableSeq`, the newest record a *completed* flush covered when the
+ *   frame was built, and after a flush an otherwise idle journal appends an
+ *   empty marker frame carrying it. Replay trusts such a header to prove
+ *   that a damaged record before it was durable (ECORRUPT), rather than a
+ *   torn tail.
+ * - A frame is placed only in free ring space: between the newest landed
+ *   frame and the head a checkpoint last made durable.
+ */
+export class JournalWriter {
+  readonly capacity: number;
+  readonly #store: BlockDevice;
+  readonly #hooks: JournalWriterHooks;
+  readonly #epoch: number;
+  readonly #session = randomInt(0, 0xffffffff);
+  readonly #blockSize: number;
+  readonly #queue: QueuedWrite[] = [];
+  #inflight: QueuedWrite[] = [];
+  #pumping = false;
+  #tickets = 0;
+  #doneTicket = 0;
+  readonly #waiters: { ticket: number; wake: () => void }[] = [];
+  #headAbs: number;
+  #landedAbs: number;
+  #nextSeq: number;
+  #link: number;
+  #lastTime: number;
+  #durableSeq: number;
+  /** The largest `durableSeq` put into any frame header built so far. */
+  #attestedSeq = 0;
+  #syncing: Promise<void> | undefined;
+  #markerPending = false;
+  #closed = false;
+  /** A frame write failed: it may have landed in part, so nothing may follow it (reopen). */
+  #failed: unknown;
+
+  constructor(
+    store: BlockDevice,
+    blockSize: number,
+    start: WriterStart,
+    hooks: JournalWriterHooks,
+  ) {
+    this.#store = store;
+    this.#blockSize = blockSize;
+    this.#hooks = hooks;
+    this.#epoch = start.epoch;
+    this.capacity = start.capacity;
+    this.#headAbs = start.headAbs;
+    this.#landedAbs = start.tailAbs;
+    this.#nextSeq = start.nextSeq;
+    this.#link = start.link;
+    this.#lastTime = start.lastTime;
+    // Open flushed the store after replay: every replayed record is durable.
+    this.#durableSeq = start.nextSeq - 1;
+  }
+
+  /** Sequence number of the newest landed record (0 if none ever). */
+  get writtenSeq(): number {
+    return this.#nextSeq - 1;
+  }
+
+  /** Sequence number of the newest record a completed flush covered. */
+  get durableSeq(): number {
+    return this.#durableSeq;
+  }
+
+  /** Absolute position of the oldest frame still needed. */
+  get headAbs(): number {
+    return this.#headAbs;
+  }
+
+  /** Ring bytes between the head and the newest landed frame. */
+  get used(): number {
+    return this.#landedAbs - this.#headAbs;
+  }
+
+  /** The ticket of the newest queued write: wait for it with {@link landedThrough}. */
+  get lastTicket(): number {
+    return this.#tickets;
+  }
+
+  /** The newest landed frame, captured synchronously. */
+  landed(): LandedState {
+    return { abs: this.#landedAbs, seq: this.#nextSeq - 1, link: this.#link };
+  }
+
+  /** Queues a whole-block image; resolves once its record has landed. */
+  append(firstBlock: number, data: Uint8Array, time: number): Promise<void> {
+    const { landed } = this.#enqueue(firstBlock, data.length / this.#blockSize, time, data, false);
+    this.#kick();
+    return landed;
+  }
+
+  /**
+   * Takes a queue position now for a write whose image is still being merged;
+   * {@link fill} or {@link fail} it later. `landed` resolves once it landed.
+   */
+  reserve(
+    firstBlock: number,
+    blocks: number,
+    time: number,
+  ): { entry: QueuedWrite; landed: Promise<void> } {
+    return this.#enqueue(firstBlock, blocks, time, undefined, false);
+  }
+
+  /** Supplies a reserved write's merged image. */
+  fill(entry: QueuedWrite, data: Uint8Array): void {
+    entry.data = data;
+    this.#kick();
+  }
+
+  /** Drops a reserved write whose merge failed; its `landed` rejects with `err`. */
+  fail(entry: QueuedWrite, err: unknown): void {
+    entry.failed = err;
+    this.#kick();
+  }
+
+  /** Writes queued before `entry` or in flight — not in the changes table yet — newest first. */
+  *unlandedBefore(entry: QueuedWrite): Generator<QueuedWrite> {
+    for (let i = this.#queue.indexOf(entry) - 1; i >= 0; i--) yield this.#queue[i]!;
+    for (let i = this.#inflight.length - 1; i >= 0; i--) yield this.#inflight[i]!;
+  }
+
+  /** Resolves once every write with a ticket up to `ticket` has landed or failed. */
+  landedThrough(ticket: number): Promise<void> {
+    if (this.#doneTicket >= ticket) return Promise.resolve();
+    return new Promise((wake) => this.#waiters.push({ ticket, wake }));
+  }
+
+  /** Group commit: every write called before is durable when this resolves. */
+  async flush(): Promise<void> {
+    await this.landedThrough(this.#tickets);
+    await this.sync();
+  }
+
+  /**
+   * Makes every landed record durable. Concurrent callers share one store
+   * flush; a caller whose records landed after a flush was issued waits for
+   * the next one (a flush covers only writes complete when it is called).
+   */
+  async sync(): Promise<void> {
+    const target = this.#nextSeq - 1;
+    while (this.#durableSeq < target) {
+      this.#syncing ??= this.#syncOnce();
+      await this.#syncing;
+    }
+  }
+
+  /** Frees ring space up to `headAbs`, which a durable superblock now names as the head. */
+  release(headAbs: number): void {
+    this.#headAbs = Math.max(this.#headAbs, headAbs);
+  }
+
+  /** Whether a failed store write stopped the journal (reads go on; reopen to write again). */
+  get failed(): boolean {
+    return this.#failed !== undefined;
+  }
+
+  /** Stops appending markers; the device is closing. */
+  close(): void {
+    this.#closed = true;
+  }
+
+  async #syncOnce(): Promise<void> {
+    const covers = this.#nextSeq - 1;
+    try {
+      await io('journal flush', this.#store.flush());
+    } finally {
+      this.#syncing = undefined;
+    }
+    if (covers > this.#durableSeq) this.#durableSeq = covers;
+    this.#scheduleMarker();
+  }
+
+  /**
+   * After a flush, once the writes it woke have had their turn: if nothing is
+   * queued to carry the new `durableSeq`, append an empty frame that does.
+   */
+  #scheduleMarker(): void {
+    if (this.#markerPending || this.#closed) return;
+    this.#markerPending = true;
+    setImmediate(() => {
+      this.#markerPending = false;
+      if (this.#closed || this.#queue.length > 0 || this.#durableSeq <= this.#attestedSeq) return;
+      // No one awaits a marker; a failure to write it fails the next write too.
+      this.#enqueue(0, 0, 0, undefined, true).landed.catch(() => {});
+      this.#kick();
+    });
+  }
+
+  #enqueue(
+    firstBlock: number,
+    blocks: number,
+    time: number,
+    data: Uint8Array | undefined,
+    marker: boolean,
+  ): { entry: QueuedWrite; landed: Promise<void> } {
+    let entry!: QueuedWrite;
+    const landed = new Promise<void>((resolve, reject) => {
+      const ticket = ++this.#tickets;
+      entry = {
+        ticket,
+        firstBlock,
+        blocks,
+        time,
+        data,
+        failed: undefined,
+        marker,
+        resolve,
+        reject,
+      };
+    });
+    this.#queue.push(entry);
+    return { entry, landed };
+  }
+
+  #kick(): void {
+    if (this.#pumping || this.#queue.length === 0 || !isReady(this.#queue[0]!)) return;
+    this.#pumping = true;
+    // A microtask later, so writes called in the same tick share the frame.
+    queueMicrotask(() => void this.#pump());
+  }
+
+  async #pump(): Promise<void> {
+    try {
+      for (;;) {
+        const batch = this.#take();
+        if (batch === undefined) break;
+        await this.#commit(batch);
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  /** The ready writes at the front of the queue, up to a frame's worth (at least one). */
+  #take(): QueuedWrite[] | undefined {
+    const queue = this.#queue;
+    const cap = Math.min(MAX_BATCH, this.capacity / 4);
+    let n = 0;
+    let bytes = 0;
+    while (n < queue.length) {
+      const e = queue[n]!;
+      if (!isReady(e)) break;
+      const size = e.failed === undefined ? (e.data?.length ?? 0) : 0;
+      if (n > 0 && bytes + size > cap) break;
+      bytes += size;
+      n++;
+    }
+    return n === 0 ? undefined : queue.splice(0, n);
+  }
+
+  /** Writes one frame for `batch` and lands it; never throws (failures reject the writes). */
+  async #commit(batch: QueuedWrite[]): Promise<void> {
+    if (this.#failed !== undefined) {
+      for (const e of batch) e.reject(this.#failed);
+      this.#finish(batch);
+      return;
+    }
+    for (const e of batch) if (e.failed !== undefined) e.reject(e.failed);
+    const entries = batch.filter((e) => e.data !== undefined && e.failed === undefined);
+    if (entries.length === 0 && !batch.some((e) => e.marker)) {
+      this.#finish(batch);
+      return;
+    }
+    const durableSeq = this.#durableSeq;
+    this.#attestedSeq = Math.max(this.#attestedSeq, durableSeq);
+    const { frame, link, headers } = buildFrame(
+      {
+        epoch: this.#epoch,
+        session: this.#session,
+        firstSeq: this.#nextSeq,
+        durableSeq,
+        prevLink: this.#link,
+      },
+      entries as (QueuedWrite & { data: Uint8Array })[],
+      this.#blockSize,
+      this.#lastTime,
+      allocateBuffer,
+    );
+    this.#inflight = batch;
+    let landed = false;
+    let writing = false;
+    try {
+      let at = this.#place(frame.length);
+      while (at === undefined) {
+        await this.#hooks.needSpace();
+        at = this.#place(frame.length);
+      }
+      writing = true;
+      await io('journal write', this.#store.write(RING_START + (at % this.capacity), frame));
+      this.#landedAbs = at + frame.length;
+      this.#nextSeq += entries.length;
+      this.#link = link;
+      let dataAbs = at + headerBytes(entries.length);
+      for (const [i, r] of headers.entries()) {
+        const sector = (dataAbs % this.capacity) / SECTOR;
+        this.#hooks.landed(r.seq, entries[i]!.firstBlock, entries[i]!.blocks, sector, r.time);
+        this.#lastTime = r.time;
+        dataAbs += r.length;
+      }
+      landed = true;
+    } catch (err) {
+      // No space (a checkpoint failed): nothing was written, and sequence
+      // numbers are only taken on landing, so the next frame simply takes
+      // this one's place. A failed store write may have landed in part:
+      // a later frame placed elsewhere could then be shadowed by it, so the
+      // journal stops (as MetadataLog does) until reopened.
+      if (writing) this.#failed = err;
+      for (const e of entries) e.reject(err);
+      for (const e of batch) if (e.marker) e.reject(err);
+    } finally {
+      this.#inflight = [];
+    }
+    if (landed) for (const e of batch) if (e.failed === undefined) e.resolve();
+    this.#finish(batch);
+    if (landed) this.#hooks.afterFrame();
+  }
+
+  /** Marks `batch` done and wakes the waiters it satisfies. */
+  #finish(batch: QueuedWrite[]): void {
+    this.#doneTicket = batch[batch.length - 1]!.ticket;
+    while (this.#waiters.length > 0 && this.#waiters[0]!.ticket <= this.#doneTicket) {
+      this.#waiters.shift()!.wake();
+    }
+  }
+
+  /**
+   * Where a frame of `bytes` goes, or undefined if the ring lacks the space.
+   * Frames never straddle the ring's end: one that does not fit before it
+   * starts at the next lap, the skipped bytes counting as used until the
+   * head passes them — unless the ring is empty, when the head itself moves
+   * there (replay finds the frame by the same rule), so any frame up to the
+   * whole ring fits.
+   */
+  #place(bytes: number): number | undefined {
+    const c = this.capacity;
+    const used = this.#landedAbs - this.#headAbs;
+    const pos = this.#landedAbs % c;
+    if (pos + bytes <= c) return used + bytes <= c ? this.#landedAbs : undefined;
+    const next = this.#landedAbs - pos + c;
+    if (used + (c - pos) + bytes <= c) return next;
+    if (used > 0) return undefined;
+    this.#headAbs = next;
+    this.#landedAbs = next;
+    return next;
+  }
+}
+
+function isReady(e: QueuedWrite): boolean {
+  return e.data !== undefined || e.failed !== undefined || e.marker;
+}

@@ -1,0 +1,292 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { BlockDeviceError, CowSnapshotDevice, JournalDevice, MemoryDevice } from '../src/index.js';
+import { expectBytes } from './property/cow-harness.js';
+import { fill, JournalRig } from './support/journal-rig.js';
+
+async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await p;
+    return undefined;
+  } catch (err) {
+    return BlockDeviceError.is(err) ? err.code : `not a BlockDeviceError: ${String(err)}`;
+  }
+}
+
+async function memory(size: number, blockSize = 512): Promise<MemoryDevice> {
+  return MemoryDevice.create({ size, blockSize });
+}
+
+describe('JournalDevice: create and open', () => {
+  it('rejects bad devices and options with EINVAL', async () => {
+    const p = await memory(16 * 512);
+    const j = await memory(64 * 1024);
+    const notDevice = {} as unknown as MemoryDevice;
+    expect(await codeOf(JournalDevice.create(notDevice, j))).toBe('EINVAL');
+    expect(await codeOf(JournalDevice.create(p, notDevice))).toBe('EINVAL');
+    expect(await codeOf(JournalDevice.create(p, p))).toBe('EINVAL');
+    expect(await codeOf(JournalDevice.create(p, j.reopen({ readOnly: true })))).toBe('EINVAL');
+    expect(await codeOf(JournalDevice.create(p.reopen({ readOnly: true }), j))).toBe('EINVAL');
+    for (const checkpointAt of [0, -1, 1.5, Number.NaN, '0.5']) {
+      const options = { checkpointAt } as unknown as { checkpointAt: number };
+      expect(await codeOf(JournalDevice.create(p, j, options)), String(checkpointAt)).toBe(
+        'EINVAL',
+      );
+    }
+    const nullOptions = null as unknown as object;
+    expect(await codeOf(JournalDevice.create(p, j, nullOptions))).toBe('EINVAL');
+    const badProgress = { onProgress: 1 } as unknown as object;
+    expect(await codeOf(JournalDevice.create(p, j, badProgress))).toBe('EINVAL');
+    // Room for the superblocks but not for one record of one block.
+    expect(await codeOf(JournalDevice.create(p, await memory(8192 + 512)))).toBe('EINVAL');
+  });
+
+  it('open refuses a store that is not a journal, or one of another geometry', async () => {
+    const p = await memory(16 * 512);
+    expect(await codeOf(JournalDevice.open(p, await memory(64 * 1024)))).toBe('ECORRUPT');
+    const cowStore = await memory(256 * 1024);
+    const cow = await CowSnapshotDevice.create(await memory(16 * 512), cowStore, {
+      maxSnapshots: 2,
+    });
+    await cow.close();
+    expect(await codeOf(JournalDevice.open(p, cowStore.reopen()))).toBe('EINVAL');
+    const j = await memory(64 * 1024);
+    await (await JournalDevice.create(p, j)).close();
+    expect(await codeOf(JournalDevice.open(await memory(32 * 512), j.reopen()))).toBe('EINVAL');
+    expect(await codeOf(JournalDevice.open(await memory(16 * 4096, 4096), j.reopen()))).toBe(
+      'EINVAL',
+    );
+  });
+
+  it('keeps content, sequence and point-in-time history across close and open', async () => {
+    const rig = await JournalRig.create();
+    const d = rig.device;
+    await d.write(0, fill(512, 1));
+    await d.write(700, fill(900, 2));
+    await d.write(0, fill(100, 3));
+    const before = await d.read(0, rig.size);
+    const atTwo = await (await d.pointInTime(2)).read(0, rig.size);
+    const again = await rig.reopen();
+    expect(again.sequence).toBe(3);
+    expectBytes('content', await again.read(0, rig.size), before);
+    expectBytes('pointInTime(2)', await (await again.pointInTime(2)).read(0, rig.size), atTwo);
+    await again.close();
+  });
+});
+
+describe('JournalDevice: bad input and use after close', () => {
+  it('rejects a write larger than the journal with ENOSPC and changes nothing', async () => {
+    const rig = await JournalRig.create({ ringBytes: 4096 });
+    const d = rig.device;
+    await d.write(0, fill(512, 7));
+    const before = await d.read(0, rig.size);
+    // 4096 ring bytes hold a 512-byte header and at most 7 blocks.
+    expect(await codeOf(d.write(0, fill(8 * 512, 1)))).toBe('ENOSPC');
+    expect(await codeOf(d.write(100, fill(7 * 512, 1)))).toBe('ENOSPC');
+    expect(d.sequence).toBe(1);
+    expectBytes('unchanged', await d.read(0, rig.size), before);
+    // The largest write that fits still goes in, even with the journal in use.
+    await d.write(512, fill(7 * 512, 9));
+    expectBytes('largest write', await d.read(512, 7 * 512), fill(7 * 512, 9));
+    await d.close();
+  });
+
+  it('rejects bad pointInTime arguments with the right code', async () => {
+    const rig = await JournalRig.create();
+    const d = rig.device;
+    await d.write(0, fill(512, 1));
+    await d.write(0, fill(512, 2));
+    const loose = d as unknown as { pointInTime(p: unknown): Promise<unknown> };
+    for (const [point, code] of [
+      ['1', 'EINVAL'],
+      [null, 'EINVAL'],
+      [undefined, 'EINVAL'],
+      [1n, 'EINVAL'],
+      [-1, 'ERANGE'],
+      [0.5, 'ERANGE'],
+      [Number.NaN, 'ERANGE'],
+      [Number.POSITIVE_INFINITY, 'ERANGE'],
+      [3, 'ERANGE'],
+      [new Date(Number.NaN), 'ERANGE'],
+    ] as const) {
+      expect(await codeOf(loose.pointInTime(point)), String(point)).toBe(code);
+    }
+    await d.checkpoint();
+    expect(d.oldestSequence).toBe(2);
+    expect(await codeOf(d.pointInTime(1))).toBe('ENOENT');
+    expect(await codeOf(d.pointInTime(new Date(0)))).toBe('ENOENT');
+    expect((await d.pointInTime(2)).sequence).toBe(2);
+    await d.close();
+  });
+
+  it('fails every operation after close with ECLOSED, views included', async () => {
+    const rig = await JournalRig.create();
+    const d = rig.device;
+    await d.write(0, fill(512, 1));
+    const view = await d.pointInTime(1);
+    await d.close();
+    await d.close();
+    expect(await codeOf(d.read(0, 1))).toBe('ECLOSED');
+    expect(await codeOf(d.write(0, fill(1, 1)))).toBe('ECLOSED');
+    expect(await codeOf(d.flush())).toBe('ECLOSED');
+    expect(await codeOf(d.checkpoint())).toBe('ECLOSED');
+    expect(await codeOf(d.pointInTime(1))).toBe('ECLOSED');
+    expect(await codeOf(view.read(0, 1))).toBe('ECLOSED');
+  });
+});
+
+describe('JournalDevice: one I/O per write (claim 55)', () => {
+  it('an aligned write is exactly one journal write and no production I/O', async () => {
+    const rig = await JournalRig.create({ blockSize: 4096, blocks: 16, ringBytes: 256 * 1024 });
+    const d = rig.device;
+    for (const [offset, length] of [
+      [0, 4096],
+      [4096 * 5, 3 * 4096],
+      [4096 * 5, 4096],
+    ] as const) {
+      rig.journal.resetStats();
+      rig.production.resetStats();
+      await d.write(offset, fill(length, 0x42));
+      expect(rig.journal.stats).toMatchObject({ writes: 1, reads: 0, flushes: 0 });
+      expect(rig.production.stats).toMatchObject({ writes: 0, reads: 0, flushes: 0 });
+    }
+    await d.close();
+  });
+
+  it('concurrent writes share one journal write, concurrent flushes one journal flush', async () => {
+    const rig = await JournalRig.create({ blockSize: 4096, blocks: 16, ringBytes: 256 * 1024 });
+    const d = rig.device;
+    rig.journal.resetStats();
+    await Promise.all(Array.from({ length: 10 }, (_, b) => d.write(b * 4096, fill(4096, b))));
+    expect(rig.journal.stats).toMatchObject({ writes: 1, flushes: 0 });
+    await Promise.all(Array.from({ length: 5 }, () => d.flush()));
+    expect(rig.journal.stats).toMatchObject({ writes: 1, flushes: 1 });
+    expect(rig.production.stats.writes).toBe(0);
+    for (let b = 0; b < 10; b++)
+      expectBytes(`block ${b}`, await d.read(b * 4096, 4096), fill(4096, b));
+    await d.close();
+  });
+
+  it('a partial-block write reads the block once and journals it whole', async () => {
+    const rig = await JournalRig.create({ blockSize: 4096, blocks: 16 });
+    const d = rig.device;
+    rig.journal.resetStats();
+    rig.production.resetStats();
+    await d.write(100, fill(10, 1));
+    expect(rig.production.stats.reads + rig.journal.stats.reads).toBe(1);
+    expect(rig.journal.stats.writes).toBe(1);
+    expect(rig.production.stats.writes).toBe(0);
+    const expected = new Uint8Array(4096);
+    expected.fill(1, 100, 110);
+    expectBytes('merged block', await d.read(0, 4096), expected);
+    await d.close();
+  });
+});
+
+describe('JournalDevice: reads overlay the journal on production', () => {
+  it('is exact to the byte for unaligned, overlapping writes, before and after a checkpoint', async () => {
+    const rig = await JournalRig.create({ ringBytes: 256 * 1024 });
+    const d = rig.device;
+    const model = new Uint8Array(rig.size);
+    let seed = 1;
+    const next = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed;
+    };
+    for (let round = 0; round < 3; round++) {
+      const pending: Promise<void>[] = [];
+      for (let i = 0; i < 30; i++) {
+        const offset = next() % rig.size;
+        const length = 1 + (next() % Math.min(1500, rig.size - offset));
+        const data = fill(length, next() & 0xff);
+        model.set(data, offset);
+        pending.push(d.write(offset, data));
+        if (i % 7 === 0) await Promise.all(pending);
+      }
+      await Promise.all(pending);
+      expectBytes(`round ${round}`, await d.read(0, rig.size), model);
+      for (let i = 0; i < 20; i++) {
+        const offset = next() % rig.size;
+        const length = 1 + (next() % (rig.size - offset));
+        expectBytes(
+          `read ${offset}+${length}`,
+          await d.read(offset, length),
+          model.subarray(offset, offset + length),
+        );
+      }
+      if (round === 1) await d.checkpoint();
+    }
+    await d.close();
+  });
+});
+
+describe('JournalDevice: pointInTime', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('shows the device right after a record, by sequence number or by Date', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const rig = await JournalRig.create();
+    const d = rig.device;
+    const states: Uint8Array[] = [await d.read(0, rig.size)];
+    for (let i = 1; i <= 5; i++) {
+      vi.setSystemTime(1000 * i);
+      await d.write((i - 1) * 300, fill(700, i));
+      states.push(await d.read(0, rig.size));
+    }
+    vi.setSystemTime(500); // a clock going backwards does not reorder records
+    await d.write(0, fill(10, 6));
+    states.push(await d.read(0, rig.size));
+    for (let seq = 0; seq <= 6; seq++) {
+      const view = await d.pointInTime(seq);
+      expect(view.sequence).toBe(seq);
+      expect(view.readOnly).toBe(true);
+      expectBytes(`pointInTime(${seq})`, await view.read(0, rig.size), states[seq]!);
+    }
+    expect((await d.pointInTime(3)).time.getTime()).toBe(3000);
+    expect((await d.pointInTime(6)).time.getTime()).toBe(5000);
+    for (const [time, seq] of [
+      [0, 0],
+      [999, 0],
+      [1000, 1],
+      [2500, 2],
+      [5000, 6],
+      [9999, 6],
+    ] as const) {
+      expect((await d.pointInTime(new Date(time))).sequence, `Date ${time}`).toBe(seq);
+    }
+    const view = await d.pointInTime(2);
+    expect(await codeOf(view.write(0, fill(1, 1)))).toBe('EROFS');
+    await d.checkpoint();
+    // The checkpoint applied records 3..6 to production: the view's point is gone.
+    expect(await codeOf(view.read(0, 1))).toBe('ENOENT');
+    expect(await codeOf(d.pointInTime(new Date(4000)))).toBe('ENOENT');
+    expect((await d.pointInTime(new Date(5000))).sequence).toBe(6);
+    await d.close();
+  });
+
+  it('a view keeps its content while writes and checkpoints up to its point go on', async () => {
+    const rig = await JournalRig.create({ ringBytes: 16 * 1024, checkpointAt: 1 });
+    const d = rig.device;
+    for (let i = 0; i < 8; i++) await d.write(i * 512, fill(512, i + 1));
+    const view = await d.pointInTime(d.sequence);
+    const expected = await d.read(0, rig.size);
+    await d.checkpoint();
+    expectBytes('after a checkpoint through its point', await view.read(0, rig.size), expected);
+    await d.write(0, fill(512, 0xee));
+    expectBytes('after a later write', await view.read(0, rig.size), expected);
+    await view.close();
+    await d.close();
+  });
+});
+
+describe('JournalDevice: memory', () => {
+  it('the changes table stays small', async () => {
+    const rig = await JournalRig.create({ blocks: 1024, ringBytes: 1 << 20 });
+    const d = rig.device;
+    await Promise.all(Array.from({ length: 1024 }, (_, b) => d.write(b * 512, fill(512, b))));
+    expect(d.changedBlocks).toBe(1024);
+    expect(d.changesTableBytes / d.changedBlocks).toBeLessThanOrEqual(32);
+    await d.close();
+  });
+});
