@@ -133,15 +133,14 @@ export class MetadataLog<E> {
       params,
     };
     await io('store format table', store.write(tableOffset(sb, 0), table));
-    // Invalidate the first log sector and the second superblock slot: stale
-    // contents from an earlier format must never be mistaken for ours.
+    // Invalidate the first log sector and slot 0: stale contents from an
+    // earlier format must never be mistaken for ours. Generation 1 goes to
+    // slot 1 (generation % 2), so the first checkpoint (generation 2) writes
+    // slot 0 and never overwrites the only valid superblock.
     await io('store format log', store.write(logOffset(sb), new Uint8Array(SECTOR)));
-    await io(
-      'store format superblock',
-      store.write(SUPERBLOCK_SLOT, new Uint8Array(SUPERBLOCK_BYTES)),
-    );
+    await io('store format superblock', store.write(0, new Uint8Array(SUPERBLOCK_BYTES)));
     await io('store format flush', store.flush());
-    await io('store format superblock', store.write(0, encodeSuperblock(sb)));
+    await io('store format superblock', store.write(SUPERBLOCK_SLOT, encodeSuperblock(sb)));
     await io('store format flush', store.flush());
   }
 
