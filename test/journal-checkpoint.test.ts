@@ -1,21 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import {
-  BlockDeviceError,
-  type CheckpointEvent,
-  JournalDevice,
-  type ProgressEvent,
-} from '../src/index.js';
+import { type CheckpointEvent, JournalDevice, type ProgressEvent } from '../src/index.js';
 import { expectBytes } from './property/cow-harness.js';
+import { codeOf } from './support/error-code.js';
 import { fill, JournalRig } from './support/journal-rig.js';
-
-async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-    return undefined;
-  } catch (err) {
-    return BlockDeviceError.is(err) ? err.code : `not a BlockDeviceError: ${String(err)}`;
-  }
-}
 
 describe('JournalDevice: checkpoint', () => {
   it('applies the journal in address order, coalesced, then frees it (claim 54)', async () => {

@@ -1,16 +1,8 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { BlockDeviceError, CowSnapshotDevice, JournalDevice, MemoryDevice } from '../src/index.js';
+import { CowSnapshotDevice, JournalDevice, MemoryDevice } from '../src/index.js';
 import { expectBytes } from './property/cow-harness.js';
+import { codeOf } from './support/error-code.js';
 import { fill, JournalRig } from './support/journal-rig.js';
-
-async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-    return undefined;
-  } catch (err) {
-    return BlockDeviceError.is(err) ? err.code : `not a BlockDeviceError: ${String(err)}`;
-  }
-}
 
 async function memory(size: number, blockSize = 512): Promise<MemoryDevice> {
   return MemoryDevice.create({ size, blockSize });

@@ -1,0 +1,11 @@
+import { BlockDeviceError } from '../../src/index.js';
+
+/** The BlockDeviceError code `p` rejects with, undefined if it resolves, or a description of anything else. */
+export async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await p;
+    return undefined;
+  } catch (err) {
+    return BlockDeviceError.is(err) ? err.code : `not a BlockDeviceError: ${String(err)}`;
+  }
+}
