@@ -118,13 +118,30 @@ export interface CheckpointEvent {
   readonly bytes: number;
   /** Journal bytes freed for reuse. */
   readonly freedBytes: number;
+  /** Snapshots materialized: taken on the production device at their markers. */
+  readonly snapshots: number;
+}
+
+/** What a journal device knows about one of its snapshots. */
+export interface JournalSnapshotInfo extends SnapshotInfo {
+  /** Sequence number of its marker: the snapshot holds every record before it. */
+  readonly sequence: number;
+  /**
+   * Whether a checkpoint has taken it on the production device yet (until
+   * then it reads through the journal).
+   */
+  readonly materialized: boolean;
 }
 
 /** The typed events of a journal device. */
 export type JournalDeviceEvents = {
+  /** A snapshot was taken (its marker is durable in the journal). */
+  snapshot: (info: JournalSnapshotInfo) => void;
+  /** A snapshot was deleted. */
+  'snapshot-deleted': (id: string) => void;
   /** A checkpoint finished: the journal up to `sequence` is in production. */
   checkpoint: (event: CheckpointEvent) => void;
-  /** A long operation (`'checkpoint'`) advanced; `done`/`total` count blocks. */
+  /** A long operation (`'checkpoint'`, `'restore'`) advanced; `done`/`total` count blocks. */
   progress: (event: ProgressEvent) => void;
   /** A background failure no caller could receive (an automatic checkpoint failed). */
   error: (err: Error) => void;

@@ -31,7 +31,14 @@ describe('JournalDevice: checkpoint', () => {
     expect(d.journalUsed).toBe(0);
     expect(d.oldestSequence).toBe(18);
     expect(events).toEqual([
-      { sequence: 18, records: 18, blocks: 24, bytes: 24 * 512, freedBytes: expect.any(Number) },
+      {
+        sequence: 18,
+        records: 18,
+        blocks: 24,
+        bytes: 24 * 512,
+        freedBytes: expect.any(Number),
+        snapshots: 0,
+      },
     ]);
     expect(progress.at(-1)).toEqual({ operation: 'checkpoint', done: 24, total: 24 });
     await d.checkpoint(); // nothing to do

@@ -1,9 +1,22 @@
-import type { BlockDevice, JournalDeviceEvents, PointInTime, ProgressEvent } from '../device.js';
+import { randomUUID } from 'node:crypto';
+import { Mutex } from 'async-mutex';
+import type {
+  BlockDevice,
+  JournalDeviceEvents,
+  JournalSnapshotInfo,
+  PointInTime,
+  ProgressEvent,
+  Snapshot,
+  SnapshotCapable,
+  SnapshotOptions,
+} from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
 import { AbstractBlockDevice } from '../internal/abstract-device.js';
 import { BlockTable } from '../internal/block-table.js';
+import { readCatalog, writeCatalog } from '../internal/journal-catalog.js';
 import { type CheckpointHost, runCheckpoint } from '../internal/journal-checkpoint.js';
 import {
+  CATALOG_ENTRY_MAX,
   formatJournal,
   headerBytes,
   type JournalSuper,
@@ -12,13 +25,24 @@ import {
 } from '../internal/journal-format.js';
 import { addRecord, RecordIndex } from '../internal/journal-index.js';
 import { PartialWrites } from '../internal/journal-merge.js';
+import type { JournalNote } from '../internal/journal-notes.js';
 import { checkDevices, checkOptions } from '../internal/journal-options.js';
 import { readOverlay } from '../internal/journal-overlay.js';
 import { type ReplayResult, replayJournal } from '../internal/journal-scan.js';
+import {
+  deleteOrphan,
+  isSnapshotCapable,
+  reconcileSnapshots,
+  type SnapshotCapableDevice,
+  SnapshotRegistry,
+} from '../internal/journal-snapshots.js';
 import { JournalView, resolvePoint, type ViewHost } from '../internal/journal-view.js';
-import { JournalWriter } from '../internal/journal-writer.js';
+import { JournalWriter, type RecordContent } from '../internal/journal-writer.js';
 import { AccessGate } from '../internal/lock-table.js';
 import { SECTOR } from '../internal/log-format.js';
+import { io } from '../internal/lower-io.js';
+import { SnapshotHandle, type SnapshotHost } from '../internal/snapshot-handle.js';
+import { checkSnapshotOptions } from '../internal/snapshot-options.js';
 
 /** Options for {@link JournalDevice.create} and {@link JournalDevice.open}. */
 export interface JournalDeviceOptions {
@@ -29,6 +53,13 @@ export interface JournalDeviceOptions {
    * which keeps the longest `pointInTime` history. @default 0.75
    */
   checkpointAt?: number;
+  /**
+   * Most snapshots that may exist at once; sizes the snapshot catalog
+   * reserved on the journal store at `create` (ignored by `open`).
+   * `snapshot()` beyond it fails with `ENOSPC`. @default 64 if production is
+   * snapshot-capable, else 0
+   */
+  maxSnapshots?: number;
   /**
    * Called with `{ operation: 'replay', done, total }` — bytes of journal
    * replayed, and the journal's capacity as an upper bound — while `open`
@@ -45,6 +76,17 @@ export interface JournalDeviceOptions {
  * its newest image. Reads overlay the changes table on production.
  * `checkpoint()` applies the journal to production and reclaims the space.
  *
+ * Snapshots (claim 52) are instant: `snapshot()` appends a durable marker
+ * record and returns a Snapshot that reads through the journal. The next
+ * checkpoint *materializes* it: it applies the journal up to each marker in
+ * turn and has the production device take a snapshot there — so this needs
+ * a snapshot-capable production device, such as a {@link CowSnapshotDevice}
+ * over a FileDevice, whose copy-on-write preserves a chunk for the snapshot
+ * just before the journal's newer image overwrites it. A handle keeps
+ * working across materialization. The first write to a pending writable
+ * snapshot materializes it first (a checkpoint), then goes to production's
+ * snapshot, which keeps its own copy of every chunk it wrote.
+ *
  * A partial-block write first reads the block's current content and journals
  * the merged whole block, so every record holds whole blocks, the changes
  * table needs one location per block, and any read of a block is one I/O.
@@ -58,7 +100,10 @@ export interface JournalDeviceOptions {
  * record a completed flush had made durable is `ECORRUPT`), and a power cut at
  * any point of a checkpoint recovers the same content.
  */
-export class JournalDevice extends AbstractBlockDevice<JournalDeviceEvents> {
+export class JournalDevice
+  extends AbstractBlockDevice<JournalDeviceEvents>
+  implements SnapshotCapable
+{
   readonly #writer: JournalWriter;
   /** Changed block → ring sector of its newest landed image (claim 51). */
   readonly #table: BlockTable;
@@ -78,8 +123,25 @@ export class JournalDevice extends AbstractBlockDevice<JournalDeviceEvents> {
     releaseView: (view) => this.#views.delete(view),
   };
   /** What a checkpoint works on; it also holds the durable superblock. */
-  readonly #host: CheckpointHost;
+  readonly #host: CheckpointHost & { superblock: JournalSuper };
   #checkpointRun: Promise<void> | undefined;
+  /**
+   * Checkpoints, snapshot deletions and restores run one at a time: each
+   * changes production, the catalog or the superblock.
+   */
+  readonly #admin = new Mutex();
+  readonly #snapshots: SnapshotRegistry;
+  /** A restore is running: writes and notes called meanwhile wait for it, in call order. */
+  #barrier: Promise<void> | undefined;
+  readonly #handles = new Set<SnapshotHandle>();
+  /** A snapshot handle wrote to production since the last flush. */
+  #snapshotWrites = false;
+  readonly #snapshotHost: SnapshotHost = {
+    readSnapshot: (key, offset, length) => this.#readSnapshot(key, offset, length),
+    writeSnapshot: (key, offset, data) => this.#writeSnapshot(key, offset, data),
+    flushSnapshots: () => this.#flushProduction(),
+    releaseHandle: (handle) => this.#handles.delete(handle),
+  };
   /** A checkpoint through this record has begun: views of earlier records are gone. */
   #retiredBelow = 0;
   /** Completed checkpoints; views rebuild their tables when it moves. */
@@ -93,8 +155,10 @@ export class JournalDevice extends AbstractBlockDevice<JournalDeviceEvents> {
     index: RecordIndex,
     replay: ReplayResult,
     checkpointAt: number,
+    snapshots: SnapshotRegistry,
   ) {
     super('JournalDevice', production.size, production.blockSize, false);
+    this.#snapshots = snapshots;
     this.#table = table;
     this.#index = index;
     this.#checkpointAt = checkpointAt;
@@ -105,8 +169,12 @@ export class JournalDevice extends AbstractBlockDevice<JournalDeviceEvents> {
       production.blockSize,
       { ...replay, epoch: sb.epoch, capacity: sb.capacity },
       {
-        landed: (_seq, firstBlock, blocks, sector, time) =>
-          addRecord(index, table, this.#sectorsPerBlock, firstBlock, blocks, sector, time),
+        landed: (seq, record, sector, time) => {
+          addRecord(index, table, this.#sectorsPerBlock, record, sector, time);
+          if (record.note === undefined) return;
+          if (record.note.kind === 'snapshot') snapshots.reserved--;
+          snapshots.noteLanded(seq, record.note);
+        },
         needSpace: () => this.#startCheckpoint(),
         afterFrame: () => this.#maybeCheckpoint(),
       },
@@ -124,9 +192,23 @@ export class JournalDevice extends AbstractBlockDevice<JournalDeviceEvents> {
       index,
       gate: this.#readGate,
       superblock: sb,
+      persist: (next) => this.#persist(next),
       retire: (seq) => {
         this.#retiredBelow = Math.max(this.#retiredBelow, seq);
-        return [...this.#views].some((view) => view.sequence < seq);
+        return (
+          [...this.#views].some((view) => view.sequence < seq) ||
+          this.#snapshots.hasPendingThrough(seq)
+        );
+      },
+      markersBetween: (from, to) => this.#snapshots.markersBetween(from, to),
+      materialize: async (seq) => {
+        const snap = this.#snapshots.pendingAt(seq);
+        if (snap === undefined) return;
+        try {
+          await this.#snapshots.materialize(snap, this.#snapshotCapable());
+        } catch (err) {
+          throw BlockDeviceError.is(err) ? err : wrapIO('production snapshot', err);
+        }
       },
       freed: () => {
         this.#generation++;
@@ -149,17 +231,28 @@ export class JournalDevice extends AbstractBlockDevice<JournalDeviceEvents> {
   ): Promise<JournalDevice> {
     checkDevices(production, journal);
     checkOptions(options);
-    await formatJournal(journal, production);
+    const maxSnapshots = options.maxSnapshots ?? (isSnapshotCapable(production) ? 64 : 0);
+    if (!Number.isSafeInteger(maxSnapshots) || maxSnapshots < 0 || maxSnapshots > 4096) {
+      throw new BlockDeviceError(
+        'EINVAL',
+        `maxSnapshots ${String(maxSnapshots)} is not an integer from 0 to 4096`,
+      );
+    }
+    await formatJournal(journal, production, maxSnapshots);
     return JournalDevice.open(production, journal, options);
   }
 
   /**
    * Opens a journal formatted by {@link JournalDevice.create}: replays it
    * from the head, checking every record, and rebuilds the changes table.
+   * Then it checks the snapshot catalog against production's snapshots and
+   * deletes a production snapshot that a deletion cut short left behind.
    * @throws `ECORRUPT` naming a damaged record that a completed flush had made
-   *   durable (a torn tail is dropped instead) or a damaged superblock;
+   *   durable (a torn tail is dropped instead), a damaged superblock or
+   *   catalog, or a materialized snapshot production no longer has;
    *   `EINVAL` if the journal belongs to a production device of another
-   *   geometry; `EIO` if a device fails.
+   *   geometry, or holds materialized snapshots and production is not
+   *   snapshot-capable; `EIO` if a device fails.
    */
   static async open(
     production: BlockDevice,
@@ -179,18 +272,34 @@ export class JournalDevice extends AbstractBlockDevice<JournalDeviceEvents> {
     const table = new BlockTable();
     const index = new RecordIndex(sb.headSeq);
     const perBlock = sb.blockSize / SECTOR;
+    const snapshots = new SnapshotRegistry(
+      Math.floor(sb.catalogCapacity / CATALOG_ENTRY_MAX),
+      await readCatalog(journal, sb),
+    );
     const replay = await replayJournal(
       journal,
       sb,
-      (_seq, firstBlock, blocks, sector, time) =>
-        addRecord(index, table, perBlock, firstBlock, blocks, sector, time),
+      (seq: number, record: RecordContent, sector: number, time: number) => {
+        addRecord(index, table, perBlock, record, sector, time);
+        if (record.note !== undefined) snapshots.noteLanded(seq, record.note);
+      },
       onProgress,
     );
+    await reconcileSnapshots(snapshots, production);
     // Not clean from now on until close; the flush also makes every replayed
     // record durable, which frames written from now on will attest.
     const next: JournalSuper = { ...sb, generation: sb.generation + 1, clean: false };
     await writeJournalSuper(journal, next);
-    return new JournalDevice(production, journal, next, table, index, replay, checkpointAt);
+    return new JournalDevice(
+      production,
+      journal,
+      next,
+      table,
+      index,
+      replay,
+      checkpointAt,
+      snapshots,
+    );
   }
 
   /** Sequence number of the newest record in the journal (0 before the first write). */
@@ -235,6 +344,10 @@ export class JournalDevice extends AbstractBlockDevice<JournalDeviceEvents> {
    *   {@link oldestSequence} (checkpointed into production); `ECLOSED`.
    */
   pointInTime(point: number | Date): Promise<PointInTime> {
+    // During a restore, the newest points are not settled yet.
+    if (this.#barrier !== undefined && !this.closed) {
+      return this.#barrier.then(() => this.pointInTime(point));
+    }
     try {
       this.checkOpen();
       const { headSeq, headTime } = this.#host.superblock;
@@ -279,6 +392,155 @@ export class JournalDevice extends AbstractBlockDevice<JournalDeviceEvents> {
     );
   }
 
+  // ---------------------------------------------------------------- snapshots
+
+  /**
+   * Takes a snapshot holding exactly the writes called before this call —
+   * those still in flight included — and none called after (DESIGN.md rule
+   * 1): it appends a marker record in call order, so nothing is held. The
+   * snapshot reads through the journal until the next checkpoint
+   * materializes it on production. A durability point: when it resolves,
+   * the marker and every write called before it survive a power cut.
+   * @throws `EINVAL` for bad options or a production device that cannot take
+   *   snapshots; `ENOSPC` past `maxSnapshots`; `ECLOSED`; `EIO`.
+   */
+  snapshot(options: SnapshotOptions = {}): Promise<Snapshot> {
+    const createdAt = Date.now();
+    try {
+      this.checkOpen();
+      checkSnapshotOptions(options);
+      this.#snapshotCapable();
+      if (this.#snapshots.count >= this.#snapshots.maxSnapshots) {
+        throw new BlockDeviceError(
+          'ENOSPC',
+          `already ${this.#snapshots.maxSnapshots} snapshots (maxSnapshots)`,
+        );
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const note: JournalNote = {
+      kind: 'snapshot',
+      id: randomUUID(),
+      name: options.name,
+      createdAt,
+      writable: options.writable ?? false,
+    };
+    this.#snapshots.reserved++;
+    const landed = this.#afterBarrier(() => this.#writer.appendNote(note, createdAt));
+    return this.track(
+      (async () => {
+        try {
+          await landed;
+        } catch (err) {
+          this.#snapshots.reserved--;
+          throw err;
+        }
+        await this.#writer.sync();
+        const snap = this.#snapshots.get(note.id);
+        this.emit('snapshot', this.#snapshots.info(snap, this.#productionInfos()));
+        return this.#openHandle(snap.key);
+      })(),
+    );
+  }
+
+  /** The live snapshots, oldest first, pending and materialized. @throws `ECLOSED`. */
+  listSnapshots(): JournalSnapshotInfo[] {
+    this.checkOpen();
+    const production = this.#productionInfos();
+    return this.#snapshots.all().map((snap) => this.#snapshots.info(snap, production));
+  }
+
+  /**
+   * Opens another handle on a snapshot.
+   * @throws `ENOENT` for an unknown id, `ECLOSED`.
+   */
+  async openSnapshot(id: string): Promise<Snapshot> {
+    this.checkOpen();
+    return this.#openHandle(this.#snapshots.get(id).key);
+  }
+
+  /**
+   * Deletes a snapshot: a pending one by a durable delete record (its marker
+   * is then skipped by checkpoints), a materialized one from the catalog and
+   * then from production. Open handles on it fail with `ENOENT` from then
+   * on. A durability point.
+   * @throws `ENOENT` for an unknown id, `ECLOSED`, `EIO`.
+   */
+  deleteSnapshot(id: string): Promise<void> {
+    try {
+      this.checkOpen();
+      this.#snapshots.get(id);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const note: JournalNote = { kind: 'delete', id };
+    const landed = this.#afterBarrier(() => this.#writer.appendNote(note, Date.now()));
+    return this.track(
+      (async () => {
+        await landed;
+        await this.#writer.sync();
+        await this.#admin.runExclusive(() => this.#deleteLocked(id));
+        this.emit('snapshot-deleted', id);
+      })(),
+    );
+  }
+
+  /**
+   * Makes the device's content equal the snapshot's; every snapshot stays
+   * intact. It appends a restore record in call order — writes called after
+   * wait for the restore — checkpoints through it (materializing the
+   * snapshot if it is pending), then restores production from its
+   * production snapshot. A durability point, and all-or-nothing across a
+   * power cut when production's restore is (CowSnapshotDevice's is).
+   * `pointInTime` of records before the restore record is gone afterwards.
+   * @throws `ENOENT` for an unknown id, `EINVAL` if production cannot take
+   *   snapshots, `ECLOSED`, `EIO` (production's own failure as `cause`).
+   */
+  restore(id: string): Promise<void> {
+    let production: SnapshotCapableDevice;
+    try {
+      this.checkOpen();
+      production = this.#snapshotCapable();
+      this.#snapshots.get(id);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const note: JournalNote = { kind: 'restore', id };
+    const landed = this.#afterBarrier(() => this.#writer.appendNote(note, Date.now()));
+    let lift!: () => void;
+    const barrier = new Promise<void>((resolve) => {
+      lift = resolve;
+    });
+    this.#barrier = barrier;
+    return this.track(
+      (async () => {
+        try {
+          await landed;
+          // Nothing else lands before the barrier lifts: this is the restore record.
+          const through = this.#writer.writtenSeq;
+          await this.#admin.runExclusive(async () => {
+            while (this.#host.superblock.headSeq <= through) await this.#checkpointLocked();
+            const { productionId } = this.#snapshots.get(id);
+            const release = await this.#readGate.exclusive();
+            try {
+              await production.restore(productionId!);
+            } catch (err) {
+              throw wrapIO('production restore', err);
+            } finally {
+              release();
+            }
+          });
+        } finally {
+          lift();
+          void barrier.then(() => {
+            if (this.#barrier === barrier) this.#barrier = undefined;
+          });
+        }
+      })(),
+    );
+  }
+
   // ------------------------------------------------------------ block device
 
   protected _read(offset: number, length: number): Promise<Uint8Array> {
@@ -306,6 +568,14 @@ export class JournalDevice extends AbstractBlockDevice<JournalDeviceEvents> {
   };
 
   protected _write(offset: number, data: Uint8Array): Promise<void> {
+    // Writes called during a restore wait for it, in call order.
+    if (this.#barrier !== undefined) {
+      return this.#barrier.then(() => this.#writeNow(offset, data));
+    }
+    return this.#writeNow(offset, data);
+  }
+
+  #writeNow(offset: number, data: Uint8Array): Promise<void> {
     const bs = this.blockSize;
     const time = Date.now();
     const first = Math.floor(offset / bs);
@@ -322,13 +592,16 @@ export class JournalDevice extends AbstractBlockDevice<JournalDeviceEvents> {
     return this.#partial.write(offset, data, time);
   }
 
-  protected _flush(): Promise<void> {
-    return this.#writer.flush();
+  protected async _flush(): Promise<void> {
+    await this.#writer.flush();
+    if (this.#snapshotWrites) await this.#flushProduction();
   }
 
   protected async _close(): Promise<void> {
     this.#writer.close();
     await Promise.all([...this.#views].map((view) => view.close()));
+    await Promise.all([...this.#handles].map((handle) => handle.close()));
+    await this.#snapshots.closeAll();
     let failure: unknown;
     // Clean only if every record is durable: open then expects all of them.
     if (!this.#writer.failed && this.#writer.durableSeq === this.#writer.writtenSeq) {
@@ -388,7 +661,7 @@ export class JournalDevice extends AbstractBlockDevice<JournalDeviceEvents> {
   /** Starts a checkpoint unless one is running; resolves when the running one ends. */
   #startCheckpoint(): Promise<void> {
     if (this.#checkpointRun === undefined) {
-      const run = this.#runCheckpoint();
+      const run = this.#admin.runExclusive(() => this.#checkpointLocked());
       this.#checkpointRun = run;
       const clear = (): void => {
         if (this.#checkpointRun === run) this.#checkpointRun = undefined;
@@ -407,8 +680,134 @@ export class JournalDevice extends AbstractBlockDevice<JournalDeviceEvents> {
     );
   }
 
-  async #runCheckpoint(): Promise<void> {
+  /** One checkpoint; the caller holds the admin lock. */
+  async #checkpointLocked(): Promise<void> {
     const done = await runCheckpoint(this.#host);
     if (done !== undefined) this.emit('checkpoint', done);
+  }
+
+  /** Makes `sb` the durable superblock, after writing the catalog if it changed. */
+  async #persist(sb: JournalSuper): Promise<void> {
+    const journal = this.#host.journal;
+    let next = sb;
+    if (this.#snapshots.catalogDirty) {
+      next = await writeCatalog(journal, sb, this.#snapshots.catalog());
+      this.#snapshots.catalogDirty = false;
+    }
+    await writeJournalSuper(journal, next);
+    this.#host.superblock = next;
+  }
+
+  // ------------------------------------------------------ snapshot internals
+
+  /** Runs `enqueue` now, or once a running restore is done (writes called meanwhile go first). */
+  #afterBarrier(enqueue: () => Promise<void>): Promise<void> {
+    return this.#barrier === undefined ? enqueue() : this.#barrier.then(enqueue);
+  }
+
+  #snapshotCapable(): SnapshotCapableDevice {
+    const production = this.#host.production;
+    if (!isSnapshotCapable(production)) {
+      throw new BlockDeviceError(
+        'EINVAL',
+        'the production device cannot take snapshots, which journal snapshots are materialized into: ' +
+          'wrap it in a CowSnapshotDevice',
+      );
+    }
+    return production;
+  }
+
+  #productionInfos(): ReturnType<SnapshotCapable['listSnapshots']> {
+    const production = this.#host.production;
+    return isSnapshotCapable(production) ? production.listSnapshots() : [];
+  }
+
+  #openHandle(key: number): SnapshotHandle {
+    const snap = this.#snapshots.byKey(key);
+    const handle = new SnapshotHandle(
+      this.#snapshotHost,
+      {
+        seq: key,
+        id: snap.id,
+        name: snap.name,
+        createdAt: snap.createdAt,
+        writable: snap.writable,
+      },
+      this.size,
+      this.blockSize,
+    );
+    this.#handles.add(handle);
+    return handle;
+  }
+
+  /** Deletes snapshot `id` once its delete record is durable; the caller holds the admin lock. */
+  async #deleteLocked(id: string): Promise<void> {
+    const production = this.#snapshotCapable();
+    const snap = this.#snapshots.find(id);
+    if (snap !== undefined && snap.productionId !== undefined) {
+      // Catalog first: a power cut before production's delete leaves a
+      // snapshot `open` finds by name and deletes.
+      await this.#snapshots.forget(snap);
+      const sb = this.#host.superblock;
+      await this.#persist({ ...sb, generation: sb.generation + 1 });
+      await io('production delete snapshot', production.deleteSnapshot(snap.productionId));
+      return;
+    }
+    // Pending: its delete record did it. A checkpoint that a power cut (or
+    // this delete) interrupted may have taken its production snapshot.
+    await deleteOrphan(production, id);
+  }
+
+  /** Serves a snapshot handle's read: through the journal while pending, from production's snapshot after. */
+  async #readSnapshot(key: number, offset: number, length: number): Promise<Uint8Array> {
+    for (;;) {
+      const snap = this.#snapshots.byKey(key);
+      if (snap.productionId !== undefined) {
+        const handle = await this.#snapshots.productionHandle(snap, this.#snapshotCapable());
+        return handle.read(offset, length).catch((err: unknown) => {
+          throw snap.deleted ? this.#snapshots.byKey(key) : wrapIO('snapshot read', err);
+        });
+      }
+      // A checkpoint is materializing it: read once it is done.
+      if (snap.sequence <= this.#retiredBelow) {
+        await this.#startCheckpoint();
+        continue;
+      }
+      const release = await this.#readGate.shared();
+      try {
+        if (snap.deleted || snap.sequence <= this.#retiredBelow) continue;
+        if (snap.table === undefined || snap.generation !== this.#generation) {
+          snap.table = this.#index.tableAt(snap.sequence, this.#sectorsPerBlock);
+          snap.generation = this.#generation;
+        }
+        return await readOverlay(this.#host, snap.table, offset, length).catch((err: unknown) => {
+          throw wrapIO('snapshot read', err);
+        });
+      } finally {
+        release();
+      }
+    }
+  }
+
+  /** Serves a writable snapshot handle's write: materializes it first if pending. */
+  async #writeSnapshot(key: number, offset: number, data: Uint8Array): Promise<void> {
+    for (;;) {
+      const snap = this.#snapshots.byKey(key);
+      if (snap.productionId === undefined) {
+        await this.#startCheckpoint();
+        continue;
+      }
+      const handle = await this.#snapshots.productionHandle(snap, this.#snapshotCapable());
+      this.#snapshotWrites = true;
+      return handle.write(offset, data).catch((err: unknown) => {
+        throw snap.deleted ? this.#snapshots.byKey(key) : wrapIO('snapshot write', err);
+      });
+    }
+  }
+
+  /** Makes writes through snapshot handles durable: they went to production's snapshots. */
+  async #flushProduction(): Promise<void> {
+    this.#snapshotWrites = false;
+    await io('production flush', this.#host.production.flush());
   }
 }

@@ -1,6 +1,6 @@
 import type { BlockDevice, CheckpointEvent } from '../device.js';
 import type { BlockTable } from './block-table.js';
-import { type JournalSuper, RING_START, writeJournalSuper } from './journal-format.js';
+import { type JournalSuper, RING_START } from './journal-format.js';
 import type { RecordIndex } from './journal-index.js';
 import type { JournalWriter } from './journal-writer.js';
 import type { AccessGate } from './lock-table.js';
@@ -92,13 +92,32 @@ export interface CheckpointHost {
   readonly index: RecordIndex;
   /** Reads enter it shared. */
   readonly gate: AccessGate;
-  /** The durable superblock; the checkpoint replaces it with each one it writes. */
-  superblock: JournalSuper;
-  /** Views of records before `seq` are gone; true if one is open (its reads must drain first). */
+  /** The durable superblock. */
+  readonly superblock: JournalSuper;
+  /** Makes `sb` the durable superblock (after the snapshot catalog, if that changed). */
+  persist(sb: JournalSuper): Promise<void>;
+  /**
+   * Views of records before `seq`, and snapshots whose marker is at or
+   * before it, are retired; true if one is open (its reads must drain first).
+   */
   retire(seq: number): boolean;
+  /** Sequence numbers of the snapshot markers among records `from..to` still to materialize, ascending. */
+  markersBetween(from: number, to: number): number[];
+  /**
+   * Production now holds exactly the records before the marker at `seq`:
+   * take its production snapshot (unless a delete landed meanwhile).
+   */
+  materialize(seq: number): Promise<void>;
   /** Applied records' journal space was freed: views must rebuild their tables. */
   freed(): void;
   progress(done: number, total: number): void;
+}
+
+/** Records `from..to` applied as one step, then the snapshot marker `marker` (if any) materialized. */
+interface Segment {
+  table: BlockTable;
+  keys: Float64Array;
+  marker: number | undefined;
 }
 
 /**
@@ -108,11 +127,18 @@ export interface CheckpointHost {
  * Ordering rules: the cut's records, and a superblock saying points before
  * the cut are gone, are durable before production is touched, so a power
  * cut from then on replays them all over whatever reached production, and
- * no view can show a mix; production is flushed before a superblock moves
- * the head past them; their journal space is freed, and their changes-table
- * entries dropped (unless a newer write replaced them), only once that
- * superblock is durable — under the read gate, so no read still uses a
- * location a new frame may overwrite.
+ * no view can show a mix. Snapshot markers split the cut into segments
+ * (claim 52): each segment's records are applied, then production takes
+ * the marker's snapshot, so the snapshot holds exactly the records before
+ * its marker and production preserves a chunk for it just before the next
+ * segment overwrites it. Production is flushed before a superblock (naming
+ * the new snapshots in the catalog) moves the head past the cut; their
+ * journal space is freed, and their changes-table entries dropped (unless a
+ * newer write replaced them), only once that superblock is durable — under
+ * the read gate, so no read still uses a location a new frame may
+ * overwrite. Replaying a cut short checkpoint again is harmless: each
+ * segment writes the same images, and `materialize` adopts a production
+ * snapshot the cut short run already took.
  */
 export async function runCheckpoint(host: CheckpointHost): Promise<CheckpointEvent | undefined> {
   const { writer, index, journal, production, blockSize } = host;
@@ -123,33 +149,37 @@ export async function runCheckpoint(host: CheckpointHost): Promise<CheckpointEve
   // The changes table holds exactly the records up to the cut right now.
   const table = host.table.clone();
   const keys = table.sortedKeys();
+  const segments = segmentsOf(host, table, keys, oldHeadSeq, cut.seq);
   if (host.retire(cut.seq)) (await host.gate.exclusive())();
   await writer.sync();
   if (cut.seq > host.superblock.applyingSeq) {
-    const intent = { ...host.superblock, generation: host.superblock.generation + 1 };
-    await writeJournalSuper(journal, { ...intent, applyingSeq: cut.seq });
-    host.superblock = { ...intent, applyingSeq: cut.seq };
+    const sb = host.superblock;
+    await host.persist({ ...sb, generation: sb.generation + 1, applyingSeq: cut.seq });
   }
-  await applyJournal({
-    keys,
-    table,
-    journal,
-    production,
-    blockSize,
-    onProgress: (done, total) => host.progress(done, total),
-  });
+  const total = segments.reduce((n, s) => n + s.keys.length, 0);
+  let done = 0;
+  for (const segment of segments) {
+    await applyJournal({
+      keys: segment.keys,
+      table: segment.table,
+      journal,
+      production,
+      blockSize,
+      onProgress: (n) => host.progress(done + n, total),
+    });
+    done += segment.keys.length;
+    if (segment.marker !== undefined) await host.materialize(segment.marker);
+  }
   await io('production flush', production.flush());
   const sb = host.superblock;
-  const next: JournalSuper = {
+  await host.persist({
     ...sb,
     generation: sb.generation + 1,
     headAbs: cut.abs,
     headSeq: cut.seq + 1,
     headLink: cut.link,
     headTime: cut.seq >= oldHeadSeq ? index.timeOf(cut.seq) : sb.headTime,
-  };
-  await writeJournalSuper(journal, next);
-  host.superblock = next;
+  });
   const release = await host.gate.exclusive();
   try {
     for (const key of keys) host.table.delete(key, table.get(key));
@@ -162,8 +192,34 @@ export async function runCheckpoint(host: CheckpointHost): Promise<CheckpointEve
   return {
     sequence: cut.seq,
     records: cut.seq - oldHeadSeq + 1,
-    blocks: keys.length,
-    bytes: keys.length * blockSize,
+    blocks: total,
+    bytes: total * blockSize,
     freedBytes: cut.abs - oldHead,
+    snapshots: segments.length - 1,
   };
+}
+
+/**
+ * The cut's records split at its snapshot markers. Without markers, one
+ * segment: the changes table itself, each block's newest image once.
+ */
+function segmentsOf(
+  host: CheckpointHost,
+  table: BlockTable,
+  keys: Float64Array,
+  headSeq: number,
+  cutSeq: number,
+): Segment[] {
+  const markers = host.markersBetween(headSeq, cutSeq);
+  if (markers.length === 0) return [{ table, keys, marker: undefined }];
+  const perBlock = host.blockSize / SECTOR;
+  const segments: Segment[] = [];
+  let from = headSeq;
+  for (const marker of [...markers, undefined]) {
+    const to = marker === undefined ? cutSeq : marker - 1;
+    const part = host.index.tableBetween(from, to, perBlock);
+    segments.push({ table: part, keys: part.sortedKeys(), marker });
+    if (marker !== undefined) from = marker + 1;
+  }
+  return segments;
 }

@@ -9,7 +9,6 @@ import {
   SUPERBLOCK_SLOT,
 } from './log-format.js';
 import { io } from './lower-io.js';
-import { checksum } from './metadata-codec.js';
 
 /*
  * The on-store format of a journal device. JournalWriter and the replay scan
@@ -19,6 +18,8 @@ import { checksum } from './metadata-codec.js';
  *   [0, 8 KiB)        two superblock slots (log-format's, kind JOURNAL_KIND),
  *                     alternating by generation; the newest valid one wins
  *   [8 KiB, +ring)    the ring: frames, each one write to the store
+ *   [ring end, +2·C)  two snapshot catalog slots of C bytes (C = 0 without
+ *                     snapshots); the superblock names the valid one
  *
  * A frame is a header (one or more 512-byte sectors) followed by its records'
  * data, back to back:
@@ -26,9 +27,10 @@ import { checksum } from './metadata-codec.js';
  *   header  magic u32 · epoch u32 · session u32 · count u32 · firstSeq f64 ·
  *           durableSeq f64 · prevLink u32 · sectors u32 · crc u32 · 0 u32,
  *           then per record: seq f64 · time f64 · offset f64 · length f64 ·
- *           crc u32 · 0 u32
- *   data    each record's bytes: whole production blocks, so every record
- *           starts on a sector
+ *           crc u32 · kind u32
+ *   data    each record's bytes: for a write, whole production blocks; for
+ *           a note (a snapshot, its deletion, a restore), one 512-byte
+ *           sector saying what — so every record starts on a sector
  *
  * `crc` covers the header (the record table included, so transitively every
  * record's data through the record crcs) and is the frame's *link*: the next
@@ -48,6 +50,16 @@ export const MAX_RING = 2 ** 32 * SECTOR - SECTOR;
 export const FRAME_FIXED = 48;
 export const RECORD_HEADER = 40;
 const PARAMS_BYTES = 64;
+
+/** Record kinds: a write of whole blocks, or a note of one sector. */
+export const RECORD_WRITE = 0;
+export const RECORD_SNAPSHOT = 1;
+export const RECORD_DELETE = 2;
+export const RECORD_RESTORE = 3;
+/** Bytes of data a note record holds. */
+export const NOTE_BYTES = SECTOR;
+/** Catalog bytes reserved per snapshot: the largest entry journal-catalog encodes. */
+export const CATALOG_ENTRY_MAX = 600;
 
 /** What the superblock says; everything but the head is fixed at format time. */
 export interface JournalSuper {
@@ -75,6 +87,18 @@ export interface JournalSuper {
    * stops the checkpoint before it moves the head.
    */
   applyingSeq: number;
+  /** Bytes of each of the two snapshot catalog slots (0: no snapshots). */
+  catalogCapacity: number;
+  /** Which slot holds the catalog, its bytes, entries and checksum. */
+  catalogActive: number;
+  catalogBytes: number;
+  catalogCount: number;
+  catalogCrc: number;
+}
+
+/** Store offset of catalog slot `which`: right after the ring. */
+export function catalogOffset(sb: JournalSuper, which: number): number {
+  return RING_START + sb.capacity + which * sb.catalogCapacity;
 }
 
 /** Bytes of ring a store of `storeSize` bytes holds. */
@@ -107,12 +131,14 @@ export async function writeJournalSuper(store: BlockDevice, sb: JournalSuper): P
   const bytes = encodeSuperblock({
     kind: JOURNAL_KIND,
     generation: sb.generation,
-    tableCapacity: 0,
+    // log-format puts its tables before the log; ours follow the ring, so
+    // RING_START never moves — the sizes add up the same for its checks.
+    tableCapacity: sb.catalogCapacity,
     logCapacity: sb.capacity,
-    active: 0,
-    tableBytes: 0,
-    tableCount: 0,
-    tableCrc: 0,
+    active: sb.catalogActive,
+    tableBytes: sb.catalogBytes,
+    tableCount: sb.catalogCount,
+    tableCrc: sb.catalogCrc,
     epoch: sb.epoch,
     params,
   });
@@ -122,19 +148,22 @@ export async function writeJournalSuper(store: BlockDevice, sb: JournalSuper): P
 
 /**
  * Formats `journal` for a production device of `production`'s geometry: an
- * empty ring and a superblock of generation 1, durable when this resolves.
+ * empty ring, room for `maxSnapshots` catalog entries, and a superblock of
+ * generation 1, durable when this resolves.
  * @throws `EINVAL` if the ring cannot hold one record of one block.
  */
 export async function formatJournal(
   journal: BlockDevice,
   production: { size: number; blockSize: number },
+  maxSnapshots: number,
 ): Promise<void> {
-  const capacity = ringCapacity(journal.size);
+  const catalogCapacity = Math.ceil((maxSnapshots * CATALOG_ENTRY_MAX) / SECTOR) * SECTOR;
+  const capacity = ringCapacity(journal.size - 2 * catalogCapacity);
   const needed = headerBytes(1) + production.blockSize;
   if (capacity < needed) {
     throw new BlockDeviceError(
       'EINVAL',
-      `journal of ${journal.size} bytes is too small: it needs at least ${RING_START + needed}`,
+      `journal of ${journal.size} bytes is too small: it needs at least ${RING_START + needed + 2 * catalogCapacity}`,
     );
   }
   // Erase slot 0 first: a stale superblock of an earlier format there must
@@ -155,6 +184,11 @@ export async function formatJournal(
     clean: true,
     tailSeq: 0,
     applyingSeq: 0,
+    catalogCapacity,
+    catalogActive: 0,
+    catalogBytes: 0,
+    catalogCount: 0,
+    catalogCrc: 0,
   });
 }
 
@@ -182,6 +216,11 @@ export async function readJournalSuper(store: BlockDevice): Promise<JournalSuper
     headTime: view.getFloat64(40, true),
     tailSeq: view.getFloat64(48, true),
     applyingSeq: view.getFloat64(56, true),
+    catalogCapacity: sb.tableCapacity,
+    catalogActive: sb.active,
+    catalogBytes: sb.tableBytes,
+    catalogCount: sb.tableCount,
+    catalogCrc: sb.tableCrc,
   };
   const ints = [
     out.capacity,
@@ -190,6 +229,7 @@ export async function readJournalSuper(store: BlockDevice): Promise<JournalSuper
     out.headSeq,
     out.tailSeq,
     out.applyingSeq,
+    out.catalogCapacity,
   ];
   if (
     !ints.every((n) => Number.isSafeInteger(n) && n >= 0) ||
@@ -197,184 +237,10 @@ export async function readJournalSuper(store: BlockDevice): Promise<JournalSuper
     out.capacity % SECTOR !== 0 ||
     out.capacity === 0 ||
     out.capacity > MAX_RING ||
+    out.catalogCapacity % SECTOR !== 0 ||
     out.headAbs % SECTOR !== 0
   ) {
     throw new BlockDeviceError('ECORRUPT', 'journal superblock holds an impossible head or layout');
   }
   return out;
-}
-
-/** One record of a frame, as the header lists it. */
-export interface RecordHeader {
-  seq: number;
-  time: number;
-  /** Byte offset on production (block aligned). */
-  offset: number;
-  /** Bytes (whole blocks). */
-  length: number;
-  crc: number;
-}
-
-/** A decoded frame header. */
-export interface FrameHeader {
-  epoch: number;
-  session: number;
-  firstSeq: number;
-  durableSeq: number;
-  prevLink: number;
-  /** Whole frame, header included, in bytes. */
-  bytes: number;
-  /** The header crc: the next frame's `prevLink`. */
-  link: number;
-  records: RecordHeader[];
-}
-
-/** What a frame's header says apart from its records. */
-export interface FrameFields {
-  epoch: number;
-  session: number;
-  firstSeq: number;
-  durableSeq: number;
-  prevLink: number;
-}
-
-/**
- * Builds a frame: header and the records' data, in one buffer `out` of
- * exactly `headerBytes(n) + Σ lengths` bytes (zero-filled). Returns its link.
- */
-export function encodeFrame(
-  out: Uint8Array,
-  fields: FrameFields,
-  records: readonly (RecordHeader & { data: Uint8Array })[],
-): number {
-  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
-  view.setUint32(0, FRAME_MAGIC, true);
-  view.setUint32(4, fields.epoch, true);
-  view.setUint32(8, fields.session, true);
-  view.setUint32(12, records.length, true);
-  view.setFloat64(16, fields.firstSeq, true);
-  view.setFloat64(24, fields.durableSeq, true);
-  view.setUint32(32, fields.prevLink, true);
-  view.setUint32(36, out.length / SECTOR, true);
-  let at = headerBytes(records.length);
-  for (let i = 0; i < records.length; i++) {
-    const r = records[i]!;
-    const h = FRAME_FIXED + i * RECORD_HEADER;
-    view.setFloat64(h, r.seq, true);
-    view.setFloat64(h + 8, r.time, true);
-    view.setFloat64(h + 16, r.offset, true);
-    view.setFloat64(h + 24, r.length, true);
-    view.setUint32(h + 32, r.crc, true);
-    out.set(r.data, at);
-    at += r.length;
-  }
-  const link = headerChecksum(out, records.length);
-  view.setUint32(40, link, true);
-  return link;
-}
-
-function headerChecksum(header: Uint8Array, count: number): number {
-  const end = FRAME_FIXED + count * RECORD_HEADER;
-  return checksum(header.subarray(44, end), checksum(header.subarray(0, 40)));
-}
-
-/** A record to put in a frame: where its whole blocks go, and their bytes. */
-export interface FrameRecord {
-  firstBlock: number;
-  data: Uint8Array;
-  /** When its write was called. */
-  time: number;
-}
-
-/**
- * Builds the frame for `records` (their sequence numbers follow
- * `fields.firstSeq`) into one zero-filled buffer, ready for one write. Record
- * times are clamped to never go backwards from `lastTime`, so a time maps to
- * a sequence number by binary search.
- */
-export function buildFrame(
-  fields: FrameFields,
-  records: readonly FrameRecord[],
-  blockSize: number,
-  lastTime: number,
-  allocate: (length: number) => Uint8Array,
-): { frame: Uint8Array; link: number; headers: RecordHeader[] } {
-  let time = lastTime;
-  let dataBytes = 0;
-  const headers = records.map((r, i): RecordHeader & { data: Uint8Array } => {
-    time = Math.max(time, r.time);
-    dataBytes += r.data.length;
-    return {
-      seq: fields.firstSeq + i,
-      time,
-      offset: r.firstBlock * blockSize,
-      length: r.data.length,
-      crc: checksum(r.data),
-      data: r.data,
-    };
-  });
-  const frame = allocate(headerBytes(records.length) + dataBytes);
-  return { frame, link: encodeFrame(frame, fields, headers), headers };
-}
-
-/** Records a frame header of the first sector claims to hold, or -1 if it is not a frame of `epoch`. */
-export function peekFrame(sector: Uint8Array, epoch: number): number {
-  const view = new DataView(sector.buffer, sector.byteOffset, sector.byteLength);
-  if (view.getUint32(0, true) !== FRAME_MAGIC || view.getUint32(4, true) !== epoch) return -1;
-  return view.getUint32(12, true);
-}
-
-/**
- * Decodes a frame header (all of its sectors) and checks it against itself:
- * crc, sizes, consecutive sequence numbers, records that are whole blocks
- * inside production. Returns a reason string if anything is off.
- */
-export function decodeFrameHeader(
-  header: Uint8Array,
-  geometry: { productionSize: number; blockSize: number },
-): FrameHeader | string {
-  const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
-  const count = view.getUint32(12, true);
-  if (header.length < headerBytes(count)) return 'header truncated';
-  const link = view.getUint32(40, true);
-  if (headerChecksum(header, count) !== link) return 'header checksum mismatch';
-  const firstSeq = view.getFloat64(16, true);
-  const bytes = view.getUint32(36, true) * SECTOR;
-  const records: RecordHeader[] = [];
-  let dataBytes = 0;
-  for (let i = 0; i < count; i++) {
-    const h = FRAME_FIXED + i * RECORD_HEADER;
-    const r: RecordHeader = {
-      seq: view.getFloat64(h, true),
-      time: view.getFloat64(h + 8, true),
-      offset: view.getFloat64(h + 16, true),
-      length: view.getFloat64(h + 24, true),
-      crc: view.getUint32(h + 32, true),
-    };
-    const { productionSize, blockSize } = geometry;
-    if (
-      r.seq !== firstSeq + i ||
-      !Number.isSafeInteger(r.offset) ||
-      !Number.isSafeInteger(r.length) ||
-      r.length <= 0 ||
-      r.offset % blockSize !== 0 ||
-      r.length % blockSize !== 0 ||
-      r.offset + r.length > productionSize
-    ) {
-      return `record ${i} is malformed`;
-    }
-    dataBytes += r.length;
-    records.push(r);
-  }
-  if (headerBytes(count) + dataBytes !== bytes) return 'frame size does not match its records';
-  return {
-    epoch: view.getUint32(4, true),
-    session: view.getUint32(8, true),
-    firstSeq,
-    durableSeq: view.getFloat64(24, true),
-    prevLink: view.getUint32(32, true),
-    bytes,
-    link,
-    records,
-  };
 }

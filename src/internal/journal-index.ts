@@ -1,4 +1,5 @@
 import { BlockTable } from './block-table.js';
+import type { RecordContent } from './journal-writer.js';
 
 /**
  * Every record still in the journal, by sequence number, in four typed
@@ -74,9 +75,17 @@ export class RecordIndex {
    * up to `seq`, mapped to the sector of its newest image.
    */
   tableAt(seq: number, sectorsPerBlock: number): BlockTable {
+    return this.tableBetween(this.firstSeq, seq, sectorsPerBlock);
+  }
+
+  /**
+   * What records `from..to` (held ones) changed: each block they write,
+   * mapped to the sector of its newest image among them.
+   */
+  tableBetween(from: number, to: number, sectorsPerBlock: number): BlockTable {
     const table = new BlockTable();
-    const last = Math.min(this.#end, seq - this.#base + 1);
-    for (let i = this.#start; i < last; i++) {
+    const last = Math.min(this.#end, to - this.#base + 1);
+    for (let i = Math.max(this.#start, from - this.#base); i < last; i++) {
       const first = this.#firstBlock[i]!;
       const sector = this.#sector[i]!;
       const n = this.#blocks[i]!;
@@ -104,16 +113,19 @@ export class RecordIndex {
   }
 }
 
-/** A record reached the journal (or was replayed): index it, and point its blocks' table entries at it. */
+/**
+ * A record reached the journal (or was replayed): index it, and point its
+ * blocks' table entries at it (a note has none).
+ */
 export function addRecord(
   index: RecordIndex,
   table: BlockTable,
   sectorsPerBlock: number,
-  firstBlock: number,
-  blocks: number,
+  record: RecordContent,
   sector: number,
   time: number,
 ): void {
+  const { firstBlock, blocks } = record;
   index.push(firstBlock, blocks, sector, time);
   for (let b = 0; b < blocks; b++) table.set(firstBlock + b, sector + b * sectorsPerBlock);
 }

@@ -1,13 +1,9 @@
 import type { BlockDevice, ProgressEvent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
-import {
-  decodeFrameHeader,
-  type FrameHeader,
-  headerBytes,
-  type JournalSuper,
-  peekFrame,
-  RING_START,
-} from './journal-format.js';
+import { headerBytes, type JournalSuper, RECORD_WRITE, RING_START } from './journal-format.js';
+import { decodeFrameHeader, type FrameHeader, peekFrame } from './journal-frame.js';
+import { decodeNote, type JournalNote } from './journal-notes.js';
+import type { RecordContent } from './journal-writer.js';
 import { SECTOR, WindowReader } from './log-format.js';
 import { checksum } from './metadata-codec.js';
 
@@ -15,13 +11,7 @@ import { checksum } from './metadata-codec.js';
 const PROGRESS_EVERY = 4 << 20;
 
 /** Called for each replayed record, in sequence order; `sector` is its data's ring sector. */
-export type OnRecord = (
-  seq: number,
-  firstBlock: number,
-  blocks: number,
-  sector: number,
-  time: number,
-) => void;
+export type OnRecord = (seq: number, record: RecordContent, sector: number, time: number) => void;
 
 /** Where replay left the journal. */
 export interface ReplayResult {
@@ -96,8 +86,13 @@ export async function replayJournal(
       break;
     }
     let sector = (at % c) / SECTOR + headerBytes(frame.records.length) / SECTOR;
-    for (const r of frame.records) {
-      onRecord(r.seq, r.offset / bs, r.length / bs, sector, r.time);
+    for (const [i, r] of frame.records.entries()) {
+      const note = frame.notes[i];
+      const record: RecordContent =
+        note === undefined
+          ? { firstBlock: r.offset / bs, blocks: r.length / bs, note }
+          : { firstBlock: 0, blocks: 0, note };
+      onRecord(r.seq, record, sector, r.time);
       sector += r.length / SECTOR;
       lastTime = r.time;
     }
@@ -143,7 +138,7 @@ async function readFrame(
   pos: number,
   seq: number,
   link: number,
-): Promise<FrameHeader | string> {
+): Promise<(FrameHeader & { notes: (JournalNote | undefined)[] }) | string> {
   const c = sb.capacity;
   const count = peekFrame(await reader.read(RING_START + pos, SECTOR), sb.epoch);
   if (count < 0) return 'no frame there';
@@ -155,13 +150,20 @@ async function readFrame(
   if (frame.prevLink !== link) return 'a frame that does not follow the previous one';
   if (pos + frame.bytes > c) return 'frame runs past the ring end';
   let at = pos + size;
+  const notes: (JournalNote | undefined)[] = [];
   for (const r of frame.records) {
-    if (checksum(await reader.read(RING_START + at, r.length)) !== r.crc) {
-      return `record ${r.seq} fails its checksum`;
+    const data = await reader.read(RING_START + at, r.length);
+    if (checksum(data) !== r.crc) return `record ${r.seq} fails its checksum`;
+    if (r.kind !== RECORD_WRITE) {
+      const note = decodeNote(r.kind, data);
+      if (typeof note === 'string') return `record ${r.seq}: ${note}`;
+      notes.push(note);
+    } else {
+      notes.push(undefined);
     }
     at += r.length;
   }
-  return frame;
+  return { ...frame, notes };
 }
 
 /**

@@ -1,18 +1,28 @@
 import { randomInt } from 'node:crypto';
 import type { BlockDevice } from '../device.js';
 import { allocateBuffer } from './buffer-pool.js';
-import { buildFrame, headerBytes, RING_START } from './journal-format.js';
+import { headerBytes, RECORD_WRITE, RING_START } from './journal-format.js';
+import { buildFrame } from './journal-frame.js';
+import { encodeNote, type JournalNote, noteKind } from './journal-notes.js';
+import { RingSpace } from './journal-ring.js';
 import { SECTOR } from './log-format.js';
 import { io } from './lower-io.js';
 
 /** A frame gathers queued writes up to this many bytes (a larger single write goes alone). */
 const MAX_BATCH = 4 << 20;
 
-/** One write in the journal queue, in call order. */
-export interface QueuedWrite {
-  readonly ticket: number;
+/** What a landed record holds: a write's blocks, or a note (and no blocks). */
+export interface RecordContent {
   readonly firstBlock: number;
   readonly blocks: number;
+  readonly note: JournalNote | undefined;
+}
+
+/** One write (or note) in the journal queue, in call order. */
+export interface QueuedWrite extends RecordContent {
+  readonly ticket: number;
+  /** RECORD_WRITE or the note's record kind. */
+  readonly kind: number;
   /** `Date.now()` when the write was called. */
   readonly time: number;
   /** Whole-block image; undefined until a read-modify-write has merged it. */
@@ -20,7 +30,7 @@ export interface QueuedWrite {
   /** Why the merge failed; the write is then dropped without a sequence number. */
   failed: unknown;
   /** An empty frame that only records how far the journal is durable. */
-  readonly marker: boolean;
+  readonly attestation: boolean;
   resolve(): void;
   reject(err: unknown): void;
 }
@@ -28,7 +38,7 @@ export interface QueuedWrite {
 /** What the device learns from the writer; all called synchronously. */
 export interface JournalWriterHooks {
   /** A record reached the store; called in sequence order before its write resolves. */
-  landed(seq: number, firstBlock: number, blocks: number, sector: number, time: number): void;
+  landed(seq: number, record: RecordContent, sector: number, time: number): void;
   /** The next frame does not fit: free journal space (a checkpoint). */
   needSpace(): Promise<void>;
   /** A frame landed and its writes resolved. */
@@ -69,7 +79,7 @@ export interface LandedState {
  * - Journal writes never wait for a flush. Instead every frame header carries
  *   `durableSeq`, the newest record a *completed* flush covered when the
  *   frame was built, and after a flush an otherwise idle journal appends an
- *   empty marker frame carrying it. Replay trusts such a header to prove
+ *   empty frame carrying it (an attestation). Replay trusts such a header to prove
  *   that a damaged record before it was durable (ECORRUPT), rather than a
  *   torn tail.
  * - A frame is placed only in free ring space: between the newest landed
@@ -77,6 +87,7 @@ export interface LandedState {
  */
 export class JournalWriter {
   readonly capacity: number;
+  readonly #ring: RingSpace;
   readonly #store: BlockDevice;
   readonly #hooks: JournalWriterHooks;
   readonly #epoch: number;
@@ -88,8 +99,6 @@ export class JournalWriter {
   #tickets = 0;
   #doneTicket = 0;
   readonly #waiters: { ticket: number; wake: () => void }[] = [];
-  #headAbs: number;
-  #landedAbs: number;
   #nextSeq: number;
   #link: number;
   #lastTime: number;
@@ -97,7 +106,7 @@ export class JournalWriter {
   /** The largest `durableSeq` put into any frame header built so far. */
   #attestedSeq = 0;
   #syncing: Promise<void> | undefined;
-  #markerPending = false;
+  #attestationPending = false;
   #closed = false;
   /** A frame write failed: it may have landed in part, so nothing may follow it (reopen). */
   #failed: unknown;
@@ -113,8 +122,7 @@ export class JournalWriter {
     this.#hooks = hooks;
     this.#epoch = start.epoch;
     this.capacity = start.capacity;
-    this.#headAbs = start.headAbs;
-    this.#landedAbs = start.tailAbs;
+    this.#ring = new RingSpace(start.capacity, start.headAbs, start.tailAbs);
     this.#nextSeq = start.nextSeq;
     this.#link = start.link;
     this.#lastTime = start.lastTime;
@@ -134,12 +142,12 @@ export class JournalWriter {
 
   /** Absolute position of the oldest frame still needed. */
   get headAbs(): number {
-    return this.#headAbs;
+    return this.#ring.headAbs;
   }
 
   /** Ring bytes between the head and the newest landed frame. */
   get used(): number {
-    return this.#landedAbs - this.#headAbs;
+    return this.#ring.used;
   }
 
   /** The ticket of the newest queued write: wait for it with {@link landedThrough}. */
@@ -149,12 +157,20 @@ export class JournalWriter {
 
   /** The newest landed frame, captured synchronously. */
   landed(): LandedState {
-    return { abs: this.#landedAbs, seq: this.#nextSeq - 1, link: this.#link };
+    return { abs: this.#ring.landedAbs, seq: this.#nextSeq - 1, link: this.#link };
   }
 
   /** Queues a whole-block image; resolves once its record has landed. */
   append(firstBlock: number, data: Uint8Array, time: number): Promise<void> {
-    const { landed } = this.#enqueue(firstBlock, data.length / this.#blockSize, time, data, false);
+    const blocks = data.length / this.#blockSize;
+    const { landed } = this.#enqueue(firstBlock, blocks, time, data, undefined, false);
+    this.#kick();
+    return landed;
+  }
+
+  /** Queues a note, in call order like a write; resolves once its record has landed. */
+  appendNote(note: JournalNote, time: number): Promise<void> {
+    const { landed } = this.#enqueue(0, 0, time, encodeNote(note), note, false);
     this.#kick();
     return landed;
   }
@@ -168,7 +184,7 @@ export class JournalWriter {
     blocks: number,
     time: number,
   ): { entry: QueuedWrite; landed: Promise<void> } {
-    return this.#enqueue(firstBlock, blocks, time, undefined, false);
+    return this.#enqueue(firstBlock, blocks, time, undefined, undefined, false);
   }
 
   /** Supplies a reserved write's merged image. */
@@ -216,7 +232,7 @@ export class JournalWriter {
 
   /** Frees ring space up to `headAbs`, which a durable superblock now names as the head. */
   release(headAbs: number): void {
-    this.#headAbs = Math.max(this.#headAbs, headAbs);
+    this.#ring.release(headAbs);
   }
 
   /** Whether a failed store write stopped the journal (reads go on; reopen to write again). */
@@ -224,7 +240,7 @@ export class JournalWriter {
     return this.#failed !== undefined;
   }
 
-  /** Stops appending markers; the device is closing. */
+  /** Stops appending attestations; the device is closing. */
   close(): void {
     this.#closed = true;
   }
@@ -237,21 +253,21 @@ export class JournalWriter {
       this.#syncing = undefined;
     }
     if (covers > this.#durableSeq) this.#durableSeq = covers;
-    this.#scheduleMarker();
+    this.#scheduleAttestation();
   }
 
   /**
    * After a flush, once the writes it woke have had their turn: if nothing is
    * queued to carry the new `durableSeq`, append an empty frame that does.
    */
-  #scheduleMarker(): void {
-    if (this.#markerPending || this.#closed) return;
-    this.#markerPending = true;
+  #scheduleAttestation(): void {
+    if (this.#attestationPending || this.#closed) return;
+    this.#attestationPending = true;
     setImmediate(() => {
-      this.#markerPending = false;
+      this.#attestationPending = false;
       if (this.#closed || this.#queue.length > 0 || this.#durableSeq <= this.#attestedSeq) return;
-      // No one awaits a marker; a failure to write it fails the next write too.
-      this.#enqueue(0, 0, 0, undefined, true).landed.catch(() => {});
+      // No one awaits an attestation; a failure to write it fails the next write too.
+      this.#enqueue(0, 0, 0, undefined, undefined, true).landed.catch(() => {});
       this.#kick();
     });
   }
@@ -261,19 +277,22 @@ export class JournalWriter {
     blocks: number,
     time: number,
     data: Uint8Array | undefined,
-    marker: boolean,
+    note: JournalNote | undefined,
+    attestation: boolean,
   ): { entry: QueuedWrite; landed: Promise<void> } {
     let entry!: QueuedWrite;
     const landed = new Promise<void>((resolve, reject) => {
       const ticket = ++this.#tickets;
       entry = {
         ticket,
+        kind: note === undefined ? RECORD_WRITE : noteKind(note),
         firstBlock,
         blocks,
         time,
         data,
         failed: undefined,
-        marker,
+        note,
+        attestation,
         resolve,
         reject,
       };
@@ -327,7 +346,7 @@ export class JournalWriter {
     }
     for (const e of batch) if (e.failed !== undefined) e.reject(e.failed);
     const entries = batch.filter((e) => e.data !== undefined && e.failed === undefined);
-    if (entries.length === 0 && !batch.some((e) => e.marker)) {
+    if (entries.length === 0 && !batch.some((e) => e.attestation)) {
       this.#finish(batch);
       return;
     }
@@ -350,20 +369,20 @@ export class JournalWriter {
     let landed = false;
     let writing = false;
     try {
-      let at = this.#place(frame.length);
+      let at = this.#ring.place(frame.length);
       while (at === undefined) {
         await this.#hooks.needSpace();
-        at = this.#place(frame.length);
+        at = this.#ring.place(frame.length);
       }
       writing = true;
       await io('journal write', this.#store.write(RING_START + (at % this.capacity), frame));
-      this.#landedAbs = at + frame.length;
+      this.#ring.landed(at + frame.length);
       this.#nextSeq += entries.length;
       this.#link = link;
       let dataAbs = at + headerBytes(entries.length);
       for (const [i, r] of headers.entries()) {
         const sector = (dataAbs % this.capacity) / SECTOR;
-        this.#hooks.landed(r.seq, entries[i]!.firstBlock, entries[i]!.blocks, sector, r.time);
+        this.#hooks.landed(r.seq, entries[i]!, sector, r.time);
         this.#lastTime = r.time;
         dataAbs += r.length;
       }
@@ -376,7 +395,7 @@ export class JournalWriter {
       // journal stops (as MetadataLog does) until reopened.
       if (writing) this.#failed = err;
       for (const e of entries) e.reject(err);
-      for (const e of batch) if (e.marker) e.reject(err);
+      for (const e of batch) if (e.attestation) e.reject(err);
     } finally {
       this.#inflight = [];
     }
@@ -392,29 +411,8 @@ export class JournalWriter {
       this.#waiters.shift()!.wake();
     }
   }
-
-  /**
-   * Where a frame of `bytes` goes, or undefined if the ring lacks the space.
-   * Frames never straddle the ring's end: one that does not fit before it
-   * starts at the next lap, the skipped bytes counting as used until the
-   * head passes them — unless the ring is empty, when the head itself moves
-   * there (replay finds the frame by the same rule), so any frame up to the
-   * whole ring fits.
-   */
-  #place(bytes: number): number | undefined {
-    const c = this.capacity;
-    const used = this.#landedAbs - this.#headAbs;
-    const pos = this.#landedAbs % c;
-    if (pos + bytes <= c) return used + bytes <= c ? this.#landedAbs : undefined;
-    const next = this.#landedAbs - pos + c;
-    if (used + (c - pos) + bytes <= c) return next;
-    if (used > 0) return undefined;
-    this.#headAbs = next;
-    this.#landedAbs = next;
-    return next;
-  }
 }
 
 function isReady(e: QueuedWrite): boolean {
-  return e.data !== undefined || e.failed !== undefined || e.marker;
+  return e.data !== undefined || e.failed !== undefined || e.attestation;
 }

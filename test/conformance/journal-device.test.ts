@@ -41,7 +41,73 @@ runConformanceSuite({
     const production = await CowSnapshotDevice.create(origin, store, { maxSnapshots: 4 });
     await production.snapshot();
     const journal = await MemoryDevice.create({ size: 8192 + 96 * 1024, blockSize: 512 });
-    return { device: await JournalDevice.create(production, journal, { checkpointAt: 0.5 }) };
+    return {
+      device: await JournalDevice.create(production, journal, {
+        checkpointAt: 0.5,
+        maxSnapshots: 4,
+      }),
+    };
+  },
+  describe,
+  it,
+});
+
+/** A journal device over a CowSnapshotDevice over memory, so it can take snapshots. */
+async function journalOverCow(journalBytes = 1 << 20): Promise<JournalDevice> {
+  const origin = await MemoryDevice.create({ size, blockSize });
+  const store = await MemoryDevice.create({ size: 2 << 20, blockSize });
+  const production = await CowSnapshotDevice.create(origin, store, { maxSnapshots: 16 });
+  const journal = await MemoryDevice.create({ size: 8192 + journalBytes, blockSize: 512 });
+  return JournalDevice.create(production, journal, { maxSnapshots: 8 });
+}
+
+runConformanceSuite({
+  name: 'JournalDevice snapshot, pending (reads through the journal)',
+  create: async () => {
+    const expected = content(3);
+    const device = await journalOverCow();
+    await device.write(0, content(0));
+    await device.checkpoint();
+    await device.write(0, expected.subarray(0, size / 2));
+    await device.write(size / 2, expected.subarray(size / 2));
+    const snap = await device.snapshot({ name: 'pending' });
+    await device.write(0, new Uint8Array(size / 2).fill(0x33));
+    return { device: snap, expected, cleanup: () => device.close() };
+  },
+  describe,
+  it,
+});
+
+runConformanceSuite({
+  name: 'JournalDevice snapshot, materialized by a checkpoint',
+  create: async () => {
+    const expected = content(4);
+    const device = await journalOverCow();
+    await device.write(0, content(0));
+    const snap = await device.snapshot();
+    await device.write(0, expected);
+    const later = await device.snapshot();
+    await device.write(100, new Uint8Array(9000).fill(0x35));
+    await device.checkpoint();
+    await device.write(8192, new Uint8Array(5000).fill(0x36));
+    await device.checkpoint();
+    await snap.close();
+    if (!device.listSnapshots().every((i) => i.materialized)) throw new Error('not materialized');
+    return { device: later, expected, cleanup: () => device.close() };
+  },
+  describe,
+  it,
+});
+
+runConformanceSuite({
+  name: 'JournalDevice writable snapshot (its first write materializes it)',
+  create: async () => {
+    const expected = content(5);
+    const device = await journalOverCow();
+    await device.write(0, expected);
+    const snap = await device.snapshot({ writable: true });
+    await device.write(0, new Uint8Array(size).fill(0x37));
+    return { device: snap, expected, cleanup: () => device.close() };
   },
   describe,
   it,
