@@ -1,310 +1,238 @@
-import type {
-  BlockDevice,
-  JournalSnapshotInfo,
-  Snapshot,
-  SnapshotCapable,
-  SnapshotInfo,
-} from '../device.js';
+import { randomUUID } from 'node:crypto';
+import type { JournalSnapshotInfo, Snapshot, SnapshotInfo, SnapshotOptions } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
-import type { BlockTable } from './block-table.js';
-import { type CatalogEntry, checkCatalogEntry } from './journal-catalog.js';
+import type { JournalCore } from './journal-core.js';
 import type { JournalNote } from './journal-notes.js';
-
-/** A production device that can take snapshots (DESIGN.md's snapshot API). */
-export type SnapshotCapableDevice = BlockDevice & SnapshotCapable;
-
-/** Whether `device` offers the snapshot API a journal device materializes into. */
-export function isSnapshotCapable(device: BlockDevice): device is SnapshotCapableDevice {
-  const d = device as unknown as Record<string, unknown>;
-  return ['snapshot', 'listSnapshots', 'openSnapshot', 'deleteSnapshot', 'restore'].every(
-    (m) => typeof d[m] === 'function',
-  );
-}
-
-/** The name a journal snapshot's production snapshot gets, so a cut short checkpoint finds it again. */
-export function productionName(id: string): string {
-  return `journal:${id}`;
-}
-
-/** One snapshot of a journal device, pending (a marker in the journal) or materialized. */
-export interface JournalSnapshot {
-  /** Local key its handles use. */
-  readonly key: number;
-  readonly id: string;
-  readonly name: string | undefined;
-  readonly createdAt: number;
-  readonly writable: boolean;
-  /** Sequence number of its marker. */
-  readonly sequence: number;
-  /** Its production snapshot's id, once materialized. */
-  productionId: string | undefined;
-  /** A handle on the production snapshot, opened on first use. */
-  production: Promise<Snapshot> | undefined;
-  deleted: boolean;
-  /** For reads while pending: the changes table as of its marker, and the checkpoint generation it was built in. */
-  table: BlockTable | undefined;
-  generation: number;
-}
+import {
+  deleteOrphan,
+  isSnapshotCapable,
+  type SnapshotCapableDevice,
+  type SnapshotRegistry,
+} from './journal-snapshot-registry.js';
+import { io } from './lower-io.js';
+import { SnapshotHandle, type SnapshotHost } from './snapshot-handle.js';
 
 /**
- * Every live snapshot of a journal device, oldest first: those the catalog
- * holds (materialized) and those whose markers are still in the journal
- * (pending). Notes change it in sequence order, the same way when they land
- * and when `open` replays them, so the two always agree.
+ * The snapshot side of a journal device (claim 52): taking, listing,
+ * deleting and restoring snapshots, and serving their handles' I/O —
+ * through the journal while a snapshot is pending, through its production
+ * snapshot once a checkpoint has materialized it.
  */
-export class SnapshotRegistry {
-  readonly maxSnapshots: number;
-  readonly #byId = new Map<string, JournalSnapshot>();
-  readonly #byKey = new Map<number, JournalSnapshot>();
-  #nextKey = 1;
-  /** `snapshot()` calls whose markers have not landed yet: they count against `maxSnapshots`. */
-  reserved = 0;
-  /** A materialization or deletion changed the catalog since it was last written. */
-  catalogDirty = false;
+export class JournalSnapshots {
+  readonly #core: JournalCore;
+  readonly #registry: SnapshotRegistry;
+  readonly #size: number;
+  readonly #handles = new Set<SnapshotHandle>();
+  /** A snapshot handle wrote to production since the last flush. */
+  #productionDirty = false;
+  readonly #host: SnapshotHost = {
+    readSnapshot: (key, offset, length) => this.#read(key, offset, length),
+    writeSnapshot: (key, offset, data) => this.#write(key, offset, data),
+    flushSnapshots: () => this.flushProduction(),
+    releaseHandle: (handle) => this.#handles.delete(handle),
+  };
 
-  constructor(maxSnapshots: number, catalog: readonly CatalogEntry[]) {
-    this.maxSnapshots = maxSnapshots;
-    for (const e of catalog)
-      this.#add(e.id, e.name, e.createdAt, e.writable, e.sequence, e.productionId);
+  constructor(core: JournalCore, size: number) {
+    this.#core = core;
+    this.#registry = core.snapshots;
+    this.#size = size;
   }
 
-  /** Live snapshots, and markers on their way. */
-  get count(): number {
-    return this.#byId.size + this.reserved;
-  }
-
-  /** A note landed (or was replayed) as record `seq`. */
-  noteLanded(seq: number, note: JournalNote): void {
-    if (note.kind === 'snapshot') {
-      this.#add(note.id, note.name, note.createdAt, note.writable, seq, undefined);
-    } else if (note.kind === 'delete') {
-      // A delete note removes a pending snapshot. One whose marker a
-      // checkpoint already took is deleted through the catalog instead.
-      const snap = this.#byId.get(note.id);
-      if (snap !== undefined && snap.productionId === undefined) this.#remove(snap);
+  /** Production, if it can take snapshots. @throws `EINVAL` otherwise, saying why. */
+  production(): SnapshotCapableDevice {
+    const production = this.#core.production;
+    if (!isSnapshotCapable(production)) {
+      throw new BlockDeviceError(
+        'EINVAL',
+        'the production device cannot take snapshots, which journal snapshots are materialized into: ' +
+          'wrap it in a CowSnapshotDevice',
+      );
     }
+    return production;
   }
 
-  /** The live snapshot `id`. @throws `ENOENT`. */
-  get(id: string): JournalSnapshot {
-    const snap = typeof id === 'string' ? this.#byId.get(id) : undefined;
-    if (snap === undefined) throw new BlockDeviceError('ENOENT', `no snapshot ${String(id)}`);
-    return snap;
-  }
-
-  /** The live snapshot a handle with `key` shows. @throws `ENOENT` once deleted. */
-  byKey(key: number): JournalSnapshot {
-    const snap = this.#byKey.get(key);
-    if (snap === undefined) throw new BlockDeviceError('ENOENT', 'the snapshot was deleted');
-    return snap;
-  }
-
-  /** The live snapshot `id`, if any. */
-  find(id: string): JournalSnapshot | undefined {
-    return this.#byId.get(id);
-  }
-
-  /** Live snapshots, oldest first. */
-  all(): JournalSnapshot[] {
-    return [...this.#byId.values()].sort((a, b) => a.sequence - b.sequence);
-  }
-
-  /** Sequence numbers of pending markers in `from..to`, ascending. */
-  markersBetween(from: number, to: number): number[] {
-    const out: number[] = [];
-    for (const s of this.#byId.values()) {
-      if (s.productionId === undefined && s.sequence >= from && s.sequence <= to) {
-        out.push(s.sequence);
-      }
+  /** Checks that one more snapshot may be taken. @throws `EINVAL`, `ENOSPC`. */
+  checkRoom(): void {
+    this.production();
+    if (this.#registry.count >= this.#registry.maxSnapshots) {
+      throw new BlockDeviceError(
+        'ENOSPC',
+        `already ${this.#registry.maxSnapshots} snapshots (maxSnapshots)`,
+      );
     }
-    return out.sort((a, b) => a - b);
-  }
-
-  /** The pending snapshot whose marker is record `seq`, if it is still live. */
-  pendingAt(seq: number): JournalSnapshot | undefined {
-    for (const s of this.#byId.values()) {
-      if (s.sequence === seq && s.productionId === undefined) return s;
-    }
-    return undefined;
-  }
-
-  /** Whether a pending snapshot's marker is at or before `seq`. */
-  hasPendingThrough(seq: number): boolean {
-    for (const s of this.#byId.values()) {
-      if (s.productionId === undefined && s.sequence <= seq) return true;
-    }
-    return false;
-  }
-
-  /** The materialized snapshots, as the catalog stores them. */
-  catalog(): CatalogEntry[] {
-    const out: CatalogEntry[] = [];
-    for (const s of this.#byId.values()) {
-      if (s.productionId === undefined) continue;
-      const { id, name, createdAt, writable, sequence, productionId } = s;
-      out.push({ id, name, createdAt, writable, sequence, productionId });
-    }
-    return out;
   }
 
   /**
-   * Takes `snap`'s production snapshot now that production holds exactly the
-   * records before its marker — or adopts the one a checkpoint cut short by
-   * a power cut already took (found by its name).
+   * Appends a snapshot marker now (after a running restore), in call order;
+   * resolves with its info and a handle once the marker is durable.
    */
-  async materialize(snap: JournalSnapshot, production: SnapshotCapableDevice): Promise<void> {
-    const name = productionName(snap.id);
-    let productionId = production.listSnapshots().find((i) => i.name === name)?.id;
-    if (productionId === undefined) {
-      const taken = await production.snapshot({ name, writable: snap.writable });
-      productionId = taken.id;
-      snap.production = Promise.resolve(taken);
-    }
-    checkCatalogEntry({ ...snap, productionId });
-    snap.productionId = productionId;
-    snap.table = undefined;
-    this.catalogDirty = true;
+  take(options: SnapshotOptions, createdAt: number): Promise<[JournalSnapshotInfo, Snapshot]> {
+    const core = this.#core;
+    const note: JournalNote = {
+      kind: 'snapshot',
+      id: randomUUID(),
+      name: options.name,
+      createdAt,
+      writable: options.writable ?? false,
+    };
+    this.#registry.reserved++;
+    const landed = core.afterBarrier(() => core.writer.appendNote(note, createdAt));
+    return (async () => {
+      try {
+        await landed;
+      } catch (err) {
+        this.#registry.reserved--;
+        throw err;
+      }
+      await core.writer.sync();
+      const snap = this.#registry.get(note.id);
+      return [this.#registry.info(snap, this.#productionInfos()), this.open(note.id)];
+    })();
   }
 
-  /** The handle on `snap`'s production snapshot (materialized), opened once. */
-  productionHandle(snap: JournalSnapshot, production: SnapshotCapableDevice): Promise<Snapshot> {
-    if (snap.production === undefined) {
-      const opening = production.openSnapshot(snap.productionId!);
-      snap.production = opening;
-      // A failed open is retried by the next caller.
-      opening.catch(() => {
-        if (snap.production === opening) snap.production = undefined;
+  /** Every live snapshot, oldest first. */
+  list(): JournalSnapshotInfo[] {
+    const production = this.#productionInfos();
+    return this.#registry.all().map((snap) => this.#registry.info(snap, production));
+  }
+
+  /** A new handle on snapshot `id`. @throws `ENOENT`. */
+  open(id: string): Snapshot {
+    const snap = this.#registry.get(id);
+    const { key, name, createdAt, writable } = snap;
+    const handle = new SnapshotHandle(
+      this.#host,
+      { seq: key, id, name, createdAt, writable },
+      this.#size,
+      this.#core.blockSize,
+    );
+    this.#handles.add(handle);
+    return handle;
+  }
+
+  /**
+   * Appends a delete record now (after a running restore), makes it durable
+   * — for a pending snapshot that is the deletion — then, for a
+   * materialized one, deletes it from the catalog and then from production.
+   */
+  delete(id: string): Promise<void> {
+    const core = this.#core;
+    const note: JournalNote = { kind: 'delete', id };
+    const landed = core.afterBarrier(() => core.writer.appendNote(note, Date.now()));
+    return (async () => {
+      await landed;
+      await core.writer.sync();
+      await core.admin.runExclusive(async () => {
+        const production = this.production();
+        const snap = this.#registry.find(id);
+        if (snap === undefined || snap.productionId === undefined) {
+          // Pending: its delete record did it. A checkpoint that a power cut
+          // interrupted may have taken its production snapshot.
+          await deleteOrphan(production, id);
+          return;
+        }
+        // Catalog first: a power cut before production's delete leaves a
+        // snapshot `open` finds by name and deletes.
+        await this.#registry.forget(snap);
+        await core.bumpSuperblock({});
+        await io('production delete snapshot', production.deleteSnapshot(snap.productionId));
+      });
+    })();
+  }
+
+  /**
+   * Appends a restore record now, holds writes and notes called after it,
+   * checkpoints through it (materializing every snapshot before it), then
+   * restores production from the snapshot's production snapshot with reads
+   * held, so none sees it half done.
+   */
+  restore(id: string): Promise<void> {
+    const core = this.#core;
+    const production = this.production();
+    const note: JournalNote = { kind: 'restore', id };
+    const landed = core.afterBarrier(() => core.writer.appendNote(note, Date.now()));
+    const lift = core.raiseBarrier();
+    return (async () => {
+      try {
+        await landed;
+        // Nothing else lands before the barrier lifts: this is the restore record.
+        const through = core.writer.writtenSeq;
+        await core.admin.runExclusive(async () => {
+          while (core.superblock.headSeq <= through) await core.checkpointLocked();
+          const { productionId } = this.#registry.get(id);
+          const release = await core.readGate.exclusive();
+          try {
+            await io('production restore', production.restore(productionId!));
+          } finally {
+            release();
+          }
+        });
+      } finally {
+        lift();
+      }
+    })();
+  }
+
+  /** Makes writes through snapshot handles durable: they went to production's snapshots. */
+  async flushProduction(): Promise<void> {
+    this.#productionDirty = false;
+    await io('production flush', this.#core.production.flush());
+  }
+
+  /** Flushes production if a snapshot handle wrote to it since the last flush. */
+  async flushIfDirty(): Promise<void> {
+    if (this.#productionDirty) await this.flushProduction();
+  }
+
+  /** Closes every handle and every production snapshot handle (the device is closing). */
+  async close(): Promise<void> {
+    await Promise.all([...this.#handles].map((handle) => handle.close()));
+    await this.#registry.closeAll();
+  }
+
+  #productionInfos(): SnapshotInfo[] {
+    const production = this.#core.production;
+    return isSnapshotCapable(production) ? production.listSnapshots() : [];
+  }
+
+  /** Serves a handle's read: through the journal while pending, from production's snapshot after. */
+  async #read(key: number, offset: number, length: number): Promise<Uint8Array> {
+    const core = this.#core;
+    for (;;) {
+      const snap = this.#registry.byKey(key);
+      if (snap.productionId !== undefined) {
+        const handle = await this.#registry.productionHandle(snap, this.production());
+        return handle.read(offset, length).catch((err: unknown) => {
+          throw snap.deleted ? deletedError(snap.id) : wrapIO('snapshot read', err);
+        });
+      }
+      // A checkpoint has begun materializing it: read once that is done.
+      const retired = (seq: number) => snap.deleted || seq <= core.retiredBelow;
+      const data = retired(snap.sequence)
+        ? undefined
+        : await core.readPoint(snap, offset, length, retired);
+      if (data !== undefined) return data;
+      await core.startCheckpoint();
+    }
+  }
+
+  /** Serves a writable handle's write: materializes the snapshot first if pending. */
+  async #write(key: number, offset: number, data: Uint8Array): Promise<void> {
+    for (;;) {
+      const snap = this.#registry.byKey(key);
+      if (snap.productionId === undefined) {
+        await this.#core.startCheckpoint();
+        continue;
+      }
+      const handle = await this.#registry.productionHandle(snap, this.production());
+      this.#productionDirty = true;
+      return handle.write(offset, data).catch((err: unknown) => {
+        throw snap.deleted ? deletedError(snap.id) : wrapIO('snapshot write', err);
       });
     }
-    return snap.production;
-  }
-
-  /** Forgets `snap` (deleted); closes its production handle. */
-  async forget(snap: JournalSnapshot): Promise<void> {
-    if (snap.productionId !== undefined) this.catalogDirty = true;
-    this.#remove(snap);
-    await closeHandle(snap);
-  }
-
-  /** Closes every production handle (the device is closing). */
-  async closeAll(): Promise<void> {
-    await Promise.all([...this.#byId.values()].map(closeHandle));
-  }
-
-  /** What listSnapshots shows for `snap`. */
-  info(snap: JournalSnapshot, production: readonly SnapshotInfo[]): JournalSnapshotInfo {
-    const own = production.find((i) => i.id === snap.productionId);
-    return {
-      id: snap.id,
-      name: snap.name,
-      createdAt: new Date(snap.createdAt),
-      writable: snap.writable,
-      privateBytes: own?.privateBytes ?? 0,
-      sequence: snap.sequence,
-      materialized: snap.productionId !== undefined,
-    };
-  }
-
-  #add(
-    id: string,
-    name: string | undefined,
-    createdAt: number,
-    writable: boolean,
-    sequence: number,
-    productionId: string | undefined,
-  ): void {
-    const snap: JournalSnapshot = {
-      key: this.#nextKey++,
-      id,
-      name,
-      createdAt,
-      writable,
-      sequence,
-      productionId,
-      production: undefined,
-      deleted: false,
-      table: undefined,
-      generation: -1,
-    };
-    this.#byId.set(id, snap);
-    this.#byKey.set(snap.key, snap);
-  }
-
-  #remove(snap: JournalSnapshot): void {
-    snap.deleted = true;
-    snap.table = undefined;
-    this.#byId.delete(snap.id);
-    this.#byKey.delete(snap.key);
   }
 }
 
-async function closeHandle(snap: JournalSnapshot): Promise<void> {
-  const handle = snap.production;
-  snap.production = undefined;
-  if (handle === undefined) return;
-  try {
-    await (await handle).close();
-  } catch (err) {
-    // An open that failed has nothing to close.
-    if (!BlockDeviceError.is(err)) throw wrapIO('close production snapshot', err);
-  }
-}
-
-/**
- * Checks the catalog against production's snapshots at open, and deletes a
- * production snapshot taken for a journal snapshot that no longer exists
- * (a deletion cut short by a power cut). One taken for a pending snapshot
- * is kept: the next checkpoint adopts it.
- * @throws `EINVAL` if materialized snapshots exist and production cannot take
- *   snapshots; `ECORRUPT` if production lacks one of them.
- */
-export async function reconcileSnapshots(
-  registry: SnapshotRegistry,
-  production: BlockDevice,
-): Promise<void> {
-  const catalog = registry.catalog();
-  if (!isSnapshotCapable(production)) {
-    if (catalog.length > 0) {
-      throw new BlockDeviceError(
-        'EINVAL',
-        `the journal holds ${catalog.length} materialized snapshot(s), but the production device cannot take snapshots`,
-      );
-    }
-    return;
-  }
-  const infos = production.listSnapshots();
-  for (const e of catalog) {
-    if (!infos.some((i) => i.id === e.productionId)) {
-      throw new BlockDeviceError(
-        'ECORRUPT',
-        `snapshot ${e.id} was materialized as production snapshot ${e.productionId}, which production no longer has`,
-      );
-    }
-  }
-  for (const info of infos) {
-    const id = info.name?.startsWith('journal:') ? info.name.slice('journal:'.length) : undefined;
-    if (id === undefined) continue;
-    const snap = registry.find(id);
-    if (snap === undefined || (snap.productionId !== undefined && snap.productionId !== info.id)) {
-      await deleteProductionSnapshot(production, info.id);
-    }
-  }
-}
-
-/** Deletes the production snapshot taken for journal snapshot `id`, if there is one. */
-export async function deleteOrphan(production: SnapshotCapableDevice, id: string): Promise<void> {
-  const name = productionName(id);
-  const orphan = production.listSnapshots().find((i) => i.name === name);
-  if (orphan !== undefined) await deleteProductionSnapshot(production, orphan.id);
-}
-
-async function deleteProductionSnapshot(
-  production: SnapshotCapableDevice,
-  id: string,
-): Promise<void> {
-  try {
-    await production.deleteSnapshot(id);
-  } catch (err) {
-    throw wrapIO('production delete snapshot', err);
-  }
+function deletedError(id: string): BlockDeviceError {
+  return new BlockDeviceError('ENOENT', `snapshot ${id} was deleted`);
 }
