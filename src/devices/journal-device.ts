@@ -22,6 +22,7 @@ import {
 } from '../internal/journal-format.js';
 import { addRecord, RecordIndex } from '../internal/journal-index.js';
 import { checkDevices, checkOptions } from '../internal/journal-options.js';
+import type { RecordContent } from '../internal/journal-queue.js';
 import { replayJournal } from '../internal/journal-scan.js';
 import {
   isSnapshotCapable,
@@ -29,7 +30,6 @@ import {
   SnapshotRegistry,
 } from '../internal/journal-snapshot-registry.js';
 import { JournalSnapshots } from '../internal/journal-snapshots.js';
-import type { RecordContent } from '../internal/journal-writer.js';
 import { SECTOR } from '../internal/log-format.js';
 import { checkSnapshotOptions } from '../internal/snapshot-options.js';
 

@@ -1,5 +1,5 @@
 import { BlockTable } from './block-table.js';
-import type { RecordContent } from './journal-writer.js';
+import type { RecordContent } from './journal-queue.js';
 
 /**
  * Every record still in the journal, by sequence number, in four typed

@@ -1,4 +1,5 @@
-import type { JournalWriter, QueuedWrite } from './journal-writer.js';
+import type { QueuedWrite } from './journal-queue.js';
+import type { JournalWriter } from './journal-writer.js';
 
 /**
  * Writes that cover part of a block. Each is merged into the block's current

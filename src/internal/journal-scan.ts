@@ -3,7 +3,7 @@ import { BlockDeviceError } from '../errors.js';
 import { headerBytes, type JournalSuper, RECORD_WRITE, RING_START } from './journal-format.js';
 import { decodeFrameHeader, type FrameHeader, peekFrame } from './journal-frame.js';
 import { decodeNote, type JournalNote } from './journal-notes.js';
-import type { RecordContent } from './journal-writer.js';
+import type { RecordContent } from './journal-queue.js';
 import { SECTOR, WindowReader } from './log-format.js';
 import { checksum } from './metadata-codec.js';
 

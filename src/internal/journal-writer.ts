@@ -4,36 +4,13 @@ import { allocateBuffer } from './buffer-pool.js';
 import { headerBytes, RECORD_WRITE, RING_START } from './journal-format.js';
 import { buildFrame } from './journal-frame.js';
 import { encodeNote, type JournalNote, noteKind } from './journal-notes.js';
+import { type QueuedWrite, type RecordContent, WriteQueue } from './journal-queue.js';
 import { RingSpace } from './journal-ring.js';
 import { SECTOR } from './log-format.js';
 import { io } from './lower-io.js';
 
 /** A frame gathers queued writes up to this many bytes (a larger single write goes alone). */
 const MAX_BATCH = 4 << 20;
-
-/** What a landed record holds: a write's blocks, or a note (and no blocks). */
-export interface RecordContent {
-  readonly firstBlock: number;
-  readonly blocks: number;
-  readonly note: JournalNote | undefined;
-}
-
-/** One write (or note) in the journal queue, in call order. */
-export interface QueuedWrite extends RecordContent {
-  readonly ticket: number;
-  /** RECORD_WRITE or the note's record kind. */
-  readonly kind: number;
-  /** `Date.now()` when the write was called. */
-  readonly time: number;
-  /** Whole-block image; undefined until a read-modify-write has merged it. */
-  data: Uint8Array | undefined;
-  /** Why the merge failed; the write is then dropped without a sequence number. */
-  failed: unknown;
-  /** An empty frame that only records how far the journal is durable. */
-  readonly attestation: boolean;
-  resolve(): void;
-  reject(err: unknown): void;
-}
 
 /** What the device learns from the writer; all called synchronously. */
 export interface JournalWriterHooks {
@@ -93,12 +70,8 @@ export class JournalWriter {
   readonly #epoch: number;
   readonly #session = randomInt(0, 0xffffffff);
   readonly #blockSize: number;
-  readonly #queue: QueuedWrite[] = [];
-  #inflight: QueuedWrite[] = [];
+  readonly #queue = new WriteQueue();
   #pumping = false;
-  #tickets = 0;
-  #doneTicket = 0;
-  readonly #waiters: { ticket: number; wake: () => void }[] = [];
   #nextSeq: number;
   #link: number;
   #lastTime: number;
@@ -152,7 +125,7 @@ export class JournalWriter {
 
   /** The ticket of the newest queued write: wait for it with {@link landedThrough}. */
   get lastTicket(): number {
-    return this.#tickets;
+    return this.#queue.lastTicket;
   }
 
   /** The newest landed frame, captured synchronously. */
@@ -200,20 +173,18 @@ export class JournalWriter {
   }
 
   /** Writes queued before `entry` or in flight — not in the changes table yet — newest first. */
-  *unlandedBefore(entry: QueuedWrite): Generator<QueuedWrite> {
-    for (let i = this.#queue.indexOf(entry) - 1; i >= 0; i--) yield this.#queue[i]!;
-    for (let i = this.#inflight.length - 1; i >= 0; i--) yield this.#inflight[i]!;
+  unlandedBefore(entry: QueuedWrite): Generator<QueuedWrite> {
+    return this.#queue.unlandedBefore(entry);
   }
 
   /** Resolves once every write with a ticket up to `ticket` has landed or failed. */
   landedThrough(ticket: number): Promise<void> {
-    if (this.#doneTicket >= ticket) return Promise.resolve();
-    return new Promise((wake) => this.#waiters.push({ ticket, wake }));
+    return this.#queue.doneThrough(ticket);
   }
 
   /** Group commit: every write called before is durable when this resolves. */
   async flush(): Promise<void> {
-    await this.landedThrough(this.#tickets);
+    await this.#queue.doneThrough(this.#queue.lastTicket);
     await this.sync();
   }
 
@@ -280,29 +251,12 @@ export class JournalWriter {
     note: JournalNote | undefined,
     attestation: boolean,
   ): { entry: QueuedWrite; landed: Promise<void> } {
-    let entry!: QueuedWrite;
-    const landed = new Promise<void>((resolve, reject) => {
-      const ticket = ++this.#tickets;
-      entry = {
-        ticket,
-        kind: note === undefined ? RECORD_WRITE : noteKind(note),
-        firstBlock,
-        blocks,
-        time,
-        data,
-        failed: undefined,
-        note,
-        attestation,
-        resolve,
-        reject,
-      };
-    });
-    this.#queue.push(entry);
-    return { entry, landed };
+    const kind = note === undefined ? RECORD_WRITE : noteKind(note);
+    return this.#queue.push(kind, firstBlock, blocks, time, data, note, attestation);
   }
 
   #kick(): void {
-    if (this.#pumping || this.#queue.length === 0 || !isReady(this.#queue[0]!)) return;
+    if (this.#pumping || !this.#queue.frontReady()) return;
     this.#pumping = true;
     // A microtask later, so writes called in the same tick share the frame.
     queueMicrotask(() => void this.#pump());
@@ -311,7 +265,7 @@ export class JournalWriter {
   async #pump(): Promise<void> {
     try {
       for (;;) {
-        const batch = this.#take();
+        const batch = this.#queue.take(Math.min(MAX_BATCH, this.capacity / 4));
         if (batch === undefined) break;
         await this.#commit(batch);
       }
@@ -320,34 +274,17 @@ export class JournalWriter {
     }
   }
 
-  /** The ready writes at the front of the queue, up to a frame's worth (at least one). */
-  #take(): QueuedWrite[] | undefined {
-    const queue = this.#queue;
-    const cap = Math.min(MAX_BATCH, this.capacity / 4);
-    let n = 0;
-    let bytes = 0;
-    while (n < queue.length) {
-      const e = queue[n]!;
-      if (!isReady(e)) break;
-      const size = e.failed === undefined ? (e.data?.length ?? 0) : 0;
-      if (n > 0 && bytes + size > cap) break;
-      bytes += size;
-      n++;
-    }
-    return n === 0 ? undefined : queue.splice(0, n);
-  }
-
   /** Writes one frame for `batch` and lands it; never throws (failures reject the writes). */
   async #commit(batch: QueuedWrite[]): Promise<void> {
     if (this.#failed !== undefined) {
       for (const e of batch) e.reject(this.#failed);
-      this.#finish(batch);
+      this.#queue.finish(batch);
       return;
     }
     for (const e of batch) if (e.failed !== undefined) e.reject(e.failed);
     const entries = batch.filter((e) => e.data !== undefined && e.failed === undefined);
     if (entries.length === 0 && !batch.some((e) => e.attestation)) {
-      this.#finish(batch);
+      this.#queue.finish(batch);
       return;
     }
     const durableSeq = this.#durableSeq;
@@ -365,7 +302,6 @@ export class JournalWriter {
       this.#lastTime,
       allocateBuffer,
     );
-    this.#inflight = batch;
     let landed = false;
     let writing = false;
     try {
@@ -397,22 +333,10 @@ export class JournalWriter {
       for (const e of entries) e.reject(err);
       for (const e of batch) if (e.attestation) e.reject(err);
     } finally {
-      this.#inflight = [];
+      this.#queue.landed();
     }
     if (landed) for (const e of batch) if (e.failed === undefined) e.resolve();
-    this.#finish(batch);
+    this.#queue.finish(batch);
     if (landed) this.#hooks.afterFrame();
   }
-
-  /** Marks `batch` done and wakes the waiters it satisfies. */
-  #finish(batch: QueuedWrite[]): void {
-    this.#doneTicket = batch[batch.length - 1]!.ticket;
-    while (this.#waiters.length > 0 && this.#waiters[0]!.ticket <= this.#doneTicket) {
-      this.#waiters.shift()!.wake();
-    }
-  }
-}
-
-function isReady(e: QueuedWrite): boolean {
-  return e.data !== undefined || e.failed !== undefined || e.attestation;
 }
