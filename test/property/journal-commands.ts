@@ -1,21 +1,31 @@
 import fc from 'fast-check';
 import { expect } from 'vitest';
-import type { JournalRig } from '../support/journal-rig.js';
 import { expectAllowed, expectBytes, isCode, pattern } from './cow-harness.js';
+import {
+  countCutShort,
+  expectProductionSnapshots,
+  expectSnapshotList,
+  expectSnapshots,
+  type JournalReal,
+  type ModelSnapshot,
+  matchRecovery,
+  type Operation,
+  type Unsure,
+  type Written,
+} from './journal-snapshot-checks.js';
+import { snapshotOperations, snapshotReads } from './journal-snapshot-commands.js';
+
+export type { JournalReal } from './journal-snapshot-checks.js';
 
 export const BS = 512;
 export const BLOCKS = 32;
 export const SIZE = BS * BLOCKS;
 
-interface Written {
-  offset: number;
-  data: Uint8Array;
-}
-
 /**
  * The reference: the content as a plain byte array, and the content after
- * every record still in the journal (record n is the n-th write called), so
- * point-in-time views and crash recovery can be checked exactly.
+ * every record still in the journal (record n is the n-th write, snapshot,
+ * delete or restore called), so point-in-time views and crash recovery can
+ * be checked exactly; and the live snapshots, each with its own content.
  */
 export class JournalModel {
   content: Uint8Array = new Uint8Array(SIZE);
@@ -27,12 +37,29 @@ export class JournalModel {
   durable: Uint8Array = new Uint8Array(SIZE);
   /** Writes called since the last durability point. */
   pending: Written[] = [];
+  /** Live snapshots, oldest first. */
+  snapshots: ModelSnapshot[] = [];
+
+  constructor(readonly maxSnapshots = 0) {}
 
   apply(w: Written): void {
     this.content.set(w.data, w.offset);
     this.seq++;
     this.states.set(this.seq, this.content.slice());
     this.pending.push(w);
+  }
+
+  /** A note record (snapshot marker, delete, restore): a sequence number, after which the content is `content`. */
+  note(content: Uint8Array = this.content): void {
+    this.content = content.slice();
+    this.seq++;
+    this.states.set(this.seq, this.content.slice());
+  }
+
+  snapshot(id: string): ModelSnapshot {
+    const s = this.snapshots.find((x) => x.id === id);
+    if (s === undefined) throw new Error(`model has no snapshot ${id}`);
+    return s;
   }
 
   makeDurable(): void {
@@ -42,97 +69,103 @@ export class JournalModel {
   }
 }
 
-/** The system under test: a JournalDevice over two memory disks behind FaultyDevices on one power switch. */
-export type JournalReal = JournalRig;
+/**
+ * Counts power cuts across a test file, so the suite can prove how many it
+ * ran: `value` during operations, `recoveryCuts` during the open after one.
+ */
+export const journalCrashes = { value: 0, recoveryCuts: 0 };
 
-/** Counts power cuts across a test file, so the suite can prove how many it ran. */
-export const journalCrashes = { value: 0 };
-
-/** An operation that a power cut may interrupt: `exec` on the device, `apply` to the model once it succeeded. */
-interface Operation {
-  toString(): string;
-  exec(r: JournalReal): Promise<void>;
-  apply(m: JournalModel): void;
-  /** The writes it calls, in call order: after a cut, any prefix of them may have landed. */
-  readonly writes: readonly Written[];
-}
+const nothing = (): void => {};
 
 class Write implements Operation {
+  readonly touchesSnapshots = false;
   constructor(
     readonly offset: number,
     readonly length: number,
     readonly seed: number,
   ) {}
-  get writes(): Written[] {
-    return [{ offset: this.offset, data: pattern(this.length, this.seed) }];
+  get write(): Written {
+    return { offset: this.offset, data: pattern(this.length, this.seed) };
   }
   toString(): string {
     return `write(${this.offset}, ${this.length}, #${this.seed})`;
   }
-  async exec(r: JournalReal): Promise<void> {
-    await r.device.write(this.offset, pattern(this.length, this.seed));
+  unsure(): Unsure {
+    return { records: [{ kind: 'write', write: this.write }] };
   }
-  apply(m: JournalModel): void {
-    for (const w of this.writes) m.apply(w);
+  async exec(r: JournalReal): Promise<(m: JournalModel) => void> {
+    const w = this.write;
+    await r.device.write(w.offset, w.data);
+    return (m) => m.apply(w);
   }
 }
 
 /** Writes to distinct blocks called at once (aligned and partial mixed): one frame, merges in flight. */
 class WriteGroup implements Operation {
+  readonly touchesSnapshots = false;
   constructor(readonly group: Write[]) {}
-  get writes(): Written[] {
-    return this.group.flatMap((w) => w.writes);
-  }
   toString(): string {
     return `together[${this.group.join(', ')}]`;
   }
-  async exec(r: JournalReal): Promise<void> {
+  unsure(): Unsure {
+    return { records: this.group.flatMap((w) => w.unsure().records) };
+  }
+  async exec(r: JournalReal): Promise<(m: JournalModel) => void> {
     const results = await Promise.allSettled(this.group.map((w) => w.exec(r)));
     const failed = results.find((x) => x.status === 'rejected');
     if (failed) throw failed.reason;
-  }
-  apply(m: JournalModel): void {
-    for (const w of this.group) w.apply(m);
+    return (m) => {
+      for (const x of results) if (x.status === 'fulfilled') x.value(m);
+    };
   }
 }
 
 class Flush implements Operation {
-  readonly writes = [];
+  readonly touchesSnapshots = false;
   toString(): string {
     return 'flush()';
   }
-  async exec(r: JournalReal): Promise<void> {
-    await r.device.flush();
+  unsure(): Unsure {
+    return { records: [] };
   }
-  apply(m: JournalModel): void {
-    m.makeDurable();
+  async exec(r: JournalReal): Promise<(m: JournalModel) => void> {
+    await r.device.flush();
+    return (m) => m.makeDurable();
   }
 }
 
 class Checkpoint implements Operation {
-  readonly writes = [];
+  readonly touchesSnapshots = false;
   toString(): string {
     return 'checkpoint()';
   }
-  async exec(r: JournalReal): Promise<void> {
+  unsure(): Unsure {
+    return { records: [] };
+  }
+  async exec(r: JournalReal): Promise<(m: JournalModel) => void> {
     await r.device.checkpoint();
     expect(r.device.oldestSequence).toBe(r.device.sequence);
     expect(r.device.changedBlocks).toBe(0);
+    // Every snapshot's marker came before the call: all are in production now.
+    expectProductionSnapshots(r, true);
+    return nothing;
   }
-  apply(): void {}
 }
 
-/** Runs one operation on both sides, then compares the whole device. */
+/** Runs one operation on both sides, then compares the whole device (and the snapshots, if it touched them). */
 class Step implements fc.AsyncCommand<JournalModel, JournalReal> {
   constructor(readonly op: Operation) {}
-  check(): boolean {
-    return true;
+  check(m: Readonly<JournalModel>): boolean {
+    return this.op.applicable?.(m) ?? true;
   }
   async run(m: JournalModel, r: JournalReal): Promise<void> {
-    await this.op.exec(r);
-    this.op.apply(m);
+    const apply = await this.op.exec(r, m);
+    apply(m);
     expect(r.device.sequence).toBe(m.seq);
     expectBytes(`after ${this.op}`, await r.device.read(0, SIZE), m.content);
+    if (this.op.touchesSnapshots) await expectSnapshots(m, r);
+    else expectSnapshotList(m, r);
+    expectProductionSnapshots(r, false);
   }
   toString(): string {
     return this.op.toString();
@@ -210,6 +243,8 @@ class Reopen implements fc.AsyncCommand<JournalModel, JournalReal> {
     m.makeDurable();
     expect(r.device.sequence).toBe(m.seq);
     expectBytes('after reopen', await r.device.read(0, SIZE), m.content);
+    await expectSnapshots(m, r);
+    expectProductionSnapshots(r, false);
     await checkPoint(m, r, 0, 0, SIZE);
   }
   toString(): string {
@@ -219,11 +254,15 @@ class Reopen implements fc.AsyncCommand<JournalModel, JournalReal> {
 
 /**
  * Arms a power cut `afterOps` device operations into `op` (or right away),
- * cuts, and opens what the disks hold. The journal replays a prefix of the
- * records, so the device must equal the model's state after some record
- * between the last durability point and the last write called, every byte
- * must be durable or from a write since, and the history before it must
- * still read back exactly.
+ * cuts, and opens what the disks hold (one time in three cutting the power
+ * again during that open, and opening once more). The journal replays a
+ * prefix of the records, so the device must equal the model's state after
+ * some record between the last durability point and the last record
+ * called, every byte must be durable or from a write since, and the history
+ * before it must still read back exactly. A snapshot, delete or restore
+ * cut short is all or nothing; a snapshot write too, and one acknowledged
+ * is durable; every surviving snapshot reads back bit-exact, and production
+ * (with `cow`) holds no orphan snapshot.
  */
 class CrashDuring implements fc.AsyncCommand<JournalModel, JournalReal> {
   constructor(
@@ -236,41 +275,64 @@ class CrashDuring implements fc.AsyncCommand<JournalModel, JournalReal> {
   }
   async run(m: JournalModel, r: JournalReal): Promise<void> {
     journalCrashes.value++;
-    let unsure: readonly Written[] = [];
+    let unsure: Unsure = { records: [] };
     if (this.op !== undefined) {
+      const cutShort = this.op.unsure(m);
       r.power.cutAfter(this.afterOps);
-      let completed = false;
+      let apply: ((m: JournalModel) => void) | undefined;
       try {
-        await this.op.exec(r);
-        completed = true;
+        apply = await this.op.exec(r, m);
       } catch (err) {
         if (r.power.isOn) throw err;
       }
-      if (completed) this.op.apply(m);
-      else unsure = this.op.writes;
+      if (apply !== undefined) apply(m);
+      else {
+        unsure = cutShort;
+        countCutShort(this.op, unsure);
+      }
     }
-    // Any prefix of the cut-short writes may have landed: their states are candidates.
+    // Any prefix of the cut-short records may have landed: their states are candidates.
     const candidates = new Map(m.states);
     const content = m.content.slice();
-    unsure.forEach((w, i) => {
-      content.set(w.data, w.offset);
+    const allowed = [...m.pending];
+    unsure.records.forEach((e, i) => {
+      if (e.kind === 'write') {
+        content.set(e.write.data, e.write.offset);
+        allowed.push(e.write);
+      } else if (e.kind === 'restore') {
+        allowed.push({ offset: 0, data: m.snapshot(e.id).content });
+      }
       candidates.set(m.seq + i + 1, content.slice());
     });
-    await r.crashAndOpen(this.seed);
+    // One crash in three cuts the power again during the recovering open.
+    const cutsBefore = r.recoveryCuts;
+    await r.crashAndOpen(this.seed, (this.seed >> 1) % 3 === 0 ? (this.seed >> 3) % 16 : undefined);
+    journalCrashes.recoveryCuts += r.recoveryCuts - cutsBefore;
 
     const k = r.device.sequence;
     expect(k, 'recovered sequence').toBeGreaterThanOrEqual(m.durableSeq);
-    expect(k, 'recovered sequence').toBeLessThanOrEqual(m.seq + unsure.length);
+    expect(k, 'recovered sequence').toBeLessThanOrEqual(m.seq + unsure.records.length);
     const got = await r.device.read(0, SIZE);
-    expectAllowed('after the crash', got, m.durable, [...m.pending, ...unsure]);
-    expectBytes(`after the crash: state after record ${k}`, got, candidates.get(k)!);
+    expectAllowed('after the crash', got, m.durable, allowed);
+    const snapshots = await matchRecovery(m, r, unsure, k, got);
+    // Orphans (of a deletion cut short) are gone; a pending snapshot may have one a checkpoint cut short took.
+    expectProductionSnapshots(r, false);
     // Resync the model to what survived, then check the history still reads back.
     m.content = got;
     m.seq = k;
     m.states = new Map([...candidates].filter(([n]) => n <= k));
+    m.states.set(k, got.slice());
+    m.snapshots = snapshots;
     m.makeDurable();
     await checkPoint(m, r, 0, 0, SIZE);
     await checkPoint(m, r, 0.5, 0, SIZE);
+    if (r.cow !== undefined && this.seed % 2 === 1) {
+      // A checkpoint adopts what a cut short one took, and takes the rest.
+      await r.device.checkpoint();
+      expectProductionSnapshots(r, true);
+      expectBytes('after the crash and a checkpoint', await r.device.read(0, SIZE), m.content);
+      await expectSnapshots(m, r);
+    }
   }
   toString(): string {
     return `crash(after ${this.afterOps} ops of ${this.op ?? 'nothing'}, seed ${this.seed})`;
@@ -308,28 +370,49 @@ const writeGroup = fc
       ),
   );
 
-const operation: fc.Arbitrary<Operation> = fc.oneof(
-  { weight: 6, arbitrary: write },
-  { weight: 3, arbitrary: writeGroup },
-  { weight: 1, arbitrary: fc.constant(null).map(() => new Flush()) },
-  { weight: 1, arbitrary: fc.constant(null).map(() => new Checkpoint()) },
-);
+const baseOperations = [
+  { weight: 6, arbitrary: write as fc.Arbitrary<Operation> },
+  { weight: 3, arbitrary: writeGroup as fc.Arbitrary<Operation> },
+  { weight: 1, arbitrary: fc.constant(null).map((): Operation => new Flush()) },
+  { weight: 1, arbitrary: fc.constant(null).map((): Operation => new Checkpoint()) },
+];
 
-/** The command mix: operations, reads, point-in-time reads, reopens and (weighted) power cuts. */
-export function journalCommands(crashWeight: number, maxCommands: number) {
+/**
+ * The command mix: operations, reads, point-in-time reads, reopens and
+ * (weighted) power cuts; with `snapshots` (a rig with `cow`), snapshot
+ * operations too, inside power cuts as well, and snapshot reads.
+ */
+export function journalCommands(crashWeight: number, maxCommands: number, snapshots = false) {
   const times = <T>(n: number, arb: T): T[] => Array.from({ length: n }, () => arb);
+  const snapshotOps = snapshots ? snapshotOperations(range, BLOCKS, BS) : [];
+  const operation = fc.oneof(...baseOperations, ...snapshotOps);
+  // Power cuts land in snapshot operations more often than steps run them.
+  const crashOperation = fc.oneof(
+    ...baseOperations,
+    ...snapshotOps.map(({ weight, arbitrary }) => ({ weight: 2 * weight, arbitrary })),
+  );
   const step = operation.map((op) => new Step(op));
   const read = range.map(([o, l]) => new Read(o, l));
   const pit = fc
     .tuple(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), range)
     .map(([w, [o, l]]) => new PointInTimeRead(w, o, l));
   const reopen = fc.constant(null).map(() => new Reopen());
+  // Most cuts land within the next few device operations: inside the op.
+  // Snapshot operations issue few before they are durable: cut early more often.
+  const after = snapshots
+    ? fc.oneof(fc.nat(3), fc.nat(8), fc.nat(40))
+    : fc.oneof(fc.nat(8), fc.nat(40));
   const crash = fc
-    // Most cuts land within the next few device operations: inside the op.
-    .tuple(fc.oneof(fc.nat(8), fc.nat(40)), fc.nat(0xffff), fc.option(operation, { freq: 6 }))
+    .tuple(after, fc.nat(0xffff), fc.option(crashOperation, { freq: 6 }))
     .map(([k, seed, op]) => new CrashDuring(k, seed, op ?? undefined));
-  return fc.commands(
-    [...times(10, step), ...times(2, read), ...times(2, pit), reopen, ...times(crashWeight, crash)],
-    { maxCommands, size: 'max' },
-  );
+  const snapshotRead = snapshots ? times(2, snapshotReads(range, BLOCKS, BS)) : [];
+  const commands: fc.Arbitrary<fc.AsyncCommand<JournalModel, JournalReal>>[] = [
+    ...times(snapshots ? 14 : 10, step),
+    ...times(2, read),
+    ...times(2, pit),
+    ...snapshotRead,
+    reopen,
+    ...times(crashWeight, crash),
+  ];
+  return fc.commands(commands, { maxCommands, size: 'max' });
 }

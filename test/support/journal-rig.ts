@@ -1,8 +1,22 @@
-import { JournalDevice, type JournalDeviceOptions, MemoryDevice } from '../../src/index.js';
+import {
+  CowSnapshotDevice,
+  JournalDevice,
+  type JournalDeviceOptions,
+  MemoryDevice,
+  type Snapshot,
+} from '../../src/index.js';
 import { FaultyDevice, type FaultyDeviceOptions, PowerSwitch } from '../../src/testing/index.js';
 
 /** Where the journal's ring starts on its store (after two 4 KiB superblock slots). */
 export const RING_START = 8192;
+
+/** Catalog bytes the journal reserves per snapshot (journal-format's CATALOG_ENTRY_MAX). */
+const CATALOG_ENTRY_MAX = 600;
+
+/** Bytes of the two snapshot catalog slots a journal for `maxSnapshots` reserves after its ring. */
+export function catalogBytes(maxSnapshots: number): number {
+  return 2 * Math.ceil((maxSnapshots * CATALOG_ENTRY_MAX) / 512) * 512;
+}
 
 export interface JournalRigOptions extends JournalDeviceOptions {
   /** Production block size. @default 512 */
@@ -13,43 +27,80 @@ export interface JournalRigOptions extends JournalDeviceOptions {
   ringBytes?: number;
   /** Delays some device operations (FaultyDevice `latency`), so background work interleaves. */
   latency?: FaultyDeviceOptions['latency'];
+  /**
+   * Production is a CowSnapshotDevice over the production disk (its origin)
+   * and a COW store disk, both behind FaultyDevices on the journal's power
+   * switch: journal snapshots materialize into it. @default false
+   */
+  cow?: boolean;
+  /** Bytes of the COW store disk (with `cow`). @default 1 MiB */
+  cowStoreBytes?: number;
+  /** The CowSnapshotDevice's own `maxSnapshots` (with `cow`). @default 2 × the journal's */
+  cowMaxSnapshots?: number;
 }
 
 /**
- * A JournalDevice over two memory "disks", each behind a FaultyDevice, both
- * on one power switch: counts every I/O, and can lose power at any point.
+ * A JournalDevice over memory "disks", each behind a FaultyDevice, all on one
+ * power switch: counts every I/O, and can lose power at any point. Production
+ * is the production disk itself, or (with `cow`) a CowSnapshotDevice over it
+ * and a COW store disk, so journal snapshots can materialize.
  */
 export class JournalRig {
   readonly productionDisk: MemoryDevice;
   readonly journalDisk: MemoryDevice;
+  /** The COW store disk (with `cow`). */
+  readonly storeDisk: MemoryDevice | undefined;
   readonly options: JournalRigOptions;
   power = new PowerSwitch();
+  /** The production disk's FaultyDevice (with `cow`: the CowSnapshotDevice's origin). */
   production!: FaultyDevice;
+  /** The COW store disk's FaultyDevice (with `cow`). */
+  store: FaultyDevice | undefined;
+  /** The production CowSnapshotDevice (with `cow`). */
+  cow: CowSnapshotDevice | undefined;
   journal!: FaultyDevice;
   device!: JournalDevice;
+  /** Snapshot handles by id, for tests that keep them; forgotten when the device reopens. */
+  readonly handles = new Map<string, Snapshot>();
 
   private constructor(
     productionDisk: MemoryDevice,
     journalDisk: MemoryDevice,
+    storeDisk: MemoryDevice | undefined,
     options: JournalRigOptions,
   ) {
     this.productionDisk = productionDisk;
     this.journalDisk = journalDisk;
+    this.storeDisk = storeDisk;
     this.options = options;
   }
 
   static async create(options: JournalRigOptions = {}): Promise<JournalRig> {
     const blockSize = options.blockSize ?? 512;
+    // The catalog follows the ring; only a snapshot-capable production gets one.
+    const catalog = options.cow ? catalogBytes(options.maxSnapshots ?? 64) : 0;
     const rig = new JournalRig(
       await MemoryDevice.create({ size: (options.blocks ?? 32) * blockSize, blockSize }),
       await MemoryDevice.create({
-        size: RING_START + (options.ringBytes ?? 64 * 1024),
+        size: RING_START + (options.ringBytes ?? 64 * 1024) + catalog,
         blockSize: 512,
       }),
+      options.cow
+        ? await MemoryDevice.create({ size: options.cowStoreBytes ?? 1024 * 1024, blockSize })
+        : undefined,
       options,
     );
     rig.attach();
-    rig.device = await JournalDevice.create(rig.production, rig.journal, rig.deviceOptions());
+    if (rig.store !== undefined) {
+      rig.cow = await CowSnapshotDevice.create(rig.production, rig.store, {
+        maxSnapshots: options.cowMaxSnapshots ?? 2 * (options.maxSnapshots ?? 64),
+      });
+    }
+    rig.device = await JournalDevice.create(
+      rig.cow ?? rig.production,
+      rig.journal,
+      rig.deviceOptions(),
+    );
     return rig;
   }
 
@@ -58,11 +109,11 @@ export class JournalRig {
   }
 
   deviceOptions(): JournalDeviceOptions {
-    const { checkpointAt, onProgress } = this.options;
-    return { checkpointAt, onProgress };
+    const { checkpointAt, onProgress, maxSnapshots } = this.options;
+    return { checkpointAt, onProgress, maxSnapshots };
   }
 
-  /** New handles on both disks behind fresh FaultyDevices and a fresh power switch. */
+  /** New handles on every disk behind fresh FaultyDevices and a fresh power switch. */
   attach(): void {
     this.power = new PowerSwitch();
     const { latency } = this.options;
@@ -70,7 +121,21 @@ export class JournalRig {
       power: this.power,
       latency,
     });
+    this.store =
+      this.storeDisk === undefined
+        ? undefined
+        : new FaultyDevice(this.storeDisk.reopen(), { power: this.power, latency });
     this.journal = new FaultyDevice(this.journalDisk.reopen(), { power: this.power, latency });
+  }
+
+  /** A handle on snapshot `id`: the one kept for it, or a new one (kept from then on). */
+  async handle(id: string): Promise<Snapshot> {
+    let handle = this.handles.get(id);
+    if (handle === undefined) {
+      handle = await this.device.openSnapshot(id);
+      this.handles.set(id, handle);
+    }
+    return handle;
   }
 
   /** Closes the device and opens it again. */
@@ -79,10 +144,22 @@ export class JournalRig {
     return this.open();
   }
 
-  /** Opens the device over fresh handles on the disks as they are. */
+  /** Opens the device (and the COW device under it) over fresh handles on the disks as they are. */
   async open(): Promise<JournalDevice> {
     this.attach();
-    this.device = await JournalDevice.open(this.production, this.journal, this.deviceOptions());
+    return this.#openAttached();
+  }
+
+  async #openAttached(): Promise<JournalDevice> {
+    this.handles.clear();
+    this.cow = undefined;
+    if (this.store !== undefined)
+      this.cow = await CowSnapshotDevice.open(this.production, this.store);
+    this.device = await JournalDevice.open(
+      this.cow ?? this.production,
+      this.journal,
+      this.deviceOptions(),
+    );
     return this.device;
   }
 
@@ -95,12 +172,38 @@ export class JournalRig {
     this.power.cut();
   }
 
-  /** A power cut: each disk keeps its durable writes and some of the rest (by `seed`); then open. */
-  async crashAndOpen(seed: number): Promise<JournalDevice> {
+  /**
+   * A power cut: each disk keeps its durable writes and some of the rest (by
+   * `seed`); then open. With `openCutAfter`, the power fails again that many
+   * device operations into the recovering open (if it gets that far): the
+   * disks are crashed once more and opened again.
+   */
+  async crashAndOpen(seed: number, openCutAfter?: number): Promise<JournalDevice> {
+    await this.#crashDisks(seed);
+    if (openCutAfter === undefined) return this.open();
+    this.attach();
+    this.power.cutAfter(openCutAfter);
+    try {
+      await this.#openAttached();
+      // It got through: disarm the switch.
+      this.power.cutAfter(Number.MAX_SAFE_INTEGER);
+      return this.device;
+    } catch (err) {
+      if (this.power.isOn) throw err;
+    }
+    this.recoveryCuts++;
+    await this.#crashDisks(seed + 1);
+    return this.open();
+  }
+
+  /** Power cuts during a recovering open (`crashAndOpen`'s `openCutAfter`). */
+  recoveryCuts = 0;
+
+  async #crashDisks(seed: number): Promise<void> {
     this.power.cut();
     await this.production.crash(seed);
+    await this.store?.crash(seed ^ 0x2545f491);
     await this.journal.crash(seed ^ 0x5bd1e995);
-    return this.open();
   }
 
   /** Store offsets on the journal disk where a 512-byte run of `value` starts. */
