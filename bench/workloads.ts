@@ -45,8 +45,11 @@ export interface BenchConfig {
   snapshotCalls: number;
 }
 
-/** What a row measures: reads and writes are compared with raw of the same kind. */
-export type RowKind = 'read' | 'write' | 'snapshot';
+/**
+ * What a row measures: reads and writes are compared with raw of the same
+ * kind; a metric row reports one number in its own unit (MB/s, bytes).
+ */
+export type RowKind = 'read' | 'write' | 'snapshot' | 'metric';
 
 export interface RowResult {
   opsPerSec: number;
@@ -54,6 +57,13 @@ export interface RowResult {
   seconds: number;
   /** For snapshot rows: mean milliseconds per `snapshot()` call. */
   meanMs?: number;
+  /** For metric rows: what the table shows instead of ops/s (`opsPerSec` holds the number). */
+  display?: string;
+  /**
+   * For rows that measure their own baseline in the same round: the ratio
+   * their target judges (e.g. replay MB/s over raw sequential-read MB/s).
+   */
+  ratio?: number;
   notes: string[];
 }
 
@@ -65,9 +75,14 @@ export interface Row {
 }
 
 /** The one pass over 1 MiB extents that a few setups make through a device. */
-const EXTENT = 1 << 20;
+export const EXTENT = 1 << 20;
 
-function paths(cfg: BenchConfig): { data: string; origin: string; store: string; huge: string } {
+export function paths(cfg: BenchConfig): {
+  data: string;
+  origin: string;
+  store: string;
+  huge: string;
+} {
   return {
     data: join(cfg.dir, 'data.img'),
     origin: join(cfg.dir, 'origin.img'),
@@ -96,7 +111,7 @@ export function createFiles(cfg: BenchConfig): void {
 }
 
 /** Per-worker offset generators and 4 KiB buffers, identical in every row. */
-function workload(cfg: BenchConfig): {
+export function workload(cfg: BenchConfig): {
   blocks: number;
   offset: (worker: number) => number;
   buffers: Buffer[];
@@ -110,7 +125,7 @@ function workload(cfg: BenchConfig): {
   return { blocks, offset: (w) => rngs[w]!.below(blocks) * cfg.blockSize, buffers };
 }
 
-function run(cfg: BenchConfig, issue: Issue, limit?: number) {
+export function run(cfg: BenchConfig, issue: Issue, limit?: number) {
   return measure(issue, {
     inFlight: cfg.inFlight,
     seconds: cfg.seconds,
@@ -119,7 +134,7 @@ function run(cfg: BenchConfig, issue: Issue, limit?: number) {
   });
 }
 
-function result(r: LoopResult, notes: string[] = []): RowResult {
+export function result(r: LoopResult, notes: string[] = []): RowResult {
   return { opsPerSec: r.opsPerSec, ops: r.ops, seconds: r.seconds, notes };
 }
 
