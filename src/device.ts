@@ -74,6 +74,44 @@ export interface SnapshotCapable {
   restore(id: string): Promise<void>;
 }
 
+/** A byte range of a device: `[offset, offset + length)`. */
+export interface Extent {
+  /** First byte. */
+  readonly offset: number;
+  /** Bytes in the range; always more than 0. */
+  readonly length: number;
+}
+
+/**
+ * A snapshot-capable device that knows, from its own change tables, which
+ * blocks differ between two of its points: what incremental backup
+ * (`exportStream` with `from`) is built on.
+ */
+export interface ChangeTracking extends SnapshotCapable {
+  /** Size in bytes. */
+  readonly size: number;
+  /** Block size in bytes: extents are whole blocks. */
+  readonly blockSize: number;
+  /**
+   * The coalesced byte extents, ascending, whose content may differ between
+   * snapshot `fromId` and snapshot `toId` (or the live device, `'live'`):
+   * read from the change tables, never by reading or comparing data, so it
+   * costs memory lookups only. Exact at block granularity: a block written
+   * back with its old bytes still counts. Stays exact across reopen and power
+   * cuts. Where a snapshot holds only some ranges (a selective snapshot), the
+   * extents lie within what `toId` holds (for `'live'`, what `fromId` holds),
+   * and a block `toId` holds that `fromId` does not counts as changed.
+   * @throws `ENOENT` for an unknown id, `ECLOSED`.
+   */
+  changedExtents(fromId: string, toId: string | 'live'): Extent[];
+  /**
+   * The byte extents snapshot `id` holds, coalesced and ascending: the whole
+   * device for a full snapshot, its designated ranges for a selective one.
+   * @throws `ENOENT` for an unknown id, `ECLOSED`.
+   */
+  snapshotExtents(id: string): Extent[];
+}
+
 /** Payload of the `preserve` event: a block copied to the store before its first overwrite. */
 export interface PreserveEvent {
   /** Index of the block on the origin (offset / blockSize). */

@@ -1,7 +1,9 @@
 export type {
   BlockDevice,
   BlockDeviceEvents,
+  ChangeTracking,
   CheckpointEvent,
+  Extent,
   JournalDeviceEvents,
   PointInTime,
   PreserveEvent,

@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type {
   BlockDevice,
   BlockDeviceEvents,
+  ChangeTracking,
+  Extent,
   Snapshot,
-  SnapshotCapable,
   SnapshotInfo,
   SnapshotOptions,
 } from '../device.js';
@@ -15,6 +16,7 @@ import { AccessGate, LockTable } from '../internal/lock-table.js';
 import { io } from '../internal/lower-io.js';
 import type { CowEntry } from '../internal/metadata-codec.js';
 import type { MetadataLog } from '../internal/metadata-log.js';
+import { blocksToExtents } from '../internal/range.js';
 import { SnapshotHandle, type SnapshotHost } from '../internal/snapshot-handle.js';
 import { checkSnapshotOptions } from '../internal/snapshot-options.js';
 
@@ -48,7 +50,7 @@ const RESTORE_BATCH = 64;
  */
 export class CowSnapshotDevice
   extends AbstractBlockDevice<BlockDeviceEvents>
-  implements SnapshotCapable
+  implements ChangeTracking
 {
   readonly #cow: CowStore;
   readonly #origin: BlockDevice;
@@ -201,6 +203,30 @@ export class CowSnapshotDevice
   async openSnapshot(id: string): Promise<Snapshot> {
     this.checkOpen();
     return this.#openHandle(this.#state.byId(id).seq);
+  }
+
+  /**
+   * The extents that may differ between snapshot `fromId` and snapshot `toId`
+   * or the live device, from the lookup table alone (no data is read): every
+   * block overwritten in between, and a writable snapshot's own blocks.
+   * Survives reopen and power cuts with the lookup table it comes from.
+   * @throws `ENOENT` for an unknown id, `ECLOSED`.
+   */
+  changedExtents(fromId: string, toId: string | 'live'): Extent[] {
+    this.checkOpen();
+    const from = this.#state.byId(fromId).seq;
+    const to = toId === 'live' ? undefined : this.#state.byId(toId).seq;
+    return blocksToExtents(this.#state.changedBlocks(from, to), this.blockSize);
+  }
+
+  /**
+   * What snapshot `id` holds: the whole device.
+   * @throws `ENOENT` for an unknown id, `ECLOSED`.
+   */
+  snapshotExtents(id: string): Extent[] {
+    this.checkOpen();
+    this.#state.byId(id);
+    return this.size === 0 ? [] : [{ offset: 0, length: this.size }];
   }
 
   /**

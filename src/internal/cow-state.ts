@@ -146,6 +146,35 @@ export class CowState {
     return [...out].sort((a, b) => a - b);
   }
 
+  /**
+   * Blocks whose content may differ between snapshot `from` and snapshot `to`
+   * (`undefined`: the live origin), ascending, from the lookup table alone.
+   * A write in epoch `e` (the newest snapshot then) that changed a block
+   * leaves a record with epoch in `[from, to)` as long as `from` lives: the
+   * first record at or after `from` serves `from`, so a delete never removes
+   * it. Writable snapshots' own blocks differ too.
+   */
+  changedBlocks(from: number, to: number | undefined): number[] {
+    const lo = to === undefined ? from : Math.min(from, to);
+    const hi = to === undefined ? Number.POSITIVE_INFINITY : Math.max(from, to);
+    const out = new Set<number>();
+    for (const [block, list] of this.#records) {
+      for (let i = 0; i < list.length; i += 3) {
+        const epoch = list[i]!;
+        if (epoch >= hi) break;
+        if (epoch >= lo) {
+          out.add(block);
+          break;
+        }
+      }
+    }
+    for (const seq of to === undefined ? [from] : [from, to]) {
+      const snap = this.#bySeq.get(seq);
+      if (snap !== undefined) for (const block of snap.own.keys()) out.add(block);
+    }
+    return [...out].sort((a, b) => a - b);
+  }
+
   /** The live snapshot with this id. @throws `ENOENT`. */
   byId(id: string): SnapshotRecord {
     const snap = typeof id === 'string' ? this.#byId.get(id) : undefined;
