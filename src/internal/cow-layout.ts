@@ -12,6 +12,12 @@ export interface CowLayout {
   /** Store offset of chunk 0. */
   dataOffset: number;
   maxSnapshots: number;
+  /**
+   * Most runs of blocks a selective snapshot's designation (or a partial
+   * restore's extent list) may have; 0 for a store whose snapshots hold
+   * every block.
+   */
+  maxRuns: number;
   log: LogLayout;
 }
 
@@ -34,15 +40,23 @@ function alignUp(n: number, to: number): number {
   return Math.ceil(n / to) * to;
 }
 
+/** Bytes a run list of `maxRuns` adds to an entry: a count and a pair of float64 per run. */
+function runListBytes(maxRuns: number): number {
+  return maxRuns === 0 ? 0 : 4 + 16 * maxRuns;
+}
+
 function layoutFor(
   chunks: number,
   blockSize: number,
   maxSnapshots: number,
+  maxRuns: number,
 ): { log: LogLayout; dataOffset: number } {
   // A checkpoint table must hold the largest possible state: every chunk in
-  // use by one entry, every snapshot, and the few fixed entries.
+  // use by one entry, every snapshot with its run list, a partial restore's
+  // extents, and the few fixed entries.
+  const runs = runListBytes(maxRuns);
   const tableCapacity = alignUp(
-    chunks * BLOCK_ENTRY + maxSnapshots * SNAPSHOT_ENTRY_MAX + 64,
+    chunks * BLOCK_ENTRY + maxSnapshots * (SNAPSHOT_ENTRY_MAX + runs) + runs + 64,
     PAGE,
   );
   // A log about half the table keeps checkpoints (which rewrite the table)
@@ -61,10 +75,11 @@ export function planCowLayout(
   origin: BlockDevice,
   store: BlockDevice,
   maxSnapshots: number,
+  maxRuns = 0,
 ): CowLayout {
   const bs = origin.blockSize;
   const fits = (n: number): boolean => {
-    const { dataOffset } = layoutFor(n, bs, maxSnapshots);
+    const { dataOffset } = layoutFor(n, bs, maxSnapshots, maxRuns);
     return dataOffset + n * bs <= store.size;
   };
   let lo = 0;
@@ -77,14 +92,22 @@ export function planCowLayout(
   // Chunk numbers are stored as 32-bit integers.
   const chunkCount = Math.min(lo, 0xffffffff);
   if (chunkCount < 1) {
-    const { dataOffset } = layoutFor(1, bs, maxSnapshots);
+    const { dataOffset } = layoutFor(1, bs, maxSnapshots, maxRuns);
     throw new BlockDeviceError(
       'EINVAL',
       `store of ${store.size} bytes is too small: metadata alone needs ${dataOffset} bytes plus one ${bs}-byte chunk`,
     );
   }
-  const { log, dataOffset } = layoutFor(chunkCount, bs, maxSnapshots);
-  return { originSize: origin.size, blockSize: bs, chunkCount, dataOffset, maxSnapshots, log };
+  const { log, dataOffset } = layoutFor(chunkCount, bs, maxSnapshots, maxRuns);
+  return {
+    originSize: origin.size,
+    blockSize: bs,
+    chunkCount,
+    dataOffset,
+    maxSnapshots,
+    maxRuns,
+    log,
+  };
 }
 
 /** Serializes the layout into the superblock's owner parameters. */
@@ -98,6 +121,7 @@ export function writeCowParams(layout: CowLayout): Uint8Array {
   view.setUint32(24, layout.maxSnapshots, true);
   view.setFloat64(28, layout.log.tableCapacity, true);
   view.setFloat64(36, layout.log.logCapacity, true);
+  view.setUint32(44, layout.maxRuns, true);
   return out;
 }
 
@@ -115,6 +139,8 @@ export function readCowParams(params: Uint8Array, store: BlockDevice): CowLayout
     chunkCount: view.getUint32(12, true),
     dataOffset: view.getFloat64(16, true),
     maxSnapshots: view.getUint32(24, true),
+    // Stores formatted before selective snapshots have no field here: 0.
+    maxRuns: params.length >= 48 ? view.getUint32(44, true) : 0,
     log: { tableCapacity: view.getFloat64(28, true), logCapacity: view.getFloat64(36, true) },
   };
   if (layout.dataOffset + layout.chunkCount * layout.blockSize > store.size) {

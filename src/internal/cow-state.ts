@@ -1,5 +1,6 @@
-import type { SnapshotInfo } from '../device.js';
+import type { Extent, SnapshotInfo } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
+import { type BlockRanges, rangesHold } from './block-ranges.js';
 import { ChunkAllocator } from './chunk-allocator.js';
 import type { CowEntry } from './metadata-codec.js';
 
@@ -16,8 +17,20 @@ export interface SnapshotRecord {
   name: string | undefined;
   createdAt: number;
   writable: boolean;
+  /** The blocks a selective snapshot holds; undefined: every block. */
+  ranges: BlockRanges | undefined;
   /** A writable snapshot's own blocks. */
   own: Map<number, ChunkRef>;
+}
+
+/**
+ * Which live snapshot is the newest to hold each block, when some snapshot
+ * holds only some blocks: elementary intervals `[points[i], points[i+1])`,
+ * each with the newest live snapshot holding it (0: none).
+ */
+interface Coverage {
+  points: number[];
+  newest: number[];
 }
 
 /**
@@ -34,12 +47,22 @@ export interface SnapshotRecord {
  * snapshot `s` with `previous record's epoch < s <= e`, however many there
  * are; a snapshot reads the first record of the block with `epoch >= s`, or
  * the origin if there is none.
+ *
+ * Selective snapshots (seed 002) change only who counts: a snapshot that
+ * does not hold a block never asks for it, so the first write to a block
+ * preserves it when the newest live snapshot *holding that block* was taken
+ * after its last record — found in O(log intervals) from a coverage index
+ * rebuilt when a snapshot comes or goes — and a record is freed when no live
+ * snapshot that holds its block is left in its interval. The records
+ * themselves, and how reads find them, are the same for both kinds.
  */
 export class CowState {
   /** Sequence number of the newest snapshot ever taken (deleted ones included). */
   lastSeq = 0;
   /** Set while a restore is in progress (its begin is durable, its end not yet). */
   restoring: number | undefined;
+  /** The bytes that restore is limited to, if it is partial. */
+  restoringExtents: readonly Extent[] | undefined;
   readonly allocator: ChunkAllocator;
   readonly #bySeq = new Map<number, SnapshotRecord>();
   readonly #byId = new Map<string, SnapshotRecord>();
@@ -48,6 +71,8 @@ export class CowState {
   /** Per block: flattened `[epoch, chunk, crc, ...]` in ascending epoch. */
   readonly #records = new Map<number, number[]>();
   #recordCount = 0;
+  /** Undefined while every live snapshot holds every block: the newest live one is then the answer. */
+  #coverage: Coverage | undefined;
 
   constructor(chunkCount: number) {
     this.allocator = new ChunkAllocator(chunkCount);
@@ -57,12 +82,14 @@ export class CowState {
   apply(entry: CowEntry): void {
     switch (entry.kind) {
       case 'snapshot': {
-        const record: SnapshotRecord = { ...entry, own: new Map() };
+        const { kind: _kind, ...identity } = entry;
+        const record: SnapshotRecord = { ...identity, ranges: entry.ranges, own: new Map() };
         this.#bySeq.set(entry.seq, record);
         this.#byId.set(entry.id, record);
         this.#live.push(entry.seq);
         this.#live.sort((a, b) => a - b);
         if (entry.seq > this.lastSeq) this.lastSeq = entry.seq;
+        this.#rebuildCoverage();
         break;
       }
       case 'delete':
@@ -91,9 +118,11 @@ export class CowState {
       }
       case 'restore-begin':
         this.restoring = entry.seq;
+        this.restoringExtents = entry.extents;
         break;
       case 'restore-end':
         this.restoring = undefined;
+        this.restoringExtents = undefined;
         break;
       case 'sequence':
         if (entry.seq > this.lastSeq) this.lastSeq = entry.seq;
@@ -117,7 +146,7 @@ export class CowState {
    * cost of a write does not grow with the number of snapshots (rule 3).
    */
   needsPreserve(block: number): boolean {
-    const newest = this.newestLive;
+    const newest = this.#newestHolding(block);
     if (newest === 0) return false;
     const list = this.#records.get(block);
     return list === undefined || list[list.length - 3]! < newest;
@@ -135,11 +164,17 @@ export class CowState {
     return undefined;
   }
 
-  /** Blocks whose content in snapshot `seq` may differ from the origin's, ascending. */
+  /** Whether snapshot `seq` (live) holds `block`. */
+  holds(seq: number, block: number): boolean {
+    const ranges = this.#bySeq.get(seq)?.ranges;
+    return ranges === undefined || rangesHold(ranges, block);
+  }
+
+  /** Blocks that snapshot `seq` holds and whose content there may differ from the origin's, ascending. */
   divergedBlocks(seq: number): number[] {
     const out = new Set<number>();
     for (const [block, list] of this.#records) {
-      if (list[list.length - 3]! >= seq) out.add(block);
+      if (list[list.length - 3]! >= seq && this.holds(seq, block)) out.add(block);
     }
     const snap = this.#bySeq.get(seq);
     if (snap !== undefined) for (const block of snap.own.keys()) out.add(block);
@@ -152,13 +187,17 @@ export class CowState {
    * A write in epoch `e` (the newest snapshot then) that changed a block
    * leaves a record with epoch in `[from, to)` as long as `from` lives: the
    * first record at or after `from` serves `from`, so a delete never removes
-   * it. Writable snapshots' own blocks differ too.
+   * it. Writable snapshots' own blocks differ too. Only blocks both `from`
+   * and `to` hold are reported: nothing tracks the others.
    */
   changedBlocks(from: number, to: number | undefined): number[] {
     const lo = to === undefined ? from : Math.min(from, to);
     const hi = to === undefined ? Number.POSITIVE_INFINITY : Math.max(from, to);
+    const inScope = (block: number): boolean =>
+      this.holds(from, block) && (to === undefined || this.holds(to, block));
     const out = new Set<number>();
     for (const [block, list] of this.#records) {
+      if (!inScope(block)) continue;
       for (let i = 0; i < list.length; i += 3) {
         const epoch = list[i]!;
         if (epoch >= hi) break;
@@ -170,7 +209,8 @@ export class CowState {
     }
     for (const seq of to === undefined ? [from] : [from, to]) {
       const snap = this.#bySeq.get(seq);
-      if (snap !== undefined) for (const block of snap.own.keys()) out.add(block);
+      if (snap === undefined) continue;
+      for (const block of snap.own.keys()) if (inScope(block)) out.add(block);
     }
     return [...out].sort((a, b) => a - b);
   }
@@ -224,7 +264,9 @@ export class CowState {
         out.push({ kind: 'private', seq, block, chunk: ref.chunk, crc: ref.crc });
       }
     }
-    if (this.restoring !== undefined) out.push({ kind: 'restore-begin', seq: this.restoring });
+    if (this.restoring !== undefined) {
+      out.push({ kind: 'restore-begin', seq: this.restoring, extents: this.restoringExtents });
+    }
     return out;
   }
 
@@ -234,6 +276,7 @@ export class CowState {
     this.#bySeq.delete(seq);
     this.#byId.delete(snap.id);
     this.#live.splice(this.#live.indexOf(seq), 1);
+    this.#rebuildCoverage();
     for (const ref of snap.own.values()) this.allocator.release(ref.chunk);
     // The record that served `seq` is still needed only if another live
     // snapshot falls in its interval (previous epoch, its epoch].
@@ -242,7 +285,7 @@ export class CowState {
       while (i < list.length && list[i]! < seq) i += 3;
       if (i >= list.length) continue;
       const low = i === 0 ? 0 : list[i - 3]!;
-      if (this.#anyLiveIn(low, list[i]!)) continue;
+      if (this.#anyLiveHolding(low, list[i]!, block)) continue;
       this.allocator.release(list[i + 1]!);
       list.splice(i, 3);
       this.#recordCount--;
@@ -250,8 +293,8 @@ export class CowState {
     }
   }
 
-  /** Whether a live snapshot has `low < seq <= high`. */
-  #anyLiveIn(low: number, high: number): boolean {
+  /** Whether a live snapshot with `low < seq <= high` holds `block`. */
+  #anyLiveHolding(low: number, high: number, block: number): boolean {
     const live = this.#live;
     let lo = 0;
     let hi = live.length;
@@ -260,8 +303,70 @@ export class CowState {
       if (live[mid]! <= low) lo = mid + 1;
       else hi = mid;
     }
-    return lo < live.length && live[lo]! <= high;
+    for (let i = lo; i < live.length && live[i]! <= high; i++) {
+      if (this.holds(live[i]!, block)) return true;
+    }
+    return false;
   }
+
+  /** The newest live snapshot that holds `block`, or 0. */
+  #newestHolding(block: number): number {
+    const coverage = this.#coverage;
+    if (coverage === undefined) return this.newestLive;
+    const { points, newest } = coverage;
+    let lo = 0;
+    let hi = points.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (points[mid]! <= block) lo = mid + 1;
+      else hi = mid;
+    }
+    // points[lo - 1] <= block < points[lo]: interval lo - 1.
+    return lo === 0 || lo >= points.length ? 0 : newest[lo - 1]!;
+  }
+
+  /**
+   * Rebuilds the coverage index after a snapshot came or went: newest
+   * snapshots paint their runs first, so each interval keeps the newest
+   * holder. Costs O(snapshots × intervals) at snapshot and delete time,
+   * nothing on the write path.
+   */
+  #rebuildCoverage(): void {
+    const snaps = this.#live.map((seq) => this.#bySeq.get(seq)!);
+    if (snaps.every((s) => s.ranges === undefined)) {
+      this.#coverage = undefined;
+      return;
+    }
+    const whole = [{ start: 0, end: Number.MAX_SAFE_INTEGER }];
+    const set = new Set<number>();
+    for (const snap of snaps) {
+      for (const run of snap.ranges ?? whole) set.add(run.start).add(run.end);
+    }
+    const points = [...set].sort((a, b) => a - b);
+    const newest = new Array<number>(Math.max(0, points.length - 1)).fill(0);
+    for (let k = snaps.length - 1; k >= 0; k--) {
+      const snap = snaps[k]!;
+      for (const run of snap.ranges ?? whole) {
+        let i = lowerBound(points, run.start);
+        for (; i < newest.length && points[i]! < run.end; i++) {
+          if (newest[i] === 0) newest[i] = snap.seq;
+        }
+      }
+    }
+    this.#coverage = { points, newest };
+  }
+}
+
+/** First index whose value is `>= value` in ascending `values`. */
+function lowerBound(values: readonly number[], value: number): number {
+  let lo = 0;
+  let hi = values.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (values[mid]! < value) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 function describe(snap: SnapshotRecord, chunkSize: number): SnapshotInfo {

@@ -60,8 +60,9 @@ export class CowStore {
     origin: BlockDevice,
     store: BlockDevice,
     maxSnapshots: number,
+    maxRuns = 0,
   ): Promise<void> {
-    const layout = planCowLayout(origin, store, maxSnapshots);
+    const layout = planCowLayout(origin, store, maxSnapshots, maxRuns);
     await MetadataLog.format(store, COW_KIND, layout.log, writeCowParams(layout), cowCodec, []);
   }
 

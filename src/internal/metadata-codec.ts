@@ -1,5 +1,7 @@
 import { crc32 } from 'node:zlib';
+import type { Extent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
+import type { BlockRanges } from './block-ranges.js';
 
 /**
  * Metadata entries of a copy-on-write store. The same encoding serves the
@@ -14,13 +16,16 @@ export type CowEntry =
       name: string | undefined;
       createdAt: number;
       writable: boolean;
+      /** The blocks a selective snapshot holds; absent: every block. */
+      ranges?: BlockRanges | undefined;
     }
   | { kind: 'delete'; seq: number }
   /** Old content of `block`, shared by every snapshot taken before `epoch` that lacks a later copy. */
   | { kind: 'preserve'; epoch: number; block: number; chunk: number; crc: number }
   /** A writable snapshot's own content of `block`. */
   | { kind: 'private'; seq: number; block: number; chunk: number; crc: number }
-  | { kind: 'restore-begin'; seq: number }
+  /** A restore began; `extents` limits it to those bytes (absent: all the snapshot holds). */
+  | { kind: 'restore-begin'; seq: number; extents?: readonly Extent[] | undefined }
   | { kind: 'restore-end'; seq: number }
   /** The newest sequence number ever used; kept in checkpoint tables. */
   | { kind: 'sequence'; seq: number };
@@ -35,7 +40,7 @@ const KIND_CODE = {
   sequence: 7,
 } as const;
 
-const SEQ_KINDS = ['delete', 'restore-begin', 'restore-end', 'sequence'] as const;
+const SEQ_KINDS = ['delete', 'restore-end', 'sequence'] as const;
 const SEQ_KIND_BY_CODE = new Map<number, (typeof SEQ_KINDS)[number]>(
   SEQ_KINDS.map((kind) => [KIND_CODE[kind], kind]),
 );
@@ -50,7 +55,19 @@ export function entrySize(entry: CowEntry): number {
     case 'private':
       return 4 + 20;
     case 'snapshot':
-      return 4 + 4 + 1 + 8 + 1 + utf8Length(entry.id) + 1 + utf8Length(entry.name ?? '');
+      return (
+        4 +
+        4 +
+        1 +
+        8 +
+        1 +
+        utf8Length(entry.id) +
+        1 +
+        utf8Length(entry.name ?? '') +
+        (entry.ranges === undefined ? 0 : 4 + 16 * entry.ranges.length)
+      );
+    case 'restore-begin':
+      return 4 + 4 + (entry.extents === undefined ? 0 : 4 + 16 * entry.extents.length);
     default:
       return 4 + 4;
   }
@@ -87,10 +104,33 @@ export function encodeEntries(entries: readonly CowEntry[], out: Uint8Array, pos
           out.set(bytes, pos + 1);
           pos += 1 + bytes.length;
         }
-        // An absent name and an empty one differ: the high bit of the flags says which.
-        if (entry.name !== undefined) view.setUint8(start + 8, (entry.writable ? 1 : 0) | 2);
+        // An absent name and an empty one differ: flag bit 1 says which;
+        // bit 2 says a run list of held blocks follows.
+        const flags =
+          (entry.writable ? 1 : 0) |
+          (entry.name !== undefined ? 2 : 0) |
+          (entry.ranges !== undefined ? 4 : 0);
+        view.setUint8(start + 8, flags);
+        if (entry.ranges !== undefined) {
+          pos = encodePairs(
+            view,
+            pos,
+            entry.ranges.map((r) => [r.start, r.end - r.start]),
+          );
+        }
         break;
       }
+      case 'restore-begin':
+        view.setUint32(pos, entry.seq, true);
+        pos += 4;
+        if (entry.extents !== undefined) {
+          pos = encodePairs(
+            view,
+            pos,
+            entry.extents.map((e) => [e.offset, e.length]),
+          );
+        }
+        break;
       default:
         view.setUint32(pos, entry.seq, true);
         pos += 4;
@@ -150,14 +190,39 @@ export function decodeEntries(bytes: Uint8Array, count: number, where: string): 
           }
           p += 1 + n;
         }
-        entries.push({
+        const snapshot: CowEntry & { kind: 'snapshot' } = {
           kind: 'snapshot',
           seq,
           id: texts[0]!,
           name: flags & 2 ? texts[1]! : undefined,
           createdAt,
           writable: (flags & 1) === 1,
-        });
+        };
+        if (flags & 4) {
+          const pairs = decodePairs(view, p, body + length, fail);
+          let previousEnd = -1;
+          snapshot.ranges = pairs.map(([start, count]) => {
+            // Runs are stored normalized: ascending, disjoint, not touching.
+            if (count <= 0 || start <= previousEnd) fail('has a run list out of order');
+            previousEnd = start + count;
+            return { start, end: start + count };
+          });
+        }
+        entries.push(snapshot);
+        break;
+      }
+      case KIND_CODE['restore-begin']: {
+        if (length < 4) fail(`has length ${length}`);
+        const seq = view.getUint32(body, true);
+        if (length === 4) entries.push({ kind: 'restore-begin', seq });
+        else {
+          const pairs = decodePairs(view, body + 4, body + length, fail);
+          entries.push({
+            kind: 'restore-begin',
+            seq,
+            extents: pairs.map(([offset, length]) => ({ offset, length })),
+          });
+        }
         break;
       }
       default: {
@@ -170,6 +235,40 @@ export function decodeEntries(bytes: Uint8Array, count: number, where: string): 
     pos = body + length;
   }
   return entries;
+}
+
+/** Writes a u32 count then `[a, b]` float64 pairs; returns the end. */
+function encodePairs(view: DataView, pos: number, pairs: [number, number][]): number {
+  view.setUint32(pos, pairs.length, true);
+  pos += 4;
+  for (const [a, b] of pairs) {
+    view.setFloat64(pos, a, true);
+    view.setFloat64(pos + 8, b, true);
+    pos += 16;
+  }
+  return pos;
+}
+
+/** Reads what {@link encodePairs} wrote, which must end exactly at `end`. */
+function decodePairs(
+  view: DataView,
+  pos: number,
+  end: number,
+  fail: (why: string) => never,
+): [number, number][] {
+  if (pos + 4 > end) fail('has a truncated pair list');
+  const count = view.getUint32(pos, true);
+  if (pos + 4 + 16 * count !== end) fail(`has a pair list of ${count} that does not fit`);
+  const out: [number, number][] = [];
+  for (let i = 0; i < count; i++) {
+    const a = view.getFloat64(pos + 4 + 16 * i, true);
+    const b = view.getFloat64(pos + 12 + 16 * i, true);
+    if (!Number.isSafeInteger(a) || !Number.isSafeInteger(b) || a < 0 || b < 0) {
+      fail(`has a pair (${a}, ${b}) that is not two non-negative integers`);
+    }
+    out.push([a, b]);
+  }
+  return out;
 }
 
 /** CRC-32 of `bytes` (zlib's, hardware-assisted where the CPU allows). */

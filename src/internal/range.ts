@@ -1,4 +1,3 @@
-import type { Extent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 
 /** The largest block size a device may have (1 MiB). */
@@ -66,17 +65,4 @@ export function checkRange(size: number, offset: unknown, length: unknown): void
 /** Whether `value` is a Uint8Array (a Buffer counts: it is one). */
 export function isBytes(value: unknown): value is Uint8Array {
   return value instanceof Uint8Array;
-}
-
-/** Coalesces ascending block numbers into ascending byte extents, one per run of consecutive blocks. */
-export function blocksToExtents(blocks: readonly number[], blockSize: number): Extent[] {
-  const out: Extent[] = [];
-  let i = 0;
-  while (i < blocks.length) {
-    let n = 1;
-    while (i + n < blocks.length && blocks[i + n] === blocks[i]! + n) n++;
-    out.push({ offset: blocks[i]! * blockSize, length: n * blockSize });
-    i += n;
-  }
-  return out;
 }

@@ -1,0 +1,496 @@
+import { randomUUID } from 'node:crypto';
+import { Mutex } from 'async-mutex';
+import type {
+  BlockDevice,
+  BlockDeviceEvents,
+  ChangeTracking,
+  Extent,
+  Snapshot,
+  SnapshotInfo,
+  SnapshotOptions,
+} from '../device.js';
+import { BlockDeviceError, wrapIO } from '../errors.js';
+import { AbstractBlockDevice } from './abstract-device.js';
+import {
+  type BlockRanges,
+  rangesHoldAll,
+  rangesOfBlocks,
+  rangesOverlap,
+  rangesToExtents,
+  subtractRanges,
+  unionRanges,
+} from './block-ranges.js';
+import type { CowState } from './cow-state.js';
+import type { CowStore } from './cow-store.js';
+import { AccessGate, LockTable } from './lock-table.js';
+import { io } from './lower-io.js';
+import type { CowEntry } from './metadata-codec.js';
+import type { MetadataLog } from './metadata-log.js';
+import { RangeGate } from './range-gate.js';
+import { restorePieces } from './restore-pieces.js';
+import { SnapshotHandle, type SnapshotHost } from './snapshot-handle.js';
+
+/** Blocks restored concurrently: enough to keep the devices busy, few enough to bound memory. */
+const RESTORE_BATCH = 64;
+
+/** What a read of bytes a selective snapshot does not hold does. */
+export type ExcludedReads = 'error' | 'zero';
+
+/**
+ * The copy-on-write device itself, shared by CowSnapshotDevice (every
+ * snapshot holds every block) and SelectiveSnapshotDevice (a snapshot holds
+ * the blocks the user designated): locks, gates, the write path, snapshot
+ * handles, delete, restore and change tracking, over one {@link CowStore}.
+ * The only difference between the two is the `ranges` a snapshot is taken
+ * with, and that lives in {@link CowState}.
+ *
+ * Gates: I/O enters a {@link RangeGate} with the blocks it touches; taking a
+ * snapshot holds only the blocks it designates (so I/O elsewhere never
+ * waits), delete and restore hold every block. Snapshot operations are
+ * serialized among themselves, so sequence numbers follow call order.
+ */
+export abstract class CowDeviceBase
+  extends AbstractBlockDevice<BlockDeviceEvents>
+  implements ChangeTracking
+{
+  readonly #cow: CowStore;
+  readonly #origin: BlockDevice;
+  readonly #state: CowState;
+  readonly #log: MetadataLog<CowEntry>;
+  readonly #locks = new LockTable();
+  readonly #gate = new RangeGate();
+  /** Snapshot, delete and restore, one at a time, in call order. */
+  readonly #admin = new Mutex();
+  /** Origin reads enter shared; only restore shuts them out, so no one sees it half done. */
+  readonly #readGate = new AccessGate();
+  readonly #handles = new Set<SnapshotHandle>();
+  readonly #everyBlock: BlockRanges;
+  readonly #excludedReads: ExcludedReads;
+  /** What snapshot handles call back into; kept off the public surface. */
+  readonly #host: SnapshotHost = {
+    readSnapshot: (seq, offset, length) => this.#readSnapshot(seq, offset, length),
+    writeSnapshot: (seq, offset, data) => this.#writeSnapshot(seq, offset, data),
+    flushSnapshots: () => this.#flushSnapshots(),
+    releaseHandle: (handle) => this.#handles.delete(handle),
+  };
+
+  protected constructor(what: string, cow: CowStore, excludedReads: ExcludedReads = 'error') {
+    super(what, cow.origin.size, cow.origin.blockSize, cow.origin.readOnly);
+    this.#cow = cow;
+    this.#origin = cow.origin;
+    this.#state = cow.state;
+    this.#log = cow.log;
+    this.#everyBlock = [{ start: 0, end: cow.origin.size / cow.origin.blockSize }];
+    this.#excludedReads = excludedReads;
+  }
+
+  /** Store chunks free for preserved and snapshot-owned blocks. */
+  get freeChunks(): number {
+    return this.#state.allocator.free;
+  }
+
+  /** Store chunks in all. */
+  get totalChunks(): number {
+    return this.#cow.layout.chunkCount;
+  }
+
+  /** Number of preserved-block records (each shared by every snapshot that needs it). */
+  get preservedBlocks(): number {
+    return this.#state.recordCount;
+  }
+
+  /** The store's layout limits: most snapshots, and most runs in a designation. */
+  protected get limits(): { maxSnapshots: number; maxRuns: number } {
+    return { maxSnapshots: this.#cow.layout.maxSnapshots, maxRuns: this.#cow.layout.maxRuns };
+  }
+
+  /** Finishes a restore a power cut interrupted (its begin record is durable); called by `open`. */
+  protected async recoverRestore(): Promise<void> {
+    const seq = this.#state.restoring;
+    if (seq === undefined) return;
+    // The caller may have been told nothing yet, but the origin may be half
+    // restored: finish it.
+    await this.#finishRestore(seq, this.#state.restoringExtents);
+  }
+
+  // ---------------------------------------------------------------- snapshots
+
+  /** Takes a snapshot; each device documents what it holds. */
+  abstract snapshot(options?: SnapshotOptions): Promise<Snapshot>;
+
+  /** Makes the device's content equal a snapshot's; each device documents how much of it. */
+  abstract restore(id: string): Promise<void>;
+
+  /**
+   * Takes a snapshot of `ranges` (undefined: every block): holds the writes
+   * to those blocks called before this call — in flight ones included —
+   * and none called after. Only writes to those blocks wait, and only while
+   * the in-flight ones drain and the cut is made durable.
+   */
+  protected takeSnapshot(
+    options: SnapshotOptions,
+    ranges: BlockRanges | undefined,
+  ): Promise<Snapshot> {
+    const createdAt = Date.now();
+    try {
+      this.checkOpen();
+      const { maxSnapshots } = this.limits;
+      if (this.#state.snapshotCount >= maxSnapshots) {
+        throw new BlockDeviceError('ENOSPC', `already ${maxSnapshots} snapshots (maxSnapshots)`);
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    // Register the hold now, synchronously: writes called before this line
+    // are ahead of it, writes called after wait behind it.
+    const held = this.#gate.hold(ranges ?? this.#everyBlock);
+    return this.track(
+      this.#admin.runExclusive(async () => {
+        const release = await held;
+        let entry: CowEntry & { kind: 'snapshot' };
+        try {
+          this.checkOpen();
+          if (this.#state.snapshotCount >= this.limits.maxSnapshots) {
+            throw new BlockDeviceError('ENOSPC', `already ${this.limits.maxSnapshots} snapshots`);
+          }
+          // Rule 5: the writes the snapshot holds must survive with it.
+          await io('origin flush', this.#origin.flush());
+          entry = {
+            kind: 'snapshot',
+            seq: this.#state.lastSeq + 1,
+            id: randomUUID(),
+            name: options.name,
+            createdAt,
+            writable: options.writable ?? false,
+            ranges,
+          };
+          await this.#log.append([entry]);
+        } finally {
+          release();
+        }
+        const handle = this.#openHandle(entry.seq);
+        this.emit('snapshot', this.#info(entry.seq));
+        return handle;
+      }),
+    );
+  }
+
+  /** The live snapshots, oldest first. */
+  listSnapshots(): SnapshotInfo[] {
+    this.checkOpen();
+    return this.#state.infos(this.blockSize);
+  }
+
+  /**
+   * Opens another handle on a snapshot.
+   * @throws `ENOENT` for an unknown id, `ECLOSED`.
+   */
+  async openSnapshot(id: string): Promise<Snapshot> {
+    this.checkOpen();
+    return this.#openHandle(this.#state.byId(id).seq);
+  }
+
+  /**
+   * Deletes a snapshot; store space no other snapshot needs is freed and
+   * reused. Open handles on it fail with `ENOENT` from then on. A durability point.
+   * @throws `ENOENT` for an unknown id, `ECLOSED`.
+   */
+  deleteSnapshot(id: string): Promise<void> {
+    try {
+      this.checkOpen();
+      this.#state.byId(id);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const held = this.#gate.hold(this.#everyBlock);
+    return this.track(
+      this.#admin.runExclusive(async () => {
+        const release = await held;
+        try {
+          const seq = this.#state.byId(id).seq;
+          // A durability point (rule 5): the writes called before it survive too.
+          await io('origin flush', this.#origin.flush());
+          await this.#log.append([{ kind: 'delete', seq }]);
+        } finally {
+          release();
+        }
+        this.emit('snapshot-deleted', id);
+      }),
+    );
+  }
+
+  /**
+   * The extents that may differ between snapshot `fromId` and snapshot `toId`
+   * or the live device, from the lookup table alone (no data is read): every
+   * block overwritten in between that both hold, a writable snapshot's own
+   * blocks, and the blocks `toId` holds but `fromId` does not. Survives
+   * reopen and power cuts with the lookup table it comes from.
+   * @throws `ENOENT` for an unknown id, `ECLOSED`.
+   */
+  changedExtents(fromId: string, toId: string | 'live'): Extent[] {
+    this.checkOpen();
+    const from = this.#state.byId(fromId);
+    const to = toId === 'live' ? undefined : this.#state.byId(toId);
+    const tracked = rangesOfBlocks(this.#state.changedBlocks(from.seq, to?.seq));
+    // Nothing tracked what `to` holds and `from` does not: all of it counts.
+    const untracked =
+      to === undefined
+        ? []
+        : subtractRanges(to.ranges ?? this.#everyBlock, from.ranges ?? this.#everyBlock);
+    return rangesToExtents(unionRanges(tracked, untracked), this.blockSize);
+  }
+
+  /**
+   * What snapshot `id` holds, coalesced and ascending: the whole device, or a
+   * selective snapshot's designated blocks.
+   * @throws `ENOENT` for an unknown id, `ECLOSED`.
+   */
+  snapshotExtents(id: string): Extent[] {
+    this.checkOpen();
+    return rangesToExtents(this.#state.byId(id).ranges ?? this.#everyBlock, this.blockSize);
+  }
+
+  /**
+   * Makes what snapshot `id` holds — within `extents` if given, to the
+   * byte — equal the snapshot's content; every other byte and every
+   * snapshot are left alone. All I/O waits while it runs; atomic across a
+   * power cut (`open` finishes it) and a durability point.
+   */
+  protected restoreSnapshot(id: string, extents: readonly Extent[] | undefined): Promise<void> {
+    try {
+      this.checkOpen();
+      this.checkWritable();
+      this.#state.byId(id);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const held = this.#gate.hold(this.#everyBlock);
+    return this.track(
+      this.#admin.runExclusive(async () => {
+        const release = await held;
+        try {
+          await this.#readGate.runExclusive(async () => {
+            const seq = this.#state.byId(id).seq;
+            const pieces = restorePieces(this.#state, seq, extents, this.blockSize);
+            const blocks = new Set(pieces.map((p) => p.block));
+            const needed = [...blocks].filter((b) => this.#state.needsPreserve(b)).length;
+            if (needed > this.#state.allocator.free) {
+              throw new BlockDeviceError(
+                'ENOSPC',
+                `restore of ${id} must preserve ${needed} block(s); the store has ${this.#state.allocator.free} free`,
+              );
+            }
+            await this.#log.append([{ kind: 'restore-begin', seq, extents }]);
+            await this.#finishRestore(seq, extents);
+          });
+        } finally {
+          release();
+        }
+      }),
+    );
+  }
+
+  // ------------------------------------------------------------ block device
+
+  protected _read(offset: number, length: number): Promise<Uint8Array> {
+    // The hot path: no restore running, so no promise of our own — the
+    // origin's, with two preallocated reactions.
+    const release = this.#readGate.tryShared();
+    if (release !== undefined)
+      return this.#origin.read(offset, length).then(this.#readDone, this.#readFailed);
+    return this.#readGate
+      .shared()
+      .then(() => this.#origin.read(offset, length).then(this.#readDone, this.#readFailed));
+  }
+
+  readonly #readDone = (data: Uint8Array): Uint8Array => {
+    this.#readGate.releaseShared();
+    return data;
+  };
+
+  readonly #readFailed = (err: unknown): never => {
+    this.#readGate.releaseShared();
+    throw wrapIO('origin read', err);
+  };
+
+  protected async _write(offset: number, data: Uint8Array): Promise<void> {
+    const first = Math.floor(offset / this.blockSize);
+    const last = Math.floor((offset + data.length - 1) / this.blockSize);
+    const release = await this.#gate.enter(first, last);
+    try {
+      const unlock = await this.#locks.acquire(first, last);
+      try {
+        await this.#preserve(first, last);
+        await io('origin write', this.#origin.write(offset, data));
+      } finally {
+        unlock();
+      }
+    } finally {
+      release();
+    }
+  }
+
+  protected async _flush(): Promise<void> {
+    await this.#log.idle();
+    await io('origin flush', this.#origin.flush());
+    await io('store flush', this.#cow.store.flush());
+  }
+
+  protected async _close(): Promise<void> {
+    await Promise.all([...this.#handles].map((h) => h.close()));
+    const results = await Promise.allSettled([this.#origin.close(), this.#cow.store.close()]);
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw wrapIO('close', failed.reason);
+  }
+
+  // ---------------------------------------------------------- snapshot host
+
+  /** Serves a snapshot handle's read; bytes the snapshot does not hold are `EEXCLUDED` or zeros. */
+  async #readSnapshot(seq: number, offset: number, length: number): Promise<Uint8Array> {
+    const first = Math.floor(offset / this.blockSize);
+    const last = Math.floor((offset + length - 1) / this.blockSize);
+    const release = await this.#gate.enter(first, last);
+    try {
+      const ranges = this.#liveSnapshot(seq).ranges;
+      if (ranges !== undefined && !rangesHoldAll(ranges, first, last)) {
+        if (this.#excludedReads === 'error') throw excluded(seq, offset, length);
+        return await this.#readHeldOrZero(seq, ranges, offset, length);
+      }
+      const unlock = await this.#locks.acquire(first, last);
+      try {
+        return await this.#cow.readView(seq, offset, length);
+      } finally {
+        unlock();
+      }
+    } finally {
+      release();
+    }
+  }
+
+  /** A read across held and excluded blocks with `excludedReads: 'zero'` (the gate is entered). */
+  async #readHeldOrZero(
+    seq: number,
+    ranges: BlockRanges,
+    offset: number,
+    length: number,
+  ): Promise<Uint8Array> {
+    const bs = this.blockSize;
+    const out = new Uint8Array(length);
+    const first = Math.floor(offset / bs);
+    const last = Math.floor((offset + length - 1) / bs);
+    for (let b = first; b <= last; b++) {
+      if (!rangesOverlap(ranges, b, b)) continue;
+      const from = Math.max(offset, b * bs);
+      const to = Math.min(offset + length, (b + 1) * bs);
+      const unlock = await this.#locks.acquire(b, b);
+      try {
+        out.set(await this.#cow.readView(seq, from, to - from), from - offset);
+      } finally {
+        unlock();
+      }
+    }
+    return out;
+  }
+
+  /** Serves a writable snapshot handle's write: redirect-on-write into fresh chunks. */
+  async #writeSnapshot(seq: number, offset: number, data: Uint8Array): Promise<void> {
+    const first = Math.floor(offset / this.blockSize);
+    const last = Math.floor((offset + data.length - 1) / this.blockSize);
+    const release = await this.#gate.enter(first, last);
+    try {
+      const ranges = this.#liveSnapshot(seq).ranges;
+      if (ranges !== undefined && !rangesHoldAll(ranges, first, last)) {
+        throw new BlockDeviceError(
+          'EEXCLUDED',
+          `write of ${data.length} bytes at ${offset}: snapshot #${seq} does not hold all of them`,
+        );
+      }
+      const unlock = await this.#locks.acquire(first, last);
+      try {
+        await this.#cow.writeOwn(seq, offset, data);
+      } finally {
+        unlock();
+      }
+    } finally {
+      release();
+    }
+  }
+
+  /** Snapshot writes are durable once acknowledged; this waits for any still committing. */
+  async #flushSnapshots(): Promise<void> {
+    await this.#log.idle();
+    await io('store flush', this.#cow.store.flush());
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  /** Preserves what live snapshots need of `first..last` (locks held) and reports each copy. */
+  async #preserve(first: number, last: number): Promise<void> {
+    const preserved = await this.#cow.preserve(first, last);
+    for (const event of preserved) this.emit('preserve', event);
+  }
+
+  /**
+   * Writes snapshot `seq`'s content over every byte it holds (within
+   * `extents`) where the origin may differ, through the ordinary
+   * preserve-then-write path, so other snapshots stay intact; then makes it
+   * durable and records the end. Idempotent, which is what lets `open`
+   * simply run it again after a power cut.
+   */
+  async #finishRestore(seq: number, extents: readonly Extent[] | undefined): Promise<void> {
+    const pieces = restorePieces(this.#state, seq, extents, this.blockSize);
+    for (let i = 0; i < pieces.length; i += RESTORE_BATCH) {
+      const batch = pieces.slice(i, i + RESTORE_BATCH);
+      await Promise.all(
+        batch.map(async ({ block, offset, length }) => {
+          const content = await this.#cow.readView(seq, offset, length);
+          await this.#preserve(block, block);
+          await io('origin write', this.#origin.write(offset, content));
+        }),
+      );
+      this.emit('progress', { operation: 'restore', done: i + batch.length, total: pieces.length });
+    }
+    await io('origin flush', this.#origin.flush());
+    await this.#log.append([{ kind: 'restore-end', seq }]);
+  }
+
+  #liveSnapshot(seq: number): { ranges: BlockRanges | undefined } {
+    const snap = this.#state.bySeq(seq);
+    if (snap === undefined) throw new BlockDeviceError('ENOENT', `snapshot #${seq} was deleted`);
+    return snap;
+  }
+
+  #openHandle(seq: number): SnapshotHandle {
+    const snap = this.#state.bySeq(seq)!;
+    const handle = new SnapshotHandle(this.#host, snap, this.size, this.blockSize);
+    this.#handles.add(handle);
+    return handle;
+  }
+
+  #info(seq: number): SnapshotInfo {
+    return this.#state.infos(this.blockSize).find((i) => i.id === this.#state.bySeq(seq)?.id)!;
+  }
+}
+
+function excluded(seq: number, offset: number, length: number): BlockDeviceError {
+  return new BlockDeviceError(
+    'EEXCLUDED',
+    `read of ${length} bytes at ${offset}: snapshot #${seq} does not hold all of them`,
+  );
+}
+
+/**
+ * Checks the two devices a copy-on-write device is made of.
+ * @throws `EINVAL` if either is not a BlockDevice or the store is read-only.
+ */
+export function checkCowDevices(origin: BlockDevice, store: BlockDevice): void {
+  for (const [what, dev] of [
+    ['origin', origin],
+    ['store', store],
+  ] as const) {
+    if (typeof dev !== 'object' || dev === null || typeof dev.read !== 'function') {
+      throw new BlockDeviceError('EINVAL', `${what} is not a BlockDevice`);
+    }
+  }
+  if (store.readOnly) throw new BlockDeviceError('EINVAL', 'store is read-only');
+}
