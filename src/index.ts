@@ -20,6 +20,13 @@ export {
 export { FileDevice, type FileDeviceOptions } from './devices/file-device.js';
 export { JournalDevice, type JournalDeviceOptions } from './devices/journal-device.js';
 export { MemoryDevice, type MemoryDeviceOptions } from './devices/memory-device.js';
+export {
+  type SelectiveRestoreOptions,
+  SelectiveSnapshotDevice,
+  type SelectiveSnapshotDeviceOpenOptions,
+  type SelectiveSnapshotDeviceOptions,
+  type SelectiveSnapshotOptions,
+} from './devices/selective-snapshot-device.js';
 export { BlockDeviceError, type BlockDeviceErrorCode, ERROR_CODES } from './errors.js';
 export { AbstractBlockDevice } from './internal/abstract-device.js';
 export type { EventMap, TypedEmitter } from './internal/typed-emitter.js';
