@@ -318,6 +318,13 @@ export abstract class CowDeviceBase
     const last = Math.floor((offset + data.length - 1) / this.blockSize);
     const release = await this.#gate.enter(first, last);
     try {
+      if (!this.#state.anyHolds(first, last)) {
+        // No snapshot holds these blocks: nothing to preserve and no snapshot
+        // read to keep out, so no block lock either. A snapshot that comes to
+        // hold them first drains this write through the gate.
+        await io('origin write', this.#origin.write(offset, data));
+        return;
+      }
       const unlock = await this.#locks.acquire(first, last);
       try {
         await this.#preserve(first, last);

@@ -164,6 +164,22 @@ export class CowState {
     return undefined;
   }
 
+  /**
+   * Whether any live snapshot holds a block of `first..last`. When none
+   * does, a write there needs no preservation and no block lock; that can
+   * only change through a snapshot's gate hold, which drains such writes.
+   */
+  anyHolds(first: number, last: number): boolean {
+    const coverage = this.#coverage;
+    if (coverage === undefined) return this.#live.length > 0;
+    const { points, newest } = coverage;
+    let i = Math.max(0, lowerBound(points, first + 1) - 1);
+    for (; i < newest.length && points[i]! <= last; i++) {
+      if (newest[i] !== 0 && points[i + 1]! > first) return true;
+    }
+    return false;
+  }
+
   /** Whether snapshot `seq` (live) holds `block`. */
   holds(seq: number, block: number): boolean {
     const ranges = this.#bySeq.get(seq)?.ranges;
