@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { describeFilesystem } from './harness.js';
 import { journalFileSize, journalRows } from './journal-workloads.js';
 import { loadLibrary } from './library.js';
+import { selectiveRows } from './selective-workloads.js';
 import {
   type BenchConfig,
   createFiles,
@@ -110,7 +111,7 @@ try {
     );
   }
   createFiles(cfg);
-  selected = [...rows(cfg), ...journalRows(cfg)].filter(
+  selected = [...rows(cfg), ...journalRows(cfg), ...selectiveRows(cfg)].filter(
     (r) => only.length === 0 || only.includes(r.id),
   );
   if (selected.length === 0) throw new Error(`BENCH_ONLY=${only.join(',')} names no row`);
@@ -250,6 +251,8 @@ function verdict(id: string): Verdict {
     case 'jd-write':
     case 'jd-write-checkpointing':
       return versus(id, 'fd-write', 'FileDevice write', 1, ratio);
+    case 'sel-write-outside':
+      return versus(id, 'fd-write', 'FileDevice write', 0.95, ratio);
     case 'jd-read-table': {
       // Its own baseline: FileDevice reads of the data file, in alternating bursts.
       const r = ownRatio(o.rounds, (x) => x.ratio ?? Number.NaN);

@@ -313,27 +313,56 @@ export abstract class CowDeviceBase
     throw wrapIO('origin read', err);
   };
 
-  protected async _write(offset: number, data: Uint8Array): Promise<void> {
+  protected _write(offset: number, data: Uint8Array): Promise<void> {
     const first = Math.floor(offset / this.blockSize);
     const last = Math.floor((offset + data.length - 1) / this.blockSize);
-    const release = await this.#gate.enter(first, last);
-    try {
-      if (!this.#state.anyHolds(first, last)) {
-        // No snapshot holds these blocks: nothing to preserve and no snapshot
-        // read to keep out, so no block lock either. A snapshot that comes to
-        // hold them first drains this write through the gate.
-        await io('origin write', this.#origin.write(offset, data));
-        return;
-      }
-      const unlock = await this.#locks.acquire(first, last);
+    const release = this.#gate.tryEnter(first, last);
+    if (release === undefined) {
+      return this.#gate
+        .enter(first, last)
+        .then((entered) => this.#writeEntered(offset, data, first, last, entered));
+    }
+    return this.#writeEntered(offset, data, first, last, release);
+  }
+
+  /** A write inside the gate; `release` leaves it once the write settles. */
+  #writeEntered(
+    offset: number,
+    data: Uint8Array,
+    first: number,
+    last: number,
+    release: () => void,
+  ): Promise<void> {
+    if (!this.#state.anyHolds(first, last)) {
+      // No snapshot holds these blocks: nothing to preserve and no snapshot
+      // read to keep out, so no block lock either — and, on this hot path,
+      // no promise of our own. A snapshot that comes to hold them first
+      // drains this write through the gate.
+      let written: Promise<void>;
       try {
-        await this.#preserve(first, last);
-        await io('origin write', this.#origin.write(offset, data));
-      } finally {
-        unlock();
+        written = this.#origin.write(offset, data);
+      } catch (err) {
+        written = Promise.reject(err);
       }
+      return written.then(
+        () => release(),
+        (err: unknown) => {
+          release();
+          throw wrapIO('origin write', err);
+        },
+      );
+    }
+    return this.#writeLocked(offset, data, first, last).finally(release);
+  }
+
+  /** A write to blocks some snapshot holds: preserve what it needs under the block locks, then write. */
+  async #writeLocked(offset: number, data: Uint8Array, first: number, last: number): Promise<void> {
+    const unlock = await this.#locks.acquire(first, last);
+    try {
+      await this.#preserve(first, last);
+      await io('origin write', this.#origin.write(offset, data));
     } finally {
-      release();
+      unlock();
     }
   }
 
