@@ -13,13 +13,12 @@ import { BlockDeviceError, wrapIO } from '../errors.js';
 import { AbstractBlockDevice } from './abstract-device.js';
 import {
   type BlockRanges,
-  rangesHoldAll,
   rangesOfBlocks,
-  rangesOverlap,
   rangesToExtents,
   subtractRanges,
   unionRanges,
 } from './block-ranges.js';
+import { CowSnapshotIO, type ExcludedReads } from './cow-snapshot-io.js';
 import type { CowState } from './cow-state.js';
 import type { CowStore } from './cow-store.js';
 import { AccessGate, LockTable } from './lock-table.js';
@@ -32,9 +31,6 @@ import { SnapshotHandle, type SnapshotHost } from './snapshot-handle.js';
 
 /** Blocks restored concurrently: enough to keep the devices busy, few enough to bound memory. */
 const RESTORE_BATCH = 64;
-
-/** What a read of bytes a selective snapshot does not hold does. */
-export type ExcludedReads = 'error' | 'zero';
 
 /**
  * The copy-on-write device itself, shared by CowSnapshotDevice (every
@@ -49,6 +45,8 @@ export type ExcludedReads = 'error' | 'zero';
  * waits), delete and restore hold every block. Snapshot operations are
  * serialized among themselves, so sequence numbers follow call order.
  */
+export type { ExcludedReads };
+
 export abstract class CowDeviceBase
   extends AbstractBlockDevice<BlockDeviceEvents>
   implements ChangeTracking
@@ -65,14 +63,8 @@ export abstract class CowDeviceBase
   readonly #readGate = new AccessGate();
   readonly #handles = new Set<SnapshotHandle>();
   readonly #everyBlock: BlockRanges;
-  readonly #excludedReads: ExcludedReads;
   /** What snapshot handles call back into; kept off the public surface. */
-  readonly #host: SnapshotHost = {
-    readSnapshot: (seq, offset, length) => this.#readSnapshot(seq, offset, length),
-    writeSnapshot: (seq, offset, data) => this.#writeSnapshot(seq, offset, data),
-    flushSnapshots: () => this.#flushSnapshots(),
-    releaseHandle: (handle) => this.#handles.delete(handle),
-  };
+  readonly #host: SnapshotHost;
 
   protected constructor(what: string, cow: CowStore, excludedReads: ExcludedReads = 'error') {
     super(what, cow.origin.size, cow.origin.blockSize, cow.origin.readOnly);
@@ -81,7 +73,13 @@ export abstract class CowDeviceBase
     this.#state = cow.state;
     this.#log = cow.log;
     this.#everyBlock = [{ start: 0, end: cow.origin.size / cow.origin.blockSize }];
-    this.#excludedReads = excludedReads;
+    const io = new CowSnapshotIO(cow, this.#gate, this.#locks, excludedReads);
+    this.#host = {
+      readSnapshot: (seq, offset, length) => io.read(seq, offset, length),
+      writeSnapshot: (seq, offset, data) => io.write(seq, offset, data),
+      flushSnapshots: () => io.flush(),
+      releaseHandle: (handle) => this.#handles.delete(handle),
+    };
   }
 
   /** Store chunks free for preserved and snapshot-owned blocks. */
@@ -379,85 +377,6 @@ export abstract class CowDeviceBase
     if (failed) throw wrapIO('close', failed.reason);
   }
 
-  // ---------------------------------------------------------- snapshot host
-
-  /** Serves a snapshot handle's read; bytes the snapshot does not hold are `EEXCLUDED` or zeros. */
-  async #readSnapshot(seq: number, offset: number, length: number): Promise<Uint8Array> {
-    const first = Math.floor(offset / this.blockSize);
-    const last = Math.floor((offset + length - 1) / this.blockSize);
-    const release = await this.#gate.enter(first, last);
-    try {
-      const ranges = this.#liveSnapshot(seq).ranges;
-      if (ranges !== undefined && !rangesHoldAll(ranges, first, last)) {
-        if (this.#excludedReads === 'error') throw excluded(seq, offset, length);
-        return await this.#readHeldOrZero(seq, ranges, offset, length);
-      }
-      const unlock = await this.#locks.acquire(first, last);
-      try {
-        return await this.#cow.readView(seq, offset, length);
-      } finally {
-        unlock();
-      }
-    } finally {
-      release();
-    }
-  }
-
-  /** A read across held and excluded blocks with `excludedReads: 'zero'` (the gate is entered). */
-  async #readHeldOrZero(
-    seq: number,
-    ranges: BlockRanges,
-    offset: number,
-    length: number,
-  ): Promise<Uint8Array> {
-    const bs = this.blockSize;
-    const out = new Uint8Array(length);
-    const first = Math.floor(offset / bs);
-    const last = Math.floor((offset + length - 1) / bs);
-    for (let b = first; b <= last; b++) {
-      if (!rangesOverlap(ranges, b, b)) continue;
-      const from = Math.max(offset, b * bs);
-      const to = Math.min(offset + length, (b + 1) * bs);
-      const unlock = await this.#locks.acquire(b, b);
-      try {
-        out.set(await this.#cow.readView(seq, from, to - from), from - offset);
-      } finally {
-        unlock();
-      }
-    }
-    return out;
-  }
-
-  /** Serves a writable snapshot handle's write: redirect-on-write into fresh chunks. */
-  async #writeSnapshot(seq: number, offset: number, data: Uint8Array): Promise<void> {
-    const first = Math.floor(offset / this.blockSize);
-    const last = Math.floor((offset + data.length - 1) / this.blockSize);
-    const release = await this.#gate.enter(first, last);
-    try {
-      const ranges = this.#liveSnapshot(seq).ranges;
-      if (ranges !== undefined && !rangesHoldAll(ranges, first, last)) {
-        throw new BlockDeviceError(
-          'EEXCLUDED',
-          `write of ${data.length} bytes at ${offset}: snapshot #${seq} does not hold all of them`,
-        );
-      }
-      const unlock = await this.#locks.acquire(first, last);
-      try {
-        await this.#cow.writeOwn(seq, offset, data);
-      } finally {
-        unlock();
-      }
-    } finally {
-      release();
-    }
-  }
-
-  /** Snapshot writes are durable once acknowledged; this waits for any still committing. */
-  async #flushSnapshots(): Promise<void> {
-    await this.#log.idle();
-    await io('store flush', this.#cow.store.flush());
-  }
-
   // ---------------------------------------------------------------- internals
 
   /** Preserves what live snapshots need of `first..last` (locks held) and reports each copy. */
@@ -490,12 +409,6 @@ export abstract class CowDeviceBase
     await this.#log.append([{ kind: 'restore-end', seq }]);
   }
 
-  #liveSnapshot(seq: number): { ranges: BlockRanges | undefined } {
-    const snap = this.#state.bySeq(seq);
-    if (snap === undefined) throw new BlockDeviceError('ENOENT', `snapshot #${seq} was deleted`);
-    return snap;
-  }
-
   #openHandle(seq: number): SnapshotHandle {
     const snap = this.#state.bySeq(seq)!;
     const handle = new SnapshotHandle(this.#host, snap, this.size, this.blockSize);
@@ -506,13 +419,6 @@ export abstract class CowDeviceBase
   #info(seq: number): SnapshotInfo {
     return this.#state.infos(this.blockSize).find((i) => i.id === this.#state.bySeq(seq)?.id)!;
   }
-}
-
-function excluded(seq: number, offset: number, length: number): BlockDeviceError {
-  return new BlockDeviceError(
-    'EEXCLUDED',
-    `read of ${length} bytes at ${offset}: snapshot #${seq} does not hold all of them`,
-  );
 }
 
 /**
