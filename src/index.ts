@@ -27,6 +27,14 @@ export {
   type SelectiveSnapshotDeviceOptions,
   type SelectiveSnapshotOptions,
 } from './devices/selective-snapshot-device.js';
+export {
+  type CopyProgress,
+  type CopyReport,
+  SnapshotCopyJob,
+  type SnapshotCopyJobEvents,
+  type SnapshotCopyJobOptions,
+  type SnapshotCopyJobResumeOptions,
+} from './devices/snapshot-copy-job.js';
 export { BlockDeviceError, type BlockDeviceErrorCode, ERROR_CODES } from './errors.js';
 export { AbstractBlockDevice } from './internal/abstract-device.js';
 export type { EventMap, TypedEmitter } from './internal/typed-emitter.js';

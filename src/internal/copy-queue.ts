@@ -1,0 +1,94 @@
+/** A foreground write waiting for the copier (the `'queue'` policy, seed 004 claims 31, 47–49). */
+export interface QueuedWrite {
+  readonly offset: number;
+  readonly data: Uint8Array;
+  /** Chunks of the copy range it touches: it waits until all are in the destination. */
+  readonly firstChunk: number;
+  readonly lastChunk: number;
+  /** Set once its source write has been issued. */
+  applying: boolean;
+  readonly resolve: () => void;
+  readonly reject: (err: unknown) => void;
+}
+
+/**
+ * The FIFO of writes held back by the `'queue'` policy. A write leaves in
+ * arrival order among the writes it overlaps: it is released only when its
+ * chunks are copied and no earlier write still queued overlaps it. Reads
+ * overlay the queue on the source, so they always see the newest data.
+ */
+export class WriteQueue {
+  readonly #entries: QueuedWrite[] = [];
+
+  get length(): number {
+    return this.#entries.length;
+  }
+
+  /** Bytes of the queued writes (what they hold in memory). */
+  get bytes(): number {
+    let n = 0;
+    for (const e of this.#entries) n += e.data.length;
+    return n;
+  }
+
+  push(entry: QueuedWrite): void {
+    this.#entries.push(entry);
+  }
+
+  /** Whether a write of `[offset, offset + length)` overlaps a queued one (so must queue behind it). */
+  overlaps(offset: number, length: number): boolean {
+    return this.#entries.some((e) => overlap(e, offset, length));
+  }
+
+  /** Chunks queued writes are waiting for, so the copier can take them first. */
+  *awaitedChunks(): Generator<number> {
+    for (const e of this.#entries) {
+      for (let c = e.firstChunk; c <= e.lastChunk; c++) yield c;
+    }
+  }
+
+  /**
+   * Takes the writes that may go now: not yet applying, whose chunks
+   * `ready` says are copied (all of them, with `force`), and which no earlier
+   * entry still in the queue overlaps.
+   */
+  release(ready: (first: number, last: number) => boolean, force = false): QueuedWrite[] {
+    const out: QueuedWrite[] = [];
+    for (let i = 0; i < this.#entries.length; i++) {
+      const e = this.#entries[i]!;
+      if (e.applying) continue;
+      if (!force && !ready(e.firstChunk, e.lastChunk)) continue;
+      let blocked = false;
+      for (let k = 0; k < i; k++) {
+        if (overlap(this.#entries[k]!, e.offset, e.data.length)) {
+          blocked = true;
+          break;
+        }
+      }
+      if (blocked) continue;
+      e.applying = true;
+      out.push(e);
+    }
+    return out;
+  }
+
+  /** Drops a write whose source write settled. */
+  remove(entry: QueuedWrite): void {
+    const i = this.#entries.indexOf(entry);
+    if (i >= 0) this.#entries.splice(i, 1);
+  }
+
+  /** Copies the queued bytes over `out`, which holds `[offset, offset + out.length)`, in arrival order. */
+  overlay(offset: number, out: Uint8Array): void {
+    const end = offset + out.length;
+    for (const e of this.#entries) {
+      const from = Math.max(offset, e.offset);
+      const to = Math.min(end, e.offset + e.data.length);
+      if (from < to) out.set(e.data.subarray(from - e.offset, to - e.offset), from - offset);
+    }
+  }
+}
+
+function overlap(e: QueuedWrite, offset: number, length: number): boolean {
+  return e.offset < offset + length && offset < e.offset + e.data.length;
+}
