@@ -45,10 +45,13 @@ export function designatedBlocks(
     include === undefined
       ? normalizeRuns([{ start: 0, end: blocks }])
       : normalizeRuns(
-          include.map((e) => ({
-            start: Math.floor(e.offset / blockSize),
-            end: Math.ceil((e.offset + e.length) / blockSize),
-          })),
+          // An empty include touches no byte, so holds no block, wherever it sits.
+          include
+            .filter((e) => e.length > 0)
+            .map((e) => ({
+              start: Math.floor(e.offset / blockSize),
+              end: Math.ceil((e.offset + e.length) / blockSize),
+            })),
         );
   if (exclude === undefined) return included;
   const excluded = normalizeRuns(

@@ -200,7 +200,7 @@ export abstract class CowDeviceBase
     } catch (err) {
       return Promise.reject(err);
     }
-    const held = this.#gate.hold(this.#everyBlock);
+    const held = this.#gate.hold(this.#everyBlock, true);
     return this.track(
       this.#admin.runExclusive(async () => {
         const release = await held;
@@ -262,7 +262,7 @@ export abstract class CowDeviceBase
     } catch (err) {
       return Promise.reject(err);
     }
-    const held = this.#gate.hold(this.#everyBlock);
+    const held = this.#gate.hold(this.#everyBlock, true);
     return this.track(
       this.#admin.runExclusive(async () => {
         const release = await held;
@@ -398,9 +398,16 @@ export abstract class CowDeviceBase
       const batch = pieces.slice(i, i + RESTORE_BATCH);
       await Promise.all(
         batch.map(async ({ block, offset, length }) => {
-          const content = await this.#cow.readView(seq, offset, length);
-          await this.#preserve(block, block);
-          await io('origin write', this.#origin.write(offset, content));
+          // Two pieces of one block (a partial restore's ranges) must not
+          // both preserve it: the second waits and finds it preserved.
+          const unlock = await this.#locks.acquire(block, block);
+          try {
+            const content = await this.#cow.readView(seq, offset, length);
+            await this.#preserve(block, block);
+            await io('origin write', this.#origin.write(offset, content));
+          } finally {
+            unlock();
+          }
         }),
       );
       this.emit('progress', { operation: 'restore', done: i + batch.length, total: pieces.length });

@@ -35,7 +35,7 @@ export class CowSnapshotIO {
   async read(seq: number, offset: number, length: number): Promise<Uint8Array> {
     const first = Math.floor(offset / this.#bs);
     const last = Math.floor((offset + length - 1) / this.#bs);
-    const release = await this.#gate.enter(first, last);
+    const release = await this.#gate.enter(first, last, true);
     try {
       const ranges = this.#liveSnapshot(seq).ranges;
       if (ranges !== undefined && !rangesHoldAll(ranges, first, last)) {
@@ -82,7 +82,7 @@ export class CowSnapshotIO {
   async write(seq: number, offset: number, data: Uint8Array): Promise<void> {
     const first = Math.floor(offset / this.#bs);
     const last = Math.floor((offset + data.length - 1) / this.#bs);
-    const release = await this.#gate.enter(first, last);
+    const release = await this.#gate.enter(first, last, true);
     try {
       const ranges = this.#liveSnapshot(seq).ranges;
       if (ranges !== undefined && !rangesHoldAll(ranges, first, last)) {

@@ -6,12 +6,16 @@ interface Entrant {
   readonly seq: number;
   readonly first: number;
   readonly last: number;
+  /** Only holds over `everything` stop it (snapshot-handle I/O); otherwise every overlapping hold does. */
+  readonly side: boolean;
   wake?: (release: Release) => void;
 }
 
 interface Hold {
   readonly seq: number;
   readonly ranges: BlockRanges;
+  /** Stops side entrants too (delete, restore), not just origin I/O (a snapshot's cut). */
+  readonly everything: boolean;
   granted: boolean;
   readonly wake: (release: Release) => void;
 }
@@ -27,6 +31,10 @@ interface Hold {
  * waits for every overlapping hold called before it. Waits only ever point
  * at earlier calls, so they cannot form a cycle. A hold over every block is
  * the old exclusive gate.
+ *
+ * Side entrants (I/O of snapshot handles) are stopped and drained only by
+ * holds over `everything` (delete, restore): a new snapshot's cut concerns
+ * the origin alone, so reads of older snapshots go on through it.
  */
 export class RangeGate {
   #calls = 0;
@@ -45,16 +53,19 @@ export class RangeGate {
    * Lets the uncontended write path skip a promise and a microtask.
    */
   tryEnter(first: number, last: number): Release | undefined {
-    const entrant: Entrant = { seq: this.#calls + 1, first, last };
+    const entrant: Entrant = { seq: this.#calls + 1, first, last, side: false };
     if (this.#holds.length > 0 && this.#blocked(entrant)) return undefined;
     this.#calls++;
     this.#inside.add(entrant);
     return this.#releaser(entrant);
   }
 
-  /** Enters for blocks `first..last`; resolves once no earlier overlapping hold is registered. */
-  enter(first: number, last: number): Promise<Release> {
-    const entrant: Entrant = { seq: ++this.#calls, first, last };
+  /**
+   * Enters for blocks `first..last`; resolves once no earlier overlapping
+   * hold that stops it is registered (`side`: only holds over everything do).
+   */
+  enter(first: number, last: number, side = false): Promise<Release> {
+    const entrant: Entrant = { seq: ++this.#calls, first, last, side };
     if (!this.#blocked(entrant)) {
       this.#inside.add(entrant);
       return Promise.resolve(this.#releaser(entrant));
@@ -70,16 +81,20 @@ export class RangeGate {
    * the overlapping entrants called before it have left. The release lets
    * the waiting ones in.
    */
-  hold(ranges: BlockRanges): Promise<Release> {
+  hold(ranges: BlockRanges, everything = false): Promise<Release> {
     return new Promise((resolve) => {
-      this.#holds.push({ seq: ++this.#calls, ranges, granted: false, wake: resolve });
+      this.#holds.push({ seq: ++this.#calls, ranges, everything, granted: false, wake: resolve });
       this.#grantHolds();
     });
   }
 
   #blocked(entrant: Entrant): boolean {
     for (const hold of this.#holds) {
-      if (hold.seq < entrant.seq && rangesOverlap(hold.ranges, entrant.first, entrant.last)) {
+      if (
+        hold.seq < entrant.seq &&
+        (hold.everything || !entrant.side) &&
+        rangesOverlap(hold.ranges, entrant.first, entrant.last)
+      ) {
         return true;
       }
     }

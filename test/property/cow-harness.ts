@@ -6,6 +6,7 @@ import {
   type Snapshot,
 } from '../../src/index.js';
 import { FaultyDevice, ModelDevice, PowerSwitch } from '../../src/testing/index.js';
+import { expectSameBytes } from '../support/bytes.js';
 
 export const BS = 512;
 export const BLOCKS = 32;
@@ -176,13 +177,7 @@ export function expectAllowed(
  * every command.)
  */
 export function expectBytes(what: string, actual: Uint8Array, expected: Uint8Array): void {
-  if (Buffer.from(actual.buffer, actual.byteOffset, actual.byteLength).equals(expected)) return;
-  let i = 0;
-  while (i < actual.length && actual[i] === expected[i]) i++;
-  throw new Error(
-    `${what}: ${actual.length} bytes read, ${expected.length} expected; first difference at byte ${i} ` +
-      `(block ${Math.floor(i / BS)}): got ${actual[i]}, expected ${expected[i]}`,
-  );
+  expectSameBytes(what, actual, expected, BS);
 }
 
 /** Compares the whole real device, and every snapshot, with the model. */

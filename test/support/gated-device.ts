@@ -1,0 +1,130 @@
+import type fc from 'fast-check';
+import type { BlockDevice } from '../../src/index.js';
+import { PassThroughDevice } from './pass-through-device.js';
+
+/** The kinds of operation a {@link GatedDevice} can stop. */
+export type GatedKind = 'read' | 'write' | 'flush';
+
+/** One operation stopped at the door until {@link Gate.open} is called. */
+export interface Gate {
+  /** Resolves once the operation arrived (it is then waiting). */
+  readonly reached: Promise<void>;
+  /** Whether it arrived. */
+  readonly isReached: boolean;
+  /** Lets it through (before or after it arrived). */
+  open(): void;
+}
+
+interface Armed {
+  kind: GatedKind;
+  match: (offset: number, length: number) => boolean;
+  arrive: () => void;
+  opened: Promise<void>;
+}
+
+/**
+ * Passes I/O through to `inner`, except that a test can stop the next
+ * operation of a kind (and matching a range) until it opens the gate, to
+ * hold a layer at an exact point of its work; and, with a fast-check
+ * scheduler set, lets the scheduler decide when every other operation starts.
+ */
+export class GatedDevice extends PassThroughDevice {
+  scheduler: fc.Scheduler | undefined;
+  readonly #armed: Armed[] = [];
+
+  constructor(inner: BlockDevice) {
+    super(inner);
+  }
+
+  /** Stops the next `kind` operation whose range `match`es (every one, by default). */
+  gate(kind: GatedKind, match: (offset: number, length: number) => boolean = () => true): Gate {
+    let arrive!: () => void;
+    let open!: () => void;
+    let isReached = false;
+    const reached = new Promise<void>((resolve) => {
+      arrive = () => {
+        isReached = true;
+        resolve();
+      };
+    });
+    const opened = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    this.#armed.push({ kind, match, arrive, opened });
+    return {
+      reached,
+      get isReached() {
+        return isReached;
+      },
+      open,
+    };
+  }
+
+  async #door(kind: GatedKind, offset: number, length: number): Promise<void> {
+    const i = this.#armed.findIndex((a) => a.kind === kind && a.match(offset, length));
+    if (i >= 0) {
+      const [armed] = this.#armed.splice(i, 1);
+      armed!.arrive();
+      await armed!.opened;
+    } else if (this.scheduler !== undefined) {
+      await this.scheduler.schedule(Promise.resolve(), `${kind} ${offset}+${length}`);
+    }
+  }
+
+  override async read(offset: number, length: number): Promise<Uint8Array> {
+    await this.#door('read', offset, length);
+    return super.read(offset, length);
+  }
+
+  override async write(offset: number, data: Uint8Array): Promise<void> {
+    // The caller may reuse `data` once the promise exists.
+    const copy = data.slice();
+    await this.#door('write', offset, copy.length);
+    return super.write(offset, copy);
+  }
+
+  override async flush(): Promise<void> {
+    await this.#door('flush', 0, 0);
+    return super.flush();
+  }
+}
+
+/** Tracks whether a promise settled yet, without ever letting it reject unhandled. */
+export function watch<T>(p: Promise<T>): {
+  readonly settled: boolean;
+  readonly promise: Promise<T>;
+} {
+  let settled = false;
+  p.then(
+    () => {
+      settled = true;
+    },
+    () => {
+      settled = true;
+    },
+  );
+  return {
+    get settled() {
+      return settled;
+    },
+    promise: p,
+  };
+}
+
+/** Watches promises and records the order in which they resolve, by name. */
+export function resolutionOrder(): {
+  order: string[];
+  log<T>(what: string, p: Promise<T>): { readonly settled: boolean; readonly promise: Promise<T> };
+} {
+  const order: string[] = [];
+  return {
+    order,
+    log: (what, p) =>
+      watch(
+        p.then((value) => {
+          order.push(what);
+          return value;
+        }),
+      ),
+  };
+}
