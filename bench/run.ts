@@ -25,6 +25,7 @@ import { describeFilesystem } from './harness.js';
 import { journalFileSize, journalRows } from './journal-workloads.js';
 import { loadLibrary } from './library.js';
 import { selectiveRows } from './selective-workloads.js';
+import { streamRows } from './stream-workloads.js';
 import {
   type BenchConfig,
   createFiles,
@@ -104,14 +105,14 @@ const filesystem = describeFilesystem(dir);
 try {
   const storeSize = storeSizeFor(cfg.size, cfg.blockSize);
   // The journal rows add one journal file at a time, removed after its row.
-  const needed = 2 * cfg.size + storeSize + journalFileSize(cfg) + 256 * MiB;
+  const needed = 2 * cfg.size + storeSize + journalFileSize(cfg) + 512 * MiB;
   if (filesystem.available < needed) {
     throw new Error(
       `${dir} has ${formatBytes(filesystem.available)} free; the benchmark needs about ${formatBytes(needed)}`,
     );
   }
   createFiles(cfg);
-  selected = [...rows(cfg), ...journalRows(cfg), ...selectiveRows(cfg)].filter(
+  selected = [...rows(cfg), ...journalRows(cfg), ...selectiveRows(cfg), ...streamRows(cfg)].filter(
     (r) => only.length === 0 || only.includes(r.id),
   );
   if (selected.length === 0) throw new Error(`BENCH_ONLY=${only.join(',')} names no row`);
@@ -253,6 +254,22 @@ function verdict(id: string): Verdict {
       return versus(id, 'fd-write', 'FileDevice write', 1, ratio);
     case 'sel-write-outside':
       return versus(id, 'fd-write', 'FileDevice write', 0.95, ratio);
+    case 'stream-export-incremental': {
+      const r = ownRatio(o.rounds, (x) => x.ratio ?? Number.NaN);
+      return {
+        ratio: `${r.median.toFixed(1)}×`,
+        target: `≥ 50× faster than a full export of the same snapshot, measured alongside (${r.text})`,
+        pass: r.median >= 50,
+      };
+    }
+    case 'stream-apply-file': {
+      const r = ownRatio(o.rounds, (x) => x.ratio ?? Number.NaN);
+      return {
+        ratio: `${r.median.toFixed(2)}×`,
+        target: `≥ 0.80× raw sequential fs.write + fdatasync of the same bytes, measured alongside (${r.text})`,
+        pass: r.median >= 0.8,
+      };
+    }
     case 'jd-read-table': {
       // Its own baseline: FileDevice reads of the data file, in alternating bursts.
       const r = ownRatio(o.rounds, (x) => x.ratio ?? Number.NaN);

@@ -38,3 +38,13 @@ export {
 export { BlockDeviceError, type BlockDeviceErrorCode, ERROR_CODES } from './errors.js';
 export { AbstractBlockDevice } from './internal/abstract-device.js';
 export type { EventMap, TypedEmitter } from './internal/typed-emitter.js';
+export {
+  type AppliedProgress,
+  type ApplyReport,
+  type ApplyStreamOptions,
+  applyStream,
+  type ByteSource,
+  type ExportStreamOptions,
+  exportStream,
+  StreamApplyError,
+} from './stream.js';

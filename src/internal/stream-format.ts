@@ -1,0 +1,405 @@
+import type { Extent } from '../device.js';
+import { BlockDeviceError } from '../errors.js';
+import { checksum } from './metadata-codec.js';
+import { MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from './range.js';
+
+/*
+ * The byte layout of a blocksnap stream (docs/stream-format.md is the
+ * reference; this module and stream-manifest.ts only say what the bytes
+ * are, never when they are read or written):
+ *
+ *   header · [manifest, incremental streams only] · frame* · trailer
+ *
+ * Every integer is little-endian. Every structure carries its own CRC-32, so
+ * damage is reported where it is, and every structure after the header names
+ * the stream id, so pieces of two streams cannot be spliced together unseen.
+ */
+
+/**
+ * First bytes of every stream. As PNG's signature does, it starts with a
+ * byte above 0x7F and holds CR LF, SUB and LF, so a transfer that strips the
+ * high bit or translates line endings fails at the first bytes, not deep in
+ * a frame.
+ */
+export const STREAM_MAGIC = Uint8Array.of(0x89, 0x42, 0x53, 0x4e, 0x0d, 0x0a, 0x1a, 0x0a);
+/** The format version this module writes and the only one it reads. */
+export const STREAM_VERSION = 1;
+/** Header flag: the stream changes only what differs from its base (`from`). */
+export const FLAG_INCREMENTAL = 1;
+const KNOWN_FLAGS = FLAG_INCREMENTAL;
+
+/** Bytes a reader needs to learn the header's length: magic, version, length. */
+export const HEADER_PREFIX = 12;
+/** Header bytes before the two snapshot ids. */
+const HEADER_FIXED = 52;
+/** The longest snapshot id, in UTF-8 bytes, a stream can name. */
+export const MAX_ID_BYTES = 1024;
+/** The longest header any version may have: bounds what a reader buffers before its CRC. */
+const MAX_HEADER = 4096;
+
+/** Data bytes per frame that exportStream writes: one I/O's worth, so memory stays bounded. */
+export const FRAME_DATA_MAX = 1 << 20;
+/** The largest frame a reader accepts, whatever the header says (bounds one frame's buffer). */
+const FRAME_DATA_LIMIT = 16 << 20;
+
+/** A frame head and the trailer have the same size, so a reader reads one and looks at its magic. */
+export const RECORD_HEAD = 40;
+/** Bytes after a frame's data: data CRC, frame number, tail magic. */
+export const FRAME_TAIL = 12;
+
+// ASCII tags read as little-endian u32s.
+const FRAME_MAGIC = 0x52465342; // "BSFR"
+const TAIL_MAGIC = 0x45465342; // "BSFE"
+const TRAILER_MAGIC = 0x4e455342; // "BSEN"
+
+const TWO_32 = 2 ** 32;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+/** What a stream's header says. */
+export interface StreamHeader {
+  /** Whether the stream carries a manifest and changes only what differs from `from`. */
+  readonly incremental: boolean;
+  /** Size in bytes of the device the stream was exported from; the target's must match. */
+  readonly deviceSize: number;
+  /** Block size of that device; the target's must match. */
+  readonly blockSize: number;
+  /** The largest data a frame of this stream holds. */
+  readonly maxFrameData: number;
+  /** Random UUID of this export; every later structure repeats it. */
+  readonly streamId: string;
+  /** Id of the base snapshot (incremental streams only). */
+  readonly from: string | undefined;
+  /** Id of the snapshot the stream brings a target to. */
+  readonly to: string;
+}
+
+/** What a record head turned out to be: the head of a frame, or the trailer. */
+export type RecordHead =
+  | {
+      readonly kind: 'frame';
+      readonly number: number;
+      readonly offset: number;
+      readonly length: number;
+    }
+  | {
+      readonly kind: 'trailer';
+      readonly frames: number;
+      readonly dataBytes: number;
+      readonly extents: number;
+    };
+
+/** Throws `ECORRUPT` with `message`. */
+export function corrupt(message: string): never {
+  throw new BlockDeviceError('ECORRUPT', message);
+}
+
+/** A CRC or magic as 8 hex digits, as messages quote them. */
+export function hex32(n: number): string {
+  return `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
+}
+
+// Offsets reach 2^53; two u32 halves avoid a BigInt per frame.
+export function setU64(view: DataView, at: number, value: number): void {
+  view.setUint32(at, value % TWO_32, true);
+  view.setUint32(at + 4, Math.floor(value / TWO_32), true);
+}
+
+/** Reads a u64 written by {@link setU64}; `ECORRUPT` past 2^53, naming `where`. */
+export function getU64(view: DataView, at: number, where: string): number {
+  const value = view.getUint32(at, true) + view.getUint32(at + 4, true) * TWO_32;
+  if (!Number.isSafeInteger(value)) corrupt(`${where}: value ${value} is past 2^53`);
+  return value;
+}
+
+export function viewOf(bytes: Uint8Array): DataView {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** The 16 bytes of a UUID in its textual (RFC 9562) byte order. */
+export function uuidBytes(id: string): Uint8Array {
+  const digits = id.replaceAll('-', '');
+  if (!/^[0-9a-f]{32}$/i.test(digits)) {
+    throw new BlockDeviceError('EINVAL', `stream id ${id} is not a UUID`);
+  }
+  const out = new Uint8Array(16);
+  for (let i = 0; i < 16; i++) out[i] = Number.parseInt(digits.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+function uuidText(bytes: Uint8Array): string {
+  const h = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** UTF-8 of a snapshot id, checked against what the header can hold. */
+function idBytes(what: string, id: string): Uint8Array {
+  const bytes = encoder.encode(id);
+  if (bytes.length === 0 || bytes.length > MAX_ID_BYTES) {
+    throw new BlockDeviceError(
+      'EINVAL',
+      `${what} snapshot id ${JSON.stringify(id)} must be 1 to ${MAX_ID_BYTES} UTF-8 bytes`,
+    );
+  }
+  return bytes;
+}
+
+// -------------------------------------------------------------------- header
+
+/**
+ * Encodes a header.
+ * @throws `EINVAL` for an id that is not 1 to {@link MAX_ID_BYTES} UTF-8 bytes.
+ */
+export function encodeHeader(header: StreamHeader): Uint8Array {
+  const from = header.from === undefined ? new Uint8Array(0) : idBytes('from', header.from);
+  const to = idBytes('to', header.to);
+  const length = HEADER_FIXED + from.length + to.length + 4;
+  const out = new Uint8Array(length);
+  const view = viewOf(out);
+  out.set(STREAM_MAGIC, 0);
+  view.setUint16(8, STREAM_VERSION, true);
+  view.setUint16(10, length, true);
+  view.setUint32(12, header.incremental ? FLAG_INCREMENTAL : 0, true);
+  setU64(view, 16, header.deviceSize);
+  view.setUint32(24, header.blockSize, true);
+  view.setUint32(28, header.maxFrameData, true);
+  out.set(uuidBytes(header.streamId), 32);
+  view.setUint16(48, from.length, true);
+  view.setUint16(50, to.length, true);
+  out.set(from, HEADER_FIXED);
+  out.set(to, HEADER_FIXED + from.length);
+  view.setUint32(length - 4, checksum(out.subarray(0, length - 4)), true);
+  return out;
+}
+
+/**
+ * Reads the header's length from its first {@link HEADER_PREFIX} bytes, so
+ * the reader knows how much to read before it can check the CRC.
+ * @throws `ECORRUPT` if the bytes are not a blocksnap stream or the length
+ *   is impossible.
+ */
+export function headerLength(prefix: Uint8Array): number {
+  if (prefix.length < HEADER_PREFIX || !sameBytes(prefix.subarray(0, 8), STREAM_MAGIC)) {
+    corrupt('stream does not start with the blocksnap stream signature');
+  }
+  const length = viewOf(prefix).getUint16(10, true);
+  if (length < HEADER_FIXED + 1 + 4 || length > MAX_HEADER) {
+    corrupt(`stream header claims ${length} bytes`);
+  }
+  return length;
+}
+
+/**
+ * Decodes and checks a whole header. The CRC is checked first, so a damaged
+ * header is always `ECORRUPT`; only an intact header from a newer writer is
+ * `EINVAL`.
+ * @throws `ECORRUPT` for a damaged header, `EINVAL` for a version or flags
+ *   this reader does not know.
+ */
+export function decodeHeader(bytes: Uint8Array): StreamHeader {
+  const length = headerLength(bytes);
+  if (bytes.length !== length) corrupt(`stream header is ${bytes.length} of ${length} bytes`);
+  const view = viewOf(bytes);
+  const stored = view.getUint32(length - 4, true);
+  const actual = checksum(bytes.subarray(0, length - 4));
+  if (stored !== actual) {
+    corrupt(`stream header CRC is ${hex32(actual)}, the header says ${hex32(stored)}`);
+  }
+  const version = view.getUint16(8, true);
+  if (version !== STREAM_VERSION) {
+    throw new BlockDeviceError(
+      'EINVAL',
+      `stream format version ${version} is not one this blocksnap reads (${STREAM_VERSION})`,
+    );
+  }
+  const flags = view.getUint32(12, true);
+  if ((flags & ~KNOWN_FLAGS) !== 0) {
+    throw new BlockDeviceError('EINVAL', `stream uses unknown flags ${hex32(flags)}`);
+  }
+  const deviceSize = getU64(view, 16, 'stream header device size');
+  const blockSize = view.getUint32(24, true);
+  const maxFrameData = view.getUint32(28, true);
+  const fromLength = view.getUint16(48, true);
+  const toLength = view.getUint16(50, true);
+  const incremental = (flags & FLAG_INCREMENTAL) !== 0;
+  // The CRC matched, so anything below is a writer's bug: still ECORRUPT,
+  // since the stream cannot be applied as it stands.
+  if (
+    blockSize < MIN_BLOCK_SIZE ||
+    blockSize > MAX_BLOCK_SIZE ||
+    (blockSize & (blockSize - 1)) !== 0 ||
+    deviceSize % blockSize !== 0
+  ) {
+    corrupt(`stream header has device size ${deviceSize} and block size ${blockSize}`);
+  }
+  if (maxFrameData < blockSize || maxFrameData > FRAME_DATA_LIMIT || maxFrameData % blockSize) {
+    corrupt(`stream header has frames of up to ${maxFrameData} bytes`);
+  }
+  if (HEADER_FIXED + fromLength + toLength + 4 !== length || toLength === 0) {
+    corrupt(`stream header ids (${fromLength} and ${toLength} bytes) do not fill its ${length}`);
+  }
+  if (incremental !== fromLength > 0) {
+    corrupt('stream header flags and base snapshot id disagree');
+  }
+  let from: string | undefined;
+  let to: string;
+  try {
+    from = incremental ? decoder.decode(bytes.subarray(52, 52 + fromLength)) : undefined;
+    to = decoder.decode(bytes.subarray(52 + fromLength, 52 + fromLength + toLength));
+  } catch {
+    corrupt('stream header snapshot ids are not UTF-8');
+  }
+  return {
+    incremental,
+    deviceSize,
+    blockSize,
+    maxFrameData,
+    streamId: uuidText(bytes.subarray(32, 48)),
+    from,
+    to,
+  };
+}
+
+/**
+ * The checks every piece of a stream passes, in the manifest and in frame
+ * heads: whole blocks, inside the device, after the previous piece.
+ */
+export function checkPiece(
+  where: string,
+  offset: number,
+  length: number,
+  previousEnd: number,
+  header: StreamHeader,
+): void {
+  const bs = header.blockSize;
+  if (length === 0 || length > header.maxFrameData || offset % bs !== 0 || length % bs !== 0) {
+    corrupt(`${where}: [${offset}, +${length}) is not whole blocks of ${bs} up to a frame's size`);
+  }
+  if (offset < previousEnd) corrupt(`${where}: offset ${offset} is before ${previousEnd}`);
+  if (offset + length > header.deviceSize) {
+    corrupt(
+      `${where}: [${offset}, ${offset + length}) ends past the device size ${header.deviceSize}`,
+    );
+  }
+}
+
+// -------------------------------------------------------- frames and trailer
+
+/** Encodes the head of frame `number` (0-based) carrying `length` bytes for `offset`. */
+export function encodeFrameHead(
+  number: number,
+  offset: number,
+  length: number,
+  streamId: Uint8Array,
+): Uint8Array {
+  const out = new Uint8Array(RECORD_HEAD);
+  const view = viewOf(out);
+  view.setUint32(0, FRAME_MAGIC, true);
+  view.setUint32(4, number, true);
+  setU64(view, 8, offset);
+  view.setUint32(16, length, true);
+  out.set(streamId, 20);
+  view.setUint32(36, checksum(out.subarray(0, 36)), true);
+  return out;
+}
+
+/** Encodes the control data after a frame's data: its CRC and the frame number again. */
+export function encodeFrameTail(number: number, dataCrc: number): Uint8Array {
+  const out = new Uint8Array(FRAME_TAIL);
+  const view = viewOf(out);
+  view.setUint32(0, dataCrc, true);
+  view.setUint32(4, number, true);
+  view.setUint32(8, TAIL_MAGIC, true);
+  return out;
+}
+
+/** Encodes the trailer: the totals a reader checks its own counts against. */
+export function encodeTrailer(
+  totals: { frames: number; dataBytes: number; extents: number },
+  streamId: Uint8Array,
+): Uint8Array {
+  const out = new Uint8Array(RECORD_HEAD);
+  const view = viewOf(out);
+  view.setUint32(0, TRAILER_MAGIC, true);
+  view.setUint32(4, totals.frames, true);
+  setU64(view, 8, totals.dataBytes);
+  view.setUint32(16, totals.extents, true);
+  out.set(streamId, 20);
+  view.setUint32(36, checksum(out.subarray(0, 36)), true);
+  return out;
+}
+
+/**
+ * Decodes what follows the manifest or a frame: the next frame's head or the
+ * trailer, checked against its CRC and the stream id. A frame head is also
+ * checked as a piece: whole blocks, in the device, after `previousEnd`.
+ * @throws `ECORRUPT`, naming `where`.
+ */
+export function decodeRecordHead(
+  bytes: Uint8Array,
+  header: StreamHeader,
+  streamId: Uint8Array,
+  previousEnd: number,
+  where: string,
+): RecordHead {
+  const view = viewOf(bytes);
+  const magic = view.getUint32(0, true);
+  if (magic !== FRAME_MAGIC && magic !== TRAILER_MAGIC) {
+    corrupt(`${where}: neither a frame nor the trailer (magic ${hex32(magic)})`);
+  }
+  const stored = view.getUint32(36, true);
+  const actual = checksum(bytes.subarray(0, 36));
+  if (stored !== actual)
+    corrupt(`${where}: head CRC is ${hex32(actual)}, the head says ${hex32(stored)}`);
+  if (!sameBytes(bytes.subarray(20, 36), streamId)) corrupt(`${where}: belongs to another stream`);
+  if (magic === TRAILER_MAGIC) {
+    return {
+      kind: 'trailer',
+      frames: view.getUint32(4, true),
+      dataBytes: getU64(view, 8, `${where}: trailer data bytes`),
+      extents: view.getUint32(16, true),
+    };
+  }
+  const number = view.getUint32(4, true);
+  const offset = getU64(view, 8, `${where}: frame offset`);
+  const length = view.getUint32(16, true);
+  checkPiece(`${where}: frame ${number}`, offset, length, previousEnd, header);
+  return { kind: 'frame', number, offset, length };
+}
+
+/**
+ * Checks a frame's data against the control data after it.
+ * @throws `ECORRUPT` if the data CRC or the repeated frame number differs.
+ */
+export function checkFrameTail(tail: Uint8Array, number: number, dataCrc: number): void {
+  const view = viewOf(tail);
+  if (view.getUint32(8, true) !== TAIL_MAGIC) corrupt(`frame ${number}: tail magic is damaged`);
+  const repeated = view.getUint32(4, true);
+  if (repeated !== number) corrupt(`frame ${number}: its tail names frame ${repeated}`);
+  const stored = view.getUint32(0, true);
+  if (stored !== dataCrc) {
+    corrupt(`frame ${number}: data CRC is ${hex32(dataCrc)}, the tail says ${hex32(stored)}`);
+  }
+}
+
+// -------------------------------------------------------------------- pieces
+
+/**
+ * Splits ascending extents into the pieces frames carry: at most `maxData`
+ * bytes each, cut at multiples of `maxData` from the extent's start (whole
+ * blocks, since `maxData` is a multiple of the block size).
+ */
+export function* pieces(extents: readonly Extent[], maxData: number): Generator<Extent> {
+  for (const extent of extents) {
+    const end = extent.offset + extent.length;
+    for (let at = extent.offset; at < end; at += maxData) {
+      yield { offset: at, length: Math.min(maxData, end - at) };
+    }
+  }
+}
