@@ -3,6 +3,7 @@ import { BlockDeviceError } from '../errors.js';
 import { AbstractBlockDevice } from '../internal/abstract-device.js';
 import { type ConflictPolicy, CopyEngine, type CopySink } from '../internal/copy-engine.js';
 import { type CopyGeometry, CopyMap } from '../internal/copy-map.js';
+import { StreamCopySink } from '../internal/copy-stream-sink.js';
 import { io } from '../internal/lower-io.js';
 import { TypedEventEmitter } from '../internal/typed-emitter.js';
 
@@ -10,8 +11,16 @@ import { TypedEventEmitter } from '../internal/typed-emitter.js';
 export interface SnapshotCopyJobOptions {
   /** The device to copy from; the application's I/O goes through `job.device` while the job runs. */
   source: BlockDevice;
-  /** Where the copy goes: source byte `offset + k` lands at `destinationOffset + k`. */
-  destination: BlockDevice;
+  /**
+   * Where the copy goes: source byte `offset + k` lands at `destinationOffset + k`
+   * of a device — or, given a web `WritableStream`, a full stream of the
+   * verified format (docs/stream-format.md) that `applyStream` writes to any
+   * device of `destinationOffset + length` bytes. A stream destination needs
+   * `destinationOffset` and `length` in whole 512-byte sectors, takes no
+   * `mapStore`, and is closed (or, if the job fails, errored) when it ends;
+   * chunks copied ahead of their turn by copy-first wait in memory.
+   */
+  destination: BlockDevice | WritableStream<Uint8Array>;
   /** First source byte of the range. @default 0 */
   offset?: number;
   /** Bytes in the range. @default the rest of the source from `offset` */
@@ -43,6 +52,7 @@ export interface SnapshotCopyJobOptions {
 
 /** Options for {@link SnapshotCopyJob.resume}: the same range and chunk size as at `start`, and its map store. */
 export interface SnapshotCopyJobResumeOptions extends SnapshotCopyJobOptions {
+  destination: BlockDevice;
   mapStore: BlockDevice;
 }
 
@@ -112,10 +122,11 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
   readonly #engine: CopyEngine;
   readonly #map: CopyMap;
   readonly #geometry: CopyGeometry;
+  readonly #stream: StreamCopySink | undefined;
 
   private constructor(
     source: BlockDevice,
-    destination: BlockDevice,
+    destination: BlockDevice | StreamCopySink,
     map: CopyMap,
     policy: ConflictPolicy,
     signal: AbortSignal | undefined,
@@ -124,9 +135,16 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
     this.#map = map;
     this.#geometry = map.geometry;
     const { destinationOffset } = map.geometry;
-    const sink: CopySink = {
-      write: (at, data) => io('destination write', destination.write(destinationOffset + at, data)),
-    };
+    let sink: CopySink;
+    if (destination instanceof StreamCopySink) {
+      this.#stream = destination;
+      sink = destination;
+    } else {
+      sink = {
+        write: (at, data) =>
+          io('destination write', destination.write(destinationOffset + at, data)),
+      };
+    }
     this.#engine = new CopyEngine(source, sink, map, policy, () =>
       this.emit('progress', this.progress),
     );
@@ -152,8 +170,17 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
   static async start(options: SnapshotCopyJobOptions): Promise<SnapshotCopyJob> {
     const geometry = geometryOf(options);
     const policy = policyOf(options);
-    const map = await CopyMap.create(geometry, options.destination, options.mapStore);
-    return new SnapshotCopyJob(options.source, options.destination, map, policy, options.signal);
+    const { destination, source } = options;
+    if (isStream(destination)) {
+      if (options.mapStore !== undefined) {
+        throw new BlockDeviceError('EINVAL', 'a stream destination cannot be resumed: no mapStore');
+      }
+      const sink = await StreamCopySink.open(destination, geometry, source.blockSize);
+      const map = await CopyMap.create(geometry, NO_FLUSH, undefined);
+      return new SnapshotCopyJob(source, sink, map, policy, options.signal);
+    }
+    const map = await CopyMap.create(geometry, destination, options.mapStore);
+    return new SnapshotCopyJob(source, destination, map, policy, options.signal);
   }
 
   /**
@@ -166,6 +193,9 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
   static async resume(options: SnapshotCopyJobResumeOptions): Promise<SnapshotCopyJob> {
     const geometry = geometryOf(options);
     const policy = policyOf(options);
+    if (isStream(options.destination)) {
+      throw new BlockDeviceError('EINVAL', 'a stream destination cannot be resumed');
+    }
     if (options.mapStore === undefined) {
       throw new BlockDeviceError('EINVAL', 'resume needs the mapStore the job was started with');
     }
@@ -199,7 +229,9 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
     try {
       if (!this.#map.complete) await this.#engine.run(signal);
       await this.#map.finish();
+      await this.#stream?.finish();
     } catch (err) {
+      await this.#stream?.abort(err);
       await this.#engine.stop();
       throw err;
     }
@@ -250,6 +282,17 @@ class CopyJobDevice extends AbstractBlockDevice {
   }
 }
 
+/** What a map without a store flushes: nothing (it never commits). */
+const NO_FLUSH = { flush: () => Promise.resolve() };
+
+function isStream(destination: unknown): destination is WritableStream<Uint8Array> {
+  return (
+    typeof destination === 'object' &&
+    destination !== null &&
+    typeof (destination as WritableStream).getWriter === 'function'
+  );
+}
+
 function policyOf(options: SnapshotCopyJobOptions): ConflictPolicy {
   const policy = options.conflictPolicy ?? 'copy-first';
   if (policy !== 'copy-first' && policy !== 'queue') {
@@ -267,17 +310,20 @@ function geometryOf(options: SnapshotCopyJobOptions): CopyGeometry {
     throw new BlockDeviceError('EINVAL', 'options must be an object');
   }
   const { source, destination } = options;
+  const stream = isStream(destination);
   for (const [what, dev] of [
     ['source', source],
-    ['destination', destination],
+    ['destination', stream ? undefined : destination],
     ['mapStore', options.mapStore],
   ] as const) {
-    if (what === 'mapStore' && dev === undefined) continue;
+    if (what !== 'source' && dev === undefined) continue;
     if (typeof dev !== 'object' || dev === null || typeof dev.read !== 'function') {
-      throw new BlockDeviceError('EINVAL', `${what} is not a BlockDevice`);
+      throw new BlockDeviceError('EINVAL', `${what} is not a BlockDevice or a WritableStream`);
     }
   }
-  if (destination.readOnly) throw new BlockDeviceError('EINVAL', 'destination is read-only');
+  if (!stream && destination.readOnly) {
+    throw new BlockDeviceError('EINVAL', 'destination is read-only');
+  }
   const offset = wholeNumber('offset', options.offset ?? 0);
   const length = wholeNumber('length', options.length ?? source.size - offset);
   const destinationOffset = wholeNumber('destinationOffset', options.destinationOffset ?? 0);
@@ -299,7 +345,7 @@ function geometryOf(options: SnapshotCopyJobOptions): CopyGeometry {
       `range [${offset}, ${offset + length}) ends past the source's ${source.size} bytes`,
     );
   }
-  if (destinationOffset + length > destination.size) {
+  if (!stream && destinationOffset + length > destination.size) {
     throw new BlockDeviceError(
       'ERANGE',
       `the copy [${destinationOffset}, ${destinationOffset + length}) ends past the destination's ${destination.size} bytes`,

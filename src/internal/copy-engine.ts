@@ -11,6 +11,8 @@ export type ConflictPolicy = 'copy-first' | 'queue';
 export interface CopySink {
   /** Writes the chunk whose range byte `rangeOffset` starts at. */
   write(rangeOffset: number, data: Uint8Array): Promise<void>;
+  /** Resolves when the sink can take another run (back-pressure); absent: always. */
+  ready?(): Promise<void>;
 }
 
 /** Counters the job reports. */
@@ -110,6 +112,7 @@ export class CopyEngine {
     let failure: unknown;
     for (;;) {
       if (signal?.aborted || failure !== undefined || this.#failure !== undefined) break;
+      if (this.#sink.ready !== undefined) await this.#sink.ready();
       const run = this.#nextRun();
       if (run === undefined) {
         if (inFlight.size === 0) {

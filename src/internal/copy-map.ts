@@ -42,7 +42,7 @@ export class CopyMap {
   readonly #bits: Uint8Array;
   #copied = 0;
   readonly #store: BlockDevice | undefined;
-  readonly #destination: BlockDevice;
+  readonly #destination: Pick<BlockDevice, 'flush'>;
   #generation: number;
   #complete = false;
   /** The commit in progress, and the one queued behind it for callers that arrived during it. */
@@ -51,7 +51,7 @@ export class CopyMap {
 
   private constructor(
     geometry: CopyGeometry,
-    destination: BlockDevice,
+    destination: Pick<BlockDevice, 'flush'>,
     store: BlockDevice | undefined,
     bits: Uint8Array,
     generation: number,
@@ -77,7 +77,7 @@ export class CopyMap {
    */
   static async create(
     geometry: CopyGeometry,
-    destination: BlockDevice,
+    destination: Pick<BlockDevice, 'flush'>,
     store: BlockDevice | undefined,
   ): Promise<CopyMap> {
     const chunks = chunkCount(geometry);
