@@ -229,6 +229,8 @@ export abstract class CowDeviceBase
     this.checkOpen();
     const from = this.#state.byId(fromId);
     const to = toId === 'live' ? undefined : this.#state.byId(toId);
+    // A point never differs from itself, own writes included.
+    if (to === from) return [];
     const tracked = rangesOfBlocks(this.#state.changedBlocks(from.seq, to?.seq));
     // Nothing tracked what `to` holds and `from` does not: all of it counts.
     const untracked =
