@@ -5,6 +5,7 @@ export type {
   CheckpointEvent,
   Extent,
   JournalDeviceEvents,
+  JournalSnapshotInfo,
   PointInTime,
   PreserveEvent,
   ProgressEvent,
@@ -28,6 +29,7 @@ export {
   type SelectiveSnapshotOptions,
 } from './devices/selective-snapshot-device.js';
 export {
+  type CopyConflictPolicy,
   type CopyProgress,
   type CopyReport,
   SnapshotCopyJob,

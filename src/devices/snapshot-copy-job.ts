@@ -7,6 +7,12 @@ import { StreamCopySink } from '../internal/copy-stream-sink.js';
 import { io } from '../internal/lower-io.js';
 import { TypedEventEmitter } from '../internal/typed-emitter.js';
 
+/**
+ * What a write into a part of the copy range not yet copied does: copy that
+ * part first, or wait in a FIFO queue for the copier.
+ */
+export type CopyConflictPolicy = 'copy-first' | 'queue';
+
 /** Options for {@link SnapshotCopyJob.start}. */
 export interface SnapshotCopyJobOptions {
   /** The device to copy from; the application's I/O goes through `job.device` while the job runs. */
@@ -39,7 +45,7 @@ export interface SnapshotCopyJobOptions {
    * `'queue'` holds the write in a FIFO until the copier has taken it, and
    * the copier takes such parts first (claims 31, 47–49). @default 'copy-first'
    */
-  conflictPolicy?: ConflictPolicy;
+  conflictPolicy?: CopyConflictPolicy;
   /**
    * Where the snapshot map is kept, checksummed, so
    * {@link SnapshotCopyJob.resume} can finish the copy after a crash.

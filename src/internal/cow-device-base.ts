@@ -97,12 +97,18 @@ export abstract class CowDeviceBase
     return this.#state.recordCount;
   }
 
-  /** The store's layout limits: most snapshots, and most runs in a designation. */
+  /**
+   * The store's layout limits: most snapshots, and most runs in a designation.
+   * @internal
+   */
   protected get limits(): { maxSnapshots: number; maxRuns: number } {
     return { maxSnapshots: this.#cow.layout.maxSnapshots, maxRuns: this.#cow.layout.maxRuns };
   }
 
-  /** Finishes a restore a power cut interrupted (its begin record is durable); called by `open`. */
+  /**
+   * Finishes a restore a power cut interrupted (its begin record is durable); called by `open`.
+   * @internal
+   */
   protected async recoverRestore(): Promise<void> {
     const seq = this.#state.restoring;
     if (seq === undefined) return;
@@ -124,6 +130,7 @@ export abstract class CowDeviceBase
    * to those blocks called before this call — in flight ones included —
    * and none called after. Only writes to those blocks wait, and only while
    * the in-flight ones drain and the cut is made durable.
+   * @internal
    */
   protected takeSnapshot(
     options: SnapshotOptions,
@@ -255,6 +262,7 @@ export abstract class CowDeviceBase
    * byte — equal the snapshot's content; every other byte and every
    * snapshot are left alone. All I/O waits while it runs; atomic across a
    * power cut (`open` finishes it) and a durability point.
+   * @internal
    */
   protected restoreSnapshot(id: string, extents: readonly Extent[] | undefined): Promise<void> {
     try {
