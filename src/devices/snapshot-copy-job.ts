@@ -213,10 +213,7 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
   get progress(): CopyProgress {
     const { copierBytes, copyFirstBytes } = this.#engine.counters;
     return {
-      copiedBytes: Math.min(
-        this.#geometry.length,
-        this.#map.copiedChunks * this.#geometry.chunkSize,
-      ),
+      copiedBytes: this.#map.copiedBytes,
       totalBytes: this.#geometry.length,
       copierBytes,
       copyFirstBytes,
@@ -226,10 +223,7 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
 
   async #run(signal: AbortSignal | undefined): Promise<CopyReport> {
     const started = performance.now();
-    const resumedBytes = Math.min(
-      this.#geometry.length,
-      this.#map.copiedChunks * this.#geometry.chunkSize,
-    );
+    const resumedBytes = this.#map.copiedBytes;
     // Let `start` return first: the copy runs in the background.
     await new Promise((resolve) => setImmediate(resolve));
     try {
@@ -322,8 +316,13 @@ function geometryOf(options: SnapshotCopyJobOptions): CopyGeometry {
     ['destination', stream ? undefined : destination],
     ['mapStore', options.mapStore],
   ] as const) {
-    if (what !== 'source' && dev === undefined) continue;
-    if (typeof dev !== 'object' || dev === null || typeof dev.read !== 'function') {
+    // Only a map store may be left out; a stream destination is checked elsewhere.
+    if ((what === 'mapStore' && dev === undefined) || (what === 'destination' && stream)) continue;
+    if (
+      typeof dev !== 'object' ||
+      dev === null ||
+      typeof (dev as BlockDevice).read !== 'function'
+    ) {
       throw new BlockDeviceError('EINVAL', `${what} is not a BlockDevice or a WritableStream`);
     }
   }

@@ -101,7 +101,10 @@ export class CopyEngine {
 
   /** Whether the foreground path no longer guards the snapshot (finished, stopped or failed). */
   get passThrough(): boolean {
-    return this.#stopped || this.#failure !== undefined || this.#done === this.#state.length;
+    if (this.#failure !== undefined || this.#done === this.#state.length) return true;
+    // A stopped job with a map store stays resumable: writes into chunks not
+    // yet copied still copy them first, so the map never lies.
+    return this.#stopped && !this.#map.persistent;
   }
 
   // ---------------------------------------------------------------- copier
@@ -143,7 +146,16 @@ export class CopyEngine {
   /** Stops guarding the snapshot: every queued write is applied, and later writes pass through. */
   async stop(): Promise<void> {
     this.#stopped = true;
-    await this.#drainQueue(true);
+    if (!this.passThrough) {
+      // Resumable: the held writes' chunks are copied first, then the
+      // writes are released as those copies complete.
+      const copies: Promise<void>[] = [];
+      for (const c of new Set(this.#queue.awaitedChunks())) {
+        if (this.#state[c] === PENDING) copies.push(this.#copyRun(c, 1, 'copy-first'));
+      }
+      await Promise.all(copies).catch(() => {});
+    }
+    await this.#drainQueue(this.passThrough);
     while (this.#queue.length > 0) await new Promise((r) => setImmediate(r));
   }
 
@@ -218,11 +230,14 @@ export class CopyEngine {
 
   /** Reads the newest data: the source, with writes still queued laid over it. */
   async read(offset: number, length: number): Promise<Uint8Array> {
+    // Taken at the call: a queued write applied while the source read is in
+    // flight may be missing from what it returns.
+    const queued = this.#queue.length === 0 ? [] : this.#queue.overlapping(offset, length);
     const data = await io('source read', this.#source.read(offset, length));
-    if (this.#queue.length === 0) return data;
+    if (queued.length === 0) return data;
     const out = new Uint8Array(length);
     out.set(data);
-    this.#queue.overlay(offset, out);
+    WriteQueue.overlay(queued, offset, out);
     return out;
   }
 
@@ -261,11 +276,16 @@ export class CopyEngine {
   /** A write no earlier overlapping write is still waiting ahead of (`registered`: it is in the wait set already). */
   #writeInOrder(offset: number, data: Uint8Array, registered: boolean): Promise<void> {
     const span = this.#chunksOf(offset, data.length);
+    // Behind an earlier queued write it overlaps, wherever it lands and
+    // whether or not the job still runs.
+    if (this.#queue.overlaps(offset, data.length)) {
+      return this.#enqueue(offset, data, span?.first ?? 0, span?.last ?? -1);
+    }
     if (span === undefined || this.passThrough) return this.#writeSource(offset, data);
     const { first, last } = span;
-    if (this.#queue.overlaps(offset, data.length)) return this.#enqueue(offset, data, first, last);
     if (this.#allDone(first, last)) return this.#writeSource(offset, data);
-    if (this.#policy === 'queue') return this.#enqueue(offset, data, first, last);
+    // Once stopped, a resumable job keeps the map true by copying first.
+    if (this.#policy === 'queue' && !this.#stopped) return this.#enqueue(offset, data, first, last);
     // Copy-first (claims 23, 46): copy what is still PENDING, wait for what is BUSY.
     const waits: Promise<void>[] = [];
     let c = first;

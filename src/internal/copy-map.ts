@@ -84,6 +84,9 @@ export class CopyMap {
     if (store !== undefined) checkStore(store, chunks);
     const map = new CopyMap(geometry, destination, store, new Uint8Array(bitmapBytes(chunks)), 0);
     await map.#persist(map.#bits.slice(), false);
+    // Both slots: a store reused from an earlier job may hold its map, with a
+    // higher generation, in the other.
+    if (store !== undefined) await map.#persist(map.#bits.slice(), false);
     return map;
   }
 
@@ -130,6 +133,19 @@ export class CopyMap {
   /** Chunks already in the destination. */
   get copiedChunks(): number {
     return this.#copied;
+  }
+
+  /** Bytes of the range in chunks already in the destination (the last chunk may be short). */
+  get copiedBytes(): number {
+    const { length, chunkSize } = this.geometry;
+    const short =
+      this.chunks > 0 && this.has(this.chunks - 1) ? this.chunks * chunkSize - length : 0;
+    return this.#copied * chunkSize - short;
+  }
+
+  /** Whether the map is kept on a store (so a job can be resumed from it). */
+  get persistent(): boolean {
+    return this.#store !== undefined;
   }
 
   /** Whether the durable map says the whole copy finished. */

@@ -78,10 +78,15 @@ export class WriteQueue {
     if (i >= 0) this.#entries.splice(i, 1);
   }
 
-  /** Copies the queued bytes over `out`, which holds `[offset, offset + out.length)`, in arrival order. */
-  overlay(offset: number, out: Uint8Array): void {
+  /** The queued writes overlapping `[offset, offset + length)`, in arrival order. */
+  overlapping(offset: number, length: number): QueuedWrite[] {
+    return this.#entries.filter((e) => overlap(e, offset, length));
+  }
+
+  /** Copies the bytes of `entries` over `out`, which holds `[offset, offset + out.length)`, in their order. */
+  static overlay(entries: readonly QueuedWrite[], offset: number, out: Uint8Array): void {
     const end = offset + out.length;
-    for (const e of this.#entries) {
+    for (const e of entries) {
       const from = Math.max(offset, e.offset);
       const to = Math.min(end, e.offset + e.data.length);
       if (from < to) out.set(e.data.subarray(from - e.offset, to - e.offset), from - offset);
