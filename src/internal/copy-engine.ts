@@ -159,21 +159,27 @@ export class CopyEngine {
     while (this.#queue.length > 0) await new Promise((r) => setImmediate(r));
   }
 
-  /** The next run of PENDING chunks: first one a queued write waits for, else from the cursor. */
+  /**
+   * The next run of PENDING chunks: the chunks a queued write waits for,
+   * just those (so a waiting write is released after one short copy), or
+   * else a full run from the cursor.
+   */
   #nextRun(): { first: number; count: number } | undefined {
     const state = this.#state;
-    let first = -1;
-    for (const c of this.#queue.awaitedChunks()) {
-      if (state[c] === PENDING) {
-        first = c;
-        break;
+    const waitedFor = this.#queue.firstAwaited((c) => state[c] === PENDING);
+    if (waitedFor !== undefined) {
+      let count = 1;
+      while (
+        waitedFor.first + count <= waitedFor.last &&
+        state[waitedFor.first + count] === PENDING
+      ) {
+        count++;
       }
+      return { first: waitedFor.first, count };
     }
-    if (first < 0) {
-      while (this.#cursor < state.length && state[this.#cursor] !== PENDING) this.#cursor++;
-      if (this.#cursor >= state.length) return undefined;
-      first = this.#cursor;
-    }
+    while (this.#cursor < state.length && state[this.#cursor] !== PENDING) this.#cursor++;
+    if (this.#cursor >= state.length) return undefined;
+    const first = this.#cursor;
     const most = Math.max(1, Math.floor(RUN_BYTES / this.#chunkSize));
     let count = 1;
     while (count < most && first + count < state.length && state[first + count] === PENDING)

@@ -40,7 +40,21 @@ export class WriteQueue {
     return this.#entries.some((e) => overlap(e, offset, length));
   }
 
-  /** Chunks queued writes are waiting for, so the copier can take them first. */
+  /**
+   * The first chunk, in arrival order, that a queued write waits for and
+   * `pending` accepts, with the last chunk of that write: what the copier
+   * takes first.
+   */
+  firstAwaited(pending: (chunk: number) => boolean): { first: number; last: number } | undefined {
+    for (const e of this.#entries) {
+      for (let c = e.firstChunk; c <= e.lastChunk; c++) {
+        if (pending(c)) return { first: c, last: e.lastChunk };
+      }
+    }
+    return undefined;
+  }
+
+  /** Every chunk a queued write waits for (repeats included). */
   *awaitedChunks(): Generator<number> {
     for (const e of this.#entries) {
       for (let c = e.firstChunk; c <= e.lastChunk; c++) yield c;

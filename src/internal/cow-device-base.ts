@@ -207,19 +207,31 @@ export abstract class CowDeviceBase
     } catch (err) {
       return Promise.reject(err);
     }
+    return this.#holdingEverything(async () => {
+      const seq = this.#state.byId(id).seq;
+      // A durability point (rule 5): the writes called before it survive too.
+      await io('origin flush', this.#origin.flush());
+      await this.#log.append([{ kind: 'delete', seq }]);
+    }).then(() => {
+      this.emit('snapshot-deleted', id);
+    });
+  }
+
+  /**
+   * Runs `fn` with every block held (all I/O, snapshot handles' included,
+   * drained and kept out) and the other snapshot operations shut out. The
+   * hold is registered at the call, so it follows every write called before.
+   */
+  #holdingEverything(fn: () => Promise<void>): Promise<void> {
     const held = this.#gate.hold(this.#everyBlock, true);
     return this.track(
       this.#admin.runExclusive(async () => {
         const release = await held;
         try {
-          const seq = this.#state.byId(id).seq;
-          // A durability point (rule 5): the writes called before it survive too.
-          await io('origin flush', this.#origin.flush());
-          await this.#log.append([{ kind: 'delete', seq }]);
+          await fn();
         } finally {
           release();
         }
-        this.emit('snapshot-deleted', id);
       }),
     );
   }
@@ -272,28 +284,20 @@ export abstract class CowDeviceBase
     } catch (err) {
       return Promise.reject(err);
     }
-    const held = this.#gate.hold(this.#everyBlock, true);
-    return this.track(
-      this.#admin.runExclusive(async () => {
-        const release = await held;
-        try {
-          await this.#readGate.runExclusive(async () => {
-            const seq = this.#state.byId(id).seq;
-            const pieces = restorePieces(this.#state, seq, extents, this.blockSize);
-            const blocks = new Set(pieces.map((p) => p.block));
-            const needed = [...blocks].filter((b) => this.#state.needsPreserve(b)).length;
-            if (needed > this.#state.allocator.free) {
-              throw new BlockDeviceError(
-                'ENOSPC',
-                `restore of ${id} must preserve ${needed} block(s); the store has ${this.#state.allocator.free} free`,
-              );
-            }
-            await this.#log.append([{ kind: 'restore-begin', seq, extents }]);
-            await this.#finishRestore(seq, extents);
-          });
-        } finally {
-          release();
+    return this.#holdingEverything(() =>
+      this.#readGate.runExclusive(async () => {
+        const seq = this.#state.byId(id).seq;
+        const pieces = restorePieces(this.#state, seq, extents, this.blockSize);
+        const blocks = new Set(pieces.map((p) => p.block));
+        const needed = [...blocks].filter((b) => this.#state.needsPreserve(b)).length;
+        if (needed > this.#state.allocator.free) {
+          throw new BlockDeviceError(
+            'ENOSPC',
+            `restore of ${id} must preserve ${needed} block(s); the store has ${this.#state.allocator.free} free`,
+          );
         }
+        await this.#log.append([{ kind: 'restore-begin', seq, extents }]);
+        await this.#finishRestore(seq, extents);
       }),
     );
   }
