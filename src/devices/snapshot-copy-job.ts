@@ -123,7 +123,11 @@ const MAX_CHUNK = 64 * 1024 * 1024;
 export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
   /** The source as the application must use it while the job runs; it owns the source (its `close()` closes it). */
   readonly device: BlockDevice;
-  /** Resolves when the destination holds the whole range; rejects on abort or failure. */
+  /**
+   * Resolves when the destination holds the whole range; rejects on abort
+   * (the signal's reason), on failure (`EIO`), or with `ECLOSED` if
+   * `job.device` is closed before the copy finished.
+   */
   readonly done: Promise<CopyReport>;
   readonly #engine: CopyEngine;
   readonly #map: CopyMap;

@@ -114,7 +114,9 @@ export class CopyEngine {
     const inFlight = new Set<Promise<void>>();
     let failure: unknown;
     for (;;) {
-      if (signal?.aborted || failure !== undefined || this.#failure !== undefined) break;
+      // Stopped: `job.device` was closed; the copy ends unfinished.
+      const ended = signal?.aborted || this.#stopped;
+      if (ended || failure !== undefined || this.#failure !== undefined) break;
       if (this.#sink.ready !== undefined) await this.#sink.ready();
       const run = this.#nextRun();
       if (run === undefined) {
@@ -140,6 +142,9 @@ export class CopyEngine {
       throw failure;
     }
     if (signal?.aborted) throw signal.reason;
+    if (this.#stopped && this.#done < this.#state.length) {
+      throw new BlockDeviceError('ECLOSED', 'job.device was closed before the copy finished');
+    }
     if (this.#failure !== undefined) throw this.#failure;
   }
 
