@@ -50,8 +50,10 @@ describe('SelectiveSnapshotDevice: the consistent point of a snapshot of some bl
       // With an older snapshot, first writes preserve: copy-on-write races
       // the cut too. (Not when the store is stalled: they would queue behind
       // the snapshot's log commit, a shared resource, not the hold.)
-      if (stall === 'origin flush')
-        await device.snapshot({ include: [{ offset: 0, length: SIZE }] });
+      const older =
+        stall === 'origin flush'
+          ? await device.snapshot({ include: [{ offset: 0, length: SIZE }] })
+          : undefined;
       const { order, log } = resolutionOrder();
 
       // A write into A, called before snapshot() and still in flight.
@@ -79,6 +81,10 @@ describe('SelectiveSnapshotDevice: the consistent point of a snapshot of some bl
       );
       await within(device.write(9 * BS + 3, fill(BS, 0x09)), 'a write outside A');
       await within(device.write(2 * BS, fill(2 * BS, 0x02)), 'a write up to A');
+      // The cut concerns the origin only: an older snapshot reads on inside A (rule 1).
+      if (older !== undefined) {
+        await within(older.read(4 * BS, 4 * BS), 'a read of the older snapshot inside A');
+      }
       const read = await within(device.read(0, SIZE), 'a read of the whole device');
       expect(read.subarray(5 * BS, 6 * BS)).toEqual(fill(BS, 0xb0));
       expect(read.subarray(6 * BS + 10, 6 * BS + 310)).toEqual(
