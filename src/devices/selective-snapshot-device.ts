@@ -204,15 +204,7 @@ export class SelectiveSnapshotDevice extends CowDeviceBase {
         throw new BlockDeviceError('EINVAL', `${what}[${i}] must be an { offset, length } object`);
       }
       const { offset, length } = e as Record<string, unknown>;
-      try {
-        checkRange(this.size, offset, length);
-      } catch (err) {
-        if (!BlockDeviceError.is(err)) throw err;
-        throw new BlockDeviceError(
-          err.code,
-          `${what}[${i}]: ${err.message.slice(err.code.length + 2)}`,
-        );
-      }
+      checkRange(this.size, offset, length, `${what}[${i}]`);
       return { offset: offset as number, length: length as number };
     });
   }

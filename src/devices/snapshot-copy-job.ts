@@ -5,6 +5,7 @@ import { type ConflictPolicy, CopyEngine, type CopySink } from '../internal/copy
 import { type CopyGeometry, CopyMap } from '../internal/copy-map.js';
 import { StreamCopySink } from '../internal/copy-stream-sink.js';
 import { io } from '../internal/lower-io.js';
+import { checkRange } from '../internal/range.js';
 import { TypedEventEmitter } from '../internal/typed-emitter.js';
 
 /**
@@ -333,9 +334,14 @@ function geometryOf(options: SnapshotCopyJobOptions): CopyGeometry {
   if (!stream && destination.readOnly) {
     throw new BlockDeviceError('EINVAL', 'destination is read-only');
   }
-  const offset = wholeNumber('offset', options.offset ?? 0);
-  const length = wholeNumber('length', options.length ?? source.size - offset);
-  const destinationOffset = wholeNumber('destinationOffset', options.destinationOffset ?? 0);
+  const offset = options.offset ?? 0;
+  checkRange(source.size, offset, 0, 'source range');
+  const length = options.length ?? source.size - offset;
+  checkRange(source.size, offset, length, 'source range');
+  const destinationOffset = options.destinationOffset ?? 0;
+  // A stream has no size of its own: the target it is applied to will.
+  const destinationSize = stream ? Number.MAX_SAFE_INTEGER : destination.size;
+  checkRange(destinationSize, destinationOffset, length, 'destination range');
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK;
   if (
     !Number.isInteger(chunkSize) ||
@@ -348,27 +354,5 @@ function geometryOf(options: SnapshotCopyJobOptions): CopyGeometry {
       `chunkSize ${chunkSize} is not a power of two from 512 to 64 MiB`,
     );
   }
-  if (offset + length > source.size) {
-    throw new BlockDeviceError(
-      'ERANGE',
-      `range [${offset}, ${offset + length}) ends past the source's ${source.size} bytes`,
-    );
-  }
-  if (!stream && destinationOffset + length > destination.size) {
-    throw new BlockDeviceError(
-      'ERANGE',
-      `the copy [${destinationOffset}, ${destinationOffset + length}) ends past the destination's ${destination.size} bytes`,
-    );
-  }
   return { sourceSize: source.size, offset, length, destinationOffset, chunkSize };
-}
-
-function wholeNumber(name: string, value: unknown): number {
-  if (typeof value !== 'number') {
-    throw new BlockDeviceError('EINVAL', `${name} must be a number, got ${typeof value}`);
-  }
-  if (!Number.isSafeInteger(value) || value < 0) {
-    throw new BlockDeviceError('ERANGE', `${name} ${value} is not a non-negative integer`);
-  }
-  return value;
 }

@@ -56,11 +56,12 @@ export class CopyEngine {
   readonly #busy = new Map<number, Promise<void>>();
   readonly #queue = new WriteQueue();
   /**
-   * Copy-first writes waiting for their copies, until their source write has
-   * completed: a later write overlapping one waits for that, so overlapping
-   * writes reach the source in call order.
+   * Writes held back (waiting for their copies, or for an earlier held write
+   * they overlap) until their source write has completed: a later write
+   * overlapping one waits for that, so overlapping writes reach the source
+   * in call order.
    */
-  readonly #waitingCopies = new Set<{ offset: number; end: number; issued: Promise<void> }>();
+  readonly #heldWrites = new Set<{ offset: number; end: number; issued: Promise<void> }>();
   #cursor = 0;
   /** Chunks DONE: durably in the map, so the source may change there. */
   #done = 0;
@@ -161,7 +162,7 @@ export class CopyEngine {
       await Promise.all(copies).catch(() => {});
     }
     await this.#drainQueue(this.passThrough);
-    while (this.#queue.length > 0) await new Promise((r) => setImmediate(r));
+    await this.#queue.drained();
   }
 
   /**
@@ -256,7 +257,7 @@ export class CopyEngine {
   write(offset: number, data: Uint8Array): Promise<void> {
     const end = offset + data.length;
     const earlier: Promise<void>[] = [];
-    for (const w of this.#waitingCopies) {
+    for (const w of this.#heldWrites) {
       if (w.offset < end && offset < w.end) earlier.push(w.issued);
     }
     if (earlier.length === 0) return this.#writeInOrder(offset, data, false);
@@ -277,9 +278,9 @@ export class CopyEngine {
         issue = resolve;
       }),
     };
-    this.#waitingCopies.add(entry);
+    this.#heldWrites.add(entry);
     return () => {
-      this.#waitingCopies.delete(entry);
+      this.#heldWrites.delete(entry);
       issue();
     };
   }

@@ -19,6 +19,8 @@ export interface QueuedWrite {
  */
 export class WriteQueue {
   readonly #entries: QueuedWrite[] = [];
+  /** Wakes `drained()` callers when the last entry leaves. */
+  #onEmpty: (() => void)[] = [];
 
   get length(): number {
     return this.#entries.length;
@@ -90,6 +92,17 @@ export class WriteQueue {
   remove(entry: QueuedWrite): void {
     const i = this.#entries.indexOf(entry);
     if (i >= 0) this.#entries.splice(i, 1);
+    if (this.#entries.length === 0 && this.#onEmpty.length > 0) {
+      const wake = this.#onEmpty;
+      this.#onEmpty = [];
+      for (const w of wake) w();
+    }
+  }
+
+  /** Resolves once the queue is empty. */
+  drained(): Promise<void> {
+    if (this.#entries.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#onEmpty.push(resolve));
   }
 
   /** The queued writes overlapping `[offset, offset + length)`, in arrival order. */

@@ -91,7 +91,9 @@ export class StreamCopySink implements CopySink {
     const inTurn = rangeOffset === this.#next;
     return new Promise<void>((resolve, reject) => {
       const sent = inTurn ? resolve : () => {};
-      this.#waiting.set(rangeOffset, { data: data.slice(), sent });
+      // A read's buffer belongs to its caller (the BlockDevice contract), so
+      // the chunk can wait for its turn without a copy.
+      this.#waiting.set(rangeOffset, { data, sent });
       this.#bufferedBytes += data.length;
       this.#pump().catch(reject);
       if (!inTurn) resolve();

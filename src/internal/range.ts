@@ -39,25 +39,27 @@ export function checkGeometry(what: string, size: unknown, blockSize: unknown): 
 /**
  * Checks a byte range `[offset, offset + length)` against a device of `size`
  * bytes: wrong types are `EINVAL`; negative, fractional, NaN, infinite or
- * past-the-end values are `ERANGE`.
+ * past-the-end values are `ERANGE`. `what`, if given, names the range in
+ * the message.
  */
-export function checkRange(size: number, offset: unknown, length: unknown): void {
+export function checkRange(size: number, offset: unknown, length: unknown, what?: string): void {
+  const at = what === undefined ? '' : `${what}: `;
   if (typeof offset !== 'number') {
-    throw new BlockDeviceError('EINVAL', `offset must be a number, got ${typeof offset}`);
+    throw new BlockDeviceError('EINVAL', `${at}offset must be a number, got ${typeof offset}`);
   }
   if (typeof length !== 'number') {
-    throw new BlockDeviceError('EINVAL', `length must be a number, got ${typeof length}`);
+    throw new BlockDeviceError('EINVAL', `${at}length must be a number, got ${typeof length}`);
   }
   if (!Number.isSafeInteger(offset) || offset < 0) {
-    throw new BlockDeviceError('ERANGE', `offset ${offset} is not a non-negative integer`);
+    throw new BlockDeviceError('ERANGE', `${at}offset ${offset} is not a non-negative integer`);
   }
   if (!Number.isSafeInteger(length) || length < 0) {
-    throw new BlockDeviceError('ERANGE', `length ${length} is not a non-negative integer`);
+    throw new BlockDeviceError('ERANGE', `${at}length ${length} is not a non-negative integer`);
   }
   if (offset + length > size) {
     throw new BlockDeviceError(
       'ERANGE',
-      `range [${offset}, ${offset + length}) ends past the device size ${size}`,
+      `${at}range [${offset}, ${offset + length}) ends past the device size ${size}`,
     );
   }
 }
