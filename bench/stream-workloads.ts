@@ -93,7 +93,7 @@ async function exportRatioRow(cfg: BenchConfig): Promise<RowResult> {
       notes: [
         `a ${formatBytes(EXPORT_SIZE)} sparse CowSnapshotDevice over MemoryDevices, ${formatBytes(EXPORT_BLOCK)} blocks; ${changed.size} random blocks (${CHANGED * 100} %, ${formatBytes(changedBytes)}) overwritten between A and B`,
         `incremental A→B: ${incrementalMs.toFixed(0)} ms (median of ${INCREMENTAL_RUNS}; ${Math.min(...incremental).toFixed(0)}–${Math.max(...incremental).toFixed(0)} ms), ${incrementalBytes} stream bytes; full B: ${fullMs.toFixed(0)} ms, ${fullBytes} stream bytes (${(fullBytes / 1e6 / (fullMs / 1000)).toFixed(0)} MB/s)`,
-        'an incremental stream reads each changed block three times (A and B for the manifest CRCs, B again for its frame) and CRCs it twice, plus the store’s own CRC check of the preserved copy; a full stream reads and CRCs each block once',
+        'an incremental stream reads each changed block twice (B for the manifest’s new CRC, B again for its frame) and CRCs it once; its base CRCs (A) come from the store’s per-block records, unread; a full stream reads and CRCs each block once',
       ],
     };
   } finally {

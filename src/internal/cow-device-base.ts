@@ -79,6 +79,7 @@ export abstract class CowDeviceBase
       writeSnapshot: (seq, offset, data) => io.write(seq, offset, data),
       flushSnapshots: () => io.flush(),
       releaseHandle: (handle) => this.#handles.delete(handle),
+      storedChecksum: (seq, offset, length) => io.storedChecksum(seq, offset, length),
     };
   }
 

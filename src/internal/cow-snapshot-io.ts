@@ -1,6 +1,7 @@
 import { BlockDeviceError } from '../errors.js';
 import { type BlockRanges, rangesHoldAll, rangesOverlap } from './block-ranges.js';
 import type { CowStore } from './cow-store.js';
+import { crc32Combine } from './crc32-combine.js';
 import type { LockTable } from './lock-table.js';
 import { io } from './lower-io.js';
 import type { RangeGate } from './range-gate.js';
@@ -100,6 +101,33 @@ export class CowSnapshotIO {
     } finally {
       release();
     }
+  }
+
+  /**
+   * The CRC-32 of the whole blocks `[offset, offset+length)` as snapshot
+   * `seq` holds them, combined from the store records' per-block CRCs — the
+   * very CRCs `readView` checks the chunks against, so it equals the CRC of
+   * what a read would return. `undefined` when some block is read from the
+   * origin (no CRC kept) or is not held by a selective snapshot. A memory
+   * lookup at one instant: records are only ever added or replaced whole.
+   * @throws `ENOENT` if the snapshot was deleted (its records may now serve
+   *   other snapshots, so they say nothing about it).
+   */
+  storedChecksum(seq: number, offset: number, length: number): number | undefined {
+    const bs = this.#bs;
+    if (offset % bs !== 0 || length % bs !== 0 || length <= 0) return undefined;
+    const first = offset / bs;
+    const last = first + length / bs - 1;
+    const ranges = this.#liveSnapshot(seq).ranges;
+    if (ranges !== undefined && !rangesHoldAll(ranges, first, last)) return undefined;
+    const state = this.#cow.state;
+    let crc = 0;
+    for (let b = first; b <= last; b++) {
+      const ref = state.locate(seq, b);
+      if (ref === undefined) return undefined;
+      crc = b === first ? ref.crc : crc32Combine(crc, ref.crc, bs);
+    }
+    return crc;
   }
 
   /** Snapshot writes are durable once acknowledged; this waits for any still committing. */

@@ -12,7 +12,19 @@ export interface SnapshotHost {
   flushSnapshots(): Promise<void>;
   /** Forgets a closed handle. */
   releaseHandle(handle: SnapshotHandle): void;
+  /** See {@link STORED_CHECKSUM}; hosts that keep no per-block CRCs leave it out. */
+  storedChecksum?(seq: number, offset: number, length: number): number | undefined;
 }
+
+/**
+ * Internal method of a snapshot handle: the CRC-32 of `length` bytes at
+ * `offset` as the snapshot holds them, when the host knows it without
+ * reading (every block of the extent lives in its store, whose records carry
+ * each block's CRC), else `undefined`. Keyed by a symbol so it stays off the
+ * public surface; an export uses it to prove a base without reading it.
+ * @throws `ENOENT` if the snapshot was deleted.
+ */
+export const STORED_CHECKSUM: unique symbol = Symbol('blocksnap.storedChecksum');
 
 /** Identity of the snapshot a handle shows. */
 export interface SnapshotIdentity {
@@ -48,6 +60,12 @@ export class SnapshotHandle extends AbstractBlockDevice implements Snapshot {
     if (this.readOnly) {
       throw new BlockDeviceError('EROFS', `snapshot ${this.id} is read-only`);
     }
+  }
+
+  /** See {@link STORED_CHECKSUM}. */
+  [STORED_CHECKSUM](offset: number, length: number): number | undefined {
+    this.checkOpen();
+    return this.#host.storedChecksum?.(this.seq, offset, length);
   }
 
   protected _read(offset: number, length: number): Promise<Uint8Array> {

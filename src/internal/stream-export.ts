@@ -5,6 +5,7 @@ import { BlockDeviceError } from '../errors.js';
 import type { ExportStreamOptions } from '../stream.js';
 import { checksum } from './metadata-codec.js';
 import { checkGeometry } from './range.js';
+import { STORED_CHECKSUM } from './snapshot-handle.js';
 import {
   encodeFrameHead,
   encodeFrameTail,
@@ -24,7 +25,7 @@ import { forEachConcurrently } from './task-pool.js';
  * pull source that reads it from the device one frame at a time.
  */
 
-/** Pieces whose base and new content the manifest pass reads at once (two reads each). */
+/** Pieces whose base and new content the manifest pass reads at once (up to two reads each). */
 const READS_IN_FLIGHT = 4;
 
 /** What an export will send, settled before the stream exists. */
@@ -224,8 +225,11 @@ export class StreamExporter {
   }
 
   /**
-   * Reads every piece as `from` (where `from` holds it) and as `to`, and
-   * records both CRCs; then sends the manifest.
+   * Records, for every piece, its CRC as `from` (where `from` holds it) and
+   * as `to`; then sends the manifest. A CRC the snapshot's store already
+   * keeps (see {@link STORED_CHECKSUM}) is taken from there: the base of an
+   * incremental is mostly preserved blocks, so it is proved without being
+   * read. The rest is read and CRC'd.
    */
   async #sendManifest(): Promise<void> {
     const manifest = this.#manifest!;
@@ -234,11 +238,12 @@ export class StreamExporter {
     await forEachConcurrently(manifest.count, READS_IN_FLIGHT, this.#signal, async (i) => {
       const offset = manifest.offset(i);
       const length = manifest.length(i);
+      const held = manifest.baseHeld(i);
       const [base, next] = await Promise.all([
-        manifest.baseHeld(i) ? from.read(offset, length) : undefined,
-        to.read(offset, length),
+        held ? crcOf(from, offset, length) : 0,
+        crcOf(to, offset, length),
       ]);
-      manifest.setCrcs(i, base === undefined ? 0 : checksum(base), checksum(next));
+      manifest.setCrcs(i, base, next);
     });
     for (const part of encodeManifest(manifest, this.#plan.streamId)) this.#enqueue(part);
   }
@@ -304,3 +309,13 @@ export class StreamExporter {
     if (!this.#stopped) this.#controller.enqueue(bytes);
   }
 }
+
+/** The CRC-32 of `snapshot`'s bytes `[offset, offset+length)`: from its store's records if it keeps them, else read. */
+async function crcOf(snapshot: Snapshot, offset: number, length: number): Promise<number> {
+  const stored = (snapshot as Partial<StoredChecksumSource>)[STORED_CHECKSUM]?.(offset, length);
+  return stored ?? checksum(await snapshot.read(offset, length));
+}
+
+type StoredChecksumSource = {
+  [STORED_CHECKSUM](offset: number, length: number): number | undefined;
+};
