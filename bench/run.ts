@@ -258,8 +258,15 @@ function verdict(id: string): Verdict {
     case 'jd-write':
     case 'jd-write-checkpointing':
       return versus(id, 'fd-write', 'FileDevice write', 1, ratio);
-    case 'sel-write-outside':
-      return versus(id, 'fd-write', 'FileDevice write', 0.95, ratio);
+    case 'sel-write-outside': {
+      // Its own baseline: FileDevice writes to the same file, in alternating bursts.
+      const r = ownRatio(o.rounds, (x) => x.ratio ?? Number.NaN);
+      return {
+        ratio,
+        target: `≥ 0.95× FileDevice writes to the same file, measured alongside (${r.text})`,
+        pass: r.median >= 0.95,
+      };
+    }
     case 'stream-export-incremental': {
       const r = ownRatio(o.rounds, (x) => x.ratio ?? Number.NaN);
       return {
