@@ -69,6 +69,8 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
       return Promise.reject(err);
     }
     if (data.length === 0) return Promise.resolve();
+    const through = this._writeThrough(offset, data);
+    if (through !== undefined) return this.track(through);
     // The caller may reuse `data` as soon as this returns: take a private copy
     // now, before any await.
     const copy = allocateBuffer(data.length);
@@ -164,6 +166,17 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
   protected abstract _read(offset: number, length: number): Promise<Uint8Array>;
   /** Writes a validated, non-empty range; `data` is already a private copy. */
   protected abstract _write(offset: number, data: Uint8Array): Promise<void>;
+  /**
+   * A write the subclass passes on, before returning, to a lower device's
+   * `write` — which by the BlockDevice contract lets its caller reuse `data`
+   * as soon as it returns — so this layer need not copy `data` first; or `undefined` to have it copied
+   * and sent to `_write`. Gets a validated, non-empty range, and must not
+   * keep `data` past its synchronous return. A stacked write then costs one
+   * copy, not one per layer.
+   */
+  protected _writeThrough(_offset: number, _data: Uint8Array): Promise<void> | undefined {
+    return undefined;
+  }
   /** Makes every acknowledged write durable. */
   protected abstract _flush(): Promise<void>;
   /** Releases resources; called once, after in-flight I/O drained and a flush. */

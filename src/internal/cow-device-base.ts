@@ -326,6 +326,25 @@ export abstract class CowDeviceBase
     throw wrapIO('origin read', err);
   };
 
+  /**
+   * A write to blocks no snapshot holds goes straight to the origin — whose
+   * `write`, by the BlockDevice contract, is done with `data` once it
+   * returns — with no copy here, no block lock and, on
+   * this hot path, no promise of our own; anything else (a snapshot holds a
+   * block, or a hold is being taken) goes the copying way to `_write`.
+   */
+  protected override _writeThrough(offset: number, data: Uint8Array): Promise<void> | undefined {
+    const first = Math.floor(offset / this.blockSize);
+    const last = Math.floor((offset + data.length - 1) / this.blockSize);
+    // Both checks and the origin's write run in this one synchronous turn, so
+    // no snapshot can come to hold the blocks in between; one that does later
+    // drains this write through the gate first.
+    if (this.#state.anyHolds(first, last)) return undefined;
+    const release = this.#gate.tryEnter(first, last);
+    if (release === undefined) return undefined;
+    return this.#writeUnheld(offset, data, release);
+  }
+
   protected _write(offset: number, data: Uint8Array): Promise<void> {
     const first = Math.floor(offset / this.blockSize);
     const last = Math.floor((offset + data.length - 1) / this.blockSize);
@@ -346,26 +365,29 @@ export abstract class CowDeviceBase
     last: number,
     release: () => void,
   ): Promise<void> {
-    if (!this.#state.anyHolds(first, last)) {
-      // No snapshot holds these blocks: nothing to preserve and no snapshot
-      // read to keep out, so no block lock either — and, on this hot path,
-      // no promise of our own. A snapshot that comes to hold them first
-      // drains this write through the gate.
-      let written: Promise<void>;
-      try {
-        written = this.#origin.write(offset, data);
-      } catch (err) {
-        written = Promise.reject(err);
-      }
-      return written.then(
-        () => release(),
-        (err: unknown) => {
-          release();
-          throw wrapIO('origin write', err);
-        },
-      );
-    }
+    if (!this.#state.anyHolds(first, last)) return this.#writeUnheld(offset, data, release);
     return this.#writeLocked(offset, data, first, last).finally(release);
+  }
+
+  /**
+   * A write to blocks no snapshot holds, inside the gate: nothing to
+   * preserve and no snapshot read to keep out, so no block lock. Hands
+   * `data` to the origin's `write` at once (done with it once it returns).
+   */
+  #writeUnheld(offset: number, data: Uint8Array, release: () => void): Promise<void> {
+    let written: Promise<void>;
+    try {
+      written = this.#origin.write(offset, data);
+    } catch (err) {
+      written = Promise.reject(err);
+    }
+    return written.then(
+      () => release(),
+      (err: unknown) => {
+        release();
+        throw wrapIO('origin write', err);
+      },
+    );
   }
 
   /** A write to blocks some snapshot holds: preserve what it needs under the block locks, then write. */
