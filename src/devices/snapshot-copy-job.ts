@@ -5,6 +5,7 @@ import { type ConflictPolicy, CopyEngine, type CopySink } from '../internal/copy
 import { type CopyGeometry, CopyMap } from '../internal/copy-map.js';
 import { StreamCopySink } from '../internal/copy-stream-sink.js';
 import { io } from '../internal/lower-io.js';
+import { ownedWriter } from '../internal/owned-io.js';
 import { checkRange } from '../internal/range.js';
 import { TypedEventEmitter } from '../internal/typed-emitter.js';
 
@@ -151,10 +152,15 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
       this.#stream = destination;
       sink = destination;
     } else {
+      const writeOwned = ownedWriter(destination);
       sink = {
         write: (at, data) =>
           io('destination write', destination.write(destinationOffset + at, data)),
       };
+      if (writeOwned !== undefined) {
+        sink.writeBlocks = (at, chunks) =>
+          io('destination write', writeOwned(destinationOffset + at, chunks));
+      }
     }
     this.#engine = new CopyEngine(source, sink, map, policy, () =>
       this.emit('progress', this.progress),

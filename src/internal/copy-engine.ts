@@ -1,6 +1,7 @@
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
 import type { CopyMap } from './copy-map.js';
+import { RunMover } from './copy-mover.js';
 import { type QueuedWrite, WriteQueue } from './copy-queue.js';
 import { io } from './lower-io.js';
 
@@ -11,6 +12,12 @@ export type ConflictPolicy = 'copy-first' | 'queue';
 export interface CopySink {
   /** Writes the chunk whose range byte `rangeOffset` starts at. */
   write(rangeOffset: number, data: Uint8Array): Promise<void>;
+  /**
+   * Writes consecutive chunks, the first at range byte `rangeOffset`, in one
+   * vectored write of chunk-sized blocks, taking the buffers over (the
+   * engine leaves them alone until it settles); absent: one `write` per chunk.
+   */
+  writeBlocks?(rangeOffset: number, chunks: readonly Uint8Array[]): Promise<void>;
   /** Resolves when the sink can take another run (back-pressure); absent: always. */
   ready?(): Promise<void>;
 }
@@ -70,6 +77,7 @@ export class CopyEngine {
   #failure: unknown;
   readonly counters: CopyCounters = { copierBytes: 0, copyFirstBytes: 0, queuedWrites: 0 };
   readonly #onProgress: () => void;
+  readonly #mover: RunMover;
 
   constructor(
     source: BlockDevice,
@@ -93,6 +101,10 @@ export class CopyEngine {
       }
     }
     this.#onProgress = onProgress;
+    this.#mover = new RunMover(source, sink, this.#offset, this.#chunkSize, {
+      runBytes: RUN_BYTES,
+      spares: RUNS_IN_FLIGHT,
+    });
   }
 
   /** Writes waiting in the queue now. */
@@ -213,14 +225,7 @@ export class CopyEngine {
     const start = first * cs;
     const end = Math.min(this.#length, (first + count) * cs);
     try {
-      const data = await io('source read', this.#source.read(this.#offset + start, end - start));
-      const writes: Promise<void>[] = [];
-      for (let at = start; at < end; at += cs) {
-        writes.push(
-          this.#sink.write(at, data.subarray(at - start, Math.min(end, at + cs) - start)),
-        );
-      }
-      await Promise.all(writes);
+      await this.#mover.move(start, end);
       for (let c = first; c < first + count; c++) this.#map.set(c);
       await this.#map.commit();
     } catch (err) {

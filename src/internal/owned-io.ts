@@ -1,0 +1,51 @@
+import type { BlockDevice } from '../device.js';
+
+/*
+ * Two internal methods a device may have, for a layer that moves bulk data
+ * through buffers of its own (the copy job's runs, the stream applier's
+ * frames). `read` must hand out fresh memory and `write` must copy its data
+ * (the caller may reuse it at once); for bulk copies that allocation and
+ * copy, and one thread-pool round trip per fixed-size block, cost more than
+ * the I/O itself (DESIGN.md, performance notes). Keyed by symbols so they
+ * stay off the public surface; a layer uses them when the device below has
+ * them and `read`/`write` otherwise — it never relies on them.
+ */
+
+/**
+ * `[READ_INTO](offset, buffer)` fills `buffer` with the `buffer.length`
+ * bytes at `offset` and resolves with it; checks and errors are `read`'s.
+ * The device writes into `buffer` until the promise settles; after a
+ * failure its content is undefined.
+ */
+export const READ_INTO: unique symbol = Symbol('blocksnap.readInto');
+
+/**
+ * `[WRITE_OWNED](offset, blocks)` writes `blocks` back to back from
+ * `offset`, as `write(offset, concatenation)` would, with the same checks
+ * and errors, in one vectored I/O where it can, and without copying them:
+ * the caller hands the buffers over and must not change them until the
+ * promise settles.
+ */
+export const WRITE_OWNED: unique symbol = Symbol('blocksnap.writeOwned');
+
+/** A device with {@link READ_INTO} and {@link WRITE_OWNED}. */
+export interface OwnedIO {
+  [READ_INTO](offset: number, buffer: Uint8Array): Promise<Uint8Array>;
+  [WRITE_OWNED](offset: number, blocks: readonly Uint8Array[]): Promise<void>;
+}
+
+/** `device`'s {@link READ_INTO}, bound to it, or undefined if it has none. */
+export function readerInto(
+  device: BlockDevice,
+): ((offset: number, buffer: Uint8Array) => Promise<Uint8Array>) | undefined {
+  const method = (device as Partial<OwnedIO>)[READ_INTO];
+  return typeof method === 'function' ? method.bind(device) : undefined;
+}
+
+/** `device`'s {@link WRITE_OWNED}, bound to it, or undefined if it has none. */
+export function ownedWriter(
+  device: BlockDevice,
+): ((offset: number, blocks: readonly Uint8Array[]) => Promise<void>) | undefined {
+  const method = (device as Partial<OwnedIO>)[WRITE_OWNED];
+  return typeof method === 'function' ? method.bind(device) : undefined;
+}
