@@ -15,6 +15,7 @@ import {
   SelectiveSnapshotDevice,
   type Snapshot,
 } from '../src/index.js';
+import { crcWorker } from '../src/internal/crc-worker.js';
 import { checksum } from '../src/internal/metadata-codec.js';
 import { MANIFEST_CRC, MANIFEST_HEAD } from '../src/internal/stream-manifest.js';
 import { applyStream, exportStream, StreamApplyError } from '../src/stream.js';
@@ -161,6 +162,56 @@ describe('exportStream and applyStream round trip', () => {
       expect(report.bytesWritten).toBe(SIZE);
       expectSameBytes('target', await contentOf(target), aContent);
       await target.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+      await cow.close();
+    }
+  });
+});
+
+describe('applyStream to a FileDevice, frames checked on the CRC worker and written uncopied', () => {
+  /** As a reader filling one buffer hands chunks over: each chunk overwrites the one before. */
+  async function* reusingOneBuffer(stream: Uint8Array): AsyncGenerator<Uint8Array> {
+    const buffer = new Uint8Array(64 * KiB);
+    for (let at = 0; at < stream.length; at += buffer.length) {
+      const n = Math.min(buffer.length, stream.length - at);
+      buffer.set(stream.subarray(at, at + n));
+      yield buffer.subarray(0, n);
+    }
+  }
+
+  it('applies a source that reuses its buffer exactly; a damaged frame stops it with only the frames before it written', async () => {
+    // Frames of 1 MiB go to the worker once it runs: make sure this test takes that path.
+    expect(await crcWorker.whenReady()).toBe(true);
+    const { cow, a, aContent } = await scenario();
+    const bytes = await collect(exportStream(cow, { to: a.id }));
+    const layout = layoutOf(bytes);
+    expect(layout.frames.length).toBe(4);
+    const dir = fs.mkdtempSync(join(tmpdir(), 'blocksnap-stream-'));
+    try {
+      const open = (name: string) =>
+        FileDevice.open(join(dir, name), { size: SIZE, blockSize: BS, create: true });
+      const target = await open('a.img');
+      const report = await applyStream(reusingOneBuffer(bytes), target);
+      expect(report.bytesWritten).toBe(SIZE);
+      expectSameBytes('target', await contentOf(target), aContent);
+      await target.close();
+
+      const damaged = bytes.slice();
+      const frame2 = layout.frames[2]!;
+      damaged[frame2.data.byteOffset - bytes.byteOffset + 12_345]! ^= 0x10;
+      const other = await open('b.img');
+      const err = await rejection(applyStream(reusingOneBuffer(damaged), other));
+      expect(err.code).toBe('ECORRUPT');
+      expect(err.message).toMatch(/frame 2: data CRC/);
+      const before = layout.frames.slice(0, 2);
+      expect(err.applied).toEqual({ frames: 2, bytes: 2 * MiB });
+      expectSameBytes(
+        'damaged target',
+        await contentOf(other),
+        withFrames(new Uint8Array(SIZE), before),
+      );
+      await other.close();
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
       await cow.close();

@@ -2,9 +2,10 @@ import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import type { AppliedProgress, ApplyReport } from '../stream.js';
 import { checksum } from './metadata-codec.js';
+import { ownedWriter } from './owned-io.js';
+import { type CheckedFrame, FrameChecks } from './stream-checks.js';
 import type { ChunkReader } from './stream-chunks.js';
 import {
-  checkFrameTail,
   decodeHeader,
   decodeRecordHead,
   FRAME_TAIL,
@@ -29,6 +30,11 @@ import { forEachConcurrently } from './task-pool.js';
  * The apply side of the stream format: reading a stream, checking every
  * structure before it is trusted and every frame before it is written,
  * proving an incremental stream's base, and knowing how far it got.
+ *
+ * Frames flow through a pipeline: read into a buffer of ours, their data CRC
+ * computed (on the CRC worker for large frames, stream-checks.ts) while the
+ * next frames are read, then — in stream order, once they passed — written
+ * from that buffer without a further copy, a few writes in flight.
  */
 
 /** Manifest extents of the target read at once for the base proof. */
@@ -64,17 +70,25 @@ export class StreamApplier {
   /** Writes issued and not yet counted as applied, oldest first. */
   readonly #issued: IssuedFrame[] = [];
   /**
-   * Frame buffers whose writes have settled, for the next frames to be
-   * assembled in: at most WRITES_IN_FLIGHT + 1 ever exist, so a long stream
-   * allocates (and collects) no frame-sized buffer per frame.
+   * Frame buffers whose writes have settled, for the next frames to be read
+   * into: a few more than WRITES_IN_FLIGHT ever exist (those being checked,
+   * and one being read), so a long stream allocates (and collects) no
+   * frame-sized buffer per frame.
    */
   readonly #spare: Uint8Array[] = [];
+  /** Frames read and not yet checked, oldest first. */
+  readonly #checks = new FrameChecks((frame) => this.#writeChecked(frame));
   #applied = { frames: 0, bytes: 0 };
+  /** The target's WRITE_OWNED, for frames assembled in a buffer of ours. */
+  readonly #writeOwned:
+    | ((offset: number, blocks: readonly Uint8Array[]) => Promise<void>)
+    | undefined;
 
   constructor(reader: ChunkReader, target: BlockDevice, signal: AbortSignal | undefined) {
     this.#reader = reader;
     this.#target = target;
     this.#signal = signal;
+    this.#writeOwned = ownedWriter(target);
   }
 
   async run(): Promise<ApplyReport> {
@@ -95,72 +109,64 @@ export class StreamApplier {
     let dataBytes = 0;
     let extents = 0;
     let end = 0;
-    for (;;) {
-      const where = `stream byte ${this.#reader.position}`;
-      const head = decodeRecordHead(
-        await this.#readExact(RECORD_HEAD, `the head of frame ${frames} or the trailer`),
-        header,
-        streamId,
-        end,
-        where,
-      );
-      if (head.kind === 'trailer') {
-        this.#checkTrailer(head, { frames, dataBytes, extents }, manifest);
-        break;
-      }
-      if (head.number !== frames) {
-        throw new BlockDeviceError(
-          'ECORRUPT',
-          `${where}: frame ${head.number} where frame ${frames} belongs (frames missing, repeated or out of order)`,
+    try {
+      for (;;) {
+        const where = `stream byte ${this.#reader.position}`;
+        const head = decodeRecordHead(
+          await this.#readExact(RECORD_HEAD, `the head of frame ${frames} or the trailer`),
+          header,
+          streamId,
+          end,
+          where,
         );
-      }
-      if (manifest !== undefined) {
-        if (frames >= manifest.count) {
+        if (head.kind === 'trailer') {
+          await this.#checks.all();
+          this.#checkTrailer(head, { frames, dataBytes, extents }, manifest);
+          break;
+        }
+        if (head.number !== frames) {
           throw new BlockDeviceError(
             'ECORRUPT',
-            `${where}: frame ${frames} is past the ${manifest.count} the manifest lists`,
+            `${where}: frame ${head.number} where frame ${frames} belongs (frames missing, repeated or out of order)`,
           );
         }
-        if (head.offset !== manifest.offset(frames) || head.length !== manifest.length(frames)) {
-          throw new BlockDeviceError(
-            'ECORRUPT',
-            `${where}: frame ${frames} is for [${head.offset}, +${head.length}), its manifest entry for [${manifest.offset(frames)}, +${manifest.length(frames)})`,
-          );
-        }
-      }
-      // Data and tail in one read, so the data is checked and handed to the
-      // target before the reader pulls another chunk: a source may reuse a
-      // chunk's buffer for the next one, and the target copies what it is
-      // given to write (the BlockDevice contract). A frame that spans chunks
-      // is assembled in a buffer of ours, reused only once its write settled.
-      const buffer = this.#spare.pop() ?? Buffer.allocUnsafeSlow(header.maxFrameData + FRAME_TAIL);
-      const body = await this.#readExact(
-        head.length + FRAME_TAIL,
-        `frame ${frames}'s data`,
-        buffer,
-      );
-      const data = body.subarray(0, head.length);
-      const crc = checksum(data);
-      checkFrameTail(body.subarray(head.length), frames, crc);
-      if (manifest !== undefined && crc !== manifest.newCrc(frames)) {
-        throw new BlockDeviceError(
-          'ECORRUPT',
-          `frame ${frames}: data CRC ${hex32(crc)} differs from the new-content CRC its manifest entry lists`,
+        if (manifest !== undefined) checkAgainstManifest(manifest, frames, head, where);
+        // Data and tail in one read, into a buffer of ours: a source may
+        // reuse a chunk's buffer for the next one, and the frame is checked
+        // and written after later chunks were pulled. The buffer is reused
+        // only once its write settled.
+        const buffer = this.#spare.pop() ?? new Uint8Array(header.maxFrameData + FRAME_TAIL);
+        const body = await this.#readExact(
+          head.length + FRAME_TAIL,
+          `frame ${frames}'s data`,
+          buffer,
         );
+        if (body.buffer !== buffer.buffer) buffer.set(body);
+        // Checked here, not between reads: a frame read after the abort is
+        // not written; those read before it are (the catch below).
+        this.#signal?.throwIfAborted();
+        if (head.offset !== end || frames === 0) extents++;
+        end = head.offset + head.length;
+        dataBytes += head.length;
+        const skip = holds !== undefined && holds[frames] === HOLDS_NEW;
+        if (skip) skipped++;
+        this.#checks.start(
+          frames,
+          head.offset,
+          head.length,
+          buffer,
+          skip,
+          manifest?.newCrc(frames),
+        );
+        frames++;
+        await this.#checks.ready();
       }
-      // Checked here, not between reads: a frame read after the abort is not written.
-      this.#signal?.throwIfAborted();
-      if (head.offset !== end || frames === 0) extents++;
-      end = head.offset + head.length;
-      dataBytes += head.length;
-      if (holds !== undefined && holds[frames] === HOLDS_NEW) {
-        skipped++;
-        await this.#issue({ written: undefined, bytes: 0, buffer });
-      } else {
-        const written = this.#write(head.offset, data);
-        await this.#issue({ written, bytes: head.length, buffer });
-      }
-      frames++;
+    } catch (err) {
+      // Frames read before the failure are checked, and written if sound, as
+      // if each had been on its own: a damaged one among them is what went
+      // wrong first in the stream, so its error is the one reported.
+      await this.#checks.all();
+      throw err;
     }
     if (!(await this.#reader.atEnd())) {
       throw new BlockDeviceError(
@@ -300,12 +306,31 @@ export class StreamApplier {
     }
   }
 
-  /** Starts a write whose outcome is captured at once, so a failure is never an unhandled rejection. */
+  /**
+   * Starts a write whose outcome is captured at once, so a failure is never
+   * an unhandled rejection; `data` stays unchanged until it settles.
+   */
   #write(offset: number, data: Uint8Array): Promise<{ err: unknown } | undefined> {
-    return this.#target.write(offset, data).then(
+    const op =
+      this.#writeOwned !== undefined
+        ? this.#writeOwned(offset, [data])
+        : this.#target.write(offset, data);
+    return op.then(
       () => undefined,
       (err: unknown) => ({ err }),
     );
+  }
+
+  /** Writes a frame that passed its checks, unless the target already holds it. */
+  async #writeChecked(frame: CheckedFrame): Promise<void> {
+    if (frame.skip) {
+      await this.#issue({ written: undefined, bytes: 0, buffer: frame.buffer });
+      return;
+    }
+    // The data is in our buffer, unchanged until the write settles (only
+    // then does the buffer go back to #spare): the target need not copy it.
+    const written = this.#write(frame.offset, frame.data);
+    await this.#issue({ written, bytes: frame.data.length, buffer: frame.buffer });
   }
 
   /** Queues an issued frame, first settling the oldest if too many are in flight. */
@@ -323,5 +348,26 @@ export class StreamApplier {
     this.#spare.push(frame.buffer);
     this.#applied.frames++;
     this.#applied.bytes += frame.bytes;
+  }
+}
+
+/** A frame head must be the next extent the manifest lists. @throws `ECORRUPT`. */
+function checkAgainstManifest(
+  manifest: Manifest,
+  frame: number,
+  head: { offset: number; length: number },
+  where: string,
+): void {
+  if (frame >= manifest.count) {
+    throw new BlockDeviceError(
+      'ECORRUPT',
+      `${where}: frame ${frame} is past the ${manifest.count} the manifest lists`,
+    );
+  }
+  if (head.offset !== manifest.offset(frame) || head.length !== manifest.length(frame)) {
+    throw new BlockDeviceError(
+      'ECORRUPT',
+      `${where}: frame ${frame} is for [${head.offset}, +${head.length}), its manifest entry for [${manifest.offset(frame)}, +${manifest.length(frame)})`,
+    );
   }
 }
