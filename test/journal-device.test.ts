@@ -175,6 +175,40 @@ describe('JournalDevice: one I/O per write (claim 55)', () => {
 });
 
 describe('JournalDevice: reads overlay the journal on production', () => {
+  it('reads blocks that sit in one run with one I/O, and mixed runs exactly', async () => {
+    const rig = await JournalRig.create({ blockSize: 1024, blocks: 64, ringBytes: 256 * 1024 });
+    const d = rig.device;
+    await rig.production.write(0, fill(64 * 1024, 0x11));
+    // Blocks 4..7 by one record; 8 and then 9 by two records of one frame
+    // (adjacent in the ring); 12 alone; 13 stays on production.
+    await d.write(4 * 1024, fill(4 * 1024, 1));
+    await Promise.all([d.write(8 * 1024, fill(1024, 2)), d.write(9 * 1024, fill(1024, 3))]);
+    await d.write(12 * 1024, fill(1024, 4));
+    const expected = fill(64 * 1024, 0x11);
+    expected.set(fill(4 * 1024, 1), 4 * 1024);
+    expected.set(fill(1024, 2), 8 * 1024);
+    expected.set(fill(1024, 3), 9 * 1024);
+    expected.set(fill(1024, 4), 12 * 1024);
+    for (const [offset, length, ios] of [
+      [4 * 1024, 4 * 1024, 1], // one record
+      [4 * 1024 + 100, 3 * 1024, 1], // inside it, unaligned
+      [8 * 1024, 2 * 1024, 1], // two records, adjacent in the journal
+      [32 * 1024, 8 * 1024, 1], // all on production
+      [6 * 1024, 8 * 1024, 5], // record, records 8-9, production, block 12, production
+      [11 * 1024 + 7, 2 * 1024, 3], // production, block 12, production
+    ] as const) {
+      rig.journal.resetStats();
+      rig.production.resetStats();
+      expectBytes(
+        `${offset}+${length}`,
+        await d.read(offset, length),
+        expected.subarray(offset, offset + length),
+      );
+      expect(rig.journal.stats.reads + rig.production.stats.reads, `${offset}+${length}`).toBe(ios);
+    }
+    await d.close();
+  });
+
   it('is exact to the byte for unaligned, overlapping writes, before and after a checkpoint', async () => {
     const rig = await JournalRig.create({ ringBytes: 256 * 1024 });
     const d = rig.device;

@@ -10,7 +10,6 @@ import type {
 } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
 import { AbstractBlockDevice } from '../internal/abstract-device.js';
-import { BlockTable } from '../internal/block-table.js';
 import { readCatalog } from '../internal/journal-catalog.js';
 import { JournalCore } from '../internal/journal-core.js';
 import {
@@ -30,6 +29,7 @@ import {
   SnapshotRegistry,
 } from '../internal/journal-snapshot-registry.js';
 import { JournalSnapshots } from '../internal/journal-snapshots.js';
+import { ChangesTable } from '../internal/journal-table.js';
 import { SECTOR } from '../internal/log-format.js';
 import { checkSnapshotOptions } from '../internal/snapshot-options.js';
 
@@ -161,7 +161,7 @@ export class JournalDevice
           `not ${production.size} in ${production.blockSize}`,
       );
     }
-    const table = new BlockTable();
+    const table = new ChangesTable();
     const index = new RecordIndex(sb.headSeq);
     const perBlock = sb.blockSize / SECTOR;
     const snapshots = new SnapshotRegistry(

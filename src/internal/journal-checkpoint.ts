@@ -1,7 +1,7 @@
 import type { BlockDevice, CheckpointEvent } from '../device.js';
-import type { BlockTable } from './block-table.js';
 import { type JournalSuper, RING_START } from './journal-format.js';
 import type { RecordIndex } from './journal-index.js';
+import type { ChangesTable } from './journal-table.js';
 import type { JournalWriter } from './journal-writer.js';
 import type { AccessGate } from './lock-table.js';
 import { SECTOR } from './log-format.js';
@@ -17,7 +17,7 @@ export interface ApplyJob {
   /** Blocks to write, ascending. */
   keys: Float64Array;
   /** Each block's journal sector, as of the checkpoint's cut; never changes meanwhile. */
-  table: BlockTable;
+  table: ChangesTable;
   journal: BlockDevice;
   production: BlockDevice;
   blockSize: number;
@@ -88,7 +88,7 @@ export interface CheckpointHost {
   readonly blockSize: number;
   readonly writer: JournalWriter;
   /** The changes table. */
-  readonly table: BlockTable;
+  readonly table: ChangesTable;
   readonly index: RecordIndex;
   /** Reads enter it shared. */
   readonly gate: AccessGate;
@@ -115,7 +115,7 @@ export interface CheckpointHost {
 
 /** Records `from..to` applied as one step, then the snapshot marker `marker` (if any) materialized. */
 interface Segment {
-  table: BlockTable;
+  table: ChangesTable;
   keys: Float64Array;
   marker: number | undefined;
 }
@@ -205,7 +205,7 @@ export async function runCheckpoint(host: CheckpointHost): Promise<CheckpointEve
  */
 function segmentsOf(
   host: CheckpointHost,
-  table: BlockTable,
+  table: ChangesTable,
   keys: Float64Array,
   headSeq: number,
   cutSeq: number,

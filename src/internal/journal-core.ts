@@ -1,7 +1,6 @@
 import { Mutex } from 'async-mutex';
 import type { BlockDevice, CheckpointEvent, PointInTime } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
-import type { BlockTable } from './block-table.js';
 import { writeCatalog } from './journal-catalog.js';
 import { type CheckpointHost, runCheckpoint } from './journal-checkpoint.js';
 import { headerBytes, type JournalSuper, writeJournalSuper } from './journal-format.js';
@@ -10,6 +9,7 @@ import { PartialWrites } from './journal-merge.js';
 import { readOverlay } from './journal-overlay.js';
 import type { ReplayResult } from './journal-scan.js';
 import type { SnapshotRegistry } from './journal-snapshot-registry.js';
+import type { ChangesTable } from './journal-table.js';
 import { JournalView, resolvePoint, type ViewHost } from './journal-view.js';
 import { JournalWriter } from './journal-writer.js';
 import { AccessGate } from './lock-table.js';
@@ -20,7 +20,7 @@ export interface JournalParts {
   production: BlockDevice;
   journal: BlockDevice;
   superblock: JournalSuper;
-  table: BlockTable;
+  table: ChangesTable;
   index: RecordIndex;
   replay: ReplayResult;
   snapshots: SnapshotRegistry;
@@ -45,7 +45,7 @@ export interface JournalCoreEvents {
  */
 export interface ReadPoint {
   readonly sequence: number;
-  table: BlockTable | undefined;
+  table: ChangesTable | undefined;
   generation: number;
 }
 
@@ -70,7 +70,7 @@ export class JournalCore {
   readonly snapshots: SnapshotRegistry;
   readonly index: RecordIndex;
   /** Changed block → ring sector of its newest landed image (claim 51). */
-  readonly table: BlockTable;
+  readonly table: ChangesTable;
   readonly readGate = new AccessGate();
   readonly admin = new Mutex();
   readonly #sectorsPerBlock: number;

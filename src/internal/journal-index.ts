@@ -1,5 +1,5 @@
-import { BlockTable } from './block-table.js';
 import type { RecordContent } from './journal-queue.js';
+import { ChangesTable } from './journal-table.js';
 
 /**
  * Every record still in the journal, by sequence number, in four typed
@@ -74,7 +74,7 @@ export class RecordIndex {
    * The changes table as of record `seq`: each block written by a held record
    * up to `seq`, mapped to the sector of its newest image.
    */
-  tableAt(seq: number, sectorsPerBlock: number): BlockTable {
+  tableAt(seq: number, sectorsPerBlock: number): ChangesTable {
     return this.tableBetween(this.firstSeq, seq, sectorsPerBlock);
   }
 
@@ -82,8 +82,8 @@ export class RecordIndex {
    * What records `from..to` (held ones) changed: each block they write,
    * mapped to the sector of its newest image among them.
    */
-  tableBetween(from: number, to: number, sectorsPerBlock: number): BlockTable {
-    const table = new BlockTable();
+  tableBetween(from: number, to: number, sectorsPerBlock: number): ChangesTable {
+    const table = new ChangesTable();
     const last = Math.min(this.#end, to - this.#base + 1);
     for (let i = Math.max(this.#start, from - this.#base); i < last; i++) {
       const first = this.#firstBlock[i]!;
@@ -119,7 +119,7 @@ export class RecordIndex {
  */
 export function addRecord(
   index: RecordIndex,
-  table: BlockTable,
+  table: ChangesTable,
   sectorsPerBlock: number,
   record: RecordContent,
   sector: number,

@@ -6,9 +6,9 @@ import type {
   SnapshotInfo,
 } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
-import type { BlockTable } from './block-table.js';
 import { type CatalogEntry, checkCatalogEntry } from './journal-catalog.js';
 import type { JournalNote } from './journal-notes.js';
+import type { ChangesTable } from './journal-table.js';
 
 /** A production device that can take snapshots (DESIGN.md's snapshot API). */
 export type SnapshotCapableDevice = BlockDevice & SnapshotCapable;
@@ -42,7 +42,7 @@ export interface JournalSnapshot {
   production: Promise<Snapshot> | undefined;
   deleted: boolean;
   /** For reads while pending: the changes table as of its marker, and the checkpoint generation it was built in. */
-  table: BlockTable | undefined;
+  table: ChangesTable | undefined;
   generation: number;
 }
 

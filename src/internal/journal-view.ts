@@ -1,8 +1,8 @@
 import type { PointInTime } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { AbstractBlockDevice } from './abstract-device.js';
-import type { BlockTable } from './block-table.js';
 import type { RecordIndex } from './journal-index.js';
+import type { ChangesTable } from './journal-table.js';
 
 /** What a point-in-time view needs from the journal device that owns it. */
 export interface ViewHost {
@@ -25,7 +25,7 @@ export class JournalView extends AbstractBlockDevice implements PointInTime {
    * again after each checkpoint, which moves applied blocks to production),
    * with the owner's checkpoint generation it was built in.
    */
-  table: BlockTable | undefined;
+  table: ChangesTable | undefined;
   generation = -1;
   readonly #host: ViewHost;
 
