@@ -15,7 +15,6 @@ import {
   SelectiveSnapshotDevice,
   type Snapshot,
 } from '../src/index.js';
-import { crcWorker } from '../src/internal/crc-worker.js';
 import { checksum } from '../src/internal/metadata-codec.js';
 import { MANIFEST_CRC, MANIFEST_HEAD } from '../src/internal/stream-manifest.js';
 import { applyStream, exportStream, StreamApplyError } from '../src/stream.js';
@@ -169,7 +168,7 @@ describe('exportStream and applyStream round trip', () => {
   });
 });
 
-describe('applyStream to a FileDevice, frames checked on the CRC worker and written uncopied', () => {
+describe('applyStream to a FileDevice, frames written uncopied', () => {
   /** As a reader filling one buffer hands chunks over: each chunk overwrites the one before. */
   async function* reusingOneBuffer(stream: Uint8Array): AsyncGenerator<Uint8Array> {
     const buffer = new Uint8Array(64 * KiB);
@@ -181,8 +180,6 @@ describe('applyStream to a FileDevice, frames checked on the CRC worker and writ
   }
 
   it('applies a source that reuses its buffer exactly; a damaged frame stops it with only the frames before it written', async () => {
-    // Frames of 1 MiB go to the worker once it runs: make sure this test takes that path.
-    expect(await crcWorker.whenReady()).toBe(true);
     const { cow, a, aContent } = await scenario();
     const bytes = await collect(exportStream(cow, { to: a.id }));
     const layout = layoutOf(bytes);
@@ -216,6 +213,65 @@ describe('applyStream to a FileDevice, frames checked on the CRC worker and writ
       fs.rmSync(dir, { recursive: true, force: true });
       await cow.close();
     }
+  });
+});
+
+describe('applyStream flushes early on a long stream', () => {
+  /** 40 MiB: past two early flushes (one per 16 MiB applied). */
+  const LONG = 40 * MiB;
+
+  async function longStream(): Promise<{ bytes: Uint8Array; content: Uint8Array }> {
+    const source = await MemoryDevice.create({ size: LONG, blockSize: BS });
+    const content = seededBytes(LONG, 7);
+    await source.write(0, content);
+    const cow = await CowSnapshotDevice.create(
+      source,
+      await MemoryDevice.create({ size: 16 * MiB, blockSize: BS }),
+    );
+    try {
+      const snap = await cow.snapshot();
+      return { bytes: await collect(exportStream(cow, { to: snap.id })), content };
+    } finally {
+      await cow.close();
+    }
+  }
+
+  /** A target whose flushes are counted, and fail from the `failFrom`-th on. */
+  async function flushTarget(failFrom = Number.POSITIVE_INFINITY) {
+    const target = await MemoryDevice.create({ size: LONG, blockSize: BS });
+    const flush = target.flush.bind(target);
+    let flushes = 0;
+    target.flush = () => {
+      flushes++;
+      return flushes >= failFrom
+        ? Promise.reject(new BlockDeviceError('EIO', 'flush failed'))
+        : flush();
+    };
+    return { target, flushes: () => flushes };
+  }
+
+  it('flushes while it writes, and ends exact', async () => {
+    const { bytes, content } = await longStream();
+    const { target, flushes } = await flushTarget();
+    const report = await applyStream(chunked(bytes, [64 * KiB]), target);
+    expect(report.bytesWritten).toBe(LONG);
+    expect(flushes()).toBe(3);
+    expectSameBytes('target', await contentOf(target), content);
+  });
+
+  it('an early flush that fails stops the apply with the target’s error, a prefix applied', async () => {
+    const { bytes, content } = await longStream();
+    const { target } = await flushTarget(1);
+    const err = await rejection(applyStream(chunked(bytes, [64 * KiB]), target));
+    expect(err.code).toBe('EIO');
+    expect(err.message).toMatch(/target flush failed/);
+    const { frames, bytes: applied } = err.applied;
+    expect(applied).toBe(frames * MiB);
+    expect(applied).toBeGreaterThanOrEqual(16 * MiB);
+    expect(applied).toBeLessThan(LONG);
+    const expected = new Uint8Array(LONG);
+    expected.set(content.subarray(0, applied));
+    expectSameBytes('target', await contentOf(target), expected);
   });
 });
 
