@@ -7,6 +7,7 @@ import {
   type SnapshotCopyJobOptions,
 } from '../../src/index.js';
 import { expectBytes } from '../property/cow-harness.js';
+import { Doors, type Gate } from './gated-device.js';
 import { PassThroughDevice } from './pass-through-device.js';
 
 export type ConflictPolicy = NonNullable<SnapshotCopyJobOptions['conflictPolicy']>;
@@ -94,23 +95,8 @@ export interface ProbeOp {
 
 let sequence = 0;
 
-/** One operation held at the door until {@link Hold.open}. */
-export interface Hold {
-  /** Resolves once the operation arrived (it is then waiting). */
-  readonly reached: Promise<void>;
-  readonly isReached: boolean;
-  /** Lets it through (before or after it arrived). */
-  open(): void;
-}
-
-interface Armed {
-  kind: ProbeKind;
-  /** Held after the inner device did the operation, before its result is returned. */
-  reply: boolean;
-  match: (offset: number, length: number) => boolean;
-  arrive: () => void;
-  opened: Promise<void>;
-}
+/** One operation held at the door until {@link Gate.open}. */
+export type Hold = Gate;
 
 /**
  * Passes I/O through to `inner` and logs it; a test can hold the next
@@ -127,7 +113,7 @@ export class ProbeDevice extends PassThroughDevice {
   scheduler: fc.Scheduler | undefined;
   /** With a positive value, writes go one at a time, each taking this many milliseconds. */
   writeMs = 0;
-  readonly #armed: Armed[] = [];
+  readonly #doors = new Doors<ProbeKind>();
   readonly #landing = new Set<{ offset: number; end: number; landed: Promise<void> }>();
   #paced: Promise<void> = Promise.resolve();
 
@@ -144,26 +130,7 @@ export class ProbeDevice extends PassThroughDevice {
     match: (offset: number, length: number) => boolean = () => true,
     reply = false,
   ): Hold {
-    let arrive!: () => void;
-    let open!: () => void;
-    let isReached = false;
-    const reached = new Promise<void>((resolve) => {
-      arrive = () => {
-        isReached = true;
-        resolve();
-      };
-    });
-    const opened = new Promise<void>((resolve) => {
-      open = resolve;
-    });
-    this.#armed.push({ kind, reply, match, arrive, opened });
-    return {
-      reached,
-      get isReached() {
-        return isReached;
-      },
-      open,
-    };
+    return this.#doors.arm(kind, match, reply);
   }
 
   of(kind: ProbeKind): ProbeOp[] {
@@ -177,14 +144,8 @@ export class ProbeDevice extends PassThroughDevice {
   }
 
   async #door(kind: ProbeKind, offset: number, length: number, reply: boolean): Promise<void> {
-    const i = this.#armed.findIndex(
-      (a) => a.kind === kind && a.reply === reply && a.match(offset, length),
-    );
-    if (i >= 0) {
-      const [armed] = this.#armed.splice(i, 1);
-      armed!.arrive();
-      await armed!.opened;
-    } else if (this.scheduler !== undefined && !reply) {
+    if (await this.#doors.pass(kind, offset, length, reply)) return;
+    if (this.scheduler !== undefined && !reply) {
       await this.scheduler.schedule(Promise.resolve(), `${this.name} ${kind} ${offset}+${length}`);
     }
   }

@@ -15,29 +15,23 @@ export interface Gate {
   open(): void;
 }
 
-interface Armed {
-  kind: GatedKind;
-  match: (offset: number, length: number) => boolean;
-  arrive: () => void;
-  opened: Promise<void>;
-}
-
 /**
- * Passes I/O through to `inner`, except that a test can stop the next
- * operation of a kind (and matching a range) until it opens the gate, to
- * hold a layer at an exact point of its work; and, with a fast-check
- * scheduler set, lets the scheduler decide when every other operation starts.
+ * The doors of a test device: a test arms one for the next operation of a
+ * kind whose range matches (optionally on its way back, `reply`), and the
+ * device passes every operation through {@link Doors.pass}, which holds an
+ * armed one until its gate opens.
  */
-export class GatedDevice extends PassThroughDevice {
-  scheduler: fc.Scheduler | undefined;
-  readonly #armed: Armed[] = [];
+export class Doors<K extends string> {
+  readonly #armed: {
+    kind: K;
+    reply: boolean;
+    match: (offset: number, length: number) => boolean;
+    arrive: () => void;
+    opened: Promise<void>;
+  }[] = [];
 
-  constructor(inner: BlockDevice) {
-    super(inner);
-  }
-
-  /** Stops the next `kind` operation whose range `match`es (every one, by default). */
-  gate(kind: GatedKind, match: (offset: number, length: number) => boolean = () => true): Gate {
+  /** Arms a door for the next `kind` operation whose range `match`es. */
+  arm(kind: K, match: (offset: number, length: number) => boolean, reply = false): Gate {
     let arrive!: () => void;
     let open!: () => void;
     let isReached = false;
@@ -50,7 +44,7 @@ export class GatedDevice extends PassThroughDevice {
     const opened = new Promise<void>((resolve) => {
       open = resolve;
     });
-    this.#armed.push({ kind, match, arrive, opened });
+    this.#armed.push({ kind, reply, match, arrive, opened });
     return {
       reached,
       get isReached() {
@@ -60,13 +54,41 @@ export class GatedDevice extends PassThroughDevice {
     };
   }
 
+  /** Holds the operation if a door is armed for it; false (at once) if none is. */
+  async pass(kind: K, offset: number, length: number, reply = false): Promise<boolean> {
+    const i = this.#armed.findIndex(
+      (a) => a.kind === kind && a.reply === reply && a.match(offset, length),
+    );
+    if (i < 0) return false;
+    const [armed] = this.#armed.splice(i, 1);
+    armed!.arrive();
+    await armed!.opened;
+    return true;
+  }
+}
+
+/**
+ * Passes I/O through to `inner`, except that a test can stop the next
+ * operation of a kind (and matching a range) until it opens the gate, to
+ * hold a layer at an exact point of its work; and, with a fast-check
+ * scheduler set, lets the scheduler decide when every other operation starts.
+ */
+export class GatedDevice extends PassThroughDevice {
+  scheduler: fc.Scheduler | undefined;
+  readonly #doors = new Doors<GatedKind>();
+
+  constructor(inner: BlockDevice) {
+    super(inner);
+  }
+
+  /** Stops the next `kind` operation whose range `match`es (every one, by default). */
+  gate(kind: GatedKind, match: (offset: number, length: number) => boolean = () => true): Gate {
+    return this.#doors.arm(kind, match);
+  }
+
   async #door(kind: GatedKind, offset: number, length: number): Promise<void> {
-    const i = this.#armed.findIndex((a) => a.kind === kind && a.match(offset, length));
-    if (i >= 0) {
-      const [armed] = this.#armed.splice(i, 1);
-      armed!.arrive();
-      await armed!.opened;
-    } else if (this.scheduler !== undefined) {
+    if (await this.#doors.pass(kind, offset, length)) return;
+    if (this.scheduler !== undefined) {
       await this.scheduler.schedule(Promise.resolve(), `${kind} ${offset}+${length}`);
     }
   }
