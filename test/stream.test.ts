@@ -16,6 +16,7 @@ import {
   type Snapshot,
 } from '../src/index.js';
 import { checksum } from '../src/internal/metadata-codec.js';
+import { STORED_CHECKSUM } from '../src/internal/snapshot-handle.js';
 import { MANIFEST_CRC, MANIFEST_HEAD } from '../src/internal/stream-manifest.js';
 import { applyStream, exportStream, StreamApplyError } from '../src/stream.js';
 import { FaultyDevice, PowerSwitch } from '../src/testing/index.js';
@@ -600,6 +601,28 @@ describe('cancel, abort and concurrent change', () => {
     const twoFrames = withFrames(new Uint8Array(SIZE), layout.frames.slice(0, 2));
     expectSameBytes('target', await contentOf(target), twoFrames);
     expectSameBytes('first 2 MiB', twoFrames.subarray(0, 2 * MiB), aContent.subarray(0, 2 * MiB));
+    await cow.close();
+  });
+
+  it('a snapshot’s stored CRCs are those of what it reads, and a deleted one’s fail ENOENT rather than name another snapshot’s blocks', async () => {
+    const cow = await cowDevice();
+    const a = await cow.snapshot({ name: 'A' });
+    await cow.write(5 * BS, seededBytes(2 * BS, 1)); // preserved for A
+    await cow.snapshot({ name: 'C' });
+    await cow.write(5 * BS, seededBytes(2 * BS, 2)); // preserved for C: other content
+    const handle = (await cow.openSnapshot(a.id)) as Snapshot & {
+      [STORED_CHECKSUM](offset: number, length: number): number | undefined;
+    };
+    expect(handle[STORED_CHECKSUM](5 * BS, 2 * BS)).toBe(
+      checksum(await handle.read(5 * BS, 2 * BS)),
+    );
+    // Block 0 is read from the origin: no CRC is kept for it.
+    expect(handle[STORED_CHECKSUM](0, BS)).toBeUndefined();
+    // A's records go; C's, for the same blocks, stay — and say nothing about A.
+    await cow.deleteSnapshot(a.id);
+    expect(() => handle[STORED_CHECKSUM](5 * BS, 2 * BS)).toThrow(
+      expect.objectContaining({ code: 'ENOENT' }),
+    );
     await cow.close();
   });
 
