@@ -9,10 +9,9 @@ import { checkFrameTail, FRAME_TAIL, hex32 } from './stream-format.js';
  * damaged frame is never written, nor any frame after it.
  *
  * The CRC is computed here, on the main thread, right after the frame was
- * assembled (its bytes still in cache). It once ran on a worker thread; with
- * the target's write-back overlapping the reads (stream-apply.ts) that made
- * no measurable difference to bench stream-apply-file on 2 cores, and a
- * library should not start threads without need.
+ * assembled (its bytes still in cache): a worker thread for it measured no
+ * faster on 2 cores (bench stream-apply-file), and a library should not
+ * start threads without need.
  */
 
 /** A frame that passed its checks, to be written. */
