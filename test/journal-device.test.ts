@@ -1,5 +1,9 @@
+import * as fs from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { CowSnapshotDevice, JournalDevice, MemoryDevice } from '../src/index.js';
+import { CowSnapshotDevice, FileDevice, JournalDevice, MemoryDevice } from '../src/index.js';
+import { WRITE_OWNED } from '../src/internal/owned-io.js';
 import { expectBytes } from './property/cow-harness.js';
 import { codeOf } from './support/error-code.js';
 import { fill, JournalRig } from './support/journal-rig.js';
@@ -156,6 +160,48 @@ describe('JournalDevice: one I/O per write (claim 55)', () => {
     for (let b = 0; b < 10; b++)
       expectBytes(`block ${b}`, await d.read(b * 4096, 4096), fill(4096, b));
     await d.close();
+  });
+
+  it('on a FileDevice store a frame is one vectored write of its header and the records, uncopied, and replays exactly', async () => {
+    const dir = fs.mkdtempSync(join(tmpdir(), 'blocksnap-journal-'));
+    try {
+      const path = join(dir, 'journal.img');
+      const production = await memory(64 * 4096, 4096);
+      const store = await FileDevice.open(path, { size: 1 << 20, blockSize: 512, create: true });
+      const owned = vi.spyOn(store, WRITE_OWNED);
+      const plain = vi.spyOn(store, 'write');
+      const d = await JournalDevice.create(production, store);
+      owned.mockClear();
+      plain.mockClear();
+      // Nine aligned writes share a frame; one merged with the block's
+      // content comes after its read, in a frame of its own.
+      const writes = Array.from({ length: 9 }, (_, b) => d.write(b * 4096, fill(4096, b + 1)));
+      writes.push(d.write(20 * 4096 + 100, fill(10, 0x77)));
+      await Promise.all(writes);
+      const merged = new Uint8Array(4096);
+      merged.fill(0x77, 100, 110);
+      expect(plain).not.toHaveBeenCalled();
+      expect(owned).toHaveBeenCalledTimes(2);
+      const [first, second] = owned.mock.calls.map((call) => call[1]);
+      expect(first!.length).toBe(10);
+      for (let b = 0; b < 9; b++) expectBytes(`record ${b}`, first![b + 1]!, fill(4096, b + 1));
+      expect(second!.length).toBe(2);
+      expectBytes('merged record', second![1]!, merged);
+      await d.close();
+
+      const again = await JournalDevice.open(
+        production,
+        await FileDevice.open(path, { blockSize: 512 }),
+      );
+      for (let b = 0; b < 9; b++) {
+        expectBytes(`block ${b}`, await again.read(b * 4096, 4096), fill(4096, b + 1));
+      }
+      expectBytes('merged block', await again.read(20 * 4096, 4096), merged);
+      expect(again.sequence).toBe(10);
+      await again.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('a partial-block write reads the block once and journals it whole', async () => {

@@ -52,13 +52,15 @@ export interface FrameFields {
 }
 
 /**
- * Builds a frame: header and the records' data, in one buffer `out` of
- * exactly `headerBytes(n) + Σ lengths` bytes (zero-filled). Returns its link.
+ * Encodes a frame's header into `out`, which holds at least its
+ * `headerBytes(n)` bytes (zero-filled); `frameBytes` is the whole frame's
+ * size, header and the records' data. Returns its link.
  */
-export function encodeFrame(
+function encodeFrameHeader(
   out: Uint8Array,
   fields: FrameFields,
-  records: readonly (RecordHeader & { data: Uint8Array })[],
+  records: readonly RecordHeader[],
+  frameBytes: number,
 ): number {
   const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
   view.setUint32(0, FRAME_MAGIC, true);
@@ -68,8 +70,7 @@ export function encodeFrame(
   view.setFloat64(16, fields.firstSeq, true);
   view.setFloat64(24, fields.durableSeq, true);
   view.setUint32(32, fields.prevLink, true);
-  view.setUint32(36, out.length / SECTOR, true);
-  let at = headerBytes(records.length);
+  view.setUint32(36, frameBytes / SECTOR, true);
   for (let i = 0; i < records.length; i++) {
     const r = records[i]!;
     const h = FRAME_FIXED + i * RECORD_HEADER;
@@ -79,8 +80,6 @@ export function encodeFrame(
     view.setFloat64(h + 24, r.length, true);
     view.setUint32(h + 32, r.crc, true);
     view.setUint32(h + 36, r.kind, true);
-    out.set(r.data, at);
-    at += r.length;
   }
   const link = headerChecksum(out, records.length);
   view.setUint32(40, link, true);
@@ -102,11 +101,26 @@ export interface FrameRecord {
   time: number;
 }
 
+/** A frame ready to write: its bytes in pieces, back to back. */
+export interface BuiltFrame {
+  /**
+   * The frame: one buffer holding all of it (`gather`), or its header
+   * followed by each record's own data buffer, uncopied.
+   */
+  pieces: Uint8Array[];
+  /** Bytes of the whole frame. */
+  length: number;
+  link: number;
+  headers: RecordHeader[];
+}
+
 /**
  * Builds the frame for `records` (their sequence numbers follow
- * `fields.firstSeq`) into one zero-filled buffer, ready for one write. Record
- * times are clamped to never go backwards from `lastTime`, so a time maps to
- * a sequence number by binary search.
+ * `fields.firstSeq`), ready for one write: gathered into one zero-filled
+ * buffer, or (`gather` false, for a store that writes pieces in one
+ * vectored I/O) as a header followed by the records' data. Record times are
+ * clamped to never go backwards from `lastTime`, so a time maps to a
+ * sequence number by binary search.
  */
 export function buildFrame(
   fields: FrameFields,
@@ -114,7 +128,8 @@ export function buildFrame(
   blockSize: number,
   lastTime: number,
   allocate: (length: number) => Uint8Array,
-): { frame: Uint8Array; link: number; headers: RecordHeader[] } {
+  gather: boolean,
+): BuiltFrame {
   let time = lastTime;
   let dataBytes = 0;
   const headers = records.map((r, i): RecordHeader & { data: Uint8Array } => {
@@ -130,8 +145,23 @@ export function buildFrame(
       data: r.data,
     };
   });
-  const frame = allocate(headerBytes(records.length) + dataBytes);
-  return { frame, link: encodeFrame(frame, fields, headers), headers };
+  const head = headerBytes(records.length);
+  const length = head + dataBytes;
+  if (!gather) {
+    const header = allocate(head);
+    const link = encodeFrameHeader(header, fields, headers, length);
+    const pieces = [header];
+    for (const r of records) pieces.push(r.data);
+    return { pieces, length, link, headers };
+  }
+  const frame = allocate(length);
+  const link = encodeFrameHeader(frame, fields, headers, length);
+  let at = head;
+  for (const r of records) {
+    frame.set(r.data, at);
+    at += r.data.length;
+  }
+  return { pieces: [frame], length, link, headers };
 }
 
 /** Records a frame header of the first sector claims to hold, or -1 if it is not a frame of `epoch`. */
