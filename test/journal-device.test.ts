@@ -6,6 +6,7 @@ import { CowSnapshotDevice, FileDevice, JournalDevice, MemoryDevice } from '../s
 import { WRITE_OWNED } from '../src/internal/owned-io.js';
 import { expectBytes } from './property/cow-harness.js';
 import { codeOf } from './support/error-code.js';
+import { GatedDevice, watch } from './support/gated-device.js';
 import { fill, JournalRig } from './support/journal-rig.js';
 
 async function memory(size: number, blockSize = 512): Promise<MemoryDevice> {
@@ -217,6 +218,24 @@ describe('JournalDevice: one I/O per write (claim 55)', () => {
     expected.fill(1, 100, 110);
     expectBytes('merged block', await d.read(0, 4096), expected);
     await d.close();
+  });
+});
+
+describe('JournalDevice: close waits for reads in flight', () => {
+  it('a read of the journal held at its store keeps close() waiting, then returns its data', async () => {
+    const store = new GatedDevice(await memory(256 * 1024));
+    const d = await JournalDevice.create(await memory(16 * 512), store);
+    await d.write(512, fill(512, 0x5a));
+    const gate = store.gate('read');
+    const reading = d.read(512, 512);
+    await gate.reached;
+    const closing = watch(d.close());
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(closing.settled).toBe(false);
+    gate.open();
+    expectBytes('read during close', await reading, fill(512, 0x5a));
+    await closing.promise;
+    expect(await codeOf(d.read(0, 1))).toBe('ECLOSED');
   });
 });
 

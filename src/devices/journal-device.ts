@@ -200,6 +200,8 @@ export class JournalDevice
             device.emit('progress', { operation: 'checkpoint', done, total }),
           backgroundError: (err) => device.reportError(err),
           track: (work) => device.track(work),
+          readStarted: () => device.opStarted(),
+          readSettled: () => device.opSettled(),
           closed: () => device.closed,
         }),
       production.size,
@@ -377,6 +379,9 @@ export class JournalDevice
   }
 
   // ------------------------------------------------------------ block device
+
+  /** The core counts reads in flight in the reaction that leaves its read gate. */
+  protected override readonly readsCountThemselves = true;
 
   protected _read(offset: number, length: number): Promise<Uint8Array> {
     return this.#core.read(offset, length);

@@ -35,6 +35,10 @@ export interface JournalCoreEvents {
   backgroundError(err: BlockDeviceError): void;
   /** Keeps background work in the device's in-flight count, so close waits for it. */
   track(work: Promise<void>): Promise<void>;
+  /** A live read began: in the device's in-flight count until {@link readSettled}. */
+  readStarted(): void;
+  /** A live read settled. */
+  readSettled(): void;
   closed(): boolean;
 }
 
@@ -164,8 +168,13 @@ export class JournalCore {
 
   // ------------------------------------------------------------------ I/O
 
-  /** Reads the live device. The hot path: no checkpoint waiting, so no promise of our own. */
+  /**
+   * Reads the live device. The hot path: no checkpoint waiting, so no promise
+   * of our own; the one reaction it adds leaves the read gate and the
+   * device's in-flight count (events.readStarted/readSettled) together.
+   */
   read(offset: number, length: number): Promise<Uint8Array> {
+    this.#events.readStarted();
     if (this.readGate.tryShared() !== undefined) {
       return readOverlay(this.#host, this.table, offset, length).then(
         this.#readDone,
@@ -180,11 +189,13 @@ export class JournalCore {
 
   readonly #readDone = (data: Uint8Array): Uint8Array => {
     this.readGate.releaseShared();
+    this.#events.readSettled();
     return data;
   };
 
   readonly #readFailed = (err: unknown): never => {
     this.readGate.releaseShared();
+    this.#events.readSettled();
     throw wrapIO('read', err);
   };
 
