@@ -406,6 +406,7 @@ class PowerCut implements BlockDevice {
   readonly blockSize: number;
   readonly readOnly: boolean;
   #cut = false;
+  #writing = 0;
 
   constructor(private readonly inner: BlockDevice) {
     this.size = inner.size;
@@ -421,8 +422,20 @@ class PowerCut implements BlockDevice {
     return this.inner.read(offset, length);
   }
 
+  /** Writes passed to the inner device that have not settled yet. */
+  get writesInFlight(): number {
+    return this.#writing;
+  }
+
   write(offset: number, data: Uint8Array): Promise<void> {
-    return this.#cut ? Promise.resolve() : this.inner.write(offset, data);
+    if (this.#cut) return Promise.resolve();
+    this.#writing++;
+    const done = (): void => {
+      this.#writing--;
+    };
+    const op = this.inner.write(offset, data);
+    op.then(done, done);
+    return op;
   }
 
   flush(): Promise<void> {
@@ -510,8 +523,16 @@ async function journalReplayRow(cfg: BenchConfig, clean: boolean): Promise<RowRe
         }),
       );
       await device.flush();
-      // Let the marker frame the flush schedules land before the power goes.
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      // Let the marker frame the flush schedules land before the power goes:
+      // wait until no store write is in flight and the journal's size has
+      // stopped moving (a fixed 10 ms wait once caught the marker's write
+      // still in flight, under a full run's load: replay then found it).
+      let last = -1;
+      for (let waited = 0; waited < 5000; waited += 5) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        if (store.writesInFlight === 0 && device.journalUsed === last) break;
+        last = device.journalUsed;
+      }
       if (filling.checkpoints() > 0) throw new Error('a checkpoint ran while filling the journal');
       used = device.journalUsed;
       capacityOf = capacity;
