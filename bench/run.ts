@@ -263,8 +263,19 @@ function verdict(id: string): Verdict {
       };
     }
     case 'jd-write':
-    case 'jd-write-checkpointing':
       return versus(id, 'fd-write', 'FileDevice write', 1, ratio);
+    case 'jd-write-checkpointing': {
+      // The sustained rate once the journal has filled: every random write
+      // is later written to production too, by a checkpoint that cannot
+      // coalesce scattered blocks, so about half a FileDevice write is the
+      // ceiling. Reported; the issue's buffered target (≥ 1×) is jd-write's.
+      const r = pairedRatio(id, 'fd-write', (x) => x.opsPerSec);
+      return {
+        ratio,
+        target: `report: × FileDevice write${r === undefined ? ' (run fd-write too)' : ` (${r.text})`}; each write later costs a production write too, so ~0.5× is the ceiling`,
+        pass: undefined,
+      };
+    }
     case 'sel-write-outside': {
       // Its own baseline: FileDevice writes to the same file, in alternating bursts.
       const r = ownRatio(o.rounds, (x) => x.ratio ?? Number.NaN);
