@@ -140,11 +140,19 @@ async function readFrame(
   link: number,
 ): Promise<(FrameHeader & { notes: (JournalNote | undefined)[] }) | string> {
   const c = sb.capacity;
-  const count = peekFrame(await reader.read(RING_START + pos, SECTOR), sb.epoch);
+  // Every read takes the reader's window directly when it holds the bytes:
+  // awaiting even then would cost a promise and a microtask per record.
+  const count = peekFrame(
+    reader.cached(RING_START + pos, SECTOR) ?? (await reader.read(RING_START + pos, SECTOR)),
+    sb.epoch,
+  );
   if (count < 0) return 'no frame there';
   const size = headerBytes(count);
   if (pos + size > c) return 'frame header runs past the ring end';
-  const frame = decodeFrameHeader(await reader.read(RING_START + pos, size), sb);
+  const frame = decodeFrameHeader(
+    reader.cached(RING_START + pos, size) ?? (await reader.read(RING_START + pos, size)),
+    sb,
+  );
   if (typeof frame === 'string') return frame;
   if (frame.firstSeq !== seq) return `a frame of record ${frame.firstSeq}, not ${seq}`;
   if (frame.prevLink !== link) return 'a frame that does not follow the previous one';
@@ -152,7 +160,8 @@ async function readFrame(
   let at = pos + size;
   const notes: (JournalNote | undefined)[] = [];
   for (const r of frame.records) {
-    const data = await reader.read(RING_START + at, r.length);
+    const data =
+      reader.cached(RING_START + at, r.length) ?? (await reader.read(RING_START + at, r.length));
     if (checksum(data) !== r.crc) return `record ${r.seq} fails its checksum`;
     if (r.kind !== RECORD_WRITE) {
       const note = decodeNote(r.kind, data);
@@ -181,9 +190,16 @@ async function findAttestation(
   const c = sb.capacity;
   for (let k = 0; k < length; k += SECTOR) {
     const p = (pos + k) % c;
-    const count = peekFrame(await reader.read(RING_START + p, SECTOR), sb.epoch);
+    const count = peekFrame(
+      reader.cached(RING_START + p, SECTOR) ?? (await reader.read(RING_START + p, SECTOR)),
+      sb.epoch,
+    );
     if (count < 0 || p + headerBytes(count) > c) continue;
-    const header = decodeFrameHeader(await reader.read(RING_START + p, headerBytes(count)), sb);
+    const header = decodeFrameHeader(
+      reader.cached(RING_START + p, headerBytes(count)) ??
+        (await reader.read(RING_START + p, headerBytes(count))),
+      sb,
+    );
     if (typeof header !== 'string' && header.durableSeq >= seq) return RING_START + p;
   }
   return undefined;
