@@ -3,9 +3,12 @@ import {
   JournalDevice,
   type JournalDeviceOptions,
   MemoryDevice,
+  type BlockDevice,
   type Snapshot,
 } from '../../src/index.js';
+import { WRITE_OWNED } from '../../src/internal/owned-io.js';
 import { FaultyDevice, type FaultyDeviceOptions, PowerSwitch } from '../../src/testing/index.js';
+import { PassThroughDevice } from './pass-through-device.js';
 
 /** Where the journal's ring starts on its store (after two 4 KiB superblock slots). */
 export const RING_START = 8192;
@@ -33,6 +36,13 @@ export interface JournalRigOptions extends JournalDeviceOptions {
    * switch: journal snapshots materialize into it. @default false
    */
   cow?: boolean;
+  /**
+   * The journal store takes frames in pieces (WRITE_OWNED, as a FileDevice
+   * does): the journal then writes a frame as its header and the records'
+   * own buffers, not gathered into one. Faults and power cuts apply as to
+   * any write. @default false
+   */
+  ownedWrites?: boolean;
   /** Bytes of the COW store disk (with `cow`). @default 1 MiB */
   cowStoreBytes?: number;
   /** The CowSnapshotDevice's own `maxSnapshots` (with `cow`). @default 2 × the journal's */
@@ -98,7 +108,7 @@ export class JournalRig {
     }
     rig.device = await JournalDevice.create(
       rig.cow ?? rig.production,
-      rig.journal,
+      rig.journalStore(),
       rig.deviceOptions(),
     );
     return rig;
@@ -106,6 +116,11 @@ export class JournalRig {
 
   get size(): number {
     return this.productionDisk.size;
+  }
+
+  /** What the JournalDevice gets as its store: the journal's FaultyDevice, taking pieces if asked. */
+  journalStore(): BlockDevice {
+    return this.options.ownedWrites === true ? new OwnedWrites(this.journal) : this.journal;
   }
 
   deviceOptions(): JournalDeviceOptions {
@@ -157,7 +172,7 @@ export class JournalRig {
       this.cow = await CowSnapshotDevice.open(this.production, this.store);
     this.device = await JournalDevice.open(
       this.cow ?? this.production,
-      this.journal,
+      this.journalStore(),
       this.deviceOptions(),
     );
     return this.device;
@@ -231,4 +246,25 @@ export async function settle(): Promise<void> {
 /** `length` bytes of `value`. */
 export function fill(length: number, value: number): Uint8Array {
   return new Uint8Array(length).fill(value);
+}
+
+/**
+ * Gives a device WRITE_OWNED as a FileDevice has it: the pieces written back
+ * to back. Here they go down as one `write` of their concatenation, so a
+ * FaultyDevice below tears or drops the whole of it as it would a frame
+ * written in one piece; what is exercised is the layer above building its
+ * writes from pieces.
+ */
+class OwnedWrites extends PassThroughDevice {
+  [WRITE_OWNED](offset: number, blocks: readonly Uint8Array[]): Promise<void> {
+    let length = 0;
+    for (const block of blocks) length += block.length;
+    const whole = new Uint8Array(length);
+    let at = 0;
+    for (const block of blocks) {
+      whole.set(block, at);
+      at += block.length;
+    }
+    return this.write(offset, whole);
+  }
 }
