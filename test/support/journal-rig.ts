@@ -1,9 +1,9 @@
 import {
+  type BlockDevice,
   CowSnapshotDevice,
   JournalDevice,
   type JournalDeviceOptions,
   MemoryDevice,
-  type BlockDevice,
   type Snapshot,
 } from '../../src/index.js';
 import { WRITE_OWNED } from '../../src/internal/owned-io.js';
