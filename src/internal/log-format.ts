@@ -220,7 +220,8 @@ export async function readFrame(
  * Sequential reads of a region through 1 MiB windows, so replay is a few
  * large I/Os; the window after the current one is read ahead while the
  * caller checks this one, so a scan waits for the store only when it runs
- * ahead of it (replay spent ~40 % of its time idle, waiting, without).
+ * ahead of it (replay spent ~40 % of its time idle, waiting, without). One
+ * read at a time: a scan awaits each before it asks for the next.
  */
 export class WindowReader {
   static readonly WINDOW = 1 << 20;
