@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { BlockDeviceError, CowSnapshotDevice, MemoryDevice } from '../src/index.js';
 import { CountingDevice } from './support/counting-device.js';
+import { GatedDevice, watch } from './support/gated-device.js';
+import { PassThroughDevice } from './support/pass-through-device.js';
 
 const BS = 4096;
 
@@ -420,5 +422,67 @@ describe('CowSnapshotDevice', () => {
     const again = await device.openSnapshot(snap.id);
     expect(await again.read(0, 1)).toEqual(new Uint8Array(1));
     await device.close();
+  });
+});
+
+describe('CowSnapshotDevice: close waits for I/O in flight', () => {
+  async function rig() {
+    const disk = await MemoryDevice.create({ size: 64 * 1024, blockSize: 4096 });
+    const origin = new GatedDevice(disk);
+    const cow = await CowSnapshotDevice.create(
+      origin,
+      await MemoryDevice.create({ size: 2 * 1024 * 1024, blockSize: 4096 }),
+    );
+    return { disk, origin, cow };
+  }
+
+  async function ticks(n: number): Promise<void> {
+    for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
+  }
+
+  it('an origin read held at the origin keeps close() waiting, then returns its data', async () => {
+    const { origin, cow } = await rig();
+    await cow.write(4096, new Uint8Array(4096).fill(7));
+    const gate = origin.gate('read');
+    const reading = cow.read(4096, 4096);
+    await gate.reached;
+    const closing = watch(cow.close());
+    await ticks(5);
+    expect(closing.settled).toBe(false);
+    gate.open();
+    expect((await reading)[0]).toBe(7);
+    await closing.promise;
+  });
+
+  it('a write passed straight to the origin (no snapshot holds it) keeps close() waiting', async () => {
+    const { disk, origin, cow } = await rig();
+    const gate = origin.gate('write');
+    const writing = cow.write(8192, new Uint8Array(4096).fill(9));
+    await gate.reached;
+    const closing = watch(cow.close());
+    await ticks(5);
+    expect(closing.settled).toBe(false);
+    gate.open();
+    await writing;
+    await closing.promise;
+    expect((await disk.reopen().read(8192, 1))[0]).toBe(9);
+  });
+
+  it('an origin that throws instead of rejecting fails the read with EIO and leaks nothing', async () => {
+    const disk = await MemoryDevice.create({ size: 64 * 1024, blockSize: 4096 });
+    const throwing = new (class extends PassThroughDevice {
+      override read(): Promise<Uint8Array> {
+        throw new Error('broken driver');
+      }
+    })(disk);
+    const cow = await CowSnapshotDevice.create(
+      throwing,
+      await MemoryDevice.create({ size: 2 * 1024 * 1024, blockSize: 4096 }),
+    );
+    const snap = await cow.snapshot();
+    await expect(cow.read(0, 4096)).rejects.toMatchObject({ code: 'EIO' });
+    // The read gate was left: a restore (which takes it exclusively) runs, and close returns.
+    await cow.restore(snap.id);
+    await cow.close();
   });
 });

@@ -380,8 +380,8 @@ export class JournalDevice
 
   // ------------------------------------------------------------ block device
 
-  /** The core counts reads in flight in the reaction that leaves its read gate. */
-  protected override readonly readsCountThemselves = true;
+  /** The core counts reads in flight in the reaction that leaves its read gate (no `_writeThrough`). */
+  protected override readonly tracksOwnIO = true;
 
   protected _read(offset: number, length: number): Promise<Uint8Array> {
     return this.#core.read(offset, length);

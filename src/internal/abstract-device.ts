@@ -54,7 +54,7 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
     }
     if (length === 0) return Promise.resolve(new Uint8Array(0));
     const op = this._read(offset, length);
-    return this.readsCountThemselves ? op : this.track(op);
+    return this.tracksOwnIO ? op : this.track(op);
   }
 
   /** @inheritDoc */
@@ -71,7 +71,7 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
     }
     if (data.length === 0) return Promise.resolve();
     const through = this._writeThrough(offset, data);
-    if (through !== undefined) return this.track(through);
+    if (through !== undefined) return this.tracksOwnIO ? through : this.track(through);
     // The caller may reuse `data` as soon as this returns: take a private copy
     // now, before any await.
     const copy = allocateBuffer(data.length);
@@ -123,13 +123,14 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
   }
 
   /**
-   * Whether `_read` keeps each read in the in-flight count itself, with
-   * {@link opStarted} and {@link opSettled}, from a reaction to its settling
-   * that it has anyway — rather than `track` adding one more promise
-   * reaction to every read, on a path that costs a few microseconds in all.
-   * `close()` waits for such reads all the same.
+   * Whether `_read` and `_writeThrough` keep each operation in the in-flight
+   * count themselves, with {@link opStarted} and {@link opSettled}, from a
+   * reaction to its settling that they have anyway (leaving a gate) —
+   * rather than `track` adding one more promise reaction to every read and
+   * passed-on write, on paths that cost a few microseconds in all.
+   * `close()` waits for them all the same.
    */
-  protected readonly readsCountThemselves: boolean = false;
+  protected readonly tracksOwnIO: boolean = false;
 
   /** Counts one operation in flight (`close()` waits for it); {@link opSettled} must follow once. */
   protected opStarted(): void {

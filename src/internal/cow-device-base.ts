@@ -305,24 +305,42 @@ export abstract class CowDeviceBase
 
   // ------------------------------------------------------------ block device
 
+  /** Reads and passed-on writes count themselves, in the reaction that leaves their gate. */
+  protected override readonly tracksOwnIO = true;
+
   protected _read(offset: number, length: number): Promise<Uint8Array> {
     // The hot path: no restore running, so no promise of our own — the
     // origin's, with two preallocated reactions.
+    this.opStarted();
     const release = this.#readGate.tryShared();
-    if (release !== undefined)
-      return this.#origin.read(offset, length).then(this.#readDone, this.#readFailed);
-    return this.#readGate
-      .shared()
-      .then(() => this.#origin.read(offset, length).then(this.#readDone, this.#readFailed));
+    if (release !== undefined) return this.#readOrigin(offset, length);
+    return this.#readGate.shared().then(() => this.#readOrigin(offset, length));
+  }
+
+  /**
+   * The origin's read, inside the read gate; the reaction leaves the gate
+   * and the in-flight count, even for an origin that throws instead of
+   * rejecting (neither may leak: a restore or close would wait forever).
+   */
+  #readOrigin(offset: number, length: number): Promise<Uint8Array> {
+    let read: Promise<Uint8Array>;
+    try {
+      read = this.#origin.read(offset, length);
+    } catch (err) {
+      read = Promise.reject(err);
+    }
+    return read.then(this.#readDone, this.#readFailed);
   }
 
   readonly #readDone = (data: Uint8Array): Uint8Array => {
     this.#readGate.releaseShared();
+    this.opSettled();
     return data;
   };
 
   readonly #readFailed = (err: unknown): never => {
     this.#readGate.releaseShared();
+    this.opSettled();
     throw wrapIO('origin read', err);
   };
 
@@ -342,7 +360,8 @@ export abstract class CowDeviceBase
     if (this.#state.anyHolds(first, last)) return undefined;
     const release = this.#gate.tryEnter(first, last);
     if (release === undefined) return undefined;
-    return this.#writeUnheld(offset, data, release);
+    this.opStarted();
+    return this.#writeUnheld(offset, data, release, true);
   }
 
   protected _write(offset: number, data: Uint8Array): Promise<void> {
@@ -365,7 +384,7 @@ export abstract class CowDeviceBase
     last: number,
     release: () => void,
   ): Promise<void> {
-    if (!this.#state.anyHolds(first, last)) return this.#writeUnheld(offset, data, release);
+    if (!this.#state.anyHolds(first, last)) return this.#writeUnheld(offset, data, release, false);
     return this.#writeLocked(offset, data, first, last).finally(release);
   }
 
@@ -373,8 +392,15 @@ export abstract class CowDeviceBase
    * A write to blocks no snapshot holds, inside the gate: nothing to
    * preserve and no snapshot read to keep out, so no block lock. Hands
    * `data` to the origin's `write` at once (done with it once it returns).
+   * `counted`: the write is in the in-flight count by opStarted (the
+   * `_writeThrough` path), and leaves it here with the gate.
    */
-  #writeUnheld(offset: number, data: Uint8Array, release: () => void): Promise<void> {
+  #writeUnheld(
+    offset: number,
+    data: Uint8Array,
+    release: () => void,
+    counted: boolean,
+  ): Promise<void> {
     let written: Promise<void>;
     try {
       written = this.#origin.write(offset, data);
@@ -382,9 +408,13 @@ export abstract class CowDeviceBase
       written = Promise.reject(err);
     }
     return written.then(
-      () => release(),
+      () => {
+        release();
+        if (counted) this.opSettled();
+      },
       (err: unknown) => {
         release();
+        if (counted) this.opSettled();
         throw wrapIO('origin write', err);
       },
     );
