@@ -30,6 +30,7 @@ import {
 } from '../internal/journal-snapshot-registry.js';
 import { JournalSnapshots } from '../internal/journal-snapshots.js';
 import { ChangesTable } from '../internal/journal-table.js';
+import { sealReplayedTail } from '../internal/journal-writer.js';
 import { SECTOR } from '../internal/log-format.js';
 import { checkSnapshotOptions } from '../internal/snapshot-options.js';
 
@@ -168,7 +169,7 @@ export class JournalDevice
       Math.floor(sb.catalogCapacity / CATALOG_ENTRY_MAX),
       await readCatalog(journal, sb),
     );
-    const replay = await replayJournal(
+    const replayed = await replayJournal(
       journal,
       sb,
       (seq: number, record: RecordContent, sector: number, time: number) => {
@@ -178,8 +179,9 @@ export class JournalDevice
       onProgress,
     );
     await reconcileSnapshots(snapshots, production);
+    const replay = await sealReplayedTail(journal, sb, replayed);
     // Not clean from now on until close; the flush also makes every replayed
-    // record durable, which frames written from now on will attest.
+    // record and the seal durable, which frames written from now on will attest.
     const superblock: JournalSuper = { ...sb, generation: sb.generation + 1, clean: false };
     await writeJournalSuper(journal, superblock);
     const parts = {

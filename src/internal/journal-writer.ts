@@ -1,11 +1,12 @@
 import { randomInt } from 'node:crypto';
 import type { BlockDevice } from '../device.js';
 import { allocateBuffer } from './buffer-pool.js';
-import { headerBytes, RECORD_WRITE, RING_START } from './journal-format.js';
+import { headerBytes, type JournalSuper, RECORD_WRITE, RING_START } from './journal-format.js';
 import { buildFrame } from './journal-frame.js';
 import { encodeNote, type JournalNote, noteKind } from './journal-notes.js';
 import { type QueuedWrite, type RecordContent, WriteQueue } from './journal-queue.js';
 import { RingSpace } from './journal-ring.js';
+import type { ReplayResult } from './journal-scan.js';
 import { SECTOR } from './log-format.js';
 import { io } from './lower-io.js';
 import { ownedWriter } from './owned-io.js';
@@ -360,4 +361,46 @@ export class JournalWriter {
     this.#queue.finish(batch);
     if (landed) this.#hooks.afterFrame();
   }
+}
+
+/**
+ * Ends a replayed journal with an empty frame at its tail, written before any
+ * new frame can land (not flushed: the superblock write that follows in
+ * `open` flushes it). Returns where the journal now ends.
+ *
+ * Why: replay drops a tail of frames a power cut left torn. The first frame
+ * written after it would start where the first dropped one did, with the
+ * same sequence number and the same link to the frame before; if the power
+ * failed again before that new frame's header was durable, the dropped
+ * header still there would chain on again, and the next replay would bring
+ * back writes the device had already shown as lost (the journal model's
+ * soak found it). The seal takes that place durably with a link of its own
+ * (a new session): nothing dropped is reachable from it. Its `durableSeq`
+ * is the last replayed record, which open's flush makes durable. A ring too
+ * full for the seal had no room for a dropped frame either.
+ */
+export async function sealReplayedTail(
+  store: BlockDevice,
+  sb: JournalSuper,
+  replay: ReplayResult,
+): Promise<ReplayResult> {
+  const ring = new RingSpace(sb.capacity, replay.headAbs, replay.tailAbs);
+  const at = ring.place(headerBytes(0));
+  if (at === undefined) return replay;
+  const { pieces, length, link } = buildFrame(
+    {
+      epoch: sb.epoch,
+      session: randomInt(0, 0xffffffff),
+      firstSeq: replay.nextSeq,
+      durableSeq: replay.nextSeq - 1,
+      prevLink: replay.link,
+    },
+    [],
+    sb.blockSize,
+    replay.lastTime,
+    allocateBuffer,
+    true,
+  );
+  await io('journal write', store.write(RING_START + (at % sb.capacity), pieces[0]!));
+  return { ...replay, headAbs: ring.headAbs, tailAbs: at + length, link };
 }
