@@ -45,6 +45,8 @@ const MILLION = 1 << 20;
 const RING_START = 8192;
 /** A frame header is whole 512-byte sectors: one record's frame costs its data plus this. */
 const SECTOR = 512;
+/** The empty frame `JournalDevice.open` ends a replayed journal with (one sector). */
+const SEAL_BYTES = SECTOR;
 /** Block size of the journal store: frames are sector-aligned, not block-aligned. */
 const JOURNAL_STORE_BLOCK = 512;
 
@@ -555,9 +557,10 @@ async function journalReplayRow(cfg: BenchConfig, clean: boolean): Promise<RowRe
     const device = await lib.JournalDevice.open(production, store2, { checkpointAt: 1 });
     const seconds = (performance.now() - o0) / 1000;
     try {
-      if (device.journalUsed !== used || device.sequence !== records) {
+      // Open ends the replayed journal with a one-sector seal frame.
+      if (device.journalUsed !== used + SEAL_BYTES || device.sequence !== records) {
         throw new Error(
-          `replay found ${device.sequence} records in ${device.journalUsed} bytes, not ${records} in ${used}`,
+          `replay found ${device.sequence} records in ${device.journalUsed} bytes, not ${records} in ${used} (+ the ${SEAL_BYTES}-byte seal)`,
         );
       }
       if (device.changedBlocks !== entries) throw new Error('replay rebuilt another changes table');
