@@ -265,14 +265,14 @@ function verdict(id: string): Verdict {
     case 'jd-write':
       return versus(id, 'fd-write', 'FileDevice write', 1, ratio);
     case 'jd-write-checkpointing': {
-      // The sustained rate once the journal has filled: every random write
-      // is later written to production too, by a checkpoint that cannot
-      // coalesce scattered blocks, so about half a FileDevice write is the
-      // ceiling. Reported; the issue's buffered target (≥ 1×) is jd-write's.
+      // The sustained rate once the journal has filled: every write is
+      // later written to production too, by a checkpoint running alongside.
+      // Reported (it has measured 0.5–1.1× between runs); the issue's
+      // buffered target (≥ 1×) is jd-write's, the journal with room.
       const r = pairedRatio(id, 'fd-write', (x) => x.opsPerSec);
       return {
         ratio,
-        target: `report: × FileDevice write${r === undefined ? ' (run fd-write too)' : ` (${r.text})`}; each write later costs a production write too, so ~0.5× is the ceiling`,
+        target: `report: × FileDevice write${r === undefined ? ' (run fd-write too)' : ` (${r.text})`}; each write is later written to production too, by a background checkpoint`,
         pass: undefined,
       };
     }
