@@ -468,6 +468,53 @@ describe('CowSnapshotDevice: close waits for I/O in flight', () => {
     expect((await disk.reopen().read(8192, 1))[0]).toBe(9);
   });
 
+  it('writes passed straight to the origin settle each with its own outcome, out of order, and leave the gate', async () => {
+    // Their reactions are reused from write to write: a mix-up would settle
+    // a write with another's outcome, or leave one inside the gate (the
+    // snapshot below, which drains every earlier write, would never come).
+    const disk = await MemoryDevice.create({ size: 64 * BS, blockSize: BS });
+    const flaky = new (class extends PassThroughDevice {
+      override write(offset: number, data: Uint8Array): Promise<void> {
+        const block = offset / BS;
+        if (block % 4 === 1) throw new Error(`driver threw at block ${block}`);
+        const copy = data.slice();
+        // Later calls settle first.
+        const delay = 64 - block;
+        return new Promise<void>((resolve, reject) => {
+          setTimeout(() => {
+            if (block % 4 === 2) reject(new Error(`bad sector ${block}`));
+            else this.inner.write(offset, copy).then(resolve, reject);
+          }, delay);
+        });
+      }
+    })(disk);
+    const cow = await CowSnapshotDevice.create(
+      flaky,
+      await MemoryDevice.create({ size: 2 * 1024 * 1024, blockSize: BS }),
+    );
+    for (let round = 0; round < 2; round++) {
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: 64 }, (_, b) => cow.write(b * BS, fill(BS, round * 64 + b))),
+      );
+      for (const [b, outcome] of outcomes.entries()) {
+        if (b % 4 === 1 || b % 4 === 2) {
+          expect(outcome.status, `block ${b}`).toBe('rejected');
+          const err = (outcome as PromiseRejectedResult).reason as BlockDeviceError;
+          expect(err.code).toBe('EIO');
+          expect(String((err.cause as Error).message)).toMatch(
+            new RegExp(`block ${b}$|sector ${b}$`),
+          );
+        } else {
+          expect(outcome.status, `block ${b}`).toBe('fulfilled');
+          expect((await cow.read(b * BS, 1))[0]).toBe((round * 64 + b) & 0xff);
+        }
+      }
+    }
+    const snap = await cow.snapshot();
+    expect(snap.id).toBeDefined();
+    await cow.close();
+  });
+
   it('an origin that throws instead of rejecting fails the read with EIO and leaks nothing', async () => {
     const disk = await MemoryDevice.create({ size: 64 * 1024, blockSize: 4096 });
     const throwing = new (class extends PassThroughDevice {

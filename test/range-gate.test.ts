@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { BlockRanges } from '../src/internal/block-ranges.js';
 import type { Release } from '../src/internal/lock-table.js';
-import { RangeGate } from '../src/internal/range-gate.js';
+import { type GatePass, RangeGate } from '../src/internal/range-gate.js';
 import { settle } from './support/journal-rig.js';
 
 /** A call on the gate whose grant the test watches. */
@@ -20,13 +20,19 @@ class Probe {
   readonly calls: Call[] = [];
 
   enter(first: number, last: number): Call {
-    return this.#track('enter', [{ start: first, end: last + 1 }], this.gate.enter(first, last));
+    return this.#track(
+      'enter',
+      [{ start: first, end: last + 1 }],
+      this.gate.enter(first, last).then(leaving),
+    );
   }
 
   /** The write path's way in: `tryEnter`, and `enter` only if that is refused. */
   tryEnter(first: number, last: number): { call: Call; fast: boolean } {
-    const release = this.gate.tryEnter(first, last);
-    const granted = release === undefined ? this.gate.enter(first, last) : Promise.resolve(release);
+    const pass = this.gate.tryEnter(first, last);
+    const release = pass === undefined ? undefined : leaving(pass);
+    const granted =
+      release === undefined ? this.gate.enter(first, last).then(leaving) : Promise.resolve(release);
     const call = this.#track('enter', [{ start: first, end: last + 1 }], granted);
     if (release !== undefined) call.release = release;
     return { call, fast: release !== undefined };
@@ -53,6 +59,12 @@ class Probe {
 }
 
 const granted = (c: Call) => c.release !== undefined;
+
+/** A pass's way out, as a release like a hold's. */
+const leaving =
+  (pass: GatePass): Release =>
+  () =>
+    pass.leave();
 
 function overlap(a: BlockRanges, b: BlockRanges): boolean {
   return a.some((x) => b.some((y) => x.start < y.end && y.start < x.end));

@@ -25,7 +25,7 @@ import { AccessGate, LockTable } from './lock-table.js';
 import { io } from './lower-io.js';
 import type { CowEntry } from './metadata-codec.js';
 import type { MetadataLog } from './metadata-log.js';
-import { RangeGate } from './range-gate.js';
+import { type GatePass, RangeGate } from './range-gate.js';
 import { restorePieces } from './restore-pieces.js';
 import { SnapshotHandle, type SnapshotHost } from './snapshot-handle.js';
 
@@ -358,34 +358,34 @@ export abstract class CowDeviceBase
     // no snapshot can come to hold the blocks in between; one that does later
     // drains this write through the gate first.
     if (this.#state.anyHolds(first, last)) return undefined;
-    const release = this.#gate.tryEnter(first, last);
-    if (release === undefined) return undefined;
+    const pass = this.#gate.tryEnter(first, last);
+    if (pass === undefined) return undefined;
     this.opStarted();
-    return this.#writeUnheld(offset, data, release, true);
+    return this.#writeUnheld(offset, data, pass, true);
   }
 
   protected _write(offset: number, data: Uint8Array): Promise<void> {
     const first = Math.floor(offset / this.blockSize);
     const last = Math.floor((offset + data.length - 1) / this.blockSize);
-    const release = this.#gate.tryEnter(first, last);
-    if (release === undefined) {
+    const pass = this.#gate.tryEnter(first, last);
+    if (pass === undefined) {
       return this.#gate
         .enter(first, last)
         .then((entered) => this.#writeEntered(offset, data, first, last, entered));
     }
-    return this.#writeEntered(offset, data, first, last, release);
+    return this.#writeEntered(offset, data, first, last, pass);
   }
 
-  /** A write inside the gate; `release` leaves it once the write settles. */
+  /** A write inside the gate; it leaves with `pass` once the write settles. */
   #writeEntered(
     offset: number,
     data: Uint8Array,
     first: number,
     last: number,
-    release: () => void,
+    pass: GatePass,
   ): Promise<void> {
-    if (!this.#state.anyHolds(first, last)) return this.#writeUnheld(offset, data, release, false);
-    return this.#writeLocked(offset, data, first, last).finally(release);
+    if (!this.#state.anyHolds(first, last)) return this.#writeUnheld(offset, data, pass, false);
+    return this.#writeLocked(offset, data, first, last).finally(() => pass.leave());
   }
 
   /**
@@ -393,32 +393,33 @@ export abstract class CowDeviceBase
    * preserve and no snapshot read to keep out, so no block lock. Hands
    * `data` to the origin's `write` at once (done with it once it returns).
    * `counted`: the write is in the in-flight count by opStarted (the
-   * `_writeThrough` path), and leaves it here with the gate.
+   * `_writeThrough` path), and leaves it here with the gate. Its reactions
+   * come from #unheldEnds, so the hot path makes no closure.
    */
-  #writeUnheld(
-    offset: number,
-    data: Uint8Array,
-    release: () => void,
-    counted: boolean,
-  ): Promise<void> {
+  #writeUnheld(offset: number, data: Uint8Array, pass: GatePass, counted: boolean): Promise<void> {
     let written: Promise<void>;
     try {
       written = this.#origin.write(offset, data);
     } catch (err) {
       written = Promise.reject(err);
     }
-    return written.then(
-      () => {
-        release();
-        if (counted) this.opSettled();
-      },
-      (err: unknown) => {
-        release();
-        if (counted) this.opSettled();
-        throw wrapIO('origin write', err);
-      },
-    );
+    const end = this.#unheldEnds.pop() ?? new UnheldWriteEnd(this.#endUnheld);
+    end.pass = pass;
+    end.counted = counted;
+    return written.then(end.done, end.failed);
   }
+
+  /** Reaction pairs of settled unheld writes, for the next ones to reuse. */
+  readonly #unheldEnds: UnheldWriteEnd[] = [];
+
+  readonly #endUnheld = (end: UnheldWriteEnd): void => {
+    const pass = end.pass!;
+    const counted = end.counted;
+    end.pass = undefined;
+    if (this.#unheldEnds.length < UNHELD_ENDS_KEPT) this.#unheldEnds.push(end);
+    pass.leave();
+    if (counted) this.opSettled();
+  };
 
   /** A write to blocks some snapshot holds: preserve what it needs under the block locks, then write. */
   async #writeLocked(offset: number, data: Uint8Array, first: number, last: number): Promise<void> {
@@ -509,4 +510,31 @@ export function checkCowDevices(origin: BlockDevice, store: BlockDevice): void {
     }
   }
   if (store.readOnly) throw new BlockDeviceError('EINVAL', 'store is read-only');
+}
+
+/** Reaction pairs kept for reuse: more than a device usually has in flight. */
+const UNHELD_ENDS_KEPT = 256;
+
+/**
+ * The two reactions that end a write passed straight to the origin: they
+ * leave the gate (and the in-flight count) and wrap a failure as `EIO`.
+ * Made once and reused, so a write allocates no closure for them.
+ */
+class UnheldWriteEnd {
+  pass: GatePass | undefined = undefined;
+  counted = false;
+  readonly #end: (end: UnheldWriteEnd) => void;
+
+  constructor(end: (end: UnheldWriteEnd) => void) {
+    this.#end = end;
+  }
+
+  readonly done = (): void => {
+    this.#end(this);
+  };
+
+  readonly failed = (err: unknown): never => {
+    this.#end(this);
+    throw wrapIO('origin write', err);
+  };
 }

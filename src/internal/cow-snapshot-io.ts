@@ -36,7 +36,7 @@ export class CowSnapshotIO {
   async read(seq: number, offset: number, length: number): Promise<Uint8Array> {
     const first = Math.floor(offset / this.#bs);
     const last = Math.floor((offset + length - 1) / this.#bs);
-    const release = await this.#gate.enter(first, last, true);
+    const pass = await this.#gate.enter(first, last, true);
     try {
       const ranges = this.#liveSnapshot(seq).ranges;
       if (ranges !== undefined && !rangesHoldAll(ranges, first, last)) {
@@ -50,7 +50,7 @@ export class CowSnapshotIO {
         unlock();
       }
     } finally {
-      release();
+      pass.leave();
     }
   }
 
@@ -83,7 +83,7 @@ export class CowSnapshotIO {
   async write(seq: number, offset: number, data: Uint8Array): Promise<void> {
     const first = Math.floor(offset / this.#bs);
     const last = Math.floor((offset + data.length - 1) / this.#bs);
-    const release = await this.#gate.enter(first, last, true);
+    const pass = await this.#gate.enter(first, last, true);
     try {
       const ranges = this.#liveSnapshot(seq).ranges;
       if (ranges !== undefined && !rangesHoldAll(ranges, first, last)) {
@@ -99,7 +99,7 @@ export class CowSnapshotIO {
         unlock();
       }
     } finally {
-      release();
+      pass.leave();
     }
   }
 

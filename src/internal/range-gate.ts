@@ -1,14 +1,37 @@
 import { type BlockRanges, rangesOverlap } from './block-ranges.js';
 import type { Release } from './lock-table.js';
 
-interface Entrant {
+/**
+ * One I/O's place in a {@link RangeGate}: the blocks it touches, from the
+ * call that let it in until it leaves. One object per I/O, and no closure:
+ * the write path makes one per write.
+ */
+export class GatePass {
   /** Call order: a hold waits only for entrants called before it. */
   readonly seq: number;
   readonly first: number;
   readonly last: number;
   /** Only holds over `everything` stop it (snapshot-handle I/O); otherwise every overlapping hold does. */
   readonly side: boolean;
-  wake?: (release: Release) => void;
+  /** Neighbours in the gate's list of passes inside (an intrusive list: no Set entry per I/O). */
+  prev: GatePass | undefined = undefined;
+  next: GatePass | undefined = undefined;
+  inside = false;
+  wake: ((pass: GatePass) => void) | undefined = undefined;
+  readonly #gate: RangeGate;
+
+  constructor(gate: RangeGate, seq: number, first: number, last: number, side: boolean) {
+    this.#gate = gate;
+    this.seq = seq;
+    this.first = first;
+    this.last = last;
+    this.side = side;
+  }
+
+  /** Leaves the gate, letting in holds that waited for this I/O. Idempotent. */
+  leave(): void {
+    this.#gate.leave(this);
+  }
 }
 
 interface Hold {
@@ -38,42 +61,59 @@ interface Hold {
  */
 export class RangeGate {
   #calls = 0;
-  readonly #inside = new Set<Entrant>();
-  readonly #waiting: Entrant[] = [];
+  /** The passes inside, newest first. */
+  #inside: GatePass | undefined = undefined;
+  #insideCount = 0;
+  readonly #waiting: GatePass[] = [];
   readonly #holds: Hold[] = [];
 
   /** Entrants inside or waiting and holds registered (for tests and diagnostics). */
   get pending(): { inside: number; waiting: number; holds: number } {
-    return { inside: this.#inside.size, waiting: this.#waiting.length, holds: this.#holds.length };
+    return { inside: this.#insideCount, waiting: this.#waiting.length, holds: this.#holds.length };
   }
 
   /**
    * Enters for blocks `first..last` at once if no hold blocks them,
-   * returning the release; otherwise takes nothing and returns undefined.
-   * Lets the uncontended write path skip a promise and a microtask.
+   * returning the pass to leave with; otherwise takes nothing and returns
+   * undefined. Lets the uncontended write path skip a promise and a microtask.
    */
-  tryEnter(first: number, last: number): Release | undefined {
-    const entrant: Entrant = { seq: this.#calls + 1, first, last, side: false };
-    if (this.#holds.length > 0 && this.#blocked(entrant)) return undefined;
-    this.#calls++;
-    this.#inside.add(entrant);
-    return this.#releaser(entrant);
+  tryEnter(first: number, last: number): GatePass | undefined {
+    if (this.#holds.length > 0 && this.#blockedAt(this.#calls + 1, first, last, false)) {
+      return undefined;
+    }
+    const pass = new GatePass(this, ++this.#calls, first, last, false);
+    this.#letIn(pass);
+    return pass;
   }
 
   /**
    * Enters for blocks `first..last`; resolves once no earlier overlapping
    * hold that stops it is registered (`side`: only holds over everything do).
    */
-  enter(first: number, last: number, side = false): Promise<Release> {
-    const entrant: Entrant = { seq: ++this.#calls, first, last, side };
-    if (!this.#blocked(entrant)) {
-      this.#inside.add(entrant);
-      return Promise.resolve(this.#releaser(entrant));
+  enter(first: number, last: number, side = false): Promise<GatePass> {
+    const pass = new GatePass(this, ++this.#calls, first, last, side);
+    if (!this.#blocked(pass)) {
+      this.#letIn(pass);
+      return Promise.resolve(pass);
     }
     return new Promise((resolve) => {
-      entrant.wake = resolve;
-      this.#waiting.push(entrant);
+      pass.wake = resolve;
+      this.#waiting.push(pass);
     });
+  }
+
+  /** Takes `pass` out of the gate (see {@link GatePass.leave}). */
+  leave(pass: GatePass): void {
+    if (!pass.inside) return;
+    pass.inside = false;
+    const { prev, next } = pass;
+    if (prev === undefined) this.#inside = next;
+    else prev.next = next;
+    if (next !== undefined) next.prev = prev;
+    pass.prev = undefined;
+    pass.next = undefined;
+    this.#insideCount--;
+    if (this.#holds.length > 0) this.#grantHolds();
   }
 
   /**
@@ -88,24 +128,26 @@ export class RangeGate {
     });
   }
 
-  #blocked(entrant: Entrant): boolean {
+  #letIn(pass: GatePass): void {
+    pass.inside = true;
+    const head = this.#inside;
+    pass.next = head;
+    if (head !== undefined) head.prev = pass;
+    this.#inside = pass;
+    this.#insideCount++;
+  }
+
+  #blocked(pass: GatePass): boolean {
+    return this.#blockedAt(pass.seq, pass.first, pass.last, pass.side);
+  }
+
+  #blockedAt(seq: number, first: number, last: number, side: boolean): boolean {
     for (const hold of this.#holds) {
-      if (
-        hold.seq < entrant.seq &&
-        (hold.everything || !entrant.side) &&
-        rangesOverlap(hold.ranges, entrant.first, entrant.last)
-      ) {
+      if (hold.seq < seq && (hold.everything || !side) && rangesOverlap(hold.ranges, first, last)) {
         return true;
       }
     }
     return false;
-  }
-
-  #releaser(entrant: Entrant): Release {
-    return () => {
-      if (!this.#inside.delete(entrant)) return;
-      if (this.#holds.length > 0) this.#grantHolds();
-    };
   }
 
   #grantHolds(): void {
@@ -118,8 +160,9 @@ export class RangeGate {
 
   /** Whether an overlapping entrant called before `hold` is still inside or waiting. */
   #drainsInto(hold: Hold): boolean {
-    const earlier = (e: Entrant) => e.seq < hold.seq && rangesOverlap(hold.ranges, e.first, e.last);
-    for (const e of this.#inside) if (earlier(e)) return true;
+    const earlier = (e: GatePass) =>
+      e.seq < hold.seq && rangesOverlap(hold.ranges, e.first, e.last);
+    for (let e = this.#inside; e !== undefined; e = e.next) if (earlier(e)) return true;
     return this.#waiting.some(earlier);
   }
 
@@ -128,14 +171,14 @@ export class RangeGate {
     if (i < 0) return;
     this.#holds.splice(i, 1);
     for (let k = 0; k < this.#waiting.length; ) {
-      const entrant = this.#waiting[k]!;
-      if (this.#blocked(entrant)) {
+      const pass = this.#waiting[k]!;
+      if (this.#blocked(pass)) {
         k++;
         continue;
       }
       this.#waiting.splice(k, 1);
-      this.#inside.add(entrant);
-      entrant.wake!(this.#releaser(entrant));
+      this.#letIn(pass);
+      pass.wake!(pass);
     }
     this.#grantHolds();
   }
