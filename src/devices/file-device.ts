@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import { BlockDeviceError, wrapIO } from '../errors.js';
 import { AbstractBlockDevice } from '../internal/abstract-device.js';
 import { allocateBuffer } from '../internal/buffer-pool.js';
-import { READ_INTO, WRITE_OWNED } from '../internal/owned-io.js';
+import { READ_CALLBACK, READ_INTO, type ReadDone, WRITE_OWNED } from '../internal/owned-io.js';
 import { checkGeometry, checkRange, isBytes } from '../internal/range.js';
 
 /** Reads up to this size are views into the shared slab (see allocateBuffer). */
@@ -135,6 +135,44 @@ export class FileDevice extends AbstractBlockDevice {
     return this.track(
       new Promise((resolve, reject) => this.#fill(offset, buffer, resolve, reject)),
     );
+  }
+
+  /**
+   * See {@link READ_CALLBACK}: `read` with a callback. In the in-flight count
+   * like `read` (close waits for it), without a promise reaction for it.
+   */
+  [READ_CALLBACK](offset: number, length: number, done: ReadDone): void {
+    try {
+      this.checkOpen();
+      checkRange(this.size, offset, length);
+    } catch (err) {
+      done(err as Error, undefined);
+      return;
+    }
+    if (length === 0) {
+      done(null, new Uint8Array(0));
+      return;
+    }
+    const buffer = length > SLAB_READ_MAX ? uninitialized(length) : allocateBuffer(length);
+    this.opStarted();
+    try {
+      this.#fill(
+        offset,
+        buffer,
+        (data) => {
+          this.opSettled();
+          done(null, data);
+        },
+        (err) => {
+          this.opSettled();
+          done(err as Error, undefined);
+        },
+      );
+    } catch (err) {
+      // fs.read refusing its arguments at the call: `done` still runs once.
+      this.opSettled();
+      done(wrapIO(`read at ${offset}`, err), undefined);
+    }
   }
 
   /** Reads `buffer.length` bytes at `offset` into `buffer`, resuming after short reads. */

@@ -1,5 +1,6 @@
 import { AbstractBlockDevice } from '../internal/abstract-device.js';
-import { checkGeometry } from '../internal/range.js';
+import { READ_CALLBACK, type ReadDone } from '../internal/owned-io.js';
+import { checkGeometry, checkRange } from '../internal/range.js';
 
 /** Options for {@link MemoryDevice.create}. */
 export interface MemoryDeviceOptions {
@@ -74,6 +75,20 @@ export class MemoryDevice extends AbstractBlockDevice {
 
   protected async _write(offset: number, data: Uint8Array): Promise<void> {
     this.writeNow(offset, data);
+  }
+
+  /** See {@link READ_CALLBACK}: `read` with a callback, called before this returns. */
+  [READ_CALLBACK](offset: number, length: number, done: ReadDone): void {
+    let data: Uint8Array;
+    try {
+      this.checkOpen();
+      checkRange(this.size, offset, length);
+      data = this.readNow(offset, length);
+    } catch (err) {
+      done(err as Error, undefined);
+      return;
+    }
+    done(null, data);
   }
 
   protected async _flush(): Promise<void> {}

@@ -6,7 +6,7 @@ import { type CheckpointHost, runCheckpoint } from './journal-checkpoint.js';
 import { headerBytes, type JournalSuper, writeJournalSuper } from './journal-format.js';
 import { addRecord, type RecordIndex } from './journal-index.js';
 import { PartialWrites } from './journal-merge.js';
-import { readOverlay } from './journal-overlay.js';
+import { ON_PRODUCTION, readOverlay, SEVERAL_RUNS, singleRunAt } from './journal-overlay.js';
 import type { ReplayResult } from './journal-scan.js';
 import type { SnapshotRegistry } from './journal-snapshot-registry.js';
 import type { ChangesTable } from './journal-table.js';
@@ -14,6 +14,7 @@ import { JournalView, resolvePoint, type ViewHost } from './journal-view.js';
 import { JournalWriter } from './journal-writer.js';
 import { AccessGate } from './lock-table.js';
 import { SECTOR } from './log-format.js';
+import { callbackReader, type READ_CALLBACK, type ReadDone } from './owned-io.js';
 
 /** What `open` hands the core: the stores, the durable superblock, and what replay rebuilt. */
 export interface JournalParts {
@@ -78,6 +79,11 @@ export class JournalCore {
   readonly readGate = new AccessGate();
   readonly admin = new Mutex();
   readonly #sectorsPerBlock: number;
+  /** The stores' {@link READ_CALLBACK}, where they have it: live reads' hot path. */
+  readonly #productionReader:
+    | ((offset: number, length: number, done: ReadDone) => void)
+    | undefined;
+  readonly #journalReader: ((offset: number, length: number, done: ReadDone) => void) | undefined;
   readonly #checkpointAt: number;
   readonly #events: JournalCoreEvents;
   readonly #partial: PartialWrites;
@@ -106,6 +112,8 @@ export class JournalCore {
     this.#events = events;
     this.#checkpointAt = parts.checkpointAt;
     this.#sectorsPerBlock = production.blockSize / SECTOR;
+    this.#productionReader = callbackReader(production);
+    this.#journalReader = callbackReader(journal);
     this.#retiredBelow = sb.applyingSeq;
     const writer = new JournalWriter(
       journal,
@@ -176,6 +184,14 @@ export class JournalCore {
   read(offset: number, length: number): Promise<Uint8Array> {
     this.#events.readStarted();
     if (this.readGate.tryShared() !== undefined) {
+      const at = singleRunAt(this.table, this.blockSize, offset, length);
+      const direct =
+        at === ON_PRODUCTION
+          ? this.#productionReader
+          : at === SEVERAL_RUNS
+            ? undefined
+            : this.#journalReader;
+      if (direct !== undefined) return this.#readDirect(direct, at, offset, length);
       return readOverlay(this.#host, this.table, offset, length).then(
         this.#readDone,
         this.#readFailed,
@@ -185,6 +201,34 @@ export class JournalCore {
       .shared()
       .then(() => readOverlay(this.#host, this.table, offset, length))
       .then(this.#readDone, this.#readFailed);
+  }
+
+  /**
+   * A live read that lies whole on one store with {@link READ_CALLBACK}:
+   * the one promise is ours, settled from the store's callback after the
+   * gate and the in-flight count are left — no promise of the store's and
+   * no reaction between the two.
+   */
+  #readDirect(
+    direct: (offset: number, length: number, done: ReadDone) => void,
+    at: number,
+    offset: number,
+    length: number,
+  ): Promise<Uint8Array> {
+    return new Promise((resolve, reject) => {
+      const done: ReadDone = (err, data) => {
+        this.readGate.releaseShared();
+        this.#events.readSettled();
+        if (err === null) resolve(data!);
+        else reject(wrapIO('read', err));
+      };
+      try {
+        direct(at === ON_PRODUCTION ? offset : at, length, done);
+      } catch (err) {
+        // A store that throws instead of calling back: nothing may leak.
+        done(err instanceof Error ? err : new Error(String(err)), undefined);
+      }
+    });
   }
 
   readonly #readDone = (data: Uint8Array): Uint8Array => {

@@ -11,17 +11,44 @@ export interface OverlaySources {
   readonly blockSize: number;
 }
 
+/** {@link singleRunAt}: the read lies whole on production, at its own offset. */
+export const ON_PRODUCTION = -1;
+/** {@link singleRunAt}: the read's blocks lie in several runs. */
+export const SEVERAL_RUNS = -2;
+
+/**
+ * Where `[offset, offset + length)` lies if its blocks all sit in one run —
+ * none changed ({@link ON_PRODUCTION}), or all in adjacent journal sectors
+ * (a 4 KiB read over 1 KiB blocks written 4 KiB at a time): then the byte
+ * offset on the journal store — or {@link SEVERAL_RUNS}. One table lookup
+ * per block, nothing allocated: the hot path of every live read.
+ */
+export function singleRunAt(
+  table: ChangesTable,
+  bs: number,
+  offset: number,
+  length: number,
+): number {
+  const first = Math.floor(offset / bs);
+  const last = Math.floor((offset + length - 1) / bs);
+  const sector = table.get(first);
+  let b = first + 1;
+  if (sector < 0) {
+    while (b <= last && table.get(b) < 0) b++;
+    return b > last ? ON_PRODUCTION : SEVERAL_RUNS;
+  }
+  const step = bs / SECTOR;
+  while (b <= last && table.get(b) === sector + (b - first) * step) b++;
+  return b > last ? RING_START + sector * SECTOR + (offset - first * bs) : SEVERAL_RUNS;
+}
+
 /**
  * Reads `[offset, offset + length)` of the device a changes table describes:
  * each block from the journal sector `table` maps it to, or else from
  * production. One read per run of blocks adjacent on the same device, so a
- * read within one block is one I/O. The caller keeps the table's locations
- * valid until this settles; errors are the lower devices' own.
- *
- * The hot path is a read whose blocks all sit in one run — none changed, or
- * all written by one record (a 4 KiB read over 1 KiB blocks written 4 KiB at
- * a time): one lookup per block and the one read, with nothing allocated;
- * the lower device's promise is returned as is.
+ * read within one block is one I/O, whose promise is returned as is. The
+ * caller keeps the table's locations valid until this settles; errors are
+ * the lower devices' own.
  */
 export function readOverlay(
   sources: OverlaySources,
@@ -30,21 +57,9 @@ export function readOverlay(
   length: number,
 ): Promise<Uint8Array> {
   try {
-    const bs = sources.blockSize;
-    const first = Math.floor(offset / bs);
-    const last = Math.floor((offset + length - 1) / bs);
-    const sector = table.get(first);
-    let b = first + 1;
-    if (sector < 0) {
-      while (b <= last && table.get(b) < 0) b++;
-      if (b > last) return sources.production.read(offset, length);
-    } else {
-      const step = bs / SECTOR;
-      while (b <= last && table.get(b) === sector + (b - first) * step) b++;
-      if (b > last) {
-        return sources.journal.read(RING_START + sector * SECTOR + (offset - first * bs), length);
-      }
-    }
+    const at = singleRunAt(table, sources.blockSize, offset, length);
+    if (at === ON_PRODUCTION) return sources.production.read(offset, length);
+    if (at !== SEVERAL_RUNS) return sources.journal.read(at, length);
     return readRuns(sources, table, offset, length);
   } catch (err) {
     // A device that throws instead of rejecting.

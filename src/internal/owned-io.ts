@@ -1,9 +1,9 @@
 import type { BlockDevice } from '../device.js';
 
 /*
- * Two internal methods a device may have, for a layer that moves bulk data
+ * Internal methods a device may have, for a layer that moves bulk data
  * through buffers of its own (the copy job's runs, the stream applier's
- * frames). `read` must hand out fresh memory and `write` must copy its data
+ * frames), or that reads through it on a hot path (READ_CALLBACK). `read` must hand out fresh memory and `write` must copy its data
  * (the caller may reuse it at once); for bulk copies that allocation and
  * copy, and one thread-pool round trip per fixed-size block, cost more than
  * the I/O itself (DESIGN.md, performance notes). Keyed by symbols so they
@@ -28,10 +28,31 @@ export const READ_INTO: unique symbol = Symbol('blocksnap.readInto');
  */
 export const WRITE_OWNED: unique symbol = Symbol('blocksnap.writeOwned');
 
+/**
+ * `[READ_CALLBACK](offset, length, done)` reads as `read(offset, length)`
+ * does — same checks, errors and fresh buffer — and calls `done` exactly
+ * once with the error or the bytes instead of returning a promise: a layer
+ * that settles a promise of its own anyway (a read overlay) then makes one
+ * promise per read, not two, and pays no promise reaction in between. `done`
+ * may run before the call returns (bad arguments, a closed device).
+ */
+export const READ_CALLBACK: unique symbol = Symbol('blocksnap.readCallback');
+
+/** What {@link READ_CALLBACK} calls: the error, or null and the bytes read. */
+export type ReadDone = (err: Error | null, data: Uint8Array | undefined) => void;
+
 /** A device with {@link READ_INTO} and {@link WRITE_OWNED}. */
 export interface OwnedIO {
   [READ_INTO](offset: number, buffer: Uint8Array): Promise<Uint8Array>;
   [WRITE_OWNED](offset: number, blocks: readonly Uint8Array[]): Promise<void>;
+}
+
+/** `device`'s {@link READ_CALLBACK}, bound to it, or undefined if it has none. */
+export function callbackReader(
+  device: BlockDevice,
+): ((offset: number, length: number, done: ReadDone) => void) | undefined {
+  const method = (device as { [READ_CALLBACK]?: unknown })[READ_CALLBACK];
+  return typeof method === 'function' ? method.bind(device) : undefined;
 }
 
 /** `device`'s {@link READ_INTO}, bound to it, or undefined if it has none. */

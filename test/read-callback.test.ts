@@ -1,0 +1,204 @@
+import nodeFs, * as fs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  type BlockDevice,
+  BlockDeviceError,
+  FileDevice,
+  JournalDevice,
+  MemoryDevice,
+} from '../src/index.js';
+import { READ_CALLBACK, type ReadDone } from '../src/internal/owned-io.js';
+import { expectSameBytes } from './support/bytes.js';
+import { noise } from './support/copy-job-rig.js';
+import { PassThroughDevice } from './support/pass-through-device.js';
+
+/*
+ * READ_CALLBACK: `read` with a callback instead of a promise, which a
+ * JournalDevice's live reads take on stores that have it (FileDevice,
+ * MemoryDevice) so a read makes one promise, not two.
+ */
+
+const KiB = 1024;
+
+type CallbackReader = { [READ_CALLBACK](offset: number, length: number, done: ReadDone): void };
+
+/** Calls READ_CALLBACK and records every call of `done`. */
+function readWithCallback(
+  device: BlockDevice,
+  offset: number,
+  length: number,
+): Promise<{ calls: number; err: Error | null; data: Uint8Array | undefined }> {
+  return new Promise((resolve) => {
+    const seen = { calls: 0, err: null as Error | null, data: undefined as Uint8Array | undefined };
+    (device as unknown as CallbackReader)[READ_CALLBACK](offset, length, (err, data) => {
+      seen.calls++;
+      seen.err = err;
+      seen.data = data;
+      // Late enough to see a second call, if there were one.
+      setTimeout(() => resolve(seen), 5);
+    });
+  });
+}
+
+let dir: string;
+beforeEach(() => {
+  dir = fs.mkdtempSync(join(tmpdir(), 'blocksnap-read-callback-'));
+});
+afterEach(() => {
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const stores: [string, (content: Uint8Array) => Promise<BlockDevice>][] = [
+  [
+    'FileDevice',
+    async (content) => {
+      const device = await FileDevice.open(join(dir, 'a.img'), {
+        size: content.length,
+        blockSize: 4096,
+        create: true,
+      });
+      await device.write(0, content);
+      return device;
+    },
+  ],
+  [
+    'MemoryDevice',
+    async (content) => {
+      const device = await MemoryDevice.create({ size: content.length, blockSize: 4096 });
+      await device.write(0, content);
+      return device;
+    },
+  ],
+];
+
+describe.each(stores)('%s READ_CALLBACK', (_name, make) => {
+  it('reads what read reads, calling back once; checks and errors are read’s', async () => {
+    const content = noise(256 * KiB, 11);
+    const device = await make(content);
+    for (const [offset, length] of [
+      [0, 4096],
+      [1000, 70_000],
+      [256 * KiB - 1, 1],
+      [5, 0],
+    ] as const) {
+      const got = await readWithCallback(device, offset, length);
+      expect(got.calls).toBe(1);
+      expect(got.err).toBeNull();
+      expectSameBytes(
+        `[${offset}, +${length})`,
+        got.data!,
+        content.subarray(offset, offset + length),
+      );
+    }
+    for (const [offset, length] of [
+      [-1, 10],
+      [256 * KiB - 5, 10],
+      [0.5, 10],
+    ] as const) {
+      const got = await readWithCallback(device, offset, length);
+      expect(got.calls).toBe(1);
+      expect(got.data).toBeUndefined();
+      expect(BlockDeviceError.is(got.err, 'ERANGE')).toBe(true);
+    }
+    await device.close();
+    const closed = await readWithCallback(device, 0, 10);
+    expect(closed.calls).toBe(1);
+    expect(BlockDeviceError.is(closed.err, 'ECLOSED')).toBe(true);
+  });
+});
+
+describe('FileDevice READ_CALLBACK', () => {
+  it('counts its reads in flight: close waits until every one called back, with its bytes', async () => {
+    const content = noise(64 * KiB, 12);
+    const device = await stores[0]![1](content);
+    // Hold the completions of fs.read until the test lets them through.
+    const held: (() => void)[] = [];
+    const realRead = nodeFs.read;
+    nodeFs.read = ((...args: unknown[]) => {
+      const callback = args.pop() as (...results: unknown[]) => void;
+      (realRead as (...a: unknown[]) => void)(...args, (...results: unknown[]) => {
+        held.push(() => callback(...results));
+      });
+    }) as typeof nodeFs.read;
+    syncBuiltinESMExports();
+    try {
+      const got: { err: Error | null; data: Uint8Array | undefined }[] = [];
+      for (let i = 0; i < 4; i++) {
+        (device as unknown as CallbackReader)[READ_CALLBACK](i * 4096, 4096, (err, data) =>
+          got.push({ err, data }),
+        );
+      }
+      let closed = false;
+      const closing = device.close().then(() => {
+        closed = true;
+      });
+      while (held.length < 4) await new Promise((resolve) => setTimeout(resolve, 1));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(closed).toBe(false);
+      for (const release of held.splice(0)) release();
+      await closing;
+      expect(got.length).toBe(4);
+      for (const [i, r] of got.entries()) {
+        expect(r.err).toBeNull();
+        expectSameBytes(`read ${i}`, r.data!, content.subarray(i * 4096, (i + 1) * 4096));
+      }
+    } finally {
+      nodeFs.read = realRead;
+      syncBuiltinESMExports();
+    }
+  });
+});
+
+describe('JournalDevice live reads through a store with READ_CALLBACK', () => {
+  /** A production store with READ_CALLBACK that fails reads of block 3, by calling back or by throwing. */
+  class FailingCallbackStore extends PassThroughDevice {
+    mode: 'callback' | 'throw' = 'callback';
+    calls = 0;
+
+    [READ_CALLBACK](offset: number, length: number, done: ReadDone): void {
+      this.calls++;
+      if (offset < 4 * 512 && offset + length > 3 * 512) {
+        if (this.mode === 'throw') throw new Error('driver threw');
+        setTimeout(() => done(new Error('bad sector 3'), undefined), 1);
+        return;
+      }
+      this.inner.read(offset, length).then(
+        (data) => done(null, data),
+        (err: unknown) => done(err as Error, undefined),
+      );
+    }
+  }
+
+  it('fails a read with EIO carrying the store’s error, and leaves the read gate either way', async () => {
+    const production = new FailingCallbackStore(
+      await MemoryDevice.create({ size: 64 * 512, blockSize: 512 }),
+    );
+    const journal = await MemoryDevice.create({ size: 256 * KiB, blockSize: 512 });
+    const device = await JournalDevice.create(production, journal);
+    await device.write(0, new Uint8Array(512).fill(1));
+    for (const mode of ['callback', 'throw'] as const) {
+      production.mode = mode;
+      const before = production.calls;
+      const err = await device.read(3 * 512, 512).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(production.calls - before, mode).toBe(1);
+      expect(BlockDeviceError.is(err, 'EIO'), mode).toBe(true);
+      expect(((err as BlockDeviceError).cause as Error).message).toMatch(
+        /bad sector 3|driver threw/,
+      );
+      // Reads from the journal and from production still work.
+      expect((await device.read(0, 512))[0]).toBe(1);
+      expect((await device.read(5 * 512, 512))[0]).toBe(0);
+    }
+    // A checkpoint takes the read gate exclusively: it would wait forever
+    // for a failed read that never left it.
+    await device.checkpoint();
+    expect((await device.read(0, 512))[0]).toBe(1);
+    await device.close();
+  });
+});
