@@ -155,11 +155,21 @@ describe('FileDevice READ_CALLBACK', () => {
 describe('JournalDevice live reads through a store with READ_CALLBACK', () => {
   /** A production store with READ_CALLBACK that fails reads of block 3, by calling back or by throwing. */
   class FailingCallbackStore extends PassThroughDevice {
-    mode: 'callback' | 'throw' = 'callback';
+    mode: 'callback' | 'throw' | 'call back, then throw' = 'callback';
     calls = 0;
+    /** Reads of block 6 wait for this to be called. */
+    held: (() => void) | undefined;
 
     [READ_CALLBACK](offset: number, length: number, done: ReadDone): void {
       this.calls++;
+      if (offset === 6 * 512) {
+        this.held = () => this.inner.read(offset, length).then((data) => done(null, data));
+        return;
+      }
+      if (this.mode === 'call back, then throw' && offset === 3 * 512) {
+        done(null, new Uint8Array(length).fill(3));
+        throw new Error('driver threw after calling back');
+      }
       if (offset < 4 * 512 && offset + length > 3 * 512) {
         if (this.mode === 'throw') throw new Error('driver threw');
         setTimeout(() => done(new Error('bad sector 3'), undefined), 1);
@@ -199,6 +209,31 @@ describe('JournalDevice live reads through a store with READ_CALLBACK', () => {
     // for a failed read that never left it.
     await device.checkpoint();
     expect((await device.read(0, 512))[0]).toBe(1);
+    await device.close();
+  });
+
+  it('settles a read once for a store that calls back and then throws: the read gate stays counted right', async () => {
+    const production = new FailingCallbackStore(
+      await MemoryDevice.create({ size: 64 * 512, blockSize: 512 }),
+    );
+    const journal = await MemoryDevice.create({ size: 256 * KiB, blockSize: 512 });
+    const device = await JournalDevice.create(production, journal);
+    await device.write(0, new Uint8Array(512).fill(1));
+    production.mode = 'call back, then throw';
+    expect((await device.read(3 * 512, 512))[0]).toBe(3);
+    // A read held at the store: the checkpoint (which takes the read gate
+    // exclusively) must wait for it. A second release of the read above
+    // would have let it in.
+    const reading = device.read(6 * 512, 512);
+    let checkpointed = false;
+    const checkpoint = device.checkpoint().then(() => {
+      checkpointed = true;
+    });
+    for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(checkpointed).toBe(false);
+    production.held!();
+    expect((await reading)[0]).toBe(0);
+    await checkpoint;
     await device.close();
   });
 });

@@ -216,7 +216,12 @@ export class JournalCore {
     length: number,
   ): Promise<Uint8Array> {
     return new Promise((resolve, reject) => {
+      // Once only, even for a store that calls back and then throws: a
+      // second release would let a checkpoint in under another read.
+      let settled = false;
       const done: ReadDone = (err, data) => {
+        if (settled) return;
+        settled = true;
         this.readGate.releaseShared();
         this.#events.readSettled();
         if (err === null) resolve(data!);
