@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { BlockDeviceError, type JournalDevice } from '../src/index.js';
+import { RING_START } from '../src/internal/journal-format.js';
 import { expectBytes } from './property/cow-harness.js';
 import { fill, JournalRig, settle } from './support/journal-rig.js';
 
@@ -258,6 +259,52 @@ describe('JournalDevice recovery: a dropped tail stays dropped', () => {
       got.subarray(0, 512),
       new Uint8Array(512),
     );
+    await r.device.close();
+  });
+});
+
+describe('JournalDevice recovery: a journal left full', () => {
+  it('opens a ring with no room for the tail seal without writing one, and goes on through a checkpoint', async () => {
+    // One-sector frame headers: a one-block write is 2 sectors of ring, a
+    // two-block write 3. After create's first frame, 14 of the one and one
+    // of the other fill the 16 KiB ring to its last byte.
+    const r = await JournalRig.create({
+      blockSize: 512,
+      blocks: 64,
+      ringBytes: 16 * 1024,
+      checkpointAt: 1,
+    });
+    const expected = new Uint8Array(64 * 512);
+    for (let i = 0; i < 14; i++) {
+      const data = fill(512, i + 1);
+      await r.device.write(i * 512, data);
+      expected.set(data, i * 512);
+    }
+    const pair = fill(1024, 0x77);
+    await r.device.write(40 * 512, pair);
+    expected.set(pair, 40 * 512);
+    expect(r.device.journalUsed).toBe(r.device.journalCapacity);
+    r.power.cut();
+
+    const ringBefore = await r.journalDisk.reopen().read(RING_START, 16 * 1024);
+    await r.open();
+    // Replay found no torn tail to seal over, and there is no room for a seal.
+    expect(r.device.journalUsed).toBe(r.device.journalCapacity);
+    expectBytes(
+      'the ring after open',
+      await r.journalDisk.reopen().read(RING_START, 16 * 1024),
+      ringBefore,
+    );
+    expectBytes('content after open', await r.device.read(0, expected.length), expected);
+
+    // The next write waits for the checkpoint that makes room, then lands.
+    const more = fill(512, 0x99);
+    await r.device.write(60 * 512, more);
+    expected.set(more, 60 * 512);
+    await r.device.flush();
+    r.power.cut();
+    await r.open();
+    expectBytes('content after the next crash', await r.device.read(0, expected.length), expected);
     await r.device.close();
   });
 });
