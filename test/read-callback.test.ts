@@ -125,11 +125,14 @@ describe('FileDevice READ_CALLBACK', () => {
     }) as typeof nodeFs.read;
     syncBuiltinESMExports();
     try {
+      // By read, not in completion order: the pool's threads finish them in any order.
       const got: { err: Error | null; data: Uint8Array | undefined }[] = [];
+      let calls = 0;
       for (let i = 0; i < 4; i++) {
-        (device as unknown as CallbackReader)[READ_CALLBACK](i * 4096, 4096, (err, data) =>
-          got.push({ err, data }),
-        );
+        (device as unknown as CallbackReader)[READ_CALLBACK](i * 4096, 4096, (err, data) => {
+          calls++;
+          got[i] = { err, data };
+        });
       }
       let closed = false;
       const closing = device.close().then(() => {
@@ -140,7 +143,7 @@ describe('FileDevice READ_CALLBACK', () => {
       expect(closed).toBe(false);
       for (const release of held.splice(0)) release();
       await closing;
-      expect(got.length).toBe(4);
+      expect(calls).toBe(4);
       for (const [i, r] of got.entries()) {
         expect(r.err).toBeNull();
         expectSameBytes(`read ${i}`, r.data!, content.subarray(i * 4096, (i + 1) * 4096));
