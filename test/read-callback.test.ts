@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   type BlockDevice,
   BlockDeviceError,
+  CowSnapshotDevice,
   FileDevice,
   JournalDevice,
   MemoryDevice,
@@ -155,36 +156,40 @@ describe('FileDevice READ_CALLBACK', () => {
   });
 });
 
-describe('JournalDevice live reads through a store with READ_CALLBACK', () => {
-  /** A production store with READ_CALLBACK that fails reads of block 3, by calling back or by throwing. */
-  class FailingCallbackStore extends PassThroughDevice {
-    mode: 'callback' | 'throw' | 'call back, then throw' = 'callback';
-    calls = 0;
-    /** Reads of block 6 wait for this to be called. */
-    held: (() => void) | undefined;
+/**
+ * A store with READ_CALLBACK (512-byte blocks) that fails reads of block 3
+ * — by calling back, by throwing, or by calling back and then throwing —
+ * and holds reads of block 6 until `held` is called.
+ */
+class FailingCallbackStore extends PassThroughDevice {
+  mode: 'callback' | 'throw' | 'call back, then throw' = 'callback';
+  calls = 0;
+  /** Reads of block 6 wait for this to be called. */
+  held: (() => void) | undefined;
 
-    [READ_CALLBACK](offset: number, length: number, done: ReadDone): void {
-      this.calls++;
-      if (offset === 6 * 512) {
-        this.held = () => this.inner.read(offset, length).then((data) => done(null, data));
-        return;
-      }
-      if (this.mode === 'call back, then throw' && offset === 3 * 512) {
-        done(null, new Uint8Array(length).fill(3));
-        throw new Error('driver threw after calling back');
-      }
-      if (offset < 4 * 512 && offset + length > 3 * 512) {
-        if (this.mode === 'throw') throw new Error('driver threw');
-        setTimeout(() => done(new Error('bad sector 3'), undefined), 1);
-        return;
-      }
-      this.inner.read(offset, length).then(
-        (data) => done(null, data),
-        (err: unknown) => done(err as Error, undefined),
-      );
+  [READ_CALLBACK](offset: number, length: number, done: ReadDone): void {
+    this.calls++;
+    if (offset === 6 * 512) {
+      this.held = () => this.inner.read(offset, length).then((data) => done(null, data));
+      return;
     }
+    if (this.mode === 'call back, then throw' && offset === 3 * 512) {
+      done(null, new Uint8Array(length).fill(3));
+      throw new Error('driver threw after calling back');
+    }
+    if (offset < 4 * 512 && offset + length > 3 * 512) {
+      if (this.mode === 'throw') throw new Error('driver threw');
+      setTimeout(() => done(new Error('bad sector 3'), undefined), 1);
+      return;
+    }
+    this.inner.read(offset, length).then(
+      (data) => done(null, data),
+      (err: unknown) => done(err as Error, undefined),
+    );
   }
+}
 
+describe('JournalDevice live reads through a store with READ_CALLBACK', () => {
   it('fails a read with EIO carrying the store’s error, and leaves the read gate either way', async () => {
     const production = new FailingCallbackStore(
       await MemoryDevice.create({ size: 64 * 512, blockSize: 512 }),
@@ -238,5 +243,60 @@ describe('JournalDevice live reads through a store with READ_CALLBACK', () => {
     expect((await reading)[0]).toBe(0);
     await checkpoint;
     await device.close();
+  });
+});
+
+describe('CowSnapshotDevice origin reads through an origin with READ_CALLBACK', () => {
+  async function rig() {
+    const origin = new FailingCallbackStore(
+      await MemoryDevice.create({ size: 64 * 512, blockSize: 512 }),
+    );
+    const cow = await CowSnapshotDevice.create(
+      origin,
+      await MemoryDevice.create({ size: 1 << 20, blockSize: 512 }),
+    );
+    await cow.write(0, new Uint8Array(512).fill(1));
+    return { origin, cow, snap: await cow.snapshot() };
+  }
+
+  it('fails a read with EIO carrying the origin’s error, and leaves the read gate either way', async () => {
+    const { origin, cow, snap } = await rig();
+    for (const mode of ['callback', 'throw'] as const) {
+      origin.mode = mode;
+      const before = origin.calls;
+      const err = await cow.read(3 * 512, 512).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(origin.calls - before, mode).toBe(1);
+      expect(BlockDeviceError.is(err, 'EIO'), mode).toBe(true);
+      expect(((err as BlockDeviceError).cause as Error).message).toMatch(
+        /bad sector 3|driver threw/,
+      );
+      expect((await cow.read(0, 512))[0]).toBe(1);
+    }
+    // A restore takes the read gate exclusively: it would wait forever for
+    // a failed read that never left it.
+    await cow.restore(snap.id);
+    await cow.close();
+  });
+
+  it('settles a read once for an origin that calls back and then throws', async () => {
+    const { origin, cow, snap } = await rig();
+    origin.mode = 'call back, then throw';
+    expect((await cow.read(3 * 512, 512))[0]).toBe(3);
+    // A read held at the origin: the restore must wait for it; a second
+    // release of the read above would have let it in.
+    const reading = cow.read(6 * 512, 512);
+    let restored = false;
+    const restore = cow.restore(snap.id).then(() => {
+      restored = true;
+    });
+    for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(restored).toBe(false);
+    origin.held!();
+    expect((await reading)[0]).toBe(0);
+    await restore;
+    await cow.close();
   });
 });

@@ -25,6 +25,7 @@ import { AccessGate, LockTable } from './lock-table.js';
 import { io } from './lower-io.js';
 import type { CowEntry } from './metadata-codec.js';
 import type { MetadataLog } from './metadata-log.js';
+import { callbackReader, type READ_CALLBACK, type ReadDone, readByCallback } from './owned-io.js';
 import { type GatePass, RangeGate } from './range-gate.js';
 import { restorePieces } from './restore-pieces.js';
 import { SnapshotHandle, type SnapshotHost } from './snapshot-handle.js';
@@ -70,6 +71,7 @@ export abstract class CowDeviceBase
     super(what, cow.origin.size, cow.origin.blockSize, cow.origin.readOnly);
     this.#cow = cow;
     this.#origin = cow.origin;
+    this.#originReader = callbackReader(cow.origin);
     this.#state = cow.state;
     this.#log = cow.log;
     this.#everyBlock = [{ start: 0, end: cow.origin.size / cow.origin.blockSize }];
@@ -309,8 +311,9 @@ export abstract class CowDeviceBase
   protected override readonly tracksOwnIO = true;
 
   protected _read(offset: number, length: number): Promise<Uint8Array> {
-    // The hot path: no restore running, so no promise of our own — the
-    // origin's, with two preallocated reactions.
+    // The hot path: no restore running, so one promise per read — ours,
+    // settled from the origin's callback where it has READ_CALLBACK, else
+    // the origin's, with two preallocated reactions.
     this.opStarted();
     const release = this.#readGate.tryShared();
     if (release !== undefined) return this.#readOrigin(offset, length);
@@ -323,6 +326,10 @@ export abstract class CowDeviceBase
    * rejecting (neither may leak: a restore or close would wait forever).
    */
   #readOrigin(offset: number, length: number): Promise<Uint8Array> {
+    const direct = this.#originReader;
+    if (direct !== undefined) {
+      return readByCallback(direct, offset, length, this.#leaveRead, wrapOriginRead);
+    }
     let read: Promise<Uint8Array>;
     try {
       read = this.#origin.read(offset, length);
@@ -331,6 +338,14 @@ export abstract class CowDeviceBase
     }
     return read.then(this.#readDone, this.#readFailed);
   }
+
+  /** The origin's {@link READ_CALLBACK}, if it has one. */
+  readonly #originReader: ((offset: number, length: number, done: ReadDone) => void) | undefined;
+
+  readonly #leaveRead = (): void => {
+    this.#readGate.releaseShared();
+    this.opSettled();
+  };
 
   readonly #readDone = (data: Uint8Array): Uint8Array => {
     this.#readGate.releaseShared();
@@ -510,6 +525,10 @@ export function checkCowDevices(origin: BlockDevice, store: BlockDevice): void {
     }
   }
   if (store.readOnly) throw new BlockDeviceError('EINVAL', 'store is read-only');
+}
+
+function wrapOriginRead(err: Error): Error {
+  return wrapIO('origin read', err);
 }
 
 /** Reaction pairs kept for reuse: more than a device usually has in flight. */

@@ -14,7 +14,7 @@ import { JournalView, resolvePoint, type ViewHost } from './journal-view.js';
 import { JournalWriter } from './journal-writer.js';
 import { AccessGate } from './lock-table.js';
 import { SECTOR } from './log-format.js';
-import { callbackReader, type READ_CALLBACK, type ReadDone } from './owned-io.js';
+import { callbackReader, type READ_CALLBACK, type ReadDone, readByCallback } from './owned-io.js';
 
 /** What `open` hands the core: the stores, the durable superblock, and what replay rebuilt. */
 export interface JournalParts {
@@ -191,7 +191,12 @@ export class JournalCore {
           : at === SEVERAL_RUNS
             ? undefined
             : this.#journalReader;
-      if (direct !== undefined) return this.#readDirect(direct, at, offset, length);
+      // One promise, ours, settled from the store's callback: no promise of
+      // the store's and no reaction between the two.
+      if (direct !== undefined) {
+        const where = at === ON_PRODUCTION ? offset : at;
+        return readByCallback(direct, where, length, this.#leaveRead, wrapRead);
+      }
       return readOverlay(this.#host, this.table, offset, length).then(
         this.#readDone,
         this.#readFailed,
@@ -203,38 +208,10 @@ export class JournalCore {
       .then(this.#readDone, this.#readFailed);
   }
 
-  /**
-   * A live read that lies whole on one store with {@link READ_CALLBACK}:
-   * the one promise is ours, settled from the store's callback after the
-   * gate and the in-flight count are left — no promise of the store's and
-   * no reaction between the two.
-   */
-  #readDirect(
-    direct: (offset: number, length: number, done: ReadDone) => void,
-    at: number,
-    offset: number,
-    length: number,
-  ): Promise<Uint8Array> {
-    return new Promise((resolve, reject) => {
-      // Once only, even for a store that calls back and then throws: a
-      // second release would let a checkpoint in under another read.
-      let settled = false;
-      const done: ReadDone = (err, data) => {
-        if (settled) return;
-        settled = true;
-        this.readGate.releaseShared();
-        this.#events.readSettled();
-        if (err === null) resolve(data!);
-        else reject(wrapIO('read', err));
-      };
-      try {
-        direct(at === ON_PRODUCTION ? offset : at, length, done);
-      } catch (err) {
-        // A store that throws instead of calling back: nothing may leak.
-        done(err instanceof Error ? err : new Error(String(err)), undefined);
-      }
-    });
-  }
+  readonly #leaveRead = (): void => {
+    this.readGate.releaseShared();
+    this.#events.readSettled();
+  };
 
   readonly #readDone = (data: Uint8Array): Uint8Array => {
     this.readGate.releaseShared();
@@ -419,4 +396,8 @@ export class JournalCore {
     const sb = this.#host.superblock;
     return this.persist({ ...sb, generation: sb.generation + 1, ...changes });
   }
+}
+
+function wrapRead(err: Error): Error {
+  return wrapIO('read', err);
 }

@@ -55,6 +55,38 @@ export function callbackReader(
   return typeof method === 'function' ? method.bind(device) : undefined;
 }
 
+/**
+ * Reads through a device's {@link READ_CALLBACK} into a promise of the
+ * caller's own — the one promise of a layered read. `settled` runs exactly
+ * once, before the promise settles, whatever the device does: call back,
+ * throw, or call back and then throw (a second run would, for a caller that
+ * leaves a gate in it, let an exclusive holder in under another read).
+ * A failure rejects with `failure(err)`.
+ */
+export function readByCallback(
+  read: (offset: number, length: number, done: ReadDone) => void,
+  offset: number,
+  length: number,
+  settled: () => void,
+  failure: (err: Error) => Error,
+): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    let called = false;
+    const done: ReadDone = (err, data) => {
+      if (called) return;
+      called = true;
+      settled();
+      if (err === null) resolve(data!);
+      else reject(failure(err));
+    };
+    try {
+      read(offset, length, done);
+    } catch (err) {
+      done(err instanceof Error ? err : new Error(String(err)), undefined);
+    }
+  });
+}
+
 /** `device`'s {@link READ_INTO}, bound to it, or undefined if it has none. */
 export function readerInto(
   device: BlockDevice,
