@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FileDevice } from '../src/devices/file-device.js';
 import { BlockDeviceError, type BlockDeviceErrorCode } from '../src/errors.js';
+import { type OwnedIO, READ_INTO, WRITE_OWNED } from '../src/internal/owned-io.js';
+import { withHeldFs } from './support/held-fs.js';
 
 let dir: string;
 
@@ -156,5 +158,57 @@ describe('FileDevice I/O', () => {
     await using device = await FileDevice.open(path, { size: 8192, create: true });
     await writeFile(path, new Uint8Array(4096));
     await rejectsWith(device.read(4096, 4096), 'EIO');
+  });
+});
+
+describe('FileDevice: close waits for I/O in flight', () => {
+  // FileDevice counts its own I/O in flight, in the callback that settles
+  // it (no promise reaction per I/O): close must still wait for every kind.
+  const kinds = [
+    ['read', ['read']],
+    ['write', ['write']],
+    ['READ_INTO', ['read']],
+    ['WRITE_OWNED, one block', ['write']],
+    ['WRITE_OWNED, several blocks', ['writev']],
+  ] as const;
+
+  it.each(kinds)('%s', async (kind, calls) => {
+    const path = join(dir, 'held.img');
+    const device = await FileDevice.open(path, { size: 64 * 1024, blockSize: 4096, create: true });
+    await device.write(0, new Uint8Array(64 * 1024).fill(1));
+    const bulk = device as unknown as OwnedIO;
+    const data = new Uint8Array(8192).fill(7);
+    await withHeldFs(calls, async (held) => {
+      let settled = 0;
+      const ops: Promise<unknown>[] = [];
+      for (let i = 0; i < 3; i++) {
+        const at = i * 8192;
+        const op =
+          kind === 'read'
+            ? device.read(at, 8192)
+            : kind === 'write'
+              ? device.write(at, data)
+              : kind === 'READ_INTO'
+                ? bulk[READ_INTO](at, new Uint8Array(8192))
+                : kind === 'WRITE_OWNED, one block'
+                  ? bulk[WRITE_OWNED](at, [data])
+                  : bulk[WRITE_OWNED](at, [data.subarray(0, 4096), data.subarray(4096)]);
+        ops.push(op.then(() => settled++));
+      }
+      let closed = false;
+      const closing = device.close().then(() => {
+        closed = true;
+      });
+      await held.reached(3);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(closed).toBe(false);
+      held.releaseAll();
+      await closing;
+      await Promise.all(ops);
+      expect(settled).toBe(3);
+    });
+    const content = await readFile(path);
+    const expected = kind.startsWith('WRITE') || kind === 'write' ? 7 : 1;
+    expect(content[8192 * 2 + 100]).toBe(expected);
   });
 });

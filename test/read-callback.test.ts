@@ -1,5 +1,4 @@
-import nodeFs, * as fs from 'node:fs';
-import { syncBuiltinESMExports } from 'node:module';
+import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -14,6 +13,7 @@ import {
 import { READ_CALLBACK, type ReadDone } from '../src/internal/owned-io.js';
 import { expectSameBytes } from './support/bytes.js';
 import { noise } from './support/copy-job-rig.js';
+import { withHeldFs } from './support/held-fs.js';
 import { PassThroughDevice } from './support/pass-through-device.js';
 
 /*
@@ -115,17 +115,7 @@ describe('FileDevice READ_CALLBACK', () => {
   it('counts its reads in flight: close waits until every one called back, with its bytes', async () => {
     const content = noise(64 * KiB, 12);
     const device = await stores[0]![1](content);
-    // Hold the completions of fs.read until the test lets them through.
-    const held: (() => void)[] = [];
-    const realRead = nodeFs.read;
-    nodeFs.read = ((...args: unknown[]) => {
-      const callback = args.pop() as (...results: unknown[]) => void;
-      (realRead as (...a: unknown[]) => void)(...args, (...results: unknown[]) => {
-        held.push(() => callback(...results));
-      });
-    }) as typeof nodeFs.read;
-    syncBuiltinESMExports();
-    try {
+    await withHeldFs(['read'], async (held) => {
       // By read, not in completion order: the pool's threads finish them in any order.
       const got: { err: Error | null; data: Uint8Array | undefined }[] = [];
       let calls = 0;
@@ -139,20 +129,17 @@ describe('FileDevice READ_CALLBACK', () => {
       const closing = device.close().then(() => {
         closed = true;
       });
-      while (held.length < 4) await new Promise((resolve) => setTimeout(resolve, 1));
+      await held.reached(4);
       await new Promise((resolve) => setTimeout(resolve, 20));
       expect(closed).toBe(false);
-      for (const release of held.splice(0)) release();
+      held.releaseAll();
       await closing;
       expect(calls).toBe(4);
       for (const [i, r] of got.entries()) {
         expect(r.err).toBeNull();
         expectSameBytes(`read ${i}`, r.data!, content.subarray(i * 4096, (i + 1) * 4096));
       }
-    } finally {
-      nodeFs.read = realRead;
-      syncBuiltinESMExports();
-    }
+    });
   });
 });
 
