@@ -348,14 +348,12 @@ export abstract class CowDeviceBase
   };
 
   readonly #readDone = (data: Uint8Array): Uint8Array => {
-    this.#readGate.releaseShared();
-    this.opSettled();
+    this.#leaveRead();
     return data;
   };
 
   readonly #readFailed = (err: unknown): never => {
-    this.#readGate.releaseShared();
-    this.opSettled();
+    this.#leaveRead();
     throw wrapIO('origin read', err);
   };
 

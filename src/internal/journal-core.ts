@@ -177,9 +177,11 @@ export class JournalCore {
   // ------------------------------------------------------------------ I/O
 
   /**
-   * Reads the live device. The hot path: no checkpoint waiting, so no promise
-   * of our own; the one reaction it adds leaves the read gate and the
-   * device's in-flight count (events.readStarted/readSettled) together.
+   * Reads the live device. The hot path: no checkpoint waiting, and the read
+   * lies in one run on a store with READ_CALLBACK — one promise, ours,
+   * settled from the store's callback; otherwise the store's promise and one
+   * reaction. Either way the read gate and the device's in-flight count
+   * (events.readStarted/readSettled) are left together, once (#leaveRead).
    */
   read(offset: number, length: number): Promise<Uint8Array> {
     this.#events.readStarted();
@@ -191,8 +193,6 @@ export class JournalCore {
           : at === SEVERAL_RUNS
             ? undefined
             : this.#journalReader;
-      // One promise, ours, settled from the store's callback: no promise of
-      // the store's and no reaction between the two.
       if (direct !== undefined) {
         const where = at === ON_PRODUCTION ? offset : at;
         return readByCallback(direct, where, length, this.#leaveRead, wrapRead);
@@ -214,14 +214,12 @@ export class JournalCore {
   };
 
   readonly #readDone = (data: Uint8Array): Uint8Array => {
-    this.readGate.releaseShared();
-    this.#events.readSettled();
+    this.#leaveRead();
     return data;
   };
 
   readonly #readFailed = (err: unknown): never => {
-    this.readGate.releaseShared();
-    this.#events.readSettled();
+    this.#leaveRead();
     throw wrapIO('read', err);
   };
 
