@@ -164,51 +164,33 @@ describe('FileDevice I/O', () => {
 describe('FileDevice: close waits for I/O in flight', () => {
   // FileDevice counts its own I/O in flight, in the callback that settles
   // it (no promise reaction per I/O): close must still wait for every kind.
-  const kinds = [
-    ['read', ['read']],
-    ['write', ['write']],
-    ['READ_INTO', ['read']],
-    ['WRITE_OWNED, one block', ['write']],
-    ['WRITE_OWNED, several blocks', ['writev']],
-  ] as const;
+  const data = new Uint8Array(8192).fill(7);
+  type Issue = (device: FileDevice, at: number) => Promise<unknown>;
+  const bulk = (device: FileDevice) => device as unknown as OwnedIO;
+  const kinds: [string, ('read' | 'write' | 'writev')[], Issue, number][] = [
+    ['read', ['read'], (d, at) => d.read(at, 8192), 1],
+    ['write', ['write'], (d, at) => d.write(at, data), 7],
+    ['READ_INTO', ['read'], (d, at) => bulk(d)[READ_INTO](at, new Uint8Array(8192)), 1],
+    ['WRITE_OWNED, one block', ['write'], (d, at) => bulk(d)[WRITE_OWNED](at, [data]), 7],
+    [
+      'WRITE_OWNED, several blocks',
+      ['writev'],
+      (d, at) => bulk(d)[WRITE_OWNED](at, [data.subarray(0, 4096), data.subarray(4096)]),
+      7,
+    ],
+  ];
 
-  it.each(kinds)('%s', async (kind, calls) => {
+  it.each(kinds)('%s', async (_kind, calls, issue, expected) => {
     const path = join(dir, 'held.img');
     const device = await FileDevice.open(path, { size: 64 * 1024, blockSize: 4096, create: true });
     await device.write(0, new Uint8Array(64 * 1024).fill(1));
-    const bulk = device as unknown as OwnedIO;
-    const data = new Uint8Array(8192).fill(7);
     await withHeldFs(calls, async (held) => {
       let settled = 0;
-      const ops: Promise<unknown>[] = [];
-      for (let i = 0; i < 3; i++) {
-        const at = i * 8192;
-        const op =
-          kind === 'read'
-            ? device.read(at, 8192)
-            : kind === 'write'
-              ? device.write(at, data)
-              : kind === 'READ_INTO'
-                ? bulk[READ_INTO](at, new Uint8Array(8192))
-                : kind === 'WRITE_OWNED, one block'
-                  ? bulk[WRITE_OWNED](at, [data])
-                  : bulk[WRITE_OWNED](at, [data.subarray(0, 4096), data.subarray(4096)]);
-        ops.push(op.then(() => settled++));
-      }
-      let closed = false;
-      const closing = device.close().then(() => {
-        closed = true;
-      });
-      await held.reached(3);
-      await new Promise((resolve) => setTimeout(resolve, 20));
-      expect(closed).toBe(false);
-      held.releaseAll();
-      await closing;
+      const ops = [0, 1, 2].map((i) => issue(device, i * 8192).then(() => settled++));
+      await held.closeWaitsFor(device, 3);
       await Promise.all(ops);
       expect(settled).toBe(3);
     });
-    const content = await readFile(path);
-    const expected = kind.startsWith('WRITE') || kind === 'write' ? 7 : 1;
-    expect(content[8192 * 2 + 100]).toBe(expected);
+    expect((await readFile(path))[8192 * 2 + 100]).toBe(expected);
   });
 });

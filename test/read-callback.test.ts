@@ -125,15 +125,7 @@ describe('FileDevice READ_CALLBACK', () => {
           got[i] = { err, data };
         });
       }
-      let closed = false;
-      const closing = device.close().then(() => {
-        closed = true;
-      });
-      await held.reached(4);
-      await new Promise((resolve) => setTimeout(resolve, 20));
-      expect(closed).toBe(false);
-      held.releaseAll();
-      await closing;
+      await held.closeWaitsFor(device, 4);
       expect(calls).toBe(4);
       for (const [i, r] of got.entries()) {
         expect(r.err).toBeNull();
@@ -176,114 +168,85 @@ class FailingCallbackStore extends PassThroughDevice {
   }
 }
 
-describe('JournalDevice live reads through a store with READ_CALLBACK', () => {
-  it('fails a read with EIO carrying the store’s error, and leaves the read gate either way', async () => {
-    const production = new FailingCallbackStore(
+/**
+ * The layers that read through a store's READ_CALLBACK on their hot path,
+ * each with an operation that takes its read gate exclusively.
+ */
+const layers: [
+  string,
+  (store: FailingCallbackStore) => Promise<{ device: BlockDevice; exclusive: () => Promise<void> }>,
+][] = [
+  [
+    'JournalDevice live reads (production store; a checkpoint takes the read gate)',
+    async (store) => {
+      const journal = await MemoryDevice.create({ size: 256 * KiB, blockSize: 512 });
+      const device = await JournalDevice.create(store, journal);
+      await device.write(0, new Uint8Array(512).fill(1));
+      return { device, exclusive: () => device.checkpoint() };
+    },
+  ],
+  [
+    'CowSnapshotDevice origin reads (a restore takes the read gate)',
+    async (store) => {
+      const device = await CowSnapshotDevice.create(
+        store,
+        await MemoryDevice.create({ size: 1 << 20, blockSize: 512 }),
+      );
+      await device.write(0, new Uint8Array(512).fill(1));
+      const snap = await device.snapshot();
+      return { device, exclusive: () => device.restore(snap.id) };
+    },
+  ],
+];
+
+describe.each(layers)('%s through a store with READ_CALLBACK', (_name, make) => {
+  async function rig() {
+    const store = new FailingCallbackStore(
       await MemoryDevice.create({ size: 64 * 512, blockSize: 512 }),
     );
-    const journal = await MemoryDevice.create({ size: 256 * KiB, blockSize: 512 });
-    const device = await JournalDevice.create(production, journal);
-    await device.write(0, new Uint8Array(512).fill(1));
+    return { store, ...(await make(store)) };
+  }
+
+  it('fails a read with EIO carrying the store’s error, and leaves the read gate either way', async () => {
+    const { store, device, exclusive } = await rig();
     for (const mode of ['callback', 'throw'] as const) {
-      production.mode = mode;
-      const before = production.calls;
+      store.mode = mode;
+      const before = store.calls;
       const err = await device.read(3 * 512, 512).then(
         () => undefined,
         (e: unknown) => e,
       );
-      expect(production.calls - before, mode).toBe(1);
+      expect(store.calls - before, mode).toBe(1);
       expect(BlockDeviceError.is(err, 'EIO'), mode).toBe(true);
       expect(((err as BlockDeviceError).cause as Error).message).toMatch(
         /bad sector 3|driver threw/,
       );
-      // Reads from the journal and from production still work.
+      // Other reads still work.
       expect((await device.read(0, 512))[0]).toBe(1);
       expect((await device.read(5 * 512, 512))[0]).toBe(0);
     }
-    // A checkpoint takes the read gate exclusively: it would wait forever
-    // for a failed read that never left it.
-    await device.checkpoint();
+    // It would wait forever for a failed read that never left the gate.
+    await exclusive();
     expect((await device.read(0, 512))[0]).toBe(1);
     await device.close();
   });
 
   it('settles a read once for a store that calls back and then throws: the read gate stays counted right', async () => {
-    const production = new FailingCallbackStore(
-      await MemoryDevice.create({ size: 64 * 512, blockSize: 512 }),
-    );
-    const journal = await MemoryDevice.create({ size: 256 * KiB, blockSize: 512 });
-    const device = await JournalDevice.create(production, journal);
-    await device.write(0, new Uint8Array(512).fill(1));
-    production.mode = 'call back, then throw';
+    const { store, device, exclusive } = await rig();
+    store.mode = 'call back, then throw';
     expect((await device.read(3 * 512, 512))[0]).toBe(3);
-    // A read held at the store: the checkpoint (which takes the read gate
-    // exclusively) must wait for it. A second release of the read above
-    // would have let it in.
+    // A read held at the store: the exclusive operation must wait for it; a
+    // second release of the read above would have let it in.
     const reading = device.read(6 * 512, 512);
-    let checkpointed = false;
-    const checkpoint = device.checkpoint().then(() => {
-      checkpointed = true;
+    let done = false;
+    const running = exclusive().then(() => {
+      done = true;
     });
     for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve));
-    expect(checkpointed).toBe(false);
-    production.held!();
+    expect(done).toBe(false);
+    store.held!();
     expect((await reading)[0]).toBe(0);
-    await checkpoint;
+    await running;
     await device.close();
-  });
-});
-
-describe('CowSnapshotDevice origin reads through an origin with READ_CALLBACK', () => {
-  async function rig() {
-    const origin = new FailingCallbackStore(
-      await MemoryDevice.create({ size: 64 * 512, blockSize: 512 }),
-    );
-    const cow = await CowSnapshotDevice.create(
-      origin,
-      await MemoryDevice.create({ size: 1 << 20, blockSize: 512 }),
-    );
-    await cow.write(0, new Uint8Array(512).fill(1));
-    return { origin, cow, snap: await cow.snapshot() };
-  }
-
-  it('fails a read with EIO carrying the origin’s error, and leaves the read gate either way', async () => {
-    const { origin, cow, snap } = await rig();
-    for (const mode of ['callback', 'throw'] as const) {
-      origin.mode = mode;
-      const before = origin.calls;
-      const err = await cow.read(3 * 512, 512).then(
-        () => undefined,
-        (e: unknown) => e,
-      );
-      expect(origin.calls - before, mode).toBe(1);
-      expect(BlockDeviceError.is(err, 'EIO'), mode).toBe(true);
-      expect(((err as BlockDeviceError).cause as Error).message).toMatch(
-        /bad sector 3|driver threw/,
-      );
-      expect((await cow.read(0, 512))[0]).toBe(1);
-    }
-    // A restore takes the read gate exclusively: it would wait forever for
-    // a failed read that never left it.
-    await cow.restore(snap.id);
-    await cow.close();
-  });
-
-  it('settles a read once for an origin that calls back and then throws', async () => {
-    const { origin, cow, snap } = await rig();
-    origin.mode = 'call back, then throw';
-    expect((await cow.read(3 * 512, 512))[0]).toBe(3);
-    // A read held at the origin: the restore must wait for it; a second
-    // release of the read above would have let it in.
-    const reading = cow.read(6 * 512, 512);
-    let restored = false;
-    const restore = cow.restore(snap.id).then(() => {
-      restored = true;
-    });
-    for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve));
-    expect(restored).toBe(false);
-    origin.held!();
-    expect((await reading)[0]).toBe(0);
-    await restore;
-    await cow.close();
   });
 });

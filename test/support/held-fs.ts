@@ -1,5 +1,6 @@
 import nodeFs from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
+import { expect } from 'vitest';
 
 /** The completions of node:fs callbacks a test holds back. */
 export interface HeldCompletions {
@@ -9,6 +10,11 @@ export interface HeldCompletions {
   reached(n: number): Promise<void>;
   /** Runs every held callback, in the order the I/O completed. */
   releaseAll(): void;
+  /**
+   * Closes `device` while `n` completions are held and checks that the
+   * close does not finish before they are released; resolves once closed.
+   */
+  closeWaitsFor(device: { close(): Promise<void> }, n: number): Promise<void>;
 }
 
 type FsCallback = (...results: unknown[]) => void;
@@ -37,7 +43,7 @@ export async function withHeldFs<T>(
   }
   syncBuiltinESMExports();
   try {
-    return await body({
+    const completions: HeldCompletions = {
       get count() {
         return held.length;
       },
@@ -47,7 +53,19 @@ export async function withHeldFs<T>(
       releaseAll() {
         for (const release of held.splice(0)) release();
       },
-    });
+      async closeWaitsFor(device, n) {
+        let closed = false;
+        const closing = device.close().then(() => {
+          closed = true;
+        });
+        await completions.reached(n);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        expect(closed, 'close finished with I/O still in flight').toBe(false);
+        completions.releaseAll();
+        await closing;
+      },
+    };
+    return await body(completions);
   } finally {
     for (const [name, original] of real) fs[name] = original;
     syncBuiltinESMExports();
