@@ -1,3 +1,5 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { MemoryDevice, type MemoryDeviceOptions } from '../src/devices/memory-device.js';
 import { BlockDeviceError } from '../src/errors.js';
@@ -22,6 +24,26 @@ describe('MemoryDevice', () => {
 
     expect(await device.read(TiB - 2, 2)).toEqual(Uint8Array.of(0, 9));
     expect(await device.read(TiB / 2 - 3, 6)).toEqual(Uint8Array.of(0, 1, 2, 5, 4, 0));
+  });
+
+  it('reads zeros where nothing was written, even into memory that held other bytes', async () => {
+    // Reads are not zero-filled when allocated: each byte is written from a
+    // block or with a zero. Fill memory with 0xff, free it, and read holes
+    // into what the allocator hands back.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    await using device = await MemoryDevice.create({ size: 1 << 20, blockSize: 4096 });
+    await device.write(4096, new Uint8Array(4096).fill(1));
+    for (let round = 0; round < 20; round++) {
+      for (let i = 0; i < 256; i++) Buffer.allocUnsafeSlow(12288).fill(0xff);
+      gc();
+      for (let i = 0; i < 64; i++) {
+        const bytes = await device.read(0, 12288);
+        expect(bytes.subarray(0, 4096).every((b) => b === 0)).toBe(true);
+        expect(bytes.subarray(4096, 8192).every((b) => b === 1)).toBe(true);
+        expect(bytes.subarray(8192).every((b) => b === 0)).toBe(true);
+      }
+    }
   });
 
   it('defaults blockSize to 4096 and readOnly to false', async () => {

@@ -98,7 +98,10 @@ export class MemoryDevice extends AbstractBlockDevice {
 
   /** Synchronous read: a memory device has nothing to wait for. */
   private readNow(offset: number, length: number): Uint8Array {
-    const out = new Uint8Array(length);
+    // Not zero-filled: every byte is written below, a block never written
+    // with zeros. (A plain Uint8Array over the memory, not the Buffer, whose
+    // slice() would be a view where a caller expects a copy.)
+    const out = new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
     const bs = this.blockSize;
     let pos = offset;
     const end = offset + length;
@@ -108,6 +111,7 @@ export class MemoryDevice extends AbstractBlockDevice {
       const n = Math.min(bs - within, end - pos);
       const block = this.#blocks.get(index);
       if (block !== undefined) out.set(block.subarray(within, within + n), pos - offset);
+      else out.fill(0, pos - offset, pos - offset + n);
       pos += n;
     }
     return out;
