@@ -4,7 +4,7 @@
  *
  * The export row is in memory (MemoryDevices under a CowSnapshotDevice, as
  * the JournalDevice snapshot rows are): it measures the export machinery's
- * CPU cost (reads through snapshot handles, CRCs, framing), not a disk. The
+ * CPU cost (reads through snapshot handles, checksums, framing), not a disk. The
  * apply row writes to a file on the benchmark's file system, preconditioned
  * like every file, and is judged against raw `fs.write` of the same bytes
  * measured alongside it in the same round.
@@ -103,7 +103,7 @@ async function exportRatioRow(cfg: BenchConfig): Promise<RowResult> {
       notes: [
         `a ${formatBytes(EXPORT_SIZE)} sparse CowSnapshotDevice over MemoryDevices, ${formatBytes(EXPORT_BLOCK)} blocks; ${changed.size} random blocks (${CHANGED * 100} %, ${formatBytes(changedBytes)}) overwritten between A and B`,
         `incremental A→B: ${incrementalMs.toFixed(0)} ms (median of ${INCREMENTAL_RUNS}, after ${warmups} untimed; ${Math.min(...incremental).toFixed(0)}–${Math.max(...incremental).toFixed(0)} ms), ${incrementalBytes} stream bytes; full B: ${fullMs.toFixed(0)} ms, ${fullBytes} stream bytes (${(fullBytes / 1e6 / (fullMs / 1000)).toFixed(0)} MB/s)`,
-        'an incremental stream reads each changed block twice (B for the manifest’s new CRC, B again for its frame) and CRCs it once; its base CRCs (A) come from the store’s per-block records, unread; a full stream reads and CRCs each block once',
+        'an incremental stream reads each changed block of B for the manifest’s new checksums and keeps the first 16 MiB of them for the frames, reading the rest again; it computes one Fletcher-4 per changed block; its base CRCs (A) come from the store’s per-block records, unread; a full stream reads and checksums each block once',
       ],
     };
   } finally {

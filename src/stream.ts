@@ -109,9 +109,12 @@ const NOTHING_APPLIED: AppliedProgress = { frames: 0, bytes: 0 };
  * Guarantees: the stream is pulled — one frame (at most 1 MiB of data) is
  * read from the device when the consumer wants more, so memory stays
  * bounded whatever the device size. An incremental stream reads every changed
- * block three times: once as `from` and once as `to` for the manifest (the
- * CRCs that let `applyStream` prove the target's base), and once more for its
- * frame; it reads nothing else. Data is read through snapshot handles
+ * block up to three times: as `from` and as `to` for the manifest (the
+ * checksums that let `applyStream` prove the target's base; a base CRC the
+ * snapshot store keeps is not read), and as `to` again for its frame, except
+ * the first 16 MiB of a read-only `to`, kept from the manifest pass (so an
+ * incremental holds up to 16 MiB more while its manifest goes out); it
+ * reads nothing else. Data is read through snapshot handles
  * opened on the first pull and closed at the end, on cancel, on abort and on
  * error. If a writable `to` is written during an incremental export, the
  * stream errors with `EBUSY` rather than carry data its manifest does not
@@ -154,14 +157,14 @@ export function exportStream(
  * Guarantees:
  * - Nothing unchecked is written. Every frame is checked in full — head CRC,
  *   stream id, frame number in sequence, offset inside the target (and, for
- *   an incremental stream, equal to its manifest entry), data CRC — before
- *   it is written. A damaged, truncated, reordered, repeated or spliced
+ *   an incremental stream, equal to its manifest entry), data checksum
+ *   (Fletcher-4) — before it is written. A damaged, truncated, reordered, repeated or spliced
  *   stream fails with `ECORRUPT` and whatever it wrote is a prefix of the
  *   stream's frames (`err.applied`), made durable (best effort).
  * - The base is proved before anything is written. An incremental stream's
  *   manifest is read first, and the target's content of every extent it
- *   lists is read and must have the CRC of the base (snapshot `from`) or of
- *   the new content; otherwise `EINVAL` ("target does not hold the stream's
+ *   lists is read and must have the CRC-32 of the base (snapshot `from`) or
+ *   the Fletcher-4 of the new content; otherwise `EINVAL` ("target does not hold the stream's
  *   base") with the target untouched. The proof covers the extents the
  *   stream changes: a target that differs from the base elsewhere cannot be
  *   seen, and CRC-32 tells contents apart with a 2^-32 chance of a miss per

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { BlockDeviceError } from '../errors.js';
 import type { CopySink } from './copy-engine.js';
 import type { CopyGeometry } from './copy-map.js';
-import { checksum } from './metadata-codec.js';
+import { fletcher4 } from './fletcher4.js';
 import {
   encodeFrameHead,
   encodeFrameTail,
@@ -163,7 +163,7 @@ export class StreamCopySink implements CopySink {
             encodeFrameHead(number, offset, piece.length, this.#streamIdBytes),
           );
           await this.#writer.write(piece);
-          await this.#writer.write(encodeFrameTail(number, checksum(piece)));
+          await this.#writer.write(encodeFrameTail(number, fletcher4(piece)));
         } catch (err) {
           this.#failure ??= err;
           throw err;

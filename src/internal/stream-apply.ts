@@ -1,6 +1,7 @@
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import type { AppliedProgress, ApplyReport } from '../stream.js';
+import { fletcher4 } from './fletcher4.js';
 import { checksum } from './metadata-codec.js';
 import { ownedWriter } from './owned-io.js';
 import { type CheckedFrame, checkFrame } from './stream-checks.js';
@@ -12,8 +13,10 @@ import {
   HEADER_PREFIX,
   headerLength,
   hex32,
+  hexBytes,
   RECORD_HEAD,
   type StreamHeader,
+  sameBytes,
   uuidBytes,
 } from './stream-format.js';
 import {
@@ -168,7 +171,7 @@ export class StreamApplier {
         head.length,
         buffer,
         skip,
-        manifest?.newCrc(frames),
+        manifest?.newSum(frames),
       );
       frames++;
       await this.#writeChecked(checked);
@@ -282,13 +285,17 @@ export class StreamApplier {
       } catch (err) {
         throw targetError('read', err);
       }
+      const sum = fletcher4(content);
+      if (sameBytes(sum, manifest.newSum(i))) {
+        holds[i] = HOLDS_NEW;
+        return;
+      }
       const crc = checksum(content);
-      if (crc === manifest.newCrc(i)) holds[i] = HOLDS_NEW;
-      else if (crc === manifest.baseCrc(i)) holds[i] = HOLDS_BASE;
+      if (crc === manifest.baseCrc(i)) holds[i] = HOLDS_BASE;
       else {
         throw new BlockDeviceError(
           'EINVAL',
-          `target does not hold the stream's base (snapshot ${header.from}): its content at [${offset}, ${offset + length}) has CRC ${hex32(crc)}, the base's is ${hex32(manifest.baseCrc(i))} and the new content's ${hex32(manifest.newCrc(i))}`,
+          `target does not hold the stream's base (snapshot ${header.from}): its content at [${offset}, ${offset + length}) has CRC ${hex32(crc)} where the base's is ${hex32(manifest.baseCrc(i))}, and Fletcher-4 ${hexBytes(sum)} where the new content's is ${hexBytes(manifest.newSum(i))}`,
         );
       }
     });

@@ -1,18 +1,22 @@
 import { BlockDeviceError } from '../errors.js';
-import { checksum } from './metadata-codec.js';
-import { checkFrameTail, FRAME_TAIL, hex32 } from './stream-format.js';
+import { FLETCHER4_BYTES, fletcher4 } from './fletcher4.js';
+import { checkFrameTail, FRAME_TAIL, hexBytes, sameBytes } from './stream-format.js';
 
 /*
  * The check of a frame `applyStream` has read, before it is written: its
- * data CRC against its tail (and its manifest entry). The applier checks
- * each frame as soon as it is read, and writes it only once it passed: a
- * damaged frame is never written, nor any frame after it.
+ * data's Fletcher-4 against its tail (and its manifest entry). The applier
+ * checks each frame as soon as it is read, and writes it only once it
+ * passed: a damaged frame is never written, nor any frame after it.
  *
- * The CRC is computed here, on the main thread, right after the frame was
- * assembled (its bytes still in cache): a worker thread for it measured no
- * faster on 2 cores (bench stream-apply-file), and a library should not
- * start threads without need.
+ * The checksum is computed here, on the main thread, right after the frame
+ * was assembled (its bytes still in cache). With CRC-32 (format version 1)
+ * this was most of an apply's main-thread time and held it below a raw
+ * write (bench stream-apply-file); a worker thread for the CRC measured no
+ * faster on 2 cores.
  */
+
+/** The checksum of the frame being checked: frames are checked one at a time. */
+const dataSum = new Uint8Array(FLETCHER4_BYTES);
 
 /** A frame that passed its checks, to be written. */
 export interface CheckedFrame {
@@ -29,8 +33,8 @@ export interface CheckedFrame {
 
 /**
  * Checks frame `number`, whose data (`length` bytes) and tail fill `buffer`
- * from byte 0, against its tail and, if given, the new-content CRC its
- * manifest entry lists (`expected`).
+ * from byte 0, against its tail and, if given, the new content's
+ * Fletcher-4 its manifest entry lists (`expected`).
  * @throws `ECORRUPT` for a damaged frame.
  */
 export function checkFrame(
@@ -39,15 +43,15 @@ export function checkFrame(
   length: number,
   buffer: Uint8Array,
   skip: boolean,
-  expected: number | undefined,
+  expected: Uint8Array | undefined,
 ): CheckedFrame {
   const data = buffer.subarray(0, length);
-  const crc = checksum(data);
-  checkFrameTail(buffer.subarray(length, length + FRAME_TAIL), number, crc);
-  if (expected !== undefined && crc !== expected) {
+  fletcher4(data, dataSum);
+  checkFrameTail(buffer.subarray(length, length + FRAME_TAIL), number, dataSum);
+  if (expected !== undefined && !sameBytes(dataSum, expected)) {
     throw new BlockDeviceError(
       'ECORRUPT',
-      `frame ${number}: data CRC ${hex32(crc)} differs from the new-content CRC its manifest entry lists`,
+      `frame ${number}: data checksum ${hexBytes(dataSum)} differs from the new content's its manifest entry lists`,
     );
   }
   return { number, offset, data, buffer, skip };

@@ -1,5 +1,6 @@
 import type { Extent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
+import { FLETCHER4_BYTES } from './fletcher4.js';
 import { checksum } from './metadata-codec.js';
 import { MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from './range.js';
 
@@ -10,9 +11,11 @@ import { MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from './range.js';
  *
  *   header · [manifest, incremental streams only] · frame* · trailer
  *
- * Every integer is little-endian. Every structure carries its own CRC-32, so
- * damage is reported where it is, and every structure after the header names
- * the stream id, so pieces of two streams cannot be spliced together unseen.
+ * Every integer is little-endian. Every structure carries its own CRC-32 —
+ * frame data its Fletcher-4 (fletcher4.ts: it is checked on the path every
+ * applied byte takes) — so damage is reported where it is, and every
+ * structure after the header names the stream id, so pieces of two streams
+ * cannot be spliced together unseen.
  */
 
 /**
@@ -22,8 +25,11 @@ import { MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from './range.js';
  * a frame.
  */
 export const STREAM_MAGIC = Uint8Array.of(0x89, 0x42, 0x53, 0x4e, 0x0d, 0x0a, 0x1a, 0x0a);
-/** The format version this module writes and the only one it reads. */
-export const STREAM_VERSION = 1;
+/**
+ * The format version this module writes and the only one it reads. Version
+ * 1, never released, checked frame data with CRC-32.
+ */
+export const STREAM_VERSION = 2;
 /** Header flag: the stream changes only what differs from its base (`from`). */
 export const FLAG_INCREMENTAL = 1;
 const KNOWN_FLAGS = FLAG_INCREMENTAL;
@@ -37,15 +43,18 @@ export const MAX_ID_BYTES = 1024;
 /** The longest header any version may have: bounds what a reader buffers before its CRC. */
 const MAX_HEADER = 4096;
 
-/** Data bytes per frame that exportStream writes: one I/O's worth, so memory stays bounded. */
+/**
+ * The most data a frame holds, what exportStream writes and the most a
+ * reader accepts: one I/O's worth, so memory stays bounded, and the size up
+ * to which Fletcher-4 catches every change of up to three bits (over it,
+ * some three-bit patterns cancel out: test/fletcher4.test.ts).
+ */
 export const FRAME_DATA_MAX = 1 << 20;
-/** The largest frame a reader accepts, whatever the header says (bounds one frame's buffer). */
-const FRAME_DATA_LIMIT = 16 << 20;
 
 /** A frame head and the trailer have the same size, so a reader reads one and looks at its magic. */
 export const RECORD_HEAD = 40;
-/** Bytes after a frame's data: data CRC, frame number, tail magic. */
-export const FRAME_TAIL = 12;
+/** Bytes after a frame's data: data checksum (Fletcher-4), frame number, tail magic. */
+export const FRAME_TAIL = FLETCHER4_BYTES + 8;
 
 // ASCII tags read as little-endian u32s.
 const FRAME_MAGIC = 0x52465342; // "BSFR"
@@ -238,7 +247,7 @@ export function decodeHeader(bytes: Uint8Array): StreamHeader {
   ) {
     corrupt(`stream header has device size ${deviceSize} and block size ${blockSize}`);
   }
-  if (maxFrameData < blockSize || maxFrameData > FRAME_DATA_LIMIT || maxFrameData % blockSize) {
+  if (maxFrameData < blockSize || maxFrameData > FRAME_DATA_MAX || maxFrameData % blockSize) {
     corrupt(`stream header has frames of up to ${maxFrameData} bytes`);
   }
   if (HEADER_FIXED + fromLength + toLength + 4 !== length || toLength === 0) {
@@ -309,13 +318,16 @@ export function encodeFrameHead(
   return out;
 }
 
-/** Encodes the control data after a frame's data: its CRC and the frame number again. */
-export function encodeFrameTail(number: number, dataCrc: number): Uint8Array {
+/**
+ * Encodes the control data after a frame's data: its Fletcher-4 checksum
+ * (`dataSum`, {@link FLETCHER4_BYTES} bytes) and the frame number again.
+ */
+export function encodeFrameTail(number: number, dataSum: Uint8Array): Uint8Array {
   const out = new Uint8Array(FRAME_TAIL);
   const view = viewOf(out);
-  view.setUint32(0, dataCrc, true);
-  view.setUint32(4, number, true);
-  view.setUint32(8, TAIL_MAGIC, true);
+  out.set(dataSum);
+  view.setUint32(FLETCHER4_BYTES, number, true);
+  view.setUint32(FLETCHER4_BYTES + 4, TAIL_MAGIC, true);
   return out;
 }
 
@@ -374,18 +386,28 @@ export function decodeRecordHead(
 }
 
 /**
- * Checks a frame's data against the control data after it.
- * @throws `ECORRUPT` if the data CRC or the repeated frame number differs.
+ * Checks a frame's data, by its Fletcher-4 checksum `dataSum`, against the
+ * control data after it.
+ * @throws `ECORRUPT` if the data checksum or the repeated frame number differs.
  */
-export function checkFrameTail(tail: Uint8Array, number: number, dataCrc: number): void {
+export function checkFrameTail(tail: Uint8Array, number: number, dataSum: Uint8Array): void {
   const view = viewOf(tail);
-  if (view.getUint32(8, true) !== TAIL_MAGIC) corrupt(`frame ${number}: tail magic is damaged`);
-  const repeated = view.getUint32(4, true);
-  if (repeated !== number) corrupt(`frame ${number}: its tail names frame ${repeated}`);
-  const stored = view.getUint32(0, true);
-  if (stored !== dataCrc) {
-    corrupt(`frame ${number}: data CRC is ${hex32(dataCrc)}, the tail says ${hex32(stored)}`);
+  if (view.getUint32(FLETCHER4_BYTES + 4, true) !== TAIL_MAGIC) {
+    corrupt(`frame ${number}: tail magic is damaged`);
   }
+  const repeated = view.getUint32(FLETCHER4_BYTES, true);
+  if (repeated !== number) corrupt(`frame ${number}: its tail names frame ${repeated}`);
+  const stored = tail.subarray(0, FLETCHER4_BYTES);
+  if (!sameBytes(stored, dataSum)) {
+    corrupt(
+      `frame ${number}: data checksum is ${hexBytes(dataSum)}, the tail says ${hexBytes(stored)}`,
+    );
+  }
+}
+
+/** A checksum longer than a u32 (Fletcher-4's 32 bytes) as messages quote it: hex, in stream byte order. */
+export function hexBytes(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
 }
 
 // -------------------------------------------------------------------- pieces

@@ -1,5 +1,6 @@
 import type { Extent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
+import { FLETCHER4_BYTES } from './fletcher4.js';
 import { checksum } from './metadata-codec.js';
 import {
   checkPiece,
@@ -16,14 +17,19 @@ import {
 /*
  * The manifest of an incremental stream (docs/stream-format.md, "Manifest"):
  * right after the header, before any frame, one entry per frame with the
- * CRC-32 of its extent in the base snapshot and in the new one, which is
- * what lets applyStream prove the target's base before writing anything.
+ * CRC-32 of its extent in the base snapshot and the Fletcher-4 of it in the
+ * new one, which is what lets applyStream prove the target's base before
+ * writing anything. The base's is a CRC-32 because stores keep one per
+ * preserved block (cow-store.ts), from which an extent's is combined without
+ * reading it; the new content's is what its frame's tail carries.
  */
 
 /** Manifest bytes before its entries. */
 export const MANIFEST_HEAD = 36;
-/** One manifest entry: offset u64, length u32, flags u32, base CRC, new CRC. */
-export const MANIFEST_ENTRY = 24;
+/** One manifest entry: offset u64, length u32, flags u32, base CRC-32, new content's Fletcher-4. */
+export const MANIFEST_ENTRY = 20 + FLETCHER4_BYTES;
+/** Where an entry's new-content Fletcher-4 starts. */
+const NEW_SUM = 20;
 /** The CRC after the manifest's entries. */
 export const MANIFEST_CRC = 4;
 /**
@@ -37,9 +43,10 @@ const MANIFEST_MAGIC = 0x464d5342; // "BSMF"
 
 /**
  * The manifest of an incremental stream: one entry per frame, in frame
- * order, with the CRC-32 of the target's content before (the base) and after
- * (the new content). Kept as its encoded entries and read in place, so a
- * manifest of millions of entries costs 24 bytes each, not an object each.
+ * order, with the checksums of the target's content before (the base,
+ * CRC-32) and after (the new content, Fletcher-4). Kept as its encoded
+ * entries and read in place, so a manifest of millions of entries costs
+ * {@link MANIFEST_ENTRY} bytes each, not an object each.
  */
 export class Manifest {
   /** Entries, back to back. */
@@ -56,8 +63,8 @@ export class Manifest {
   /**
    * A manifest listing the pieces of `extents` (see {@link pieces}), each
    * also cut where `baseHolds` (what the base snapshot holds) begins or
-   * ends, so that the base holds all of a piece or none of it. CRCs are
-   * still 0, for an exporter to fill in.
+   * ends, so that the base holds all of a piece or none of it. Checksums
+   * are still 0, for an exporter to fill in.
    */
   static forExtents(
     extents: readonly Extent[],
@@ -96,13 +103,16 @@ export class Manifest {
     return this.#view.getUint32(i * MANIFEST_ENTRY + 16, true);
   }
 
-  newCrc(i: number): number {
-    return this.#view.getUint32(i * MANIFEST_ENTRY + 20, true);
+  /** Fletcher-4 of the extent in the new snapshot: a view of the entry. */
+  newSum(i: number): Uint8Array {
+    const at = i * MANIFEST_ENTRY + NEW_SUM;
+    return this.entries.subarray(at, at + FLETCHER4_BYTES);
   }
 
-  setCrcs(i: number, base: number, next: number): void {
-    this.#view.setUint32(i * MANIFEST_ENTRY + 16, base, true);
-    this.#view.setUint32(i * MANIFEST_ENTRY + 20, next, true);
+  /** Sets entry `i`'s base CRC-32 and new content's Fletcher-4. */
+  setChecksums(i: number, baseCrc: number, newSum: Uint8Array): void {
+    this.#view.setUint32(i * MANIFEST_ENTRY + 16, baseCrc, true);
+    this.entries.set(newSum, i * MANIFEST_ENTRY + NEW_SUM);
   }
 
   /** Entry `i`'s flags ({@link BASE_NOT_HELD}). */
