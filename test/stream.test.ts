@@ -460,6 +460,19 @@ describe('stream format versioning', () => {
     }
     await cow.close();
   });
+
+  it('a header allowing frames over 1 MiB is refused ECORRUPT before anything is written: Fletcher-4 guarantees three-bit errors up to 1 MiB', async () => {
+    const { cow, a } = await scenario();
+    const bytes = await collect(exportStream(cow, { to: a.id }));
+    // Max frame data is bytes [28, 32): 0x00100000 (1 MiB) becomes 0x00200000.
+    expect(new DataView(bytes.buffer, bytes.byteOffset).getUint32(28, true)).toBe(FRAME_DATA_MAX);
+    const target = new CountingDevice(await targetWith());
+    const err = await rejection(applyStream(chunked(reheadered(bytes, 30, 0x20)), target));
+    expect(err.code).toBe('ECORRUPT');
+    expect(err.message).toMatch(/frames of up to 2097152 bytes/);
+    expect(target.writes).toBe(0);
+    await cow.close();
+  });
 });
 
 describe('exportStream and applyStream arguments', () => {
