@@ -263,7 +263,8 @@ export class StreamExporter {
       manifest.setChecksums(i, base, fletcher4(next));
       // Only a read-only snapshot's: a writable one's frames are read again
       // and checked against the manifest, so a write in between is seen.
-      if (to.readOnly && this.#keptBytes + length <= KEEP_FOR_FRAMES) {
+      // Nothing once stopped: stop() has let go of what was kept.
+      if (to.readOnly && !this.#stopped && this.#keptBytes + length <= KEEP_FOR_FRAMES) {
         this.#kept.set(i, next);
         this.#keptBytes += length;
       }
