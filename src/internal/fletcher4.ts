@@ -109,51 +109,34 @@ export function fletcher4Portable(
   at = 0,
 ): Uint8Array {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let aLo = 0;
-  let aHi = 0;
-  let bLo = 0;
-  let bHi = 0;
-  let cLo = 0;
-  let cHi = 0;
-  let dLo = 0;
-  let dHi = 0;
+  // Low and high halves of a, b, c, d.
+  const lo = [0, 0, 0, 0];
+  const hi = [0, 0, 0, 0];
   const whole = bytes.length - (bytes.length % 4);
-  for (let i = 0; i <= bytes.length - 1; i += 4) {
-    let w: number;
+  for (let i = 0; i < bytes.length; i += 4) {
+    let w = 0;
     if (i < whole) w = view.getUint32(i, true);
-    else {
-      w = 0;
-      for (let j = bytes.length - 1; j >= i; j--) w = w * 256 + bytes[j]!;
+    else for (let j = bytes.length - 1; j >= i; j--) w = w * 256 + bytes[j]!;
+    // a += w, then each sum += the one before it (as just updated).
+    let addLo = w;
+    let addHi = 0;
+    for (let s = 0; s < 4; s++) {
+      let l = lo[s]! + addLo;
+      let h = hi[s]! + addHi;
+      if (l >= TWO_32) {
+        l -= TWO_32;
+        h += 1;
+      }
+      lo[s] = l;
+      hi[s] = h >>> 0;
+      addLo = l;
+      addHi = hi[s]!;
     }
-    aLo += w;
-    if (aLo >= TWO_32) {
-      aLo -= TWO_32;
-      aHi = (aHi + 1) >>> 0;
-    }
-    bLo += aLo;
-    bHi += aHi;
-    if (bLo >= TWO_32) {
-      bLo -= TWO_32;
-      bHi += 1;
-    }
-    bHi >>>= 0;
-    cLo += bLo;
-    cHi += bHi;
-    if (cLo >= TWO_32) {
-      cLo -= TWO_32;
-      cHi += 1;
-    }
-    cHi >>>= 0;
-    dLo += cLo;
-    dHi += cHi;
-    if (dLo >= TWO_32) {
-      dLo -= TWO_32;
-      dHi += 1;
-    }
-    dHi >>>= 0;
   }
   const result = new DataView(out.buffer, out.byteOffset + at, FLETCHER4_BYTES);
-  const halves = [aLo, aHi, bLo, bHi, cLo, cHi, dLo, dHi];
-  for (const [i, half] of halves.entries()) result.setUint32(i * 4, half, true);
+  for (let s = 0; s < 4; s++) {
+    result.setUint32(s * 8, lo[s]!, true);
+    result.setUint32(s * 8 + 4, hi[s]!, true);
+  }
   return out;
 }
