@@ -98,9 +98,10 @@ export class MemoryDevice extends AbstractBlockDevice {
 
   /** Synchronous read: a memory device has nothing to wait for. */
   private readNow(offset: number, length: number): Uint8Array {
-    // Not zero-filled: every byte is written below, a block never written
-    // with zeros. (A plain Uint8Array over the memory, not the Buffer, whose
-    // slice() would be a view where a caller expects a copy.)
+    // Not zero-filled when allocated: every byte is written below, from its
+    // block or, where the block was never written, with a zero. (A plain
+    // Uint8Array over the memory, not the Buffer, whose slice() would be a
+    // view where a caller expects a copy.)
     const out = new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
     const bs = this.blockSize;
     let pos = offset;
