@@ -3,14 +3,8 @@ import { BlockDeviceError } from '../errors.js';
 import type { CopySink } from './copy-engine.js';
 import type { CopyGeometry } from './copy-map.js';
 import { fletcher4 } from './fletcher4.js';
-import {
-  encodeFrameHead,
-  encodeFrameTail,
-  encodeHeader,
-  encodeTrailer,
-  FRAME_DATA_MAX,
-  uuidBytes,
-} from './stream-format.js';
+import { encodeHeader, FRAME_DATA_MAX, uuidBytes } from './stream-format.js';
+import { encodeFrameHead, encodeFrameTail, encodeTrailer } from './stream-frames.js';
 
 /** Bytes of copied chunks held for their turn before the copier is made to wait. */
 const BUFFER_LIMIT = 16 << 20;

@@ -8,17 +8,14 @@ import { type CheckedFrame, checkFrame } from './stream-checks.js';
 import type { ChunkReader } from './stream-chunks.js';
 import {
   decodeHeader,
-  decodeRecordHead,
-  FRAME_TAIL,
   HEADER_PREFIX,
   headerLength,
   hex32,
-  hexBytes,
-  RECORD_HEAD,
   type StreamHeader,
   sameBytes,
   uuidBytes,
 } from './stream-format.js';
+import { decodeRecordHead, FRAME_TAIL, hexBytes, RECORD_HEAD } from './stream-frames.js';
 import {
   decodeManifest,
   decodeManifestHead,

@@ -1,6 +1,7 @@
 import { BlockDeviceError } from '../errors.js';
 import { FLETCHER4_BYTES, fletcher4 } from './fletcher4.js';
-import { checkFrameTail, FRAME_TAIL, hexBytes, sameBytes } from './stream-format.js';
+import { sameBytes } from './stream-format.js';
+import { checkFrameTail, FRAME_TAIL, hexBytes } from './stream-frames.js';
 
 /*
  * The check of a frame `applyStream` has read, before it is written: its

@@ -8,10 +8,7 @@ import { checksum } from './metadata-codec.js';
 import { checkGeometry } from './range.js';
 import { STORED_CHECKSUM } from './snapshot-handle.js';
 import {
-  encodeFrameHead,
-  encodeFrameTail,
   encodeHeader,
-  encodeTrailer,
   FRAME_DATA_MAX,
   MAX_ID_BYTES,
   pieces,
@@ -19,6 +16,7 @@ import {
   sameBytes,
   uuidBytes,
 } from './stream-format.js';
+import { encodeFrameHead, encodeFrameTail, encodeTrailer } from './stream-frames.js';
 import { encodeManifest, Manifest } from './stream-manifest.js';
 import { forEachConcurrently } from './task-pool.js';
 

@@ -1,5 +1,5 @@
 import type { ReadableStream } from 'node:stream/web';
-import { FRAME_TAIL, RECORD_HEAD } from '../../src/internal/stream-format.js';
+import { FRAME_TAIL, RECORD_HEAD } from '../../src/internal/stream-frames.js';
 import { MANIFEST_CRC, MANIFEST_ENTRY, MANIFEST_HEAD } from '../../src/internal/stream-manifest.js';
 
 /** Reads a whole stream into one buffer. */
