@@ -13,7 +13,7 @@ import { fletcher4Wasm } from './wasm/fletcher4-wasm.js';
  * every byte of an apply takes, and Node's zlib.crc32 runs at ~4 GB/s on
  * the machines this was measured on (no carry-less multiply in its build),
  * so on a fast disk the CRC alone held applyStream below a raw write. This
- * runs at ~17 GB/s with WebAssembly SIMD (fletcher4.wat), and guarantees
+ * runs at ~13 GB/s with WebAssembly SIMD (fletcher4.wat), and guarantees
  * more, since each of the four sums weighs a word by a different polynomial
  * of its position: any change confined to two words however far apart (so
  * any burst of up to 33 bits), and in data of up to 1 MiB any one to three
