@@ -135,6 +135,58 @@ describe('fletcher4', () => {
     expect(fletcher4(flipped(base, widest))).not.toEqual(fletcher4(base));
   });
 
+  it('catches any change to two words however far apart, so any burst of up to 33 bits', () => {
+    const frame = pseudoRandom(1 << 20, 78);
+    const words = frame.length / 4;
+    const sum = fletcher4(frame);
+    const view = new DataView(frame.buffer);
+    // Two words given any other values; the hardest case, opposite changes
+    // that leave the first sum as it was, is drawn half the time.
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: words - 2 }),
+        fc.integer({ min: 1, max: words - 1 }),
+        fc.integer({ min: 1, max: 2 ** 32 - 1 }),
+        fc.integer({ min: 0, max: 2 ** 32 - 1 }),
+        fc.boolean(),
+        (i, gap, newI, newJ, cancelling) => {
+          const j = Math.min(words - 1, i + gap);
+          const damaged = frame.slice();
+          const dv = new DataView(damaged.buffer);
+          const oldI = view.getUint32(i * 4, true);
+          const wi = (oldI + newI) >>> 0;
+          dv.setUint32(i * 4, wi, true);
+          const delta = wi - oldI;
+          const oldJ = view.getUint32(j * 4, true);
+          const wj = cancelling ? oldJ - delta : newJ;
+          fc.pre(wj >= 0 && wj < 2 ** 32);
+          dv.setUint32(j * 4, wj, true);
+          expect(fletcher4(damaged)).not.toEqual(sum);
+        },
+      ),
+      { seed: 0x2a0d, numRuns: 200 },
+    );
+    // Bursts: the first and last bit of a window of up to 33 flipped, any in between.
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: frame.length * 8 - 33 }),
+        fc.integer({ min: 1, max: 33 }),
+        fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+        (start, span, inner) => {
+          const damaged = frame.slice();
+          for (let k = 0; k < span; k++) {
+            if (k === 0 || k === span - 1 || (inner >>> (k % 31)) & 1) {
+              const bit = start + k;
+              damaged[bit >>> 3]! ^= 1 << (bit & 7);
+            }
+          }
+          expect(fletcher4(damaged)).not.toEqual(sum);
+        },
+      ),
+      { seed: 0xb025, numRuns: 200 },
+    );
+  });
+
   it('misses three flipped bits 2^17 words apart once a frame is over 1 MiB — why a stream’s frames are at most 1 MiB', () => {
     // +2^30 at words k - d and k + d, -2^31 at word k: the first two sums
     // cancel exactly, the last two change by 2^30 d^2 (times p + 1), a
