@@ -6,7 +6,7 @@ import { type CheckpointHost, runCheckpoint } from './journal-checkpoint.js';
 import { headerBytes, type JournalSuper, writeJournalSuper } from './journal-format.js';
 import { addRecord, type RecordIndex } from './journal-index.js';
 import { PartialWrites } from './journal-merge.js';
-import { ON_PRODUCTION, readOverlay, SEVERAL_RUNS, singleRunAt } from './journal-overlay.js';
+import { ON_PRODUCTION, readOverlay, singleRunAt } from './journal-overlay.js';
 import type { ReplayResult } from './journal-scan.js';
 import type { SnapshotRegistry } from './journal-snapshot-registry.js';
 import type { ChangesTable } from './journal-table.js';
@@ -187,15 +187,12 @@ export class JournalCore {
     this.#events.readStarted();
     if (this.readGate.tryShared() !== undefined) {
       const at = singleRunAt(this.table, this.blockSize, offset, length);
-      const direct =
-        at === ON_PRODUCTION
-          ? this.#productionReader
-          : at === SEVERAL_RUNS
-            ? undefined
-            : this.#journalReader;
-      if (direct !== undefined) {
-        const where = at === ON_PRODUCTION ? offset : at;
-        return readByCallback(direct, where, length, this.#leaveRead, wrapRead);
+      if (at === ON_PRODUCTION && this.#productionReader !== undefined) {
+        return readByCallback(this.#productionReader, offset, length, this.#leaveRead, wrapRead);
+      }
+      // Otherwise a byte offset on the journal store, or SEVERAL_RUNS (negative).
+      if (at >= 0 && this.#journalReader !== undefined) {
+        return readByCallback(this.#journalReader, at, length, this.#leaveRead, wrapRead);
       }
       return readOverlay(this.#host, this.table, offset, length).then(
         this.#readDone,

@@ -3,7 +3,8 @@ import type { BlockDevice } from '../device.js';
 /*
  * Internal methods a device may have, for a layer that moves bulk data
  * through buffers of its own (the copy job's runs, the stream applier's
- * frames), or that reads through it on a hot path (READ_CALLBACK). `read` must hand out fresh memory and `write` must copy its data
+ * frames), or that reads through it on a hot path (READ_CALLBACK). `read`
+ * must hand out fresh memory and `write` must copy its data
  * (the caller may reuse it at once); for bulk copies that allocation and
  * copy, and one thread-pool round trip per fixed-size block, cost more than
  * the I/O itself (DESIGN.md, performance notes). Keyed by symbols so they
