@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Assembles src/internal/wasm/*.wat into the TypeScript modules that embed
+// Assembles src/checksum/wasm/*.wat into the TypeScript modules that embed
 // them (base64), so the package ships no .wasm file to locate at run time.
 // Run after editing a .wat file: `node scripts/build-wasm.mjs`; with
 // `--check`, fails if a committed module differs from what it would write.
@@ -7,7 +7,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import wabtInit from 'wabt';
 
-const dir = new URL('../src/internal/wasm/', import.meta.url).pathname;
+const dir = new URL('../src/checksum/wasm/', import.meta.url).pathname;
 const check = process.argv.includes('--check');
 const wabt = await wabtInit();
 let stale = 0;

@@ -60,7 +60,7 @@ export interface Snapshot extends BlockDevice {
   readonly createdAt: Date;
 }
 
-/** The snapshot operations every snapshot-capable device offers (DESIGN.md rules 1–5). */
+/** The snapshot operations every snapshot-capable device offers (the snapshot rules 1–5). */
 export interface SnapshotCapable {
   /** Takes a point-in-time snapshot; a durability point. */
   snapshot(options?: SnapshotOptions): Promise<Snapshot>;

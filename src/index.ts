@@ -1,3 +1,23 @@
+export type { EventMap, TypedEmitter } from './base/index.js';
+export { AbstractBlockDevice } from './base/index.js';
+export {
+  type CopyConflictPolicy,
+  type CopyProgress,
+  type CopyReport,
+  SnapshotCopyJob,
+  type SnapshotCopyJobEvents,
+  type SnapshotCopyJobOptions,
+  type SnapshotCopyJobResumeOptions,
+} from './copy/index.js';
+export {
+  CowSnapshotDevice,
+  type CowSnapshotDeviceOptions,
+  type SelectiveRestoreOptions,
+  SelectiveSnapshotDevice,
+  type SelectiveSnapshotDeviceOpenOptions,
+  type SelectiveSnapshotDeviceOptions,
+  type SelectiveSnapshotOptions,
+} from './cow/index.js';
 export type {
   BlockDevice,
   BlockDeviceEvents,
@@ -15,31 +35,13 @@ export type {
   SnapshotOptions,
 } from './device.js';
 export {
-  CowSnapshotDevice,
-  type CowSnapshotDeviceOptions,
-} from './devices/cow-snapshot-device.js';
-export { FileDevice, type FileDeviceOptions } from './devices/file-device.js';
-export { JournalDevice, type JournalDeviceOptions } from './devices/journal-device.js';
-export { MemoryDevice, type MemoryDeviceOptions } from './devices/memory-device.js';
-export {
-  type SelectiveRestoreOptions,
-  SelectiveSnapshotDevice,
-  type SelectiveSnapshotDeviceOpenOptions,
-  type SelectiveSnapshotDeviceOptions,
-  type SelectiveSnapshotOptions,
-} from './devices/selective-snapshot-device.js';
-export {
-  type CopyConflictPolicy,
-  type CopyProgress,
-  type CopyReport,
-  SnapshotCopyJob,
-  type SnapshotCopyJobEvents,
-  type SnapshotCopyJobOptions,
-  type SnapshotCopyJobResumeOptions,
-} from './devices/snapshot-copy-job.js';
+  FileDevice,
+  type FileDeviceOptions,
+  MemoryDevice,
+  type MemoryDeviceOptions,
+} from './devices/index.js';
 export { BlockDeviceError, type BlockDeviceErrorCode, ERROR_CODES } from './errors.js';
-export { AbstractBlockDevice } from './internal/abstract-device.js';
-export type { EventMap, TypedEmitter } from './internal/typed-emitter.js';
+export { JournalDevice, type JournalDeviceOptions } from './journal/index.js';
 export {
   type AppliedProgress,
   type ApplyReport,
@@ -49,4 +51,4 @@ export {
   type ExportStreamOptions,
   exportStream,
   StreamApplyError,
-} from './stream.js';
+} from './stream/index.js';

@@ -1,10 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
+import {
+  AbstractBlockDevice,
+  allocateBuffer,
+  checkGeometry,
+  checkRange,
+  isBytes,
+  READ_CALLBACK,
+  READ_INTO,
+  type ReadDone,
+  WRITE_OWNED,
+} from '../base/index.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
-import { AbstractBlockDevice } from '../internal/abstract-device.js';
-import { allocateBuffer } from '../internal/buffer-pool.js';
-import { READ_CALLBACK, READ_INTO, type ReadDone, WRITE_OWNED } from '../internal/owned-io.js';
-import { checkGeometry, checkRange, isBytes } from '../internal/range.js';
 
 /** Reads up to this size are views into the shared slab (see allocateBuffer). */
 const SLAB_READ_MAX = 64 * 1024;

@@ -1,6 +1,10 @@
-import { AbstractBlockDevice } from '../internal/abstract-device.js';
-import { READ_CALLBACK, type ReadDone } from '../internal/owned-io.js';
-import { checkGeometry, checkRange } from '../internal/range.js';
+import {
+  AbstractBlockDevice,
+  checkGeometry,
+  checkRange,
+  READ_CALLBACK,
+  type ReadDone,
+} from '../base/index.js';
 
 /** Options for {@link MemoryDevice.create}. */
 export interface MemoryDeviceOptions {

@@ -1,10 +1,6 @@
+import { AbstractBlockDevice, LockTable, SECTOR } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
-import { AbstractBlockDevice } from '../internal/abstract-device.js';
-import { LockTable } from '../internal/lock-table.js';
-
-/** The unit a disk writes atomically: a write is torn at 512-byte sector boundaries. */
-const SECTOR = 512;
 
 /** Longest run of sectors `crash()` rewrites with one write (bounds its buffer). */
 const MAX_REWRITE_SECTORS = 2048;

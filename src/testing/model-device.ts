@@ -1,3 +1,4 @@
+import { AbstractBlockDevice, checkGeometry, isBytes } from '../base/index.js';
 import type {
   BlockDeviceEvents,
   Snapshot,
@@ -6,9 +7,7 @@ import type {
   SnapshotOptions,
 } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
-import { AbstractBlockDevice } from '../internal/abstract-device.js';
-import { checkGeometry, isBytes } from '../internal/range.js';
-import { checkSnapshotOptions } from '../internal/snapshot-options.js';
+import { checkSnapshotOptions } from '../snapshot/index.js';
 
 /** Options for {@link ModelDevice.create}. */
 export interface ModelDeviceOptions {
@@ -42,7 +41,7 @@ interface SnapshotRecord {
  * Every mutation (a write, `snapshot()`, `restore()`, `deleteSnapshot()`)
  * takes effect synchronously when the method is *called*, before its promise
  * exists. The model's history is therefore exactly the call order, which is
- * the point-in-time cut DESIGN.md rule 1 asks of real devices. Content
+ * the point-in-time cut snapshot rule 1 asks of real devices. Content
  * survives `close()`, so a test can still inspect it with {@link bytes}.
  */
 export class ModelDevice extends AbstractBlockDevice<BlockDeviceEvents> implements SnapshotCapable {

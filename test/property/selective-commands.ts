@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { expect } from 'vitest';
+import { mergeExtents } from '../../src/cow/restore-pieces.js';
 import type { Extent } from '../../src/index.js';
-import { mergeExtents } from '../../src/internal/restore-pieces.js';
 import { type ExcludedReads, expectCode, type SelectiveRig } from '../support/selective-rig.js';
 import { expectAllowed, expectBytes, pattern } from './cow-harness.js';
 import {

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BlockDeviceError, CowSnapshotDevice, MemoryDevice } from '../../src/index.js';
-import { applyStream, exportStream, type StreamApplyError } from '../../src/stream.js';
+import { applyStream, exportStream, type StreamApplyError } from '../../src/stream/stream.js';
 import { expectSameBytes, seededBytes } from '../support/bytes.js';
 import {
   chunked,

@@ -1,3 +1,4 @@
+import { WRITE_OWNED } from '../../src/base/owned-io.js';
 import {
   type BlockDevice,
   CowSnapshotDevice,
@@ -6,7 +7,6 @@ import {
   MemoryDevice,
   type Snapshot,
 } from '../../src/index.js';
-import { WRITE_OWNED } from '../../src/internal/owned-io.js';
 import { FaultyDevice, type FaultyDeviceOptions, PowerSwitch } from '../../src/testing/index.js';
 import { PassThroughDevice } from './pass-through-device.js';
 

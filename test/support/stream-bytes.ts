@@ -1,6 +1,6 @@
 import type { ReadableStream } from 'node:stream/web';
-import { FRAME_TAIL, RECORD_HEAD } from '../../src/internal/stream-frames.js';
-import { MANIFEST_CRC, MANIFEST_ENTRY, MANIFEST_HEAD } from '../../src/internal/stream-manifest.js';
+import { FRAME_TAIL, RECORD_HEAD } from '../../src/stream/stream-frames.js';
+import { MANIFEST_CRC, MANIFEST_ENTRY, MANIFEST_HEAD } from '../../src/stream/stream-manifest.js';
 
 /** Reads a whole stream into one buffer. */
 export async function collect(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {

@@ -1,0 +1,25 @@
+export { AbstractBlockDevice } from './abstract-device.js';
+export { AccessGate } from './access-gate.js';
+export { allocateBuffer } from './buffer-pool.js';
+export { LockTable, type Release } from './lock-table.js';
+export { io } from './lower-io.js';
+export {
+  callbackReader,
+  ownedWriter,
+  READ_CALLBACK,
+  READ_INTO,
+  type ReadDone,
+  readByCallback,
+  readerInto,
+  WRITE_OWNED,
+} from './owned-io.js';
+export {
+  checkGeometry,
+  checkRange,
+  isBytes,
+  MAX_BLOCK_SIZE,
+  MIN_BLOCK_SIZE,
+  SECTOR,
+} from './range.js';
+export { forEachConcurrently } from './task-pool.js';
+export { type EventMap, type TypedEmitter, TypedEventEmitter } from './typed-emitter.js';

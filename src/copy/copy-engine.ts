@@ -1,0 +1,392 @@
+import { io } from '../base/index.js';
+import type { BlockDevice } from '../device.js';
+import { BlockDeviceError, wrapIO } from '../errors.js';
+import type { CopyMap } from './copy-map.js';
+import { RunMover } from './copy-mover.js';
+import { type HeldWrite, HeldWrites } from './held-writes.js';
+
+/** What a write into a part of the range not yet copied does. */
+export type ConflictPolicy = 'copy-first' | 'queue';
+
+/** Where copied chunks go: a device, or a sink that frames them into a stream. */
+export interface CopySink {
+  /** Writes the chunk whose range byte `rangeOffset` starts at. */
+  write(rangeOffset: number, data: Uint8Array): Promise<void>;
+  /**
+   * Writes consecutive chunks, the first at range byte `rangeOffset`, in one
+   * vectored write of chunk-sized blocks, taking the buffers over (the
+   * engine leaves them alone until it settles); absent: one `write` per chunk.
+   */
+  writeBlocks?(rangeOffset: number, chunks: readonly Uint8Array[]): Promise<void>;
+  /** Resolves when the sink can take another run (back-pressure); absent: always. */
+  ready?(): Promise<void>;
+}
+
+/** Counters the job reports. */
+export interface CopyCounters {
+  copierBytes: number;
+  copyFirstBytes: number;
+  queuedWrites: number;
+}
+
+/** Coalesced source reads: one read covers up to this many bytes of consecutive chunks (claim 42). */
+const RUN_BYTES = 1 << 20;
+/** Runs in flight: the next run is read while the last is written (claim 43). */
+const RUNS_IN_FLIGHT = 4;
+
+const PENDING = 0;
+const BUSY = 1;
+const DONE = 2;
+
+/**
+ * The copy of a snapshot range (seed 004): a copier working through the
+ * chunks still to copy in ascending order, coalesced into large source
+ * reads and written to the destination as fixed-size chunks, with chunks a
+ * queued write waits for taken first; and the foreground write path that
+ * keeps the copy a point-in-time image (copy-first or queue).
+ *
+ * A chunk is PENDING (its source bytes are the snapshot's), BUSY (being
+ * copied, or its bit being committed), or DONE (durably in the map: the
+ * source may change there). A foreground write never touches the source of
+ * a chunk that is not DONE.
+ */
+export class CopyEngine {
+  readonly #source: BlockDevice;
+  readonly #sink: CopySink;
+  readonly #map: CopyMap;
+  readonly #policy: ConflictPolicy;
+  readonly #offset: number;
+  readonly #length: number;
+  readonly #chunkSize: number;
+  readonly #state: Uint8Array;
+  /** Per BUSY chunk: settles when it is DONE (or the copy of it failed). */
+  readonly #busy = new Map<number, Promise<void>>();
+  readonly #queue = new HeldWrites();
+  /**
+   * Writes held back (waiting for their copies, or for an earlier held write
+   * they overlap) until their source write has completed: a later write
+   * overlapping one waits for that, so overlapping writes reach the source
+   * in call order.
+   */
+  readonly #heldWrites = new Set<{ offset: number; end: number; issued: Promise<void> }>();
+  #cursor = 0;
+  /** Chunks DONE: durably in the map, so the source may change there. */
+  #done = 0;
+  #stopped = false;
+  /** Set once the copy can no longer finish: every foreground write then passes through. */
+  #failure: unknown;
+  readonly counters: CopyCounters = { copierBytes: 0, copyFirstBytes: 0, queuedWrites: 0 };
+  readonly #onProgress: () => void;
+  readonly #mover: RunMover;
+
+  constructor(
+    source: BlockDevice,
+    sink: CopySink,
+    map: CopyMap,
+    policy: ConflictPolicy,
+    onProgress: () => void,
+  ) {
+    this.#source = source;
+    this.#sink = sink;
+    this.#map = map;
+    this.#policy = policy;
+    this.#offset = map.geometry.offset;
+    this.#length = map.geometry.length;
+    this.#chunkSize = map.geometry.chunkSize;
+    this.#state = new Uint8Array(map.chunks);
+    for (let i = 0; i < map.chunks; i++) {
+      if (map.has(i)) {
+        this.#state[i] = DONE;
+        this.#done++;
+      }
+    }
+    this.#onProgress = onProgress;
+    this.#mover = new RunMover(source, sink, this.#offset, this.#chunkSize, {
+      runBytes: RUN_BYTES,
+      spares: RUNS_IN_FLIGHT,
+    });
+  }
+
+  /** Writes waiting in the queue now. */
+  get waitingWrites(): number {
+    return this.#queue.length;
+  }
+
+  /** Whether the foreground path no longer guards the snapshot (finished, stopped or failed). */
+  get passThrough(): boolean {
+    if (this.#failure !== undefined || this.#done === this.#state.length) return true;
+    // A stopped job with a map store stays resumable: writes into chunks not
+    // yet copied still copy them first, so the map never lies.
+    return this.#stopped && !this.#map.persistent;
+  }
+
+  // ---------------------------------------------------------------- copier
+
+  /** Copies every chunk not yet DONE; resolves when all are, rejects with the first copy failure. */
+  async run(signal: AbortSignal | undefined): Promise<void> {
+    const inFlight = new Set<Promise<void>>();
+    let failure: unknown;
+    for (;;) {
+      // Stopped: `job.device` was closed; the copy ends unfinished.
+      const ended = signal?.aborted || this.#stopped;
+      if (ended || failure !== undefined || this.#failure !== undefined) break;
+      if (this.#sink.ready !== undefined) await this.#sink.ready();
+      const run = this.#nextRun();
+      if (run === undefined) {
+        if (inFlight.size === 0) {
+          // Copy-first copies may still be BUSY on chunks the copier skipped.
+          if (this.#busy.size === 0) break;
+          await Promise.race(this.#busy.values()).catch(() => {});
+          continue;
+        }
+        await Promise.race(inFlight);
+        continue;
+      }
+      const p = this.#copyRun(run.first, run.count, 'copier').catch((err: unknown) => {
+        failure ??= err;
+      });
+      const tracked = p.finally(() => inFlight.delete(tracked));
+      inFlight.add(tracked);
+      if (inFlight.size >= RUNS_IN_FLIGHT) await Promise.race(inFlight);
+    }
+    await Promise.all(inFlight);
+    if (failure !== undefined) {
+      this.#failure = failure;
+      throw failure;
+    }
+    if (signal?.aborted) throw signal.reason;
+    if (this.#stopped && this.#done < this.#state.length) {
+      throw new BlockDeviceError('ECLOSED', 'job.device was closed before the copy finished');
+    }
+    if (this.#failure !== undefined) throw this.#failure;
+  }
+
+  /** Stops guarding the snapshot: every queued write is applied, and later writes pass through. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (!this.passThrough) {
+      // Resumable: the held writes' chunks are copied first, then the
+      // writes are released as those copies complete.
+      const copies: Promise<void>[] = [];
+      for (const c of new Set(this.#queue.awaitedChunks())) {
+        if (this.#state[c] === PENDING) copies.push(this.#copyRun(c, 1, 'copy-first'));
+      }
+      await Promise.all(copies).catch(() => {});
+    }
+    await this.#drainQueue(this.passThrough);
+    await this.#queue.drained();
+  }
+
+  /**
+   * The next run of PENDING chunks: the chunks a queued write waits for,
+   * just those (so a waiting write is released after one short copy), or
+   * else a full run from the cursor.
+   */
+  #nextRun(): { first: number; count: number } | undefined {
+    const state = this.#state;
+    const waitedFor = this.#queue.firstAwaited((c) => state[c] === PENDING);
+    if (waitedFor !== undefined) {
+      let count = 1;
+      while (
+        waitedFor.first + count <= waitedFor.last &&
+        state[waitedFor.first + count] === PENDING
+      ) {
+        count++;
+      }
+      return { first: waitedFor.first, count };
+    }
+    while (this.#cursor < state.length && state[this.#cursor] !== PENDING) this.#cursor++;
+    if (this.#cursor >= state.length) return undefined;
+    const first = this.#cursor;
+    const most = Math.max(1, Math.floor(RUN_BYTES / this.#chunkSize));
+    let count = 1;
+    while (count < most && first + count < state.length && state[first + count] === PENDING)
+      count++;
+    return { first, count };
+  }
+
+  /**
+   * Copies chunks `first..first+count-1` (all PENDING): one source read,
+   * fixed-size chunk writes to the destination, then a map commit; only then
+   * are they DONE and the writes waiting on them let go.
+   */
+  #copyRun(first: number, count: number, by: 'copier' | 'copy-first'): Promise<void> {
+    for (let c = first; c < first + count; c++) this.#state[c] = BUSY;
+    const done = this.#copyRunNow(first, count, by);
+    const settled = done.catch(() => {});
+    for (let c = first; c < first + count; c++) this.#busy.set(c, settled);
+    return done.finally(() => {
+      for (let c = first; c < first + count; c++) this.#busy.delete(c);
+    });
+  }
+
+  async #copyRunNow(first: number, count: number, by: 'copier' | 'copy-first'): Promise<void> {
+    const cs = this.#chunkSize;
+    const start = first * cs;
+    const end = Math.min(this.#length, (first + count) * cs);
+    try {
+      await this.#mover.move(start, end);
+      for (let c = first; c < first + count; c++) this.#map.set(c);
+      await this.#map.commit();
+    } catch (err) {
+      for (let c = first; c < first + count; c++) this.#state[c] = PENDING;
+      this.#failure ??= err;
+      // The copy cannot finish now: let every held write go to the source.
+      void this.#drainQueue(true);
+      throw err;
+    }
+    for (let c = first; c < first + count; c++) this.#state[c] = DONE;
+    this.#done += count;
+    if (by === 'copier') this.counters.copierBytes += end - start;
+    else this.counters.copyFirstBytes += end - start;
+    this.#onProgress();
+    void this.#drainQueue(false);
+  }
+
+  // ------------------------------------------------------------ foreground
+
+  /** Reads the newest data: the source, with writes still queued laid over it. */
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    // Taken at the call: a queued write applied while the source read is in
+    // flight may be missing from what it returns.
+    const queued = this.#queue.length === 0 ? [] : this.#queue.overlapping(offset, length);
+    const data = await io('source read', this.#source.read(offset, length));
+    if (queued.length === 0) return data;
+    const out = new Uint8Array(length);
+    out.set(data);
+    HeldWrites.overlay(queued, offset, out);
+    return out;
+  }
+
+  /** A foreground write: straight through, or after its chunks are copied, or queued (the policy). */
+  write(offset: number, data: Uint8Array): Promise<void> {
+    const end = offset + data.length;
+    const earlier: Promise<void>[] = [];
+    for (const w of this.#heldWrites) {
+      if (w.offset < end && offset < w.end) earlier.push(w.issued);
+    }
+    if (earlier.length === 0) return this.#writeInOrder(offset, data, false);
+    // Registered now, at the call, so writes called after it wait for it in turn.
+    const done = this.#register(offset, end);
+    return Promise.all(earlier)
+      .then(() => this.#writeInOrder(offset, data, true))
+      .finally(done);
+  }
+
+  /** Registers a write that waits; returns what ends its registration. */
+  #register(offset: number, end: number): () => void {
+    let issue!: () => void;
+    const entry = {
+      offset,
+      end,
+      issued: new Promise<void>((resolve) => {
+        issue = resolve;
+      }),
+    };
+    this.#heldWrites.add(entry);
+    return () => {
+      this.#heldWrites.delete(entry);
+      issue();
+    };
+  }
+
+  /** A write no earlier overlapping write is still waiting ahead of (`registered`: it is in the wait set already). */
+  #writeInOrder(offset: number, data: Uint8Array, registered: boolean): Promise<void> {
+    const span = this.#chunksOf(offset, data.length);
+    // Behind an earlier queued write it overlaps, wherever it lands and
+    // whether or not the job still runs.
+    if (this.#queue.overlaps(offset, data.length)) {
+      return this.#enqueue(offset, data, span?.first ?? 0, span?.last ?? -1);
+    }
+    if (span === undefined || this.passThrough) return this.#writeSource(offset, data);
+    const { first, last } = span;
+    if (this.#allDone(first, last)) return this.#writeSource(offset, data);
+    // Once stopped, a resumable job keeps the map true by copying first.
+    if (this.#policy === 'queue' && !this.#stopped) return this.#enqueue(offset, data, first, last);
+    // Copy-first (claims 23, 46): copy what is still PENDING, wait for what is BUSY.
+    const waits: Promise<void>[] = [];
+    let c = first;
+    while (c <= last) {
+      if (this.#state[c] === PENDING) {
+        let n = 1;
+        while (c + n <= last && this.#state[c + n] === PENDING) n++;
+        waits.push(this.#copyRun(c, n, 'copy-first'));
+        c += n;
+      } else {
+        if (this.#state[c] === BUSY) waits.push(this.#busy.get(c)!);
+        c++;
+      }
+    }
+    const done = registered ? undefined : this.#register(offset, offset + data.length);
+    // A failed copy ends the job (its `done` rejects); the application's write still lands.
+    const written = Promise.all(waits)
+      .catch(() => {})
+      .then(() => {
+        if (!this.passThrough && !this.#allDone(first, last)) {
+          throw new BlockDeviceError('EIO', 'copy-first: the range was not copied');
+        }
+        return this.#writeSource(offset, data);
+      });
+    return done === undefined ? written : written.finally(done);
+  }
+
+  #enqueue(offset: number, data: Uint8Array, first: number, last: number): Promise<void> {
+    this.counters.queuedWrites++;
+    const done = new Promise<void>((resolve, reject) => {
+      const entry: HeldWrite = {
+        offset,
+        data,
+        firstChunk: first,
+        lastChunk: last,
+        applying: false,
+        resolve,
+        reject,
+      };
+      this.#queue.push(entry);
+    });
+    this.#onProgress();
+    void this.#drainQueue(this.passThrough);
+    return done;
+  }
+
+  /** Applies the queued writes that may go now, each once its source write is issued. */
+  async #drainQueue(force: boolean): Promise<void> {
+    const ready = this.#queue.release((a, b) => this.#allDone(a, b), force || this.passThrough);
+    await Promise.all(
+      ready.map(async (entry) => {
+        try {
+          await this.#writeSource(entry.offset, entry.data);
+          entry.resolve();
+        } catch (err) {
+          entry.reject(err);
+        } finally {
+          this.#queue.remove(entry);
+        }
+        // Its removal may unblock a later write that overlapped it.
+        await this.#drainQueue(force);
+      }),
+    );
+  }
+
+  #writeSource(offset: number, data: Uint8Array): Promise<void> {
+    return this.#source.write(offset, data).catch((err: unknown) => {
+      throw wrapIO('source write', err);
+    });
+  }
+
+  #allDone(first: number, last: number): boolean {
+    for (let c = first; c <= last; c++) if (this.#state[c] !== DONE) return false;
+    return true;
+  }
+
+  /** The chunks a source byte range touches, or undefined if it misses the copy range. */
+  #chunksOf(offset: number, length: number): { first: number; last: number } | undefined {
+    const from = Math.max(offset, this.#offset);
+    const to = Math.min(offset + length, this.#offset + this.#length);
+    if (from >= to) return undefined;
+    return {
+      first: Math.floor((from - this.#offset) / this.#chunkSize),
+      last: Math.floor((to - 1 - this.#offset) / this.#chunkSize),
+    };
+  }
+}

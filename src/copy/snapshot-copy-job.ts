@@ -1,0 +1,366 @@
+import {
+  AbstractBlockDevice,
+  checkRange,
+  io,
+  ownedWriter,
+  TypedEventEmitter,
+} from '../base/index.js';
+import type { BlockDevice } from '../device.js';
+import { BlockDeviceError } from '../errors.js';
+import { type ConflictPolicy, CopyEngine, type CopySink } from './copy-engine.js';
+import { type CopyGeometry, CopyMap } from './copy-map.js';
+import { StreamCopySink } from './copy-stream-sink.js';
+
+/**
+ * What a write into a part of the copy range not yet copied does: copy that
+ * part first, or wait in a FIFO queue for the copier.
+ */
+export type CopyConflictPolicy = 'copy-first' | 'queue';
+
+/** Options for {@link SnapshotCopyJob.start}. */
+export interface SnapshotCopyJobOptions {
+  /** The device to copy from; the application's I/O goes through `job.device` while the job runs. */
+  source: BlockDevice;
+  /**
+   * Where the copy goes: source byte `offset + k` lands at `destinationOffset + k`
+   * of a device — or, given a web `WritableStream`, a full stream of the
+   * verified format (docs/stream-format.md) that `applyStream` writes to any
+   * device of `destinationOffset + length` bytes. A stream destination needs
+   * `destinationOffset` and `length` in whole 512-byte sectors, takes no
+   * `mapStore`, and is closed (or, if the job fails, errored) when it ends;
+   * chunks copied ahead of their turn by copy-first wait in memory.
+   */
+  destination: BlockDevice | WritableStream<Uint8Array>;
+  /** First source byte of the range. @default 0 */
+  offset?: number;
+  /** Bytes in the range. @default the rest of the source from `offset` */
+  length?: number;
+  /** Where in the destination the range lands. @default 0 */
+  destinationOffset?: number;
+  /**
+   * Size of the blocks written to the destination (claim 45), and the unit
+   * the snapshot map tracks: a power of two from 512 bytes to 64 MiB.
+   * @default 65536
+   */
+  chunkSize?: number;
+  /**
+   * What a write into a part of the range not yet copied does: `'copy-first'`
+   * copies that part to the destination, then writes (claims 23, 46);
+   * `'queue'` holds the write in a FIFO until the copier has taken it, and
+   * the copier takes such parts first (claims 31, 47–49). @default 'copy-first'
+   */
+  conflictPolicy?: CopyConflictPolicy;
+  /**
+   * Where the snapshot map is kept, checksummed, so
+   * {@link SnapshotCopyJob.resume} can finish the copy after a crash.
+   * Needs {@link SnapshotCopyJob.mapStoreBytes} bytes. @default in memory only
+   */
+  mapStore?: BlockDevice;
+  /** Aborts the job: the copier stops, every queued write is applied, `done` rejects. */
+  signal?: AbortSignal;
+}
+
+/** Options for {@link SnapshotCopyJob.resume}: the same range and chunk size as at `start`, and its map store. */
+export interface SnapshotCopyJobResumeOptions extends SnapshotCopyJobOptions {
+  destination: BlockDevice;
+  mapStore: BlockDevice;
+}
+
+/** Payload of the `progress` event, and {@link SnapshotCopyJob.progress}. */
+export interface CopyProgress {
+  /** Bytes of the range in the destination (with their map entries, when there is a map store). */
+  readonly copiedBytes: number;
+  /** Bytes in the range. */
+  readonly totalBytes: number;
+  /** Bytes the background copier copied. */
+  readonly copierBytes: number;
+  /** Bytes copied ahead of foreground writes (copy-first). */
+  readonly copyFirstBytes: number;
+  /** Foreground writes waiting in the queue now. */
+  readonly queuedWrites: number;
+}
+
+/** What {@link SnapshotCopyJob.done} resolves with. */
+export interface CopyReport {
+  /** Bytes in the range: all in the destination now. */
+  readonly totalBytes: number;
+  /** Bytes the background copier copied. */
+  readonly copierBytes: number;
+  /** Bytes copied ahead of foreground writes (copy-first). */
+  readonly copyFirstBytes: number;
+  /** Bytes a previous run had already copied (resume). */
+  readonly resumedBytes: number;
+  /** Foreground writes that waited in the queue, over the whole job. */
+  readonly queuedWrites: number;
+  /** Milliseconds from start (or resume) to the end. */
+  readonly durationMs: number;
+}
+
+/** The typed events of a copy job. */
+export type SnapshotCopyJobEvents = {
+  /** More of the range reached the destination, or a write was queued. */
+  progress: (progress: CopyProgress) => void;
+};
+
+const DEFAULT_CHUNK = 64 * 1024;
+const MAX_CHUNK = 64 * 1024 * 1024;
+
+/**
+ * A point-in-time copy of a byte range of a device, made in the background
+ * while the device stays in use (seed 004): the range is snapshotted at
+ * `start()`, the application routes its I/O through {@link SnapshotCopyJob.device},
+ * and writes into parts not yet copied either copy them first or wait in a
+ * FIFO queue, so the destination ends up equal to the range as it was at
+ * `start()`, bit for bit, while the source gets every write.
+ *
+ * Guarantees: writes outside the range, and into parts already copied, pass
+ * straight through; reads always return the newest data, queued writes
+ * included. With a `mapStore`, a chunk is marked copied only after the
+ * destination holding it is durable, and no source write lands on a chunk
+ * the durable map calls uncopied, so {@link SnapshotCopyJob.resume} after a
+ * crash still ends with an exact copy (provided the source was written only
+ * through `job.device`). Aborting stops the copier, applies every queued
+ * write in order and rejects `done`; a failing destination fails the job
+ * (`done` rejects with `EIO`), never the application's writes. After the job
+ * ends, `job.device` is a plain pass-through.
+ */
+export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
+  /** The source as the application must use it while the job runs; it owns the source (its `close()` closes it). */
+  readonly device: BlockDevice;
+  /**
+   * Resolves when the destination holds the whole range; rejects on abort
+   * (the signal's reason), on failure (`EIO`), or with `ECLOSED` if
+   * `job.device` is closed before the copy finished.
+   */
+  readonly done: Promise<CopyReport>;
+  readonly #engine: CopyEngine;
+  readonly #map: CopyMap;
+  readonly #geometry: CopyGeometry;
+  readonly #stream: StreamCopySink | undefined;
+
+  private constructor(
+    source: BlockDevice,
+    destination: BlockDevice | StreamCopySink,
+    map: CopyMap,
+    policy: ConflictPolicy,
+    signal: AbortSignal | undefined,
+  ) {
+    super();
+    this.#map = map;
+    this.#geometry = map.geometry;
+    const { destinationOffset } = map.geometry;
+    let sink: CopySink;
+    if (destination instanceof StreamCopySink) {
+      this.#stream = destination;
+      sink = destination;
+    } else {
+      const writeOwned = ownedWriter(destination);
+      sink = {
+        write: (at, data) =>
+          io('destination write', destination.write(destinationOffset + at, data)),
+      };
+      if (writeOwned !== undefined) {
+        sink.writeBlocks = (at, chunks) =>
+          io('destination write', writeOwned(destinationOffset + at, chunks));
+      }
+    }
+    this.#engine = new CopyEngine(source, sink, map, policy, () =>
+      this.emit('progress', this.progress),
+    );
+    this.device = new CopyJobDevice(source, this.#engine);
+    this.done = this.#run(signal);
+    // `done` is for whoever awaits it; an abort nobody awaits must not crash the process.
+    this.done.catch(() => {});
+  }
+
+  /** Bytes a map store needs for a job with these options. @throws `EINVAL`, `ERANGE` as `start` does. */
+  static mapStoreBytes(options: SnapshotCopyJobOptions): number {
+    return CopyMap.storeBytes(geometryOf(options));
+  }
+
+  /**
+   * Snapshots the range and starts copying it in the background; resolves
+   * with the job once its map (on `mapStore`, durably) is ready, without
+   * waiting for the copy.
+   * @throws `EINVAL` for bad options (a read-only destination, a chunk size
+   *   that is not a power of two, a map store too small), `ERANGE` for a range
+   *   outside the source or the destination.
+   */
+  static async start(options: SnapshotCopyJobOptions): Promise<SnapshotCopyJob> {
+    const geometry = geometryOf(options);
+    const policy = policyOf(options);
+    const { destination, source } = options;
+    if (isStream(destination)) {
+      if (options.mapStore !== undefined) {
+        throw new BlockDeviceError('EINVAL', 'a stream destination cannot be resumed: no mapStore');
+      }
+      const sink = await StreamCopySink.open(destination, geometry, source.blockSize);
+      const map = await CopyMap.create(geometry, NO_FLUSH, undefined);
+      return new SnapshotCopyJob(source, sink, map, policy, options.signal);
+    }
+    const map = await CopyMap.create(geometry, destination, options.mapStore);
+    return new SnapshotCopyJob(source, destination, map, policy, options.signal);
+  }
+
+  /**
+   * Continues a job that a crash or restart interrupted, from the map on
+   * `mapStore`: chunks it records are not copied again. The source must not
+   * have been written except through the old job's `device`.
+   * @throws `ECORRUPT` if the map store holds no valid map, `EINVAL` if it
+   *   describes another range or chunk size, and what `start` throws.
+   */
+  static async resume(options: SnapshotCopyJobResumeOptions): Promise<SnapshotCopyJob> {
+    const geometry = geometryOf(options);
+    const policy = policyOf(options);
+    if (isStream(options.destination)) {
+      throw new BlockDeviceError('EINVAL', 'a stream destination cannot be resumed');
+    }
+    if (options.mapStore === undefined) {
+      throw new BlockDeviceError('EINVAL', 'resume needs the mapStore the job was started with');
+    }
+    const map = await CopyMap.load(geometry, options.destination, options.mapStore);
+    return new SnapshotCopyJob(options.source, options.destination, map, policy, options.signal);
+  }
+
+  /** Where the copy stands now. */
+  get progress(): CopyProgress {
+    const { copierBytes, copyFirstBytes } = this.#engine.counters;
+    return {
+      copiedBytes: this.#map.copiedBytes,
+      totalBytes: this.#geometry.length,
+      copierBytes,
+      copyFirstBytes,
+      queuedWrites: this.#engine.waitingWrites,
+    };
+  }
+
+  async #run(signal: AbortSignal | undefined): Promise<CopyReport> {
+    const started = performance.now();
+    const resumedBytes = this.#map.copiedBytes;
+    // Let `start` return first: the copy runs in the background.
+    await new Promise((resolve) => setImmediate(resolve));
+    try {
+      if (!this.#map.complete) await this.#engine.run(signal);
+      await this.#map.finish();
+      await this.#stream?.finish();
+    } catch (err) {
+      await this.#stream?.abort(err);
+      await this.#engine.stop();
+      throw err;
+    }
+    await this.#engine.stop();
+    const { copierBytes, copyFirstBytes, queuedWrites } = this.#engine.counters;
+    return {
+      totalBytes: this.#geometry.length,
+      copierBytes,
+      copyFirstBytes,
+      resumedBytes,
+      queuedWrites,
+      durationMs: performance.now() - started,
+    };
+  }
+}
+
+/**
+ * `job.device`: the source seen through the job. Its checks (bounds, closed,
+ * read-only) are the base class's; I/O goes to the engine, which passes it
+ * through once the job has ended.
+ */
+class CopyJobDevice extends AbstractBlockDevice {
+  readonly #source: BlockDevice;
+  readonly #engine: CopyEngine;
+
+  constructor(source: BlockDevice, engine: CopyEngine) {
+    super('SnapshotCopyJob.device', source.size, source.blockSize, source.readOnly);
+    this.#source = source;
+    this.#engine = engine;
+  }
+
+  protected _read(offset: number, length: number): Promise<Uint8Array> {
+    return this.#engine.read(offset, length);
+  }
+
+  protected _write(offset: number, data: Uint8Array): Promise<void> {
+    return this.#engine.write(offset, data);
+  }
+
+  protected _flush(): Promise<void> {
+    return io('source flush', this.#source.flush());
+  }
+
+  protected async _close(): Promise<void> {
+    // Writes still queued are the application's: they go to the source first.
+    await this.#engine.stop();
+    await io('source close', this.#source.close());
+  }
+}
+
+/** What a map without a store flushes: nothing (it never commits). */
+const NO_FLUSH = { flush: () => Promise.resolve() };
+
+function isStream(destination: unknown): destination is WritableStream<Uint8Array> {
+  return (
+    typeof destination === 'object' &&
+    destination !== null &&
+    typeof (destination as WritableStream).getWriter === 'function'
+  );
+}
+
+function policyOf(options: SnapshotCopyJobOptions): ConflictPolicy {
+  const policy = options.conflictPolicy ?? 'copy-first';
+  if (policy !== 'copy-first' && policy !== 'queue') {
+    throw new BlockDeviceError(
+      'EINVAL',
+      `conflictPolicy must be 'copy-first' or 'queue', got ${String(policy)}`,
+    );
+  }
+  return policy;
+}
+
+/** Validates the options that fix what is copied where. */
+function geometryOf(options: SnapshotCopyJobOptions): CopyGeometry {
+  if (typeof options !== 'object' || options === null) {
+    throw new BlockDeviceError('EINVAL', 'options must be an object');
+  }
+  const { source, destination } = options;
+  const stream = isStream(destination);
+  for (const [what, dev] of [
+    ['source', source],
+    ['destination', stream ? undefined : destination],
+    ['mapStore', options.mapStore],
+  ] as const) {
+    // Only a map store may be left out; a stream destination is checked elsewhere.
+    if ((what === 'mapStore' && dev === undefined) || (what === 'destination' && stream)) continue;
+    if (
+      typeof dev !== 'object' ||
+      dev === null ||
+      typeof (dev as BlockDevice).read !== 'function'
+    ) {
+      throw new BlockDeviceError('EINVAL', `${what} is not a BlockDevice or a WritableStream`);
+    }
+  }
+  if (!stream && destination.readOnly) {
+    throw new BlockDeviceError('EINVAL', 'destination is read-only');
+  }
+  const offset = options.offset ?? 0;
+  checkRange(source.size, offset, 0, 'source range');
+  const length = options.length ?? source.size - offset;
+  checkRange(source.size, offset, length, 'source range');
+  const destinationOffset = options.destinationOffset ?? 0;
+  // A stream has no size of its own: the target it is applied to will.
+  const destinationSize = stream ? Number.MAX_SAFE_INTEGER : destination.size;
+  checkRange(destinationSize, destinationOffset, length, 'destination range');
+  const chunkSize = options.chunkSize ?? DEFAULT_CHUNK;
+  if (
+    !Number.isInteger(chunkSize) ||
+    chunkSize < 512 ||
+    chunkSize > MAX_CHUNK ||
+    (chunkSize & (chunkSize - 1)) !== 0
+  ) {
+    throw new BlockDeviceError(
+      'EINVAL',
+      `chunkSize ${chunkSize} is not a power of two from 512 to 64 MiB`,
+    );
+  }
+  return { sourceSize: source.size, offset, length, destinationOffset, chunkSize };
+}

@@ -1,0 +1,563 @@
+import { randomUUID } from 'node:crypto';
+import { Mutex } from 'async-mutex';
+import {
+  AbstractBlockDevice,
+  AccessGate,
+  callbackReader,
+  io,
+  LockTable,
+  type READ_CALLBACK,
+  type ReadDone,
+  readByCallback,
+} from '../base/index.js';
+import type {
+  BlockDevice,
+  BlockDeviceEvents,
+  ChangeTracking,
+  Extent,
+  Snapshot,
+  SnapshotInfo,
+  SnapshotOptions,
+} from '../device.js';
+import { BlockDeviceError, wrapIO } from '../errors.js';
+import { SnapshotHandle, type SnapshotHost } from '../snapshot/index.js';
+import {
+  type BlockRanges,
+  rangesOfBlocks,
+  rangesToExtents,
+  subtractRanges,
+  unionRanges,
+} from './block-ranges.js';
+import { CowSnapshotIO, type ExcludedReads } from './cow-snapshot-io.js';
+import type { CowState } from './cow-state.js';
+import type { CowStore } from './cow-store.js';
+import type { CowEntry } from './metadata-codec.js';
+import type { MetadataLog } from './metadata-log.js';
+import { type GatePass, RangeGate } from './range-gate.js';
+import { restorePieces } from './restore-pieces.js';
+
+/** Blocks restored concurrently: enough to keep the devices busy, few enough to bound memory. */
+const RESTORE_BATCH = 64;
+
+/**
+ * The copy-on-write device itself, shared by CowSnapshotDevice (every
+ * snapshot holds every block) and SelectiveSnapshotDevice (a snapshot holds
+ * the blocks the user designated): locks, gates, the write path, snapshot
+ * handles, delete, restore and change tracking, over one {@link CowStore}.
+ * The only difference between the two is the `ranges` a snapshot is taken
+ * with, and that lives in {@link CowState}.
+ *
+ * Gates: I/O enters a {@link RangeGate} with the blocks it touches; taking a
+ * snapshot holds only the blocks it designates (so I/O elsewhere never
+ * waits), delete and restore hold every block. Snapshot operations are
+ * serialized among themselves, so sequence numbers follow call order.
+ */
+export type { ExcludedReads };
+
+export abstract class CowDeviceBase
+  extends AbstractBlockDevice<BlockDeviceEvents>
+  implements ChangeTracking
+{
+  readonly #cow: CowStore;
+  readonly #origin: BlockDevice;
+  readonly #state: CowState;
+  readonly #log: MetadataLog<CowEntry>;
+  readonly #locks = new LockTable();
+  readonly #gate = new RangeGate();
+  /** Snapshot, delete and restore, one at a time, in call order. */
+  readonly #admin = new Mutex();
+  /** Origin reads enter shared; only restore shuts them out, so no one sees it half done. */
+  readonly #readGate = new AccessGate();
+  readonly #handles = new Set<SnapshotHandle>();
+  readonly #everyBlock: BlockRanges;
+  /** What snapshot handles call back into; kept off the public surface. */
+  readonly #host: SnapshotHost;
+
+  protected constructor(what: string, cow: CowStore, excludedReads: ExcludedReads = 'error') {
+    super(what, cow.origin.size, cow.origin.blockSize, cow.origin.readOnly);
+    this.#cow = cow;
+    this.#origin = cow.origin;
+    this.#originReader = callbackReader(cow.origin);
+    this.#state = cow.state;
+    this.#log = cow.log;
+    this.#everyBlock = [{ start: 0, end: cow.origin.size / cow.origin.blockSize }];
+    const io = new CowSnapshotIO(cow, this.#gate, this.#locks, excludedReads);
+    this.#host = {
+      readSnapshot: (seq, offset, length) => io.read(seq, offset, length),
+      writeSnapshot: (seq, offset, data) => io.write(seq, offset, data),
+      flushSnapshots: () => io.flush(),
+      releaseHandle: (handle) => this.#handles.delete(handle),
+      storedChecksum: (seq, offset, length) => io.storedChecksum(seq, offset, length),
+    };
+  }
+
+  /** Store chunks free for preserved and snapshot-owned blocks. */
+  get freeChunks(): number {
+    return this.#state.allocator.free;
+  }
+
+  /** Store chunks in all. */
+  get totalChunks(): number {
+    return this.#cow.layout.chunkCount;
+  }
+
+  /** Number of preserved-block records (each shared by every snapshot that needs it). */
+  get preservedBlocks(): number {
+    return this.#state.recordCount;
+  }
+
+  /**
+   * The store's layout limits: most snapshots, and most runs in a designation.
+   * @internal
+   */
+  protected get limits(): { maxSnapshots: number; maxRuns: number } {
+    return { maxSnapshots: this.#cow.layout.maxSnapshots, maxRuns: this.#cow.layout.maxRuns };
+  }
+
+  /**
+   * Finishes a restore a power cut interrupted (its begin record is durable); called by `open`.
+   * @internal
+   */
+  protected async recoverRestore(): Promise<void> {
+    const seq = this.#state.restoring;
+    if (seq === undefined) return;
+    // The caller may have been told nothing yet, but the origin may be half
+    // restored: finish it.
+    await this.#finishRestore(seq, this.#state.restoringExtents);
+  }
+
+  // ---------------------------------------------------------------- snapshots
+
+  /** Takes a snapshot; each device documents what it holds. */
+  abstract snapshot(options?: SnapshotOptions): Promise<Snapshot>;
+
+  /** Makes the device's content equal a snapshot's; each device documents how much of it. */
+  abstract restore(id: string): Promise<void>;
+
+  /**
+   * Takes a snapshot of `ranges` (undefined: every block): holds the writes
+   * to those blocks called before this call — in flight ones included —
+   * and none called after. Only writes to those blocks wait, and only while
+   * the in-flight ones drain and the cut is made durable.
+   * @internal
+   */
+  protected takeSnapshot(
+    options: SnapshotOptions,
+    ranges: BlockRanges | undefined,
+  ): Promise<Snapshot> {
+    const createdAt = Date.now();
+    try {
+      this.checkOpen();
+      const { maxSnapshots } = this.limits;
+      if (this.#state.snapshotCount >= maxSnapshots) {
+        throw new BlockDeviceError('ENOSPC', `already ${maxSnapshots} snapshots (maxSnapshots)`);
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    // Register the hold now, synchronously: writes called before this line
+    // are ahead of it, writes called after wait behind it.
+    const held = this.#gate.hold(ranges ?? this.#everyBlock);
+    return this.track(
+      this.#admin.runExclusive(async () => {
+        const release = await held;
+        let entry: CowEntry & { kind: 'snapshot' };
+        try {
+          this.checkOpen();
+          if (this.#state.snapshotCount >= this.limits.maxSnapshots) {
+            throw new BlockDeviceError('ENOSPC', `already ${this.limits.maxSnapshots} snapshots`);
+          }
+          // Rule 5: the writes the snapshot holds must survive with it.
+          await io('origin flush', this.#origin.flush());
+          entry = {
+            kind: 'snapshot',
+            seq: this.#state.lastSeq + 1,
+            id: randomUUID(),
+            name: options.name,
+            createdAt,
+            writable: options.writable ?? false,
+            ranges,
+          };
+          await this.#log.append([entry]);
+        } finally {
+          release();
+        }
+        const handle = this.#openHandle(entry.seq);
+        this.emit('snapshot', this.#info(entry.seq));
+        return handle;
+      }),
+    );
+  }
+
+  /** The live snapshots, oldest first. */
+  listSnapshots(): SnapshotInfo[] {
+    this.checkOpen();
+    return this.#state.infos(this.blockSize);
+  }
+
+  /**
+   * Opens another handle on a snapshot.
+   * @throws `ENOENT` for an unknown id, `ECLOSED`.
+   */
+  async openSnapshot(id: string): Promise<Snapshot> {
+    this.checkOpen();
+    return this.#openHandle(this.#state.byId(id).seq);
+  }
+
+  /**
+   * Deletes a snapshot; store space no other snapshot needs is freed and
+   * reused. Open handles on it fail with `ENOENT` from then on. A durability point.
+   * @throws `ENOENT` for an unknown id, `ECLOSED`.
+   */
+  deleteSnapshot(id: string): Promise<void> {
+    try {
+      this.checkOpen();
+      this.#state.byId(id);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#holdingEverything(async () => {
+      const seq = this.#state.byId(id).seq;
+      // A durability point (rule 5): the writes called before it survive too.
+      await io('origin flush', this.#origin.flush());
+      await this.#log.append([{ kind: 'delete', seq }]);
+    }).then(() => {
+      this.emit('snapshot-deleted', id);
+    });
+  }
+
+  /**
+   * Runs `fn` with every block held (all I/O, snapshot handles' included,
+   * drained and kept out) and the other snapshot operations shut out. The
+   * hold is registered at the call, so it follows every write called before.
+   */
+  #holdingEverything(fn: () => Promise<void>): Promise<void> {
+    const held = this.#gate.hold(this.#everyBlock, true);
+    return this.track(
+      this.#admin.runExclusive(async () => {
+        const release = await held;
+        try {
+          await fn();
+        } finally {
+          release();
+        }
+      }),
+    );
+  }
+
+  /**
+   * The extents that may differ between snapshot `fromId` and snapshot `toId`
+   * or the live device, from the lookup table alone (no data is read): every
+   * block overwritten in between that both hold, a writable snapshot's own
+   * blocks, and the blocks `toId` holds but `fromId` does not. Survives
+   * reopen and power cuts with the lookup table it comes from.
+   * @throws `ENOENT` for an unknown id, `ECLOSED`.
+   */
+  changedExtents(fromId: string, toId: string | 'live'): Extent[] {
+    this.checkOpen();
+    const from = this.#state.byId(fromId);
+    const to = toId === 'live' ? undefined : this.#state.byId(toId);
+    // A point never differs from itself, own writes included.
+    if (to === from) return [];
+    const tracked = rangesOfBlocks(this.#state.changedBlocks(from.seq, to?.seq));
+    // Nothing tracked what `to` holds and `from` does not: all of it counts.
+    const untracked =
+      to === undefined
+        ? []
+        : subtractRanges(to.ranges ?? this.#everyBlock, from.ranges ?? this.#everyBlock);
+    return rangesToExtents(unionRanges(tracked, untracked), this.blockSize);
+  }
+
+  /**
+   * What snapshot `id` holds, coalesced and ascending: the whole device, or a
+   * selective snapshot's designated blocks.
+   * @throws `ENOENT` for an unknown id, `ECLOSED`.
+   */
+  snapshotExtents(id: string): Extent[] {
+    this.checkOpen();
+    return rangesToExtents(this.#state.byId(id).ranges ?? this.#everyBlock, this.blockSize);
+  }
+
+  /**
+   * Makes what snapshot `id` holds — within `extents` if given, to the
+   * byte — equal the snapshot's content; every other byte and every
+   * snapshot are left alone. All I/O waits while it runs; atomic across a
+   * power cut (`open` finishes it) and a durability point.
+   * @internal
+   */
+  protected restoreSnapshot(id: string, extents: readonly Extent[] | undefined): Promise<void> {
+    try {
+      this.checkOpen();
+      this.checkWritable();
+      this.#state.byId(id);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#holdingEverything(() =>
+      this.#readGate.runExclusive(async () => {
+        const seq = this.#state.byId(id).seq;
+        const pieces = restorePieces(this.#state, seq, extents, this.blockSize);
+        const blocks = new Set(pieces.map((p) => p.block));
+        const needed = [...blocks].filter((b) => this.#state.needsPreserve(b)).length;
+        if (needed > this.#state.allocator.free) {
+          throw new BlockDeviceError(
+            'ENOSPC',
+            `restore of ${id} must preserve ${needed} block(s); the store has ${this.#state.allocator.free} free`,
+          );
+        }
+        await this.#log.append([{ kind: 'restore-begin', seq, extents }]);
+        await this.#finishRestore(seq, extents);
+      }),
+    );
+  }
+
+  // ------------------------------------------------------------ block device
+
+  /** Reads and passed-on writes count themselves, in the reaction that leaves their gate. */
+  protected override readonly tracksOwnIO = true;
+
+  protected _read(offset: number, length: number): Promise<Uint8Array> {
+    // The hot path: no restore running, so one promise per read — ours,
+    // settled from the origin's callback where it has READ_CALLBACK, else
+    // the origin's, with two preallocated reactions.
+    this.opStarted();
+    const release = this.#readGate.tryShared();
+    if (release !== undefined) return this.#readOrigin(offset, length);
+    return this.#readGate.shared().then(() => this.#readOrigin(offset, length));
+  }
+
+  /**
+   * The origin's read, inside the read gate; the reaction leaves the gate
+   * and the in-flight count, even for an origin that throws instead of
+   * rejecting (neither may leak: a restore or close would wait forever).
+   */
+  #readOrigin(offset: number, length: number): Promise<Uint8Array> {
+    const direct = this.#originReader;
+    if (direct !== undefined) {
+      return readByCallback(direct, offset, length, this.#leaveRead, wrapOriginRead);
+    }
+    let read: Promise<Uint8Array>;
+    try {
+      read = this.#origin.read(offset, length);
+    } catch (err) {
+      read = Promise.reject(err);
+    }
+    return read.then(this.#readDone, this.#readFailed);
+  }
+
+  /** The origin's {@link READ_CALLBACK}, if it has one. */
+  readonly #originReader: ((offset: number, length: number, done: ReadDone) => void) | undefined;
+
+  readonly #leaveRead = (): void => {
+    this.#readGate.releaseShared();
+    this.opSettled();
+  };
+
+  readonly #readDone = (data: Uint8Array): Uint8Array => {
+    this.#leaveRead();
+    return data;
+  };
+
+  readonly #readFailed = (err: unknown): never => {
+    this.#leaveRead();
+    throw wrapIO('origin read', err);
+  };
+
+  /**
+   * A write to blocks no snapshot holds goes straight to the origin — whose
+   * `write`, by the BlockDevice contract, is done with `data` once it
+   * returns — with no copy here, no block lock and, on
+   * this hot path, no promise of our own; anything else (a snapshot holds a
+   * block, or a hold is being taken) goes the copying way to `_write`.
+   */
+  protected override _writeThrough(offset: number, data: Uint8Array): Promise<void> | undefined {
+    const first = Math.floor(offset / this.blockSize);
+    const last = Math.floor((offset + data.length - 1) / this.blockSize);
+    // Both checks and the origin's write run in this one synchronous turn, so
+    // no snapshot can come to hold the blocks in between; one that does later
+    // drains this write through the gate first.
+    if (this.#state.anyHolds(first, last)) return undefined;
+    const pass = this.#gate.tryEnter(first, last);
+    if (pass === undefined) return undefined;
+    this.opStarted();
+    return this.#writeUnheld(offset, data, pass, true);
+  }
+
+  protected _write(offset: number, data: Uint8Array): Promise<void> {
+    const first = Math.floor(offset / this.blockSize);
+    const last = Math.floor((offset + data.length - 1) / this.blockSize);
+    const pass = this.#gate.tryEnter(first, last);
+    if (pass === undefined) {
+      return this.#gate
+        .enter(first, last)
+        .then((entered) => this.#writeEntered(offset, data, first, last, entered));
+    }
+    return this.#writeEntered(offset, data, first, last, pass);
+  }
+
+  /** A write inside the gate; it leaves with `pass` once the write settles. */
+  #writeEntered(
+    offset: number,
+    data: Uint8Array,
+    first: number,
+    last: number,
+    pass: GatePass,
+  ): Promise<void> {
+    if (!this.#state.anyHolds(first, last)) return this.#writeUnheld(offset, data, pass, false);
+    return this.#writeLocked(offset, data, first, last).finally(() => pass.leave());
+  }
+
+  /**
+   * A write to blocks no snapshot holds, inside the gate: nothing to
+   * preserve and no snapshot read to keep out, so no block lock. Hands
+   * `data` to the origin's `write` at once (done with it once it returns).
+   * `counted`: the write is in the in-flight count by opStarted (the
+   * `_writeThrough` path), and leaves it here with the gate. Its reactions
+   * come from #unheldEnds, so the hot path makes no closure.
+   */
+  #writeUnheld(offset: number, data: Uint8Array, pass: GatePass, counted: boolean): Promise<void> {
+    let written: Promise<void>;
+    try {
+      written = this.#origin.write(offset, data);
+    } catch (err) {
+      written = Promise.reject(err);
+    }
+    const end = this.#unheldEnds.pop() ?? new UnheldWriteEnd(this.#endUnheld);
+    end.pass = pass;
+    end.counted = counted;
+    return written.then(end.done, end.failed);
+  }
+
+  /** Reaction pairs of settled unheld writes, for the next ones to reuse. */
+  readonly #unheldEnds: UnheldWriteEnd[] = [];
+
+  readonly #endUnheld = (end: UnheldWriteEnd): void => {
+    const pass = end.pass!;
+    const counted = end.counted;
+    end.pass = undefined;
+    if (this.#unheldEnds.length < UNHELD_ENDS_KEPT) this.#unheldEnds.push(end);
+    pass.leave();
+    if (counted) this.opSettled();
+  };
+
+  /** A write to blocks some snapshot holds: preserve what it needs under the block locks, then write. */
+  async #writeLocked(offset: number, data: Uint8Array, first: number, last: number): Promise<void> {
+    const unlock = await this.#locks.acquire(first, last);
+    try {
+      await this.#preserve(first, last);
+      await io('origin write', this.#origin.write(offset, data));
+    } finally {
+      unlock();
+    }
+  }
+
+  protected async _flush(): Promise<void> {
+    await this.#log.idle();
+    await io('origin flush', this.#origin.flush());
+    await io('store flush', this.#cow.store.flush());
+  }
+
+  protected async _close(): Promise<void> {
+    await Promise.all([...this.#handles].map((h) => h.close()));
+    const results = await Promise.allSettled([this.#origin.close(), this.#cow.store.close()]);
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw wrapIO('close', failed.reason);
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  /** Preserves what live snapshots need of `first..last` (locks held) and reports each copy. */
+  async #preserve(first: number, last: number): Promise<void> {
+    const preserved = await this.#cow.preserve(first, last);
+    for (const event of preserved) this.emit('preserve', event);
+  }
+
+  /**
+   * Writes snapshot `seq`'s content over every byte it holds (within
+   * `extents`) where the origin may differ, through the ordinary
+   * preserve-then-write path, so other snapshots stay intact; then makes it
+   * durable and records the end. Idempotent, which is what lets `open`
+   * simply run it again after a power cut.
+   */
+  async #finishRestore(seq: number, extents: readonly Extent[] | undefined): Promise<void> {
+    const pieces = restorePieces(this.#state, seq, extents, this.blockSize);
+    for (let i = 0; i < pieces.length; i += RESTORE_BATCH) {
+      const batch = pieces.slice(i, i + RESTORE_BATCH);
+      await Promise.all(
+        batch.map(async ({ block, offset, length }) => {
+          // Two pieces of one block (a partial restore's ranges) must not
+          // both preserve it: the second waits and finds it preserved.
+          const unlock = await this.#locks.acquire(block, block);
+          try {
+            const content = await this.#cow.readView(seq, offset, length);
+            await this.#preserve(block, block);
+            await io('origin write', this.#origin.write(offset, content));
+          } finally {
+            unlock();
+          }
+        }),
+      );
+      this.emit('progress', { operation: 'restore', done: i + batch.length, total: pieces.length });
+    }
+    await io('origin flush', this.#origin.flush());
+    await this.#log.append([{ kind: 'restore-end', seq }]);
+  }
+
+  #openHandle(seq: number): SnapshotHandle {
+    const snap = this.#state.bySeq(seq)!;
+    const handle = new SnapshotHandle(this.#host, snap, this.size, this.blockSize);
+    this.#handles.add(handle);
+    return handle;
+  }
+
+  #info(seq: number): SnapshotInfo {
+    return this.#state.infos(this.blockSize).find((i) => i.id === this.#state.bySeq(seq)?.id)!;
+  }
+}
+
+/**
+ * Checks the two devices a copy-on-write device is made of.
+ * @throws `EINVAL` if either is not a BlockDevice or the store is read-only.
+ */
+export function checkCowDevices(origin: BlockDevice, store: BlockDevice): void {
+  for (const [what, dev] of [
+    ['origin', origin],
+    ['store', store],
+  ] as const) {
+    if (typeof dev !== 'object' || dev === null || typeof dev.read !== 'function') {
+      throw new BlockDeviceError('EINVAL', `${what} is not a BlockDevice`);
+    }
+  }
+  if (store.readOnly) throw new BlockDeviceError('EINVAL', 'store is read-only');
+}
+
+function wrapOriginRead(err: Error): Error {
+  return wrapIO('origin read', err);
+}
+
+/** Reaction pairs kept for reuse: more than a device usually has in flight. */
+const UNHELD_ENDS_KEPT = 256;
+
+/**
+ * The two reactions that end a write passed straight to the origin: they
+ * leave the gate (and the in-flight count) and wrap a failure as `EIO`.
+ * Made once and reused, so a write allocates no closure for them.
+ */
+class UnheldWriteEnd {
+  pass: GatePass | undefined = undefined;
+  counted = false;
+  readonly #end: (end: UnheldWriteEnd) => void;
+
+  constructor(end: (end: UnheldWriteEnd) => void) {
+    this.#end = end;
+  }
+
+  readonly done = (): void => {
+    this.#end(this);
+  };
+
+  readonly failed = (err: unknown): never => {
+    this.#end(this);
+    throw wrapIO('origin write', err);
+  };
+}

@@ -1,0 +1,151 @@
+import type { LockTable } from '../base/index.js';
+import { io } from '../base/index.js';
+import { crc32Combine } from '../checksum/index.js';
+import { BlockDeviceError } from '../errors.js';
+import { type BlockRanges, rangesHoldAll, rangesOverlap } from './block-ranges.js';
+import type { CowStore } from './cow-store.js';
+import type { RangeGate } from './range-gate.js';
+
+/** What a read of bytes a selective snapshot does not hold does. */
+export type ExcludedReads = 'error' | 'zero';
+
+/**
+ * The I/O of snapshot handles on a copy-on-write device: reads of a
+ * snapshot's view, redirect-on-write into a writable snapshot's own chunks,
+ * and the flush that makes those durable. Each operation enters the device's
+ * gate for the blocks it touches and takes their locks, so it never
+ * interleaves with a copy-on-write of the same block; bytes a selective
+ * snapshot does not hold are `EEXCLUDED` (or read as zeros).
+ */
+export class CowSnapshotIO {
+  readonly #cow: CowStore;
+  readonly #gate: RangeGate;
+  readonly #locks: LockTable;
+  readonly #excludedReads: ExcludedReads;
+  readonly #bs: number;
+
+  constructor(cow: CowStore, gate: RangeGate, locks: LockTable, excludedReads: ExcludedReads) {
+    this.#cow = cow;
+    this.#gate = gate;
+    this.#locks = locks;
+    this.#excludedReads = excludedReads;
+    this.#bs = cow.layout.blockSize;
+  }
+
+  /** Serves a snapshot handle's read; bytes the snapshot does not hold are `EEXCLUDED` or zeros. */
+  async read(seq: number, offset: number, length: number): Promise<Uint8Array> {
+    const first = Math.floor(offset / this.#bs);
+    const last = Math.floor((offset + length - 1) / this.#bs);
+    const pass = await this.#gate.enter(first, last, true);
+    try {
+      const ranges = this.#liveSnapshot(seq).ranges;
+      if (ranges !== undefined && !rangesHoldAll(ranges, first, last)) {
+        if (this.#excludedReads === 'error') throw excluded(seq, offset, length);
+        return await this.#readHeldOrZero(seq, ranges, offset, length);
+      }
+      const unlock = await this.#locks.acquire(first, last);
+      try {
+        return await this.#cow.readView(seq, offset, length);
+      } finally {
+        unlock();
+      }
+    } finally {
+      pass.leave();
+    }
+  }
+
+  /** A read across held and excluded blocks with `excludedReads: 'zero'` (the gate is entered). */
+  async #readHeldOrZero(
+    seq: number,
+    ranges: BlockRanges,
+    offset: number,
+    length: number,
+  ): Promise<Uint8Array> {
+    const bs = this.#bs;
+    const out = new Uint8Array(length);
+    const first = Math.floor(offset / bs);
+    const last = Math.floor((offset + length - 1) / bs);
+    for (let b = first; b <= last; b++) {
+      if (!rangesOverlap(ranges, b, b)) continue;
+      const from = Math.max(offset, b * bs);
+      const to = Math.min(offset + length, (b + 1) * bs);
+      const unlock = await this.#locks.acquire(b, b);
+      try {
+        out.set(await this.#cow.readView(seq, from, to - from), from - offset);
+      } finally {
+        unlock();
+      }
+    }
+    return out;
+  }
+
+  /** Serves a writable snapshot handle's write: redirect-on-write into fresh chunks. */
+  async write(seq: number, offset: number, data: Uint8Array): Promise<void> {
+    const first = Math.floor(offset / this.#bs);
+    const last = Math.floor((offset + data.length - 1) / this.#bs);
+    const pass = await this.#gate.enter(first, last, true);
+    try {
+      const ranges = this.#liveSnapshot(seq).ranges;
+      if (ranges !== undefined && !rangesHoldAll(ranges, first, last)) {
+        throw new BlockDeviceError(
+          'EEXCLUDED',
+          `write of ${data.length} bytes at ${offset}: snapshot #${seq} does not hold all of them`,
+        );
+      }
+      const unlock = await this.#locks.acquire(first, last);
+      try {
+        await this.#cow.writeOwn(seq, offset, data);
+      } finally {
+        unlock();
+      }
+    } finally {
+      pass.leave();
+    }
+  }
+
+  /**
+   * The CRC-32 of the whole blocks `[offset, offset+length)` as snapshot
+   * `seq` holds them, combined from the store records' per-block CRCs — the
+   * very CRCs `readView` checks the chunks against, so it equals the CRC of
+   * what a read would return. `undefined` when some block is read from the
+   * origin (no CRC kept) or is not held by a selective snapshot. A memory
+   * lookup at one instant: records are only ever added or replaced whole.
+   * @throws `ENOENT` if the snapshot was deleted (its records may now serve
+   *   other snapshots, so they say nothing about it).
+   */
+  storedChecksum(seq: number, offset: number, length: number): number | undefined {
+    const bs = this.#bs;
+    if (offset % bs !== 0 || length % bs !== 0 || length <= 0) return undefined;
+    const first = offset / bs;
+    const last = first + length / bs - 1;
+    const ranges = this.#liveSnapshot(seq).ranges;
+    if (ranges !== undefined && !rangesHoldAll(ranges, first, last)) return undefined;
+    const state = this.#cow.state;
+    let crc = 0;
+    for (let b = first; b <= last; b++) {
+      const ref = state.locate(seq, b);
+      if (ref === undefined) return undefined;
+      crc = b === first ? ref.crc : crc32Combine(crc, ref.crc, bs);
+    }
+    return crc;
+  }
+
+  /** Snapshot writes are durable once acknowledged; this waits for any still committing. */
+  async flush(): Promise<void> {
+    await this.#cow.log.idle();
+    await io('store flush', this.#cow.store.flush());
+  }
+
+  #liveSnapshot(seq: number): { ranges: BlockRanges | undefined } {
+    const snap = this.#cow.state.bySeq(seq);
+    if (snap === undefined) throw new BlockDeviceError('ENOENT', `snapshot #${seq} was deleted`);
+    return snap;
+  }
+}
+
+function excluded(seq: number, offset: number, length: number): BlockDeviceError {
+  return new BlockDeviceError(
+    'EEXCLUDED',
+    `read of ${length} bytes at ${offset}: snapshot #${seq} does not hold all of them`,
+  );
+}

@@ -1,0 +1,315 @@
+import { io } from '../base/index.js';
+import { checksum } from '../checksum/index.js';
+import type { BlockDevice } from '../device.js';
+import { BlockDeviceError } from '../errors.js';
+import {
+  type CowLayout,
+  cowCodec,
+  planCowLayout,
+  readCowParams,
+  writeCowParams,
+} from './cow-layout.js';
+import { CowState } from './cow-state.js';
+import type { CowEntry } from './metadata-codec.js';
+import { MetadataLog } from './metadata-log.js';
+
+/** Identifies a copy-on-write store ("COW1"). */
+const COW_KIND = 0x31574f43;
+
+/** A block whose old content was just preserved, and where. */
+export interface Preserved {
+  block: number;
+  chunk: number;
+}
+
+/**
+ * The store side of copy-on-write, shared by every device that keeps
+ * snapshots this way: preserving blocks, reading a snapshot's view, writing a
+ * writable snapshot's own blocks, all over the metadata log and the
+ * in-memory state it feeds. It knows nothing of locks or gates: callers hold
+ * the block locks of what they pass in, and keep out whatever must not run
+ * concurrently.
+ */
+export class CowStore {
+  readonly origin: BlockDevice;
+  readonly store: BlockDevice;
+  readonly layout: CowLayout;
+  readonly state: CowState;
+  readonly log: MetadataLog<CowEntry>;
+  readonly #bs: number;
+
+  private constructor(
+    origin: BlockDevice,
+    store: BlockDevice,
+    layout: CowLayout,
+    state: CowState,
+    log: MetadataLog<CowEntry>,
+  ) {
+    this.origin = origin;
+    this.store = store;
+    this.layout = layout;
+    this.state = state;
+    this.log = log;
+    this.#bs = layout.blockSize;
+  }
+
+  /**
+   * Formats `store` for copy-on-write of `origin`; resolves once durable.
+   * @throws `EINVAL` if the store cannot hold metadata and one chunk.
+   */
+  static async format(
+    origin: BlockDevice,
+    store: BlockDevice,
+    maxSnapshots: number,
+    maxRuns = 0,
+  ): Promise<void> {
+    const layout = planCowLayout(origin, store, maxSnapshots, maxRuns);
+    await MetadataLog.format(store, COW_KIND, layout.log, writeCowParams(layout), cowCodec, []);
+  }
+
+  /**
+   * Reads a formatted store back: the newest superblock, its table and log,
+   * with a last frame whose chunks never reached the disk dropped.
+   * @throws `ECORRUPT` naming the damage, `EINVAL` for another origin geometry.
+   */
+  static async recover(origin: BlockDevice, store: BlockDevice): Promise<CowStore> {
+    let layout: CowLayout | undefined;
+    let state: CowState | undefined;
+    const recovered = await MetadataLog.open(
+      store,
+      COW_KIND,
+      cowCodec,
+      async (entries, params) => {
+        layout ??= readCowParams(params, store);
+        return verifyChunks(store, layout, entries);
+      },
+      () => state!.entries(),
+      (entries) => {
+        for (const entry of entries) state!.apply(entry);
+      },
+    );
+    layout ??= readCowParams(recovered.params, store);
+    if (layout.originSize !== origin.size || layout.blockSize !== origin.blockSize) {
+      throw new BlockDeviceError(
+        'EINVAL',
+        `store was formatted for an origin of ${layout.originSize} bytes in ${layout.blockSize}-byte blocks, ` +
+          `not ${origin.size} in ${origin.blockSize}`,
+      );
+    }
+    state = new CowState(layout.chunkCount);
+    for (const entry of recovered.entries) state.apply(entry);
+    return new CowStore(origin, store, layout, state, recovered.log);
+  }
+
+  /**
+   * Preserves every block of `first..last` that a live snapshot still needs
+   * (the caller holds their locks). The old data is written to fresh chunks,
+   * then its lookup entries are appended to the log; both are durable when
+   * this resolves, so an origin write that follows can never reach the disk
+   * before them (rule 4). Concurrent callers share the log's flush.
+   * @throws `ENOSPC` (nothing taken) when the store is full.
+   */
+  async preserve(first: number, last: number): Promise<Preserved[]> {
+    const state = this.state;
+    let needed = 0;
+    for (let b = first; b <= last; b++) if (state.needsPreserve(b)) needed++;
+    if (needed === 0) return NONE;
+    const blocks: number[] = [];
+    for (let b = first; b <= last; b++) if (state.needsPreserve(b)) blocks.push(b);
+    const chunks = state.allocator.allocate(blocks.length);
+    const bs = this.#bs;
+    try {
+      const old = await this.#readOriginBlocks(blocks);
+      const epoch = state.lastSeq;
+      const entries: CowEntry[] = blocks.map((block, i) => ({
+        kind: 'preserve',
+        epoch,
+        block,
+        chunk: chunks[i]!,
+        crc: checksum(old.subarray(i * bs, (i + 1) * bs)),
+      }));
+      await this.#writeChunks(chunks, old);
+      await this.log.append(entries);
+    } catch (err) {
+      this.#releaseUncommitted(chunks);
+      throw err;
+    }
+    return blocks.map((block, i) => ({ block, chunk: chunks[i]! }));
+  }
+
+  /**
+   * Writes into writable snapshot `seq` by redirect-on-write: the touched
+   * blocks get fresh chunks holding the snapshot's view overlaid with
+   * `data`, durable with their entries before this resolves; the old chunks
+   * are freed once that is durable (the caller holds the block locks).
+   * @throws `ENOSPC` (nothing changed) when the store is full.
+   */
+  async writeOwn(seq: number, offset: number, data: Uint8Array): Promise<void> {
+    const bs = this.#bs;
+    const first = Math.floor(offset / bs);
+    const last = Math.floor((offset + data.length - 1) / bs);
+    const count = last - first + 1;
+    const chunks = this.state.allocator.allocate(count);
+    try {
+      // Only the edge blocks can be partly covered; read the snapshot's
+      // current view of the whole span once and overlay the new bytes.
+      const start = first * bs;
+      const content =
+        offset === start && data.length === count * bs
+          ? data
+          : await this.readView(seq, start, count * bs);
+      if (content !== data) content.set(data, offset - start);
+      const entries: CowEntry[] = [];
+      for (let i = 0; i < count; i++) {
+        const block = content.subarray(i * bs, (i + 1) * bs);
+        entries.push({
+          kind: 'private',
+          seq,
+          block: first + i,
+          chunk: chunks[i]!,
+          crc: checksum(block),
+        });
+      }
+      await this.#writeChunks(chunks, content);
+      await this.log.append(entries);
+    } catch (err) {
+      this.#releaseUncommitted(chunks);
+      throw err;
+    }
+  }
+
+  /** Reads `[offset, offset+length)` as snapshot `seq` sees it (the caller holds the block locks). */
+  async readView(seq: number, offset: number, length: number): Promise<Uint8Array> {
+    const bs = this.#bs;
+    const end = offset + length;
+    const first = Math.floor(offset / bs);
+    const last = Math.floor((end - 1) / bs);
+    if (first === last) {
+      // One block, the common case: hand back what the device read, uncopied.
+      const ref = this.state.locate(seq, first);
+      if (ref === undefined) return io('origin read', this.origin.read(offset, length));
+      const chunk = await this.#readChunk(ref.chunk, ref.crc, first);
+      const within = offset - first * bs;
+      return length === bs ? chunk : chunk.subarray(within, within + length);
+    }
+    const out = new Uint8Array(length);
+    const reads: Promise<void>[] = [];
+    let originFrom = -1;
+    const flushOriginRun = (upTo: number): void => {
+      if (originFrom < 0) return;
+      const from = Math.max(offset, originFrom * bs);
+      const to = Math.min(end, upTo * bs);
+      reads.push(
+        io('origin read', this.origin.read(from, to - from)).then((d) => out.set(d, from - offset)),
+      );
+      originFrom = -1;
+    };
+    for (let b = first; b <= last; b++) {
+      const ref = this.state.locate(seq, b);
+      if (ref === undefined) {
+        if (originFrom < 0) originFrom = b;
+        continue;
+      }
+      flushOriginRun(b);
+      const blockStart = b * bs;
+      reads.push(
+        this.#readChunk(ref.chunk, ref.crc, b).then((chunk) => {
+          const from = Math.max(offset, blockStart);
+          const to = Math.min(end, blockStart + bs);
+          out.set(chunk.subarray(from - blockStart, to - blockStart), from - offset);
+        }),
+      );
+    }
+    flushOriginRun(last + 1);
+    await Promise.all(reads);
+    return out;
+  }
+
+  /** Reads whole origin blocks (ascending) into one buffer, one read per contiguous run. */
+  async #readOriginBlocks(blocks: number[]): Promise<Uint8Array> {
+    const bs = this.#bs;
+    const out = new Uint8Array(blocks.length * bs);
+    const reads: Promise<void>[] = [];
+    forEachRun(blocks, (from, i, n) => {
+      reads.push(
+        io('origin read', this.origin.read(from * bs, n * bs)).then((data) =>
+          out.set(data, i * bs),
+        ),
+      );
+    });
+    await Promise.all(reads);
+    return out;
+  }
+
+  /** Writes `data` (one block per chunk, in order) to `chunks`, one write per contiguous run. */
+  async #writeChunks(chunks: number[], data: Uint8Array): Promise<void> {
+    const bs = this.#bs;
+    const writes: Promise<void>[] = [];
+    forEachRun(chunks, (from, i, n) => {
+      writes.push(
+        io(
+          'store write',
+          this.store.write(this.#chunkOffset(from), data.subarray(i * bs, (i + n) * bs)),
+        ),
+      );
+    });
+    await Promise.all(writes);
+  }
+
+  /** Reads a chunk and checks it against its recorded CRC: stale or rotten data is `ECORRUPT`, never returned. */
+  async #readChunk(chunk: number, crc: number, block: number): Promise<Uint8Array> {
+    const at = this.#chunkOffset(chunk);
+    const data = await io('store read', this.store.read(at, this.#bs));
+    if (checksum(data) !== crc) {
+      throw new BlockDeviceError(
+        'ECORRUPT',
+        `store chunk ${chunk} (block ${block}) at store offset ${at} fails its checksum`,
+      );
+    }
+    return data;
+  }
+
+  /** Returns chunks taken for an operation that failed before its log entries were durable. */
+  #releaseUncommitted(chunks: number[]): void {
+    // After a log failure a frame naming these chunks may still have reached
+    // the disk: keep them taken until a reopen sorts out what is durable.
+    if (this.log.failed) return;
+    for (const chunk of chunks) this.state.allocator.release(chunk);
+  }
+
+  #chunkOffset(chunk: number): number {
+    return this.layout.dataOffset + chunk * this.#bs;
+  }
+}
+
+const NONE: Preserved[] = [];
+
+/** Calls `fn(start, index, length)` for each run of consecutive numbers in ascending `values`. */
+function forEachRun(
+  values: number[],
+  fn: (start: number, index: number, length: number) => void,
+): void {
+  let i = 0;
+  while (i < values.length) {
+    let n = 1;
+    while (i + n < values.length && values[i + n] === values[i]! + n) n++;
+    fn(values[i]!, i, n);
+    i += n;
+  }
+}
+
+/** Verifies the data of chunks named by the last log frame, which a power cut may have left unwritten. */
+async function verifyChunks(
+  store: BlockDevice,
+  layout: CowLayout,
+  entries: CowEntry[],
+): Promise<boolean> {
+  for (const entry of entries) {
+    if (entry.kind !== 'preserve' && entry.kind !== 'private') continue;
+    if (entry.chunk >= layout.chunkCount) return false;
+    const at = layout.dataOffset + entry.chunk * layout.blockSize;
+    const data = await io('store read', store.read(at, layout.blockSize));
+    if (checksum(data) !== entry.crc) return false;
+  }
+  return true;
+}

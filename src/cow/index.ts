@@ -1,0 +1,8 @@
+export { CowSnapshotDevice, type CowSnapshotDeviceOptions } from './cow-snapshot-device.js';
+export {
+  type SelectiveRestoreOptions,
+  SelectiveSnapshotDevice,
+  type SelectiveSnapshotDeviceOpenOptions,
+  type SelectiveSnapshotDeviceOptions,
+  type SelectiveSnapshotOptions,
+} from './selective-snapshot-device.js';

@@ -1,0 +1,110 @@
+import { SECTOR } from '../base/index.js';
+import { checksum } from '../checksum/index.js';
+import type { BlockDevice } from '../device.js';
+import { BlockDeviceError } from '../errors.js';
+import { alignUp, logOffset, type Superblock, WindowReader } from '../store/index.js';
+import type { EntryCodec } from './metadata-log.js';
+
+/*
+ * The on-store format of the COW store's metadata log: checkpoint tables and
+ * log frames (after the store's superblock slots), and the scan that reads
+ * frames back. MetadataLog decides
+ * when each is written; this module only says what the bytes are.
+ */
+
+export const LOG_FRAME_MAGIC = 0x474c5342; // "BSLG"
+export const FRAME_HEADER = 32;
+/** A frame larger than this is split; keeps one commit's I/O bounded. */
+export const MAX_FRAME = 1 << 20;
+
+export function frameChecksum(frame: Uint8Array, bytes: number): number {
+  // Covers the header up to the checksum field, then the entries.
+  return checksum(
+    frame.subarray(FRAME_HEADER, FRAME_HEADER + bytes),
+    checksum(frame.subarray(0, 20)),
+  );
+}
+
+export function encodeTable<E>(
+  codec: EntryCodec<E>,
+  entries: readonly E[],
+  capacity: number,
+): Uint8Array {
+  const size = entries.reduce((s, e) => s + codec.size(e), 0);
+  if (size > capacity) {
+    throw new BlockDeviceError('ENOSPC', `metadata table needs ${size} bytes, has ${capacity}`);
+  }
+  const out = new Uint8Array(size);
+  codec.encode(entries, out, 0);
+  return out;
+}
+
+export interface ScannedFrame<E> {
+  offset: number;
+  size: number;
+  entries: E[];
+}
+
+/**
+ * Reads frames of the current epoch from the start of the log until the
+ * first one that is missing or damaged. If an intact frame with a later
+ * sequence number follows it, the damage is in a frame a flush had already
+ * made durable: `ECORRUPT`.
+ */
+export async function scanLog<E>(
+  store: BlockDevice,
+  sb: Superblock,
+  codec: EntryCodec<E>,
+): Promise<ScannedFrame<E>[]> {
+  const start = logOffset(sb);
+  const end = start + sb.logCapacity;
+  const reader = new WindowReader(store, start, end);
+  const frames: ScannedFrame<E>[] = [];
+  let pos = start;
+  while (pos + FRAME_HEADER <= end) {
+    const frame = await readFrame(reader, pos, sb.epoch, frames.length, end);
+    if (frame === undefined) break;
+    const entries = codec.decode(
+      frame.payload,
+      frame.count,
+      `log frame ${frames.length} at store offset ${pos}`,
+    );
+    frames.push({ offset: pos, size: frame.size, entries });
+    pos += frame.size;
+  }
+  for (let probe = pos + SECTOR; probe + FRAME_HEADER <= end; probe += SECTOR) {
+    const head = reader.cached(probe, FRAME_HEADER) ?? (await reader.read(probe, FRAME_HEADER));
+    const view = new DataView(head.buffer, head.byteOffset, FRAME_HEADER);
+    if (view.getUint32(0, true) !== LOG_FRAME_MAGIC || view.getUint32(4, true) !== sb.epoch)
+      continue;
+    const seq = view.getUint32(8, true);
+    if (seq <= frames.length) continue;
+    if ((await readFrame(reader, probe, sb.epoch, seq, end)) !== undefined) {
+      throw new BlockDeviceError(
+        'ECORRUPT',
+        `log frame ${frames.length} at store offset ${pos} is damaged, but frame ${seq} at ${probe} after it is intact`,
+      );
+    }
+  }
+  return frames;
+}
+
+export async function readFrame(
+  reader: WindowReader,
+  pos: number,
+  epoch: number,
+  seq: number,
+  end: number,
+): Promise<{ size: number; count: number; payload: Uint8Array } | undefined> {
+  const head = await reader.read(pos, FRAME_HEADER);
+  const view = new DataView(head.buffer, head.byteOffset, FRAME_HEADER);
+  if (view.getUint32(0, true) !== LOG_FRAME_MAGIC) return undefined;
+  if (view.getUint32(4, true) !== epoch || view.getUint32(8, true) !== seq) return undefined;
+  const count = view.getUint32(12, true);
+  const bytes = view.getUint32(16, true);
+  const size = alignUp(FRAME_HEADER + bytes, SECTOR);
+  if (pos + size > end) return undefined;
+  const frame = await reader.read(pos, FRAME_HEADER + bytes);
+  if (frameChecksum(frame, bytes) !== view.getUint32(20, true)) return undefined;
+  return { size, count, payload: frame.slice(FRAME_HEADER) };
+}

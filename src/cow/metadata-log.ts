@@ -1,0 +1,317 @@
+import { randomInt } from 'node:crypto';
+import { io, SECTOR } from '../base/index.js';
+import { checksum } from '../checksum/index.js';
+import type { BlockDevice } from '../device.js';
+import { BlockDeviceError, wrapIO } from '../errors.js';
+import {
+  alignUp,
+  encodeSuperblock,
+  logOffset,
+  MAX_PARAMS,
+  readSuperblock,
+  SUPERBLOCK_BYTES,
+  SUPERBLOCK_SLOT,
+  type Superblock,
+  tableOffset,
+} from '../store/index.js';
+import {
+  encodeTable,
+  FRAME_HEADER,
+  frameChecksum,
+  LOG_FRAME_MAGIC,
+  MAX_FRAME,
+  scanLog,
+} from './log-format.js';
+
+/** How a layer encodes its metadata entries. */
+export interface EntryCodec<E> {
+  /** Encoded size of one entry in bytes. */
+  size(entry: E): number;
+  /** Encodes entries back to back at `pos`; returns the end. */
+  encode(entries: readonly E[], out: Uint8Array, pos: number): number;
+  /** Decodes `count` entries (checksum already verified); `ECORRUPT` naming `where` if malformed. */
+  decode(bytes: Uint8Array, count: number, where: string): E[];
+}
+
+/** Where the log keeps things on the store; fixed at format time. */
+export interface LogLayout {
+  /** Bytes reserved for each of the two checkpoint tables. */
+  tableCapacity: number;
+  /** Bytes reserved for the append-only log. */
+  logCapacity: number;
+}
+
+/** What `MetadataLog.open` recovered. */
+export interface RecoveredLog<E> {
+  log: MetadataLog<E>;
+  /** The owner's parameters given at format time. */
+  params: Uint8Array;
+  /** Every durable entry, checkpoint table first, then the log in order. */
+  entries: E[];
+}
+
+interface Pending<E> {
+  entries: E[];
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Crash-safe metadata on a store device: two superblock slots, two checkpoint
+ * tables and an append-only log of checksummed frames, with group commit.
+ *
+ * Ordering rules, which recovery relies on:
+ * - A frame is written only after every earlier frame is durable, so after a
+ *   power cut at most the last valid frame can be incomplete; a damaged frame
+ *   followed by an intact one is corruption (`ECORRUPT`), not a torn tail.
+ * - A checkpoint writes the inactive table, makes it durable, and only then
+ *   switches the superblock (alternating slots, highest valid generation
+ *   wins) to it and to a new log epoch; until that superblock is durable the
+ *   old table and old log are untouched, so a power cut leaves old or new.
+ * - Entries are handed to `onDurable` only once durable, in log order — the
+ *   same order replay applies them in.
+ */
+export class MetadataLog<E> {
+  readonly #store: BlockDevice;
+  readonly #codec: EntryCodec<E>;
+  readonly #checkpointEntries: () => E[];
+  readonly #onDurable: (entries: E[]) => void;
+  #sb: Superblock;
+  #tail: number;
+  #seq: number;
+  #queue: Pending<E>[] = [];
+  #pumping: Promise<void> | undefined;
+  #failed: BlockDeviceError | undefined;
+
+  private constructor(
+    store: BlockDevice,
+    codec: EntryCodec<E>,
+    sb: Superblock,
+    tail: number,
+    seq: number,
+    checkpointEntries: () => E[],
+    onDurable: (entries: E[]) => void,
+  ) {
+    this.#store = store;
+    this.#codec = codec;
+    this.#sb = sb;
+    this.#tail = tail;
+    this.#seq = seq;
+    this.#checkpointEntries = checkpointEntries;
+    this.#onDurable = onDurable;
+  }
+
+  /** Bytes at the start of the store the log occupies; the owner's data follows. */
+  static reservedBytes(layout: LogLayout): number {
+    return 2 * SUPERBLOCK_SLOT + 2 * layout.tableCapacity + layout.logCapacity;
+  }
+
+  /**
+   * Formats `store`: an initial table holding `initial`, an empty log, and the
+   * owner's `params`. Resolves only once the format is durable.
+   */
+  static async format<E>(
+    store: BlockDevice,
+    kind: number,
+    layout: LogLayout,
+    params: Uint8Array,
+    codec: EntryCodec<E>,
+    initial: E[],
+  ): Promise<void> {
+    if (params.length > MAX_PARAMS) throw new Error('metadata params too large');
+    const table = encodeTable(codec, initial, layout.tableCapacity);
+    const sb: Superblock = {
+      kind,
+      generation: 1,
+      tableCapacity: layout.tableCapacity,
+      logCapacity: layout.logCapacity,
+      active: 0,
+      tableBytes: table.length,
+      tableCount: initial.length,
+      tableCrc: checksum(table),
+      // A random epoch, so frames left on a reused store by an earlier format never replay.
+      epoch: randomInt(1, 0xffffffff),
+      params,
+    };
+    await io('store format table', store.write(tableOffset(sb, 0), table));
+    // Invalidate the first log sector and slot 0: stale contents from an
+    // earlier format must never be mistaken for ours. Generation 1 goes to
+    // slot 1 (generation % 2), so the first checkpoint (generation 2) writes
+    // slot 0 and never overwrites the only valid superblock.
+    await io('store format log', store.write(logOffset(sb), new Uint8Array(SECTOR)));
+    await io('store format superblock', store.write(0, new Uint8Array(SUPERBLOCK_BYTES)));
+    await io('store format flush', store.flush());
+    await io('store format superblock', store.write(SUPERBLOCK_SLOT, encodeSuperblock(sb)));
+    await io('store format flush', store.flush());
+  }
+
+  /**
+   * Reads the metadata back: the newest valid superblock, its table, then the
+   * log up to its torn tail. `verifyLast` is asked about the last intact frame
+   * (whose data may not have reached the disk before a power cut); if it
+   * answers false, that frame is dropped and its header erased, as it was
+   * never acknowledged.
+   * @throws `ECORRUPT` naming the damaged structure and its store offset.
+   */
+  static async open<E>(
+    store: BlockDevice,
+    kind: number,
+    codec: EntryCodec<E>,
+    verifyLast: (entries: E[], params: Uint8Array) => Promise<boolean>,
+    checkpointEntries: () => E[],
+    onDurable: (entries: E[]) => void,
+  ): Promise<RecoveredLog<E>> {
+    const sb = await readSuperblock(store, kind);
+    const tableAt = tableOffset(sb, sb.active);
+    const table = await io('store read table', store.read(tableAt, sb.tableBytes));
+    if (checksum(table) !== sb.tableCrc) {
+      throw new BlockDeviceError(
+        'ECORRUPT',
+        `metadata table ${sb.active} at store offset ${tableAt} fails its checksum`,
+      );
+    }
+    const entries = codec.decode(table, sb.tableCount, `metadata table at ${tableAt}`);
+
+    const frames = await scanLog(store, sb, codec);
+    let tail = logOffset(sb);
+    let seq = 0;
+    for (let i = 0; i < frames.length; i++) {
+      const frame = frames[i]!;
+      if (i === frames.length - 1 && !(await verifyLast(frame.entries, sb.params))) {
+        // Its data never became durable, so nothing in it was acknowledged.
+        // Erase the header so a later open cannot revive it once the data
+        // chunks it names have been reused.
+        await io('store erase frame', store.write(frame.offset, new Uint8Array(SECTOR)));
+        await io('store erase frame', store.flush());
+        break;
+      }
+      entries.push(...frame.entries);
+      tail = frame.offset + frame.size;
+      seq = i + 1;
+    }
+    const log = new MetadataLog(store, codec, sb, tail, seq, checkpointEntries, onDurable);
+    return { log, params: sb.params, entries };
+  }
+
+  /**
+   * Appends entries in one group commit with whatever else is waiting;
+   * resolves once they are durable and handed to `onDurable`.
+   * @throws `EIO` if the store failed (the log then refuses all appends:
+   *   reopen to recover), `ENOSPC` if a checkpoint cannot fit.
+   */
+  append(entries: E[]): Promise<void> {
+    if (this.#failed) return Promise.reject(this.#failed);
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ entries, resolve, reject });
+      if (this.#pumping === undefined) this.#pumping = this.#pump();
+    });
+  }
+
+  /** Whether a store failure has made the log refuse appends (until reopened). */
+  get failed(): boolean {
+    return this.#failed !== undefined;
+  }
+
+  /** Resolves once nothing is queued or in flight. */
+  async idle(): Promise<void> {
+    while (this.#pumping !== undefined) await this.#pumping;
+  }
+
+  /** Writes a checkpoint now (the whole state into the inactive table, new log epoch). */
+  async checkpoint(): Promise<void> {
+    await this.idle();
+    await this.#checkpoint();
+  }
+
+  async #pump(): Promise<void> {
+    try {
+      while (this.#queue.length > 0) {
+        const batch = this.#takeBatch();
+        try {
+          await this.#commit(batch.flatMap((p) => p.entries));
+        } catch (err) {
+          this.#failed = BlockDeviceError.is(err) ? err : wrapIO('metadata commit', err);
+          for (const p of batch) p.reject(this.#failed);
+          for (const p of this.#queue.splice(0)) p.reject(this.#failed);
+          return;
+        }
+        for (const p of batch) p.resolve();
+      }
+    } finally {
+      this.#pumping = undefined;
+    }
+  }
+
+  /** Takes queued appends up to about one frame's worth (at least one). */
+  #takeBatch(): Pending<E>[] {
+    let bytes = 0;
+    let n = 0;
+    while (n < this.#queue.length) {
+      const size = this.#queue[n]!.entries.reduce((s, e) => s + this.#codec.size(e), 0);
+      if (n > 0 && bytes + size > MAX_FRAME) break;
+      bytes += size;
+      n++;
+    }
+    return this.#queue.splice(0, n);
+  }
+
+  async #commit(entries: E[]): Promise<void> {
+    // Split into frames that fit; each is durable before the next is written.
+    let start = 0;
+    while (start < entries.length) {
+      const limit = Math.min(MAX_FRAME, this.#sb.logCapacity) - FRAME_HEADER;
+      let bytes = 0;
+      let end = start;
+      while (end < entries.length) {
+        const size = this.#codec.size(entries[end]!);
+        if (bytes + size > limit) break;
+        bytes += size;
+        end++;
+      }
+      if (end === start) throw new BlockDeviceError('ENOSPC', 'metadata entry larger than the log');
+      const frameEntries = entries.slice(start, end);
+      const size = alignUp(FRAME_HEADER + bytes, SECTOR);
+      if (this.#tail + size > logOffset(this.#sb) + this.#sb.logCapacity) {
+        await this.#checkpoint();
+      }
+      const frame = new Uint8Array(size);
+      const view = new DataView(frame.buffer);
+      view.setUint32(0, LOG_FRAME_MAGIC, true);
+      view.setUint32(4, this.#sb.epoch, true);
+      view.setUint32(8, this.#seq, true);
+      view.setUint32(12, frameEntries.length, true);
+      view.setUint32(16, bytes, true);
+      this.#codec.encode(frameEntries, frame, FRAME_HEADER);
+      view.setUint32(20, frameChecksum(frame, bytes), true);
+      await io('store log write', this.#store.write(this.#tail, frame));
+      await io('store log flush', this.#store.flush());
+      this.#tail += size;
+      this.#seq++;
+      this.#onDurable(frameEntries);
+      start = end;
+    }
+  }
+
+  async #checkpoint(): Promise<void> {
+    const entries = this.#checkpointEntries();
+    const table = encodeTable(this.#codec, entries, this.#sb.tableCapacity);
+    const active = 1 - this.#sb.active;
+    const next: Superblock = {
+      ...this.#sb,
+      generation: this.#sb.generation + 1,
+      active,
+      tableBytes: table.length,
+      tableCount: entries.length,
+      tableCrc: checksum(table),
+      epoch: (this.#sb.epoch % 0xfffffffe) + 1,
+    };
+    await io('store checkpoint table', this.#store.write(tableOffset(next, active), table));
+    await io('store checkpoint flush', this.#store.flush());
+    const slot = (next.generation % 2) * SUPERBLOCK_SLOT;
+    await io('store checkpoint superblock', this.#store.write(slot, encodeSuperblock(next)));
+    await io('store checkpoint flush', this.#store.flush());
+    this.#sb = next;
+    this.#tail = logOffset(next);
+    this.#seq = 0;
+  }
+}

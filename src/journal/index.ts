@@ -1,0 +1,1 @@
+export { JournalDevice, type JournalDeviceOptions } from './journal-device.js';

@@ -1,0 +1,420 @@
+import { AbstractBlockDevice, SECTOR } from '../base/index.js';
+import type {
+  BlockDevice,
+  JournalDeviceEvents,
+  JournalSnapshotInfo,
+  PointInTime,
+  ProgressEvent,
+  Snapshot,
+  SnapshotCapable,
+  SnapshotOptions,
+} from '../device.js';
+import { BlockDeviceError, wrapIO } from '../errors.js';
+import { checkSnapshotOptions } from '../snapshot/index.js';
+import { readCatalog } from './journal-catalog.js';
+import { JournalCore } from './journal-core.js';
+import {
+  CATALOG_ENTRY_MAX,
+  formatJournal,
+  type JournalSuper,
+  readJournalSuper,
+  writeJournalSuper,
+} from './journal-format.js';
+import { addRecord, RecordIndex } from './journal-index.js';
+import { checkJournalDevices, parseJournalOptions } from './journal-options.js';
+import { replayJournal } from './journal-scan.js';
+import {
+  isSnapshotCapable,
+  reconcileSnapshots,
+  SnapshotRegistry,
+} from './journal-snapshot-registry.js';
+import { JournalSnapshots } from './journal-snapshots.js';
+import { ChangesTable } from './journal-table.js';
+import { sealReplayedTail } from './journal-writer.js';
+import type { RecordContent } from './record-queue.js';
+
+/** Options for {@link JournalDevice.create} and {@link JournalDevice.open}. */
+export interface JournalDeviceOptions {
+  /**
+   * Fraction of the journal in use, in (0, 1], at which a checkpoint starts
+   * in the background after a write lands. At 1 a checkpoint runs only on
+   * request or when a write finds the journal full (the write waits for it),
+   * which keeps the longest `pointInTime` history. @default 0.75
+   */
+  checkpointAt?: number;
+  /**
+   * Most snapshots that may exist at once; sizes the snapshot catalog
+   * reserved on the journal store at `create` (ignored by `open`).
+   * `snapshot()` beyond it fails with `ENOSPC`. @default 64 if production is
+   * snapshot-capable, else 0
+   */
+  maxSnapshots?: number;
+  /**
+   * Called with `{ operation: 'replay', done, total }` — bytes of journal
+   * replayed, and the journal's capacity as an upper bound — while `open`
+   * replays the journal, before there is a device to listen on. @default undefined
+   */
+  onProgress?: (event: ProgressEvent) => void;
+}
+
+/**
+ * A write journal in front of a production device (seed 000, claims 51, 54,
+ * 55): each write is one I/O — a checksummed record `{seq, time, offset,
+ * length, crc, data}` appended to the journal store in call order — and an
+ * in-memory changes table maps each changed block to the journal location of
+ * its newest image. Reads overlay the changes table on production.
+ * `checkpoint()` applies the journal to production and reclaims the space.
+ *
+ * Snapshots (claim 52) are instant: `snapshot()` appends a durable marker
+ * record and returns a Snapshot that reads through the journal. The next
+ * checkpoint *materializes* it: it applies the journal up to each marker in
+ * turn and has the production device take a snapshot there — so this needs
+ * a snapshot-capable production device, such as a {@link CowSnapshotDevice}
+ * over a FileDevice, whose copy-on-write preserves a chunk for the snapshot
+ * just before the journal's newer image overwrites it. A handle keeps
+ * working across materialization. The first write to a pending writable
+ * snapshot materializes it first (a checkpoint), then goes to production's
+ * snapshot, which keeps its own copy of every chunk it wrote.
+ *
+ * A partial-block write first reads the block's current content and journals
+ * the merged whole block, so every record holds whole blocks, the changes
+ * table needs one location per block, and any read of a block is one I/O.
+ *
+ * Guarantees: an aligned write issues exactly one write to the journal store
+ * and none to production; concurrent writes share one journal write, and
+ * concurrent flushes one journal flush; `pointInTime(seq)` shows the device
+ * exactly as it was right after record `seq`, for any record since the last
+ * checkpoint; after a power cut, `open` recovers every write acknowledged
+ * before the last completed `flush()` (a torn tail is dropped, a damaged
+ * record a completed flush had made durable is `ECORRUPT`), and a power cut at
+ * any point of a checkpoint recovers the same content. Snapshots keep
+ * the snapshot rules 1–5: `snapshot`, `deleteSnapshot` and `restore` are
+ * durability points.
+ */
+export class JournalDevice
+  extends AbstractBlockDevice<JournalDeviceEvents>
+  implements SnapshotCapable
+{
+  readonly #core: JournalCore;
+  readonly #snapshots: JournalSnapshots;
+
+  private constructor(
+    core: (device: JournalDevice) => JournalCore,
+    size: number,
+    blockSize: number,
+  ) {
+    super('JournalDevice', size, blockSize, false);
+    this.#core = core(this);
+    this.#snapshots = new JournalSnapshots(this.#core, size);
+  }
+
+  /**
+   * Formats `journal` for a journal over `production` and opens the device.
+   * Resolves only once the format is durable. The device owns both devices
+   * from then on: its `close()` flushes and closes them.
+   * @throws `EINVAL` for bad options, a read-only device, or a journal too
+   *   small for one record of one block and the snapshot catalog; `EIO` if a
+   *   device fails.
+   */
+  static async create(
+    production: BlockDevice,
+    journal: BlockDevice,
+    options: JournalDeviceOptions = {},
+  ): Promise<JournalDevice> {
+    checkJournalDevices(production, journal);
+    parseJournalOptions(options);
+    const maxSnapshots = options.maxSnapshots ?? (isSnapshotCapable(production) ? 64 : 0);
+    if (!Number.isSafeInteger(maxSnapshots) || maxSnapshots < 0 || maxSnapshots > 4096) {
+      throw new BlockDeviceError(
+        'EINVAL',
+        `maxSnapshots ${String(maxSnapshots)} is not an integer from 0 to 4096`,
+      );
+    }
+    await formatJournal(journal, production, maxSnapshots);
+    return JournalDevice.open(production, journal, options);
+  }
+
+  /**
+   * Opens a journal formatted by {@link JournalDevice.create}: replays it
+   * from the head, checking every record, and rebuilds the changes table.
+   * Then it checks the snapshot catalog against production's snapshots and
+   * deletes a production snapshot that a deletion cut short left behind.
+   * @throws `ECORRUPT` naming a damaged record that a completed flush had made
+   *   durable (a torn tail is dropped instead), a damaged superblock or
+   *   catalog, or a materialized snapshot production no longer has;
+   *   `EINVAL` if the journal belongs to a production device of another
+   *   geometry, or holds materialized snapshots and production is not
+   *   snapshot-capable; `EIO` if a device fails.
+   */
+  static async open(
+    production: BlockDevice,
+    journal: BlockDevice,
+    options: JournalDeviceOptions = {},
+  ): Promise<JournalDevice> {
+    checkJournalDevices(production, journal);
+    const { checkpointAt, onProgress } = parseJournalOptions(options);
+    const sb = await readJournalSuper(journal);
+    if (sb.productionSize !== production.size || sb.blockSize !== production.blockSize) {
+      throw new BlockDeviceError(
+        'EINVAL',
+        `journal belongs to a production device of ${sb.productionSize} bytes in ${sb.blockSize}-byte blocks, ` +
+          `not ${production.size} in ${production.blockSize}`,
+      );
+    }
+    const table = new ChangesTable();
+    const index = new RecordIndex(sb.headSeq);
+    const perBlock = sb.blockSize / SECTOR;
+    const snapshots = new SnapshotRegistry(
+      Math.floor(sb.catalogCapacity / CATALOG_ENTRY_MAX),
+      await readCatalog(journal, sb),
+    );
+    const replayed = await replayJournal(
+      journal,
+      sb,
+      (seq: number, record: RecordContent, sector: number, time: number) => {
+        addRecord(index, table, perBlock, record, sector, time);
+        if (record.note !== undefined) snapshots.noteLanded(seq, record.note);
+      },
+      onProgress,
+    );
+    await reconcileSnapshots(snapshots, production);
+    const replay = await sealReplayedTail(journal, sb, replayed);
+    // Not clean from now on until close; the flush also makes every replayed
+    // record and the seal durable, which frames written from now on will attest.
+    const superblock: JournalSuper = { ...sb, generation: sb.generation + 1, clean: false };
+    await writeJournalSuper(journal, superblock);
+    const parts = {
+      production,
+      journal,
+      superblock,
+      table,
+      index,
+      replay,
+      registry: snapshots,
+      checkpointAt,
+    };
+    return new JournalDevice(
+      (device) =>
+        new JournalCore(parts, {
+          checkpoint: (event) => device.emit('checkpoint', event),
+          progress: (done, total) =>
+            device.emit('progress', { operation: 'checkpoint', done, total }),
+          backgroundError: (err) => device.reportError(err),
+          track: (work) => device.track(work),
+          readStarted: () => device.opStarted(),
+          readSettled: () => device.opSettled(),
+          closed: () => device.closed,
+        }),
+      production.size,
+      production.blockSize,
+    );
+  }
+
+  /** Sequence number of the newest record in the journal (0 before the first write). */
+  get sequence(): number {
+    return this.#core.writer.writtenSeq;
+  }
+
+  /**
+   * The oldest sequence number `pointInTime` accepts: the last record a
+   * checkpoint applied to production, or is applying (0 before any).
+   */
+  get oldestSequence(): number {
+    return this.#core.oldestSequence;
+  }
+
+  /** Bytes of journal ring in all. */
+  get journalCapacity(): number {
+    return this.#core.writer.capacity;
+  }
+
+  /** Bytes of journal ring holding records not yet applied to production. */
+  get journalUsed(): number {
+    return this.#core.writer.used;
+  }
+
+  /** Entries in the changes table: blocks whose newest content is in the journal. */
+  get changedBlocks(): number {
+    return this.#core.table.size;
+  }
+
+  /** Bytes of memory the changes table holds. */
+  get changesTableBytes(): number {
+    return this.#core.table.byteLength;
+  }
+
+  /**
+   * A read-only view of the device as it was right after record `point`, or
+   * — for a Date — after the last record written at or before it. Called
+   * during a restore, it resolves once the restore is done.
+   * @throws `EINVAL` if `point` is neither a number nor a Date; `ERANGE` for
+   *   a negative, fractional or NaN sequence number, one past
+   *   {@link sequence}, or an invalid Date; `ENOENT` for a point before
+   *   {@link oldestSequence} (checkpointed into production); `ECLOSED`.
+   */
+  pointInTime(point: number | Date): Promise<PointInTime> {
+    const barrier = this.#core.barrier;
+    // During a restore, the newest points are not settled yet.
+    if (barrier !== undefined && !this.closed) return barrier.then(() => this.pointInTime(point));
+    try {
+      this.checkOpen();
+      return Promise.resolve(this.#core.view(point, this.size));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * Applies every record written before this call to production — in
+   * address order, adjacent blocks coalesced, newest image of each block
+   * once between snapshot markers — materializes the snapshots whose
+   * markers it passes, flushes production, then durably moves the journal
+   * head past them and deletes their changes-table entries (claim 54).
+   * Writes go on meanwhile. A power cut at any point recovers the same
+   * content.
+   * @throws `EIO` if a device fails (nothing is lost: the journal still holds
+   *   every record), `ECLOSED`.
+   */
+  checkpoint(): Promise<void> {
+    try {
+      this.checkOpen();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const { writer } = this.#core;
+    const ticket = writer.lastTicket;
+    return this.track(
+      (async () => {
+        await writer.landedThrough(ticket);
+        const target = writer.landed().abs;
+        while (writer.headAbs < target) await this.#core.startCheckpoint();
+      })(),
+    );
+  }
+
+  // ---------------------------------------------------------------- snapshots
+
+  /**
+   * Takes a snapshot holding exactly the writes called before this call —
+   * those still in flight included — and none called after (snapshot rule
+   * 1): it appends a marker record in call order, so nothing is held. The
+   * snapshot reads through the journal until the next checkpoint
+   * materializes it on production. A durability point: when it resolves,
+   * the marker and every write called before it survive a power cut.
+   * @throws `EINVAL` for bad options or a production device that cannot take
+   *   snapshots; `ENOSPC` past `maxSnapshots`; `ECLOSED`; `EIO`.
+   */
+  snapshot(options: SnapshotOptions = {}): Promise<Snapshot> {
+    const createdAt = Date.now();
+    try {
+      this.checkOpen();
+      checkSnapshotOptions(options);
+      this.#snapshots.checkRoom();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.track(
+      this.#snapshots.take(options, createdAt).then(([info, handle]) => {
+        this.emit('snapshot', info);
+        return handle;
+      }),
+    );
+  }
+
+  /** The live snapshots, oldest first, pending and materialized. @throws `ECLOSED`. */
+  listSnapshots(): JournalSnapshotInfo[] {
+    this.checkOpen();
+    return this.#snapshots.list();
+  }
+
+  /**
+   * Opens another handle on a snapshot.
+   * @throws `ENOENT` for an unknown id, `ECLOSED`.
+   */
+  async openSnapshot(id: string): Promise<Snapshot> {
+    this.checkOpen();
+    return this.#snapshots.open(id);
+  }
+
+  /**
+   * Deletes a snapshot: a pending one by a durable delete record (its marker
+   * is then skipped by checkpoints), a materialized one from the catalog and
+   * then from production. Open handles on it fail with `ENOENT` from then
+   * on. A durability point.
+   * @throws `ENOENT` for an unknown id, `ECLOSED`, `EIO`.
+   */
+  deleteSnapshot(id: string): Promise<void> {
+    try {
+      this.checkOpen();
+      this.#core.registry.get(id);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.track(
+      this.#snapshots.delete(id).then(() => {
+        this.emit('snapshot-deleted', id);
+      }),
+    );
+  }
+
+  /**
+   * Makes the device's content equal the snapshot's; every snapshot stays
+   * intact. It appends a restore record in call order — writes called after
+   * wait for the restore — checkpoints through it (materializing the
+   * snapshot if it is pending), then restores production from its
+   * production snapshot. A durability point, and all-or-nothing across a
+   * power cut when production's restore is (CowSnapshotDevice's is).
+   * `pointInTime` of records before the restore record is gone afterwards.
+   * @throws `ENOENT` for an unknown id, `EINVAL` if production cannot take
+   *   snapshots, `ECLOSED`, `EIO` (production's own failure as `cause`).
+   */
+  restore(id: string): Promise<void> {
+    try {
+      this.checkOpen();
+      this.#snapshots.production();
+      this.#core.registry.get(id);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.track(this.#snapshots.restore(id));
+  }
+
+  // ------------------------------------------------------------ block device
+
+  /** The core counts reads in flight in the reaction that leaves its read gate (no `_writeThrough`). */
+  protected override readonly tracksOwnIO = true;
+
+  protected _read(offset: number, length: number): Promise<Uint8Array> {
+    return this.#core.read(offset, length);
+  }
+
+  protected _write(offset: number, data: Uint8Array): Promise<void> {
+    return this.#core.write(offset, data);
+  }
+
+  protected async _flush(): Promise<void> {
+    await this.#core.writer.flush();
+    await this.#snapshots.flushIfDirty();
+  }
+
+  protected async _close(): Promise<void> {
+    const { writer, production, journal } = this.#core;
+    writer.close();
+    await this.#core.closeViews();
+    await this.#snapshots.close();
+    let failure: unknown;
+    // Clean only if every record is durable: open then expects all of them.
+    if (!writer.failed && writer.durableSeq === writer.writtenSeq) {
+      try {
+        await this.#core.bumpSuperblock({ clean: true, tailSeq: writer.writtenSeq });
+      } catch (err) {
+        failure = err;
+      }
+    }
+    const results = await Promise.allSettled([production.close(), journal.close()]);
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failure !== undefined)
+      throw BlockDeviceError.is(failure) ? failure : wrapIO('close', failure);
+    if (failed) throw wrapIO('close', failed.reason);
+  }
+}

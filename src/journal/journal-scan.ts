@@ -1,0 +1,207 @@
+import { SECTOR } from '../base/index.js';
+import { checksum } from '../checksum/index.js';
+import type { BlockDevice, ProgressEvent } from '../device.js';
+import { BlockDeviceError } from '../errors.js';
+import { WindowReader } from '../store/index.js';
+import { headerBytes, type JournalSuper, RECORD_WRITE, RING_START } from './journal-format.js';
+import { decodeFrameHeader, type FrameHeader, peekFrame } from './journal-frame.js';
+import { decodeNote, type JournalNote } from './journal-notes.js';
+import type { RecordContent } from './record-queue.js';
+
+/** Replay reports progress about this often (bytes of journal). */
+const PROGRESS_EVERY = 4 << 20;
+
+/** Called for each replayed record, in sequence order; `sector` is its data's ring sector. */
+export type OnRecord = (seq: number, record: RecordContent, sector: number, time: number) => void;
+
+/** Where replay left the journal. */
+export interface ReplayResult {
+  /** Absolute position of the first live frame (the superblock's head, or the next lap's start). */
+  headAbs: number;
+  /** Absolute position just past the last replayed frame. */
+  tailAbs: number;
+  /** Sequence number the next record gets. */
+  nextSeq: number;
+  /** Link of the last replayed frame (the superblock's head link if none). */
+  link: number;
+  /** Time of the last replayed record (the superblock's head time if none). */
+  lastTime: number;
+}
+
+/**
+ * Reads the journal back from the head, frame by frame, checking every header
+ * and record checksum and that each frame continues the chain (sequence
+ * numbers and link), and hands each record to `onRecord`.
+ *
+ * The recovery rule. Replay stops at the first frame that is missing, damaged
+ * or does not continue the chain; it and everything after it are dropped.
+ * That is right for a torn tail: records not yet covered by a completed
+ * flush may be missing, torn or (a disk reorders what it was not told to
+ * flush) present out of order after a power cut. It is wrong if a completed
+ * flush had made the damaged record durable, which open detects two ways:
+ * - the journal was closed cleanly through `tailSeq` (superblock): every
+ *   record up to it was durable, so stopping short of it is `ECORRUPT`;
+ * - any intact frame header elsewhere in the ring whose `durableSeq` reaches
+ *   the damaged record — written only after a flush covering that record had
+ *   completed — proves it was durable: `ECORRUPT` naming it. (Headers left by
+ *   an older lap or a dropped tail never reach it: their `durableSeq` is
+ *   below the head or below the point where that tail was dropped.)
+ * A damaged record that a completed flush covered but that no surviving
+ * header attests (the power was cut after the flush and before any later
+ * frame landed) cannot be told from a torn tail and is dropped.
+ *
+ * @throws `ECORRUPT` naming the damaged record and its store offset.
+ */
+export async function replayJournal(
+  store: BlockDevice,
+  sb: JournalSuper,
+  onRecord: OnRecord,
+  onProgress?: (event: ProgressEvent) => void,
+): Promise<ReplayResult> {
+  const c = sb.capacity;
+  const reader = new WindowReader(store, RING_START, RING_START + c);
+  const bs = sb.blockSize;
+  let headAbs = sb.headAbs;
+  let abs = headAbs;
+  let seq = sb.headSeq;
+  let link = sb.headLink;
+  let lastTime = sb.headTime;
+  let reported = 0;
+  let damage = '';
+  for (;;) {
+    let at = abs;
+    let frame = await readFrame(reader, sb, at % c, seq, link);
+    if (typeof frame === 'string' && at % c !== 0) {
+      // The writer starts a frame that does not fit before the ring's end at
+      // the next lap; the chain (sequence and link) tells it from stale data.
+      const wrapped = await readFrame(reader, sb, 0, seq, link);
+      if (typeof wrapped !== 'string') {
+        const next = at - (at % c) + c;
+        if (at === headAbs) headAbs = next;
+        at = next;
+        frame = wrapped;
+      }
+    }
+    if (typeof frame === 'string') {
+      damage = frame;
+      break;
+    }
+    let sector = (at % c) / SECTOR + headerBytes(frame.records.length) / SECTOR;
+    for (const [i, r] of frame.records.entries()) {
+      const note = frame.notes[i];
+      const record: RecordContent =
+        note === undefined
+          ? { firstBlock: r.offset / bs, blocks: r.length / bs, note }
+          : { firstBlock: 0, blocks: 0, note };
+      onRecord(r.seq, record, sector, r.time);
+      sector += r.length / SECTOR;
+      lastTime = r.time;
+    }
+    abs = at + frame.bytes;
+    seq += frame.records.length;
+    link = frame.link;
+    if (onProgress !== undefined && abs - headAbs - reported >= PROGRESS_EVERY) {
+      reported = abs - headAbs;
+      onProgress({ operation: 'replay', done: reported, total: c });
+    }
+  }
+
+  if (onProgress !== undefined && abs - headAbs > reported) {
+    onProgress({ operation: 'replay', done: abs - headAbs, total: c });
+  }
+  const where = `journal record ${seq} at store offset ${RING_START + (abs % c)}`;
+  if (sb.clean) {
+    if (seq - 1 < sb.tailSeq) {
+      throw new BlockDeviceError(
+        'ECORRUPT',
+        `${where} is damaged (${damage}), but the journal was closed cleanly through record ${sb.tailSeq}`,
+      );
+    }
+  } else {
+    const proof = await findAttestation(reader, sb, abs % c, c - (abs - headAbs), seq);
+    if (proof !== undefined) {
+      throw new BlockDeviceError(
+        'ECORRUPT',
+        `${where} is damaged (${damage}), but the frame at store offset ${proof} shows a completed flush had made it durable`,
+      );
+    }
+  }
+  return { headAbs, tailAbs: abs, nextSeq: seq, link, lastTime };
+}
+
+/**
+ * Reads and checks the frame at ring position `pos`, which must start record
+ * `seq` and follow the frame whose link is `link`. Returns why not otherwise.
+ */
+async function readFrame(
+  reader: WindowReader,
+  sb: JournalSuper,
+  pos: number,
+  seq: number,
+  link: number,
+): Promise<(FrameHeader & { notes: (JournalNote | undefined)[] }) | string> {
+  const c = sb.capacity;
+  // Every read takes the reader's window directly when it holds the bytes:
+  // awaiting even then would cost a promise and a microtask per record.
+  const count = peekFrame(
+    reader.cached(RING_START + pos, SECTOR) ?? (await reader.read(RING_START + pos, SECTOR)),
+    sb.epoch,
+  );
+  if (count < 0) return 'no frame there';
+  const size = headerBytes(count);
+  if (pos + size > c) return 'frame header runs past the ring end';
+  const frame = decodeFrameHeader(
+    reader.cached(RING_START + pos, size) ?? (await reader.read(RING_START + pos, size)),
+    sb,
+  );
+  if (typeof frame === 'string') return frame;
+  if (frame.firstSeq !== seq) return `a frame of record ${frame.firstSeq}, not ${seq}`;
+  if (frame.prevLink !== link) return 'a frame that does not follow the previous one';
+  if (pos + frame.bytes > c) return 'frame runs past the ring end';
+  let at = pos + size;
+  const notes: (JournalNote | undefined)[] = [];
+  for (const r of frame.records) {
+    const data =
+      reader.cached(RING_START + at, r.length) ?? (await reader.read(RING_START + at, r.length));
+    if (checksum(data) !== r.crc) return `record ${r.seq} fails its checksum`;
+    if (r.kind !== RECORD_WRITE) {
+      const note = decodeNote(r.kind, data);
+      if (typeof note === 'string') return `record ${r.seq}: ${note}`;
+      notes.push(note);
+    } else {
+      notes.push(undefined);
+    }
+    at += r.length;
+  }
+  return { ...frame, notes };
+}
+
+/**
+ * Looks at every sector of the `length` ring bytes from `pos` (wrapping) for
+ * an intact frame header whose `durableSeq` reaches `seq`; returns its store
+ * offset.
+ */
+async function findAttestation(
+  reader: WindowReader,
+  sb: JournalSuper,
+  pos: number,
+  length: number,
+  seq: number,
+): Promise<number | undefined> {
+  const c = sb.capacity;
+  for (let k = 0; k < length; k += SECTOR) {
+    const p = (pos + k) % c;
+    const count = peekFrame(
+      reader.cached(RING_START + p, SECTOR) ?? (await reader.read(RING_START + p, SECTOR)),
+      sb.epoch,
+    );
+    if (count < 0 || p + headerBytes(count) > c) continue;
+    const header = decodeFrameHeader(
+      reader.cached(RING_START + p, headerBytes(count)) ??
+        (await reader.read(RING_START + p, headerBytes(count))),
+      sb,
+    );
+    if (typeof header !== 'string' && header.durableSeq >= seq) return RING_START + p;
+  }
+  return undefined;
+}

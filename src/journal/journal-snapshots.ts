@@ -1,0 +1,238 @@
+import { randomUUID } from 'node:crypto';
+import { io } from '../base/index.js';
+import type { JournalSnapshotInfo, Snapshot, SnapshotInfo, SnapshotOptions } from '../device.js';
+import { BlockDeviceError, wrapIO } from '../errors.js';
+import { SnapshotHandle, type SnapshotHost } from '../snapshot/index.js';
+import type { JournalCore } from './journal-core.js';
+import type { JournalNote } from './journal-notes.js';
+import {
+  deleteOrphan,
+  isSnapshotCapable,
+  type SnapshotCapableDevice,
+  type SnapshotRegistry,
+} from './journal-snapshot-registry.js';
+
+/**
+ * The snapshot side of a journal device (claim 52): taking, listing,
+ * deleting and restoring snapshots, and serving their handles' I/O —
+ * through the journal while a snapshot is pending, through its production
+ * snapshot once a checkpoint has materialized it.
+ */
+export class JournalSnapshots {
+  readonly #core: JournalCore;
+  readonly #registry: SnapshotRegistry;
+  readonly #size: number;
+  readonly #handles = new Set<SnapshotHandle>();
+  /** A snapshot handle wrote to production since the last flush. */
+  #productionDirty = false;
+  readonly #host: SnapshotHost = {
+    readSnapshot: (key, offset, length) => this.#read(key, offset, length),
+    writeSnapshot: (key, offset, data) => this.#write(key, offset, data),
+    flushSnapshots: () => this.flushProduction(),
+    releaseHandle: (handle) => this.#handles.delete(handle),
+  };
+
+  constructor(core: JournalCore, size: number) {
+    this.#core = core;
+    this.#registry = core.registry;
+    this.#size = size;
+  }
+
+  /** Production, if it can take snapshots. @throws `EINVAL` otherwise, saying why. */
+  production(): SnapshotCapableDevice {
+    const production = this.#core.production;
+    if (!isSnapshotCapable(production)) {
+      throw new BlockDeviceError(
+        'EINVAL',
+        'the production device cannot take snapshots, which journal snapshots are materialized into: ' +
+          'wrap it in a CowSnapshotDevice',
+      );
+    }
+    return production;
+  }
+
+  /** Checks that one more snapshot may be taken. @throws `EINVAL`, `ENOSPC`. */
+  checkRoom(): void {
+    this.production();
+    if (this.#registry.count >= this.#registry.maxSnapshots) {
+      throw new BlockDeviceError(
+        'ENOSPC',
+        `already ${this.#registry.maxSnapshots} snapshots (maxSnapshots)`,
+      );
+    }
+  }
+
+  /**
+   * Appends a snapshot marker now (after a running restore), in call order;
+   * resolves with its info and a handle once the marker is durable.
+   */
+  take(options: SnapshotOptions, createdAt: number): Promise<[JournalSnapshotInfo, Snapshot]> {
+    const core = this.#core;
+    const note: JournalNote = {
+      kind: 'snapshot',
+      id: randomUUID(),
+      name: options.name,
+      createdAt,
+      writable: options.writable ?? false,
+    };
+    this.#registry.reserved++;
+    const landed = core.afterBarrier(() => core.writer.appendNote(note, createdAt));
+    return (async () => {
+      try {
+        await landed;
+      } catch (err) {
+        this.#registry.reserved--;
+        throw err;
+      }
+      await core.writer.sync();
+      const snap = this.#registry.get(note.id);
+      return [this.#registry.info(snap, this.#productionInfos()), this.open(note.id)];
+    })();
+  }
+
+  /** Every live snapshot, oldest first. */
+  list(): JournalSnapshotInfo[] {
+    const production = this.#productionInfos();
+    return this.#registry.all().map((snap) => this.#registry.info(snap, production));
+  }
+
+  /** A new handle on snapshot `id`. @throws `ENOENT`. */
+  open(id: string): Snapshot {
+    const snap = this.#registry.get(id);
+    const { key, name, createdAt, writable } = snap;
+    const handle = new SnapshotHandle(
+      this.#host,
+      { seq: key, id, name, createdAt, writable },
+      this.#size,
+      this.#core.blockSize,
+    );
+    this.#handles.add(handle);
+    return handle;
+  }
+
+  /**
+   * Appends a delete record now (after a running restore), makes it durable
+   * — for a pending snapshot that is the deletion — then, for a
+   * materialized one, deletes it from the catalog and then from production.
+   */
+  delete(id: string): Promise<void> {
+    const core = this.#core;
+    const note: JournalNote = { kind: 'delete', id };
+    const landed = core.afterBarrier(() => core.writer.appendNote(note, Date.now()));
+    return (async () => {
+      await landed;
+      await core.writer.sync();
+      await core.admin.runExclusive(async () => {
+        const production = this.production();
+        const snap = this.#registry.find(id);
+        if (snap === undefined || snap.productionId === undefined) {
+          // Pending: its delete record did it. A checkpoint that a power cut
+          // interrupted may have taken its production snapshot.
+          await deleteOrphan(production, id);
+          return;
+        }
+        // Catalog first: a power cut before production's delete leaves a
+        // snapshot `open` finds by name and deletes.
+        await this.#registry.forget(snap);
+        await core.bumpSuperblock({});
+        await io('production delete snapshot', production.deleteSnapshot(snap.productionId));
+      });
+    })();
+  }
+
+  /**
+   * Appends a restore record now, holds writes and notes called after it,
+   * checkpoints through it (materializing every snapshot before it), then
+   * restores production from the snapshot's production snapshot with reads
+   * held, so none sees it half done.
+   */
+  restore(id: string): Promise<void> {
+    const core = this.#core;
+    const production = this.production();
+    const note: JournalNote = { kind: 'restore', id };
+    const landed = core.afterBarrier(() => core.writer.appendNote(note, Date.now()));
+    const lift = core.raiseBarrier();
+    return (async () => {
+      try {
+        await landed;
+        // Nothing else lands before the barrier lifts: this is the restore record.
+        const through = core.writer.writtenSeq;
+        await core.admin.runExclusive(async () => {
+          while (core.superblock.headSeq <= through) await core.checkpointLocked();
+          const { productionId } = this.#registry.get(id);
+          const release = await core.readGate.exclusive();
+          try {
+            await io('production restore', production.restore(productionId!));
+          } finally {
+            release();
+          }
+        });
+      } finally {
+        lift();
+      }
+    })();
+  }
+
+  /** Makes writes through snapshot handles durable: they went to production's snapshots. */
+  async flushProduction(): Promise<void> {
+    this.#productionDirty = false;
+    await io('production flush', this.#core.production.flush());
+  }
+
+  /** Flushes production if a snapshot handle wrote to it since the last flush. */
+  async flushIfDirty(): Promise<void> {
+    if (this.#productionDirty) await this.flushProduction();
+  }
+
+  /** Closes every handle and every production snapshot handle (the device is closing). */
+  async close(): Promise<void> {
+    await Promise.all([...this.#handles].map((handle) => handle.close()));
+    await this.#registry.closeAll();
+  }
+
+  #productionInfos(): SnapshotInfo[] {
+    const production = this.#core.production;
+    return isSnapshotCapable(production) ? production.listSnapshots() : [];
+  }
+
+  /** Serves a handle's read: through the journal while pending, from production's snapshot after. */
+  async #read(key: number, offset: number, length: number): Promise<Uint8Array> {
+    const core = this.#core;
+    for (;;) {
+      const snap = this.#registry.byKey(key);
+      if (snap.productionId !== undefined) {
+        const handle = await this.#registry.productionHandle(snap, this.production());
+        return handle.read(offset, length).catch((err: unknown) => {
+          throw snap.deleted ? deletedError(snap.id) : wrapIO('snapshot read', err);
+        });
+      }
+      // A checkpoint has begun materializing it: read once that is done.
+      const retired = (seq: number) => snap.deleted || seq <= core.retiredBelow;
+      const data = retired(snap.sequence)
+        ? undefined
+        : await core.readPoint(snap, offset, length, retired);
+      if (data !== undefined) return data;
+      await core.startCheckpoint();
+    }
+  }
+
+  /** Serves a writable handle's write: materializes the snapshot first if pending. */
+  async #write(key: number, offset: number, data: Uint8Array): Promise<void> {
+    for (;;) {
+      const snap = this.#registry.byKey(key);
+      if (snap.productionId === undefined) {
+        await this.#core.startCheckpoint();
+        continue;
+      }
+      const handle = await this.#registry.productionHandle(snap, this.production());
+      this.#productionDirty = true;
+      return handle.write(offset, data).catch((err: unknown) => {
+        throw snap.deleted ? deletedError(snap.id) : wrapIO('snapshot write', err);
+      });
+    }
+  }
+}
+
+function deletedError(id: string): BlockDeviceError {
+  return new BlockDeviceError('ENOENT', `snapshot ${id} was deleted`);
+}

@@ -1,0 +1,86 @@
+import { AbstractBlockDevice } from '../base/index.js';
+import type { Snapshot } from '../device.js';
+import { BlockDeviceError } from '../errors.js';
+
+/** What a snapshot handle needs from the device that owns the snapshot. */
+export interface SnapshotHost {
+  /** Reads from snapshot `seq`; `ENOENT` if it was deleted. */
+  readSnapshot(seq: number, offset: number, length: number): Promise<Uint8Array>;
+  /** Writes to writable snapshot `seq`; `ENOENT` if it was deleted. */
+  writeSnapshot(seq: number, offset: number, data: Uint8Array): Promise<void>;
+  /** Makes writes made through handles durable. */
+  flushSnapshots(): Promise<void>;
+  /** Forgets a closed handle. */
+  releaseHandle(handle: SnapshotHandle): void;
+  /** See {@link STORED_CHECKSUM}; hosts that keep no per-block CRCs leave it out. */
+  storedChecksum?(seq: number, offset: number, length: number): number | undefined;
+}
+
+/**
+ * Internal method of a snapshot handle: the CRC-32 of `length` bytes at
+ * `offset` as the snapshot holds them, when the host knows it without
+ * reading (every block of the extent lives in its store, whose records carry
+ * each block's CRC), else `undefined`. Keyed by a symbol so it stays off the
+ * public surface; an export uses it to prove a base without reading it.
+ * @throws `ENOENT` if the snapshot was deleted.
+ */
+export const STORED_CHECKSUM: unique symbol = Symbol('blocksnap.storedChecksum');
+
+/** Identity of the snapshot a handle shows. */
+export interface SnapshotIdentity {
+  seq: number;
+  id: string;
+  name: string | undefined;
+  createdAt: number;
+  writable: boolean;
+}
+
+/**
+ * A handle on one snapshot: a BlockDevice whose I/O the owning device serves.
+ * Closing it closes only the handle, never the device or the snapshot.
+ */
+export class SnapshotHandle extends AbstractBlockDevice implements Snapshot {
+  readonly id: string;
+  readonly name: string | undefined;
+  readonly createdAt: Date;
+  /** The owner's sequence number of the snapshot. */
+  readonly seq: number;
+  readonly #host: SnapshotHost;
+
+  constructor(host: SnapshotHost, identity: SnapshotIdentity, size: number, blockSize: number) {
+    super('Snapshot', size, blockSize, !identity.writable);
+    this.#host = host;
+    this.seq = identity.seq;
+    this.id = identity.id;
+    this.name = identity.name;
+    this.createdAt = new Date(identity.createdAt);
+  }
+
+  protected override checkWritable(): void {
+    if (this.readOnly) {
+      throw new BlockDeviceError('EROFS', `snapshot ${this.id} is read-only`);
+    }
+  }
+
+  /** See {@link STORED_CHECKSUM}. */
+  [STORED_CHECKSUM](offset: number, length: number): number | undefined {
+    this.checkOpen();
+    return this.#host.storedChecksum?.(this.seq, offset, length);
+  }
+
+  protected _read(offset: number, length: number): Promise<Uint8Array> {
+    return this.#host.readSnapshot(this.seq, offset, length);
+  }
+
+  protected _write(offset: number, data: Uint8Array): Promise<void> {
+    return this.#host.writeSnapshot(this.seq, offset, data);
+  }
+
+  protected _flush(): Promise<void> {
+    return this.readOnly ? Promise.resolve() : this.#host.flushSnapshots();
+  }
+
+  protected async _close(): Promise<void> {
+    this.#host.releaseHandle(this);
+  }
+}

@@ -1,0 +1,12 @@
+export {
+  alignUp,
+  encodeSuperblock,
+  logOffset,
+  MAX_PARAMS,
+  readSuperblock,
+  SUPERBLOCK_BYTES,
+  SUPERBLOCK_SLOT,
+  type Superblock,
+  tableOffset,
+} from './superblock.js';
+export { WindowReader } from './window-reader.js';

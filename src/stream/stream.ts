@@ -1,0 +1,240 @@
+import { ByteLengthQueuingStrategy, ReadableStream } from 'node:stream/web';
+import { checkGeometry } from '../base/index.js';
+import type { BlockDevice, ChangeTracking } from '../device.js';
+import { BlockDeviceError, type BlockDeviceErrorCode } from '../errors.js';
+import { StreamApplier } from './stream-apply.js';
+import { type ByteSource, ChunkReader } from './stream-chunks.js';
+import { checkSignal, planExport, StreamExporter } from './stream-export.js';
+import { FRAME_DATA_MAX } from './stream-format.js';
+
+export type { ByteSource } from './stream-chunks.js';
+
+/** Options for {@link exportStream}. */
+export interface ExportStreamOptions {
+  /** Id of the snapshot the stream brings a target to. */
+  to: string;
+  /**
+   * Id of a snapshot the target already holds: the stream then carries only
+   * the blocks that differ between `from` and `to` (an incremental stream).
+   * @default undefined (a full stream: everything `to` holds)
+   */
+  from?: string;
+  /**
+   * Stops the export: the stream errors with the signal's reason and the
+   * snapshot handles are closed. @default undefined
+   */
+  signal?: AbortSignal;
+}
+
+/** Options for {@link applyStream}. */
+export interface ApplyStreamOptions {
+  /**
+   * Stops applying between frames: the promise rejects with the signal's
+   * reason once the writes already issued have settled. @default undefined
+   */
+  signal?: AbortSignal;
+}
+
+/** What {@link applyStream} did, once all of it is durable on the target. */
+export interface ApplyReport {
+  /** The random UUID the export gave the stream. */
+  readonly streamId: string;
+  /** The base snapshot's id (incremental streams), as the exporting device knows it. */
+  readonly from: string | undefined;
+  /** The id of the snapshot the target now holds, as the exporting device knows it. */
+  readonly to: string;
+  /** Whether the stream was incremental (carried only what differs from `from`). */
+  readonly incremental: boolean;
+  /** Frames in the stream, every one checked. */
+  readonly frames: number;
+  /**
+   * Frames not written because the target already held their new content
+   * (an incremental stream applied again, or after it was cut off).
+   */
+  readonly framesSkipped: number;
+  /** Data bytes the stream carries. */
+  readonly dataBytes: number;
+  /** Bytes written to the target. */
+  readonly bytesWritten: number;
+  /** Extents (runs of contiguous blocks) the stream covers. */
+  readonly extents: number;
+}
+
+/** How far {@link applyStream} got before it failed. */
+export interface AppliedProgress {
+  /**
+   * Frames from the start of the stream whose content the target holds
+   * (written, or already there): always a prefix of the stream.
+   */
+  readonly frames: number;
+  /** Bytes written for them. */
+  readonly bytes: number;
+}
+
+/**
+ * The error {@link applyStream} rejects with (an abort aside): a
+ * BlockDeviceError whose `applied` says how far the stream was applied.
+ * `ECORRUPT`: the stream is damaged, truncated, or its frames are missing,
+ * repeated or out of order. `EINVAL`: a bad argument, a target of another
+ * size or block size, a stream format this version does not read, or a
+ * target that does not hold the stream's base. Other codes come from the
+ * target, whose error is the `cause`.
+ */
+export class StreamApplyError extends BlockDeviceError {
+  /** How far the stream was applied; `{ frames: 0, bytes: 0 }` if nothing was written. */
+  readonly applied: AppliedProgress;
+
+  constructor(
+    code: BlockDeviceErrorCode,
+    message: string,
+    applied: AppliedProgress,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, options);
+    this.name = 'StreamApplyError';
+    this.applied = applied;
+  }
+}
+
+const NOTHING_APPLIED: AppliedProgress = { frames: 0, bytes: 0 };
+
+// ------------------------------------------------------------------- export
+
+/**
+ * Exports snapshot `to` of `device` as a verified stream (the format of
+ * docs/stream-format.md): everything `to` holds, or with `from` only the
+ * blocks that differ between `from` and `to`, found from the device's
+ * change tables (`changedExtents`) without reading anything else.
+ *
+ * Guarantees: the stream is pulled — one frame (at most 1 MiB of data) is
+ * read from the device when the consumer wants more, so memory stays
+ * bounded whatever the device size. An incremental stream reads every changed
+ * block up to three times: as `from` and as `to` for the manifest (the
+ * checksums that let `applyStream` prove the target's base; a base CRC the
+ * snapshot store keeps is not read), and as `to` again for its frame, except
+ * the first 16 MiB of a read-only `to`, kept from the manifest pass (so an
+ * incremental holds up to 16 MiB more while its manifest goes out); it
+ * reads nothing else. Data is read through snapshot handles
+ * opened on the first pull and closed at the end, on cancel, on abort and on
+ * error. If a writable `to` is written during an incremental export, the
+ * stream errors with `EBUSY` rather than carry data its manifest does not
+ * describe; don't write a writable `to` while exporting it fully either.
+ *
+ * For Node streams, `Readable.fromWeb(exportStream(...))` gives a Readable
+ * (to pipe into a file or socket); the web stream is also async-iterable.
+ *
+ * @throws (synchronously, before anything is read) `EINVAL` for a device
+ *   that is not change-tracking, a bad option, or extents the device reports
+ *   that are not whole ascending blocks; `ENOENT` for an unknown snapshot;
+ *   `ECLOSED`. The stream errors with `ENOENT` if a snapshot is deleted
+ *   during the export, `EBUSY` as above, the device's own errors, or the
+ *   signal's reason.
+ */
+export function exportStream(
+  device: ChangeTracking,
+  options: ExportStreamOptions,
+): ReadableStream<Uint8Array> {
+  const plan = planExport(device, options);
+  const exporter = new StreamExporter(device, plan, options.signal);
+  return new ReadableStream<Uint8Array>(
+    {
+      start: (controller) => exporter.start(controller),
+      pull: (controller) => exporter.pull(controller),
+      cancel: () => exporter.stop(),
+    },
+    // Two frames: one the consumer is taking while the next is read.
+    new ByteLengthQueuingStrategy({ highWaterMark: 2 * FRAME_DATA_MAX }),
+  );
+}
+
+// -------------------------------------------------------------------- apply
+
+/**
+ * Applies a stream made by {@link exportStream} to `target`, checking all of
+ * it: afterwards the target holds snapshot `to` (on the extents the stream
+ * covers), durably.
+ *
+ * Guarantees:
+ * - Nothing unchecked is written. Every frame is checked in full — head CRC,
+ *   stream id, frame number in sequence, offset inside the target (and, for
+ *   an incremental stream, equal to its manifest entry), data checksum
+ *   (Fletcher-4) — before it is written. A damaged, truncated, reordered, repeated or spliced
+ *   stream fails with `ECORRUPT` and whatever it wrote is a prefix of the
+ *   stream's frames (`err.applied`), made durable (best effort).
+ * - The base is proved before anything is written. An incremental stream's
+ *   manifest is read first, and the target's content of every extent it
+ *   lists is read and must have the CRC-32 of the base (snapshot `from`) or
+ *   the Fletcher-4 of the new content; otherwise `EINVAL` ("target does not hold the stream's
+ *   base") with the target untouched. The proof covers the extents the
+ *   stream changes: a target that differs from the base elsewhere cannot be
+ *   seen, and CRC-32 tells contents apart with a 2^-32 chance of a miss per
+ *   extent.
+ * - Idempotent and resumable: applying a stream again, or again after it was
+ *   cut off, ends with the same target content; an incremental stream skips
+ *   (reads and checks, but does not write) frames whose extent already holds
+ *   the new content.
+ * - The target's size and block size must equal the exporting device's
+ *   (`EINVAL` before anything is written). The target is flushed before
+ *   the promise resolves.
+ * - The input may be chunked anywhere (down to one byte per chunk). It may be
+ *   a web `ReadableStream` or any `AsyncIterable<Uint8Array>`, a Node
+ *   `Readable` (a file's `createReadStream()`, a socket) included. A stream
+ *   not read to its end is cancelled.
+ *
+ * @throws {@link StreamApplyError}: `ECORRUPT`, `EINVAL` (bad arguments
+ *   too), `EROFS` for a read-only target, or the target's own error code
+ *   (its error as `cause`). An abort rejects with the signal's reason.
+ */
+export async function applyStream(
+  stream: ByteSource,
+  target: BlockDevice,
+  options: ApplyStreamOptions = {},
+): Promise<ApplyReport> {
+  let reader: ChunkReader;
+  try {
+    checkTarget(target);
+    if (typeof options !== 'object' || options === null) {
+      throw new BlockDeviceError('EINVAL', 'applyStream: options must be an object');
+    }
+    checkSignal('applyStream', options.signal);
+    reader = new ChunkReader(stream);
+  } catch (err) {
+    throw asApplyError(err, NOTHING_APPLIED);
+  }
+  const applier = new StreamApplier(reader, target, options.signal);
+  try {
+    return await applier.run();
+  } catch (err) {
+    await reader.release(err);
+    const { cause, applied } = await applier.stop(err);
+    // An abort rejects with the caller's own reason, as the platform's APIs do.
+    if (options.signal?.aborted === true && cause === options.signal.reason) throw cause;
+    throw asApplyError(cause, applied);
+  }
+}
+
+function checkTarget(target: BlockDevice): void {
+  const methods = ['read', 'write', 'flush'] as const;
+  if (
+    typeof target !== 'object' ||
+    target === null ||
+    methods.some((m) => typeof target[m] !== 'function')
+  ) {
+    throw new BlockDeviceError('EINVAL', 'applyStream: target must be a BlockDevice');
+  }
+  checkGeometry('applyStream: target', target.size, target.blockSize);
+  if (target.readOnly) throw new BlockDeviceError('EROFS', 'applyStream: target is read-only');
+}
+
+function asApplyError(err: unknown, applied: AppliedProgress): StreamApplyError {
+  if (err instanceof StreamApplyError) return err;
+  if (BlockDeviceError.is(err)) {
+    // The code leads the message already; keep the message without it.
+    const message = err.message.startsWith(`${err.code}: `)
+      ? err.message.slice(err.code.length + 2)
+      : err.message;
+    return new StreamApplyError(err.code, message, applied, { cause: err });
+  }
+  const detail = err instanceof Error ? err.message : String(err);
+  return new StreamApplyError('EIO', `applyStream failed: ${detail}`, applied, { cause: err });
+}

@@ -1,0 +1,100 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { describe, expect, it } from 'vitest';
+import { MemoryDevice, type MemoryDeviceOptions } from '../../src/devices/memory-device.js';
+import { BlockDeviceError } from '../../src/errors.js';
+
+const TiB = 2 ** 40;
+
+describe('MemoryDevice', () => {
+  it('is sparse: only written blocks take memory, so 1 TiB is fine', async () => {
+    await using device = await MemoryDevice.create({ size: TiB, blockSize: 4096 });
+    expect(device.size).toBe(TiB);
+    expect(device.allocatedBytes).toBe(0);
+
+    expect(await device.read(TiB - 8192, 8192)).toEqual(new Uint8Array(8192));
+    expect(device.allocatedBytes).toBe(0);
+
+    await device.write(TiB - 1, Uint8Array.of(9));
+    expect(device.allocatedBytes).toBe(4096);
+    await device.write(TiB / 2 - 2, Uint8Array.of(1, 2, 3, 4));
+    expect(device.allocatedBytes).toBe(3 * 4096);
+    await device.write(TiB / 2, Uint8Array.of(5));
+    expect(device.allocatedBytes).toBe(3 * 4096);
+
+    expect(await device.read(TiB - 2, 2)).toEqual(Uint8Array.of(0, 9));
+    expect(await device.read(TiB / 2 - 3, 6)).toEqual(Uint8Array.of(0, 1, 2, 5, 4, 0));
+  });
+
+  it('reads zeros where nothing was written, even into memory that held other bytes', async () => {
+    // Reads are not zero-filled when allocated: each byte is written from a
+    // block or with a zero. Fill memory with 0xff, free it, and read holes
+    // into what the allocator hands back.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    await using device = await MemoryDevice.create({ size: 1 << 20, blockSize: 4096 });
+    await device.write(4096, new Uint8Array(4096).fill(1));
+    for (let round = 0; round < 20; round++) {
+      for (let i = 0; i < 256; i++) Buffer.allocUnsafeSlow(12288).fill(0xff);
+      gc();
+      for (let i = 0; i < 64; i++) {
+        const bytes = await device.read(0, 12288);
+        expect(bytes.subarray(0, 4096).every((b) => b === 0)).toBe(true);
+        expect(bytes.subarray(4096, 8192).every((b) => b === 1)).toBe(true);
+        expect(bytes.subarray(8192).every((b) => b === 0)).toBe(true);
+      }
+    }
+  });
+
+  it('defaults blockSize to 4096 and readOnly to false', async () => {
+    await using device = await MemoryDevice.create({ size: 8192 });
+    expect([device.blockSize, device.readOnly]).toEqual([4096, false]);
+  });
+
+  it('a clone has the same content and is independent of the original', async () => {
+    await using device = await MemoryDevice.create({ size: 16384, blockSize: 512 });
+    await device.write(100, new Uint8Array(1000).fill(1));
+    await using clone = await device.clone();
+    expect(clone.allocatedBytes).toBe(device.allocatedBytes);
+    expect(await clone.read(0, 16384)).toEqual(await device.read(0, 16384));
+
+    await device.write(100, new Uint8Array(10).fill(2));
+    await clone.write(600, new Uint8Array(10).fill(3));
+    expect(await device.read(600, 10)).toEqual(new Uint8Array(10).fill(1));
+    expect(await clone.read(100, 10)).toEqual(new Uint8Array(10).fill(1));
+    expect(await device.read(100, 10)).toEqual(new Uint8Array(10).fill(2));
+    expect(await clone.read(600, 10)).toEqual(new Uint8Array(10).fill(3));
+  });
+
+  it('a clone can be read-only', async () => {
+    await using device = await MemoryDevice.create({ size: 8192 });
+    await device.write(0, Uint8Array.of(7));
+    await using clone = await device.clone({ readOnly: true });
+    expect(clone.readOnly).toBe(true);
+    expect(await clone.read(0, 1)).toEqual(Uint8Array.of(7));
+    const err = await clone.write(0, Uint8Array.of(1)).catch((e: unknown) => e);
+    expect(BlockDeviceError.is(err, 'EROFS')).toBe(true);
+  });
+
+  it('bad geometry is EINVAL', async () => {
+    const bad: unknown[] = [
+      undefined,
+      {},
+      { size: 8192, blockSize: 1000 },
+      { size: 8192, blockSize: 256 },
+      { size: 4 * 1024 * 1024, blockSize: 2 * 1024 * 1024 },
+      { size: 5000, blockSize: 4096 },
+      { size: -4096, blockSize: 4096 },
+      { size: Number.NaN },
+      { size: 2 ** 53 + 4096 },
+      { size: '8192' },
+      { size: 8192, blockSize: '512' },
+    ];
+    for (const options of bad) {
+      const err = await MemoryDevice.create(options as MemoryDeviceOptions).catch(
+        (e: unknown) => e,
+      );
+      expect(BlockDeviceError.is(err, 'EINVAL'), `${JSON.stringify(options)}: ${err}`).toBe(true);
+    }
+  });
+});

@@ -1,0 +1,148 @@
+import { describe, expect, it } from 'vitest';
+import { type CheckpointEvent, JournalDevice, type ProgressEvent } from '../../src/index.js';
+import { expectBytes } from '../property/cow-harness.js';
+import { codeOf } from '../support/error-code.js';
+import { fill, JournalRig } from '../support/journal-rig.js';
+
+describe('JournalDevice: checkpoint', () => {
+  it('applies the journal in address order, coalesced, then frees it (claim 54)', async () => {
+    const rig = await JournalRig.create({ blocks: 32, ringBytes: 128 * 1024 });
+    const d = rig.device;
+    const events: CheckpointEvent[] = [];
+    const progress: ProgressEvent[] = [];
+    d.on('checkpoint', (e) => events.push(e));
+    d.on('progress', (e) => progress.push(e));
+    // 16 adjacent blocks in scrambled order, one of them twice, and one run in a single write.
+    for (const b of [5, 0, 9, 3, 14, 1, 7, 12, 2, 15, 4, 10, 8, 13, 6, 11, 5]) {
+      await d.write(b * 512, fill(512, b + 1));
+    }
+    await d.write(20 * 512, fill(8 * 512, 0x77));
+    const expected = await d.read(0, rig.size);
+    rig.production.resetStats();
+    rig.journal.resetStats();
+    await d.checkpoint();
+    // Two runs of adjacent blocks: two production writes, one production flush.
+    expect(rig.production.stats).toMatchObject({ writes: 2, flushes: 1, reads: 0 });
+    // 16 separate images plus one for the 8 blocks journalled together.
+    expect(rig.journal.stats.reads).toBe(17);
+    expectBytes('production', await rig.productionDisk.reopen().read(0, rig.size), expected);
+    expectBytes('device', await d.read(0, rig.size), expected);
+    expect(d.changedBlocks).toBe(0);
+    expect(d.journalUsed).toBe(0);
+    expect(d.oldestSequence).toBe(18);
+    expect(events).toEqual([
+      {
+        sequence: 18,
+        records: 18,
+        blocks: 24,
+        bytes: 24 * 512,
+        freedBytes: expect.any(Number),
+        snapshots: 0,
+      },
+    ]);
+    expect(progress.at(-1)).toEqual({ operation: 'checkpoint', done: 24, total: 24 });
+    await d.checkpoint(); // nothing to do
+    expect(events).toHaveLength(1);
+    await d.close();
+  });
+
+  it('keeps writes that land while it runs, and applies them next time', async () => {
+    const rig = await JournalRig.create({ ringBytes: 128 * 1024 });
+    const d = rig.device;
+    for (let b = 0; b < 8; b++) await d.write(b * 512, fill(512, b + 1));
+    const running = d.checkpoint();
+    const during = [d.write(0, fill(512, 0xa0)), d.write(3 * 512 + 7, fill(9, 0xa3))];
+    await Promise.all([running, ...during]);
+    const expected = await d.read(0, rig.size);
+    expect(expected[0]).toBe(0xa0);
+    expect(expected[3 * 512 + 7]).toBe(0xa3);
+    await d.checkpoint();
+    expect(d.changedBlocks).toBe(0);
+    expectBytes('production', await rig.productionDisk.reopen().read(0, rig.size), expected);
+    await d.close();
+  });
+
+  it('a full journal makes writes wait for an automatic checkpoint instead of failing', async () => {
+    const rig = await JournalRig.create({ ringBytes: 8 * 1024, checkpointAt: 1 });
+    const d = rig.device;
+    let checkpoints = 0;
+    d.on('checkpoint', () => checkpoints++);
+    const model = new Uint8Array(rig.size);
+    for (let i = 0; i < 40; i++) {
+      const b = (i * 7) % 32;
+      await d.write(b * 512, fill(512, i + 1));
+      model.set(fill(512, i + 1), b * 512);
+      expect(d.journalUsed).toBeLessThanOrEqual(d.journalCapacity);
+    }
+    // Concurrent writes too, and one that needs the whole journal.
+    const group = Array.from({ length: 32 }, (_, b) => fill(512, 100 + b));
+    await Promise.all(group.map((data, b) => d.write(b * 512, data)));
+    for (const [b, data] of group.entries()) model.set(data, b * 512);
+    await d.write(0, fill(15 * 512, 0xcc));
+    model.set(fill(15 * 512, 0xcc), 0);
+    expect(checkpoints).toBeGreaterThanOrEqual(8);
+    expectBytes('content', await d.read(0, rig.size), model);
+    expectBytes('after reopen', await (await rig.reopen()).read(0, rig.size), model);
+    await rig.device.close();
+  });
+
+  it('starts in the background once checkpointAt of the journal is in use', async () => {
+    const rig = await JournalRig.create({ ringBytes: 16 * 1024, checkpointAt: 0.25 });
+    const d = rig.device;
+    const seen = new Promise<CheckpointEvent>((resolve) => d.once('checkpoint', resolve));
+    for (let i = 0; i < 4; i++) await d.write(i * 512, fill(512, i + 1));
+    expect((await seen).records).toBeGreaterThanOrEqual(4);
+    await d.close();
+  });
+
+  it('a failed checkpoint loses nothing and can be retried', async () => {
+    const rig = await JournalRig.create({ ringBytes: 8 * 1024, checkpointAt: 1 });
+    const d = rig.device;
+    for (let b = 0; b < 6; b++) await d.write(b * 512, fill(512, b + 1));
+    const expected = await d.read(0, rig.size);
+    rig.production.failNext('write');
+    expect(await codeOf(d.checkpoint())).toBe('EIO');
+    expectBytes('after the failure', await d.read(0, rig.size), expected);
+    // The journal is nearly full: this write needs a checkpoint, which fails, so it does.
+    rig.production.failNext('write');
+    expect(await codeOf(d.write(6 * 512, fill(2048, 9)))).toBe('EIO');
+    await d.checkpoint();
+    expect(d.changedBlocks).toBe(0);
+    await d.write(6 * 512, fill(512, 9));
+    expected.set(fill(512, 9), 6 * 512);
+    expectBytes('after the retry', await (await rig.reopen()).read(0, rig.size), expected);
+    await rig.device.close();
+  });
+
+  it('a failed journal write stops writes until reopened; reads go on', async () => {
+    const rig = await JournalRig.create();
+    const d = rig.device;
+    await d.write(0, fill(512, 1));
+    rig.journal.failNext('write');
+    expect(await codeOf(d.write(512, fill(512, 2)))).toBe('EIO');
+    expect(await codeOf(d.write(1024, fill(512, 3)))).toBe('EIO');
+    expectBytes('read', await d.read(0, 512), fill(512, 1));
+    const again = await rig.reopen();
+    await again.write(1024, fill(512, 3));
+    expectBytes(
+      'after reopen',
+      await again.read(0, 1536),
+      Uint8Array.from([...fill(512, 1), ...fill(512, 0), ...fill(512, 3)]),
+    );
+    await again.close();
+  });
+
+  it('reports replay progress while open reads the journal back', async () => {
+    const rig = await JournalRig.create();
+    await rig.device.write(0, fill(4096, 1));
+    await rig.device.close();
+    const progress: ProgressEvent[] = [];
+    rig.attach();
+    const again = await JournalDevice.open(rig.production, rig.journal, {
+      onProgress: (e) => progress.push(e),
+    });
+    expect(progress.at(-1)).toMatchObject({ operation: 'replay', total: again.journalCapacity });
+    expect(progress.at(-1)!.done).toBeGreaterThan(4096);
+    await again.close();
+  });
+});
