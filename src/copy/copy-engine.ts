@@ -29,9 +29,12 @@ export interface CopyCounters {
   queuedWrites: number;
 }
 
-/** Coalesced source reads: one read covers up to this many bytes of consecutive chunks (claim 42). */
+/**
+ * Coalesced source reads: one read covers up to this many bytes of
+ * consecutive chunks (seed 004, claim 42).
+ */
 const RUN_BYTES = 1 << 20;
-/** Runs in flight: the next run is read while the last is written (claim 43). */
+/** Runs in flight: the next run is read while the last is written (seed 004, claim 43). */
 const RUNS_IN_FLIGHT = 4;
 
 const PENDING = 0;
@@ -303,7 +306,7 @@ export class CopyEngine {
     if (this.#allDone(first, last)) return this.#writeSource(offset, data);
     // Once stopped, a resumable job keeps the map true by copying first.
     if (this.#policy === 'queue' && !this.#stopped) return this.#enqueue(offset, data, first, last);
-    // Copy-first (claims 23, 46): copy what is still PENDING, wait for what is BUSY.
+    // Copy-first (seed 004, claims 23, 46): copy what is still PENDING, wait for what is BUSY.
     const waits: Promise<void>[] = [];
     let c = first;
     while (c <= last) {

@@ -38,16 +38,16 @@ export interface SnapshotCopyJobOptions {
   /** Where in the destination the range lands. @default 0 */
   destinationOffset?: number;
   /**
-   * Size of the blocks written to the destination (claim 45), and the unit
+   * Size of the blocks written to the destination, and the unit
    * the snapshot map tracks: a power of two from 512 bytes to 64 MiB.
    * @default 65536
    */
   chunkSize?: number;
   /**
    * What a write into a part of the range not yet copied does: `'copy-first'`
-   * copies that part to the destination, then writes (claims 23, 46);
+   * copies that part to the destination, then writes;
    * `'queue'` holds the write in a FIFO until the copier has taken it, and
-   * the copier takes such parts first (claims 31, 47–49). @default 'copy-first'
+   * the copier takes such parts first. @default 'copy-first'
    */
   conflictPolicy?: CopyConflictPolicy;
   /**
@@ -107,7 +107,7 @@ const MAX_CHUNK = 64 * 1024 * 1024;
 
 /**
  * A point-in-time copy of a byte range of a device, made in the background
- * while the device stays in use (seed 004): the range is snapshotted at
+ * while the device stays in use: the range is snapshotted at
  * `start()`, the application routes its I/O through {@link SnapshotCopyJob.device},
  * and writes into parts not yet copied either copy them first or wait in a
  * FIFO queue, so the destination ends up equal to the range as it was at

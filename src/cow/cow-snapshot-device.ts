@@ -14,9 +14,9 @@ export interface CowSnapshotDeviceOptions {
 }
 
 /**
- * Copy-on-write snapshots of an origin device (seed 003). The origin always
+ * Copy-on-write snapshots of an origin device. The origin always
  * holds the live content; the store holds the old content of blocks
- * overwritten since a snapshot (its lookup table says which, claims 3, 11–12),
+ * overwritten since a snapshot (its lookup table says which),
  * writable snapshots' own blocks, and checksummed, crash-safe metadata.
  *
  * Guarantees (the snapshot rules 1–5): a snapshot holds exactly the writes called

@@ -48,7 +48,7 @@ interface Coverage {
  * are; a snapshot reads the first record of the block with `epoch >= s`, or
  * the origin if there is none.
  *
- * Selective snapshots (seed 002) change only who counts: a snapshot that
+ * Selective snapshots change only who counts: a snapshot that
  * does not hold a block never asks for it, so the first write to a block
  * preserves it when the newest live snapshot *holding that block* was taken
  * after its last record — found in O(log intervals) from a coverage index

@@ -36,7 +36,7 @@ export interface SelectiveSnapshotDeviceOptions extends SelectiveSnapshotDeviceO
 /** Options for {@link SelectiveSnapshotDevice.snapshot}. */
 export interface SelectiveSnapshotOptions extends SnapshotOptions {
   /**
-   * Byte ranges the snapshot holds (claim 24). Widened to whole blocks: a
+   * Byte ranges the snapshot holds. Widened to whole blocks: a
    * block an include range touches is held. @default the whole device
    */
   include?: readonly Extent[];
@@ -58,22 +58,22 @@ export interface SelectiveRestoreOptions {
 }
 
 /**
- * Snapshots of user-designated ranges of an origin device (seed 002): each
+ * Snapshots of user-designated ranges of an origin device: each
  * snapshot holds only the blocks its `include`/`exclude` ranges designate,
- * preserves only those, only on their first change after it (claims 24, 34),
- * and keeps a table of its changed blocks (claim 26) — the same
+ * preserves only those, only on their first change after it,
+ * and keeps a table of its changed blocks — the same
  * copy-on-write store, lookup table and crash-safe metadata as
  * {@link CowSnapshotDevice}, which is this device with every block designated.
  *
  * Guarantees: taking a snapshot drains and briefly holds only the writes
- * that touch its designated blocks; I/O anywhere else never waits (claims 25,
- * 33). Several snapshots, each with its own ranges and time, read-only or
+ * that touch its designated blocks; I/O anywhere else never waits.
+ * Several snapshots, each with its own ranges and time, read-only or
  * writable; writes to a writable snapshot never reach the origin and origin
- * writes never reach a snapshot (claims 31, 41, 43). Reading bytes a
+ * writes never reach a snapshot. Reading bytes a
  * snapshot does not hold is `EEXCLUDED` (or zeros, with `excludedReads:
  * 'zero'`); writing them through a writable snapshot is `EEXCLUDED`.
  * `restore` puts designated bytes back and leaves all else, snapshots
- * included, intact (claims 28, 35–38, 52). Durability and recovery follow
+ * included, intact. Durability and recovery follow
  * snapshot rules 4–5, and `changedExtents` stays exact after a power cut.
  */
 export class SelectiveSnapshotDevice extends CowDeviceBase {

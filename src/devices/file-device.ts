@@ -34,8 +34,8 @@ export interface FileDeviceOptions {
 /**
  * A block device over a regular file, doing
  * positional reads and writes on a raw file descriptor through Node's callback
- * `fs.read`/`fs.write` — measured as the fastest asynchronous path Node offers
- * (about 2.4× `fs/promises` at 32 I/Os in flight). `flush()` is `fdatasync`:
+ * `fs.read`/`fs.write` — the fastest asynchronous path Node offers
+ * (measured: see bench/results.md). `flush()` is `fdatasync`:
  * when it resolves, every write acknowledged before it is on stable storage.
  *
  * Reads of up to 64 KiB return views into a shared slab, as Node's Buffer

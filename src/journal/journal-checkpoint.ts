@@ -146,7 +146,7 @@ interface Segment {
  * the cut are gone, are durable before production is touched, so a power
  * cut from then on replays them all over whatever reached production, and
  * no view can show a mix. Snapshot markers split the cut into segments
- * (claim 52): each segment's records are applied, then production takes
+ * (seed 000, claim 52): each segment's records are applied, then production takes
  * the marker's snapshot, so the snapshot holds exactly the records before
  * its marker and production preserves a chunk for it just before the next
  * segment overwrites it. Production is flushed before a superblock (naming

@@ -58,14 +58,14 @@ export interface JournalDeviceOptions {
 }
 
 /**
- * A write journal in front of a production device (seed 000, claims 51, 54,
- * 55): each write is one I/O — a checksummed record `{seq, time, offset,
+ * A write journal in front of a production device: each write is one
+ * I/O — a checksummed record `{seq, time, offset,
  * length, crc, data}` appended to the journal store in call order — and an
  * in-memory changes table maps each changed block to the journal location of
  * its newest image. Reads overlay the changes table on production.
  * `checkpoint()` applies the journal to production and reclaims the space.
  *
- * Snapshots (claim 52) are instant: `snapshot()` appends a durable marker
+ * Snapshots are instant: `snapshot()` appends a durable marker
  * record and returns a Snapshot that reads through the journal. The next
  * checkpoint *materializes* it: it applies the journal up to each marker in
  * turn and has the production device take a snapshot there — so this needs
@@ -269,7 +269,7 @@ export class JournalDevice
    * address order, adjacent blocks coalesced, newest image of each block
    * once between snapshot markers — materializes the snapshots whose
    * markers it passes, flushes production, then durably moves the journal
-   * head past them and deletes their changes-table entries (claim 54).
+   * head past them and deletes their changes-table entries.
    * Writes go on meanwhile. A power cut at any point recovers the same
    * content.
    * @throws `EIO` if a device fails (nothing is lost: the journal still holds

@@ -14,7 +14,7 @@ import {
  * decide when each piece is written or read; this module only says what the
  * bytes are.
  *
- *   [0, 8 KiB)        two superblock slots (log-format's, kind JOURNAL_KIND),
+ *   [0, 8 KiB)        two superblock slots (store/superblock.ts, kind JOURNAL_KIND),
  *                     alternating by generation; the newest valid one wins
  *   [8 KiB, +ring)    the ring: frames, each one write to the store
  *   [ring end, +2·C)  two snapshot catalog slots of C bytes (C = 0 without

@@ -4,7 +4,7 @@ import { NOTE_BYTES, RECORD_DELETE, RECORD_RESTORE, RECORD_SNAPSHOT } from './jo
 /**
  * A journal record that is not a write: it takes a sequence number in call
  * order like a write, so it marks an exact point of the journal.
- * - `snapshot`: a snapshot holding every record before it (claim 52);
+ * - `snapshot`: a snapshot holding every record before it (seed 000, claim 52);
  * - `delete`: a snapshot not yet materialized is gone;
  * - `restore`: the device's content becomes a snapshot's from here on.
  */

@@ -13,7 +13,7 @@ import {
 } from './journal-snapshot-registry.js';
 
 /**
- * The snapshot side of a journal device (claim 52): taking, listing,
+ * The snapshot side of a journal device (seed 000, claim 52): taking, listing,
  * deleting and restoring snapshots, and serving their handles' I/O —
  * through the journal while a snapshot is pending, through its production
  * snapshot once a checkpoint has materialized it.

@@ -12,7 +12,7 @@ const GROUP_BITS = 3;
 const GROUP_MASK = (1 << GROUP_BITS) - 1;
 
 /**
- * The journal's changes table (claim 51): block number → a 32-bit value
+ * The journal's changes table (seed 000, claim 51): block number → a 32-bit value
  * (where the block's newest image sits in the journal, in 512-byte sectors),
  * in two typed arrays with open addressing and linear probing.
  *
