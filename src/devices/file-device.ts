@@ -344,7 +344,8 @@ function fdClose(fd: number): Promise<void> {
  */
 async function createSized(path: string, size: number): Promise<number> {
   const temporary = `${path}.${randomUUID()}.creating`;
-  let fd: number;
+  /** The descriptor this function owns; undefined while it owns none. */
+  let fd: number | undefined;
   try {
     fd = await fdOpen(temporary, 'wx+');
   } catch (err) {
@@ -357,14 +358,18 @@ async function createSized(path: string, size: number): Promise<number> {
       await fs.promises.link(temporary, path);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      await fdClose(fd);
+      // Forgotten before the reopen can fail: a closed number may be reused
+      // by any file this process opens, and closing it again would close that.
+      const temporaryFd = fd;
+      fd = undefined;
+      await fdClose(temporaryFd);
       fd = await fdOpen(path, 'r+');
     }
     await fs.promises.unlink(temporary);
     await syncDirectoryOf(path);
     return fd;
   } catch (err) {
-    await fdClose(fd).catch(() => {});
+    if (fd !== undefined) await fdClose(fd).catch(() => {});
     await fs.promises.unlink(temporary).catch(() => {});
     throw wrapIO(`create ${path}`, err);
   }

@@ -1,0 +1,68 @@
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FileDevice } from '../../src/devices/file-device.js';
+import { codeOf } from '../support/error-code.js';
+import { type FsFunction, withReplacedFs } from '../support/replaced-fs.js';
+
+let dir: string;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'blocksnap-file-faults-'));
+});
+
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+type OpenCallback = (err: NodeJS.ErrnoException | null, fd: number) => void;
+
+/** `fs.open` that reports each (path, flags, fd) it opened to `seen`. */
+function recordingOpen(seen: { path: string; flags: string; fd: number }[]) {
+  return (real: FsFunction): FsFunction =>
+    (...args) => {
+      const [path, flags] = args as [string, string];
+      const callback = args.pop() as OpenCallback;
+      return real(...args, (err: NodeJS.ErrnoException | null, fd: number) => {
+        if (!err) seen.push({ path, flags, fd });
+        callback(err, fd);
+      });
+    };
+}
+
+describe('FileDevice.open: creating a file when the file system misbehaves', () => {
+  it('closes its temporary file once when it loses the race and the winner cannot be opened', async () => {
+    const path = join(dir, 'disk.img');
+    const opened: { path: string; flags: string; fd: number }[] = [];
+    const closed: number[] = [];
+    await withReplacedFs(
+      {
+        fs: {
+          open: recordingOpen(opened),
+          close: (real) => (fd, callback) => {
+            closed.push(fd as number);
+            return real(fd, callback);
+          },
+        },
+        // Another creator linked its file first, then it was gone before
+        // this one could open it: the reopen fails with ENOENT.
+        promises: {
+          link: () => () =>
+            Promise.reject(
+              Object.assign(new Error('EEXIST: file already exists'), { code: 'EEXIST' }),
+            ),
+        },
+      },
+      async () => {
+        const failure = FileDevice.open(path, { size: 8192, create: true });
+        expect(await codeOf(failure)).toBe('EIO');
+      },
+    );
+    const temporary = opened.find((o) => o.path.endsWith('.creating'));
+    expect(temporary).toBeDefined();
+    // A second close of the number could close whatever file reused it.
+    expect(closed.filter((fd) => fd === temporary!.fd)).toHaveLength(1);
+    expect(await readdir(dir)).toEqual([]);
+  });
+});
