@@ -215,6 +215,9 @@ export class FileDevice extends AbstractBlockDevice {
       const onWrite = (err: NodeJS.ErrnoException | null, n: number): void => {
         if (err) {
           reject(wrapIO(`write at ${offset + done}`, err));
+        } else if (n === 0) {
+          // Retrying a write that wrote nothing would loop forever.
+          reject(wrapIO(`write at ${offset + done}`, new Error('the file system wrote nothing')));
         } else {
           done += n;
           if (done === length) resolve();

@@ -2,7 +2,9 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { type OwnedIO, WRITE_OWNED } from '../../src/base/owned-io.js';
 import { FileDevice } from '../../src/devices/file-device.js';
+import { BlockDeviceError } from '../../src/errors.js';
 import { codeOf } from '../support/error-code.js';
 import { type FsFunction, withReplacedFs } from '../support/replaced-fs.js';
 
@@ -64,5 +66,50 @@ describe('FileDevice.open: creating a file when the file system misbehaves', () 
     // A second close of the number could close whatever file reused it.
     expect(closed.filter((fd) => fd === temporary!.fd)).toHaveLength(1);
     expect(await readdir(dir)).toEqual([]);
+  });
+});
+
+describe('FileDevice: a write the file system reports as 0 bytes written', () => {
+  // fs.write reporting 0 bytes again and again would be retried forever;
+  // the fake gives up after a hundred calls so a missing guard fails here
+  // instead of hanging.
+  const zeroBytes =
+    (counter: { calls: number }) =>
+    (): FsFunction =>
+    (...args) => {
+      const callback = args.at(-1) as (err: Error | null, n: number) => void;
+      counter.calls++;
+      const giveUp = counter.calls > 100;
+      setImmediate(() => (giveUp ? callback(new Error('still retrying'), 0) : callback(null, 0)));
+    };
+
+  it.each([
+    ['write', 'write', (d: FileDevice) => d.write(4096, new Uint8Array(4096).fill(1))],
+    [
+      'WRITE_OWNED, one block',
+      'write',
+      (d: FileDevice) => (d as unknown as OwnedIO)[WRITE_OWNED](0, [new Uint8Array(4096)]),
+    ],
+    [
+      'WRITE_OWNED, several blocks',
+      'writev',
+      (d: FileDevice) =>
+        (d as unknown as OwnedIO)[WRITE_OWNED](0, [new Uint8Array(4096), new Uint8Array(4096)]),
+    ],
+  ] as const)('%s fails EIO at once', { timeout: 10_000 }, async (_kind, call, issue) => {
+    await using device = await FileDevice.open(join(dir, 'disk.img'), {
+      size: 16384,
+      create: true,
+    });
+    const counter = { calls: 0 };
+    const err = await withReplacedFs({ fs: { [call]: zeroBytes(counter) } }, () =>
+      issue(device).then(
+        () => undefined,
+        (e: unknown) => e,
+      ),
+    );
+    expect(BlockDeviceError.is(err, 'EIO'), String(err)).toBe(true);
+    expect((err as Error).message).toMatch(/wrote nothing/);
+    expect(counter.calls).toBe(1);
   });
 });
