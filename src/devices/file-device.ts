@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
+import { dirname } from 'node:path';
 import {
   AbstractBlockDevice,
   allocateBuffer,
@@ -380,9 +381,7 @@ async function createSized(path: string, size: number): Promise<number> {
 
 /** A created file survives a power cut only once its directory entry is durable too. */
 async function syncDirectoryOf(path: string): Promise<void> {
-  const slash = path.lastIndexOf('/');
-  const dir = slash > 0 ? path.slice(0, slash) : slash === 0 ? '/' : '.';
-  const fd = await fdOpen(dir, 'r');
+  const fd = await fdOpen(dirname(path), 'r');
   try {
     await fdSync(fd);
   } finally {

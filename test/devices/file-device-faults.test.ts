@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -111,5 +111,36 @@ describe('FileDevice: a write the file system reports as 0 bytes written', () =>
     expect(BlockDeviceError.is(err, 'EIO'), String(err)).toBe(true);
     expect((err as Error).message).toMatch(/wrote nothing/);
     expect(counter.calls).toBe(1);
+  });
+});
+
+describe('FileDevice.open: the directory a created file is made durable in', () => {
+  /** The directories opened (read-only, to fsync them) while `path` is created. */
+  async function directoriesSynced(path: string): Promise<string[]> {
+    const opened: { path: string; flags: string; fd: number }[] = [];
+    await withReplacedFs({ fs: { open: recordingOpen(opened) } }, async () => {
+      const device = await FileDevice.open(path, { size: 4096, create: true });
+      await device.close();
+    });
+    return opened.filter((o) => o.flags === 'r').map((o) => o.path);
+  }
+
+  it('is the parent directory of a nested path', async () => {
+    await mkdir(join(dir, 'a', 'b'), { recursive: true });
+    expect(await directoriesSynced(join(dir, 'a', 'b', 'disk.img'))).toEqual([join(dir, 'a', 'b')]);
+  });
+
+  it("is '.' for a relative path with no directory part, and the folder for a relative nested one", async () => {
+    const cwd = process.cwd();
+    process.chdir(dir);
+    try {
+      await mkdir('sub');
+      expect(await directoriesSynced('file.img')).toEqual(['.']);
+      expect(await directoriesSynced('./dot.img')).toEqual(['.']);
+      expect(await directoriesSynced(join('sub', 'nested.img'))).toEqual(['sub']);
+    } finally {
+      process.chdir(cwd);
+    }
+    expect((await readdir(dir)).sort()).toEqual(['dot.img', 'file.img', 'sub']);
   });
 });
