@@ -36,6 +36,8 @@ import type { MetadataLog } from './metadata-log.js';
 import { type GatePass, RangeGate } from './range-gate.js';
 import { restorePieces } from './restore-pieces.js';
 
+export type { ExcludedReads };
+
 /** Blocks restored concurrently: enough to keep the devices busy, few enough to bound memory. */
 const RESTORE_BATCH = 64;
 
@@ -52,8 +54,6 @@ const RESTORE_BATCH = 64;
  * waits), delete and restore hold every block. Snapshot operations are
  * serialized among themselves, so sequence numbers follow call order.
  */
-export type { ExcludedReads };
-
 export abstract class CowDeviceBase
   extends AbstractBlockDevice<BlockDeviceEvents>
   implements ChangeTracking

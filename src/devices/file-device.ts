@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
+import { dirname } from 'node:path';
 import {
   AbstractBlockDevice,
   allocateBuffer,
@@ -215,6 +216,9 @@ export class FileDevice extends AbstractBlockDevice {
       const onWrite = (err: NodeJS.ErrnoException | null, n: number): void => {
         if (err) {
           reject(wrapIO(`write at ${offset + done}`, err));
+        } else if (n === 0) {
+          // Retrying a write that wrote nothing would loop forever.
+          reject(wrapIO(`write at ${offset + done}`, new Error('the file system wrote nothing')));
         } else {
           done += n;
           if (done === length) resolve();
@@ -344,7 +348,8 @@ function fdClose(fd: number): Promise<void> {
  */
 async function createSized(path: string, size: number): Promise<number> {
   const temporary = `${path}.${randomUUID()}.creating`;
-  let fd: number;
+  /** The descriptor this function owns; undefined while it owns none. */
+  let fd: number | undefined;
   try {
     fd = await fdOpen(temporary, 'wx+');
   } catch (err) {
@@ -357,14 +362,18 @@ async function createSized(path: string, size: number): Promise<number> {
       await fs.promises.link(temporary, path);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      await fdClose(fd);
+      // Forgotten before the reopen can fail: a closed number may be reused
+      // by any file this process opens, and closing it again would close that.
+      const temporaryFd = fd;
+      fd = undefined;
+      await fdClose(temporaryFd);
       fd = await fdOpen(path, 'r+');
     }
     await fs.promises.unlink(temporary);
     await syncDirectoryOf(path);
     return fd;
   } catch (err) {
-    await fdClose(fd).catch(() => {});
+    if (fd !== undefined) await fdClose(fd).catch(() => {});
     await fs.promises.unlink(temporary).catch(() => {});
     throw wrapIO(`create ${path}`, err);
   }
@@ -372,9 +381,7 @@ async function createSized(path: string, size: number): Promise<number> {
 
 /** A created file survives a power cut only once its directory entry is durable too. */
 async function syncDirectoryOf(path: string): Promise<void> {
-  const slash = path.lastIndexOf('/');
-  const dir = slash > 0 ? path.slice(0, slash) : slash === 0 ? '/' : '.';
-  const fd = await fdOpen(dir, 'r');
+  const fd = await fdOpen(dirname(path), 'r');
   try {
     await fdSync(fd);
   } finally {

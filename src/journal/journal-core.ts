@@ -380,15 +380,20 @@ export class JournalCore {
       );
   }
 
-  /** Makes `sb` the durable superblock, after writing the catalog if it changed. */
+  /**
+   * Makes `sb` the durable superblock, after writing the catalog if it
+   * changed. The catalog counts as written only once the superblock naming
+   * it is durable: if either write fails, the next persist writes it again.
+   */
   async persist(sb: JournalSuper): Promise<void> {
+    const registry = this.registry;
+    // The version is read in the same tick as the catalog it describes.
+    const version = registry.catalogVersion;
     let next = sb;
-    if (this.registry.catalogDirty) {
-      next = await writeCatalog(this.journal, sb, this.registry.catalog());
-      this.registry.catalogDirty = false;
-    }
+    if (registry.catalogDirty) next = await writeCatalog(this.journal, sb, registry.catalog());
     await writeJournalSuper(this.journal, next);
     this.#host.superblock = next;
+    registry.catalogDurable(version);
   }
 
   /** The superblock with the next generation and `changes`, made durable. */

@@ -59,13 +59,35 @@ export class SnapshotRegistry {
   #nextKey = 1;
   /** `snapshot()` calls whose markers have not landed yet: they count against `maxSnapshots`. */
   reserved = 0;
-  /** A materialization or deletion changed the catalog since it was last written. */
-  catalogDirty = false;
+  /** Counts the materializations and deletions that changed the catalog. */
+  #catalogVersion = 0;
+  /** The {@link catalogVersion} the durable superblock's catalog holds. */
+  #durableCatalogVersion = 0;
 
   constructor(maxSnapshots: number, catalog: readonly CatalogEntry[]) {
     this.maxSnapshots = maxSnapshots;
     for (const e of catalog)
       this.#add(e.id, e.name, e.createdAt, e.writable, e.sequence, e.productionId);
+  }
+
+  /** The catalog changed since the durable superblock's catalog was written. */
+  get catalogDirty(): boolean {
+    return this.#catalogVersion !== this.#durableCatalogVersion;
+  }
+
+  /** Which change of the catalog {@link catalog} shows now: read it together with the catalog. */
+  get catalogVersion(): number {
+    return this.#catalogVersion;
+  }
+
+  /**
+   * A superblock naming the catalog as of `version` is now durable. Only
+   * then is the catalog clean, and only up to `version`: a write that failed
+   * leaves it dirty for the next one to retry, and a change made while that
+   * superblock was being written keeps it dirty.
+   */
+  catalogDurable(version: number): void {
+    this.#durableCatalogVersion = version;
   }
 
   /** Live snapshots, and markers on their way. */
@@ -175,7 +197,7 @@ export class SnapshotRegistry {
     checkCatalogEntry({ ...snap, productionId });
     snap.productionId = productionId;
     snap.table = undefined;
-    this.catalogDirty = true;
+    this.#catalogVersion++;
   }
 
   /** The handle on `snap`'s production snapshot (materialized), opened once. */
@@ -193,7 +215,7 @@ export class SnapshotRegistry {
 
   /** Forgets `snap` (deleted); closes its production handle. */
   async forget(snap: JournalSnapshot): Promise<void> {
-    if (snap.productionId !== undefined) this.catalogDirty = true;
+    if (snap.productionId !== undefined) this.#catalogVersion++;
     this.#remove(snap);
     await closeHandle(snap);
   }

@@ -30,6 +30,8 @@ export interface JournalRigOptions extends JournalDeviceOptions {
   ringBytes?: number;
   /** Delays some device operations (FaultyDevice `latency`), so background work interleaves. */
   latency?: FaultyDeviceOptions['latency'];
+  /** Fails chosen operations of the journal store (its FaultyDevice `failures`), on every attach. */
+  journalFailures?: FaultyDeviceOptions['failures'];
   /**
    * Production is a CowSnapshotDevice over the production disk (its origin)
    * and a COW store disk, both behind FaultyDevices on the journal's power
@@ -140,7 +142,11 @@ export class JournalRig {
       this.storeDisk === undefined
         ? undefined
         : new FaultyDevice(this.storeDisk.reopen(), { power: this.power, latency });
-    this.journal = new FaultyDevice(this.journalDisk.reopen(), { power: this.power, latency });
+    this.journal = new FaultyDevice(this.journalDisk.reopen(), {
+      power: this.power,
+      latency,
+      failures: this.options.journalFailures,
+    });
   }
 
   /** A handle on snapshot `id`: the one kept for it, or a new one (kept from then on). */
