@@ -10,10 +10,10 @@ import { fletcher4Wasm } from './wasm/fletcher4-wasm.js';
  * multiple of 4 is taken with zero bytes after it, up to a whole word.
  *
  * Why here, beside CRC-32: a stream's frame data is checked on the path
- * every byte of an apply takes, and Node's zlib.crc32 runs at ~4 GB/s on
- * the machines this was measured on (no carry-less multiply in its build),
- * so on a fast disk the CRC alone held applyStream below a raw write. This
- * runs at ~13 GB/s with WebAssembly SIMD (fletcher4.wat), and guarantees
+ * every byte of an apply takes, and Node 20's zlib.crc32 has no
+ * carry-less-multiply path, so on a fast disk the CRC alone held applyStream
+ * below a raw write (bench row stream-apply-file). This runs about three
+ * times as fast with WebAssembly SIMD (fletcher4.wat), and guarantees
  * more, since each of the four sums weighs a word by a different polynomial
  * of its position: any change confined to two words however far apart (so
  * any burst of up to 33 bits), and in data of up to 1 MiB any one to three

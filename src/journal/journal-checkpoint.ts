@@ -11,8 +11,8 @@ const MAX_RUN = 1 << 20;
 /**
  * Runs in flight at once. Scattered small writes (a random workload's
  * checkpoint is mostly single blocks) need many in flight to keep the thread
- * pool and the disk queue busy: 32 against 4 took background-checkpoint
- * writes from 0.42× to 0.46–0.51× FileDevice (bench jd-write-checkpointing).
+ * pool and the disk queue busy (bench row jd-write-checkpointing measured 32
+ * against 4; bench/results.md has the figures).
  */
 const RUNS_IN_FLIGHT = 32;
 /** Bytes of run images in memory at once: large coalesced runs stay few. */

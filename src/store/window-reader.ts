@@ -5,7 +5,7 @@ import type { BlockDevice } from '../device.js';
  * Sequential reads of a region through 1 MiB windows, so replay is a few
  * large I/Os; the window after the current one is read ahead while the
  * caller checks this one, so a scan waits for the store only when it runs
- * ahead of it (replay spent ~40 % of its time idle, waiting, without). One
+ * ahead of it (without it replay sat idle, waiting, much of the time). One
  * read at a time: a scan awaits each before it asks for the next.
  */
 export class WindowReader {

@@ -43,8 +43,8 @@ const WRITES_IN_FLIGHT = 4;
 /**
  * Bytes written between flushes issued while the stream goes on. Without
  * them a file's data all reaches the disk in the final flush, after the last
- * frame was checked: for 256 MiB here ~65 ms of fdatasync (half a raw
- * write's time) that overlaps with nothing. An early flush starts that
+ * frame was checked: an fdatasync as long as half a raw write, overlapping
+ * with nothing. An early flush starts that
  * write-back while later frames are read and checked, so the final one finds
  * little left to do (bench stream-apply-file). At most one is in flight.
  */

@@ -29,8 +29,8 @@ const READS_IN_FLIGHT = 4;
  * Bytes of a read-only snapshot's new content that the manifest pass keeps
  * for the frames, so that they are not read a second time: an incremental
  * of up to this much change reads its changed blocks once. Reading was most
- * of an incremental export's time once its checksum got cheap (the bench's
- * export row: ~12 → ~8 ms for 20 MiB, kept whole). As much as a copy job
+ * of an incremental export's time once its checksum got cheap (bench row
+ * stream-export-incremental). As much as a copy job
  * buffers (copy-stream-sink.ts); freed frame by frame as they are sent.
  */
 export const KEEP_FOR_FRAMES = 16 << 20;
