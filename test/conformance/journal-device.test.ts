@@ -1,6 +1,6 @@
 import { describe, it } from 'vitest';
 import { CowSnapshotDevice, JournalDevice, MemoryDevice } from '../../src/index.js';
-import { runConformanceSuite } from '../../src/testing/conformance.js';
+import { runConformanceSuite } from '../../src/testing/index.js';
 
 const size = 64 * 1024;
 const blockSize = 4096;

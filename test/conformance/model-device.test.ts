@@ -1,5 +1,5 @@
 import { describe, it } from 'vitest';
-import { runConformanceSuite } from '../../src/testing/conformance.js';
+import { runConformanceSuite } from '../../src/testing/index.js';
 import { ModelDevice } from '../../src/testing/model-device.js';
 
 const size = 64 * 1024;

@@ -6,7 +6,7 @@ import {
   SelectiveSnapshotDevice,
   type SelectiveSnapshotOptions,
 } from '../../src/index.js';
-import { runConformanceSuite } from '../../src/testing/conformance.js';
+import { runConformanceSuite } from '../../src/testing/index.js';
 
 const size = 64 * 1024;
 const blockSize = 4096;
