@@ -1,6 +1,6 @@
 import { describe, it } from 'vitest';
 import { CowSnapshotDevice, MemoryDevice } from '../../src/index.js';
-import { runConformanceSuite } from '../../src/testing/index.js';
+import { runConformanceSuite, runSnapshotConformanceSuite } from '../../src/testing/index.js';
 
 const size = 64 * 1024;
 const blockSize = 4096;
@@ -77,6 +77,28 @@ runConformanceSuite({
     const device = await CowSnapshotDevice.create(lower, upperStore, { maxSnapshots: 8 });
     await device.snapshot();
     return { device, expected };
+  },
+  describe,
+  it,
+});
+
+runSnapshotConformanceSuite({
+  name: 'CowSnapshotDevice snapshots',
+  create: async () => {
+    const origin = await MemoryDevice.create({ size, blockSize });
+    const store = await MemoryDevice.create({ size: 1 << 20, blockSize });
+    return {
+      device: await CowSnapshotDevice.create(origin, store, { maxSnapshots: 16 }),
+      reopen: () => CowSnapshotDevice.open(origin.reopen(), store.reopen()),
+    };
+  },
+  supports: {
+    writable: true,
+    restore: true,
+    pointInTime: true,
+    reopen: true,
+    selective: false,
+    preserveEvents: true,
   },
   describe,
   it,

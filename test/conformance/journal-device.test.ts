@@ -1,6 +1,6 @@
 import { describe, it } from 'vitest';
 import { CowSnapshotDevice, JournalDevice, MemoryDevice } from '../../src/index.js';
-import { runConformanceSuite } from '../../src/testing/index.js';
+import { runConformanceSuite, runSnapshotConformanceSuite } from '../../src/testing/index.js';
 
 const size = 64 * 1024;
 const blockSize = 4096;
@@ -148,6 +148,34 @@ runConformanceSuite({
     await device.write(100, new Uint8Array(300).fill(0x55));
     await device.write(8192, new Uint8Array(9000).fill(0x66));
     return { device: view, expected, cleanup: () => device.close() };
+  },
+  describe,
+  it,
+});
+
+runSnapshotConformanceSuite({
+  name: 'JournalDevice over a CowSnapshotDevice: snapshots',
+  create: async () => {
+    const origin = await MemoryDevice.create({ size, blockSize });
+    const store = await MemoryDevice.create({ size: 2 << 20, blockSize });
+    const journal = await MemoryDevice.create({ size: 8192 + (1 << 20), blockSize: 512 });
+    const production = await CowSnapshotDevice.create(origin, store, { maxSnapshots: 32 });
+    return {
+      device: await JournalDevice.create(production, journal, { maxSnapshots: 16 }),
+      reopen: async () =>
+        JournalDevice.open(
+          await CowSnapshotDevice.open(origin.reopen(), store.reopen()),
+          journal.reopen(),
+        ),
+    };
+  },
+  supports: {
+    writable: true,
+    restore: true,
+    pointInTime: true,
+    reopen: true,
+    selective: false,
+    preserveEvents: false,
   },
   describe,
   it,
