@@ -153,30 +153,47 @@ runConformanceSuite({
   it,
 });
 
-runSnapshotConformanceSuite({
-  name: 'JournalDevice over a CowSnapshotDevice: snapshots',
-  create: async () => {
-    const origin = await MemoryDevice.create({ size, blockSize });
-    const store = await MemoryDevice.create({ size: 2 << 20, blockSize });
-    const journal = await MemoryDevice.create({ size: 8192 + (1 << 20), blockSize: 512 });
-    const production = await CowSnapshotDevice.create(origin, store, { maxSnapshots: 32 });
-    return {
-      device: await JournalDevice.create(production, journal, { maxSnapshots: 16 }),
-      reopen: async () =>
-        JournalDevice.open(
-          await CowSnapshotDevice.open(origin.reopen(), store.reopen()),
-          journal.reopen(),
-        ),
-    };
-  },
-  supports: {
-    writable: true,
-    restore: true,
-    pointInTime: true,
-    reopen: true,
-    selective: false,
-    preserveEvents: false,
-  },
-  describe,
-  it,
-});
+/**
+ * Runs the snapshot suite on a journal device over a CowSnapshotDevice over
+ * memory, with `journalBytes` of ring checkpointed at `checkpointAt`.
+ */
+function snapshotSuite(name: string, journalBytes: number, checkpointAt?: number): void {
+  runSnapshotConformanceSuite({
+    name,
+    create: async () => {
+      const origin = await MemoryDevice.create({ size, blockSize });
+      const store = await MemoryDevice.create({ size: 2 << 20, blockSize });
+      const journal = await MemoryDevice.create({ size: 8192 + journalBytes, blockSize: 512 });
+      const production = await CowSnapshotDevice.create(origin, store, { maxSnapshots: 32 });
+      const options = { maxSnapshots: 16, checkpointAt };
+      return {
+        device: await JournalDevice.create(production, journal, options),
+        reopen: async () =>
+          JournalDevice.open(
+            await CowSnapshotDevice.open(origin.reopen(), store.reopen()),
+            journal.reopen(),
+            options,
+          ),
+      };
+    },
+    supports: {
+      writable: true,
+      restore: true,
+      pointInTime: true,
+      reopen: true,
+      selective: false,
+      preserveEvents: false,
+    },
+    describe,
+    it,
+  });
+}
+
+// A 1 MiB journal: snapshots mostly stay pending, read through the journal.
+snapshotSuite('JournalDevice over a CowSnapshotDevice: snapshots (1 MiB journal)', 1 << 20);
+// Just over two whole-device writes: checkpoints materialize snapshots mid-test.
+snapshotSuite(
+  'JournalDevice over a CowSnapshotDevice: snapshots (160 KiB journal, checkpointed under load)',
+  160 * 1024,
+  0.5,
+);
