@@ -1,9 +1,15 @@
 export {
   type ConformanceOptions,
   type ConformanceSubject,
-  type DescribeFn,
-  type ItFn,
   runConformanceSuite,
-} from './conformance.js';
+} from './block-conformance.js';
+export type { DescribeFn, ItFn } from './conformance-support.js';
 export * from './faulty-device.js';
 export { ModelDevice, type ModelDeviceOptions } from './model-device.js';
+export {
+  runSnapshotConformanceSuite,
+  type SnapshotConformanceOptions,
+  type SnapshotConformanceSubject,
+  type SnapshotDevice,
+  type SnapshotSupport,
+} from './snapshot-conformance.js';

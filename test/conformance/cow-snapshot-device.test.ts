@@ -1,6 +1,11 @@
 import { describe, it } from 'vitest';
 import { CowSnapshotDevice, MemoryDevice } from '../../src/index.js';
-import { runConformanceSuite } from '../../src/testing/conformance.js';
+import {
+  FaultyDevice,
+  type FaultyOperation,
+  runConformanceSuite,
+  runSnapshotConformanceSuite,
+} from '../../src/testing/index.js';
 
 const size = 64 * 1024;
 const blockSize = 4096;
@@ -77,6 +82,54 @@ runConformanceSuite({
     const device = await CowSnapshotDevice.create(lower, upperStore, { maxSnapshots: 8 });
     await device.snapshot();
     return { device, expected };
+  },
+  describe,
+  it,
+});
+
+runSnapshotConformanceSuite({
+  name: 'CowSnapshotDevice snapshots',
+  create: async () => {
+    const origin = await MemoryDevice.create({ size, blockSize });
+    const store = await MemoryDevice.create({ size: 1 << 20, blockSize });
+    return {
+      device: await CowSnapshotDevice.create(origin, store, { maxSnapshots: 16 }),
+      reopen: () => CowSnapshotDevice.open(origin.reopen(), store.reopen()),
+    };
+  },
+  supports: {
+    writable: true,
+    restore: true,
+    pointInTime: true,
+    reopen: true,
+    selective: false,
+    preserveEvents: true,
+  },
+  describe,
+  it,
+});
+
+/** Milliseconds an operation of the slow disks takes: uneven, so writes in flight finish out of order. */
+const uneven = (op: FaultyOperation) => (op.kind === 'flush' ? 1 : op.index % 3);
+
+runSnapshotConformanceSuite({
+  name: 'CowSnapshotDevice snapshots over slow disks (writes really in flight)',
+  create: async () => {
+    const origin = await MemoryDevice.create({ size, blockSize });
+    const store = await MemoryDevice.create({ size: 1 << 20, blockSize });
+    const slow = (disk: MemoryDevice) => new FaultyDevice(disk.reopen(), { latency: uneven });
+    return {
+      device: await CowSnapshotDevice.create(slow(origin), slow(store), { maxSnapshots: 16 }),
+      reopen: () => CowSnapshotDevice.open(slow(origin), slow(store)),
+    };
+  },
+  supports: {
+    writable: true,
+    restore: true,
+    pointInTime: true,
+    reopen: true,
+    selective: false,
+    preserveEvents: true,
   },
   describe,
   it,

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'vitest';
 import { FileDevice } from '../../src/devices/file-device.js';
-import { runConformanceSuite } from '../../src/testing/conformance.js';
+import { runConformanceSuite } from '../../src/testing/index.js';
 
 const size = 64 * 1024;
 

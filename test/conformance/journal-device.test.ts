@@ -1,6 +1,16 @@
 import { describe, it } from 'vitest';
-import { CowSnapshotDevice, JournalDevice, MemoryDevice } from '../../src/index.js';
-import { runConformanceSuite } from '../../src/testing/conformance.js';
+import {
+  type BlockDevice,
+  CowSnapshotDevice,
+  JournalDevice,
+  MemoryDevice,
+} from '../../src/index.js';
+import {
+  FaultyDevice,
+  type FaultyOperation,
+  runConformanceSuite,
+  runSnapshotConformanceSuite,
+} from '../../src/testing/index.js';
 
 const size = 64 * 1024;
 const blockSize = 4096;
@@ -152,3 +162,67 @@ runConformanceSuite({
   describe,
   it,
 });
+
+/** Milliseconds an operation of the slow disks takes: uneven, so writes in flight finish out of order. */
+const uneven = (op: FaultyOperation) => (op.kind === 'flush' ? 1 : op.index % 3);
+
+/**
+ * Runs the snapshot suite on a journal device over a CowSnapshotDevice over
+ * memory disks (slow ones with `slow`), with `journalBytes` of ring
+ * checkpointed at `checkpointAt`.
+ */
+function snapshotSuite(
+  name: string,
+  journalBytes: number,
+  checkpointAt?: number,
+  slow = false,
+): void {
+  const attach = (disk: MemoryDevice): BlockDevice =>
+    slow ? new FaultyDevice(disk.reopen(), { latency: uneven }) : disk.reopen();
+  runSnapshotConformanceSuite({
+    name,
+    create: async () => {
+      const origin = await MemoryDevice.create({ size, blockSize });
+      const store = await MemoryDevice.create({ size: 2 << 20, blockSize });
+      const journal = await MemoryDevice.create({ size: 8192 + journalBytes, blockSize: 512 });
+      const options = { maxSnapshots: 16, checkpointAt };
+      const production = await CowSnapshotDevice.create(attach(origin), attach(store), {
+        maxSnapshots: 32,
+      });
+      return {
+        device: await JournalDevice.create(production, attach(journal), options),
+        reopen: async () =>
+          JournalDevice.open(
+            await CowSnapshotDevice.open(attach(origin), attach(store)),
+            attach(journal),
+            options,
+          ),
+      };
+    },
+    supports: {
+      writable: true,
+      restore: true,
+      pointInTime: true,
+      reopen: true,
+      selective: false,
+      preserveEvents: false,
+    },
+    describe,
+    it,
+  });
+}
+
+// A 1 MiB journal: snapshots mostly stay pending, read through the journal.
+snapshotSuite('JournalDevice over a CowSnapshotDevice: snapshots (1 MiB journal)', 1 << 20);
+// Just over two whole-device writes: checkpoints materialize snapshots mid-test.
+snapshotSuite(
+  'JournalDevice over a CowSnapshotDevice: snapshots (160 KiB journal, checkpointed under load)',
+  160 * 1024,
+  0.5,
+);
+snapshotSuite(
+  'JournalDevice over a CowSnapshotDevice: snapshots (160 KiB journal, slow disks: writes really in flight)',
+  160 * 1024,
+  0.5,
+  true,
+);

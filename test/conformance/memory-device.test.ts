@@ -1,6 +1,6 @@
 import { describe, it } from 'vitest';
 import { MemoryDevice } from '../../src/devices/memory-device.js';
-import { runConformanceSuite } from '../../src/testing/conformance.js';
+import { runConformanceSuite } from '../../src/testing/index.js';
 
 runConformanceSuite({
   name: 'MemoryDevice (64 KiB, 4 KiB blocks)',

@@ -1,5 +1,5 @@
 import { describe, it } from 'vitest';
-import { runConformanceSuite } from '../../src/testing/conformance.js';
+import { runConformanceSuite, runSnapshotConformanceSuite } from '../../src/testing/index.js';
 import { ModelDevice } from '../../src/testing/model-device.js';
 
 const size = 64 * 1024;
@@ -52,6 +52,21 @@ runConformanceSuite({
     const expected = model.bytes();
     await model.write(0, new Uint8Array(size).fill(0x44));
     return { device: snap, expected, cleanup: () => model.close() };
+  },
+  describe,
+  it,
+});
+
+runSnapshotConformanceSuite({
+  name: 'ModelDevice snapshots',
+  create: async () => ({ device: await ModelDevice.create({ size, blockSize }) }),
+  supports: {
+    writable: true,
+    restore: true,
+    pointInTime: true,
+    reopen: false,
+    selective: false,
+    preserveEvents: false,
   },
   describe,
   it,

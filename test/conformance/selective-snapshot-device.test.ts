@@ -6,7 +6,7 @@ import {
   SelectiveSnapshotDevice,
   type SelectiveSnapshotOptions,
 } from '../../src/index.js';
-import { runConformanceSuite } from '../../src/testing/conformance.js';
+import { runConformanceSuite, runSnapshotConformanceSuite } from '../../src/testing/index.js';
 
 const size = 64 * 1024;
 const blockSize = 4096;
@@ -133,6 +133,28 @@ runConformanceSuite({
     const device = await selectiveWith(expected, 'error', lower);
     await device.snapshot({ include: [blocks(2, 5)] });
     return { device, expected };
+  },
+  describe,
+  it,
+});
+
+runSnapshotConformanceSuite({
+  name: 'SelectiveSnapshotDevice snapshots',
+  create: async () => {
+    const origin = await MemoryDevice.create({ size, blockSize });
+    const store = await MemoryDevice.create({ size: 1 << 20, blockSize });
+    return {
+      device: await SelectiveSnapshotDevice.create(origin, store, { maxSnapshots: 16 }),
+      reopen: () => SelectiveSnapshotDevice.open(origin.reopen(), store.reopen()),
+    };
+  },
+  supports: {
+    writable: true,
+    restore: true,
+    pointInTime: true,
+    reopen: true,
+    selective: true,
+    preserveEvents: true,
   },
   describe,
   it,

@@ -129,27 +129,6 @@ describe('JournalDevice snapshots', () => {
     },
   );
 
-  it('hold exactly the writes called before snapshot(), in flight ones included (rule 1)', async () => {
-    const s = await stack();
-    const d = s.device;
-    const before = d.write(0, fill(2 * BS, 1));
-    const partial = d.write(BS + 100, fill(50, 2));
-    const taking = d.snapshot({ name: 'cut' });
-    const after = d.write(0, fill(BS, 3));
-    const [snap] = await Promise.all([taking, before, partial, after]);
-    const expected = written(
-      written(new Uint8Array(SIZE), 0, fill(2 * BS, 1)),
-      BS + 100,
-      fill(50, 2),
-    );
-    expectBytes('snapshot', await readAll(snap), expected);
-    expectBytes('live', await readAll(d), written(expected, 0, fill(BS, 3)));
-    // Marker records take sequence numbers: two writes, the marker, the third write.
-    expect(d.listSnapshots()).toMatchObject([{ name: 'cut', sequence: 3, materialized: false }]);
-    expect(d.sequence).toBe(4);
-    await d.close();
-  });
-
   it('are materialized at the checkpoint, marker by marker, and handles keep working across it', async () => {
     const s = await stack({ checkpointAt: 1 });
     const d = s.device;
