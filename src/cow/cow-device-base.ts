@@ -4,6 +4,8 @@ import {
   AbstractBlockDevice,
   AccessGate,
   callbackReader,
+  type InFlightCounter,
+  inFlightCounter,
   io,
   LockTable,
   type READ_CALLBACK,
@@ -70,11 +72,15 @@ export abstract class CowDeviceBase
   readonly #readGate = new AccessGate();
   readonly #handles = new Set<SnapshotHandle>();
   readonly #everyBlock: BlockRanges;
+  /** Reads and passed-on writes count themselves, in the reaction that leaves their gate. */
+  readonly #inFlight: InFlightCounter = inFlightCounter(this);
   /** What snapshot handles call back into; kept off the public surface. */
   readonly #host: SnapshotHost;
 
   protected constructor(what: string, cow: CowStore, excludedReads: ExcludedReads = 'error') {
     super(what, cow.origin.size, cow.origin.blockSize, cow.origin.readOnly);
+    this.#inFlight.ownReads = true;
+    this.#inFlight.ownPassedWrites = true;
     this.#cow = cow;
     this.#origin = cow.origin;
     this.#originReader = callbackReader(cow.origin);
@@ -158,7 +164,7 @@ export abstract class CowDeviceBase
     // Register the hold now, synchronously: writes called before this line
     // are ahead of it, writes called after wait behind it.
     const held = this.#gate.hold(ranges ?? this.#everyBlock);
-    return this.track(
+    return this.#inFlight.track(
       this.#admin.runExclusive(async () => {
         const release = await held;
         let entry: CowEntry & { kind: 'snapshot' };
@@ -233,7 +239,7 @@ export abstract class CowDeviceBase
    */
   #holdingEverything(fn: () => Promise<void>): Promise<void> {
     const held = this.#gate.hold(this.#everyBlock, true);
-    return this.track(
+    return this.#inFlight.track(
       this.#admin.runExclusive(async () => {
         const release = await held;
         try {
@@ -313,14 +319,11 @@ export abstract class CowDeviceBase
 
   // ------------------------------------------------------------ block device
 
-  /** Reads and passed-on writes count themselves, in the reaction that leaves their gate. */
-  protected override readonly tracksOwnIO = true;
-
   protected _read(offset: number, length: number): Promise<Uint8Array> {
     // The hot path: no restore running, so one promise per read — ours,
     // settled from the origin's callback where it has READ_CALLBACK, else
     // the origin's, with two preallocated reactions.
-    this.opStarted();
+    this.#inFlight.started();
     const release = this.#readGate.tryShared();
     if (release !== undefined) return this.#readOrigin(offset, length);
     return this.#readGate.shared().then(() => this.#readOrigin(offset, length));
@@ -350,7 +353,7 @@ export abstract class CowDeviceBase
 
   readonly #leaveRead = (): void => {
     this.#readGate.releaseShared();
-    this.opSettled();
+    this.#inFlight.settled();
   };
 
   readonly #readDone = (data: Uint8Array): Uint8Array => {
@@ -379,7 +382,7 @@ export abstract class CowDeviceBase
     if (this.#state.anyHolds(first, last)) return undefined;
     const pass = this.#gate.tryEnter(first, last);
     if (pass === undefined) return undefined;
-    this.opStarted();
+    this.#inFlight.started();
     return this.#writeUnheld(offset, data, pass, true);
   }
 
@@ -411,7 +414,7 @@ export abstract class CowDeviceBase
    * A write to blocks no snapshot holds, inside the gate: nothing to
    * preserve and no snapshot read to keep out, so no block lock. Hands
    * `data` to the origin's `write` at once (done with it once it returns).
-   * `counted`: the write is in the in-flight count by opStarted (the
+   * `counted`: the write is in the in-flight count by #inFlight.started (the
    * `_writeThrough` path), and leaves it here with the gate. Its reactions
    * come from #unheldEnds, so the hot path makes no closure.
    */
@@ -437,7 +440,7 @@ export abstract class CowDeviceBase
     end.pass = undefined;
     if (this.#unheldEnds.length < UNHELD_ENDS_KEPT) this.#unheldEnds.push(end);
     pass.leave();
-    if (counted) this.opSettled();
+    if (counted) this.#inFlight.settled();
   };
 
   /** A write to blocks some snapshot holds: preserve what it needs under the block locks, then write. */

@@ -5,6 +5,8 @@ import {
   allocateBuffer,
   checkGeometry,
   checkRange,
+  type InFlightCounter,
+  inFlightCounter,
   isBytes,
   READ_CALLBACK,
   READ_INTO,
@@ -50,6 +52,7 @@ export class FileDevice extends AbstractBlockDevice {
   /** The path the device was opened from. */
   readonly path: string;
   readonly #fd: number;
+  readonly #inFlight: InFlightCounter = inFlightCounter(this);
 
   private constructor(
     path: string,
@@ -139,7 +142,7 @@ export class FileDevice extends AbstractBlockDevice {
       return Promise.reject(err);
     }
     if (buffer.length === 0) return Promise.resolve(buffer);
-    return this.track(
+    return this.#inFlight.track(
       new Promise((resolve, reject) => this.#fill(offset, buffer, resolve, reject)),
     );
   }
@@ -161,23 +164,23 @@ export class FileDevice extends AbstractBlockDevice {
       return;
     }
     const buffer = length > SLAB_READ_MAX ? uninitialized(length) : allocateBuffer(length);
-    this.opStarted();
+    this.#inFlight.started();
     try {
       this.#fill(
         offset,
         buffer,
         (data) => {
-          this.opSettled();
+          this.#inFlight.settled();
           done(null, data);
         },
         (err) => {
-          this.opSettled();
+          this.#inFlight.settled();
           done(err as Error, undefined);
         },
       );
     } catch (err) {
       // fs.read refusing its arguments at the call: `done` still runs once.
-      this.opSettled();
+      this.#inFlight.settled();
       done(wrapIO(`read at ${offset}`, err), undefined);
     }
   }
@@ -246,8 +249,8 @@ export class FileDevice extends AbstractBlockDevice {
       return Promise.reject(err);
     }
     if (length === 0) return Promise.resolve();
-    if (blocks.length === 1) return this.track(this._write(offset, blocks[0]!));
-    return this.track(this.#writev(offset, blocks));
+    if (blocks.length === 1) return this.#inFlight.track(this._write(offset, blocks[0]!));
+    return this.#inFlight.track(this.#writev(offset, blocks));
   }
 
   /** Writes `blocks` back to back from `offset`, resuming after short writes. */
