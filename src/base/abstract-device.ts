@@ -1,15 +1,42 @@
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { allocateBuffer } from './buffer-pool.js';
+import { InFlightCounter } from './in-flight.js';
 import { checkGeometry, checkRange, isBytes } from './range.js';
 import { type EventMap, TypedEventEmitter } from './typed-emitter.js';
 
 /**
- * The boring parts of a block device, done once: argument and bounds checks,
- * the closed state, draining in-flight I/O on close, `Symbol.asyncDispose`,
- * and typed events. Subclasses implement the protected `_read`, `_write`,
- * `_flush` and `_close`, which only ever receive validated arguments, so bad
- * input never reaches (or changes) a device's state.
+ * The one way in to a device's private in-flight counter; set in
+ * AbstractBlockDevice's static block, so declared before the class.
+ */
+let counterOf: (device: AbstractBlockDevice<EventMap>) => InFlightCounter;
+
+/**
+ * The base class of every block device: it does the boring parts once —
+ * argument and bounds checks, the closed state, waiting for I/O in flight on
+ * close, `Symbol.asyncDispose` and typed events — so a device implements only
+ * four protected hooks, which never see a bad argument.
+ *
+ * The subclassing contract (a device of your own runs the conformance suite
+ * of `blocksnap/testing` to check it keeps it):
+ *
+ * - {@link _read} and {@link _write} receive only validated ranges: a safe
+ *   integer offset and length, inside the device, never empty (a zero-length
+ *   `read` or `write` is answered without calling them). `_write` gets a
+ *   private copy of the caller's data, which it may keep. Calls on a closed
+ *   device fail with `ECLOSED`, writes to a read-only one with `EROFS`
+ *   ({@link checkWritable}), all before any hook runs.
+ * - Hooks run concurrently (many reads and writes in flight at once); a
+ *   device serializes what it must itself.
+ * - `close()` runs once, however often it is called: it waits for every
+ *   `read`, `write` and `flush` in flight to settle, then calls
+ *   {@link _flush}, then {@link _close} (even if the flush failed), and
+ *   resolves or rejects with their outcome. From its first call, new calls
+ *   fail with `ECLOSED`.
+ * - A hook reports failure by rejecting; the caller gets the rejection
+ *   unchanged, so reject with a `BlockDeviceError` (`EIO` with the original
+ *   as `cause` when the medium beneath fails). A hook that throws instead of
+ *   rejecting is turned into a rejection.
  */
 export abstract class AbstractBlockDevice<E extends EventMap = Record<never, never>>
   extends TypedEventEmitter<E>
@@ -23,8 +50,12 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
   readonly readOnly: boolean;
 
   #closing: Promise<void> | undefined;
-  #inFlight = 0;
-  #drained: (() => void) | undefined;
+  /** Reached by the library's own devices through {@link inFlightCounter}; never by a subclass. */
+  readonly #inFlight = new InFlightCounter();
+
+  static {
+    counterOf = (device) => device.#inFlight;
+  }
 
   /**
    * @param what - the device's name, for error messages.
@@ -46,19 +77,23 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
 
   /** @inheritDoc */
   read(offset: number, length: number): Promise<Uint8Array> {
+    let op: Promise<Uint8Array>;
     try {
       this.checkOpen();
       checkRange(this.size, offset, length);
+      if (length === 0) return Promise.resolve(new Uint8Array(0));
+      op = this._read(offset, length);
     } catch (err) {
       return Promise.reject(err);
     }
-    if (length === 0) return Promise.resolve(new Uint8Array(0));
-    const op = this._read(offset, length);
-    return this.tracksOwnIO ? op : this.track(op);
+    const inFlight = this.#inFlight;
+    return inFlight.ownReads ? op : inFlight.track(op);
   }
 
   /** @inheritDoc */
   write(offset: number, data: Uint8Array): Promise<void> {
+    const inFlight = this.#inFlight;
+    let op: Promise<void>;
     try {
       this.checkOpen();
       if (!isBytes(data)) {
@@ -66,33 +101,37 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
       }
       checkRange(this.size, offset, data.length);
       this.checkWritable();
+      if (data.length === 0) return Promise.resolve();
+      const through = this._writeThrough(offset, data);
+      if (through !== undefined)
+        return inFlight.ownPassedWrites ? through : inFlight.track(through);
+      // The caller may reuse `data` as soon as this returns: take a private
+      // copy now, before any await.
+      const copy = allocateBuffer(data.length);
+      copy.set(data);
+      op = this._write(offset, copy);
     } catch (err) {
       return Promise.reject(err);
     }
-    if (data.length === 0) return Promise.resolve();
-    const through = this._writeThrough(offset, data);
-    if (through !== undefined) return this.tracksOwnIO ? through : this.track(through);
-    // The caller may reuse `data` as soon as this returns: take a private copy
-    // now, before any await.
-    const copy = allocateBuffer(data.length);
-    copy.set(data);
-    return this.track(this._write(offset, copy));
+    return inFlight.ownWrites ? op : inFlight.track(op);
   }
 
   /** @inheritDoc */
   flush(): Promise<void> {
+    let op: Promise<void>;
     try {
       this.checkOpen();
+      op = this._flush();
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.track(this._flush());
+    return this.#inFlight.track(op);
   }
 
   /** @inheritDoc */
   close(): Promise<void> {
     if (this.#closing === undefined) {
-      this.#closing = this.drain().then(async () => {
+      this.#closing = this.#inFlight.drain().then(async () => {
         try {
           await this._flush();
         } finally {
@@ -122,58 +161,6 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
     }
   }
 
-  /**
-   * Whether `_read` and `_writeThrough` keep each operation in the in-flight
-   * count themselves, with {@link opStarted} and {@link opSettled}, from a
-   * reaction to its settling that they have anyway (leaving a gate) —
-   * rather than `track` adding one more promise reaction to every read and
-   * passed-on write, on paths that cost a few microseconds in all.
-   * `close()` waits for them all the same.
-   */
-  protected readonly tracksOwnIO: boolean = false;
-
-  /** Counts one operation in flight (`close()` waits for it); {@link opSettled} must follow once. */
-  protected opStarted(): void {
-    this.#inFlight++;
-  }
-
-  /** The operation {@link opStarted} counted has settled. */
-  protected opSettled(): void {
-    this.#settled();
-  }
-
-  /**
-   * Counts an operation as in flight until it settles, so `close()` can wait
-   * for it. The caller gets `op` itself; the count rides on a side branch
-   * with one shared settle function, which keeps the per-I/O cost to a single
-   * extra reaction (`finally` would add a closure and two promises per call).
-   */
-  protected track<T>(op: Promise<T>): Promise<T> {
-    this.#inFlight++;
-    op.then(this.#settled, this.#settled);
-    return op;
-  }
-
-  readonly #settled = (): void => {
-    if (--this.#inFlight === 0 && this.#drained !== undefined) {
-      const wake = this.#drained;
-      this.#drained = undefined;
-      wake();
-    }
-  };
-
-  /** Resolves once no tracked operation is in flight. */
-  protected drain(): Promise<void> {
-    if (this.#inFlight === 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const previous = this.#drained;
-      this.#drained = () => {
-        previous?.();
-        resolve();
-      };
-    });
-  }
-
   /** Emits `error` only when someone listens, so a background failure never crashes the process. */
   protected reportError(err: Error): void {
     const emitter = this as unknown as {
@@ -183,25 +170,50 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
     if (emitter.listenerCount('error') > 0) emitter.emit('error', err);
   }
 
-  /** Reads a validated, non-empty range. */
+  /**
+   * Reads `length` bytes at `offset` into fresh memory the caller may keep
+   * and change. The range is validated and non-empty; the device is open.
+   */
   protected abstract _read(offset: number, length: number): Promise<Uint8Array>;
-  /** Writes a validated, non-empty range; `data` is already a private copy. */
+  /**
+   * Writes `data` at `offset`, resolving once the device has it (durable
+   * only after a later flush). The range is validated and non-empty, the
+   * device open and writable, and `data` a private copy the device may keep.
+   */
   protected abstract _write(offset: number, data: Uint8Array): Promise<void>;
   /**
    * A write the subclass passes on, before returning, to a lower device's
    * `write` — which by the BlockDevice contract lets its caller reuse `data`
-   * as soon as it returns — so this layer need not copy `data` first; or `undefined` to have it copied
-   * and sent to `_write`. Gets a validated, non-empty range, and must not
-   * keep `data` past its synchronous return. A stacked write then costs one
-   * copy, not one per layer.
+   * as soon as it returns — so this layer need not copy `data` first; or
+   * `undefined` to have it copied and sent to `_write`. Gets a validated,
+   * non-empty range, and must not keep `data` past its synchronous return.
+   * A stacked write then costs one copy, not one per layer.
    */
   protected _writeThrough(_offset: number, _data: Uint8Array): Promise<void> | undefined {
     return undefined;
   }
-  /** Makes every acknowledged write durable. */
+  /**
+   * Makes every write acknowledged before this call durable: when it
+   * resolves, they survive a power cut. Also called once by `close()`.
+   */
   protected abstract _flush(): Promise<void>;
-  /** Releases resources; called once, after in-flight I/O drained and a flush. */
+  /**
+   * Releases the device's resources. Called exactly once, by `close()`,
+   * after every operation in flight settled and {@link _flush} ran.
+   */
   protected abstract _close(): Promise<void>;
+}
+
+/**
+ * `device`'s in-flight counter, for the library's own devices to count the
+ * I/O of their hot paths themselves (see {@link InFlightCounter}). Exported
+ * from `src/base/index.ts` only, never from the public surface: the counter
+ * is the library's to get right, not a subclass's.
+ */
+export function inFlightCounter<E extends EventMap>(
+  device: AbstractBlockDevice<E>,
+): InFlightCounter {
+  return counterOf(device as unknown as AbstractBlockDevice<EventMap>);
 }
 
 function describe(value: unknown): string {

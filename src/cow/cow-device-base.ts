@@ -2,16 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { Mutex } from 'async-mutex';
 import {
   AbstractBlockDevice,
-  AccessGate,
-  callbackReader,
+  type InFlightCounter,
+  inFlightCounter,
   io,
   LockTable,
-  type READ_CALLBACK,
-  type ReadDone,
-  readByCallback,
 } from '../base/index.js';
 import type {
-  BlockDevice,
   BlockDeviceEvents,
   ChangeTracking,
   Extent,
@@ -28,18 +24,16 @@ import {
   subtractRanges,
   unionRanges,
 } from './block-ranges.js';
+import { CowRestore } from './cow-restore.js';
 import { CowSnapshotIO, type ExcludedReads } from './cow-snapshot-io.js';
 import type { CowState } from './cow-state.js';
 import type { CowStore } from './cow-store.js';
 import type { CowEntry } from './metadata-codec.js';
-import type { MetadataLog } from './metadata-log.js';
+import { OriginReads } from './origin-reads.js';
 import { type GatePass, RangeGate } from './range-gate.js';
-import { restorePieces } from './restore-pieces.js';
+import { UnheldWrites } from './unheld-writes.js';
 
 export type { ExcludedReads };
-
-/** Blocks restored concurrently: enough to keep the devices busy, few enough to bound memory. */
-const RESTORE_BATCH = 64;
 
 /**
  * The copy-on-write device itself, shared by CowSnapshotDevice (every
@@ -59,28 +53,37 @@ export abstract class CowDeviceBase
   implements ChangeTracking
 {
   readonly #cow: CowStore;
-  readonly #origin: BlockDevice;
   readonly #state: CowState;
-  readonly #log: MetadataLog<CowEntry>;
   readonly #locks = new LockTable();
   readonly #gate = new RangeGate();
   /** Snapshot, delete and restore, one at a time, in call order. */
   readonly #admin = new Mutex();
-  /** Origin reads enter shared; only restore shuts them out, so no one sees it half done. */
-  readonly #readGate = new AccessGate();
   readonly #handles = new Set<SnapshotHandle>();
   readonly #everyBlock: BlockRanges;
+  /** Reads (OriginReads) and passed-on writes (UnheldWrites) count themselves in flight. */
+  readonly #inFlight: InFlightCounter = inFlightCounter(this);
   /** What snapshot handles call back into; kept off the public surface. */
   readonly #host: SnapshotHost;
+  readonly #reads: OriginReads;
+  readonly #unheld: UnheldWrites;
+  readonly #restore: CowRestore;
 
   protected constructor(what: string, cow: CowStore, excludedReads: ExcludedReads = 'error') {
     super(what, cow.origin.size, cow.origin.blockSize, cow.origin.readOnly);
+    this.#inFlight.ownReads = true;
+    this.#inFlight.ownPassedWrites = true;
     this.#cow = cow;
-    this.#origin = cow.origin;
-    this.#originReader = callbackReader(cow.origin);
     this.#state = cow.state;
-    this.#log = cow.log;
     this.#everyBlock = [{ start: 0, end: cow.origin.size / cow.origin.blockSize }];
+    this.#reads = new OriginReads(cow.origin, this.#inFlight);
+    this.#unheld = new UnheldWrites(cow.origin, this.#inFlight);
+    this.#restore = new CowRestore(
+      cow,
+      this.#locks,
+      cow.origin.blockSize,
+      (first, last) => this.#preserve(first, last),
+      (done, total) => this.emit('progress', { operation: 'restore', done, total }),
+    );
     const io = new CowSnapshotIO(cow, this.#gate, this.#locks, excludedReads);
     this.#host = {
       readSnapshot: (seq, offset, length) => io.read(seq, offset, length),
@@ -123,7 +126,7 @@ export abstract class CowDeviceBase
     if (seq === undefined) return;
     // The caller may have been told nothing yet, but the origin may be half
     // restored: finish it.
-    await this.#finishRestore(seq, this.#state.restoringExtents);
+    await this.#restore.finish(seq, this.#state.restoringExtents);
   }
 
   // ---------------------------------------------------------------- snapshots
@@ -158,7 +161,7 @@ export abstract class CowDeviceBase
     // Register the hold now, synchronously: writes called before this line
     // are ahead of it, writes called after wait behind it.
     const held = this.#gate.hold(ranges ?? this.#everyBlock);
-    return this.track(
+    return this.#inFlight.track(
       this.#admin.runExclusive(async () => {
         const release = await held;
         let entry: CowEntry & { kind: 'snapshot' };
@@ -168,7 +171,7 @@ export abstract class CowDeviceBase
             throw new BlockDeviceError('ENOSPC', `already ${this.limits.maxSnapshots} snapshots`);
           }
           // Rule 5: the writes the snapshot holds must survive with it.
-          await io('origin flush', this.#origin.flush());
+          await io('origin flush', this.#cow.origin.flush());
           entry = {
             kind: 'snapshot',
             seq: this.#state.lastSeq + 1,
@@ -178,7 +181,7 @@ export abstract class CowDeviceBase
             writable: options.writable ?? false,
             ranges,
           };
-          await this.#log.append([entry]);
+          await this.#cow.log.append([entry]);
         } finally {
           release();
         }
@@ -219,8 +222,8 @@ export abstract class CowDeviceBase
     return this.#holdingEverything(async () => {
       const seq = this.#state.byId(id).seq;
       // A durability point (rule 5): the writes called before it survive too.
-      await io('origin flush', this.#origin.flush());
-      await this.#log.append([{ kind: 'delete', seq }]);
+      await io('origin flush', this.#cow.origin.flush());
+      await this.#cow.log.append([{ kind: 'delete', seq }]);
     }).then(() => {
       this.emit('snapshot-deleted', id);
     });
@@ -233,7 +236,7 @@ export abstract class CowDeviceBase
    */
   #holdingEverything(fn: () => Promise<void>): Promise<void> {
     const held = this.#gate.hold(this.#everyBlock, true);
-    return this.track(
+    return this.#inFlight.track(
       this.#admin.runExclusive(async () => {
         const release = await held;
         try {
@@ -294,74 +297,15 @@ export abstract class CowDeviceBase
       return Promise.reject(err);
     }
     return this.#holdingEverything(() =>
-      this.#readGate.runExclusive(async () => {
-        const seq = this.#state.byId(id).seq;
-        const pieces = restorePieces(this.#state, seq, extents, this.blockSize);
-        const blocks = new Set(pieces.map((p) => p.block));
-        const needed = [...blocks].filter((b) => this.#state.needsPreserve(b)).length;
-        if (needed > this.#state.allocator.free) {
-          throw new BlockDeviceError(
-            'ENOSPC',
-            `restore of ${id} must preserve ${needed} block(s); the store has ${this.#state.allocator.free} free`,
-          );
-        }
-        await this.#log.append([{ kind: 'restore-begin', seq, extents }]);
-        await this.#finishRestore(seq, extents);
-      }),
+      this.#reads.exclusive(() => this.#restore.run(id, extents)),
     );
   }
 
   // ------------------------------------------------------------ block device
 
-  /** Reads and passed-on writes count themselves, in the reaction that leaves their gate. */
-  protected override readonly tracksOwnIO = true;
-
   protected _read(offset: number, length: number): Promise<Uint8Array> {
-    // The hot path: no restore running, so one promise per read — ours,
-    // settled from the origin's callback where it has READ_CALLBACK, else
-    // the origin's, with two preallocated reactions.
-    this.opStarted();
-    const release = this.#readGate.tryShared();
-    if (release !== undefined) return this.#readOrigin(offset, length);
-    return this.#readGate.shared().then(() => this.#readOrigin(offset, length));
+    return this.#reads.read(offset, length);
   }
-
-  /**
-   * The origin's read, inside the read gate; the reaction leaves the gate
-   * and the in-flight count, even for an origin that throws instead of
-   * rejecting (neither may leak: a restore or close would wait forever).
-   */
-  #readOrigin(offset: number, length: number): Promise<Uint8Array> {
-    const direct = this.#originReader;
-    if (direct !== undefined) {
-      return readByCallback(direct, offset, length, this.#leaveRead, wrapOriginRead);
-    }
-    let read: Promise<Uint8Array>;
-    try {
-      read = this.#origin.read(offset, length);
-    } catch (err) {
-      read = Promise.reject(err);
-    }
-    return read.then(this.#readDone, this.#readFailed);
-  }
-
-  /** The origin's {@link READ_CALLBACK}, if it has one. */
-  readonly #originReader: ((offset: number, length: number, done: ReadDone) => void) | undefined;
-
-  readonly #leaveRead = (): void => {
-    this.#readGate.releaseShared();
-    this.opSettled();
-  };
-
-  readonly #readDone = (data: Uint8Array): Uint8Array => {
-    this.#leaveRead();
-    return data;
-  };
-
-  readonly #readFailed = (err: unknown): never => {
-    this.#leaveRead();
-    throw wrapIO('origin read', err);
-  };
 
   /**
    * A write to blocks no snapshot holds goes straight to the origin — whose
@@ -379,8 +323,8 @@ export abstract class CowDeviceBase
     if (this.#state.anyHolds(first, last)) return undefined;
     const pass = this.#gate.tryEnter(first, last);
     if (pass === undefined) return undefined;
-    this.opStarted();
-    return this.#writeUnheld(offset, data, pass, true);
+    this.#inFlight.started();
+    return this.#unheld.write(offset, data, pass, true);
   }
 
   protected _write(offset: number, data: Uint8Array): Promise<void> {
@@ -403,63 +347,30 @@ export abstract class CowDeviceBase
     last: number,
     pass: GatePass,
   ): Promise<void> {
-    if (!this.#state.anyHolds(first, last)) return this.#writeUnheld(offset, data, pass, false);
+    if (!this.#state.anyHolds(first, last)) return this.#unheld.write(offset, data, pass, false);
     return this.#writeLocked(offset, data, first, last).finally(() => pass.leave());
   }
-
-  /**
-   * A write to blocks no snapshot holds, inside the gate: nothing to
-   * preserve and no snapshot read to keep out, so no block lock. Hands
-   * `data` to the origin's `write` at once (done with it once it returns).
-   * `counted`: the write is in the in-flight count by opStarted (the
-   * `_writeThrough` path), and leaves it here with the gate. Its reactions
-   * come from #unheldEnds, so the hot path makes no closure.
-   */
-  #writeUnheld(offset: number, data: Uint8Array, pass: GatePass, counted: boolean): Promise<void> {
-    let written: Promise<void>;
-    try {
-      written = this.#origin.write(offset, data);
-    } catch (err) {
-      written = Promise.reject(err);
-    }
-    const end = this.#unheldEnds.pop() ?? new UnheldWriteEnd(this.#endUnheld);
-    end.pass = pass;
-    end.counted = counted;
-    return written.then(end.done, end.failed);
-  }
-
-  /** Reaction pairs of settled unheld writes, for the next ones to reuse. */
-  readonly #unheldEnds: UnheldWriteEnd[] = [];
-
-  readonly #endUnheld = (end: UnheldWriteEnd): void => {
-    const pass = end.pass!;
-    const counted = end.counted;
-    end.pass = undefined;
-    if (this.#unheldEnds.length < UNHELD_ENDS_KEPT) this.#unheldEnds.push(end);
-    pass.leave();
-    if (counted) this.opSettled();
-  };
 
   /** A write to blocks some snapshot holds: preserve what it needs under the block locks, then write. */
   async #writeLocked(offset: number, data: Uint8Array, first: number, last: number): Promise<void> {
     const unlock = await this.#locks.acquire(first, last);
     try {
       await this.#preserve(first, last);
-      await io('origin write', this.#origin.write(offset, data));
+      await io('origin write', this.#cow.origin.write(offset, data));
     } finally {
       unlock();
     }
   }
 
   protected async _flush(): Promise<void> {
-    await this.#log.idle();
-    await io('origin flush', this.#origin.flush());
+    await this.#cow.log.idle();
+    await io('origin flush', this.#cow.origin.flush());
     await io('store flush', this.#cow.store.flush());
   }
 
   protected async _close(): Promise<void> {
     await Promise.all([...this.#handles].map((h) => h.close()));
-    const results = await Promise.allSettled([this.#origin.close(), this.#cow.store.close()]);
+    const results = await Promise.allSettled([this.#cow.origin.close(), this.#cow.store.close()]);
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw wrapIO('close', failed.reason);
   }
@@ -472,37 +383,6 @@ export abstract class CowDeviceBase
     for (const event of preserved) this.emit('preserve', event);
   }
 
-  /**
-   * Writes snapshot `seq`'s content over every byte it holds (within
-   * `extents`) where the origin may differ, through the ordinary
-   * preserve-then-write path, so other snapshots stay intact; then makes it
-   * durable and records the end. Idempotent, which is what lets `open`
-   * simply run it again after a power cut.
-   */
-  async #finishRestore(seq: number, extents: readonly Extent[] | undefined): Promise<void> {
-    const pieces = restorePieces(this.#state, seq, extents, this.blockSize);
-    for (let i = 0; i < pieces.length; i += RESTORE_BATCH) {
-      const batch = pieces.slice(i, i + RESTORE_BATCH);
-      await Promise.all(
-        batch.map(async ({ block, offset, length }) => {
-          // Two pieces of one block (a partial restore's ranges) must not
-          // both preserve it: the second waits and finds it preserved.
-          const unlock = await this.#locks.acquire(block, block);
-          try {
-            const content = await this.#cow.readView(seq, offset, length);
-            await this.#preserve(block, block);
-            await io('origin write', this.#origin.write(offset, content));
-          } finally {
-            unlock();
-          }
-        }),
-      );
-      this.emit('progress', { operation: 'restore', done: i + batch.length, total: pieces.length });
-    }
-    await io('origin flush', this.#origin.flush());
-    await this.#log.append([{ kind: 'restore-end', seq }]);
-  }
-
   #openHandle(seq: number): SnapshotHandle {
     const snap = this.#state.bySeq(seq)!;
     const handle = new SnapshotHandle(this.#host, snap, this.size, this.blockSize);
@@ -513,51 +393,4 @@ export abstract class CowDeviceBase
   #info(seq: number): SnapshotInfo {
     return this.#state.infos(this.blockSize).find((i) => i.id === this.#state.bySeq(seq)?.id)!;
   }
-}
-
-/**
- * Checks the two devices a copy-on-write device is made of.
- * @throws `EINVAL` if either is not a BlockDevice or the store is read-only.
- */
-export function checkCowDevices(origin: BlockDevice, store: BlockDevice): void {
-  for (const [what, dev] of [
-    ['origin', origin],
-    ['store', store],
-  ] as const) {
-    if (typeof dev !== 'object' || dev === null || typeof dev.read !== 'function') {
-      throw new BlockDeviceError('EINVAL', `${what} is not a BlockDevice`);
-    }
-  }
-  if (store.readOnly) throw new BlockDeviceError('EINVAL', 'store is read-only');
-}
-
-function wrapOriginRead(err: Error): Error {
-  return wrapIO('origin read', err);
-}
-
-/** Reaction pairs kept for reuse: more than a device usually has in flight. */
-const UNHELD_ENDS_KEPT = 256;
-
-/**
- * The two reactions that end a write passed straight to the origin: they
- * leave the gate (and the in-flight count) and wrap a failure as `EIO`.
- * Made once and reused, so a write allocates no closure for them.
- */
-class UnheldWriteEnd {
-  pass: GatePass | undefined = undefined;
-  counted = false;
-  readonly #end: (end: UnheldWriteEnd) => void;
-
-  constructor(end: (end: UnheldWriteEnd) => void) {
-    this.#end = end;
-  }
-
-  readonly done = (): void => {
-    this.#end(this);
-  };
-
-  readonly failed = (err: unknown): never => {
-    this.#end(this);
-    throw wrapIO('origin write', err);
-  };
 }

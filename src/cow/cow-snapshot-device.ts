@@ -1,8 +1,8 @@
 import type { BlockDevice, Snapshot, SnapshotOptions } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { checkSnapshotOptions } from '../snapshot/index.js';
-import { CowDeviceBase, checkCowDevices } from './cow-device-base.js';
-import { CowStore } from './cow-store.js';
+import { CowDeviceBase } from './cow-device-base.js';
+import { CowStore, checkCowDevices } from './cow-store.js';
 
 /** Options for {@link CowSnapshotDevice.create}. */
 export interface CowSnapshotDeviceOptions {

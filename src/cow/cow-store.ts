@@ -313,3 +313,19 @@ async function verifyChunks(
   }
   return true;
 }
+
+/**
+ * Checks the two devices a copy-on-write device is made of.
+ * @throws `EINVAL` if either is not a BlockDevice or the store is read-only.
+ */
+export function checkCowDevices(origin: BlockDevice, store: BlockDevice): void {
+  for (const [what, dev] of [
+    ['origin', origin],
+    ['store', store],
+  ] as const) {
+    if (typeof dev !== 'object' || dev === null || typeof dev.read !== 'function') {
+      throw new BlockDeviceError('EINVAL', `${what} is not a BlockDevice`);
+    }
+  }
+  if (store.readOnly) throw new BlockDeviceError('EINVAL', 'store is read-only');
+}

@@ -3,8 +3,8 @@ import type { BlockDevice, Extent, Snapshot, SnapshotOptions } from '../device.j
 import { BlockDeviceError } from '../errors.js';
 import { checkSnapshotOptions } from '../snapshot/index.js';
 import { type BlockRanges, designatedBlocks } from './block-ranges.js';
-import { CowDeviceBase, checkCowDevices, type ExcludedReads } from './cow-device-base.js';
-import { CowStore } from './cow-store.js';
+import { CowDeviceBase, type ExcludedReads } from './cow-device-base.js';
+import { CowStore, checkCowDevices } from './cow-store.js';
 import { mergeExtents } from './restore-pieces.js';
 
 /** Options for {@link SelectiveSnapshotDevice.open}. */

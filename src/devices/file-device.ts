@@ -6,6 +6,8 @@ import {
   allocateBuffer,
   checkGeometry,
   checkRange,
+  type InFlightCounter,
+  inFlightCounter,
   isBytes,
   READ_CALLBACK,
   READ_INTO,
@@ -51,6 +53,8 @@ export class FileDevice extends AbstractBlockDevice {
   /** The path the device was opened from. */
   readonly path: string;
   readonly #fd: number;
+  /** Reads and writes count themselves in flight, in their fs callback: no reaction per I/O. */
+  readonly #inFlight: InFlightCounter = inFlightCounter(this);
 
   private constructor(
     path: string,
@@ -62,6 +66,8 @@ export class FileDevice extends AbstractBlockDevice {
     super('FileDevice', size, blockSize, readOnly);
     this.path = path;
     this.#fd = fd;
+    this.#inFlight.ownReads = true;
+    this.#inFlight.ownWrites = true;
   }
 
   /**
@@ -127,6 +133,7 @@ export class FileDevice extends AbstractBlockDevice {
     // read hands out nothing. (Zeroing, and faulting in, a fresh megabyte
     // per read cost as much as the read itself.)
     const buffer = length > SLAB_READ_MAX ? uninitialized(length) : allocateBuffer(length);
+    this.#inFlight.started();
     return new Promise((resolve, reject) => this.#fill(offset, buffer, resolve, reject));
   }
 
@@ -140,9 +147,8 @@ export class FileDevice extends AbstractBlockDevice {
       return Promise.reject(err);
     }
     if (buffer.length === 0) return Promise.resolve(buffer);
-    return this.track(
-      new Promise((resolve, reject) => this.#fill(offset, buffer, resolve, reject)),
-    );
+    this.#inFlight.started();
+    return new Promise((resolve, reject) => this.#fill(offset, buffer, resolve, reject));
   }
 
   /**
@@ -162,28 +168,19 @@ export class FileDevice extends AbstractBlockDevice {
       return;
     }
     const buffer = length > SLAB_READ_MAX ? uninitialized(length) : allocateBuffer(length);
-    this.opStarted();
-    try {
-      this.#fill(
-        offset,
-        buffer,
-        (data) => {
-          this.opSettled();
-          done(null, data);
-        },
-        (err) => {
-          this.opSettled();
-          done(err as Error, undefined);
-        },
-      );
-    } catch (err) {
-      // fs.read refusing its arguments at the call: `done` still runs once.
-      this.opSettled();
-      done(wrapIO(`read at ${offset}`, err), undefined);
-    }
+    this.#inFlight.started();
+    this.#fill(
+      offset,
+      buffer,
+      (data) => done(null, data),
+      (e) => done(e as Error, undefined),
+    );
   }
 
-  /** Reads `buffer.length` bytes at `offset` into `buffer`, resuming after short reads. */
+  /**
+   * Reads `buffer.length` bytes at `offset` into `buffer`, resuming after short
+   * reads; leaves the in-flight count the caller entered, once, as it settles.
+   */
   #fill(
     offset: number,
     buffer: Uint8Array,
@@ -195,37 +192,57 @@ export class FileDevice extends AbstractBlockDevice {
     let done = 0;
     const onRead = (err: NodeJS.ErrnoException | null, n: number): void => {
       if (err) {
+        this.#inFlight.settled();
         reject(wrapIO(`read at ${offset + done}`, err));
       } else if (n === 0) {
         // A zero-byte read means the file shrank under us: say so, never return zeros.
+        this.#inFlight.settled();
         reject(wrapIO(`read at ${offset + done}`, new Error('unexpected end of file')));
       } else {
         done += n;
-        if (done === length) resolve(buffer);
-        else fs.read(fd, buffer, done, length - done, offset + done, onRead);
+        if (done === length) {
+          this.#inFlight.settled();
+          resolve(buffer);
+        } else fs.read(fd, buffer, done, length - done, offset + done, onRead);
       }
     };
-    fs.read(fd, buffer, 0, length, offset, onRead);
+    try {
+      fs.read(fd, buffer, 0, length, offset, onRead);
+    } catch (err) {
+      // fs.read refusing its arguments at the call: the read still settles once.
+      this.#inFlight.settled();
+      reject(wrapIO(`read at ${offset}`, err));
+    }
   }
 
   protected _write(offset: number, data: Uint8Array): Promise<void> {
+    this.#inFlight.started();
     return new Promise((resolve, reject) => {
       const fd = this.#fd;
       const length = data.length;
       let done = 0;
       const onWrite = (err: NodeJS.ErrnoException | null, n: number): void => {
         if (err) {
+          this.#inFlight.settled();
           reject(wrapIO(`write at ${offset + done}`, err));
         } else if (n === 0) {
           // Retrying a write that wrote nothing would loop forever.
+          this.#inFlight.settled();
           reject(wrapIO(`write at ${offset + done}`, new Error('the file system wrote nothing')));
         } else {
           done += n;
-          if (done === length) resolve();
-          else fs.write(fd, data, done, length - done, offset + done, onWrite);
+          if (done === length) {
+            this.#inFlight.settled();
+            resolve();
+          } else fs.write(fd, data, done, length - done, offset + done, onWrite);
         }
       };
-      fs.write(fd, data, 0, length, offset, onWrite);
+      try {
+        fs.write(fd, data, 0, length, offset, onWrite);
+      } catch (err) {
+        this.#inFlight.settled();
+        reject(wrapIO(`write at ${offset}`, err));
+      }
     });
   }
 
@@ -250,8 +267,8 @@ export class FileDevice extends AbstractBlockDevice {
       return Promise.reject(err);
     }
     if (length === 0) return Promise.resolve();
-    if (blocks.length === 1) return this.track(this._write(offset, blocks[0]!));
-    return this.track(this.#writev(offset, blocks));
+    if (blocks.length === 1) return this._write(offset, blocks[0]!);
+    return this.#inFlight.track(this.#writev(offset, blocks));
   }
 
   /** Writes `blocks` back to back from `offset`, resuming after short writes. */

@@ -1,4 +1,9 @@
-import { AbstractBlockDevice, SECTOR } from '../base/index.js';
+import {
+  AbstractBlockDevice,
+  type InFlightCounter,
+  inFlightCounter,
+  SECTOR,
+} from '../base/index.js';
 import type {
   BlockDevice,
   JournalDeviceEvents,
@@ -97,6 +102,11 @@ export class JournalDevice
 {
   readonly #core: JournalCore;
   readonly #snapshots: JournalSnapshots;
+  /**
+   * The core counts reads in flight in the reaction that leaves its read
+   * gate; writes (no `_writeThrough`) are tracked by the base class.
+   */
+  readonly #inFlight: InFlightCounter = inFlightCounter(this);
 
   private constructor(
     core: (device: JournalDevice) => JournalCore,
@@ -104,6 +114,7 @@ export class JournalDevice
     blockSize: number,
   ) {
     super('JournalDevice', size, blockSize, false);
+    this.#inFlight.ownReads = true;
     this.#core = core(this);
     this.#snapshots = new JournalSnapshots(this.#core, size);
   }
@@ -200,9 +211,9 @@ export class JournalDevice
           progress: (done, total) =>
             device.emit('progress', { operation: 'checkpoint', done, total }),
           backgroundError: (err) => device.reportError(err),
-          track: (work) => device.track(work),
-          readStarted: () => device.opStarted(),
-          readSettled: () => device.opSettled(),
+          track: (work) => device.#inFlight.track(work),
+          readStarted: () => device.#inFlight.started(),
+          readSettled: device.#inFlight.settled,
           closed: () => device.closed,
         }),
       production.size,
@@ -283,7 +294,7 @@ export class JournalDevice
     }
     const { writer } = this.#core;
     const ticket = writer.lastTicket;
-    return this.track(
+    return this.#inFlight.track(
       (async () => {
         await writer.landedThrough(ticket);
         const target = writer.landed().abs;
@@ -313,7 +324,7 @@ export class JournalDevice
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.track(
+    return this.#inFlight.track(
       this.#snapshots.take(options, createdAt).then(([info, handle]) => {
         this.emit('snapshot', info);
         return handle;
@@ -350,7 +361,7 @@ export class JournalDevice
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.track(
+    return this.#inFlight.track(
       this.#snapshots.delete(id).then(() => {
         this.emit('snapshot-deleted', id);
       }),
@@ -376,13 +387,10 @@ export class JournalDevice
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.track(this.#snapshots.restore(id));
+    return this.#inFlight.track(this.#snapshots.restore(id));
   }
 
   // ------------------------------------------------------------ block device
-
-  /** The core counts reads in flight in the reaction that leaves its read gate (no `_writeThrough`). */
-  protected override readonly tracksOwnIO = true;
 
   protected _read(offset: number, length: number): Promise<Uint8Array> {
     return this.#core.read(offset, length);

@@ -96,22 +96,28 @@ describe('FileDevice: a write the file system reports as 0 bytes written', () =>
       (d: FileDevice) =>
         (d as unknown as OwnedIO)[WRITE_OWNED](0, [new Uint8Array(4096), new Uint8Array(4096)]),
     ],
-  ] as const)('%s fails EIO at once', { timeout: 10_000 }, async (_kind, call, issue) => {
-    await using device = await FileDevice.open(join(dir, 'disk.img'), {
-      size: 16384,
-      create: true,
-    });
-    const counter = { calls: 0 };
-    const err = await withReplacedFs({ fs: { [call]: zeroBytes(counter) } }, () =>
-      issue(device).then(
-        () => undefined,
-        (e: unknown) => e,
-      ),
-    );
-    expect(BlockDeviceError.is(err, 'EIO'), String(err)).toBe(true);
-    expect((err as Error).message).toMatch(/wrote nothing/);
-    expect(counter.calls).toBe(1);
-  });
+  ] as const)(
+    '%s fails EIO at once, and close does not wait for it',
+    { timeout: 10_000 },
+    async (_kind, call, issue) => {
+      await using device = await FileDevice.open(join(dir, 'disk.img'), {
+        size: 16384,
+        create: true,
+      });
+      const counter = { calls: 0 };
+      const err = await withReplacedFs({ fs: { [call]: zeroBytes(counter) } }, () =>
+        issue(device).then(
+          () => undefined,
+          (e: unknown) => e,
+        ),
+      );
+      expect(BlockDeviceError.is(err, 'EIO'), String(err)).toBe(true);
+      expect((err as Error).message).toMatch(/wrote nothing/);
+      expect(counter.calls).toBe(1);
+      // The failed write left the in-flight count: close does not wait for it forever.
+      await device.close();
+    },
+  );
 });
 
 describe('FileDevice.open: the directory a created file is made durable in', () => {

@@ -1,0 +1,83 @@
+import {
+  AccessGate,
+  callbackReader,
+  type InFlightCounter,
+  type READ_CALLBACK,
+  type ReadDone,
+  readByCallback,
+} from '../base/index.js';
+import type { BlockDevice } from '../device.js';
+import { wrapIO } from '../errors.js';
+
+/**
+ * Reads of a copy-on-write device's live content: straight from the origin,
+ * inside a read gate that only a restore shuts (so no one sees it half
+ * done). The hot read path: one promise per read — ours, settled from the
+ * origin's callback where it has {@link READ_CALLBACK}, else the origin's,
+ * with two preallocated reactions.
+ */
+export class OriginReads {
+  readonly #origin: BlockDevice;
+  /** The origin's {@link READ_CALLBACK}, if it has one. */
+  readonly #originReader: ((offset: number, length: number, done: ReadDone) => void) | undefined;
+  readonly #inFlight: InFlightCounter;
+  /** Origin reads enter shared; only restore shuts them out. */
+  readonly #readGate = new AccessGate();
+
+  constructor(origin: BlockDevice, inFlight: InFlightCounter) {
+    this.#origin = origin;
+    this.#originReader = callbackReader(origin);
+    this.#inFlight = inFlight;
+  }
+
+  /** Reads a validated, non-empty range, counted in flight until it settles. */
+  read(offset: number, length: number): Promise<Uint8Array> {
+    this.#inFlight.started();
+    const release = this.#readGate.tryShared();
+    if (release !== undefined) return this.#readOrigin(offset, length);
+    return this.#readGate.shared().then(() => this.#readOrigin(offset, length));
+  }
+
+  /** Runs `fn` with every read shut out: the ones in flight drained, new ones waiting. */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    return this.#readGate.runExclusive(fn);
+  }
+
+  /**
+   * The origin's read, inside the read gate; the reaction leaves the gate
+   * and the in-flight count, even for an origin that throws instead of
+   * rejecting (neither may leak: a restore or close would wait forever).
+   */
+  #readOrigin(offset: number, length: number): Promise<Uint8Array> {
+    const direct = this.#originReader;
+    if (direct !== undefined) {
+      return readByCallback(direct, offset, length, this.#leaveRead, wrapOriginRead);
+    }
+    let read: Promise<Uint8Array>;
+    try {
+      read = this.#origin.read(offset, length);
+    } catch (err) {
+      read = Promise.reject(err);
+    }
+    return read.then(this.#readDone, this.#readFailed);
+  }
+
+  readonly #leaveRead = (): void => {
+    this.#readGate.releaseShared();
+    this.#inFlight.settled();
+  };
+
+  readonly #readDone = (data: Uint8Array): Uint8Array => {
+    this.#leaveRead();
+    return data;
+  };
+
+  readonly #readFailed = (err: unknown): never => {
+    this.#leaveRead();
+    throw wrapIO('origin read', err);
+  };
+}
+
+function wrapOriginRead(err: Error): Error {
+  return wrapIO('origin read', err);
+}
