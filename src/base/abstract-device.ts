@@ -183,9 +183,19 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
     if (emitter.listenerCount('error') > 0) emitter.emit('error', err);
   }
 
-  /** Reads a validated, non-empty range. */
+  /**
+   * Reads a validated, non-empty range, into a buffer the caller will own
+   * (see {@link BlockDevice.read}): over an ArrayBuffer of its own, exactly
+   * `length` bytes, such as a new `Uint8Array(length)` or a lower device's
+   * read result.
+   */
   protected abstract _read(offset: number, length: number): Promise<Uint8Array>;
-  /** Writes a validated, non-empty range; `data` is already a private copy. */
+  /**
+   * Writes a validated, non-empty range; `data` is already a private copy.
+   * It may be a view into a slab shared with other copies: keep its bytes
+   * as long as needed, but never return it (or a view of it) from a read,
+   * nor transfer its buffer.
+   */
   protected abstract _write(offset: number, data: Uint8Array): Promise<void>;
   /**
    * A write the subclass passes on, before returning, to a lower device's
