@@ -13,12 +13,23 @@ export interface BlockDevice extends AsyncDisposable {
   readonly readOnly: boolean;
   /**
    * Reads `length` bytes at `offset`. Any range inside `[0, size)` is valid.
+   *
+   * Resolves with a fresh buffer the caller owns: a Uint8Array over an
+   * ArrayBuffer of its own, exactly `length` bytes at `byteOffset` 0 — never
+   * a view into memory the device or another caller uses. The caller may
+   * keep it, change it, or transfer its buffer (to a worker, with
+   * `postMessage` or `structuredClone`) without changing anything else, and a
+   * kept result holds no more memory than its own bytes. A layer may return
+   * the result of a device below it as is: that device owes the same.
    * @throws `ERANGE`, `ECLOSED`, `EIO`.
    */
   read(offset: number, length: number): Promise<Uint8Array>;
   /**
-   * Writes `data` at `offset`. The caller may reuse `data` as soon as the
-   * promise is created. Acknowledged writes are durable after the next `flush()`.
+   * Writes `data` at `offset`. The device takes what it needs of `data` —
+   * a copy, or the bytes handed to the device below, which owes the same —
+   * before `write` returns, and never hands `data` to anyone: the caller may
+   * reuse, change or transfer `data` as soon as the promise is created.
+   * Acknowledged writes are durable after the next `flush()`.
    * @throws `ERANGE`, `EINVAL`, `EROFS`, `ECLOSED`, `ENOSPC`, `EIO`.
    */
   write(offset: number, data: Uint8Array): Promise<void>;

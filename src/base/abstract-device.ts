@@ -171,14 +171,19 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
   }
 
   /**
-   * Reads `length` bytes at `offset` into fresh memory the caller may keep
-   * and change. The range is validated and non-empty; the device is open.
+   * Reads `length` bytes at `offset` into a buffer the caller will own (see
+   * {@link BlockDevice.read}): over an ArrayBuffer of its own, exactly
+   * `length` bytes, such as a new `Uint8Array(length)` or a lower device's
+   * read result. The range is validated and non-empty; the device is open.
    */
   protected abstract _read(offset: number, length: number): Promise<Uint8Array>;
   /**
    * Writes `data` at `offset`, resolving once the device has it (durable
    * only after a later flush). The range is validated and non-empty, the
    * device open and writable, and `data` a private copy the device may keep.
+   * It may be a view into a slab shared with other copies: keep its bytes as
+   * long as needed, but never return it (or a view of it) from a read, nor
+   * transfer its buffer.
    */
   protected abstract _write(offset: number, data: Uint8Array): Promise<void>;
   /**

@@ -31,7 +31,8 @@ export const WRITE_OWNED: unique symbol = Symbol('blocksnap.writeOwned');
 
 /**
  * `[READ_CALLBACK](offset, length, done)` reads as `read(offset, length)`
- * does — same checks, errors and fresh buffer — and calls `done` exactly
+ * does — same checks and errors, and a buffer the caller owns whole, as
+ * `read`'s — and calls `done` exactly
  * once with the error or the bytes instead of returning a promise: a layer
  * that settles a promise of its own anyway (a read overlay) then makes one
  * promise per read, not two, and pays no promise reaction in between. `done`

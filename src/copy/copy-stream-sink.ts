@@ -162,7 +162,7 @@ export class StreamCopySink implements CopySink {
           await this.#writer.write(
             encodeFrameHead(number, offset, piece.length, this.#streamIdBytes),
           );
-          await this.#writer.write(piece);
+          await this.#writer.write(ownBuffer(piece));
           await this.#writer.write(encodeFrameTail(number, fletcher4(piece)));
         } catch (err) {
           this.#failure ??= err;
@@ -177,4 +177,15 @@ export class StreamCopySink implements CopySink {
       for (const wake of waiters) wake();
     }
   }
+}
+
+/**
+ * `piece` as a buffer of its own, copied unless it already is one. The
+ * stream's consumer may keep or transfer what it is given (as a read's
+ * caller may, BlockDevice.read), but a chunk is often a view of a run read
+ * whole, whose other chunks are still waiting: transferring one would detach
+ * them all.
+ */
+function ownBuffer(piece: Uint8Array): Uint8Array {
+  return piece.byteOffset === 0 && piece.buffer.byteLength === piece.length ? piece : piece.slice();
 }

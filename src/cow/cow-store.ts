@@ -185,12 +185,14 @@ export class CowStore {
     const first = Math.floor(offset / bs);
     const last = Math.floor((end - 1) / bs);
     if (first === last) {
-      // One block, the common case: hand back what the device read, uncopied.
+      // One block, the common case: hand back what the device read, uncopied
+      // when it is the whole chunk. Part of one is copied out: a view would
+      // hand the reader a buffer larger than the read (BlockDevice.read).
       const ref = this.state.locate(seq, first);
       if (ref === undefined) return io('origin read', this.origin.read(offset, length));
       const chunk = await this.#readChunk(ref.chunk, ref.crc, first);
       const within = offset - first * bs;
-      return length === bs ? chunk : chunk.subarray(within, within + length);
+      return length === bs ? chunk : chunk.slice(within, within + length);
     }
     const out = new Uint8Array(length);
     const reads: Promise<void>[] = [];

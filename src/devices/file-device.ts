@@ -3,7 +3,6 @@ import * as fs from 'node:fs';
 import { dirname } from 'node:path';
 import {
   AbstractBlockDevice,
-  allocateBuffer,
   checkGeometry,
   checkRange,
   type InFlightCounter,
@@ -12,12 +11,10 @@ import {
   READ_CALLBACK,
   READ_INTO,
   type ReadDone,
+  readResultBuffer,
   WRITE_OWNED,
 } from '../base/index.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
-
-/** Reads up to this size are views into the shared slab (see allocateBuffer). */
-const SLAB_READ_MAX = 64 * 1024;
 
 /** Options for {@link FileDevice.open}. */
 export interface FileDeviceOptions {
@@ -41,10 +38,8 @@ export interface FileDeviceOptions {
  * (measured: see bench/results.md). `flush()` is `fdatasync`:
  * when it resolves, every write acknowledged before it is on stable storage.
  *
- * Reads of up to 64 KiB return views into a shared slab, as Node's Buffer
- * pool does for small Buffers: each is the caller's alone, but its `buffer`
- * spans more than it, so use `byteOffset` and `byteLength` with it. Creating
- * a file is atomic: it is sized under a temporary name and linked into place.
+ * Every read returns a buffer of its own (the caller may transfer it).
+ * Creating a file is atomic: it is sized under a temporary name and linked into place.
  * Layers that move bulk data through buffers of their own (a copy job's
  * runs, `applyStream`'s frames) read into them and write them uncopied, as
  * one vectored write, through the internal methods of owned-io.ts.
@@ -128,11 +123,10 @@ export class FileDevice extends AbstractBlockDevice {
   }
 
   protected _read(offset: number, length: number): Promise<Uint8Array> {
-    // A large read gets memory that is not zero-filled first: the read
-    // overwrites every byte before the buffer is handed out, and a failed
-    // read hands out nothing. (Zeroing, and faulting in, a fresh megabyte
-    // per read cost as much as the read itself.)
-    const buffer = length > SLAB_READ_MAX ? uninitialized(length) : allocateBuffer(length);
+    // Not zero-filled: #fill overwrites every byte or the read fails and
+    // hands it to no one. (Zeroing, and faulting in, a fresh megabyte per
+    // read cost as much as the read itself.)
+    const buffer = readResultBuffer(length);
     this.#inFlight.started();
     return new Promise((resolve, reject) => this.#fill(offset, buffer, resolve, reject));
   }
@@ -167,7 +161,7 @@ export class FileDevice extends AbstractBlockDevice {
       done(null, new Uint8Array(0));
       return;
     }
-    const buffer = length > SLAB_READ_MAX ? uninitialized(length) : allocateBuffer(length);
+    const buffer = readResultBuffer(length);
     this.#inFlight.started();
     this.#fill(
       offset,
@@ -319,15 +313,6 @@ export class FileDevice extends AbstractBlockDevice {
       throw wrapIO('close', err);
     }
   }
-}
-
-/**
- * `length` bytes of fresh memory, not zero-filled: only for a buffer that is
- * completely overwritten before anyone sees it.
- */
-function uninitialized(length: number): Uint8Array {
-  const buffer = Buffer.allocUnsafeSlow(length);
-  return new Uint8Array(buffer.buffer, buffer.byteOffset, length);
 }
 
 function fdOpen(path: string, flags: string): Promise<number> {

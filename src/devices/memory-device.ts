@@ -4,6 +4,7 @@ import {
   checkRange,
   READ_CALLBACK,
   type ReadDone,
+  readResultBuffer,
 } from '../base/index.js';
 
 /** Options for {@link MemoryDevice.create}. */
@@ -103,10 +104,8 @@ export class MemoryDevice extends AbstractBlockDevice {
   /** Synchronous read: a memory device has nothing to wait for. */
   private readNow(offset: number, length: number): Uint8Array {
     // Not zero-filled when allocated: every byte is written below, from its
-    // block or, where the block was never written, with a zero. (A plain
-    // Uint8Array over the memory, not the Buffer, whose slice() would be a
-    // view where a caller expects a copy.)
-    const out = new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
+    // block or, where the block was never written, with a zero.
+    const out = readResultBuffer(length);
     const bs = this.blockSize;
     let pos = offset;
     const end = offset + length;

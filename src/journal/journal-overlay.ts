@@ -1,4 +1,4 @@
-import { allocateBuffer, SECTOR } from '../base/index.js';
+import { readResultBuffer, SECTOR } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
 import { RING_START } from './journal-format.js';
 import type { ChangesTable } from './journal-table.js';
@@ -91,7 +91,9 @@ function readRuns(
       runs.push({ device, at, out: lo - offset, length: hi - lo });
     }
   }
-  const out = allocateBuffer(length);
+  // Handed to the reader (a buffer of its own), and not zero-filled: the
+  // runs cover every byte, and a failed run fails the whole read.
+  const out = readResultBuffer(length);
   return Promise.all(
     runs.map((r) => r.device.read(r.at, r.length).then((data) => out.set(data, r.out))),
   ).then(() => out);

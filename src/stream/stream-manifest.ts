@@ -127,7 +127,11 @@ export class Manifest {
   }
 }
 
-/** Encodes a manifest: head, entries, and the CRC of the entries. */
+/**
+ * Encodes a manifest: head, entries, and the CRC of the entries, each a
+ * buffer of its own: the stream's consumer may keep or transfer them, and
+ * the entries are a copy since the export goes on reading the manifest's own.
+ */
 export function encodeManifest(manifest: Manifest, streamId: Uint8Array): Uint8Array[] {
   const head = new Uint8Array(MANIFEST_HEAD);
   const view = viewOf(head);
@@ -140,7 +144,7 @@ export function encodeManifest(manifest: Manifest, streamId: Uint8Array): Uint8A
   const crc = new Uint8Array(MANIFEST_CRC);
   // Chained from the head's CRC: entries are bound to the head they follow.
   viewOf(crc).setUint32(0, checksum(manifest.entries, headCrc), true);
-  return [head, manifest.entries, crc];
+  return [head, manifest.entries.slice(), crc];
 }
 
 /**

@@ -97,6 +97,34 @@ describe('SnapshotCopyJob with a stream destination', () => {
     expect((err as Error).cause).toMatchObject({ name: 'AbortError' });
   });
 
+  it('hands the destination stream chunks of their own: a sink that transfers each one still gets the whole range', async () => {
+    const size = 512 * KiB;
+    const initial = seededBytes(size, 9);
+    const source = await MemoryDevice.create({ size, blockSize: 4 * KiB });
+    await source.write(0, initial);
+    // A sink that moves every chunk's buffer away as it takes it, as a
+    // hand-off to a worker does.
+    const taken: Uint8Array[] = [];
+    const destination = new WritableStream<Uint8Array>({
+      write(chunk) {
+        expect(chunk.byteOffset, 'a chunk starts its buffer').toBe(0);
+        expect(chunk.buffer.byteLength, 'a chunk is its whole buffer').toBe(chunk.length);
+        taken.push(structuredClone(chunk, { transfer: [chunk.buffer as ArrayBuffer] }));
+      },
+    });
+    // Small chunks: each run the copier reads is cut into several of them.
+    const job = await SnapshotCopyJob.start({ source, destination, chunkSize: 4 * KiB });
+    await job.done;
+    const target = await MemoryDevice.create({ size, blockSize: 4 * KiB });
+    await applyStream(
+      (async function* () {
+        yield* taken;
+      })(),
+      target,
+    );
+    expectSameBytes('target', await target.read(0, size), initial);
+  });
+
   it('refuses a mapStore and unaligned ranges with a stream destination, before anything starts', async () => {
     const source = await MemoryDevice.create({ size: 64 * KiB, blockSize: 512 });
     const mapStore = await MemoryDevice.create({ size: 64 * KiB, blockSize: 512 });
