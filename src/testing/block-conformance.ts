@@ -9,6 +9,7 @@ import type { BlockDevice } from '../device.js';
 import type { BlockDeviceErrorCode } from '../errors.js';
 import { badReads, badWrites, type LooseDevice } from './block-bad-input.js';
 import { type Harness, type PendingWrite, withHarness } from './block-harness.js';
+import { transferReadResult } from './block-ownership.js';
 import {
   assertBytes,
   type DescribeFn,
@@ -373,45 +374,7 @@ export function runConformanceSuite(options: ConformanceOptions): void {
     // BlockDevice.read: a result is the caller's whole, so transferring its
     // buffer to a worker (which detaches it here) must break nothing else.
     describe('read results own their buffers', () => {
-      test(`a transferred read result breaks no other read or write${ro}`, async (h) => {
-        const { bs } = h;
-        // Kept reads lie in [0, 1.5 bs), reads in flight in [bs, 2.5 bs), the write in the 4th block.
-        const ranges: [number, number][] = [
-          [0, 1],
-          [7, 100],
-          [bs - 3, 6],
-          [bs / 2, bs],
-        ];
-        const kept = await Promise.all(ranges.map(([o, n]) => h.device.read(o, n)));
-        kept.forEach((got, i) => {
-          const [o, n] = ranges[i]!;
-          assert.ok(
-            got.byteOffset === 0 && got.buffer.byteLength === n,
-            `read(${o}, ${n}) returns a buffer of its own, exactly its length, not a view ` +
-              `(byteOffset ${got.byteOffset}, buffer of ${got.buffer.byteLength} bytes)`,
-          );
-        });
-        const inFlight = ranges.map(([o, n]) => h.device.read(o + bs, n));
-        const data = pattern(bs - 3, 1400);
-        const write = h.write(3 * bs + 3, data);
-        // Both moved away while that I/O is in flight: a result, and the data
-        // of a write, which the caller may reuse as soon as write() returns.
-        const moved = structuredClone(kept[0]!, { transfer: [kept[0]!.buffer as ArrayBuffer] });
-        structuredClone(data, { transfer: [data.buffer as ArrayBuffer] });
-        assertBytes(moved, h.expected.subarray(0, 1), 'the transferred read result');
-        for (let i = 1; i < ranges.length; i++) {
-          const [o, n] = ranges[i]!;
-          assertBytes(kept[i], h.expected.subarray(o, o + n), `kept read(${o}, ${n})`);
-        }
-        const done = await Promise.all(inFlight);
-        done.forEach((got, i) => {
-          const [o, n] = ranges[i]!;
-          const at = o + bs;
-          assertBytes(got, h.expected.subarray(at, at + n), `read(${at}, ${n}) in flight`);
-        });
-        await write;
-        await h.checkAll('after transferring a read result and a written buffer');
-      });
+      test(`a transferred read result breaks no other read or write${ro}`, transferReadResult);
     });
   });
 }
