@@ -5,7 +5,14 @@
 import assert from 'node:assert/strict';
 import type { BlockDevice } from '../device.js';
 import type { ConformanceSubject } from './block-conformance.js';
-import { assertBytes, equalBytes, expectCode, permutations } from './conformance-support.js';
+import {
+  assertBytes,
+  equalBytes,
+  expectCode,
+  permutations,
+  runEach,
+  startingContent,
+} from './conformance-support.js';
 
 export interface PendingWrite {
   offset: number;
@@ -124,30 +131,9 @@ export async function withHarness(
   body: (h: Harness) => Promise<void>,
 ): Promise<void> {
   const { device, expected, cleanup } = await create();
-  const failures: unknown[] = [];
-  try {
-    const content = expected ?? new Uint8Array(device.size);
-    assert.ok(
-      content instanceof Uint8Array && content.length === device.size,
-      `subject.expected must be a Uint8Array of device.size (${device.size}) bytes`,
-    );
-    assert.ok(
-      device.size >= 4 * device.blockSize,
-      `the conformance suite needs a device of at least 4 blocks, got ${device.size} bytes`,
-    );
-    await body(new Harness(device, content.slice()));
-  } catch (err) {
-    failures.push(err);
-  }
-  try {
-    await device.close();
-  } catch (err) {
-    failures.push(err);
-  }
-  try {
-    await cleanup?.();
-  } catch (err) {
-    failures.push(err);
-  }
-  if (failures.length > 0) throw failures[0];
+  await runEach([
+    () => body(new Harness(device, startingContent(device, expected, 4, 'the conformance suite'))),
+    () => device.close(),
+    async () => cleanup?.(),
+  ]);
 }

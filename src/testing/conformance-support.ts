@@ -106,3 +106,42 @@ export function pattern(length: number, seed: number): Uint8Array {
   for (let i = 0; i < length; i++) out[i] = next() & 0xff;
   return out;
 }
+
+/**
+ * The content a subject starts with (`expected`, or zeros), checked against
+ * the device's size and the smallest device the suite can run on.
+ */
+export function startingContent(
+  device: { size: number; blockSize: number },
+  expected: Uint8Array | undefined,
+  minBlocks: number,
+  suite: string,
+): Uint8Array {
+  const content = expected ?? new Uint8Array(device.size);
+  assert.ok(
+    content instanceof Uint8Array && content.length === device.size,
+    `subject.expected must be a Uint8Array of device.size (${device.size}) bytes`,
+  );
+  assert.ok(
+    device.size >= minBlocks * device.blockSize,
+    `${suite} needs a device of at least ${minBlocks} blocks, got ${device.size} bytes`,
+  );
+  return content.slice();
+}
+
+/**
+ * Runs every step in order, each whatever the earlier ones did (a test body,
+ * then closing the device, then the subject's cleanup), and then throws the
+ * first failure: a failed test still releases what it used.
+ */
+export async function runEach(steps: readonly (() => Promise<unknown>)[]): Promise<void> {
+  const failures: unknown[] = [];
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (err) {
+      failures.push(err);
+    }
+  }
+  if (failures.length > 0) throw failures[0];
+}

@@ -7,7 +7,7 @@
  * snapshot-lifecycle-cases.ts; the per-test state in snapshot-harness.ts.
  */
 import assert from 'node:assert/strict';
-import type { DescribeFn, ItFn } from './conformance-support.js';
+import { type DescribeFn, type ItFn, runEach, startingContent } from './conformance-support.js';
 import { registerSnapshotCases } from './snapshot-cases.js';
 import { type SnapshotDevice, SnapshotHarness } from './snapshot-harness.js';
 import { registerLifecycleCases } from './snapshot-lifecycle-cases.js';
@@ -156,36 +156,19 @@ async function withSnapshotHarness(
   body: (h: SnapshotHarness) => Promise<void>,
 ): Promise<void> {
   const { device, expected, reopen, cleanup } = await create();
-  const failures: unknown[] = [];
   let harness: SnapshotHarness | undefined;
-  try {
-    const content = expected ?? new Uint8Array(device.size);
-    assert.ok(
-      content instanceof Uint8Array && content.length === device.size,
-      `subject.expected must be a Uint8Array of device.size (${device.size}) bytes`,
-    );
-    assert.ok(
-      device.size >= 8 * device.blockSize,
-      `the snapshot suite needs a device of at least 8 blocks, got ${device.size} bytes`,
-    );
-    assert.deepEqual(device.listSnapshots(), [], 'the subject starts with no snapshots');
-    if (supports.reopen) {
-      assert.equal(typeof reopen, 'function', 'supports.reopen needs subject.reopen');
-    }
-    harness = new SnapshotHarness(device, content.slice(), reopen);
-    await body(harness);
-  } catch (err) {
-    failures.push(err);
-  }
-  try {
-    await (harness?.device ?? device).close();
-  } catch (err) {
-    failures.push(err);
-  }
-  try {
-    await cleanup?.();
-  } catch (err) {
-    failures.push(err);
-  }
-  if (failures.length > 0) throw failures[0];
+  await runEach([
+    async () => {
+      const content = startingContent(device, expected, 8, 'the snapshot suite');
+      assert.deepEqual(device.listSnapshots(), [], 'the subject starts with no snapshots');
+      if (supports.reopen) {
+        assert.equal(typeof reopen, 'function', 'supports.reopen needs subject.reopen');
+      }
+      harness = new SnapshotHarness(device, content, reopen);
+      await body(harness);
+    },
+    // The harness's device, if the test reopened it.
+    () => (harness?.device ?? device).close(),
+    async () => cleanup?.(),
+  ]);
 }
