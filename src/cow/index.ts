@@ -1,3 +1,4 @@
+export type { ExcludedReads } from './cow-device-base.js';
 export { CowSnapshotDevice, type CowSnapshotDeviceOptions } from './cow-snapshot-device.js';
 export {
   type SelectiveRestoreOptions,

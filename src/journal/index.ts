@@ -1,1 +1,2 @@
 export { JournalDevice, type JournalDeviceOptions } from './journal-device.js';
+export { catalogSlotBytes, RING_START } from './journal-format.js';

@@ -146,6 +146,15 @@ export async function writeJournalSuper(store: BlockDevice, sb: JournalSuper): P
 }
 
 /**
+ * Bytes of one of the two snapshot catalog slots that follow the ring: room
+ * for `maxSnapshots` entries of at most CATALOG_ENTRY_MAX bytes, in whole
+ * sectors.
+ */
+export function catalogSlotBytes(maxSnapshots: number): number {
+  return Math.ceil((maxSnapshots * CATALOG_ENTRY_MAX) / SECTOR) * SECTOR;
+}
+
+/**
  * Formats `journal` for a production device of `production`'s geometry: an
  * empty ring, room for `maxSnapshots` catalog entries, and a superblock of
  * generation 1, durable when this resolves.
@@ -156,7 +165,7 @@ export async function formatJournal(
   production: { size: number; blockSize: number },
   maxSnapshots: number,
 ): Promise<void> {
-  const catalogCapacity = Math.ceil((maxSnapshots * CATALOG_ENTRY_MAX) / SECTOR) * SECTOR;
+  const catalogCapacity = catalogSlotBytes(maxSnapshots);
   const capacity = ringCapacity(journal.size - 2 * catalogCapacity);
   const needed = headerBytes(1) + production.blockSize;
   if (capacity < needed) {

@@ -2,7 +2,7 @@ import { Mutex } from 'async-mutex';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { LockTable, type Release } from '../../src/base/lock-table.js';
-import { settle } from '../support/journal-rig.js';
+import { settle } from '../support/async.js';
 
 /** An acquire whose grant the test can see without awaiting it. */
 interface Watched {

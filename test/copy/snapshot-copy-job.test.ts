@@ -6,18 +6,16 @@ import {
   SnapshotCopyJob,
   type SnapshotCopyJobOptions,
 } from '../../src/index.js';
-import { FaultyDevice, PowerSwitch } from '../../src/testing/index.js';
-import { expectAllowed, expectBytes, pattern } from '../property/cow-harness.js';
+import { FaultyDevice } from '../../src/testing/index.js';
+import { rejectionOf, until, watch, within } from '../support/async.js';
+import { expectAllowed, expectBytes, pattern } from '../support/bytes.js';
 import {
+  CopyCrashRig,
   type CopyGeometry,
   CopyRig,
   geometry,
   POLICIES,
   progressOf,
-  rejectionOf,
-  until,
-  watch,
-  within,
 } from '../support/copy-job-rig.js';
 import { codeOf } from '../support/error-code.js';
 
@@ -608,20 +606,14 @@ describe('SnapshotCopyJob', () => {
       for (let cut = 0; ; cut++) {
         let finished = false;
         for (let seed = 0; seed < 4; seed++) {
-          const rig = await CopyRig.create(geometry(4096, 6, { offset: 700, short: 100 }));
-          const g = rig.g;
-          const power = new PowerSwitch({ cutAfterOps: cut });
-          const [source, destination, mapStore] = [
-            rig.sourceDisk,
-            rig.destinationDisk,
-            rig.storeDisk,
-          ].map((disk) => new FaultyDevice(disk.reopen(), { power })) as [
-            FaultyDevice,
-            FaultyDevice,
-            FaultyDevice,
-          ];
-          const options = rig.options({ conflictPolicy: p, source, destination, mapStore });
-          const job = await SnapshotCopyJob.start(options).catch(() => undefined);
+          const rig = await CopyCrashRig.create(geometry(4096, 6, { offset: 700, short: 100 }), {
+            policy: p,
+            withStore: true,
+            probed: false,
+          });
+          const { g } = rig.base;
+          rig.power.cutAfter(cut);
+          const job = await rig.start().catch(() => undefined);
           const writes: { offset: number; data: Uint8Array }[] = [];
           if (job !== undefined) {
             const planned = [src(g, 4096 + 5), src(g, -20), src(g, 4 * 4096 - 10)];
@@ -632,19 +624,14 @@ describe('SnapshotCopyJob', () => {
             });
             await Promise.allSettled([...pending, job.done]);
           }
-          finished = power.isOn;
-          for (const [i, d] of [source, destination, mapStore].entries()) await d.crash(seed + i);
+          finished = rig.power.isOn;
+          await rig.crash(seed);
           const what = `cut ${cut} seed ${seed}`;
-          const now = await rig.sourceDisk.read(0, g.sourceSize);
-          expectAllowed(`${what}: source`, now, rig.atStart, writes);
-          const again = { ...rig.options({ conflictPolicy: p }, true) };
-          const resumed = await SnapshotCopyJob.resume(again as never).catch(async (err) => {
-            // Only a cut inside start() may leave no map: start again.
-            if (job !== undefined || !BlockDeviceError.is(err, 'ECORRUPT')) throw err;
-            return SnapshotCopyJob.start(again);
-          });
+          expectAllowed(`${what}: source`, await rig.source(), rig.base.atStart, writes);
+          // Resumes; only a cut inside start() may leave no map, and then it starts again.
+          const resumed = await rig.openAttached();
           expectReportAddsUp(await resumed.done, g.length);
-          await rig.expectCopy(what);
+          await rig.base.expectCopy(what);
         }
         positions++;
         if (finished) break;

@@ -1,40 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { CowSnapshotDevice, MemoryDevice } from '../../src/index.js';
-import { FaultyDevice, PowerSwitch } from '../../src/testing/index.js';
-import { expectAllowed, expectBytes } from '../property/cow-harness.js';
+import { expectAllowed, expectBytes, fill } from '../support/bytes.js';
+import { CowRig } from '../support/cow-rig.js';
 
 const BS = 512;
 const SIZE = 16 * BS;
 
 /** A COW device over two memory disks behind FaultyDevices sharing one power switch. */
-async function rig() {
-  const originDisk = await MemoryDevice.create({ size: SIZE, blockSize: BS });
-  const storeDisk = await MemoryDevice.create({ size: 128 * 1024, blockSize: BS });
-  const attach = () => {
-    const power = new PowerSwitch();
-    const origin = new FaultyDevice(originDisk.reopen(), { power });
-    const store = new FaultyDevice(storeDisk.reopen(), { power });
-    return { power, origin, store };
-  };
-  let io = attach();
-  const device = await CowSnapshotDevice.create(io.origin, io.store, { maxSnapshots: 4 });
-  return {
-    device,
-    get power() {
-      return io.power;
-    },
-    async crashAndOpen(seed: number): Promise<CowSnapshotDevice> {
-      io.power.cut();
-      await io.origin.crash(seed);
-      await io.store.crash(seed + 1);
-      io = attach();
-      return CowSnapshotDevice.open(io.origin, io.store);
-    },
-  };
+function rig(): Promise<CowRig> {
+  return CowRig.create({ blocks: SIZE / BS, storeBytes: 128 * 1024, crashSeeds: 'consecutive' });
 }
 
 const old = new Uint8Array(SIZE).map((_, i) => (i * 7) & 0xff);
-const fresh = new Uint8Array(SIZE).fill(0xee);
+const fresh = fill(SIZE, 0xee);
 
 describe('CowSnapshotDevice power cuts', () => {
   // Every I/O position of a burst of first writes after a snapshot, with
@@ -53,7 +30,7 @@ describe('CowSnapshotDevice power cuts', () => {
           [0, 1, 2, 5, 6].map((b) => r.device.write(b * BS, fresh.subarray(0, BS))),
         );
         finished = r.power.isOn;
-        const again = await r.crashAndOpen(seed);
+        const again = await r.crashAndReopen(seed);
         const s = await again.openSnapshot(snap.id);
         expectBytes(`cut ${cut} seed ${seed}: snapshot`, await s.read(0, SIZE), old);
         expectAllowed(`cut ${cut} seed ${seed}: origin`, await again.read(0, SIZE), old, [
@@ -75,7 +52,7 @@ describe('CowSnapshotDevice power cuts', () => {
       const snap = await r.device.snapshot();
       await r.device.write(3 * BS, fresh.subarray(0, BS));
       await r.device.deleteSnapshot(snap.id);
-      const again = await r.crashAndOpen(seed);
+      const again = await r.crashAndReopen(seed);
       expectBytes(`seed ${seed}`, await again.read(3 * BS, BS), fresh.subarray(0, BS));
       expect(again.listSnapshots()).toEqual([]);
       await again.close();
@@ -92,7 +69,7 @@ describe('CowSnapshotDevice power cuts', () => {
         await r.device.flush();
         r.power.cutAfter(cut);
         await r.device.restore(snap.id).catch(() => {});
-        const again = await r.crashAndOpen(seed);
+        const again = await r.crashAndReopen(seed);
         const content = await again.read(0, SIZE);
         const restored = Buffer.from(content).equals(old);
         const untouched = Buffer.from(content).equals(fresh);

@@ -1,7 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { BlockDeviceError, CowSnapshotDevice, MemoryDevice } from '../../src/index.js';
+import { type BlockDeviceError, CowSnapshotDevice, MemoryDevice } from '../../src/index.js';
+import { watch } from '../support/async.js';
+import { fill } from '../support/bytes.js';
 import { CountingDevice } from '../support/counting-device.js';
-import { GatedDevice, watch } from '../support/gated-device.js';
+import { expectCode } from '../support/error-code.js';
+import { GatedDevice } from '../support/gated-device.js';
 import { PassThroughDevice } from '../support/pass-through-device.js';
 
 const BS = 4096;
@@ -19,19 +22,6 @@ async function setup(
   });
   const reopen = () => CowSnapshotDevice.open(origin.reopen(), store.reopen());
   return { origin, store, device, reopen };
-}
-
-function fill(length: number, value: number): Uint8Array {
-  return new Uint8Array(length).fill(value);
-}
-
-async function expectCode(promise: Promise<unknown>, code: string): Promise<void> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(BlockDeviceError.is(err), `expected ${code}, got ${String(err)}`).toBe(true);
-  expect((err as BlockDeviceError).code).toBe(code);
 }
 
 describe('CowSnapshotDevice', () => {

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { Release } from '../../src/base/lock-table.js';
 import type { BlockRanges } from '../../src/cow/block-ranges.js';
 import { type GatePass, RangeGate } from '../../src/cow/range-gate.js';
-import { settle } from '../support/journal-rig.js';
+import { settle } from '../support/async.js';
 
 /** A call on the gate whose grant the test watches. */
 interface Call {

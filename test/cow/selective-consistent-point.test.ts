@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { MemoryDevice, SelectiveSnapshotDevice } from '../../src/index.js';
-import { expectBytes, pattern } from '../property/cow-harness.js';
-import { GatedDevice, resolutionOrder, watch } from '../support/gated-device.js';
-import { fill, settle } from '../support/journal-rig.js';
+import { settle, watch, within } from '../support/async.js';
+import { expectBytes, fill, pattern } from '../support/bytes.js';
+import { GatedDevice, resolutionOrder } from '../support/gated-device.js';
 
 const BS = 512;
 const BLOCKS = 16;
@@ -11,18 +11,6 @@ const SIZE = BS * BLOCKS;
 const A = { offset: 4 * BS, length: 4 * BS };
 
 /** Resolves with `p`, or fails the test if `p` takes longer than `ms`: it was made to wait. */
-async function within<T>(p: Promise<T>, what: string, ms = 2000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} waited for the stalled snapshot`)), ms);
-  });
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 async function gatedDevice() {
   const origin = new GatedDevice(await MemoryDevice.create({ size: SIZE, blockSize: BS }));
   const store = new GatedDevice(await MemoryDevice.create({ size: 256 * 1024, blockSize: BS }));
@@ -66,11 +54,11 @@ describe('SelectiveSnapshotDevice: the consistent point of a snapshot of some bl
       await settle();
       expect(snap.settled || cut.isReached, 'the cut waits for the write in flight').toBe(false);
       // Meanwhile, writes outside A and reads anywhere go on.
-      await within(device.write(0, fill(BS, 0x01)), 'a write outside A');
-      await within(device.read(4 * BS, 4 * BS), 'a read of A');
+      await within(device.write(0, fill(BS, 0x01)), 2000, 'a write outside A');
+      await within(device.read(4 * BS, 4 * BS), 2000, 'a read of A');
 
       inFlight.open();
-      await within(cut.reached, `the snapshot's ${stall}`);
+      await within(cut.reached, 2000, `the snapshot's ${stall}`);
       expect(snap.settled).toBe(false);
 
       // Stalled: writes into A called now wait; I/O elsewhere does not.
@@ -79,13 +67,13 @@ describe('SelectiveSnapshotDevice: the consistent point of a snapshot of some bl
         'write across A called after',
         device.write(8 * BS - 5, fill(10, 0xa1)),
       );
-      await within(device.write(9 * BS + 3, fill(BS, 0x09)), 'a write outside A');
-      await within(device.write(2 * BS, fill(2 * BS, 0x02)), 'a write up to A');
+      await within(device.write(9 * BS + 3, fill(BS, 0x09)), 2000, 'a write outside A');
+      await within(device.write(2 * BS, fill(2 * BS, 0x02)), 2000, 'a write up to A');
       // The cut concerns the origin only: an older snapshot reads on inside A (rule 1).
       if (older !== undefined) {
-        await within(older.read(4 * BS, 4 * BS), 'a read of the older snapshot inside A');
+        await within(older.read(4 * BS, 4 * BS), 2000, 'a read of the older snapshot inside A');
       }
-      const read = await within(device.read(0, SIZE), 'a read of the whole device');
+      const read = await within(device.read(0, SIZE), 2000, 'a read of the whole device');
       expect(read.subarray(5 * BS, 6 * BS)).toEqual(fill(BS, 0xb0));
       expect(read.subarray(6 * BS + 10, 6 * BS + 310)).toEqual(
         base.subarray(6 * BS + 10, 6 * BS + 310),
@@ -115,12 +103,12 @@ describe('SelectiveSnapshotDevice: the consistent point of a snapshot of some bl
     const { origin, device, base } = await gatedDevice();
     const cut = origin.gate('flush');
     const first = watch(device.snapshot({ include: [A] }));
-    await within(cut.reached, 'the first snapshot flush');
+    await within(cut.reached, 2000, 'the first snapshot flush');
     const second = watch(device.snapshot({ include: [{ offset: 12 * BS, length: BS }] }));
     // Writes to block 12, called after the second snapshot(), wait for it;
     // writes to blocks neither holds go on.
     const into12 = watch(device.write(12 * BS, fill(BS, 0x12)));
-    await within(device.write(0, fill(BS, 0x00)), 'a write outside both');
+    await within(device.write(0, fill(BS, 0x00)), 2000, 'a write outside both');
     await settle();
     expect([first.settled, second.settled, into12.settled]).toEqual([false, false, false]);
     cut.open();

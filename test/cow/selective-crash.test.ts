@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { expectAllowed, expectBytes, pattern } from '../property/cow-harness.js';
-import { fill } from '../support/journal-rig.js';
+import { expectAllowed, expectBytes, fill, pattern } from '../support/bytes.js';
 import { blocksOf, SelectiveRig } from '../support/selective-rig.js';
 
 const BS = 512;
@@ -52,7 +51,7 @@ describe('SelectiveSnapshotDevice power cuts', () => {
           [0, 1, 2, 5, 6, 9].map((b) => r.device.write(b * BS, fresh.subarray(0, BS))),
         );
         finished = r.power.isOn;
-        const again = await r.crashAndOpen(seed);
+        const again = await r.crashAndReopen(seed);
         const s = await again.openSnapshot(snap.id);
         const what = `cut ${cut} seed ${seed}`;
         expectBytes(`${what}: snapshot`, await s.read(BS, 6 * BS), old.slice(BS, 7 * BS));
@@ -98,7 +97,7 @@ describe('SelectiveSnapshotDevice power cuts', () => {
         r.power.cutAfter(cut);
         await r.device.restore(snap.id, { ranges }).catch(() => {});
         finished = r.power.isOn;
-        const again = await r.crashAndOpen(seed);
+        const again = await r.crashAndReopen(seed);
         const live = await again.read(0, SIZE);
         const all = Buffer.from(live).equals(restored);
         const none = Buffer.from(live).equals(before);
@@ -128,7 +127,7 @@ describe('SelectiveSnapshotDevice power cuts', () => {
         const taking = r.device.snapshot({ include: [{ offset: 2 * BS, length: 3 * BS }] });
         await Promise.allSettled([...writes, taking]);
         finished = r.power.isOn;
-        const again = await r.crashAndOpen(seed);
+        const again = await r.crashAndReopen(seed);
         const infos = again.listSnapshots();
         expect(infos.length, `cut ${cut}`).toBeLessThanOrEqual(1);
         if (infos.length === 1) {

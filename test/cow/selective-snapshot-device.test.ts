@@ -7,12 +7,11 @@ import {
   SelectiveSnapshotDevice,
   type Snapshot,
 } from '../../src/index.js';
-import { pattern } from '../property/cow-harness.js';
-import { fill } from '../support/journal-rig.js';
+import { fill, pattern } from '../support/bytes.js';
+import { expectCode } from '../support/error-code.js';
 import { PassThroughDevice } from '../support/pass-through-device.js';
 import {
   blocksOf,
-  expectCode,
   extentsOfBlocks,
   SelectiveRig,
   type SelectiveRigOptions,

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type OwnedIO, READ_INTO, WRITE_OWNED } from '../../src/base/owned-io.js';
 import { FileDevice } from '../../src/devices/file-device.js';
-import { BlockDeviceError, type BlockDeviceErrorCode } from '../../src/errors.js';
+import { expectCode } from '../support/error-code.js';
 import { withHeldFs } from '../support/held-fs.js';
 
 let dir: string;
@@ -16,18 +16,6 @@ beforeEach(async () => {
 afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
-
-async function rejectsWith(
-  promise: Promise<unknown>,
-  code: BlockDeviceErrorCode,
-): Promise<unknown> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(BlockDeviceError.is(err, code), `expected ${code}, got ${String(err)}`).toBe(true);
-  return err;
-}
 
 async function exists(path: string): Promise<boolean> {
   return stat(path).then(
@@ -52,7 +40,7 @@ describe('FileDevice.open', () => {
 
   it('create needs a size (EINVAL) and then creates nothing', async () => {
     const path = join(dir, 'disk.img');
-    await rejectsWith(FileDevice.open(path, { create: true }), 'EINVAL');
+    await expectCode(FileDevice.open(path, { create: true }), 'EINVAL');
     expect(await exists(path)).toBe(false);
   });
 
@@ -64,17 +52,17 @@ describe('FileDevice.open', () => {
   });
 
   it('a missing file without create is ENOENT', async () => {
-    await rejectsWith(FileDevice.open(join(dir, 'missing.img')), 'ENOENT');
-    await rejectsWith(FileDevice.open(join(dir, 'missing.img'), { size: 4096 }), 'ENOENT');
+    await expectCode(FileDevice.open(join(dir, 'missing.img')), 'ENOENT');
+    await expectCode(FileDevice.open(join(dir, 'missing.img'), { size: 4096 }), 'ENOENT');
   });
 
   it('refuses a file whose size is not a multiple of blockSize (EINVAL)', async () => {
     const path = join(dir, 'odd.img');
     await writeFile(path, new Uint8Array(1000));
-    await rejectsWith(FileDevice.open(path), 'EINVAL');
-    await rejectsWith(FileDevice.open(path, { blockSize: 512 }), 'EINVAL');
+    await expectCode(FileDevice.open(path), 'EINVAL');
+    await expectCode(FileDevice.open(path, { blockSize: 512 }), 'EINVAL');
     await writeFile(path, new Uint8Array(6144));
-    await rejectsWith(FileDevice.open(path), 'EINVAL');
+    await expectCode(FileDevice.open(path), 'EINVAL');
     await using device = await FileDevice.open(path, { blockSize: 2048 });
     expect(device.size).toBe(6144);
   });
@@ -82,30 +70,27 @@ describe('FileDevice.open', () => {
   it('an existing file whose size differs from the size option is EINVAL', async () => {
     const path = join(dir, 'disk.img');
     await writeFile(path, new Uint8Array(8192));
-    await rejectsWith(FileDevice.open(path, { size: 4096 }), 'EINVAL');
-    await rejectsWith(FileDevice.open(path, { size: 16384, create: true }), 'EINVAL');
+    await expectCode(FileDevice.open(path, { size: 4096 }), 'EINVAL');
+    await expectCode(FileDevice.open(path, { size: 16384, create: true }), 'EINVAL');
     expect((await stat(path)).size).toBe(8192);
   });
 
   it('create together with readOnly is EINVAL', async () => {
     const path = join(dir, 'disk.img');
-    await rejectsWith(
-      FileDevice.open(path, { size: 4096, create: true, readOnly: true }),
-      'EINVAL',
-    );
+    await expectCode(FileDevice.open(path, { size: 4096, create: true, readOnly: true }), 'EINVAL');
     expect(await exists(path)).toBe(false);
   });
 
   it('bad options and paths are EINVAL', async () => {
     const path = join(dir, 'disk.img');
-    await rejectsWith(FileDevice.open(''), 'EINVAL');
-    await rejectsWith(FileDevice.open(5 as unknown as string), 'EINVAL');
+    await expectCode(FileDevice.open(''), 'EINVAL');
+    await expectCode(FileDevice.open(5 as unknown as string), 'EINVAL');
     for (const blockSize of [256, 1000, 2 * 1024 * 1024]) {
-      await rejectsWith(FileDevice.open(path, { size: 8192, blockSize, create: true }), 'EINVAL');
+      await expectCode(FileDevice.open(path, { size: 8192, blockSize, create: true }), 'EINVAL');
     }
-    await rejectsWith(FileDevice.open(path, { size: 5000, create: true }), 'EINVAL');
-    await rejectsWith(FileDevice.open(path, { size: -4096, create: true }), 'EINVAL');
-    await rejectsWith(FileDevice.open(path, null as unknown as object), 'EINVAL');
+    await expectCode(FileDevice.open(path, { size: 5000, create: true }), 'EINVAL');
+    await expectCode(FileDevice.open(path, { size: -4096, create: true }), 'EINVAL');
+    await expectCode(FileDevice.open(path, null as unknown as object), 'EINVAL');
     expect(await exists(path)).toBe(false);
   });
 
@@ -120,7 +105,7 @@ describe('FileDevice.open', () => {
   });
 
   it('other file-system failures are EIO with the cause', async () => {
-    const err = await rejectsWith(FileDevice.open(dir), 'EIO');
+    const err = await expectCode(FileDevice.open(dir), 'EIO');
     expect((err as Error).cause).toMatchObject({ code: 'EISDIR' });
   });
 });
@@ -132,7 +117,7 @@ describe('FileDevice I/O', () => {
     await writeFile(path, content);
     await using device = await FileDevice.open(path, { readOnly: true });
     expect(device.readOnly).toBe(true);
-    await rejectsWith(device.write(0, new Uint8Array(1)), 'EROFS');
+    await expectCode(device.write(0, new Uint8Array(1)), 'EROFS');
     await device.flush();
     expect(await device.read(0, 8192)).toEqual(content);
     expect(new Uint8Array(await readFile(path))).toEqual(content);
@@ -157,7 +142,7 @@ describe('FileDevice I/O', () => {
     const path = join(dir, 'disk.img');
     await using device = await FileDevice.open(path, { size: 8192, create: true });
     await writeFile(path, new Uint8Array(4096));
-    await rejectsWith(device.read(4096, 4096), 'EIO');
+    await expectCode(device.read(4096, 4096), 'EIO');
   });
 });
 

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { SECTOR } from '../../src/base/range.js';
 import { MemoryDevice } from '../../src/index.js';
+import { RING_START } from '../../src/journal/index.js';
 import { applyJournal } from '../../src/journal/journal-checkpoint.js';
-import { RING_START } from '../../src/journal/journal-format.js';
 import { ChangesTable } from '../../src/journal/journal-table.js';
 import { expectSameBytes } from '../support/bytes.js';
 import { PassThroughDevice } from '../support/pass-through-device.js';

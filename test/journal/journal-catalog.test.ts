@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
+import { RING_START } from '../../src/journal/index.js';
 import type { CatalogEntry } from '../../src/journal/journal-catalog.js';
 import { SnapshotRegistry } from '../../src/journal/journal-snapshot-registry.js';
 import type { FaultyOperation } from '../../src/testing/index.js';
-import { expectBytes } from '../property/cow-harness.js';
+import { expectBytes, fill } from '../support/bytes.js';
 import { codeOf } from '../support/error-code.js';
-import { fill, JournalRig, RING_START } from '../support/journal-rig.js';
+import { JournalRig } from '../support/journal-rig.js';
 
 /**
  * Failures for a journal store: after `failSuperblock(nth)`, the `nth`

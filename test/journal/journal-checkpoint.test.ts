@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { type CheckpointEvent, JournalDevice, type ProgressEvent } from '../../src/index.js';
-import { expectBytes } from '../property/cow-harness.js';
+import { expectBytes, fill } from '../support/bytes.js';
 import { codeOf } from '../support/error-code.js';
-import { fill, JournalRig } from '../support/journal-rig.js';
+import { JournalRig } from '../support/journal-rig.js';
 
 describe('JournalDevice: checkpoint', () => {
   it('applies the journal in address order, coalesced, then frees it (claim 54)', async () => {

@@ -2,12 +2,14 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { WRITE_OWNED } from '../../src/base/owned-io.js';
+import { SECTOR, WRITE_OWNED } from '../../src/base/index.js';
 import { CowSnapshotDevice, FileDevice, JournalDevice, MemoryDevice } from '../../src/index.js';
-import { expectBytes } from '../property/cow-harness.js';
+import { RING_START } from '../../src/journal/index.js';
+import { watch } from '../support/async.js';
+import { expectBytes, fill } from '../support/bytes.js';
 import { codeOf } from '../support/error-code.js';
-import { GatedDevice, watch } from '../support/gated-device.js';
-import { fill, JournalRig } from '../support/journal-rig.js';
+import { GatedDevice } from '../support/gated-device.js';
+import { JournalRig } from '../support/journal-rig.js';
 
 async function memory(size: number, blockSize = 512): Promise<MemoryDevice> {
   return MemoryDevice.create({ size, blockSize });
@@ -34,7 +36,7 @@ describe('JournalDevice: create and open', () => {
     const badProgress = { onProgress: 1 } as unknown as object;
     expect(await codeOf(JournalDevice.create(p, j, badProgress))).toBe('EINVAL');
     // Room for the superblocks but not for one record of one block.
-    expect(await codeOf(JournalDevice.create(p, await memory(8192 + 512)))).toBe('EINVAL');
+    expect(await codeOf(JournalDevice.create(p, await memory(RING_START + SECTOR)))).toBe('EINVAL');
   });
 
   it('open refuses a store that is not a journal, or one of another geometry', async () => {

@@ -1,18 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { BlockDeviceError, type JournalDevice } from '../../src/index.js';
-import { RING_START } from '../../src/journal/journal-format.js';
-import { expectBytes } from '../property/cow-harness.js';
-import { fill, JournalRig, settle } from '../support/journal-rig.js';
-
-async function errorOf(p: Promise<unknown>): Promise<BlockDeviceError | undefined> {
-  try {
-    await p;
-    return undefined;
-  } catch (err) {
-    if (!BlockDeviceError.is(err)) throw err;
-    return err;
-  }
-}
+import type { JournalDevice } from '../../src/index.js';
+import { RING_START } from '../../src/journal/index.js';
+import { settle } from '../support/async.js';
+import { expectBytes, fill } from '../support/bytes.js';
+import { expectCode } from '../support/error-code.js';
+import { JournalRig } from '../support/journal-rig.js';
 
 /** The one journal offset holding a 512-byte run of `value`. */
 async function onlyAt(rig: JournalRig, value: number): Promise<number> {
@@ -66,9 +58,8 @@ describe('JournalDevice recovery: torn tail or corruption', () => {
     await d.write(1024, fill(512, 0xb2));
     rig.abandon();
     await rig.corrupt((await onlyAt(rig, 0xa2)) + 511);
-    const err = await errorOf(rig.open());
-    expect(err?.code).toBe('ECORRUPT');
-    expect(err?.message).toMatch(/journal record 2 at store offset \d+ is damaged/);
+    const err = await expectCode(rig.open(), 'ECORRUPT');
+    expect(err.message).toMatch(/journal record 2 at store offset \d+ is damaged/);
   });
 
   it('is ECORRUPT when only the marker a flush leaves behind shows the record was durable', async () => {
@@ -82,7 +73,9 @@ describe('JournalDevice recovery: torn tail or corruption', () => {
     expect(rig.journal.stats.writes).toBe(1);
     rig.abandon();
     await rig.corrupt(await onlyAt(rig, 0xa1));
-    expect((await errorOf(rig.open()))?.message).toMatch(/journal record 1 .* is damaged/);
+    expect((await expectCode(rig.open(), 'ECORRUPT')).message).toMatch(
+      /journal record 1 .* is damaged/,
+    );
   });
 
   it('is ECORRUPT for any damaged record after a clean close', async () => {
@@ -92,9 +85,8 @@ describe('JournalDevice recovery: torn tail or corruption', () => {
       for (const v of [0xa1, 0xa2, 0xa3]) await d.write((v & 0xf) * 512, fill(512, v));
       await d.close();
       await rig.corrupt((await onlyAt(rig, victim)) + 3);
-      const err = await errorOf(rig.open());
-      expect(err?.code, `victim ${victim}`).toBe('ECORRUPT');
-      expect(err?.message).toMatch(/closed cleanly through record 3/);
+      const err = await expectCode(rig.open(), 'ECORRUPT', `victim ${victim}`);
+      expect(err.message).toMatch(/closed cleanly through record 3/);
     }
   });
 
@@ -149,7 +141,7 @@ describe('JournalDevice recovery: power cuts', () => {
         rig.power.cutAfter(cut);
         await Promise.allSettled([d.checkpoint(), d.write(20 * 512, fill(512, 0x55))]);
         finished = rig.power.isOn;
-        const again: JournalDevice = await rig.crashAndOpen(seed);
+        const again: JournalDevice = await rig.crashAndReopen(seed);
         const got = await again.read(0, rig.size);
         const block20 = got.slice(20 * 512, 21 * 512);
         expect([0, 0x55], `cut ${cut} seed ${seed}: block 20`).toContain(block20[0]);
@@ -190,7 +182,7 @@ describe('JournalDevice recovery: power cuts', () => {
           durable = i + 1;
         }
       }
-      const again = await rig.crashAndOpen(seed);
+      const again = await rig.crashAndReopen(seed);
       expect(again.sequence, `seed ${seed}`).toBeGreaterThanOrEqual(durable);
       expectBytes(
         `seed ${seed}: state after record ${again.sequence}`,
@@ -210,7 +202,7 @@ describe('JournalDevice recovery: flush', () => {
       const writes = [d.write(0, fill(512, 1)), d.write(700, fill(100, 2))];
       await d.flush();
       await Promise.all(writes);
-      const again = await rig.crashAndOpen(seed);
+      const again = await rig.crashAndReopen(seed);
       expect(again.sequence, `seed ${seed}`).toBe(2);
       await again.close();
     }

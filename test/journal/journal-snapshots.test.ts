@@ -8,10 +8,9 @@ import {
   MemoryDevice,
 } from '../../src/index.js';
 import { FaultyDevice, PowerSwitch } from '../../src/testing/index.js';
-import { expectBytes } from '../property/cow-harness.js';
+import { expectBytes, fill } from '../support/bytes.js';
 import { CountingDevice } from '../support/counting-device.js';
 import { codeOf } from '../support/error-code.js';
-import { fill } from '../support/journal-rig.js';
 
 const BS = 512;
 const BLOCKS = 32;

@@ -1,22 +1,18 @@
 import fc from 'fast-check';
 import { expect } from 'vitest';
 import {
-  BlockDeviceError,
   type CopyReport,
   SnapshotCopyJob,
-  type SnapshotCopyJobOptions,
   type SnapshotCopyJobResumeOptions,
 } from '../../src/index.js';
-import { FaultyDevice, PowerSwitch } from '../../src/testing/index.js';
+import { expectAllowed, expectBytes, pattern } from '../support/bytes.js';
 import {
   type ConflictPolicy,
+  CopyCrashRig,
   type CopyGeometry,
-  CopyRig,
   POLICIES,
-  ProbeDevice,
   roundUp,
 } from '../support/copy-job-rig.js';
-import { expectAllowed, expectBytes, pattern } from './cow-harness.js';
 
 const BS = 512;
 
@@ -252,68 +248,6 @@ class SourceModel {
   }
 }
 
-/**
- * A copy job over memory disks (a {@link CopyRig}'s) behind FaultyDevices
- * (one power switch) behind ProbeDevices (fast-check's scheduler orders
- * their I/O, while it is set).
- */
-class Rig {
-  power = new PowerSwitch();
-  faulty!: FaultyDevice[];
-  probes!: [ProbeDevice, ProbeDevice, ProbeDevice];
-
-  private constructor(
-    readonly plan: Plan,
-    readonly base: CopyRig,
-  ) {
-    this.attach();
-  }
-
-  static async create(plan: Plan): Promise<Rig> {
-    return new Rig(plan, await CopyRig.create(plan.g, plan.seed));
-  }
-
-  /** Fresh handles on the disks, with the power on. */
-  attach(): void {
-    this.power = new PowerSwitch();
-    const { sourceDisk, destinationDisk, storeDisk } = this.base;
-    this.faulty = [sourceDisk, destinationDisk, storeDisk].map(
-      (d) => new FaultyDevice(d.reopen(), { power: this.power }),
-    );
-    const [source, destination, store] = this.faulty as [FaultyDevice, FaultyDevice, FaultyDevice];
-    this.probes = [
-      new ProbeDevice(source, 'source'),
-      new ProbeDevice(destination, 'destination'),
-      new ProbeDevice(store, 'map store'),
-    ];
-  }
-
-  set scheduler(s: fc.Scheduler | undefined) {
-    for (const p of this.probes) p.scheduler = s;
-  }
-
-  options(extra: Partial<SnapshotCopyJobOptions> = {}): SnapshotCopyJobOptions {
-    const [source, destination, mapStore] = this.probes;
-    return this.base.options({
-      source,
-      destination,
-      conflictPolicy: this.plan.policy,
-      ...(this.plan.withStore ? { mapStore } : {}),
-      ...extra,
-    });
-  }
-
-  source(): Promise<Uint8Array> {
-    return this.base.sourceDisk.read(0, this.plan.g.sourceSize);
-  }
-
-  async crash(seed: number): Promise<void> {
-    this.power.cut();
-    for (const [i, d] of this.faulty.entries()) await d.crash(seed + i);
-    this.attach();
-  }
-}
-
 function expectReport(report: CopyReport, g: CopyGeometry): void {
   expect(report.totalBytes).toBe(g.length);
   expect(report.copierBytes + report.copyFirstBytes + report.resumedBytes).toBe(g.length);
@@ -337,7 +271,7 @@ async function settle(s: fc.Scheduler | undefined, ps: Promise<unknown>[]): Prom
 export async function runPlan(s: fc.Scheduler, plan: Plan): Promise<void> {
   coverage.runs++;
   const { g } = plan;
-  const rig = await Rig.create(plan);
+  const rig = await CopyCrashRig.create(g, plan, plan.seed);
   const model = new SourceModel(rig.base.atStart.slice());
   const cuts = [...plan.cuts];
   const firstCut = cuts.shift();
@@ -346,7 +280,8 @@ export async function runPlan(s: fc.Scheduler, plan: Plan): Promise<void> {
 
   const controller = new AbortController();
   const reason = new Error('abort from the plan');
-  const started = SnapshotCopyJob.start(rig.options({ signal: controller.signal }));
+  rig.signal = controller.signal;
+  const started = rig.start();
   await settle(s, [started]);
   const job = await started.catch((err: unknown) => {
     if (firstCut === undefined) throw err;
@@ -453,18 +388,22 @@ export async function runPlan(s: fc.Scheduler, plan: Plan): Promise<void> {
   // ------------------------------------------------------------ power cuts
   await Promise.allSettled(ops);
   model.expectNoViolation();
-  let startResolved = job !== undefined;
   let finished = report !== undefined;
-  if (startResolved && !finished) coverage.cutMidCopy++;
-  if (!startResolved) coverage.cutInStart++;
+  if (rig.startResolved && !finished) coverage.cutMidCopy++;
+  if (!rig.startResolved) coverage.cutInStart++;
   for (let round = 1; round <= 4; round++) {
     await rig.crash(plan.seed + 10 * round);
     model.expectAfterCrash(await rig.source());
     const cut = cuts.shift();
     if (cut !== undefined) rig.power.cutAfter(cut);
-    const next = await resumeOrStart(rig, startResolved);
+    // Resumes, or starts again if a cut in start() left no map (see CopyCrashRig).
+    const restartsBefore = rig.restarts;
+    const next = await rig.openAttached().catch((err: unknown) => {
+      if (rig.power.isOn) throw err;
+      return undefined;
+    });
+    coverage.corrupt += rig.restarts - restartsBefore;
     if (next === undefined) continue;
-    startResolved = true;
     const writes = plan.ops
       .filter((op) => op.kind === 'write')
       .slice(0, 3)
@@ -491,27 +430,4 @@ export async function runPlan(s: fc.Scheduler, plan: Plan): Promise<void> {
     return;
   }
   throw new Error('the copy did not finish after 4 power cuts');
-}
-
-/**
- * Resumes from the map store; if it holds no valid map — only possible if
- * `start()` never resolved — starts again. Undefined if the power went off.
- */
-async function resumeOrStart(
-  rig: Rig,
-  startResolved: boolean,
-): Promise<SnapshotCopyJob | undefined> {
-  try {
-    return await SnapshotCopyJob.resume(rig.options() as SnapshotCopyJobResumeOptions);
-  } catch (err) {
-    if (!rig.power.isOn) return undefined;
-    if (!BlockDeviceError.is(err, 'ECORRUPT') || startResolved) throw err;
-    coverage.corrupt++;
-  }
-  try {
-    return await SnapshotCopyJob.start(rig.options());
-  } catch (err) {
-    if (!rig.power.isOn) return undefined;
-    throw err;
-  }
 }

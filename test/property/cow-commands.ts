@@ -1,24 +1,16 @@
 import fc from 'fast-check';
 import { expect } from 'vitest';
-import {
-  BS,
-  expectAllowed,
-  expectBytes,
-  expectSame,
-  isCode,
-  MAX_SNAPSHOTS,
-  type Model,
-  pattern,
-  type Real,
-  SIZE,
-} from './cow-harness.js';
+import { expectAllowed, expectBytes, pattern } from '../support/bytes.js';
+import type { CowRig } from '../support/cow-rig.js';
+import { isCode } from '../support/error-code.js';
+import { BS, expectSame, MAX_SNAPSHOTS, type Model, SIZE } from './cow-harness.js';
 
 /** An operation both sides perform; `exec` runs it on the real device, `apply` on the model once it succeeded. */
 interface Operation {
   toString(): string;
   check(m: Model): boolean;
   /** Resolves what the operation targets in the current model (indexes wrap over live snapshots). */
-  exec(m: Model, r: Real): Promise<void>;
+  exec(m: Model, r: CowRig): Promise<void>;
   apply(m: Model): Promise<void>;
   /** What a power cut during `exec` may have left, for the post-crash check. */
   uncertainty(m: Model): Uncertainty;
@@ -60,7 +52,7 @@ class Write implements Operation {
   #readOnly(m: Model): boolean {
     return this.#resolved !== 'origin' && !m.byReal(this.#resolved).writable;
   }
-  async exec(m: Model, r: Real): Promise<void> {
+  async exec(m: Model, r: CowRig): Promise<void> {
     this.#resolved = pick(m, this.target);
     const dev = this.#resolved === 'origin' ? r.device : await r.handle(this.#resolved);
     const done = dev.write(this.offset, this.data);
@@ -96,7 +88,7 @@ class WriteGroup implements Operation {
   check(): boolean {
     return true;
   }
-  async exec(m: Model, r: Real): Promise<void> {
+  async exec(m: Model, r: CowRig): Promise<void> {
     const results = await Promise.allSettled(this.writes.map((w) => w.exec(m, r)));
     const failed = results.find((x) => x.status === 'rejected');
     if (failed) throw failed.reason;
@@ -116,7 +108,7 @@ class Flush implements Operation {
   check(): boolean {
     return true;
   }
-  async exec(_m: Model, r: Real): Promise<void> {
+  async exec(_m: Model, r: CowRig): Promise<void> {
     await r.device.flush();
   }
   async apply(m: Model): Promise<void> {
@@ -136,7 +128,7 @@ class TakeSnapshot implements Operation {
   check(m: Model): boolean {
     return m.live.length < MAX_SNAPSHOTS;
   }
-  async exec(_m: Model, r: Real): Promise<void> {
+  async exec(_m: Model, r: CowRig): Promise<void> {
     const snap = await r.device.snapshot({ writable: this.writable, name: `s${this.writable}` });
     this.#id = snap.id;
     expect(snap.readOnly).toBe(!this.writable);
@@ -160,7 +152,7 @@ class DeleteSnapshot implements Operation {
   check(m: Model): boolean {
     return m.live.length > 0;
   }
-  async exec(m: Model, r: Real): Promise<void> {
+  async exec(m: Model, r: CowRig): Promise<void> {
     this.#id = m.live[this.index % m.live.length]!.real;
     await r.device.deleteSnapshot(this.#id);
   }
@@ -184,7 +176,7 @@ class Restore implements Operation {
   check(m: Model): boolean {
     return m.live.length > 0;
   }
-  async exec(m: Model, r: Real): Promise<void> {
+  async exec(m: Model, r: CowRig): Promise<void> {
     this.#id = m.live[this.index % m.live.length]!.real;
     await r.device.restore(this.#id);
   }
@@ -198,12 +190,12 @@ class Restore implements Operation {
 }
 
 /** Runs one operation on both sides and compares everything afterwards. */
-class Step implements fc.AsyncCommand<Model, Real> {
+class Step implements fc.AsyncCommand<Model, CowRig> {
   constructor(readonly op: Operation) {}
   check(m: Readonly<Model>): boolean {
     return this.op.check(m as Model);
   }
-  async run(m: Model, r: Real): Promise<void> {
+  async run(m: Model, r: CowRig): Promise<void> {
     await this.op.exec(m, r);
     await this.op.apply(m);
     await expectSame(m, r);
@@ -213,7 +205,7 @@ class Step implements fc.AsyncCommand<Model, Real> {
   }
 }
 
-class Read implements fc.AsyncCommand<Model, Real> {
+class Read implements fc.AsyncCommand<Model, CowRig> {
   constructor(
     readonly target: number,
     readonly offset: number,
@@ -222,7 +214,7 @@ class Read implements fc.AsyncCommand<Model, Real> {
   check(): boolean {
     return true;
   }
-  async run(m: Model, r: Real): Promise<void> {
+  async run(m: Model, r: CowRig): Promise<void> {
     const t = pick(m, this.target);
     const dev = t === 'origin' ? r.device : await r.handle(t);
     const expected = m.content(t).subarray(this.offset, this.offset + this.length);
@@ -233,11 +225,11 @@ class Read implements fc.AsyncCommand<Model, Real> {
   }
 }
 
-class Reopen implements fc.AsyncCommand<Model, Real> {
+class Reopen implements fc.AsyncCommand<Model, CowRig> {
   check(): boolean {
     return true;
   }
-  async run(m: Model, r: Real): Promise<void> {
+  async run(m: Model, r: CowRig): Promise<void> {
     await r.reopen();
     // close() flushes: everything acknowledged is durable now.
     m.makeDurable();
@@ -258,7 +250,7 @@ export const crashCount = { value: 0 };
  * accounted for by an unflushed write or the cut-short op, and each
  * snapshot is exactly the model's.
  */
-class CrashDuring implements fc.AsyncCommand<Model, Real> {
+class CrashDuring implements fc.AsyncCommand<Model, CowRig> {
   constructor(
     readonly afterOps: number,
     readonly seed: number,
@@ -267,7 +259,7 @@ class CrashDuring implements fc.AsyncCommand<Model, Real> {
   check(): boolean {
     return true;
   }
-  async run(m: Model, r: Real): Promise<void> {
+  async run(m: Model, r: CowRig): Promise<void> {
     crashCount.value++;
     const op = this.op?.check(m) ? this.op : undefined;
     let completed = op === undefined;

@@ -1,8 +1,8 @@
 import fc from 'fast-check';
 import { describe, it } from 'vitest';
 import { CowSnapshotDevice, MemoryDevice } from '../../src/index.js';
+import { expectBytes, pattern } from '../support/bytes.js';
 import { PassThroughDevice } from '../support/pass-through-device.js';
-import { expectBytes, pattern } from './cow-harness.js';
 
 const SOAK = process.env.BLOCKSNAP_SOAK === '1';
 const BS = 512;

@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
+import { CowRig } from '../support/cow-rig.js';
 import { cowCommands, crashCount } from './cow-commands.js';
-import { Model, Real } from './cow-harness.js';
+import { Model } from './cow-harness.js';
 
 const SOAK = process.env.BLOCKSNAP_SOAK === '1';
 
@@ -9,7 +10,7 @@ async function runModel(crashWeight: number, maxCommands: number, numRuns: numbe
   await fc.assert(
     fc.asyncProperty(cowCommands(crashWeight, maxCommands), async (cmds) => {
       const model = await Model.create();
-      const real = await Real.create();
+      const real = await CowRig.create();
       try {
         await fc.asyncModelRun(() => ({ model, real }), cmds);
       } finally {

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { expect } from 'vitest';
-import { expectAllowed, expectBytes, isCode, pattern } from './cow-harness.js';
+import { expectAllowed, expectBytes, pattern } from '../support/bytes.js';
+import { isCode } from '../support/error-code.js';
 import {
   countCutShort,
   expectProductionSnapshots,
@@ -306,7 +307,10 @@ class CrashDuring implements fc.AsyncCommand<JournalModel, JournalReal> {
     });
     // One crash in three cuts the power again during the recovering open.
     const cutsBefore = r.recoveryCuts;
-    await r.crashAndOpen(this.seed, (this.seed >> 1) % 3 === 0 ? (this.seed >> 3) % 16 : undefined);
+    await r.crashAndReopen(
+      this.seed,
+      (this.seed >> 1) % 3 === 0 ? (this.seed >> 3) % 16 : undefined,
+    );
     journalCrashes.recoveryCuts += r.recoveryCuts - cutsBefore;
 
     const k = r.device.sequence;

@@ -1,7 +1,7 @@
 import { expect } from 'vitest';
 import type { JournalSnapshotInfo } from '../../src/device.js';
+import { expectBytes } from '../support/bytes.js';
 import type { JournalRig } from '../support/journal-rig.js';
-import { expectBytes } from './cow-harness.js';
 import type { JournalModel } from './journal-commands.js';
 
 /*

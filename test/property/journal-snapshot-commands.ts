@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { expect } from 'vitest';
 import type { Snapshot } from '../../src/device.js';
-import { expectBytes, isCode, pattern } from './cow-harness.js';
+import { expectBytes, pattern } from '../support/bytes.js';
+import { isCode } from '../support/error-code.js';
 import type { JournalModel } from './journal-commands.js';
 import {
   type Effect,

@@ -1,9 +1,11 @@
 import fc from 'fast-check';
 import { expect } from 'vitest';
+import type { ExcludedReads } from '../../src/cow/index.js';
 import { mergeExtents } from '../../src/cow/restore-pieces.js';
 import type { Extent } from '../../src/index.js';
-import { type ExcludedReads, expectCode, type SelectiveRig } from '../support/selective-rig.js';
-import { expectAllowed, expectBytes, pattern } from './cow-harness.js';
+import { expectAllowed, expectBytes, pattern } from '../support/bytes.js';
+import { expectCode } from '../support/error-code.js';
+import type { SelectiveRig } from '../support/selective-rig.js';
 import {
   BLOCKS,
   BS,
@@ -246,7 +248,10 @@ export class Restore implements Operation {
   async exec(m: Model, r: Real): Promise<void> {
     this.#id = m.snaps[this.index % m.snaps.length]!.real;
     const restoring = r.device.restore(this.#id, this.ranges && { ranges: this.ranges });
-    if (this.invalid) return expectCode(restoring, 'EINVAL', String(this));
+    if (this.invalid) {
+      await expectCode(restoring, 'EINVAL', String(this));
+      return;
+    }
     await restoring;
     if (this.ranges !== undefined) stats.partialRestores++;
   }
@@ -358,7 +363,7 @@ export class CrashDuring implements fc.AsyncCommand<Model, Real> {
       if (completed) op.apply(m);
       else unsure = op.uncertainty(m);
     }
-    await r.crashAndOpen(this.seed, this.mode);
+    await r.crashAndReopen(this.seed, this.mode);
     m.mode = this.mode;
     await this.#expectAllowed(m, r, unsure);
     // Whatever the cut-short op may have landed counts as written, for changedExtents' bounds.

@@ -1,9 +1,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MemoryDevice, SelectiveSnapshotDevice } from '../../src/index.js';
-import { GatedDevice, resolutionOrder, watch } from '../support/gated-device.js';
+import { watch } from '../support/async.js';
+import { expectBytes, pattern } from '../support/bytes.js';
+import { GatedDevice, resolutionOrder } from '../support/gated-device.js';
 import { extentsOfBlocks } from '../support/selective-rig.js';
-import { expectBytes, pattern } from './cow-harness.js';
 import { heldBlocks, masked } from './selective-harness.js';
 
 const SOAK = process.env.BLOCKSNAP_SOAK === '1';

@@ -1,12 +1,9 @@
 import { expect } from 'vitest';
+import type { ExcludedReads } from '../../src/cow/index.js';
 import type { Extent } from '../../src/index.js';
-import {
-  type ExcludedReads,
-  expectCode,
-  extentsOfBlocks,
-  type SelectiveRig,
-} from '../support/selective-rig.js';
-import { expectBytes } from './cow-harness.js';
+import { expectBytes } from '../support/bytes.js';
+import { expectCode } from '../support/error-code.js';
+import { extentsOfBlocks, type SelectiveRig } from '../support/selective-rig.js';
 
 export const BS = 512;
 export const BLOCKS = 32;

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import { type ExcludedReads, SelectiveRig } from '../support/selective-rig.js';
+import type { ExcludedReads } from '../../src/cow/index.js';
+import { SelectiveRig } from '../support/selective-rig.js';
 import {
   CrashDuring,
   Restore,

@@ -21,9 +21,9 @@ import { applyStream, exportStream, StreamApplyError } from '../../src/stream/st
 import { KEEP_FOR_FRAMES } from '../../src/stream/stream-export.js';
 import { FRAME_DATA_MAX } from '../../src/stream/stream-format.js';
 import { MANIFEST_CRC, MANIFEST_HEAD } from '../../src/stream/stream-manifest.js';
-import { FaultyDevice, PowerSwitch } from '../../src/testing/index.js';
 import { expectSameBytes, seededBytes } from '../support/bytes.js';
 import { CountingDevice } from '../support/counting-device.js';
+import { CowRig } from '../support/cow-rig.js';
 import { codeOf } from '../support/error-code.js';
 import { ReadLogDevice } from '../support/read-log-device.js';
 import { chunked, collect, layoutOf, withFrames } from '../support/stream-bytes.js';
@@ -827,16 +827,13 @@ describe('after a power cut', () => {
             crashSeed: fc.nat(),
           }),
           async (plan) => {
-            const power = new PowerSwitch();
-            const origin = new FaultyDevice(
-              await MemoryDevice.create({ size: CUT_SIZE, blockSize: CUT_BS }),
-              { power },
-            );
-            const store = new FaultyDevice(
-              await MemoryDevice.create({ size: 256 * KiB, blockSize: CUT_BS }),
-              { power },
-            );
-            let cow = await CowSnapshotDevice.create(origin, store, { maxSnapshots: 8 });
+            const rig = await CowRig.create({
+              blockSize: CUT_BS,
+              blocks: CUT_BLOCKS,
+              storeBytes: 256 * KiB,
+              maxSnapshots: 8,
+            });
+            let cow = rig.device;
             for (const w of plan.before) await cow.write(w.offset, dataOf(w));
             const a = await cow.snapshot({ name: 'A' });
             const aContent = await contentOf(a);
@@ -851,21 +848,17 @@ describe('after a power cut', () => {
             let bId: string | undefined;
             let bContent: Uint8Array | undefined;
             if (plan.cutBeforeB) {
-              power.cutAfter(plan.cutAfterOps);
+              rig.power.cutAfter(plan.cutAfterOps);
               await writeAll(plan.between, true);
             } else {
               await writeAll(plan.between, true);
               const b = await cow.snapshot({ name: 'B' });
               bId = b.id;
               bContent = await contentOf(b);
-              power.cutAfter(plan.cutAfterOps);
+              rig.power.cutAfter(plan.cutAfterOps);
               await writeAll(plan.after, false);
             }
-            power.cut();
-            cow = await CowSnapshotDevice.open(
-              await origin.crash(plan.crashSeed),
-              await store.crash(plan.crashSeed ^ 0x5bd1e995),
-            );
+            cow = await rig.crashAndReopen(plan.crashSeed);
             // Cut before B: B is what the crash left of the live device.
             if (bId === undefined) {
               const b = await cow.snapshot({ name: 'B after the cut' });

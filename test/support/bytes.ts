@@ -30,3 +30,45 @@ export function expectSameBytes(
       `(block ${Math.floor(i / blockSize)}): got ${actual[i]}, expected ${expected[i]}`,
   );
 }
+
+/** {@link expectSameBytes} naming 512-byte blocks, the block size of the disk rigs. */
+export function expectBytes(what: string, actual: Uint8Array, expected: Uint8Array): void {
+  expectSameBytes(what, actual, expected, 512);
+}
+
+/** `length` bytes of `value`. */
+export function fill(length: number, value: number): Uint8Array {
+  return new Uint8Array(length).fill(value);
+}
+
+/** Deterministic bytes for a write, never 0, so a shrunk counterexample prints short. */
+export function pattern(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) out[i] = (seed * 7 + i * 31 + (i >>> 8)) & 0xff || 1;
+  return out;
+}
+
+/**
+ * Checks every byte of `actual` is the durable value or one a candidate
+ * write could have left (what a power cut may leave of unflushed writes:
+ * each whole, torn or absent).
+ */
+export function expectAllowed(
+  what: string,
+  actual: Uint8Array,
+  durable: Uint8Array,
+  candidates: readonly { offset: number; data: Uint8Array }[],
+): void {
+  for (let i = 0; i < actual.length; i++) {
+    const v = actual[i];
+    if (v === durable[i]) continue;
+    const ok = candidates.some(
+      (w) => i >= w.offset && i < w.offset + w.data.length && w.data[i - w.offset] === v,
+    );
+    if (!ok) {
+      throw new Error(
+        `${what}: byte ${i} is ${v}, but neither durable (${durable[i]}) nor any unflushed write put it there`,
+      );
+    }
+  }
+}

@@ -1,14 +1,16 @@
 import type fc from 'fast-check';
 import {
   type BlockDevice,
+  BlockDeviceError,
   type CopyReport,
   MemoryDevice,
   SnapshotCopyJob,
   type SnapshotCopyJobOptions,
+  type SnapshotCopyJobResumeOptions,
 } from '../../src/index.js';
-import { expectBytes } from '../property/cow-harness.js';
-import { Doors, type Gate } from './gated-device.js';
-import { PassThroughDevice } from './pass-through-device.js';
+import { expectBytes } from './bytes.js';
+import { DiskRig } from './disk-rig.js';
+import { ProbeDevice } from './probe-device.js';
 
 export type ConflictPolicy = NonNullable<SnapshotCopyJobOptions['conflictPolicy']>;
 export const POLICIES: readonly ConflictPolicy[] = ['copy-first', 'queue'];
@@ -30,164 +32,6 @@ export function noise(length: number, seed: number): Uint8Array {
   }
   for (let i = length & ~3; i < length; i++) out[i] = (x >>> (8 * (i & 3))) & 0xff;
   return out;
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Yields to the event loop until `ready()` holds (a bounded number of turns). */
-export async function until(ready: () => boolean, what: string, turns = 10_000): Promise<void> {
-  for (let i = 0; i < turns; i++) {
-    if (ready()) return;
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-  throw new Error(`timed out waiting until ${what}`);
-}
-
-/** Resolves with `p`'s value if it settles within `ms`, else rejects naming `what`. */
-export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms);
-  });
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
-}
-
-/** Tracks whether a promise settled yet, without ever letting it reject unhandled. */
-export function watch<T>(p: Promise<T>): {
-  readonly settled: boolean;
-  readonly promise: Promise<T>;
-} {
-  let settled = false;
-  const mark = () => {
-    settled = true;
-  };
-  p.then(mark, mark);
-  return {
-    get settled() {
-      return settled;
-    },
-    promise: p,
-  };
-}
-
-/** The reason `p` rejects with; fails if it resolves. */
-export async function rejectionOf(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a rejection, but the promise resolved');
-}
-
-export type ProbeKind = 'read' | 'write' | 'flush';
-
-/** One operation a {@link ProbeDevice} received. */
-export interface ProbeOp {
-  kind: ProbeKind;
-  offset: number;
-  length: number;
-  /** Issue order across every ProbeDevice. */
-  seq: number;
-}
-
-let sequence = 0;
-
-/** One operation held at the door until {@link Gate.open}. */
-export type Hold = Gate;
-
-/**
- * Passes I/O through to `inner` and logs it; a test can hold the next
- * operation of a kind (before it reaches `inner`, or after, holding back
- * only its result), slow writes down to one at a time, or, with a fast-check
- * scheduler set, let the scheduler decide when every operation starts.
- * Overlapping writes always reach `inner` in the order they were issued, as
- * a disk keeps them: the engine relies on that for writes it passes through.
- */
-export class ProbeDevice extends PassThroughDevice {
-  readonly ops: ProbeOp[] = [];
-  /** Called as each operation is issued (before any hold or delay). */
-  onOp: ((op: ProbeOp) => void) | undefined;
-  scheduler: fc.Scheduler | undefined;
-  /** With a positive value, writes go one at a time, each taking this many milliseconds. */
-  writeMs = 0;
-  readonly #doors = new Doors<ProbeKind>();
-  readonly #landing = new Set<{ offset: number; end: number; landed: Promise<void> }>();
-  #paced: Promise<void> = Promise.resolve();
-
-  constructor(
-    inner: BlockDevice,
-    readonly name = 'device',
-  ) {
-    super(inner);
-  }
-
-  /** Holds the next `kind` operation whose range matches; `reply`: after `inner` did it. */
-  hold(
-    kind: ProbeKind,
-    match: (offset: number, length: number) => boolean = () => true,
-    reply = false,
-  ): Hold {
-    return this.#doors.arm(kind, match, reply);
-  }
-
-  of(kind: ProbeKind): ProbeOp[] {
-    return this.ops.filter((op) => op.kind === kind);
-  }
-
-  #issue(kind: ProbeKind, offset: number, length: number): void {
-    const op = { kind, offset, length, seq: sequence++ };
-    this.ops.push(op);
-    this.onOp?.(op);
-  }
-
-  async #door(kind: ProbeKind, offset: number, length: number, reply: boolean): Promise<void> {
-    if (await this.#doors.pass(kind, offset, length, reply)) return;
-    if (this.scheduler !== undefined && !reply) {
-      await this.scheduler.schedule(Promise.resolve(), `${this.name} ${kind} ${offset}+${length}`);
-    }
-  }
-
-  override async read(offset: number, length: number): Promise<Uint8Array> {
-    this.#issue('read', offset, length);
-    await this.#door('read', offset, length, false);
-    const data = await super.read(offset, length);
-    await this.#door('read', offset, length, true);
-    return data;
-  }
-
-  override async write(offset: number, data: Uint8Array): Promise<void> {
-    this.#issue('write', offset, data.length);
-    const copy = data.slice();
-    const end = offset + copy.length;
-    const earlier = [...this.#landing]
-      .filter((w) => w.offset < end && offset < w.end)
-      .map((w) => w.landed);
-    let landed!: () => void;
-    const entry = { offset, end, landed: new Promise<void>((resolve) => (landed = resolve)) };
-    this.#landing.add(entry);
-    try {
-      await Promise.all(earlier);
-      await this.#door('write', offset, copy.length, false);
-      if (this.writeMs > 0) {
-        const turn = this.#paced.then(() => sleep(this.writeMs));
-        this.#paced = turn;
-        await turn;
-      }
-      await super.write(offset, copy);
-    } finally {
-      this.#landing.delete(entry);
-      landed();
-    }
-  }
-
-  override async flush(): Promise<void> {
-    this.#issue('flush', 0, 0);
-    await this.#door('flush', 0, 0, false);
-    return super.flush();
-  }
 }
 
 /** Where a job copies what: sizes, range and chunk size. */
@@ -368,4 +212,114 @@ export function progressOf(job: SnapshotCopyJob): { copiedBytes: number; queuedW
     events.push({ copiedBytes: p.copiedBytes, queuedWrites: p.queuedWrites }),
   );
   return events;
+}
+
+/** A copy job's disks, in the order a crash takes them (each seed one more than the last). */
+export type CopyDisk = 'source' | 'destination' | 'mapStore';
+
+/** How a {@link CopyCrashRig} runs its jobs. */
+export interface CopyJobPlan {
+  policy: ConflictPolicy;
+  /** The job keeps its map in the map store disk (only then can it resume). */
+  withStore: boolean;
+  /**
+   * The job's I/O goes through the ProbeDevices (false: straight to the
+   * FaultyDevices, one await less per operation, for tests whose cut
+   * positions were counted that way). @default true
+   */
+  probed?: boolean;
+}
+
+/**
+ * A copy job over a {@link CopyRig}'s disks, each behind a FaultyDevice (one
+ * power switch, consecutive crash seeds; see {@link DiskRig}) behind a
+ * ProbeDevice (fast-check's scheduler orders their I/O, while it is set).
+ * Creating the device under test starts the job; opening it resumes the
+ * job from its map store, or starts it again if no `start()` ever resolved
+ * and the map store holds no valid map (a cut inside the first start).
+ */
+export class CopyCrashRig extends DiskRig<CopyDisk, SnapshotCopyJob> {
+  probes!: [ProbeDevice, ProbeDevice, ProbeDevice];
+  /** The signal the job gets when it starts (not when it resumes). */
+  signal: AbortSignal | undefined;
+  /** Whether a job ever started or resumed: only before that may the map store hold no map. */
+  startResolved = false;
+  /** Opens that found no valid map and started the job again. */
+  restarts = 0;
+
+  private constructor(
+    readonly base: CopyRig,
+    readonly plan: CopyJobPlan,
+  ) {
+    super(
+      [
+        { name: 'source', disk: base.sourceDisk },
+        { name: 'destination', disk: base.destinationDisk },
+        { name: 'mapStore', disk: base.storeDisk },
+      ],
+      { crashSeeds: 'consecutive' },
+    );
+  }
+
+  /** A rig over a new {@link CopyRig} (`seed` picks its noise), attached; no job yet. */
+  static async create(g: CopyGeometry, plan: CopyJobPlan, seed = 1): Promise<CopyCrashRig> {
+    const rig = new CopyCrashRig(await CopyRig.create(g, seed), plan);
+    rig.attach();
+    return rig;
+  }
+
+  protected override attached(): void {
+    this.probes = [
+      new ProbeDevice(this.faulty('source'), 'source'),
+      new ProbeDevice(this.faulty('destination'), 'destination'),
+      new ProbeDevice(this.faulty('mapStore'), 'map store'),
+    ];
+  }
+
+  set scheduler(s: fc.Scheduler | undefined) {
+    for (const p of this.probes) p.scheduler = s;
+  }
+
+  /** Job options over the probes (or the FaultyDevices), with the plan's policy and map store. */
+  options(extra: Partial<SnapshotCopyJobOptions> = {}): SnapshotCopyJobOptions {
+    const [source, destination, mapStore] =
+      this.plan.probed === false
+        ? [this.faulty('source'), this.faulty('destination'), this.faulty('mapStore')]
+        : this.probes;
+    return this.base.options({
+      source,
+      destination,
+      conflictPolicy: this.plan.policy,
+      ...(this.plan.withStore ? { mapStore } : {}),
+      ...extra,
+    });
+  }
+
+  /** What the source disk holds now. */
+  source(): Promise<Uint8Array> {
+    return this.base.sourceDisk.read(0, this.base.g.sourceSize);
+  }
+
+  protected createDevice(): Promise<SnapshotCopyJob> {
+    return SnapshotCopyJob.start(this.options({ signal: this.signal }));
+  }
+
+  protected async openDevice(): Promise<SnapshotCopyJob> {
+    try {
+      return await SnapshotCopyJob.resume(this.options() as SnapshotCopyJobResumeOptions);
+    } catch (err) {
+      if (!this.power.isOn || this.startResolved || !BlockDeviceError.is(err, 'ECORRUPT'))
+        throw err;
+      this.restarts++;
+    }
+    return SnapshotCopyJob.start(this.options());
+  }
+
+  protected closeDevice(job: SnapshotCopyJob): Promise<void> {
+    return job.device.close();
+  }
+
+  protected override opened(): void {
+    this.startResolved = true;
+  }
 }

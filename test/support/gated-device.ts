@@ -1,5 +1,6 @@
 import type fc from 'fast-check';
 import type { BlockDevice } from '../../src/index.js';
+import { watch } from './async.js';
 import { PassThroughDevice } from './pass-through-device.js';
 
 /** The kinds of operation a {@link GatedDevice} can stop. */
@@ -109,28 +110,6 @@ export class GatedDevice extends PassThroughDevice {
     await this.#door('flush', 0, 0);
     return super.flush();
   }
-}
-
-/** Tracks whether a promise settled yet, without ever letting it reject unhandled. */
-export function watch<T>(p: Promise<T>): {
-  readonly settled: boolean;
-  readonly promise: Promise<T>;
-} {
-  let settled = false;
-  p.then(
-    () => {
-      settled = true;
-    },
-    () => {
-      settled = true;
-    },
-  );
-  return {
-    get settled() {
-      return settled;
-    },
-    promise: p,
-  };
 }
 
 /** Watches promises and records the order in which they resolve, by name. */

@@ -1,47 +1,22 @@
-import { expect } from 'vitest';
-import {
-  BlockDeviceError,
-  type Extent,
-  MemoryDevice,
-  SelectiveSnapshotDevice,
-  type Snapshot,
-} from '../../src/index.js';
-import { FaultyDevice, type FaultyDeviceOptions, PowerSwitch } from '../../src/testing/index.js';
+import type { ExcludedReads } from '../../src/cow/index.js';
+import { type Extent, type MemoryDevice, SelectiveSnapshotDevice } from '../../src/index.js';
+import { OriginStoreRig, type OriginStoreRigOptions, originAndStore } from './cow-rig.js';
+import type { DiskRig } from './disk-rig.js';
 
-/** What reading bytes a snapshot does not hold does. */
-export type ExcludedReads = 'error' | 'zero';
-
-export interface SelectiveRigOptions {
-  /** Origin block size. @default 512 */
-  blockSize?: number;
-  /** Origin blocks. @default 32 */
-  blocks?: number;
-  /** Bytes of the store disk. @default 256 KiB */
-  storeBytes?: number;
-  /** @default 4 */
-  maxSnapshots?: number;
+export interface SelectiveRigOptions extends OriginStoreRigOptions {
   /** @default the device's (256) */
   maxRuns?: number;
   /** @default 'error' */
   excludedReads?: ExcludedReads;
-  /** Delays some operations of both disks (FaultyDevice `latency`). */
-  latency?: FaultyDeviceOptions['latency'];
 }
 
 /**
- * A SelectiveSnapshotDevice over two memory "disks" (origin and store), each
- * behind a FaultyDevice, both on one power switch: it can reopen (in either
- * `excludedReads` mode), lose power at any device operation, and open what
- * the disks hold after the cut.
+ * A SelectiveSnapshotDevice over an origin and a store disk (see
+ * {@link OriginStoreRig}), that can also reopen in the other
+ * `excludedReads` mode.
  */
-export class SelectiveRig {
-  readonly originDisk: MemoryDevice;
-  readonly storeDisk: MemoryDevice;
+export class SelectiveRig extends OriginStoreRig<SelectiveSnapshotDevice> {
   readonly options: SelectiveRigOptions;
-  power = new PowerSwitch();
-  origin!: FaultyDevice;
-  store!: FaultyDevice;
-  device!: SelectiveSnapshotDevice;
   mode: ExcludedReads;
   /**
    * Preservations the device should not have made, watched from its
@@ -51,114 +26,69 @@ export class SelectiveRig {
    * designated blocks, only on their first change).
    */
   readonly badPreserves: string[] = [];
-  readonly #handles = new Map<string, Snapshot>();
 
-  private constructor(
-    originDisk: MemoryDevice,
-    storeDisk: MemoryDevice,
-    options: SelectiveRigOptions,
-  ) {
-    this.originDisk = originDisk;
-    this.storeDisk = storeDisk;
+  private constructor(disks: [MemoryDevice, MemoryDevice], options: SelectiveRigOptions) {
+    super(disks, options);
     this.options = options;
     this.mode = options.excludedReads ?? 'error';
   }
 
   static async create(options: SelectiveRigOptions = {}): Promise<SelectiveRig> {
-    const blockSize = options.blockSize ?? 512;
-    const rig = new SelectiveRig(
-      await MemoryDevice.create({ size: (options.blocks ?? 32) * blockSize, blockSize }),
-      await MemoryDevice.create({ size: options.storeBytes ?? 256 * 1024, blockSize }),
-      options,
-    );
-    rig.#attach();
-    rig.device = await SelectiveSnapshotDevice.create(rig.origin, rig.store, {
-      maxSnapshots: options.maxSnapshots ?? 4,
-      maxRuns: options.maxRuns,
-      excludedReads: rig.mode,
-    });
-    rig.#watch();
-    return rig;
+    return new SelectiveRig(await originAndStore(options), options).launch();
   }
 
-  #watch(): void {
+  protected createDevice(): Promise<SelectiveSnapshotDevice> {
+    return SelectiveSnapshotDevice.create(this.origin, this.store, {
+      maxSnapshots: this.options.maxSnapshots ?? 4,
+      maxRuns: this.options.maxRuns,
+      excludedReads: this.mode,
+    });
+  }
+
+  protected openDevice(): Promise<SelectiveSnapshotDevice> {
+    return SelectiveSnapshotDevice.open(this.origin, this.store, { excludedReads: this.mode });
+  }
+
+  protected override opened(device: SelectiveSnapshotDevice): void {
+    super.opened(device);
     let generation = 0;
     const seen = new Set<string>();
-    this.device.on('snapshot', () => {
+    device.on('snapshot', () => {
       generation++;
     });
-    this.device.on('preserve', ({ block }) => {
+    device.on('preserve', ({ block }) => {
       const key = `${generation}:${block}`;
       if (seen.has(key)) this.badPreserves.push(`twice ${key}`);
       seen.add(key);
       const at = block * this.bs;
-      const held = this.device
+      const held = device
         .listSnapshots()
         .some((info) =>
-          this.device
-            .snapshotExtents(info.id)
-            .some((e) => at >= e.offset && at < e.offset + e.length),
+          device.snapshotExtents(info.id).some((e) => at >= e.offset && at < e.offset + e.length),
         );
       if (!held) this.badPreserves.push(`unheld ${block}`);
     });
   }
 
-  get size(): number {
-    return this.originDisk.size;
-  }
-
-  get bs(): number {
-    return this.originDisk.blockSize;
-  }
-
-  #attach(): void {
-    this.power = new PowerSwitch();
-    const { latency } = this.options;
-    this.origin = new FaultyDevice(this.originDisk.reopen(), { power: this.power, latency });
-    this.store = new FaultyDevice(this.storeDisk.reopen(), { power: this.power, latency });
-    this.#handles.clear();
-  }
-
-  /** A handle on snapshot `id`, kept until the device reopens. */
-  async handle(id: string): Promise<Snapshot> {
-    let handle = this.#handles.get(id);
-    if (handle === undefined) {
-      handle = await this.device.openSnapshot(id);
-      this.#handles.set(id, handle);
-    }
-    return handle;
-  }
-
-  /** Opens the device over fresh handles on the disks as they are. */
-  async open(mode: ExcludedReads = this.mode): Promise<SelectiveSnapshotDevice> {
-    this.#attach();
+  /** Opens the device over fresh handles on the disks as they are, in `mode`. */
+  override open(mode: ExcludedReads = this.mode): Promise<SelectiveSnapshotDevice> {
     this.mode = mode;
-    this.device = await SelectiveSnapshotDevice.open(this.origin, this.store, {
-      excludedReads: mode,
-    });
-    this.#watch();
-    return this.device;
+    return super.open();
   }
 
-  /** Closes the device and opens it again. */
-  async reopen(mode: ExcludedReads = this.mode): Promise<SelectiveSnapshotDevice> {
-    await this.device.close();
+  /** Closes the device and opens it again, in `mode`. */
+  override async reopen(mode: ExcludedReads = this.mode): Promise<SelectiveSnapshotDevice> {
+    await this.closeDevice(this.device);
     return this.open(mode);
   }
 
-  /** Pulls the plug on both disks at once, keeps what a power cut may leave (by `seed`), and opens that. */
-  async crashAndOpen(
+  /** A power cut, then open what the disks hold (see {@link DiskRig.crashAndReopen}), in `mode`. */
+  override crashAndReopen(
     seed: number,
     mode: ExcludedReads = this.mode,
   ): Promise<SelectiveSnapshotDevice> {
-    this.power.cut();
-    await this.origin.crash(seed);
-    await this.store.crash(seed ^ 0x5bd1e995);
-    return this.open(mode);
-  }
-
-  async dispose(): Promise<void> {
-    if (this.power.isOn) await this.device.close();
+    this.mode = mode;
+    return super.crashAndReopen(seed);
   }
 }
 
@@ -181,14 +111,4 @@ export function extentsOfBlocks(blocks: Iterable<number>, bs: number): Extent[] 
     else out.push({ offset: b * bs, length: bs });
   }
   return out;
-}
-
-/** The BlockDeviceError code `p` rejects with; fails the test if it resolves or rejects otherwise. */
-export async function expectCode(p: Promise<unknown>, code: string, what = ''): Promise<void> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(BlockDeviceError.is(err), `${what} expected ${code}, got ${String(err)}`).toBe(true);
-  expect((err as BlockDeviceError).code, `${what}: ${String(err)}`).toBe(code);
 }

@@ -1,16 +1,17 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { SECTOR } from '../../src/base/index.js';
 import type { BlockDevice } from '../../src/device.js';
 import { MemoryDevice } from '../../src/devices/memory-device.js';
-import { BlockDeviceError } from '../../src/errors.js';
 import {
   FaultyDevice,
   type FaultyDeviceOptions,
   type FaultyOperation,
   PowerSwitch,
 } from '../../src/testing/faulty-device.js';
+import { fill } from '../support/bytes.js';
+import { expectCode } from '../support/error-code.js';
 
-const SECTOR = 512;
 const SIZE = 16 * 1024;
 const SEEDS = Array.from({ length: 48 }, (_, i) => i * 7919 + 1);
 const SOAK = process.env.BLOCKSNAP_SOAK === '1';
@@ -20,10 +21,6 @@ async function setup(
 ): Promise<{ inner: MemoryDevice; dev: FaultyDevice }> {
   const inner = await MemoryDevice.create({ size: SIZE, blockSize: 4096 });
   return { inner, dev: new FaultyDevice(inner, options) };
-}
-
-function fill(length: number, value: number): Uint8Array {
-  return new Uint8Array(length).fill(value);
 }
 
 async function image(device: BlockDevice): Promise<Uint8Array> {
@@ -52,10 +49,6 @@ function classify(
   if (part.every((b) => b === value)) return 'new';
   if (part.every((b) => b === old)) return 'old';
   return 'mixed';
-}
-
-function expectCode(promise: Promise<unknown>, code: string): Promise<void> {
-  return expect(promise).rejects.toSatisfy((err) => BlockDeviceError.is(err) && err.code === code);
 }
 
 describe('FaultyDevice', () => {

@@ -1,17 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { BlockDeviceError, type BlockDeviceErrorCode } from '../../src/errors.js';
 import { ModelDevice } from '../../src/testing/model-device.js';
+import { fill } from '../support/bytes.js';
+import { expectCode } from '../support/error-code.js';
 
 const size = 16 * 1024;
 const blockSize = 4096;
-
-async function rejectsWith(promise: Promise<unknown>, code: BlockDeviceErrorCode): Promise<void> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(BlockDeviceError.is(err, code), `expected ${code}, got ${String(err)}`).toBe(true);
-}
 
 function throwsWith(fn: () => unknown, code: BlockDeviceErrorCode): void {
   let caught: unknown;
@@ -21,10 +15,6 @@ function throwsWith(fn: () => unknown, code: BlockDeviceErrorCode): void {
     caught = err;
   }
   expect(BlockDeviceError.is(caught, code), `expected ${code}, got ${String(caught)}`).toBe(true);
-}
-
-function filled(length: number, value: number): Uint8Array {
-  return new Uint8Array(length).fill(value);
 }
 
 describe('ModelDevice.create', () => {
@@ -42,21 +32,21 @@ describe('ModelDevice.create', () => {
   });
 
   it('copies content, so the caller keeps its array', async () => {
-    const content = filled(size, 7);
+    const content = fill(size, 7);
     const model = await ModelDevice.create({ size, blockSize, content });
     content.fill(9);
-    expect(model.bytes()).toEqual(filled(size, 7));
+    expect(model.bytes()).toEqual(fill(size, 7));
   });
 
   it('rejects bad geometry and bad content with EINVAL', async () => {
-    await rejectsWith(ModelDevice.create({ size: 1000, blockSize: 512 }), 'EINVAL');
-    await rejectsWith(ModelDevice.create({ size, blockSize: 1000 }), 'EINVAL');
-    await rejectsWith(ModelDevice.create({ size: -blockSize, blockSize }), 'EINVAL');
-    await rejectsWith(
+    await expectCode(ModelDevice.create({ size: 1000, blockSize: 512 }), 'EINVAL');
+    await expectCode(ModelDevice.create({ size, blockSize: 1000 }), 'EINVAL');
+    await expectCode(ModelDevice.create({ size: -blockSize, blockSize }), 'EINVAL');
+    await expectCode(
       ModelDevice.create({ size, blockSize, content: new Uint8Array(size - 1) }),
       'EINVAL',
     );
-    await rejectsWith(
+    await expectCode(
       ModelDevice.create({ size, blockSize, content: 'x' as unknown as Uint8Array }),
       'EINVAL',
     );
@@ -66,7 +56,7 @@ describe('ModelDevice.create', () => {
 describe('ModelDevice content', () => {
   it('bytes() is a copy: mutating it changes nothing', async () => {
     const model = await ModelDevice.create({ size, blockSize });
-    await model.write(10, filled(5, 1));
+    await model.write(10, fill(5, 1));
     const copy = model.bytes();
     copy.fill(0xff);
     expect(model.bytes().subarray(8, 17)).toEqual(Uint8Array.of(0, 0, 1, 1, 1, 1, 1, 0, 0));
@@ -74,23 +64,23 @@ describe('ModelDevice content', () => {
 
   it('a write takes effect when called, before its promise settles', async () => {
     const model = await ModelDevice.create({ size, blockSize });
-    const pending = model.write(100, filled(3, 5));
-    expect(model.bytes().subarray(100, 103)).toEqual(filled(3, 5));
+    const pending = model.write(100, fill(3, 5));
+    expect(model.bytes().subarray(100, 103)).toEqual(fill(3, 5));
     await pending;
   });
 
   it('content stays inspectable after close', async () => {
     const model = await ModelDevice.create({ size, blockSize });
-    await model.write(0, filled(4, 2));
+    await model.write(0, fill(4, 2));
     await model.close();
     expect(model.bytes().subarray(0, 5)).toEqual(Uint8Array.of(2, 2, 2, 2, 0));
   });
 
   it('a read-only model refuses writes and restore with EROFS', async () => {
     const model = await ModelDevice.create({ size, blockSize, readOnly: true });
-    await rejectsWith(model.write(0, filled(1, 1)), 'EROFS');
+    await expectCode(model.write(0, fill(1, 1)), 'EROFS');
     const snap = await model.snapshot();
-    await rejectsWith(model.restore(snap.id), 'EROFS');
+    await expectCode(model.restore(snap.id), 'EROFS');
     expect(model.bytes()).toEqual(new Uint8Array(size));
   });
 });
@@ -98,10 +88,10 @@ describe('ModelDevice content', () => {
 describe('ModelDevice snapshots', () => {
   it('a snapshot keeps the content at the call; later origin writes do not reach it', async () => {
     const model = await ModelDevice.create({ size, blockSize });
-    await model.write(0, filled(blockSize, 1));
-    const before = model.write(blockSize, filled(blockSize, 2));
+    await model.write(0, fill(blockSize, 1));
+    const before = model.write(blockSize, fill(blockSize, 2));
     const snap = await model.snapshot({ name: 'first' });
-    const after = model.write(0, filled(2 * blockSize, 3));
+    const after = model.write(0, fill(2 * blockSize, 3));
     await Promise.all([before, after]);
 
     const expected = new Uint8Array(size);
@@ -109,7 +99,7 @@ describe('ModelDevice snapshots', () => {
     expected.fill(2, blockSize, 2 * blockSize);
     expect(model.snapshotBytes(snap.id)).toEqual(expected);
     expect(await snap.read(0, size)).toEqual(expected);
-    expect(model.bytes().subarray(0, 2 * blockSize)).toEqual(filled(2 * blockSize, 3));
+    expect(model.bytes().subarray(0, 2 * blockSize)).toEqual(fill(2 * blockSize, 3));
   });
 
   it('a snapshot handle has the id, name and createdAt that listSnapshots reports', async () => {
@@ -135,29 +125,29 @@ describe('ModelDevice snapshots', () => {
   it('a read-only snapshot rejects writes with EROFS', async () => {
     const model = await ModelDevice.create({ size, blockSize });
     const snap = await model.snapshot();
-    await rejectsWith(snap.write(0, filled(1, 1)), 'EROFS');
+    await expectCode(snap.write(0, fill(1, 1)), 'EROFS');
     expect(model.snapshotBytes(snap.id)).toEqual(new Uint8Array(size));
   });
 
   it('a writable snapshot diverges from the origin and from other snapshots', async () => {
     const model = await ModelDevice.create({ size, blockSize });
-    await model.write(0, filled(size, 1));
+    await model.write(0, fill(size, 1));
     const clone = await model.snapshot({ writable: true });
     const other = await model.snapshot({ writable: true });
     const frozen = await model.snapshot();
 
-    await clone.write(blockSize + 1, filled(10, 2));
-    await model.write(0, filled(blockSize, 3));
-    await other.write(0, filled(1, 4));
+    await clone.write(blockSize + 1, fill(10, 2));
+    await model.write(0, fill(blockSize, 3));
+    await other.write(0, fill(1, 4));
 
-    const cloneExpected = filled(size, 1);
+    const cloneExpected = fill(size, 1);
     cloneExpected.fill(2, blockSize + 1, blockSize + 11);
     expect(await clone.read(0, size)).toEqual(cloneExpected);
-    const otherExpected = filled(size, 1);
+    const otherExpected = fill(size, 1);
     otherExpected[0] = 4;
     expect(model.snapshotBytes(other.id)).toEqual(otherExpected);
-    expect(model.snapshotBytes(frozen.id)).toEqual(filled(size, 1));
-    const originExpected = filled(size, 1);
+    expect(model.snapshotBytes(frozen.id)).toEqual(fill(size, 1));
+    const originExpected = fill(size, 1);
     originExpected.fill(3, 0, blockSize);
     expect(model.bytes()).toEqual(originExpected);
   });
@@ -165,8 +155,8 @@ describe('ModelDevice snapshots', () => {
   it('privateBytes counts the blocks written through a writable snapshot', async () => {
     const model = await ModelDevice.create({ size, blockSize });
     const clone = await model.snapshot({ writable: true });
-    await clone.write(blockSize - 1, filled(2, 1));
-    await clone.write(blockSize, filled(1, 1));
+    await clone.write(blockSize - 1, fill(2, 1));
+    await clone.write(blockSize, fill(1, 1));
     expect(model.listSnapshots()[0]?.privateBytes).toBe(2 * blockSize);
   });
 
@@ -174,17 +164,17 @@ describe('ModelDevice snapshots', () => {
     const model = await ModelDevice.create({ size, blockSize });
     const first = await model.snapshot({ writable: true });
     const second = await model.openSnapshot(first.id);
-    await first.write(50, filled(5, 8));
-    expect(await second.read(50, 5)).toEqual(filled(5, 8));
+    await first.write(50, fill(5, 8));
+    expect(await second.read(50, 5)).toEqual(fill(5, 8));
     expect(second.id).toBe(first.id);
   });
 
   it('restore copies the snapshot over the device and leaves the snapshot as it was', async () => {
     const model = await ModelDevice.create({ size, blockSize });
-    await model.write(0, filled(blockSize, 1));
+    await model.write(0, fill(blockSize, 1));
     const clone = await model.snapshot({ writable: true });
-    await clone.write(blockSize, filled(blockSize, 2));
-    await model.write(0, filled(size, 9));
+    await clone.write(blockSize, fill(blockSize, 2));
+    await model.write(0, fill(size, 9));
 
     await model.restore(clone.id);
     const expected = new Uint8Array(size);
@@ -192,7 +182,7 @@ describe('ModelDevice snapshots', () => {
     expected.fill(2, blockSize, 2 * blockSize);
     expect(model.bytes()).toEqual(expected);
 
-    await model.write(0, filled(1, 7));
+    await model.write(0, fill(1, 7));
     expect(model.snapshotBytes(clone.id)).toEqual(expected);
   });
 
@@ -202,7 +192,7 @@ describe('ModelDevice snapshots', () => {
     const b = await model.snapshot();
     await model.deleteSnapshot(a.id);
     expect(model.listSnapshots().map((s) => s.id)).toEqual([b.id]);
-    await rejectsWith(a.read(0, 1), 'ENOENT');
+    await expectCode(a.read(0, 1), 'ENOENT');
     const c = await model.snapshot();
     expect([a.id, b.id]).not.toContain(c.id);
     await a.close();
@@ -214,15 +204,15 @@ describe('ModelDevice snapshots', () => {
     const gone = await model.snapshot();
     await model.deleteSnapshot(gone.id);
     for (const id of ['nope', gone.id]) {
-      await rejectsWith(model.openSnapshot(id), 'ENOENT');
-      await rejectsWith(model.deleteSnapshot(id), 'ENOENT');
-      await rejectsWith(model.restore(id), 'ENOENT');
+      await expectCode(model.openSnapshot(id), 'ENOENT');
+      await expectCode(model.deleteSnapshot(id), 'ENOENT');
+      await expectCode(model.restore(id), 'ENOENT');
       throwsWith(() => model.snapshotBytes(id), 'ENOENT');
     }
     const bad = 1 as unknown as string;
-    await rejectsWith(model.openSnapshot(bad), 'EINVAL');
-    await rejectsWith(model.deleteSnapshot(bad), 'EINVAL');
-    await rejectsWith(model.restore(bad), 'EINVAL');
+    await expectCode(model.openSnapshot(bad), 'EINVAL');
+    await expectCode(model.deleteSnapshot(bad), 'EINVAL');
+    await expectCode(model.restore(bad), 'EINVAL');
     throwsWith(() => model.snapshotBytes(bad), 'EINVAL');
   });
 
@@ -235,7 +225,7 @@ describe('ModelDevice snapshots', () => {
       null,
       'name',
     ] as unknown as { name?: string }[];
-    for (const options of bad) await rejectsWith(model.snapshot(options), 'EINVAL');
+    for (const options of bad) await expectCode(model.snapshot(options), 'EINVAL');
     expect(model.listSnapshots()).toEqual([]);
     const longest = await model.snapshot({ name: 'x'.repeat(255) });
     expect(longest.name).toHaveLength(255);
@@ -256,7 +246,7 @@ describe('ModelDevice snapshots', () => {
     const first = await model.snapshot();
     const second = await model.openSnapshot(first.id);
     await first.close();
-    await rejectsWith(first.read(0, 1), 'ECLOSED');
+    await expectCode(first.read(0, 1), 'ECLOSED');
     expect(await second.read(0, 1)).toEqual(new Uint8Array(1));
     expect(await model.read(0, 1)).toEqual(new Uint8Array(1));
   });
@@ -265,13 +255,13 @@ describe('ModelDevice snapshots', () => {
     const model = await ModelDevice.create({ size, blockSize });
     const snap = await model.snapshot({ writable: true });
     await model.close();
-    await rejectsWith(model.snapshot(), 'ECLOSED');
-    await rejectsWith(model.openSnapshot(snap.id), 'ECLOSED');
-    await rejectsWith(model.deleteSnapshot(snap.id), 'ECLOSED');
-    await rejectsWith(model.restore(snap.id), 'ECLOSED');
+    await expectCode(model.snapshot(), 'ECLOSED');
+    await expectCode(model.openSnapshot(snap.id), 'ECLOSED');
+    await expectCode(model.deleteSnapshot(snap.id), 'ECLOSED');
+    await expectCode(model.restore(snap.id), 'ECLOSED');
     throwsWith(() => model.listSnapshots(), 'ECLOSED');
-    await rejectsWith(snap.read(0, 1), 'ECLOSED');
-    await rejectsWith(snap.write(0, filled(1, 1)), 'ECLOSED');
+    await expectCode(snap.read(0, 1), 'ECLOSED');
+    await expectCode(snap.write(0, fill(1, 1)), 'ECLOSED');
     expect(model.snapshotBytes(snap.id)).toEqual(new Uint8Array(size));
   });
 });
