@@ -5,6 +5,7 @@ import {
   type FaultyOperation,
   runConformanceSuite,
   runSnapshotConformanceSuite,
+  type SnapshotSupport,
 } from '../../src/testing/index.js';
 
 const size = 64 * 1024;
@@ -87,6 +88,16 @@ runConformanceSuite({
   it,
 });
 
+/** What a CowSnapshotDevice does of the snapshot contract: all of it but selective snapshots. */
+const cowSupports: SnapshotSupport = {
+  writable: true,
+  restore: true,
+  pointInTime: true,
+  reopen: true,
+  selective: false,
+  preserveEvents: true,
+};
+
 runSnapshotConformanceSuite({
   name: 'CowSnapshotDevice snapshots',
   create: async () => {
@@ -97,14 +108,7 @@ runSnapshotConformanceSuite({
       reopen: () => CowSnapshotDevice.open(origin.reopen(), store.reopen()),
     };
   },
-  supports: {
-    writable: true,
-    restore: true,
-    pointInTime: true,
-    reopen: true,
-    selective: false,
-    preserveEvents: true,
-  },
+  supports: cowSupports,
   describe,
   it,
 });
@@ -123,14 +127,7 @@ runSnapshotConformanceSuite({
       reopen: () => CowSnapshotDevice.open(slow(origin), slow(store)),
     };
   },
-  supports: {
-    writable: true,
-    restore: true,
-    pointInTime: true,
-    reopen: true,
-    selective: false,
-    preserveEvents: true,
-  },
+  supports: cowSupports,
   describe,
   it,
 });
