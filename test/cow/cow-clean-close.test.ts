@@ -30,7 +30,6 @@ const old = pattern(SIZE, 7);
 const fresh = fill(SIZE, 0xee);
 
 interface Subject {
-  name: string;
   rig: CowRig | SelectiveRig;
   /** A snapshot holding blocks 0–7 at least. */
   snapshot(options?: { writable?: boolean }): Promise<Snapshot>;
@@ -38,19 +37,21 @@ interface Subject {
 
 async function cowSubject(): Promise<Subject> {
   const rig = await CowRig.create({ blocks: BLOCKS, storeBytes: 128 * 1024 });
-  return { name: 'CowSnapshotDevice', rig, snapshot: (o) => rig.device.snapshot(o) };
+  return { rig, snapshot: (o) => rig.device.snapshot(o) };
 }
 
 async function selectiveSubject(): Promise<Subject> {
   const rig = await SelectiveRig.create({ blocks: BLOCKS, storeBytes: 128 * 1024 });
   return {
-    name: 'SelectiveSnapshotDevice',
     rig,
     snapshot: (o) => rig.device.snapshot({ ...o, include: [{ offset: 0, length: 8 * BS }] }),
   };
 }
 
-const subjects = [cowSubject, selectiveSubject];
+const subjects = [
+  { device: 'CowSnapshotDevice', make: cowSubject },
+  { device: 'SelectiveSnapshotDevice', make: selectiveSubject },
+];
 
 /** The newest valid superblock on the store disk, and the slot it is in. */
 async function newestSuperblock(disk: MemoryDevice): Promise<{ sb: Superblock; slot: number }> {
@@ -122,7 +123,7 @@ async function preservedThenClosed(
   return { subject, snap: snap.id };
 }
 
-describe.each(subjects)('after a clean close (%o)', (make) => {
+describe.each(subjects)('$device after a clean close', ({ make }) => {
   it('the store carries the mark, and opens undamaged with every snapshot exact', async () => {
     const { subject, snap } = await preservedThenClosed(make);
     const { sb } = await newestSuperblock(subject.rig.disk('store'));
@@ -177,7 +178,7 @@ describe.each(subjects)('after a clean close (%o)', (make) => {
   }
 });
 
-describe.each(subjects)('power cuts around a clean close (%o)', (make) => {
+describe.each(subjects)('$device: power cuts around a clean close', ({ make }) => {
   // Cut at every I/O from the first write on, with several crash images
   // each: one write (block 3) and its flush, then a burst of first writes.
   // With `reopened` the device was closed cleanly and opened again first, so
@@ -267,8 +268,8 @@ describe('stores written before the clean-close mark', () => {
   }
 
   it.each(subjects)(
-    'open as before (%o): every snapshot back, a damaged last frame a torn tail',
-    async (make) => {
+    '$device opens as before: every snapshot back, a damaged last frame a torn tail',
+    async ({ make }) => {
       const { subject, snap } = await preservedThenClosed(make);
       const disk = subject.rig.disk('store');
       await unmark(disk);
@@ -292,7 +293,7 @@ describe('stores written before the clean-close mark', () => {
   );
 
   it('a mark counting fewer frames than the log holds is stale: a writer that did not know it appended', async () => {
-    const { subject } = await preservedThenClosed(subjects[0]!);
+    const { subject } = await preservedThenClosed(cowSubject);
     const disk = subject.rig.disk('store');
     const { sb, slot } = await newestSuperblock(disk);
     const frames = sb.closedFrames!;
