@@ -370,8 +370,11 @@ export abstract class CowDeviceBase
 
   protected async _close(): Promise<void> {
     await Promise.all([...this.#handles].map((h) => h.close()));
-    const results = await Promise.allSettled([this.#cow.origin.close(), this.#cow.store.close()]);
-    const failed = results.find((r) => r.status === 'rejected');
+    // The clean-close mark: after the handles (a writable snapshot's last
+    // write may still be appending), before the store closes.
+    const sealed = await Promise.allSettled([this.#cow.seal()]);
+    const closed = await Promise.allSettled([this.#cow.origin.close(), this.#cow.store.close()]);
+    const failed = [...sealed, ...closed].find((r) => r.status === 'rejected');
     if (failed) throw wrapIO('close', failed.reason);
   }
 

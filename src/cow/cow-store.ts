@@ -69,7 +69,8 @@ export class CowStore {
 
   /**
    * Reads a formatted store back: the newest superblock, its table and log,
-   * with a last frame whose chunks never reached the disk dropped.
+   * with a last frame whose chunks never reached the disk dropped — unless
+   * the store was closed cleanly ({@link seal}), where it is damage.
    * @throws `ECORRUPT` naming the damage, `EINVAL` for another origin geometry.
    */
   static async recover(origin: BlockDevice, store: BlockDevice): Promise<CowStore> {
@@ -99,6 +100,16 @@ export class CowStore {
     state = new CowState(layout.chunkCount);
     for (const entry of recovered.entries) state.apply(entry);
     return new CowStore(origin, store, layout, state, recovered.log);
+  }
+
+  /**
+   * Marks the store closed cleanly once every metadata append is durable, so
+   * the next open reports damage to the last log frame or its data as
+   * `ECORRUPT` instead of taking it for a torn tail. Call it when nothing
+   * more will be written.
+   */
+  seal(): Promise<void> {
+    return this.log.seal();
   }
 
   /**
@@ -300,20 +311,27 @@ function forEachRun(
   }
 }
 
-/** Verifies the data of chunks named by the last log frame, which a power cut may have left unwritten. */
+/**
+ * Verifies the data of chunks named by the last log frame, which a power cut
+ * may have left unwritten; answers what fails, or `undefined`.
+ */
 async function verifyChunks(
   store: BlockDevice,
   layout: CowLayout,
   entries: CowEntry[],
-): Promise<boolean> {
+): Promise<string | undefined> {
   for (const entry of entries) {
     if (entry.kind !== 'preserve' && entry.kind !== 'private') continue;
-    if (entry.chunk >= layout.chunkCount) return false;
+    if (entry.chunk >= layout.chunkCount) {
+      return `chunk ${entry.chunk} (block ${entry.block}) is past the store's ${layout.chunkCount} chunks`;
+    }
     const at = layout.dataOffset + entry.chunk * layout.blockSize;
     const data = await io('store read', store.read(at, layout.blockSize));
-    if (checksum(data) !== entry.crc) return false;
+    if (checksum(data) !== entry.crc) {
+      return `chunk ${entry.chunk} (block ${entry.block}) at store offset ${at} fails its checksum`;
+    }
   }
-  return true;
+  return undefined;
 }
 
 /**

@@ -70,6 +70,12 @@ interface Pending<E> {
  *   old table and old log are untouched, so a power cut leaves old or new.
  * - Entries are handed to `onDurable` only once durable, in log order — the
  *   same order replay applies them in.
+ * - `seal` (at a clean close) writes a superblock that records how many
+ *   frames the log holds, after every one of them is durable; such a store
+ *   has no torn tail, so `open` reports a last frame that does not verify as
+ *   `ECORRUPT` instead of dropping it. The first frame (or checkpoint) after
+ *   that open is written only once a superblock without the mark is durable,
+ *   so a power cut can tear a frame only where the mark is gone.
  */
 export class MetadataLog<E> {
   readonly #store: BlockDevice;
@@ -148,16 +154,18 @@ export class MetadataLog<E> {
   /**
    * Reads the metadata back: the newest valid superblock, its table, then the
    * log up to its torn tail. `verifyLast` is asked about the last intact frame
-   * (whose data may not have reached the disk before a power cut); if it
-   * answers false, that frame is dropped and its header erased, as it was
-   * never acknowledged.
+   * (whose data may not have reached the disk before a power cut) and answers
+   * what fails, or `undefined`. After a power cut, a frame that fails is
+   * dropped and its header erased, as it was never acknowledged. After a
+   * clean close (see {@link seal}) there is no torn tail: a missing or
+   * damaged frame, or one whose data fails, is `ECORRUPT`.
    * @throws `ECORRUPT` naming the damaged structure and its store offset.
    */
   static async open<E>(
     store: BlockDevice,
     kind: number,
     codec: EntryCodec<E>,
-    verifyLast: (entries: E[], params: Uint8Array) => Promise<boolean>,
+    verifyLast: (entries: E[], params: Uint8Array) => Promise<string | undefined>,
     checkpointEntries: () => E[],
     onDurable: (entries: E[]) => void,
   ): Promise<RecoveredLog<E>> {
@@ -173,11 +181,23 @@ export class MetadataLog<E> {
     const entries = codec.decode(table, sb.tableCount, `metadata table at ${tableAt}`);
 
     const frames = await scanLog(store, sb, codec);
+    // More frames than the mark counts means a writer that does not know the
+    // mark appended after it (an older version of this library): the mark is
+    // stale, and a power cut may have torn its last frame.
+    const closedCleanly = sb.closedFrames !== undefined && frames.length <= sb.closedFrames;
     let tail = logOffset(sb);
     let seq = 0;
     for (let i = 0; i < frames.length; i++) {
       const frame = frames[i]!;
-      if (i === frames.length - 1 && !(await verifyLast(frame.entries, sb.params))) {
+      const failure =
+        i === frames.length - 1 ? await verifyLast(frame.entries, sb.params) : undefined;
+      if (failure !== undefined) {
+        if (closedCleanly) {
+          throw new BlockDeviceError(
+            'ECORRUPT',
+            `the store was closed cleanly, but log frame ${i} at store offset ${frame.offset} names data that fails: ${failure}`,
+          );
+        }
         // Its data never became durable, so nothing in it was acknowledged.
         // Erase the header so a later open cannot revive it once the data
         // chunks it names have been reused.
@@ -188,6 +208,12 @@ export class MetadataLog<E> {
       entries.push(...frame.entries);
       tail = frame.offset + frame.size;
       seq = i + 1;
+    }
+    if (closedCleanly && frames.length < sb.closedFrames!) {
+      throw new BlockDeviceError(
+        'ECORRUPT',
+        `the store was closed cleanly with ${sb.closedFrames} log frames, but log frame ${frames.length} at store offset ${tail} is missing or fails its checksum`,
+      );
     }
     const log = new MetadataLog(store, codec, sb, tail, seq, checkpointEntries, onDurable);
     return { log, params: sb.params, entries };
@@ -215,6 +241,20 @@ export class MetadataLog<E> {
   /** Resolves once nothing is queued or in flight. */
   async idle(): Promise<void> {
     while (this.#pumping !== undefined) await this.#pumping;
+  }
+
+  /**
+   * Marks the store closed cleanly: once everything queued is durable, a new
+   * superblock generation records how many frames the log holds. Call it
+   * last, when nothing more will be appended; an append after it clears the
+   * mark first. Writes nothing if the store already carries the mark for
+   * this log, or if a store failure has made the log refuse appends (then
+   * the store may hold a torn frame, and must stay unmarked).
+   */
+  async seal(): Promise<void> {
+    await this.idle();
+    if (this.#failed !== undefined || this.#sb.closedFrames === this.#seq) return;
+    await this.#writeSuperblock({ closedFrames: this.#seq });
   }
 
   /** Writes a checkpoint now (the whole state into the inactive table, new log epoch). */
@@ -283,6 +323,11 @@ export class MetadataLog<E> {
       view.setUint32(16, bytes, true);
       this.#codec.encode(frameEntries, frame, FRAME_HEADER);
       view.setUint32(20, frameChecksum(frame, bytes), true);
+      // A frame written under the clean-close mark could be torn by a power
+      // cut and then read as damage: the unmarked superblock goes first.
+      // Chunk writes before this point only reach chunks no frame names.
+      if (this.#sb.closedFrames !== undefined)
+        await this.#writeSuperblock({ closedFrames: undefined });
       await io('store log write', this.#store.write(this.#tail, frame));
       await io('store log flush', this.#store.flush());
       this.#tail += size;
@@ -299,6 +344,8 @@ export class MetadataLog<E> {
     const next: Superblock = {
       ...this.#sb,
       generation: this.#sb.generation + 1,
+      // A new epoch starts an empty log: the mark, if any, counted the old one.
+      closedFrames: undefined,
       active,
       tableBytes: table.length,
       tableCount: entries.length,
@@ -313,5 +360,17 @@ export class MetadataLog<E> {
     this.#sb = next;
     this.#tail = logOffset(next);
     this.#seq = 0;
+  }
+
+  /**
+   * Writes the current superblock with `changes` as the next generation (the
+   * other slot, so a torn write leaves this one) and makes it durable.
+   */
+  async #writeSuperblock(changes: Pick<Superblock, 'closedFrames'>): Promise<void> {
+    const next: Superblock = { ...this.#sb, ...changes, generation: this.#sb.generation + 1 };
+    const slot = (next.generation % 2) * SUPERBLOCK_SLOT;
+    await io('store superblock write', this.#store.write(slot, encodeSuperblock(next)));
+    await io('store superblock flush', this.#store.flush());
+    this.#sb = next;
   }
 }

@@ -15,6 +15,10 @@ export const SUPERBLOCK_BYTES = 512;
 export const STORE_MAGIC = 0x4b4e5342; // "BSNK" little-endian
 export const FORMAT_VERSION = 1;
 export const MAX_PARAMS = 256;
+/** Byte of the flags field; bit 0 says the store was closed cleanly (then `closedFrames` is at 60). */
+const FLAGS_AT = 37;
+const CLOSED_CLEANLY = 1;
+const CLOSED_FRAMES_AT = 60;
 
 export interface Superblock {
   kind: number;
@@ -27,6 +31,14 @@ export interface Superblock {
   tableCrc: number;
   epoch: number;
   params: Uint8Array;
+  /**
+   * Set only in a superblock written by a clean close: how many log frames of
+   * this epoch the store was closed with, all of them verified durable. Absent
+   * while the store is in use, and in every superblock written before the
+   * mark existed (those bytes were zero), which therefore reads as "not
+   * closed cleanly".
+   */
+  closedFrames?: number | undefined;
 }
 
 export function tableOffset(sb: { tableCapacity: number }, which: number): number {
@@ -51,6 +63,10 @@ export function encodeSuperblock(sb: Superblock): Uint8Array {
   view.setFloat64(20, sb.tableCapacity, true);
   view.setFloat64(28, sb.logCapacity, true);
   view.setUint8(36, sb.active);
+  if (sb.closedFrames !== undefined) {
+    view.setUint8(FLAGS_AT, CLOSED_CLEANLY);
+    view.setUint32(CLOSED_FRAMES_AT, sb.closedFrames, true);
+  }
   view.setUint32(40, sb.tableBytes, true);
   view.setUint32(44, sb.tableCount, true);
   view.setUint32(48, sb.tableCrc, true);
@@ -71,6 +87,7 @@ export function decodeSuperblock(bytes: Uint8Array): Superblock | string {
     return `format version ${version}, this library reads ${FORMAT_VERSION}`;
   const paramsLength = view.getUint16(56, true);
   if (paramsLength > MAX_PARAMS) return 'params length out of range';
+  const closedCleanly = (view.getUint8(FLAGS_AT) & CLOSED_CLEANLY) !== 0;
   return {
     kind: view.getUint32(8, true),
     generation: view.getFloat64(12, true),
@@ -82,6 +99,7 @@ export function decodeSuperblock(bytes: Uint8Array): Superblock | string {
     tableCrc: view.getUint32(48, true),
     epoch: view.getUint32(52, true),
     params: bytes.slice(64, 64 + paramsLength),
+    closedFrames: closedCleanly ? view.getUint32(CLOSED_FRAMES_AT, true) : undefined,
   };
 }
 
