@@ -381,7 +381,8 @@ export class JournalWriter {
 /**
  * Ends a replayed journal with an empty frame at its tail, written before any
  * new frame can land (not flushed: the superblock write that follows in
- * `open` flushes it). Returns where the journal now ends.
+ * `open` flushes it, or after a clean close a flush of its own, the mark
+ * having been cleared before this frame). Returns where the journal now ends.
  *
  * Why: replay drops a tail of frames a power cut left torn. The first frame
  * written after it would start where the first dropped one did, with the
