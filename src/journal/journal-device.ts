@@ -2,6 +2,7 @@ import {
   AbstractBlockDevice,
   type InFlightCounter,
   inFlightCounter,
+  io,
   SECTOR,
 } from '../base/index.js';
 import type {
@@ -92,7 +93,10 @@ export interface JournalDeviceOptions {
  * checkpoint; after a power cut, `open` recovers every write acknowledged
  * before the last completed `flush()` (a torn tail is dropped, a damaged
  * record a completed flush had made durable is `ECORRUPT`), and a power cut at
- * any point of a checkpoint recovers the same content. Snapshots keep
+ * any point of a checkpoint recovers the same content. After a clean
+ * `close()` nothing is a torn tail: `open` must replay exactly to where the
+ * close left the last frame, and any record or frame before it that is
+ * missing or damaged is `ECORRUPT`. Snapshots keep
  * the snapshot rules 1–5: `snapshot`, `deleteSnapshot` and `restore` are
  * durability points.
  */
@@ -151,7 +155,8 @@ export class JournalDevice
    * Then it checks the snapshot catalog against production's snapshots and
    * deletes a production snapshot that a deletion cut short left behind.
    * @throws `ECORRUPT` naming a damaged record that a completed flush had made
-   *   durable (a torn tail is dropped instead), a damaged superblock or
+   *   durable (a torn tail is dropped instead), any missing or damaged frame
+   *   of a journal closed cleanly (it has no torn tail), a damaged superblock or
    *   catalog, or a materialized snapshot production no longer has;
    *   `EINVAL` if the journal belongs to a production device of another
    *   geometry, or holds materialized snapshots and production is not
@@ -189,11 +194,23 @@ export class JournalDevice
       onProgress,
     );
     await reconcileSnapshots(snapshots, production);
+    // Not clean from now on until close. After a clean close the mark is
+    // cleared durably before the seal, the first frame past the close point:
+    // a power cut with the seal (or any later frame) on the store and the
+    // mark still there would make the next replay find frames past the clean
+    // tail (ECORRUPT), and a torn tail after reopen must drop again.
+    const superblock: JournalSuper = {
+      ...sb,
+      generation: sb.generation + 1,
+      clean: false,
+      tailAbs: undefined,
+    };
+    if (sb.clean) await writeJournalSuper(journal, superblock);
     const replay = await sealReplayedTail(journal, sb, replayed);
-    // Not clean from now on until close; the flush also makes every replayed
-    // record and the seal durable, which frames written from now on will attest.
-    const superblock: JournalSuper = { ...sb, generation: sb.generation + 1, clean: false };
-    await writeJournalSuper(journal, superblock);
+    // The flush makes every replayed record and the seal durable, which
+    // frames written from now on will attest.
+    if (sb.clean) await io('journal flush', journal.flush());
+    else await writeJournalSuper(journal, superblock);
     const parts = {
       production,
       journal,
@@ -411,10 +428,21 @@ export class JournalDevice
     await this.#core.closeViews();
     await this.#snapshots.close();
     let failure: unknown;
-    // Clean only if every record is durable: open then expects all of them.
+    // Clean only if every record is durable: open then expects all of them,
+    // and its replay to end exactly where the last frame does. An attestation
+    // queued before writer.close() may still land: wait for the writer to be
+    // idle, and make that frame durable before the mark names its end.
     if (!writer.failed && writer.durableSeq === writer.writtenSeq) {
       try {
-        await this.#core.bumpSuperblock({ clean: true, tailSeq: writer.writtenSeq });
+        await writer.landedThrough(writer.lastTicket);
+        await writer.syncFrames();
+        if (!writer.failed) {
+          await this.#core.bumpSuperblock({
+            clean: true,
+            tailSeq: writer.writtenSeq,
+            tailAbs: writer.landed().abs,
+          });
+        }
       } catch (err) {
         failure = err;
       }

@@ -48,7 +48,12 @@ export const RING_START = 2 * SUPERBLOCK_SLOT;
 export const MAX_RING = 2 ** 32 * SECTOR - SECTOR;
 export const FRAME_FIXED = 48;
 export const RECORD_HEADER = 40;
-const PARAMS_BYTES = 64;
+/**
+ * Params bytes this version writes. Stores written before the clean-close
+ * tail position existed hold 64 (no `tailAbs`); both are read.
+ */
+const PARAMS_BYTES = 72;
+const PARAMS_BYTES_BEFORE_TAIL = 64;
 
 /** Record kinds: a write of whole blocks, or a note of one sector. */
 export const RECORD_WRITE = 0;
@@ -80,6 +85,14 @@ export interface JournalSuper {
   /** Closed cleanly: every record through `tailSeq` was durable and nothing follows. */
   clean: boolean;
   tailSeq: number;
+  /**
+   * Set only with `clean`, by a close (or format) of this version: the
+   * absolute ring position just past the last frame, every frame up to it
+   * durable, so replay must end exactly there. Undefined while the journal
+   * is in use, and in a store closed by a version before it (then only
+   * `tailSeq` is checked).
+   */
+  tailAbs: number | undefined;
   /**
    * A checkpoint through this record has begun writing production (at least
    * `headSeq - 1`): points in time before it are gone, even if a power cut
@@ -127,6 +140,7 @@ export async function writeJournalSuper(store: BlockDevice, sb: JournalSuper): P
   view.setFloat64(40, sb.headTime, true);
   view.setFloat64(48, sb.tailSeq, true);
   view.setFloat64(56, sb.applyingSeq, true);
+  view.setFloat64(64, sb.tailAbs ?? 0, true);
   const bytes = encodeSuperblock({
     kind: JOURNAL_KIND,
     generation: sb.generation,
@@ -191,6 +205,7 @@ export async function formatJournal(
     headTime: 0,
     clean: true,
     tailSeq: 0,
+    tailAbs: 0,
     applyingSeq: 0,
     catalogCapacity,
     catalogActive: 0,
@@ -208,21 +223,23 @@ export async function formatJournal(
 export async function readJournalSuper(store: BlockDevice): Promise<JournalSuper> {
   const sb = await readSuperblock(store, JOURNAL_KIND);
   const view = new DataView(sb.params.buffer, sb.params.byteOffset, sb.params.byteLength);
-  if (sb.params.length < PARAMS_BYTES) {
+  if (sb.params.length < PARAMS_BYTES_BEFORE_TAIL) {
     throw new BlockDeviceError('ECORRUPT', 'journal superblock parameters are truncated');
   }
+  const clean = view.getUint8(12) === 1;
   const out: JournalSuper = {
     generation: sb.generation,
     epoch: sb.epoch,
     capacity: sb.logCapacity,
     productionSize: view.getFloat64(0, true),
     blockSize: view.getUint32(8, true),
-    clean: view.getUint8(12) === 1,
+    clean,
     headAbs: view.getFloat64(16, true),
     headSeq: view.getFloat64(24, true),
     headLink: view.getUint32(32, true),
     headTime: view.getFloat64(40, true),
     tailSeq: view.getFloat64(48, true),
+    tailAbs: clean && sb.params.length >= PARAMS_BYTES ? view.getFloat64(64, true) : undefined,
     applyingSeq: view.getFloat64(56, true),
     catalogCapacity: sb.tableCapacity,
     catalogActive: sb.active,
@@ -238,6 +255,7 @@ export async function readJournalSuper(store: BlockDevice): Promise<JournalSuper
     out.tailSeq,
     out.applyingSeq,
     out.catalogCapacity,
+    out.tailAbs ?? 0,
   ];
   if (
     !ints.every((n) => Number.isSafeInteger(n) && n >= 0) ||
@@ -246,7 +264,8 @@ export async function readJournalSuper(store: BlockDevice): Promise<JournalSuper
     out.capacity === 0 ||
     out.capacity > MAX_RING ||
     out.catalogCapacity % SECTOR !== 0 ||
-    out.headAbs % SECTOR !== 0
+    out.headAbs % SECTOR !== 0 ||
+    (out.tailAbs !== undefined && (out.tailAbs % SECTOR !== 0 || out.tailAbs < out.headAbs))
   ) {
     throw new BlockDeviceError('ECORRUPT', 'journal superblock holds an impossible head or layout');
   }

@@ -40,7 +40,12 @@ export interface ReplayResult {
  * flush) present out of order after a power cut. It is wrong if a completed
  * flush had made the damaged record durable, which open detects two ways:
  * - the journal was closed cleanly through `tailSeq` (superblock): every
- *   record up to it was durable, so stopping short of it is `ECORRUPT`;
+ *   record up to it was durable, so stopping short of it is `ECORRUPT`; and
+ *   a store closed by this version also names where its last frame ends
+ *   (`tailAbs`): replay must end exactly there, so a damaged frame holding
+ *   no record (an attestation) is `ECORRUPT` too, and so is a frame
+ *   chaining on past it (none may: close waits for the writer to be idle,
+ *   and open clears the mark before it writes a frame);
  * - any intact frame header elsewhere in the ring whose `durableSeq` reaches
  *   the damaged record — written only after a flush covering that record had
  *   completed — proves it was durable: `ECORRUPT` naming it. (Headers left by
@@ -117,6 +122,7 @@ export async function replayJournal(
         `${where} is damaged (${damage}), but the journal was closed cleanly through record ${sb.tailSeq}`,
       );
     }
+    if (sb.tailAbs !== undefined) checkCleanTail(sb, sb.tailAbs, abs, seq, damage);
   } else {
     const proof = await findAttestation(reader, sb, abs % c, c - (abs - headAbs), seq);
     if (proof !== undefined) {
@@ -127,6 +133,36 @@ export async function replayJournal(
     }
   }
   return { headAbs, tailAbs: abs, nextSeq: seq, link, lastTime };
+}
+
+/**
+ * After a clean close that recorded its tail: replay, which ended at `abs`
+ * before record `seq`, must have ended exactly at `tailAbs`. Short of it,
+ * the frame at `abs` is damaged (`damage` says how); past it, frames chain
+ * on that no clean close left.
+ * @throws `ECORRUPT` naming the frame's store offset.
+ */
+function checkCleanTail(
+  sb: JournalSuper,
+  tailAbs: number,
+  abs: number,
+  seq: number,
+  damage: string,
+): void {
+  const c = sb.capacity;
+  const closedAt = `store offset ${RING_START + (tailAbs % c)} (through record ${sb.tailSeq})`;
+  if (abs < tailAbs) {
+    throw new BlockDeviceError(
+      'ECORRUPT',
+      `journal frame at store offset ${RING_START + (abs % c)} is damaged (${damage}), but the journal was closed cleanly with its frames ending at ${closedAt}`,
+    );
+  }
+  if (abs > tailAbs || seq - 1 > sb.tailSeq) {
+    throw new BlockDeviceError(
+      'ECORRUPT',
+      `journal frames continue to store offset ${RING_START + (abs % c)} (record ${seq - 1}), past where the journal was closed cleanly: ${closedAt}`,
+    );
+  }
 }
 
 /**

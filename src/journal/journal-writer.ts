@@ -85,6 +85,8 @@ export class JournalWriter {
   #link: number;
   #lastTime: number;
   #durableSeq: number;
+  /** Absolute position up to which a completed flush covered every landed frame, empty ones too. */
+  #durableAbs: number;
   /** The largest `durableSeq` put into any frame header built so far. */
   #attestedSeq = 0;
   #syncing: Promise<void> | undefined;
@@ -111,6 +113,7 @@ export class JournalWriter {
     this.#lastTime = start.lastTime;
     // Open flushed the store after replay: every replayed record is durable.
     this.#durableSeq = start.nextSeq - 1;
+    this.#durableAbs = start.tailAbs;
   }
 
   /** Sequence number of the newest landed record (0 if none ever). */
@@ -211,6 +214,19 @@ export class JournalWriter {
     }
   }
 
+  /**
+   * Makes every landed frame durable, empty ones (attestations) included,
+   * which {@link sync} leaves alone: a clean close names where the last frame
+   * ends, so that frame must be durable before the mark is written.
+   */
+  async syncFrames(): Promise<void> {
+    await this.sync();
+    if (this.#durableAbs >= this.#ring.landedAbs) return;
+    const covers = this.#ring.landedAbs;
+    await io('journal flush', this.#store.flush());
+    this.#durableAbs = Math.max(this.#durableAbs, covers);
+  }
+
   /** Frees ring space up to `headAbs`, which a durable superblock now names as the head. */
   release(headAbs: number): void {
     this.#ring.release(headAbs);
@@ -228,12 +244,14 @@ export class JournalWriter {
 
   async #syncOnce(): Promise<void> {
     const covers = this.#nextSeq - 1;
+    const coversAbs = this.#ring.landedAbs;
     try {
       await io('journal flush', this.#store.flush());
     } finally {
       this.#syncing = undefined;
     }
     if (covers > this.#durableSeq) this.#durableSeq = covers;
+    if (coversAbs > this.#durableAbs) this.#durableAbs = coversAbs;
     this.#scheduleAttestation();
   }
 
@@ -363,7 +381,8 @@ export class JournalWriter {
 /**
  * Ends a replayed journal with an empty frame at its tail, written before any
  * new frame can land (not flushed: the superblock write that follows in
- * `open` flushes it). Returns where the journal now ends.
+ * `open` flushes it, or after a clean close a flush of its own, the mark
+ * having been cleared before this frame). Returns where the journal now ends.
  *
  * Why: replay drops a tail of frames a power cut left torn. The first frame
  * written after it would start where the first dropped one did, with the
