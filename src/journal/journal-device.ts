@@ -1,10 +1,4 @@
-import {
-  AbstractBlockDevice,
-  type InFlightCounter,
-  inFlightCounter,
-  io,
-  SECTOR,
-} from '../base/index.js';
+import { AbstractBlockDevice, type InFlightCounter, inFlightCounter } from '../base/index.js';
 import type {
   BlockDevice,
   JournalDeviceEvents,
@@ -17,27 +11,12 @@ import type {
 } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
 import { checkSnapshotOptions } from '../snapshot/index.js';
-import { readCatalog } from './journal-catalog.js';
 import { JournalCore } from './journal-core.js';
-import {
-  CATALOG_ENTRY_MAX,
-  formatJournal,
-  type JournalSuper,
-  readJournalSuper,
-  writeJournalSuper,
-} from './journal-format.js';
-import { addRecord, RecordIndex } from './journal-index.js';
+import { formatJournal } from './journal-format.js';
+import { recoverJournal } from './journal-open.js';
 import { checkJournalDevices, parseJournalOptions } from './journal-options.js';
-import { replayJournal } from './journal-scan.js';
-import {
-  isSnapshotCapable,
-  reconcileSnapshots,
-  SnapshotRegistry,
-} from './journal-snapshot-registry.js';
+import { isSnapshotCapable } from './journal-snapshot-registry.js';
 import { JournalSnapshots } from './journal-snapshots.js';
-import { ChangesTable } from './journal-table.js';
-import { sealReplayedTail } from './journal-writer.js';
-import type { RecordContent } from './record-queue.js';
 
 /** Options for {@link JournalDevice.create} and {@link JournalDevice.open}. */
 export interface JournalDeviceOptions {
@@ -169,58 +148,8 @@ export class JournalDevice
   ): Promise<JournalDevice> {
     checkJournalDevices(production, journal);
     const { checkpointAt, onProgress } = parseJournalOptions(options);
-    const sb = await readJournalSuper(journal);
-    if (sb.productionSize !== production.size || sb.blockSize !== production.blockSize) {
-      throw new BlockDeviceError(
-        'EINVAL',
-        `journal belongs to a production device of ${sb.productionSize} bytes in ${sb.blockSize}-byte blocks, ` +
-          `not ${production.size} in ${production.blockSize}`,
-      );
-    }
-    const table = new ChangesTable();
-    const index = new RecordIndex(sb.headSeq);
-    const perBlock = sb.blockSize / SECTOR;
-    const snapshots = new SnapshotRegistry(
-      Math.floor(sb.catalogCapacity / CATALOG_ENTRY_MAX),
-      await readCatalog(journal, sb),
-    );
-    const replayed = await replayJournal(
-      journal,
-      sb,
-      (seq: number, record: RecordContent, sector: number, time: number) => {
-        addRecord(index, table, perBlock, record, sector, time);
-        if (record.note !== undefined) snapshots.noteLanded(seq, record.note);
-      },
-      onProgress,
-    );
-    await reconcileSnapshots(snapshots, production);
-    // Not clean from now on until close. After a clean close the mark is
-    // cleared durably before the seal, the first frame past the close point:
-    // a power cut with the seal (or any later frame) on the store and the
-    // mark still there would make the next replay find frames past the clean
-    // tail (ECORRUPT), and a torn tail after reopen must drop again.
-    const superblock: JournalSuper = {
-      ...sb,
-      generation: sb.generation + 1,
-      clean: false,
-      tailAbs: undefined,
-    };
-    if (sb.clean) await writeJournalSuper(journal, superblock);
-    const replay = await sealReplayedTail(journal, sb, replayed);
-    // The flush makes every replayed record and the seal durable, which
-    // frames written from now on will attest.
-    if (sb.clean) await io('journal flush', journal.flush());
-    else await writeJournalSuper(journal, superblock);
-    const parts = {
-      production,
-      journal,
-      superblock,
-      table,
-      index,
-      replay,
-      registry: snapshots,
-      checkpointAt,
-    };
+    const recovered = await recoverJournal(production, journal, onProgress);
+    const parts = { production, journal, ...recovered, checkpointAt };
     return new JournalDevice(
       (device) =>
         new JournalCore(parts, {

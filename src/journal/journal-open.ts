@@ -1,0 +1,75 @@
+import { io, SECTOR } from '../base/index.js';
+import type { BlockDevice, ProgressEvent } from '../device.js';
+import { BlockDeviceError } from '../errors.js';
+import { readCatalog } from './journal-catalog.js';
+import type { JournalParts } from './journal-core.js';
+import {
+  CATALOG_ENTRY_MAX,
+  type JournalSuper,
+  readJournalSuper,
+  writeJournalSuper,
+} from './journal-format.js';
+import { addRecord, RecordIndex } from './journal-index.js';
+import { replayJournal } from './journal-scan.js';
+import { reconcileSnapshots, SnapshotRegistry } from './journal-snapshot-registry.js';
+import { ChangesTable } from './journal-table.js';
+import { sealReplayedTail } from './journal-writer.js';
+import type { RecordContent } from './record-queue.js';
+
+/**
+ * What `JournalDevice.open` does before the device exists: reads the
+ * superblock, replays the journal from its head into a changes table and a
+ * record index, reconciles the snapshot catalog with production, seals the
+ * replayed tail and writes the superblock that says the journal is in use
+ * (docs/ARCHITECTURE.md, Crash ordering: JournalDevice).
+ * @throws `ECORRUPT`, `EINVAL` and `EIO` as `JournalDevice.open` documents.
+ */
+export async function recoverJournal(
+  production: BlockDevice,
+  journal: BlockDevice,
+  onProgress: ((event: ProgressEvent) => void) | undefined,
+): Promise<Pick<JournalParts, 'superblock' | 'table' | 'index' | 'replay' | 'registry'>> {
+  const sb = await readJournalSuper(journal);
+  if (sb.productionSize !== production.size || sb.blockSize !== production.blockSize) {
+    throw new BlockDeviceError(
+      'EINVAL',
+      `journal belongs to a production device of ${sb.productionSize} bytes in ${sb.blockSize}-byte blocks, ` +
+        `not ${production.size} in ${production.blockSize}`,
+    );
+  }
+  const table = new ChangesTable();
+  const index = new RecordIndex(sb.headSeq);
+  const perBlock = sb.blockSize / SECTOR;
+  const snapshots = new SnapshotRegistry(
+    Math.floor(sb.catalogCapacity / CATALOG_ENTRY_MAX),
+    await readCatalog(journal, sb),
+  );
+  const replayed = await replayJournal(
+    journal,
+    sb,
+    (seq: number, record: RecordContent, sector: number, time: number) => {
+      addRecord(index, table, perBlock, record, sector, time);
+      if (record.note !== undefined) snapshots.noteLanded(seq, record.note);
+    },
+    onProgress,
+  );
+  await reconcileSnapshots(snapshots, production);
+  // Not clean from now on until close. After a clean close the mark is
+  // cleared durably before the seal, the first frame past the close point:
+  // a power cut with the seal (or any later frame) on the store and the
+  // mark still there would make the next replay find frames past the clean
+  // tail (ECORRUPT), and a torn tail after reopen must drop again.
+  const superblock: JournalSuper = {
+    ...sb,
+    generation: sb.generation + 1,
+    clean: false,
+    tailAbs: undefined,
+  };
+  if (sb.clean) await writeJournalSuper(journal, superblock);
+  const replay = await sealReplayedTail(journal, sb, replayed);
+  // The flush makes every replayed record and the seal durable, which
+  // frames written from now on will attest.
+  if (sb.clean) await io('journal flush', journal.flush());
+  else await writeJournalSuper(journal, superblock);
+  return { superblock, table, index, replay, registry: snapshots };
+}
