@@ -131,7 +131,10 @@ export class FileDevice extends AbstractBlockDevice {
     return new Promise((resolve, reject) => this.#fill(offset, buffer, resolve, reject));
   }
 
-  /** See {@link READ_INTO}: reads into the caller's buffer. Checks and errors are `read`'s. */
+  /**
+   * See {@link READ_INTO}: reads into the caller's buffer. Checks and errors are `read`'s.
+   * @internal A fast path for the library's own layers.
+   */
   [READ_INTO](offset: number, buffer: Uint8Array): Promise<Uint8Array> {
     try {
       this.checkOpen();
@@ -148,6 +151,7 @@ export class FileDevice extends AbstractBlockDevice {
   /**
    * See {@link READ_CALLBACK}: `read` with a callback. In the in-flight count
    * like `read` (close waits for it), without a promise reaction for it.
+   * @internal A fast path for the library's own layers.
    */
   [READ_CALLBACK](offset: number, length: number, done: ReadDone): void {
     try {
@@ -244,6 +248,7 @@ export class FileDevice extends AbstractBlockDevice {
    * See {@link WRITE_OWNED}: `blocks` written back to back from `offset` in
    * one vectored write (`pwritev`), uncopied. The caller must leave them
    * unchanged until the promise settles. Checks and errors are `write`'s.
+   * @internal A fast path for the library's own layers.
    */
   [WRITE_OWNED](offset: number, blocks: readonly Uint8Array[]): Promise<void> {
     let length = 0;

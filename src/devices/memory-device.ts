@@ -82,7 +82,10 @@ export class MemoryDevice extends AbstractBlockDevice {
     this.writeNow(offset, data);
   }
 
-  /** See {@link READ_CALLBACK}: `read` with a callback, called before this returns. */
+  /**
+   * See {@link READ_CALLBACK}: `read` with a callback, called before this returns.
+   * @internal A fast path for the library's own layers.
+   */
   [READ_CALLBACK](offset: number, length: number, done: ReadDone): void {
     let data: Uint8Array;
     try {
