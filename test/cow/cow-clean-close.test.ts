@@ -5,7 +5,6 @@ import { FRAME_HEADER, type ScannedFrame, scanLog } from '../../src/cow/log-form
 import type { CowEntry } from '../../src/cow/metadata-codec.js';
 import type { MemoryDevice, Snapshot } from '../../src/index.js';
 import {
-  decodeSuperblock,
   encodeSuperblock,
   SUPERBLOCK_BYTES,
   SUPERBLOCK_SLOT,
@@ -15,6 +14,7 @@ import { expectAllowed, expectBytes, fill, pattern } from '../support/bytes.js';
 import { CowRig } from '../support/cow-rig.js';
 import { expectCode } from '../support/error-code.js';
 import { SelectiveRig } from '../support/selective-rig.js';
+import { newestSuperblock } from '../support/superblock.js';
 
 /*
  * After a clean close() there is no torn tail: damage to the last log frame,
@@ -52,20 +52,6 @@ const subjects = [
   { device: 'CowSnapshotDevice', make: cowSubject },
   { device: 'SelectiveSnapshotDevice', make: selectiveSubject },
 ];
-
-/** The newest valid superblock on the store disk, and the slot it is in. */
-async function newestSuperblock(disk: MemoryDevice): Promise<{ sb: Superblock; slot: number }> {
-  const both = await disk.read(0, 2 * SUPERBLOCK_SLOT);
-  let best: { sb: Superblock; slot: number } | undefined;
-  for (const slot of [0, 1]) {
-    const at = slot * SUPERBLOCK_SLOT;
-    const sb = decodeSuperblock(both.subarray(at, at + SUPERBLOCK_BYTES));
-    if (typeof sb !== 'string' && (best === undefined || sb.generation > best.sb.generation))
-      best = { sb, slot };
-  }
-  if (best === undefined) throw new Error('no valid superblock');
-  return best;
-}
 
 /** The store's log as open would scan it, and where each entry's chunk is. */
 async function storeLog(disk: MemoryDevice): Promise<{

@@ -29,15 +29,20 @@ function failingSuperblock() {
 // The catalog is written to the slot the durable superblock does not name;
 // it becomes the catalog only once a superblock naming it is durable. A
 // failed superblock write must leave the catalog to be written again.
+/** A journal over a COW device whose journal store fails as `fault` says; checkpoints only on demand. */
+function overCow(fault: ReturnType<typeof failingSuperblock>): Promise<JournalRig> {
+  return JournalRig.create({
+    cow: true,
+    checkpointAt: 1,
+    maxSnapshots: 4,
+    journalFailures: fault.failures,
+  });
+}
+
 describe('JournalDevice: the snapshot catalog after a failed superblock write', () => {
   it('a deletion whose superblock write failed is written by the next persist (close)', async () => {
     const fault = failingSuperblock();
-    const rig = await JournalRig.create({
-      cow: true,
-      checkpointAt: 1,
-      maxSnapshots: 4,
-      journalFailures: fault.failures,
-    });
+    const rig = await overCow(fault);
     const d = rig.device;
     const keep = await d.snapshot({ name: 'keep' });
     const gone = await d.snapshot({ name: 'gone' });
@@ -54,12 +59,7 @@ describe('JournalDevice: the snapshot catalog after a failed superblock write', 
 
   it('a materialization whose superblock write failed is written by the retried checkpoint', async () => {
     const fault = failingSuperblock();
-    const rig = await JournalRig.create({
-      cow: true,
-      checkpointAt: 1,
-      maxSnapshots: 4,
-      journalFailures: fault.failures,
-    });
+    const rig = await overCow(fault);
     const d = rig.device;
     await d.write(0, fill(512, 1));
     const snap = await d.snapshot({ name: 'cut' });
