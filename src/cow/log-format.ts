@@ -96,15 +96,35 @@ export async function readFrame(
   seq: number,
   end: number,
 ): Promise<{ size: number; count: number; payload: Uint8Array } | undefined> {
+  const frame = await inspectFrame(reader, pos, epoch, seq, end);
+  return typeof frame === 'string' ? undefined : frame;
+}
+
+/**
+ * Reads the frame that must be frame `seq` of `epoch` at `pos`: the frame,
+ * or why it is not one (a scan stops there; `check()` reports it).
+ */
+export async function inspectFrame(
+  reader: WindowReader,
+  pos: number,
+  epoch: number,
+  seq: number,
+  end: number,
+): Promise<{ size: number; count: number; payload: Uint8Array } | string> {
   const head = await reader.read(pos, FRAME_HEADER);
   const view = new DataView(head.buffer, head.byteOffset, FRAME_HEADER);
-  if (view.getUint32(0, true) !== LOG_FRAME_MAGIC) return undefined;
-  if (view.getUint32(4, true) !== epoch || view.getUint32(8, true) !== seq) return undefined;
+  if (view.getUint32(0, true) !== LOG_FRAME_MAGIC) return 'its header has no frame magic';
+  if (view.getUint32(4, true) !== epoch)
+    return `its header names epoch ${view.getUint32(4, true)}, not ${epoch}`;
+  if (view.getUint32(8, true) !== seq)
+    return `its header names frame ${view.getUint32(8, true)}, not ${seq}`;
   const count = view.getUint32(12, true);
   const bytes = view.getUint32(16, true);
   const size = alignUp(FRAME_HEADER + bytes, SECTOR);
-  if (pos + size > end) return undefined;
+  if (pos + size > end) return `its header claims ${bytes} entry bytes, past the log's end`;
   const frame = await reader.read(pos, FRAME_HEADER + bytes);
-  if (frameChecksum(frame, bytes) !== view.getUint32(20, true)) return undefined;
+  if (frameChecksum(frame, bytes) !== view.getUint32(20, true)) {
+    return 'its header and entries fail their checksum';
+  }
   return { size, count, payload: frame.slice(FRAME_HEADER) };
 }

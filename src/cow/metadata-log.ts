@@ -50,6 +50,16 @@ export interface RecoveredLog<E> {
   entries: E[];
 }
 
+/** Where the log stands, as {@link MetadataLog.quiesced} hands it over: what the store holds. */
+export interface LogPosition {
+  /** The superblock last made durable. */
+  superblock: Superblock;
+  /** Frames of the current epoch, all durable. */
+  frames: number;
+  /** Store offset just past the last of them. */
+  tail: number;
+}
+
 interface Pending<E> {
   entries: E[];
   resolve: () => void;
@@ -87,6 +97,10 @@ export class MetadataLog<E> {
   #seq: number;
   #queue: Pending<E>[] = [];
   #pumping: Promise<void> | undefined;
+  /** The commit (frames, and any checkpoint it needs) being written, settled either way. */
+  #committing: Promise<void> | undefined;
+  /** Set while {@link quiesced} runs: the pump writes no new frame until it resolves. */
+  #held: Promise<void> | undefined;
   #failed: BlockDeviceError | undefined;
 
   private constructor(
@@ -257,6 +271,30 @@ export class MetadataLog<E> {
     await this.#writeSuperblock({ closedFrames: this.#seq });
   }
 
+  /**
+   * Runs `fn` while the store's metadata stands still: it starts once the
+   * commit in progress (if any) is durable and applied, and no frame,
+   * checkpoint or superblock is written until it settles (appends queue and
+   * then share one commit). So what `fn` reads of the superblocks, the active
+   * table and the log is exactly `position` and the state `onDurable` built.
+   * For `check()`: it must not append.
+   */
+  async quiesced<T>(fn: (position: LogPosition) => Promise<T>): Promise<T> {
+    while (this.#held !== undefined) await this.#held;
+    let release!: () => void;
+    this.#held = new Promise((resolve) => {
+      release = resolve;
+    });
+    try {
+      // Once #held is set no commit starts, so this one is the last to wait for.
+      await this.#committing;
+      return await fn({ superblock: this.#sb, frames: this.#seq, tail: this.#tail });
+    } finally {
+      this.#held = undefined;
+      release();
+    }
+  }
+
   /** Writes a checkpoint now (the whole state into the inactive table, new log epoch). */
   async checkpoint(): Promise<void> {
     await this.idle();
@@ -266,9 +304,18 @@ export class MetadataLog<E> {
   async #pump(): Promise<void> {
     try {
       while (this.#queue.length > 0) {
+        if (this.#held !== undefined) {
+          await this.#held;
+          continue;
+        }
         const batch = this.#takeBatch();
+        const commit = this.#commit(batch.flatMap((p) => p.entries));
+        this.#committing = commit.then(
+          () => {},
+          () => {},
+        );
         try {
-          await this.#commit(batch.flatMap((p) => p.entries));
+          await commit;
         } catch (err) {
           this.#failed = BlockDeviceError.is(err) ? err : wrapIO('metadata commit', err);
           for (const p of batch) p.reject(this.#failed);
