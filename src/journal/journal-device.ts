@@ -4,7 +4,6 @@ import type {
   JournalDeviceEvents,
   JournalSnapshotInfo,
   PointInTime,
-  ProgressEvent,
   Snapshot,
   SnapshotCapable,
   SnapshotOptions,
@@ -14,33 +13,16 @@ import { checkSnapshotOptions } from '../snapshot/index.js';
 import { JournalCore } from './journal-core.js';
 import { formatJournal } from './journal-format.js';
 import { recoverJournal } from './journal-open.js';
-import { checkJournalDevices, parseJournalOptions } from './journal-options.js';
+import {
+  checkJournalDevices,
+  type JournalDeviceOptions,
+  parseJournalOptions,
+} from './journal-options.js';
+
+export type { JournalDeviceOptions };
+
 import { isSnapshotCapable } from './journal-snapshot-registry.js';
 import { JournalSnapshots } from './journal-snapshots.js';
-
-/** Options for {@link JournalDevice.create} and {@link JournalDevice.open}. */
-export interface JournalDeviceOptions {
-  /**
-   * Fraction of the journal in use, in (0, 1], at which a checkpoint starts
-   * in the background after a write lands. At 1 a checkpoint runs only on
-   * request or when a write finds the journal full (the write waits for it),
-   * which keeps the longest `pointInTime` history. @default 0.75
-   */
-  checkpointAt?: number;
-  /**
-   * Most snapshots that may exist at once; sizes the snapshot catalog
-   * reserved on the journal store at `create` (ignored by `open`).
-   * `snapshot()` beyond it fails with `ENOSPC`. @default 64 if production is
-   * snapshot-capable, else 0
-   */
-  maxSnapshots?: number;
-  /**
-   * Called with `{ operation: 'replay', done, total }` — bytes of journal
-   * replayed, and the journal's capacity as an upper bound — while `open`
-   * replays the journal, before there is a device to listen on. @default undefined
-   */
-  onProgress?: (event: ProgressEvent) => void;
-}
 
 /**
  * A write journal in front of a production device: each write is one
