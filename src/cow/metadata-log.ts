@@ -97,7 +97,7 @@ export class MetadataLog<E> {
   #seq: number;
   #queue: Pending<E>[] = [];
   #pumping: Promise<void> | undefined;
-  /** The commit (frames, and any checkpoint it needs) being written, settled either way. */
+  /** The last commit (frames, and any checkpoint it needs) the pump started. */
   #committing: Promise<void> | undefined;
   /** Set while {@link quiesced} runs: the pump writes no new frame until it resolves. */
   #held: Promise<void> | undefined;
@@ -286,8 +286,9 @@ export class MetadataLog<E> {
       release = resolve;
     });
     try {
-      // Once #held is set no commit starts, so this one is the last to wait for.
-      await this.#committing;
+      // Once #held is set no commit starts, so this one is the last to wait
+      // for (its failure is the pump's to handle, not ours).
+      await this.#committing?.catch(() => {});
       return await fn({ superblock: this.#sb, frames: this.#seq, tail: this.#tail });
     } finally {
       this.#held = undefined;
@@ -310,10 +311,7 @@ export class MetadataLog<E> {
         }
         const batch = this.#takeBatch();
         const commit = this.#commit(batch.flatMap((p) => p.entries));
-        this.#committing = commit.then(
-          () => {},
-          () => {},
-        );
+        this.#committing = commit;
         try {
           await commit;
         } catch (err) {
