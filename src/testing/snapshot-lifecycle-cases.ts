@@ -202,6 +202,24 @@ export function registerLifecycleCases(
         await h.write(0, pattern(h.size, 98));
         await reopenAndCheck(h, snaps, h.device.listSnapshots(), 'after the second reopen');
       });
+
+      test('names come back byte for byte: a leading U+FEFF, astral and combining characters, the empty name', async (h) => {
+        const names = ['\uFEFFbom', '\u{1F4BE} disk', 'e\u0301\u200D', '', ' pad '];
+        const snaps: TakenSnapshot[] = [];
+        for (const name of names) snaps.push(await h.snapshot({ name }));
+        // A lone surrogate has no UTF-8 form: refused, not stored as U+FFFD.
+        await expectCode(
+          () => h.device.snapshot({ name: 'x\uD800' }),
+          ['EINVAL'],
+          'lone surrogate',
+        );
+        await reopenAndCheck(h, snaps, h.device.listSnapshots(), 'after reopen');
+        assert.deepEqual(
+          h.device.listSnapshots().map((i) => i.name),
+          names,
+          'names after reopen',
+        );
+      });
     });
   }
 
