@@ -166,7 +166,8 @@ export abstract class CowDeviceBase
         const release = await held;
         let entry: CowEntry & { kind: 'snapshot' };
         try {
-          this.checkOpen();
+          // No checkOpen here: a snapshot called before close() completes
+          // (close waits for it), like a write.
           if (this.#state.snapshotCount >= this.limits.maxSnapshots) {
             throw new BlockDeviceError('ENOSPC', `already ${this.limits.maxSnapshots} snapshots`);
           }
