@@ -4,6 +4,7 @@ export { allocateBuffer, readResultBuffer } from './buffer-pool.js';
 export type { InFlightCounter } from './in-flight.js';
 export { LockTable, type Release } from './lock-table.js';
 export { io } from './lower-io.js';
+export { checkOptions, type OptionType } from './options.js';
 export {
   callbackReader,
   ownedWriter,
