@@ -166,7 +166,8 @@ export abstract class CowDeviceBase
         const release = await held;
         let entry: CowEntry & { kind: 'snapshot' };
         try {
-          this.checkOpen();
+          // No checkOpen here: a snapshot called before close() completes
+          // (close waits for it), like a write.
           if (this.#state.snapshotCount >= this.limits.maxSnapshots) {
             throw new BlockDeviceError('ENOSPC', `already ${this.limits.maxSnapshots} snapshots`);
           }
@@ -363,9 +364,9 @@ export abstract class CowDeviceBase
   }
 
   protected async _flush(): Promise<void> {
-    await this.#cow.log.idle();
     await io('origin flush', this.#cow.origin.flush());
-    await io('store flush', this.#cow.store.flush());
+    // The store's flush, then the durable-frame count (docs/ARCHITECTURE.md, "Crash ordering").
+    await this.#cow.log.flush();
   }
 
   protected async _close(): Promise<void> {
