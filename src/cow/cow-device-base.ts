@@ -371,9 +371,7 @@ export abstract class CowDeviceBase
 
   protected async _close(): Promise<void> {
     const handles = await Promise.allSettled([...this.#handles].map((h) => h.close()));
-    // The clean-close mark: after the handles (a writable snapshot's last
-    // write may still be appending), before the store closes; not if a
-    // handle's store flush failed (open then checks the tail as after a cut).
+    // Sealed after the handles (a writable one may still append), unless one failed to close.
     const clean = handles.every((r) => r.status === 'fulfilled');
     const sealed = clean ? await Promise.allSettled([this.#cow.seal()]) : [];
     const closed = await Promise.allSettled([this.#cow.origin.close(), this.#cow.store.close()]);
