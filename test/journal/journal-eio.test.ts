@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { until } from '../support/async.js';
 import { expectBytes, fill } from '../support/bytes.js';
 import { expectCode } from '../support/error-code.js';
 import { JournalRig } from '../support/journal-rig.js';
@@ -30,5 +31,27 @@ describe('JournalDevice: a lower failure at close', () => {
       Uint8Array.from([...fill(512, 1), ...fill(512, 3)]),
     );
     await again.close();
+  });
+});
+
+describe('JournalDevice: a lower failure in background work', () => {
+  it('an attestation frame that fails to land is an error event (EIO, with the cause); later writes fail with it', async () => {
+    const rig = await JournalRig.create();
+    const d = rig.device;
+    const errors: Error[] = [];
+    d.on('error', (err) => errors.push(err));
+    await d.write(0, fill(512, 1));
+    // The flush resolves once the records are durable; the empty frame that
+    // attests them is written after it, with no caller waiting: fail it.
+    rig.journal.failNext('write');
+    await d.flush();
+    await until(() => errors.length > 0, 'an error event');
+    expect(errors.map((e) => [(e as { code?: string }).code, e.message])).toEqual([
+      ['EIO', expect.stringMatching(/injected failure of write/)],
+    ]);
+    await expectCode(d.write(512, fill(512, 2)), 'EIO');
+    await d.close();
+    expectBytes('after reopen', await (await rig.open()).read(0, 512), fill(512, 1));
+    await rig.device.close();
   });
 });
