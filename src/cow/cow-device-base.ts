@@ -166,8 +166,7 @@ export abstract class CowDeviceBase
         const release = await held;
         let entry: CowEntry & { kind: 'snapshot' };
         try {
-          // No checkOpen here: a snapshot called before close() completes
-          // (close waits for it), like a write.
+          // No checkOpen: called before close(), it completes (close waits for it).
           if (this.#state.snapshotCount >= this.limits.maxSnapshots) {
             throw new BlockDeviceError('ENOSPC', `already ${this.limits.maxSnapshots} snapshots`);
           }

@@ -303,7 +303,7 @@ export class JournalDevice
   deleteSnapshot(id: string): Promise<void> {
     try {
       this.checkOpen();
-      this.#core.registry.get(id);
+      this.#snapshots.live(id);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -329,7 +329,7 @@ export class JournalDevice
     try {
       this.checkOpen();
       this.#snapshots.production();
-      this.#core.registry.get(id);
+      this.#snapshots.live(id);
     } catch (err) {
       return Promise.reject(err);
     }

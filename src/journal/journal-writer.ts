@@ -180,6 +180,15 @@ export class JournalWriter {
     return this.#enqueue(firstBlock, blocks, time, undefined, undefined, false);
   }
 
+  /**
+   * Takes a queue position now for `note`, written once {@link fill}ed with
+   * `encodeNote(note)` (or {@link fail}ed): a note whose call must wait for
+   * something keeps its place in call order meanwhile.
+   */
+  reserveNote(note: JournalNote, time: number): { entry: PendingRecord; landed: Promise<void> } {
+    return this.#enqueue(0, 0, time, undefined, note, false);
+  }
+
   /** Supplies a reserved write's merged image. */
   fill(entry: PendingRecord, data: Uint8Array): void {
     entry.data = data;
