@@ -369,12 +369,12 @@ export abstract class CowDeviceBase
   }
 
   protected async _close(): Promise<void> {
-    await Promise.all([...this.#handles].map((h) => h.close()));
-    // The clean-close mark: after the handles (a writable snapshot's last
-    // write may still be appending), before the store closes.
-    const sealed = await Promise.allSettled([this.#cow.seal()]);
+    const handles = await Promise.allSettled([...this.#handles].map((h) => h.close()));
+    // Sealed after the handles (a writable one may still append), unless one failed to close.
+    const clean = handles.every((r) => r.status === 'fulfilled');
+    const sealed = clean ? await Promise.allSettled([this.#cow.seal()]) : [];
     const closed = await Promise.allSettled([this.#cow.origin.close(), this.#cow.store.close()]);
-    const failed = [...sealed, ...closed].find((r) => r.status === 'rejected');
+    const failed = [...handles, ...sealed, ...closed].find((r) => r.status === 'rejected');
     if (failed) throw wrapIO('close', failed.reason);
   }
 

@@ -355,8 +355,12 @@ export class JournalDevice
     const { writer, production, journal } = this.#core;
     writer.close();
     await this.#core.closeViews();
-    await this.#snapshots.close();
     let failure: unknown;
+    // A handle that fails to close (a writable one's store flush) fails
+    // close(), after production and the journal store are closed too.
+    await this.#snapshots.close().catch((err: unknown) => {
+      failure = err;
+    });
     // Clean only if every record is durable: open then expects all of them,
     // and its replay to end exactly where the last frame does. An attestation
     // queued before writer.close() may still land: wait for the writer to be

@@ -256,7 +256,10 @@ export class JournalSnapshots {
   /** Tracks a handle's `op` on snapshot `key` until it settles. */
   #track<T>(key: number, op: Promise<T>): Promise<T> {
     let ops = this.#handleIO.get(key);
-    if (ops === undefined) this.#handleIO.set(key, (ops = new Set()));
+    if (ops === undefined) {
+      ops = new Set();
+      this.#handleIO.set(key, ops);
+    }
     const tracked = op.finally(() => {
       ops.delete(tracked);
       if (ops.size === 0 && this.#handleIO.get(key) === ops) this.#handleIO.delete(key);

@@ -19,6 +19,8 @@ export interface JournalWriterHooks {
   needSpace(): Promise<void>;
   /** A frame landed and its writes resolved. */
   afterFrame(): void;
+  /** An attestation frame (no caller waits for one) failed: the journal now refuses writes. */
+  attestationFailed(err: unknown): void;
 }
 
 /** Where the journal stood when it was opened. */
@@ -313,8 +315,10 @@ export class JournalWriter {
     setImmediate(() => {
       this.#attestationPending = false;
       if (this.#closed || this.#queue.length > 0 || this.#durableSeq <= this.#attestedSeq) return;
-      // No one awaits an attestation; a failure to write it fails the next write too.
-      this.#enqueue(0, 0, 0, undefined, undefined, true).landed.catch(() => {});
+      // No one awaits an attestation: its failure goes to the hook (and fails the next write too).
+      this.#enqueue(0, 0, 0, undefined, undefined, true).landed.catch((err: unknown) =>
+        this.#hooks.attestationFailed(err),
+      );
       this.#kick();
     });
   }
