@@ -9,7 +9,12 @@ export default defineConfig({
   dts: { resolve: ['typed-emitter'] },
   clean: true,
   sourcemap: true,
-  splitting: false,
+  // One copy of each class shared by both entry points (instanceof and
+  // private fields hold across 'blocksnap' and 'blocksnap/testing'), in CJS too.
+  splitting: true,
+  // Class names survive bundling: errors say 'MemoryDevice is closed', and
+  // constructor.name is what the user wrote.
+  keepNames: true,
   treeshake: true,
   // vitest is only referenced by type from the conformance suite; never bundle it.
   external: ['vitest'],

@@ -192,7 +192,11 @@ export type JournalDeviceEvents = {
   checkpoint: (event: CheckpointEvent) => void;
   /** A long operation (`'checkpoint'`, `'restore'`) advanced; `done`/`total` count blocks. */
   progress: (event: ProgressEvent) => void;
-  /** A background failure no caller could receive (an automatic checkpoint failed). */
+  /**
+   * A background failure no caller could receive: an automatic checkpoint
+   * failed, or the empty frame that attests flushed records did (the journal
+   * then refuses writes until reopened).
+   */
   error: (err: Error) => void;
 };
 

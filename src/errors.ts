@@ -65,10 +65,20 @@ export class BlockDeviceError extends Error {
 }
 
 /**
- * Wraps a lower device's failure as `EIO` with the original as `cause`. A
- * failure that is already `EIO` keeps its code but gains the context.
+ * Codes a lower blocksnap layer's failure keeps through the layers above:
+ * they say what is wrong with the stack (full, damaged, read-only), which
+ * `EIO` ("the device below failed") would hide from the caller.
+ */
+const PASSED_THROUGH: ReadonlySet<BlockDeviceErrorCode> = new Set(['ENOSPC', 'ECORRUPT', 'EROFS']);
+
+/**
+ * Wraps a lower device's failure with the original as `cause`, naming
+ * `what` failed: as `EIO`, except that a lower layer's `ENOSPC`, `ECORRUPT`
+ * or `EROFS` keeps its code, so `BlockDeviceError.is(err, 'ENOSPC')` holds
+ * at the top of a stack whose bottom store is full.
  */
 export function wrapIO(what: string, err: unknown): BlockDeviceError {
   const detail = err instanceof Error ? err.message : String(err);
-  return new BlockDeviceError('EIO', `${what} failed: ${detail}`, { cause: err });
+  const code = BlockDeviceError.is(err) && PASSED_THROUGH.has(err.code) ? err.code : 'EIO';
+  return new BlockDeviceError(code, `${what} failed: ${detail}`, { cause: err });
 }

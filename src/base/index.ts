@@ -5,6 +5,7 @@ export { CheckReportBuilder, checkCheckOptions, isZeroed } from './check-report.
 export type { InFlightCounter } from './in-flight.js';
 export { LockTable, type Release } from './lock-table.js';
 export { io } from './lower-io.js';
+export { checkOptions, type OptionType } from './options.js';
 export {
   callbackReader,
   ownedWriter,

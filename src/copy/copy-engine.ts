@@ -76,7 +76,11 @@ export class CopyEngine {
   /** Chunks DONE: durably in the map, so the source may change there. */
   #done = 0;
   #stopped = false;
-  /** Set once the copy can no longer finish: every foreground write then passes through. */
+  /**
+   * Set once a copy failed: the job can no longer finish. Without a map
+   * store every foreground write then passes through; with one, writes into
+   * parts not yet copied still copy them first (see {@link passThrough}).
+   */
   #failure: unknown;
   readonly counters: CopyCounters = { copierBytes: 0, copyFirstBytes: 0, queuedWrites: 0 };
   readonly #onProgress: () => void;
@@ -115,12 +119,14 @@ export class CopyEngine {
     return this.#queue.length;
   }
 
-  /** Whether the foreground path no longer guards the snapshot (finished, stopped or failed). */
+  /** Whether the foreground path no longer guards the snapshot (finished, or stopped or failed without a map store). */
   get passThrough(): boolean {
-    if (this.#failure !== undefined || this.#done === this.#state.length) return true;
-    // A stopped job with a map store stays resumable: writes into chunks not
-    // yet copied still copy them first, so the map never lies.
-    return this.#stopped && !this.#map.persistent;
+    if (this.#done === this.#state.length) return true;
+    // A stopped or failed job with a map store stays resumable: writes into
+    // chunks not yet copied still copy them first, so the durable map never
+    // calls a chunk uncopied whose source changed, and resume stays exact.
+    if (this.#map.persistent) return false;
+    return this.#stopped || this.#failure !== undefined;
   }
 
   // ---------------------------------------------------------------- copier
@@ -158,10 +164,12 @@ export class CopyEngine {
       throw failure;
     }
     if (signal?.aborted) throw signal.reason;
+    // A copy that failed (a copy-first one, say) before the device was
+    // closed is reported as that failure, not as the close.
+    if (this.#failure !== undefined) throw this.#failure;
     if (this.#stopped && this.#done < this.#state.length) {
       throw new BlockDeviceError('ECLOSED', 'job.device was closed before the copy finished');
     }
-    if (this.#failure !== undefined) throw this.#failure;
   }
 
   /** Stops guarding the snapshot: every queued write is applied, and later writes pass through. */
@@ -234,8 +242,16 @@ export class CopyEngine {
     } catch (err) {
       for (let c = first; c < first + count; c++) this.#state[c] = PENDING;
       this.#failure ??= err;
-      // The copy cannot finish now: let every held write go to the source.
-      void this.#drainQueue(true);
+      if (this.#map.persistent) {
+        // Resumable: a held write still waiting for a chunk not copied fails
+        // with the copy (no copier is left to take it); the rest go on.
+        const refused = this.#queue.take((a, b) => !this.#allDone(a, b));
+        for (const entry of refused) entry.reject(wrapIO('copy before the held write', err));
+        void this.#drainQueue(false);
+      } else {
+        // The copy cannot finish now: let every held write go to the source.
+        void this.#drainQueue(true);
+      }
       throw err;
     }
     for (let c = first; c < first + count; c++) this.#state[c] = DONE;
@@ -304,8 +320,10 @@ export class CopyEngine {
     if (span === undefined || this.passThrough) return this.#writeSource(offset, data);
     const { first, last } = span;
     if (this.#allDone(first, last)) return this.#writeSource(offset, data);
-    // Once stopped, a resumable job keeps the map true by copying first.
-    if (this.#policy === 'queue' && !this.#stopped) return this.#enqueue(offset, data, first, last);
+    // Once stopped or failed (the copier is gone), a resumable job keeps the
+    // map true by copying first.
+    const copierRuns = !this.#stopped && this.#failure === undefined;
+    if (this.#policy === 'queue' && copierRuns) return this.#enqueue(offset, data, first, last);
     // Copy-first (seed 004, claims 23, 46): copy what is still PENDING, wait for what is BUSY.
     const waits: Promise<void>[] = [];
     let c = first;
@@ -321,12 +339,19 @@ export class CopyEngine {
       }
     }
     const done = registered ? undefined : this.#register(offset, offset + data.length);
-    // A failed copy ends the job (its `done` rejects); the application's write still lands.
+    // A failed copy ends the job (its `done` rejects). Without a map store
+    // the application's write still lands; with one it fails, as landing
+    // would make a resume copy the new bytes into the snapshot.
+    let copyFailure: unknown;
     const written = Promise.all(waits)
-      .catch(() => {})
+      .catch((err: unknown) => {
+        copyFailure = err;
+      })
       .then(() => {
         if (!this.passThrough && !this.#allDone(first, last)) {
-          throw new BlockDeviceError('EIO', 'copy-first: the range was not copied');
+          throw new BlockDeviceError('EIO', 'copy-first: the range was not copied', {
+            cause: copyFailure ?? this.#failure,
+          });
         }
         return this.#writeSource(offset, data);
       });

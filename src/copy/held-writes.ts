@@ -88,6 +88,16 @@ export class HeldWrites {
     return out;
   }
 
+  /**
+   * Removes and returns the writes not yet applying whose chunks `waiting`
+   * says are still to be copied, in arrival order (for the caller to fail).
+   */
+  take(waiting: (first: number, last: number) => boolean): HeldWrite[] {
+    const out = this.#entries.filter((e) => !e.applying && waiting(e.firstChunk, e.lastChunk));
+    for (const e of out) this.remove(e);
+    return out;
+  }
+
   /** Drops a write whose source write settled. */
   remove(entry: HeldWrite): void {
     const i = this.#entries.indexOf(entry);

@@ -121,9 +121,14 @@ const MAX_CHUNK = 64 * 1024 * 1024;
  * the durable map calls uncopied, so {@link SnapshotCopyJob.resume} after a
  * crash still ends with an exact copy (provided the source was written only
  * through `job.device`). Aborting stops the copier, applies every queued
- * write in order and rejects `done`; a failing destination fails the job
- * (`done` rejects with `EIO`), never the application's writes. After the job
- * ends, `job.device` is a plain pass-through.
+ * write in order and rejects `done`; a failing device below fails the job
+ * (`done` rejects with `EIO`). Without a `mapStore` it never fails the
+ * application's writes: they pass through from then on. With one the job
+ * stays resumable: a write into a part not yet copied still copies it first,
+ * and fails with `EIO` (the failed copy as `cause`) if that copy fails, as do
+ * writes queued for a copy that failed; {@link SnapshotCopyJob.resume}
+ * then finishes the exact copy. After the job ends, `job.device` is a plain
+ * pass-through.
  */
 export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
   /** The source as the application must use it while the job runs; it owns the source (its `close()` closes it). */

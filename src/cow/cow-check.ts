@@ -15,9 +15,8 @@ import { rangesOfBlocks, rangesToExtents } from './block-ranges.js';
 import { cowCodec } from './cow-layout.js';
 import { CowState } from './cow-state.js';
 import type { CowStore } from './cow-store.js';
-import { FRAME_HEADER, inspectFrame, LOG_FRAME_MAGIC } from './log-format.js';
+import { FRAME_HEADER, inspectFrame, LOG_FRAME_MAGIC, type LogPosition } from './log-format.js';
 import type { CowEntry } from './metadata-codec.js';
-import type { LogPosition } from './metadata-log.js';
 
 /*
  * `check()` of a COW store (docs/ARCHITECTURE.md, "check()"): the superblock
@@ -137,7 +136,8 @@ function sameSuperblock(a: Superblock, b: Superblock): boolean {
     a.tableCrc === b.tableCrc &&
     a.tableCapacity === b.tableCapacity &&
     a.logCapacity === b.logCapacity &&
-    a.closedFrames === b.closedFrames
+    a.closedFrames === b.closedFrames &&
+    a.attestedFrames === b.attestedFrames
   );
 }
 

@@ -156,7 +156,7 @@ export abstract class CowDeviceBase
         const release = await held;
         let entry: CowEntry & { kind: 'snapshot' };
         try {
-          this.checkOpen();
+          // No checkOpen: called before close(), it completes (close waits for it).
           if (this.#state.snapshotCount >= this.limits.maxSnapshots) {
             throw new BlockDeviceError('ENOSPC', `already ${this.limits.maxSnapshots} snapshots`);
           }
@@ -363,18 +363,18 @@ export abstract class CowDeviceBase
   }
 
   protected async _flush(): Promise<void> {
-    await this.#cow.log.idle();
     await io('origin flush', this.#cow.origin.flush());
-    await io('store flush', this.#cow.store.flush());
+    // The store's flush, then the durable-frame count (docs/ARCHITECTURE.md, "Crash ordering").
+    await this.#cow.log.flush();
   }
 
   protected async _close(): Promise<void> {
-    await Promise.all([...this.#handles].map((h) => h.close()));
-    // The clean-close mark: after the handles (a writable snapshot's last
-    // write may still be appending), before the store closes.
-    const sealed = await Promise.allSettled([this.#cow.seal()]);
+    const handles = await Promise.allSettled([...this.#handles].map((h) => h.close()));
+    // Sealed after the handles (a writable one may still append), unless one failed to close.
+    const clean = handles.every((r) => r.status === 'fulfilled');
+    const sealed = clean ? await Promise.allSettled([this.#cow.seal()]) : [];
     const closed = await Promise.allSettled([this.#cow.origin.close(), this.#cow.store.close()]);
-    const failed = [...sealed, ...closed].find((r) => r.status === 'rejected');
+    const failed = [...handles, ...sealed, ...closed].find((r) => r.status === 'rejected');
     if (failed) throw wrapIO('close', failed.reason);
   }
 

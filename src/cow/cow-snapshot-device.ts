@@ -1,3 +1,4 @@
+import { checkOptions } from '../base/index.js';
 import type { BlockDevice, Snapshot, SnapshotOptions } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { checkSnapshotOptions } from '../snapshot/index.js';
@@ -48,6 +49,7 @@ export class CowSnapshotDevice extends CowDeviceBase {
     options: CowSnapshotDeviceOptions = {},
   ): Promise<CowSnapshotDevice> {
     checkCowDevices(origin, store);
+    checkOptions(options, { maxSnapshots: 'number' }, 'CowSnapshotDevice.create');
     const maxSnapshots = options.maxSnapshots ?? 1024;
     if (!Number.isSafeInteger(maxSnapshots) || maxSnapshots < 1 || maxSnapshots > 65536) {
       throw new BlockDeviceError(

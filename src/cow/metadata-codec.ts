@@ -45,7 +45,7 @@ const SEQ_KIND_BY_CODE = new Map<number, (typeof SEQ_KINDS)[number]>(
 );
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder('utf-8', { fatal: true });
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** Size of an entry's encoding: a 4-byte head (kind, length) then its payload. */
 export function entrySize(entry: CowEntry): number {

@@ -1,4 +1,4 @@
-import { checkRange } from '../base/index.js';
+import { checkOptions, checkRange } from '../base/index.js';
 import type { BlockDevice, Extent, Snapshot, SnapshotOptions } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { checkSnapshotOptions } from '../snapshot/index.js';
@@ -94,6 +94,11 @@ export class SelectiveSnapshotDevice extends CowDeviceBase {
     options: SelectiveSnapshotDeviceOptions = {},
   ): Promise<SelectiveSnapshotDevice> {
     checkCowDevices(origin, store);
+    checkOptions(
+      options,
+      { excludedReads: 'string', maxSnapshots: 'number', maxRuns: 'number' },
+      'SelectiveSnapshotDevice.create',
+    );
     const excludedReads = checkExcludedReads(options);
     const maxSnapshots = checkLimit('maxSnapshots', options.maxSnapshots ?? 64, 65536);
     const maxRuns = checkLimit('maxRuns', options.maxRuns ?? 256, 4000);

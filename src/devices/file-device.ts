@@ -4,6 +4,7 @@ import { dirname } from 'node:path';
 import {
   AbstractBlockDevice,
   checkGeometry,
+  checkOptions,
   checkRange,
   type InFlightCounter,
   inFlightCounter,
@@ -76,9 +77,11 @@ export class FileDevice extends AbstractBlockDevice {
     if (typeof path !== 'string' || path.length === 0) {
       throw new BlockDeviceError('EINVAL', `path must be a non-empty string, got ${String(path)}`);
     }
-    if (typeof options !== 'object' || options === null) {
-      throw new BlockDeviceError('EINVAL', `options must be an object, got ${String(options)}`);
-    }
+    checkOptions(
+      options,
+      { size: 'number', blockSize: 'number', create: 'boolean', readOnly: 'boolean' },
+      'FileDevice.open',
+    );
     const blockSize = options.blockSize ?? 4096;
     const readOnly = options.readOnly ?? false;
     if (options.size !== undefined) checkGeometry('FileDevice', options.size, blockSize);

@@ -1,11 +1,13 @@
 import {
   AbstractBlockDevice,
   checkGeometry,
+  checkOptions,
   checkRange,
   READ_CALLBACK,
   type ReadDone,
   readResultBuffer,
 } from '../base/index.js';
+import { BlockDeviceError } from '../errors.js';
 
 /** Options for {@link MemoryDevice.create}. */
 export interface MemoryDeviceOptions {
@@ -40,8 +42,15 @@ export class MemoryDevice extends AbstractBlockDevice {
    * @throws `EINVAL` for a bad size or block size.
    */
   static async create(options: MemoryDeviceOptions): Promise<MemoryDevice> {
-    const blockSize = options?.blockSize ?? 4096;
-    checkGeometry('MemoryDevice', options?.size, blockSize);
+    if (options === undefined)
+      throw new BlockDeviceError('EINVAL', 'MemoryDevice: options are required');
+    checkOptions(
+      options,
+      { size: 'number', blockSize: 'number', readOnly: 'boolean' },
+      'MemoryDevice.create',
+    );
+    const blockSize = options.blockSize ?? 4096;
+    checkGeometry('MemoryDevice', options.size, blockSize);
     return new MemoryDevice(options.size, blockSize, options.readOnly ?? false);
   }
 

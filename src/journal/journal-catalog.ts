@@ -23,7 +23,7 @@ export interface CatalogEntry {
 }
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder('utf-8', { fatal: true });
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const NO_NAME = 0xffff;
 
 /** Longest production snapshot id a catalog entry holds, in UTF-8 bytes. */

@@ -37,7 +37,7 @@ export interface JournalParts {
 export interface JournalCoreEvents {
   checkpoint(event: CheckpointEvent): void;
   progress(done: number, total: number): void;
-  /** An automatic checkpoint failed: no caller is waiting for it. */
+  /** An automatic checkpoint, or an attestation frame, failed: no caller is waiting for it. */
   backgroundError(err: BlockDeviceError): void;
   /** Keeps background work in the device's in-flight count, so close waits for it. */
   track(work: Promise<void>): Promise<void>;
@@ -133,6 +133,10 @@ export class JournalCore {
         },
         needSpace: () => this.startCheckpoint(),
         afterFrame: () => this.#maybeCheckpoint(),
+        attestationFailed: (err) =>
+          this.#events.backgroundError(
+            BlockDeviceError.is(err) ? err : wrapIO('journal attestation', err),
+          ),
       },
     );
     this.writer = writer;

@@ -241,13 +241,12 @@ export class JournalDevice
 
   /**
    * Walks the journal store and verifies every checksum: both superblock
-   * slots, the snapshot catalog, and every frame from the head to the last
-   * landed one (its header, its place in the chain, each record's data and
-   * note); reports each problem with its structure and store offset, and
-   * what the live device and each pending snapshot can no longer read.
-   * Read-only and safe in use: it writes nothing; checkpoints wait only
-   * while the superblocks and catalog are read, and a frame a checkpoint
-   * frees meanwhile is skipped, never reported as damage.
+   * slots, the catalog, every frame from the head to the last landed one
+   * (header, chain, each record and note); reports each problem with its
+   * structure and store offset, and what the live device and each pending
+   * snapshot can no longer read.
+   * Read-only and safe in use: it writes nothing, checkpoints wait only while
+   * superblocks and catalog are read, and a frame freed meanwhile is skipped.
    * @throws `ECLOSED`, `EINVAL`, `EIO` (a store read failed; damage is reported, not thrown).
    */
   check(options: CheckOptions = {}): Promise<CheckReport> {
@@ -314,7 +313,7 @@ export class JournalDevice
   deleteSnapshot(id: string): Promise<void> {
     try {
       this.checkOpen();
-      this.#core.registry.get(id);
+      this.#snapshots.live(id);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -340,7 +339,7 @@ export class JournalDevice
     try {
       this.checkOpen();
       this.#snapshots.production();
-      this.#core.registry.get(id);
+      this.#snapshots.live(id);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -366,8 +365,12 @@ export class JournalDevice
     const { writer, production, journal } = this.#core;
     writer.close();
     await this.#core.closeViews();
-    await this.#snapshots.close();
     let failure: unknown;
+    // A handle that fails to close (a writable one's store flush) fails
+    // close(), after production and the journal store are closed too.
+    await this.#snapshots.close().catch((err: unknown) => {
+      failure = err;
+    });
     // Clean only if every record is durable: open then expects all of them,
     // and its replay to end exactly where the last frame does. An attestation
     // queued before writer.close() may still land: wait for the writer to be

@@ -23,7 +23,7 @@ export type JournalNote =
 export const MAX_ID_BYTES = 64;
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder('utf-8', { fatal: true });
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** The record kind a note is written as. */
 export function noteKind(note: JournalNote): number {

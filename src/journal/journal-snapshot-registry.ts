@@ -1,3 +1,4 @@
+import { io } from '../base/index.js';
 import type {
   BlockDevice,
   JournalSnapshotInfo,
@@ -276,12 +277,16 @@ async function closeHandle(snap: JournalSnapshot): Promise<void> {
   const handle = snap.production;
   snap.production = undefined;
   if (handle === undefined) return;
+  let opened: Snapshot;
   try {
-    await (await handle).close();
-  } catch (err) {
-    // An open that failed has nothing to close.
-    if (!BlockDeviceError.is(err)) throw wrapIO('close production snapshot', err);
+    opened = await handle;
+  } catch {
+    // An open that failed has nothing to close (its caller saw the failure).
+    return;
   }
+  // A writable handle's close flushes the COW store: its failure is the
+  // caller's to see, or a lost flush would pass for a clean close.
+  await io('close production snapshot', opened.close());
 }
 
 /**

@@ -4,10 +4,11 @@ import type { JournalSnapshotInfo, Snapshot, SnapshotInfo, SnapshotOptions } fro
 import { BlockDeviceError, wrapIO } from '../errors.js';
 import { SnapshotHandle, type SnapshotHost } from '../snapshot/index.js';
 import type { JournalCore } from './journal-core.js';
-import type { JournalNote } from './journal-notes.js';
+import { encodeNote, type JournalNote } from './journal-notes.js';
 import {
   deleteOrphan,
   isSnapshotCapable,
+  type JournalSnapshot,
   type SnapshotCapableDevice,
   type SnapshotRegistry,
 } from './journal-snapshot-registry.js';
@@ -25,9 +26,25 @@ export class JournalSnapshots {
   readonly #handles = new Set<SnapshotHandle>();
   /** A snapshot handle wrote to production since the last flush. */
   #productionDirty = false;
+  /**
+   * Ids whose `deleteSnapshot()` was called: operations and handle I/O
+   * called from then on see them gone (`ENOENT`), as on the COW devices.
+   */
+  readonly #deleting = new Set<string>();
+  /** Handle reads and writes in flight, by snapshot key: a delete or restore called after them waits for them. */
+  readonly #handleIO = new Map<number, Set<Promise<unknown>>>();
   readonly #host: SnapshotHost = {
-    readSnapshot: (key, offset, length) => this.#read(key, offset, length),
-    writeSnapshot: (key, offset, data) => this.#write(key, offset, data),
+    readSnapshot: (key, offset, length) => this.#track(key, this.#read(key, offset, length)),
+    // Behind a restore called before it, like a write to the device: a
+    // restore of this clone holds only the writes called before it.
+    writeSnapshot: (key, offset, data) => {
+      const dead = this.#checkLive(key);
+      if (dead !== undefined) return Promise.reject(dead);
+      return this.#track(
+        key,
+        this.#core.afterBarrier(() => this.#write(key, offset, data)),
+      );
+    },
     flushSnapshots: () => this.flushProduction(),
     releaseHandle: (handle) => this.#handles.delete(handle),
   };
@@ -49,6 +66,16 @@ export class JournalSnapshots {
       );
     }
     return production;
+  }
+
+  /**
+   * The live snapshot `id`, as operations called now must see it.
+   * @throws `ENOENT` for an unknown id, or one whose delete was called.
+   */
+  live(id: string): JournalSnapshot {
+    const snap = this.#registry.get(id);
+    if (this.#deleting.has(id)) throw deletedError(id);
+    return snap;
   }
 
   /** Checks that one more snapshot may be taken. @throws `EINVAL`, `ENOSPC`. */
@@ -84,7 +111,7 @@ export class JournalSnapshots {
         this.#registry.reserved--;
         throw err;
       }
-      await core.writer.sync();
+      await core.writer.syncAttested();
       const snap = this.#registry.get(note.id);
       return [this.#registry.info(snap, this.#productionInfos()), this.open(note.id)];
     })();
@@ -98,7 +125,7 @@ export class JournalSnapshots {
 
   /** A new handle on snapshot `id`. @throws `ENOENT`. */
   open(id: string): Snapshot {
-    const snap = this.#registry.get(id);
+    const snap = this.live(id);
     const { key, name, createdAt, writable } = snap;
     const handle = new SnapshotHandle(
       this.#host,
@@ -117,11 +144,33 @@ export class JournalSnapshots {
    */
   delete(id: string): Promise<void> {
     const core = this.#core;
+    let key: number;
+    try {
+      key = this.live(id).key;
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    this.#deleting.add(id);
+    // Handle I/O called before the delete completes first (its record would
+    // make them fail once it landed); what is called after is refused.
+    const before = this.#settled(key);
     const note: JournalNote = { kind: 'delete', id };
-    const landed = core.afterBarrier(() => core.writer.appendNote(note, Date.now()));
+    // The record keeps its place in call order (sequence numbers are what
+    // point-in-time views count) while that I/O finishes.
+    const landed = core.afterBarrier(() => {
+      const { entry, landed } = core.writer.reserveNote(note, Date.now());
+      void before.then(() => core.writer.fill(entry, encodeNote(note)));
+      return landed;
+    });
     return (async () => {
-      await landed;
-      await core.writer.sync();
+      try {
+        await landed;
+      } catch (err) {
+        // No delete record: the snapshot stays, and a delete may be retried.
+        this.#deleting.delete(id);
+        throw err;
+      }
+      await core.writer.syncAttested();
       await core.admin.runExclusive(async () => {
         const production = this.production();
         const snap = this.#registry.find(id);
@@ -148,13 +197,22 @@ export class JournalSnapshots {
    */
   restore(id: string): Promise<void> {
     const core = this.#core;
-    const production = this.production();
+    let production: SnapshotCapableDevice;
+    let before: Promise<void>;
+    try {
+      production = this.production();
+      // Writes through the snapshot's handles called before this are in it.
+      before = this.#settled(this.live(id).key);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const note: JournalNote = { kind: 'restore', id };
     const landed = core.afterBarrier(() => core.writer.appendNote(note, Date.now()));
     const lift = core.raiseBarrier();
     return (async () => {
       try {
         await landed;
+        await before;
         // Nothing else lands before the barrier lifts: this is the restore record.
         const through = core.writer.writtenSeq;
         await core.admin.runExclusive(async () => {
@@ -195,9 +253,41 @@ export class JournalSnapshots {
     return isSnapshotCapable(production) ? production.listSnapshots() : [];
   }
 
+  /** Tracks a handle's `op` on snapshot `key` until it settles. */
+  #track<T>(key: number, op: Promise<T>): Promise<T> {
+    let ops = this.#handleIO.get(key);
+    if (ops === undefined) {
+      ops = new Set();
+      this.#handleIO.set(key, ops);
+    }
+    const tracked = op.finally(() => {
+      ops.delete(tracked);
+      if (ops.size === 0 && this.#handleIO.get(key) === ops) this.#handleIO.delete(key);
+    });
+    ops.add(tracked);
+    return tracked;
+  }
+
+  /** Resolves once the handle I/O on `key` in flight now has settled (not what starts later). */
+  async #settled(key: number): Promise<void> {
+    await Promise.allSettled([...(this.#handleIO.get(key) ?? [])]);
+  }
+
+  /** `ENOENT` if the snapshot a handle with `key` shows is deleted or being deleted. */
+  #checkLive(key: number): BlockDeviceError | undefined {
+    try {
+      const snap = this.#registry.byKey(key);
+      return this.#deleting.has(snap.id) ? deletedError(snap.id) : undefined;
+    } catch (err) {
+      return err as BlockDeviceError;
+    }
+  }
+
   /** Serves a handle's read: through the journal while pending, from production's snapshot after. */
   async #read(key: number, offset: number, length: number): Promise<Uint8Array> {
     const core = this.#core;
+    const dead = this.#checkLive(key);
+    if (dead !== undefined) throw dead;
     for (;;) {
       const snap = this.#registry.byKey(key);
       if (snap.productionId !== undefined) {

@@ -5,7 +5,9 @@ import { BlockDeviceError } from '../errors.js';
 export const MAX_NAME_BYTES = 255;
 
 /**
- * Checks `snapshot()` options before anything changes.
+ * Checks `snapshot()` options before anything changes. A name is stored as
+ * its exact UTF-8 bytes (a leading U+FEFF included), so any name that is
+ * well-formed UTF-16 comes back from `open` unchanged.
  * @throws `EINVAL` naming the bad option.
  */
 export function checkSnapshotOptions(options: unknown): asserts options is SnapshotOptions {
@@ -19,6 +21,14 @@ export function checkSnapshotOptions(options: unknown): asserts options is Snaps
   if (name !== undefined) {
     if (typeof name !== 'string') {
       throw new BlockDeviceError('EINVAL', `snapshot name must be a string, got ${typeof name}`);
+    }
+    // UTF-8 cannot hold a lone surrogate: stored, it would come back as
+    // U+FFFD, another name. Refused rather than changed.
+    if (/\p{Cs}/u.test(name)) {
+      throw new BlockDeviceError(
+        'EINVAL',
+        'snapshot name holds a lone UTF-16 surrogate, which UTF-8 cannot store',
+      );
     }
     if (Buffer.byteLength(name, 'utf8') > MAX_NAME_BYTES) {
       throw new BlockDeviceError(

@@ -54,7 +54,7 @@ export const FRAME_DATA_MAX = 1 << 20;
 
 const TWO_32 = 2 ** 32;
 const encoder = new TextEncoder();
-const decoder = new TextDecoder('utf-8', { fatal: true });
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** What a stream's header says. */
 export interface StreamHeader {

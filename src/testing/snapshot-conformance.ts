@@ -11,6 +11,7 @@ import { type DescribeFn, type ItFn, runEach, startingContent } from './conforma
 import { registerSnapshotCases } from './snapshot-cases.js';
 import { type SnapshotDevice, SnapshotHarness } from './snapshot-harness.js';
 import { registerLifecycleCases } from './snapshot-lifecycle-cases.js';
+import { registerCallOrderCases } from './snapshot-order-cases.js';
 
 export type { SnapshotDevice } from './snapshot-harness.js';
 
@@ -76,6 +77,13 @@ export interface SnapshotConformanceSubject {
   reopen?: () => Promise<SnapshotDevice>;
   /** Called once after the device is closed, pass or fail: remove files, close what it owns. */
   cleanup?: () => Promise<void>;
+  /**
+   * Brings every snapshot of `device` to its settled form, for a device
+   * whose snapshots change form over time (a JournalDevice's checkpoint
+   * materializes pending ones into production): the call-order cases then
+   * run once on snapshots as taken and once on settled ones.
+   */
+  settle?: (device: SnapshotDevice) => Promise<void>;
 }
 
 /** Options for {@link runSnapshotConformanceSuite}. */
@@ -142,6 +150,7 @@ export function runSnapshotConformanceSuite(options: SnapshotConformanceOptions)
   describe(name, () => {
     registerSnapshotCases(describe, test, supports);
     registerLifecycleCases(describe, test, supports);
+    registerCallOrderCases(describe, test, supports);
   });
 }
 
@@ -155,7 +164,7 @@ async function withSnapshotHarness(
   supports: SnapshotSupport,
   body: (h: SnapshotHarness) => Promise<void>,
 ): Promise<void> {
-  const { device, expected, reopen, cleanup } = await create();
+  const { device, expected, reopen, cleanup, settle } = await create();
   let harness: SnapshotHarness | undefined;
   await runEach([
     async () => {
@@ -164,7 +173,7 @@ async function withSnapshotHarness(
       if (supports.reopen) {
         assert.equal(typeof reopen, 'function', 'supports.reopen needs subject.reopen');
       }
-      harness = new SnapshotHarness(device, content, reopen);
+      harness = new SnapshotHarness(device, content, reopen, settle);
       await body(harness);
     },
     // The harness's device, if the test reopened it.

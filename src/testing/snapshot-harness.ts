@@ -58,13 +58,16 @@ export class SnapshotHarness {
   readonly bs: number;
   readonly blocks: number;
   readonly #reopen: (() => Promise<SnapshotDevice>) | undefined;
+  readonly #settle: ((device: SnapshotDevice) => Promise<void>) | undefined;
 
   constructor(
     device: SnapshotDevice,
     live: Uint8Array,
     reopen: (() => Promise<SnapshotDevice>) | undefined,
+    settle?: (device: SnapshotDevice) => Promise<void>,
   ) {
     this.device = device;
+    this.#settle = settle;
     this.live = live;
     this.size = device.size;
     this.bs = device.blockSize;
@@ -159,6 +162,16 @@ export class SnapshotHarness {
       source.off('preserve', listener);
     }
     return seen;
+  }
+
+  /** Whether the subject's snapshots have a settled form ({@link settle} does something). */
+  get settles(): boolean {
+    return this.#settle !== undefined;
+  }
+
+  /** Brings every snapshot to its settled form (the subject's `settle`), if it has one. */
+  async settle(): Promise<void> {
+    await this.#settle?.(this.device);
   }
 
   /**

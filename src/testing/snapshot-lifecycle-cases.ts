@@ -202,6 +202,53 @@ export function registerLifecycleCases(
         await h.write(0, pattern(h.size, 98));
         await reopenAndCheck(h, snaps, h.device.listSnapshots(), 'after the second reopen');
       });
+
+      test('snapshot(), deleteSnapshot() and restore() called just before close() complete, and open shows them', async (h) => {
+        const { bs } = h;
+        await h.write(0, pattern(h.size, 120));
+        const doomed = await h.snapshot({ name: 'doomed' });
+        const base = supports.restore ? await h.snapshot({ name: 'base' }) : undefined;
+        await h.write(0, pattern(bs, 121));
+        const taken = h.device.snapshot({ name: 'last' });
+        const deleted = h.device.deleteSnapshot(doomed.handle.id);
+        const restored = base ? h.device.restore(base.handle.id) : undefined;
+        const closed = h.device.close();
+        const last = await taken;
+        await deleted;
+        await restored;
+        await closed;
+        const lastContent = pattern(h.size, 120);
+        lastContent.set(pattern(bs, 121), 0);
+        if (base) h.live.set(base.content);
+        await h.reopen();
+        const names = h.device.listSnapshots().map((i) => i.name);
+        assert.deepEqual(names, base ? ['base', 'last'] : ['last'], 'snapshots after reopen');
+        const handle = await h.device.openSnapshot(last.id);
+        assert.deepEqual(
+          Buffer.from(await handle.read(0, h.size)),
+          Buffer.from(lastContent),
+          'the snapshot taken before close()',
+        );
+        await h.checkLive('after reopen');
+      });
+
+      test('names come back byte for byte: a leading U+FEFF, astral and combining characters, the empty name', async (h) => {
+        const names = ['\uFEFFbom', '\u{1F4BE} disk', 'e\u0301\u200D', '', ' pad '];
+        const snaps: TakenSnapshot[] = [];
+        for (const name of names) snaps.push(await h.snapshot({ name }));
+        // A lone surrogate has no UTF-8 form: refused, not stored as U+FFFD.
+        await expectCode(
+          () => h.device.snapshot({ name: 'x\uD800' }),
+          ['EINVAL'],
+          'lone surrogate',
+        );
+        await reopenAndCheck(h, snaps, h.device.listSnapshots(), 'after reopen');
+        assert.deepEqual(
+          h.device.listSnapshots().map((i) => i.name),
+          names,
+          'names after reopen',
+        );
+      });
     });
   }
 

@@ -197,6 +197,8 @@ function snapshotSuite(
             attach(journal),
             options,
           ),
+        // A checkpoint materializes every pending snapshot into production.
+        settle: (device) => (device as JournalDevice).checkpoint(),
       };
     },
     supports: {

@@ -9,7 +9,7 @@ import {
   type SnapshotCopyJobResumeOptions,
 } from '../../src/index.js';
 import { expectBytes } from './bytes.js';
-import { DiskRig } from './disk-rig.js';
+import { DiskRig, type DiskRigOptions } from './disk-rig.js';
 import { ProbeDevice } from './probe-device.js';
 
 export type ConflictPolicy = NonNullable<SnapshotCopyJobOptions['conflictPolicy']>;
@@ -250,6 +250,7 @@ export class CopyCrashRig extends DiskRig<CopyDisk, SnapshotCopyJob> {
   private constructor(
     readonly base: CopyRig,
     readonly plan: CopyJobPlan,
+    options: Omit<DiskRigOptions, 'crashSeeds'>,
   ) {
     super(
       [
@@ -257,13 +258,18 @@ export class CopyCrashRig extends DiskRig<CopyDisk, SnapshotCopyJob> {
         { name: 'destination', disk: base.destinationDisk },
         { name: 'mapStore', disk: base.storeDisk },
       ],
-      { crashSeeds: 'consecutive' },
+      { ...options, crashSeeds: 'consecutive' },
     );
   }
 
   /** A rig over a new {@link CopyRig} (`seed` picks its noise), attached; no job yet. */
-  static async create(g: CopyGeometry, plan: CopyJobPlan, seed = 1): Promise<CopyCrashRig> {
-    const rig = new CopyCrashRig(await CopyRig.create(g, seed), plan);
+  static async create(
+    g: CopyGeometry,
+    plan: CopyJobPlan,
+    seed = 1,
+    options: Omit<DiskRigOptions, 'crashSeeds'> = {},
+  ): Promise<CopyCrashRig> {
+    const rig = new CopyCrashRig(await CopyRig.create(g, seed), plan, options);
     rig.attach();
     return rig;
   }

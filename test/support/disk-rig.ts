@@ -1,5 +1,10 @@
 import type { MemoryDevice, Snapshot } from '../../src/index.js';
-import { FaultyDevice, type FaultyDeviceOptions, PowerSwitch } from '../../src/testing/index.js';
+import {
+  FaultyDevice,
+  type FaultyDeviceOptions,
+  type FaultyOperation,
+  PowerSwitch,
+} from '../../src/testing/index.js';
 
 /**
  * The salt of a layer's store disk (COW, selective, journal): with salted
@@ -31,6 +36,12 @@ export interface DiskRigOptions {
   crashSeeds?: 'salted' | 'consecutive';
   /** Delays some operations of every disk (FaultyDevice `latency`), so background work interleaves. */
   latency?: FaultyDeviceOptions['latency'];
+  /**
+   * Fails chosen operations of any disk (FaultyDevice `failures`, told which
+   * disk), on every attach; consulted after a disk's own `failures`.
+   * @default no injected failures
+   */
+  failures?: (disk: string, op: FaultyOperation) => boolean;
 }
 
 /**
@@ -98,12 +109,19 @@ export abstract class DiskRig<Name extends string, D> {
   /** New handles on every disk, behind fresh FaultyDevices on a fresh power switch (on). */
   attach(): void {
     this.power = new PowerSwitch();
-    const { latency } = this.#options;
+    const { latency, failures: rigFailures } = this.#options;
     this.#faulty = new Map(
-      this.#disks.map((d) => [
-        d.name,
-        new FaultyDevice(d.disk.reopen(), { power: this.power, latency, failures: d.failures }),
-      ]),
+      this.#disks.map((d) => {
+        const own = d.failures;
+        const failures =
+          rigFailures === undefined
+            ? own
+            : (op: FaultyOperation) => own?.(op) === true || rigFailures(d.name, op);
+        return [
+          d.name,
+          new FaultyDevice(d.disk.reopen(), { power: this.power, latency, failures }),
+        ];
+      }),
     );
     this.attached();
   }

@@ -1,0 +1,66 @@
+// Checks the built package (run after `npm run build`): both entry points
+// share one copy of every class, in ESM and CJS alike, so `instanceof` and
+// private fields hold across 'blocksnap' and 'blocksnap/testing'; class names
+// survive bundling (errors say "MemoryDevice is closed"); and the testing
+// declarations refer to the main entry's classes instead of redeclaring them.
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const failures = [];
+const expect = (ok, what) => {
+  if (!ok) failures.push(what);
+};
+
+async function checkEntries(kind, main, testing) {
+  const memory = await main.MemoryDevice.create({ size: 4096, blockSize: 512 });
+  const faulty = new testing.FaultyDevice(memory);
+  expect(
+    faulty instanceof main.AbstractBlockDevice,
+    `${kind}: FaultyDevice is an AbstractBlockDevice of the main entry`,
+  );
+  for (const name of [
+    'MemoryDevice',
+    'FileDevice',
+    'CowSnapshotDevice',
+    'JournalDevice',
+    'BlockDeviceError',
+  ]) {
+    expect(main[name]?.name === name, `${kind}: ${name}.name is '${main[name]?.name}'`);
+  }
+  expect(testing.FaultyDevice.name === 'FaultyDevice', `${kind}: FaultyDevice.name`);
+  await faulty.close();
+  try {
+    await faulty.read(0, 1);
+    failures.push(`${kind}: a read after close resolved`);
+  } catch (err) {
+    expect(
+      err instanceof main.BlockDeviceError,
+      `${kind}: an error thrown by testing's device is the main entry's BlockDeviceError`,
+    );
+    expect(
+      /FaultyDevice is closed/.test(err.message),
+      `${kind}: error message '${err.message}' names the class`,
+    );
+  }
+}
+
+await checkEntries(
+  'esm',
+  await import('../dist/index.js'),
+  await import('../dist/testing/index.js'),
+);
+await checkEntries('cjs', require('../dist/index.cjs'), require('../dist/testing/index.cjs'));
+for (const file of ['dist/testing/index.d.ts', 'dist/testing/index.d.cts']) {
+  const dts = readFileSync(new URL(`../${file}`, import.meta.url), 'utf8');
+  expect(
+    !/class (AbstractBlockDevice|BlockDeviceError|MemoryDevice)\b/.test(dts),
+    `${file} redeclares a class of the main entry`,
+  );
+}
+
+if (failures.length > 0) {
+  console.error(`dist check failed:\n  ${failures.join('\n  ')}`);
+  process.exit(1);
+}
+console.log('dist: one copy of each class across entry points (esm and cjs), class names kept');

@@ -1,0 +1,57 @@
+import { describe, expect, it } from 'vitest';
+import { until } from '../support/async.js';
+import { expectBytes, fill } from '../support/bytes.js';
+import { expectCode } from '../support/error-code.js';
+import { JournalRig } from '../support/journal-rig.js';
+
+describe('JournalDevice: a lower failure at close', () => {
+  it('a production snapshot handle whose close fails makes close() reject EIO with the cause, and closes the rest', async () => {
+    const rig = await JournalRig.create({ cow: true });
+    const d = rig.device;
+    await d.write(0, fill(512, 1));
+    const s = await d.snapshot({ writable: true });
+    await d.write(0, fill(512, 2));
+    await d.checkpoint();
+    // A write through the materialized snapshot goes through the production
+    // snapshot handle the journal keeps open until close().
+    await s.write(512, fill(512, 3));
+    await s.close();
+    await d.flush();
+    // That handle's close flushes the COW store: the first store flush of close().
+    rig.store!.failNext('flush');
+    const err = await expectCode(d.close(), 'EIO');
+    expect(String((err.cause as Error | undefined)?.message)).toMatch(/injected failure of flush/);
+    // Everything else was closed: production (with its store) and the journal.
+    expect(rig.store!.closed && rig.production.closed && rig.journal.closed).toBe(true);
+    const again = await rig.open();
+    expectBytes('after reopen', await again.read(0, 512), fill(512, 2));
+    expectBytes(
+      'snapshot after reopen',
+      await (await again.openSnapshot(s.id)).read(0, 1024),
+      Uint8Array.from([...fill(512, 1), ...fill(512, 3)]),
+    );
+    await again.close();
+  });
+});
+
+describe('JournalDevice: a lower failure in background work', () => {
+  it('an attestation frame that fails to land is an error event (EIO, with the cause); later writes fail with it', async () => {
+    const rig = await JournalRig.create();
+    const d = rig.device;
+    const errors: Error[] = [];
+    d.on('error', (err) => errors.push(err));
+    await d.write(0, fill(512, 1));
+    // The flush resolves once the records are durable; the empty frame that
+    // attests them is written after it, with no caller waiting: fail it.
+    rig.journal.failNext('write');
+    await d.flush();
+    await until(() => errors.length > 0, 'an error event');
+    expect(errors.map((e) => [(e as { code?: string }).code, e.message])).toEqual([
+      ['EIO', expect.stringMatching(/injected failure of write/)],
+    ]);
+    await expectCode(d.write(512, fill(512, 2)), 'EIO');
+    await d.close();
+    expectBytes('after reopen', await (await rig.open()).read(0, 512), fill(512, 1));
+    await rig.device.close();
+  });
+});
