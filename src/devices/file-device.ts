@@ -77,11 +77,8 @@ export class FileDevice extends AbstractBlockDevice {
     if (typeof path !== 'string' || path.length === 0) {
       throw new BlockDeviceError('EINVAL', `path must be a non-empty string, got ${String(path)}`);
     }
-    checkOptions(
-      options,
-      { size: 'number', blockSize: 'number', create: 'boolean', readOnly: 'boolean' },
-      'FileDevice.open',
-    );
+    const types = { size: 'number', blockSize: 'number', create: 'boolean' } as const;
+    checkOptions(options, { ...types, readOnly: 'boolean' }, 'FileDevice.open');
     const blockSize = options.blockSize ?? 4096;
     const readOnly = options.readOnly ?? false;
     if (options.size !== undefined) checkGeometry('FileDevice', options.size, blockSize);
