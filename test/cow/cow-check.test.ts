@@ -280,7 +280,7 @@ describe.each(subjects)('$device check()', ({ make }) => {
     await subject.rig.device.close();
   });
 
-  it('reports nothing while writes, snapshots, deletes, log checkpoints and chunk reuse run through it', async () => {
+  it('reports nothing while writes, flushes, snapshots, deletes, log checkpoints and chunk reuse run through it', async () => {
     // Reads take a millisecond, so a check's chunk reads overlap the deletes
     // that free those chunks and the writes that reuse them.
     const subject = await make({ latency: (op) => (op.kind === 'read' ? 1 : 0) });
@@ -298,6 +298,8 @@ describe.each(subjects)('$device check()', ({ make }) => {
         ]);
         // Replaces the writable snapshot's own chunk: the old one is freed.
         await writable.write(((i + 3) % 8) * BS, fill(BS, i + 3));
+        // A flush writes the superblock that attests the frames.
+        if (i % 3 === 0) await device.flush();
         await device.deleteSnapshot((i % 2 === 0 ? writable : readOnly).id);
         await device.deleteSnapshot((i % 2 === 0 ? readOnly : writable).id);
       }
@@ -385,6 +387,24 @@ describe.each([
     const report = await checking;
     expect(report.problems).toEqual([]);
     expect(report.skipped).toBe(1);
+    await device.close();
+  });
+
+  it('holds the attestation a flush writes while it reads the superblocks', async () => {
+    const { device, gated: store, snapshot } = await gated(selective);
+    await snapshot();
+    await device.write(0, fill(BS, 1));
+    const superblocksRead = store.gate('read', covers(0));
+    const checking = device.check();
+    await within(superblocksRead.reached, 5000, 'the check reading the superblocks');
+    // The flush's attestation is a new superblock generation: it must wait.
+    const flushed = device.flush();
+    await sleep(10);
+    superblocksRead.open();
+    const report = await checking;
+    await flushed;
+    expect(report.problems).toEqual([]);
+    expect((await device.check()).problems).toEqual([]);
     await device.close();
   });
 
