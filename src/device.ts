@@ -207,3 +207,101 @@ export interface PointInTime extends BlockDevice {
   /** When that record's write was called (for a checkpointed point: the last applied record's). */
   readonly time: Date;
 }
+
+/** Options of a persistent device's `check()`. */
+export interface CheckOptions {
+  /**
+   * Whether to read and verify the data the metadata names (COW chunks'
+   * CRC-32s), not only the metadata; the data is most of the store, so
+   * `false` makes a quick metadata-only check. @default true
+   */
+  readonly verifyData?: boolean;
+}
+
+/**
+ * Which on-store structure a {@link CheckProblem} is in (docs/ARCHITECTURE.md,
+ * "On-disk formats", describes each): a superblock slot, the COW checkpoint
+ * table, a COW log frame (header or entries), a COW chunk (a preserved block
+ * or a writable snapshot's own block), the COW free-space accounting (a chunk
+ * named twice, past the store, or named and free), a journal frame header, a
+ * journal write record's data, a journal note (snapshot, delete, restore), the
+ * journal's snapshot catalog, or a copy job's map slot.
+ */
+export type CheckStructure =
+  | 'superblock'
+  | 'table'
+  | 'log-frame'
+  | 'chunk'
+  | 'free-space'
+  | 'journal-frame'
+  | 'journal-record'
+  | 'journal-note'
+  | 'catalog'
+  | 'copy-map';
+
+/** One thing `check()` found wrong on a store. */
+export interface CheckProblem {
+  /** The structure that is damaged or inconsistent. */
+  readonly structure: CheckStructure;
+  /** Store offset of the structure (its first byte; for a chunk, the chunk's). */
+  readonly offset: number;
+  /** What is wrong, naming the structure and what it holds. */
+  readonly message: string;
+}
+
+/** How much `check()` walked: every count is of structures whose checksum it verified. */
+export interface CheckCounts {
+  /** Superblock slots (or copy-map slots) read. */
+  readonly superblocks: number;
+  /** Checkpoint tables and snapshot catalogs read. */
+  readonly tables: number;
+  /** Log or journal frames read. */
+  readonly frames: number;
+  /** Metadata entries (COW) or journal records decoded. */
+  readonly records: number;
+  /** COW store chunks whose data was read and checked against its CRC-32. */
+  readonly chunks: number;
+  /** Bytes read from the store in all. */
+  readonly bytes: number;
+}
+
+/** What a store still serves despite the problems `check()` found. */
+export interface CheckReadable {
+  /**
+   * Whether `open` would read the store's metadata back as it is: false when
+   * the superblock in use, the table, a log frame or journal record the
+   * device holds, or every copy-map slot is damaged.
+   */
+  readonly reopens: boolean;
+  /**
+   * Byte extents of the live device whose stored content is damaged (a read
+   * there fails `ECORRUPT`), ascending; empty when all of it reads back. A
+   * COW device's live content is its origin, which holds no checksums, so
+   * this is empty for it.
+   */
+  readonly live: Extent[];
+  /**
+   * Every live snapshot with the byte extents of it whose stored content is
+   * damaged, ascending; a snapshot with none reads back in full.
+   */
+  readonly snapshots: { readonly id: string; readonly damaged: Extent[] }[];
+}
+
+/**
+ * What `check()` found: like `qemu-img check` or `zpool scrub`, a walk of
+ * every structure a store holds with every checksum verified, read-only.
+ */
+export interface CheckReport {
+  /** How much was walked. */
+  readonly checked: CheckCounts;
+  /** Everything found damaged or inconsistent, in store order per structure; empty: none. */
+  readonly problems: CheckProblem[];
+  /** What is still readable. */
+  readonly readable: CheckReadable;
+  /**
+   * Structures that the live device freed and reused while the check ran
+   * (their content changed for a reason other than damage), so they were not
+   * judged.
+   */
+  readonly skipped: number;
+}

@@ -1,6 +1,7 @@
 export { AbstractBlockDevice, inFlightCounter } from './abstract-device.js';
 export { AccessGate } from './access-gate.js';
 export { allocateBuffer, readResultBuffer } from './buffer-pool.js';
+export { CheckReportBuilder, checkCheckOptions, isZeroed } from './check-report.js';
 export type { InFlightCounter } from './in-flight.js';
 export { LockTable, type Release } from './lock-table.js';
 export { io } from './lower-io.js';

@@ -108,7 +108,7 @@ export class CopyMap {
       ),
     );
     const best = slots
-      .filter((s) => s !== undefined)
+      .filter((s) => typeof s !== 'string')
       .sort((a, b) => b.generation - a.generation)[0];
     if (best === undefined) {
       throw new BlockDeviceError(
@@ -184,6 +184,29 @@ export class CopyMap {
     return this.#queued;
   }
 
+  /**
+   * Runs `fn` between two commits, with the map store (which a map that
+   * {@link persistent} has) and the generation the last commit wrote there:
+   * commits arriving meanwhile wait for it, so the map store holds exactly
+   * what that commit left while `fn` reads it. For `check()`: `fn` must not
+   * commit.
+   */
+  async betweenCommits<T>(fn: (store: BlockDevice, generation: number) => Promise<T>): Promise<T> {
+    while (this.#running !== undefined || this.#queued !== undefined) {
+      await (this.#queued ?? this.#running)!.catch(() => {});
+    }
+    const run = fn(this.#store!, this.#generation);
+    this.#running = run.then(
+      () => {
+        this.#running = undefined;
+      },
+      () => {
+        this.#running = undefined;
+      },
+    );
+    return run;
+  }
+
   /** Records that the whole copy finished, durably; a later resume then does nothing. */
   async finish(): Promise<void> {
     if (this.#store === undefined) return;
@@ -219,7 +242,7 @@ export class CopyMap {
   }
 }
 
-function chunkCount(g: CopyGeometry): number {
+export function chunkCount(g: CopyGeometry): number {
   return Math.ceil(g.length / g.chunkSize);
 }
 
@@ -227,7 +250,7 @@ function bitmapBytes(chunks: number): number {
   return Math.ceil(chunks / 8);
 }
 
-function slotBytes(chunks: number): number {
+export function slotBytes(chunks: number): number {
   return Math.ceil((HEADER + bitmapBytes(chunks)) / SECTOR) * SECTOR;
 }
 
@@ -266,17 +289,25 @@ function encodeSlot(
   return out;
 }
 
-function decodeSlot(
-  bytes: Uint8Array,
-): { geometry: CopyGeometry; generation: number; complete: boolean; bits: Uint8Array } | undefined {
+/** What a valid map slot holds. */
+export interface MapSlot {
+  geometry: CopyGeometry;
+  generation: number;
+  complete: boolean;
+  bits: Uint8Array;
+}
+
+/** Decodes and checks one map slot; says why it is not a valid one otherwise. */
+export function decodeSlot(bytes: Uint8Array): MapSlot | string {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (view.getUint32(0, true) !== MAGIC || view.getUint16(4, true) !== VERSION) return undefined;
+  if (view.getUint32(0, true) !== MAGIC) return 'no copy map magic';
+  if (view.getUint16(4, true) !== VERSION) return `version ${view.getUint16(4, true)}`;
   const length = view.getUint32(52, true);
-  if (HEADER + length > bytes.length) return undefined;
+  if (HEADER + length > bytes.length) return `a bitmap of ${length} bytes past the slot`;
   const stored = view.getUint32(60, true);
   const copy = bytes.slice(0, HEADER + length);
   new DataView(copy.buffer).setUint32(60, 0, true);
-  if (checksum(copy) !== stored) return undefined;
+  if (checksum(copy) !== stored) return 'fails its checksum';
   return {
     geometry: {
       sourceSize: view.getFloat64(16, true),

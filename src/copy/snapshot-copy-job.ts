@@ -5,10 +5,11 @@ import {
   ownedWriter,
   TypedEventEmitter,
 } from '../base/index.js';
-import type { BlockDevice } from '../device.js';
+import type { BlockDevice, CheckReport } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { type ConflictPolicy, CopyEngine, type CopySink } from './copy-engine.js';
 import { type CopyGeometry, CopyMap } from './copy-map.js';
+import { checkMapStore } from './copy-map-check.js';
 import { StreamCopySink } from './copy-stream-sink.js';
 
 /**
@@ -225,6 +226,33 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
     }
     const map = await CopyMap.load(geometry, options.destination, options.mapStore);
     return new SnapshotCopyJob(options.source, options.destination, map, policy, options.signal);
+  }
+
+  /**
+   * Checks a map store before {@link resume} (no job may be running on it):
+   * both slots against their CRC-32 and the geometry `options` give, as
+   * `resume` takes them. Reads only.
+   * @throws `EINVAL` for bad options or no `mapStore`, `EIO` (with `cause`) if
+   *   a store read fails — damage is reported, not thrown.
+   */
+  static async checkMap(options: SnapshotCopyJobResumeOptions): Promise<CheckReport> {
+    const geometry = geometryOf(options);
+    if (options.mapStore === undefined)
+      throw new BlockDeviceError('EINVAL', 'no mapStore to check');
+    return checkMapStore(geometry, options.mapStore);
+  }
+
+  /**
+   * Checks this job's map store while the job runs: its commits wait while
+   * both slots are read, and the slot of its last commit must hold it.
+   * @throws `EINVAL` if the job keeps its map in memory only, `EIO` as
+   *   {@link SnapshotCopyJob.checkMap}.
+   */
+  checkMap(): Promise<CheckReport> {
+    if (!this.#map.persistent) {
+      return Promise.reject(new BlockDeviceError('EINVAL', 'the job has no mapStore to check'));
+    }
+    return this.#map.betweenCommits((store, gen) => checkMapStore(this.#geometry, store, gen));
   }
 
   /** Where the copy stands now. */

@@ -11,6 +11,8 @@ export class ChunkAllocator {
   readonly #bits: Uint8Array;
   #free: number;
   #cursor = 0;
+  /** Sets of chunks released since each running `check()` began (see {@link watchReleases}). */
+  readonly #watchers = new Set<Set<number>>();
 
   constructor(count: number) {
     this.count = count;
@@ -43,6 +45,20 @@ export class ChunkAllocator {
     if (!this.isUsed(chunk)) return;
     this.#bits[chunk >>> 3]! &= ~(1 << (chunk & 7));
     this.#free++;
+    for (const released of this.#watchers) released.add(chunk);
+  }
+
+  /**
+   * Collects every chunk released from now until `stop()`. A chunk in use
+   * is never written (writes go only to chunks just allocated, and only a
+   * released chunk is allocated again), so a check that finds a chunk's
+   * data changed asks this whether the chunk was freed, and maybe reused,
+   * meanwhile — rather than damaged.
+   */
+  watchReleases(): { released: ReadonlySet<number>; stop: () => void } {
+    const released = new Set<number>();
+    this.#watchers.add(released);
+    return { released, stop: () => this.#watchers.delete(released) };
   }
 
   /**

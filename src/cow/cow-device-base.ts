@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Mutex } from 'async-mutex';
 import {
   AbstractBlockDevice,
+  checkCheckOptions,
   type InFlightCounter,
   inFlightCounter,
   io,
@@ -10,6 +11,8 @@ import {
 import type {
   BlockDeviceEvents,
   ChangeTracking,
+  CheckOptions,
+  CheckReport,
   Extent,
   Snapshot,
   SnapshotInfo,
@@ -17,13 +20,9 @@ import type {
 } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
 import { SnapshotHandle, type SnapshotHost } from '../snapshot/index.js';
-import {
-  type BlockRanges,
-  rangesOfBlocks,
-  rangesToExtents,
-  subtractRanges,
-  unionRanges,
-} from './block-ranges.js';
+import type { BlockRanges } from './block-ranges.js';
+import { checkCowStore } from './cow-check.js';
+import { changedExtentsOf, heldExtentsOf } from './cow-extents.js';
 import { CowRestore } from './cow-restore.js';
 import { CowSnapshotIO, type ExcludedReads } from './cow-snapshot-io.js';
 import type { CowState } from './cow-state.js';
@@ -84,14 +83,9 @@ export abstract class CowDeviceBase
       (first, last) => this.#preserve(first, last),
       (done, total) => this.emit('progress', { operation: 'restore', done, total }),
     );
-    const io = new CowSnapshotIO(cow, this.#gate, this.#locks, excludedReads);
-    this.#host = {
-      readSnapshot: (seq, offset, length) => io.read(seq, offset, length),
-      writeSnapshot: (seq, offset, data) => io.write(seq, offset, data),
-      flushSnapshots: () => io.flush(),
-      releaseHandle: (handle) => this.#handles.delete(handle),
-      storedChecksum: (seq, offset, length) => io.storedChecksum(seq, offset, length),
-    };
+    this.#host = new CowSnapshotIO(cow, this.#gate, this.#locks, excludedReads).host((handle) =>
+      this.#handles.delete(handle),
+    );
   }
 
   /** Store chunks free for preserved and snapshot-owned blocks. */
@@ -121,12 +115,8 @@ export abstract class CowDeviceBase
    * Finishes a restore a power cut interrupted (its begin record is durable); called by `open`.
    * @internal
    */
-  protected async recoverRestore(): Promise<void> {
-    const seq = this.#state.restoring;
-    if (seq === undefined) return;
-    // The caller may have been told nothing yet, but the origin may be half
-    // restored: finish it.
-    await this.#restore.finish(seq, this.#state.restoringExtents);
+  protected recoverRestore(): Promise<void> {
+    return this.#restore.recover();
   }
 
   // ---------------------------------------------------------------- snapshots
@@ -258,17 +248,7 @@ export abstract class CowDeviceBase
    */
   changedExtents(fromId: string, toId: string | 'live'): Extent[] {
     this.checkOpen();
-    const from = this.#state.byId(fromId);
-    const to = toId === 'live' ? undefined : this.#state.byId(toId);
-    // A point never differs from itself, own writes included.
-    if (to === from) return [];
-    const tracked = rangesOfBlocks(this.#state.changedBlocks(from.seq, to?.seq));
-    // Nothing tracked what `to` holds and `from` does not: all of it counts.
-    const untracked =
-      to === undefined
-        ? []
-        : subtractRanges(to.ranges ?? this.#everyBlock, from.ranges ?? this.#everyBlock);
-    return rangesToExtents(unionRanges(tracked, untracked), this.blockSize);
+    return changedExtentsOf(this.#state, this.#everyBlock, this.blockSize, fromId, toId);
   }
 
   /**
@@ -278,7 +258,27 @@ export abstract class CowDeviceBase
    */
   snapshotExtents(id: string): Extent[] {
     this.checkOpen();
-    return rangesToExtents(this.#state.byId(id).ranges ?? this.#everyBlock, this.blockSize);
+    return heldExtentsOf(this.#state, this.#everyBlock, this.blockSize, id);
+  }
+
+  /**
+   * Walks the store and verifies every checksum, like `qemu-img check`: both
+   * superblock slots, the table, every log frame the device holds, every
+   * chunk the metadata names, and the free-space accounting; reports each
+   * problem with its structure and store offset, and what each snapshot can
+   * no longer read. Read-only and safe in use: it writes nothing, metadata
+   * commits wait only while the metadata is read, and a chunk freed and
+   * reused meanwhile is skipped, never reported as damage.
+   * @throws `ECLOSED`, `EINVAL`, `EIO` (a store read failed; damage is reported, not thrown).
+   */
+  check(options: CheckOptions = {}): Promise<CheckReport> {
+    try {
+      this.checkOpen();
+      checkCheckOptions(options);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#inFlight.track(checkCowStore(this.#cow, options));
   }
 
   /**

@@ -62,6 +62,14 @@ export class CowRestore {
     await this.finish(seq, extents);
   }
 
+  /** Finishes a restore a power cut interrupted (its begin record is durable, its end not). */
+  async recover(): Promise<void> {
+    const { restoring, restoringExtents } = this.#cow.state;
+    // The caller may have been told nothing yet, but the origin may be half
+    // restored: finish it.
+    if (restoring !== undefined) await this.finish(restoring, restoringExtents);
+  }
+
   /**
    * Writes snapshot `seq`'s content over every byte it holds (within
    * `extents`) where the origin may differ, through the ordinary

@@ -2,6 +2,7 @@ import type { LockTable } from '../base/index.js';
 import { io } from '../base/index.js';
 import { crc32Combine } from '../checksum/index.js';
 import { BlockDeviceError } from '../errors.js';
+import type { SnapshotHost } from '../snapshot/index.js';
 import { type BlockRanges, rangesHoldAll, rangesOverlap } from './block-ranges.js';
 import type { CowStore } from './cow-store.js';
 import type { RangeGate } from './range-gate.js';
@@ -30,6 +31,17 @@ export class CowSnapshotIO {
     this.#locks = locks;
     this.#excludedReads = excludedReads;
     this.#bs = cow.layout.blockSize;
+  }
+
+  /** What snapshot handles call back into; `release` forgets a closed handle. */
+  host(release: SnapshotHost['releaseHandle']): SnapshotHost {
+    return {
+      readSnapshot: (seq, offset, length) => this.read(seq, offset, length),
+      writeSnapshot: (seq, offset, data) => this.write(seq, offset, data),
+      flushSnapshots: () => this.flush(),
+      releaseHandle: release,
+      storedChecksum: (seq, offset, length) => this.storedChecksum(seq, offset, length),
+    };
   }
 
   /** Serves a snapshot handle's read; bytes the snapshot does not hold are `EEXCLUDED` or zeros. */

@@ -1,8 +1,19 @@
-import { SECTOR } from '../base/index.js';
+import { randomInt } from 'node:crypto';
+import { io, SECTOR } from '../base/index.js';
 import { checksum } from '../checksum/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
-import { alignUp, logOffset, type Superblock, WindowReader } from '../store/index.js';
+import {
+  alignUp,
+  encodeSuperblock,
+  logOffset,
+  MAX_PARAMS,
+  SUPERBLOCK_BYTES,
+  SUPERBLOCK_SLOT,
+  type Superblock,
+  tableOffset,
+  WindowReader,
+} from '../store/index.js';
 import type { EntryCodec } from './metadata-log.js';
 
 /*
@@ -37,6 +48,16 @@ export function encodeTable<E>(
   const out = new Uint8Array(size);
   codec.encode(entries, out, 0);
   return out;
+}
+
+/** Where a metadata log stands on its store: its superblock, and its frames up to `tail`. */
+export interface LogPosition {
+  /** The superblock last written. */
+  superblock: Superblock;
+  /** Frames of the current epoch, all durable. */
+  frames: number;
+  /** Store offset just past the last of them. */
+  tail: number;
 }
 
 export interface ScannedFrame<E> {
@@ -96,15 +117,74 @@ export async function readFrame(
   seq: number,
   end: number,
 ): Promise<{ size: number; count: number; payload: Uint8Array } | undefined> {
+  const frame = await inspectFrame(reader, pos, epoch, seq, end);
+  return typeof frame === 'string' ? undefined : frame;
+}
+
+/**
+ * Reads the frame that must be frame `seq` of `epoch` at `pos`: the frame,
+ * or why it is not one (a scan stops there; `check()` reports it).
+ */
+export async function inspectFrame(
+  reader: WindowReader,
+  pos: number,
+  epoch: number,
+  seq: number,
+  end: number,
+): Promise<{ size: number; count: number; payload: Uint8Array } | string> {
   const head = await reader.read(pos, FRAME_HEADER);
   const view = new DataView(head.buffer, head.byteOffset, FRAME_HEADER);
-  if (view.getUint32(0, true) !== LOG_FRAME_MAGIC) return undefined;
-  if (view.getUint32(4, true) !== epoch || view.getUint32(8, true) !== seq) return undefined;
+  if (view.getUint32(0, true) !== LOG_FRAME_MAGIC) return 'its header has no frame magic';
+  if (view.getUint32(4, true) !== epoch)
+    return `its header names epoch ${view.getUint32(4, true)}, not ${epoch}`;
+  if (view.getUint32(8, true) !== seq)
+    return `its header names frame ${view.getUint32(8, true)}, not ${seq}`;
   const count = view.getUint32(12, true);
   const bytes = view.getUint32(16, true);
   const size = alignUp(FRAME_HEADER + bytes, SECTOR);
-  if (pos + size > end) return undefined;
+  if (pos + size > end) return `its header claims ${bytes} entry bytes, past the log's end`;
   const frame = await reader.read(pos, FRAME_HEADER + bytes);
-  if (frameChecksum(frame, bytes) !== view.getUint32(20, true)) return undefined;
+  if (frameChecksum(frame, bytes) !== view.getUint32(20, true)) {
+    return 'its header and entries fail their checksum';
+  }
   return { size, count, payload: frame.slice(FRAME_HEADER) };
+}
+
+/**
+ * Formats `store` for a metadata log: `table` (of `count` entries) as the
+ * initial checkpoint table, an empty log, the owner's `params`, and a
+ * superblock of generation 1. Resolves only once the format is durable.
+ */
+export async function formatLog(
+  store: BlockDevice,
+  kind: number,
+  layout: { tableCapacity: number; logCapacity: number },
+  params: Uint8Array,
+  table: Uint8Array,
+  count: number,
+): Promise<void> {
+  if (params.length > MAX_PARAMS) throw new Error('metadata params too large');
+  const sb: Superblock = {
+    kind,
+    generation: 1,
+    tableCapacity: layout.tableCapacity,
+    logCapacity: layout.logCapacity,
+    active: 0,
+    tableBytes: table.length,
+    tableCount: count,
+    tableCrc: checksum(table),
+    // A random epoch, so frames left on a reused store by an earlier format never replay.
+    epoch: randomInt(1, 0xffffffff),
+    params,
+  };
+  await io('store format table', store.write(tableOffset(sb, 0), table));
+  // Invalidate the first log sector and slot 0: stale contents from an
+  // earlier format must never be mistaken for ours. Generation 1 goes to
+  // slot 1 (generation % 2), so the first checkpoint (generation 2) writes
+  // slot 0 and never overwrites the only valid superblock.
+  await io('store format log', store.write(logOffset(sb), new Uint8Array(SECTOR)));
+  await io('store format superblock', store.write(0, new Uint8Array(SUPERBLOCK_BYTES)));
+  await io('store format flush', store.flush());
+  await io('store format superblock', store.write(SUPERBLOCK_SLOT, encodeSuperblock(sb)));
+  await io('store format flush', store.flush());
 }

@@ -1,25 +1,24 @@
-import { randomInt } from 'node:crypto';
 import { io, SECTOR } from '../base/index.js';
 import { checksum } from '../checksum/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
 import {
   alignUp,
-  encodeSuperblock,
   logOffset,
-  MAX_PARAMS,
   readSuperblock,
-  SUPERBLOCK_BYTES,
   SUPERBLOCK_SLOT,
   type Superblock,
   SuperblockSlots,
   tableOffset,
 } from '../store/index.js';
+import { CommitGate } from './commit-gate.js';
 import {
   encodeTable,
   FRAME_HEADER,
+  formatLog,
   frameChecksum,
   LOG_FRAME_MAGIC,
+  type LogPosition,
   MAX_FRAME,
 } from './log-format.js';
 import { recoverFrames, type VerifyLastFrame } from './log-recovery.js';
@@ -96,6 +95,8 @@ export class MetadataLog<E> {
   #seq: number;
   #queue: Pending<E>[] = [];
   #pumping: Promise<void> | undefined;
+  /** Holds commits while `check()` reads the store ({@link quiesced}). */
+  readonly #gate = new CommitGate();
   #failed: BlockDeviceError | undefined;
 
   private constructor(
@@ -133,31 +134,14 @@ export class MetadataLog<E> {
     codec: EntryCodec<E>,
     initial: E[],
   ): Promise<void> {
-    if (params.length > MAX_PARAMS) throw new Error('metadata params too large');
-    const table = encodeTable(codec, initial, layout.tableCapacity);
-    const sb: Superblock = {
+    await formatLog(
+      store,
       kind,
-      generation: 1,
-      tableCapacity: layout.tableCapacity,
-      logCapacity: layout.logCapacity,
-      active: 0,
-      tableBytes: table.length,
-      tableCount: initial.length,
-      tableCrc: checksum(table),
-      // A random epoch, so frames left on a reused store by an earlier format never replay.
-      epoch: randomInt(1, 0xffffffff),
+      layout,
       params,
-    };
-    await io('store format table', store.write(tableOffset(sb, 0), table));
-    // Invalidate the first log sector and slot 0: stale contents from an
-    // earlier format must never be mistaken for ours. Generation 1 goes to
-    // slot 1 (generation % 2), so the first checkpoint (generation 2) writes
-    // slot 0 and never overwrites the only valid superblock.
-    await io('store format log', store.write(logOffset(sb), new Uint8Array(SECTOR)));
-    await io('store format superblock', store.write(0, new Uint8Array(SUPERBLOCK_BYTES)));
-    await io('store format flush', store.flush());
-    await io('store format superblock', store.write(SUPERBLOCK_SLOT, encodeSuperblock(sb)));
-    await io('store format flush', store.flush());
+      encodeTable(codec, initial, layout.tableCapacity),
+      initial.length,
+    );
   }
 
   /**
@@ -265,6 +249,17 @@ export class MetadataLog<E> {
     });
   }
 
+  /**
+   * Runs `fn` once the commit in progress is durable and applied, writing no
+   * frame, checkpoint or superblock until it settles (appends queue): what
+   * it reads of the store is exactly `position`. For `check()`; it must not append.
+   */
+  quiesced<T>(fn: (position: LogPosition) => Promise<T>): Promise<T> {
+    return this.#gate.hold(() =>
+      fn({ superblock: this.#slots.current, frames: this.#seq, tail: this.#tail }),
+    );
+  }
+
   /** Writes a checkpoint now (the whole state into the inactive table, new log epoch). */
   async checkpoint(): Promise<void> {
     await this.idle();
@@ -274,16 +269,24 @@ export class MetadataLog<E> {
   async #pump(): Promise<void> {
     try {
       while (this.#queue.length > 0) {
+        if (this.#gate.held !== undefined) {
+          await this.#gate.held;
+          continue;
+        }
         if (this.#queue[0]!.attest) {
           const p = this.#queue.shift()!;
-          await this.#attest().then(p.resolve, (err: unknown) =>
+          const attesting = this.#attest();
+          this.#gate.started(attesting);
+          await attesting.then(p.resolve, (err: unknown) =>
             p.reject(BlockDeviceError.is(err) ? err : wrapIO('metadata attest', err)),
           );
           continue;
         }
         const batch = this.#takeBatch();
+        const commit = this.#commit(batch.flatMap((p) => p.entries));
+        this.#gate.started(commit);
         try {
-          await this.#commit(batch.flatMap((p) => p.entries));
+          await commit;
         } catch (err) {
           this.#failed = BlockDeviceError.is(err) ? err : wrapIO('metadata commit', err);
           for (const p of batch) p.reject(this.#failed);

@@ -1,46 +1,36 @@
-import { AbstractBlockDevice, type InFlightCounter, inFlightCounter } from '../base/index.js';
+import {
+  AbstractBlockDevice,
+  checkCheckOptions,
+  type InFlightCounter,
+  inFlightCounter,
+} from '../base/index.js';
 import type {
   BlockDevice,
+  CheckOptions,
+  CheckReport,
   JournalDeviceEvents,
   JournalSnapshotInfo,
   PointInTime,
-  ProgressEvent,
   Snapshot,
   SnapshotCapable,
   SnapshotOptions,
 } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
 import { checkSnapshotOptions } from '../snapshot/index.js';
+import { checkJournalStore } from './journal-check.js';
 import { JournalCore } from './journal-core.js';
 import { formatJournal } from './journal-format.js';
 import { recoverJournal } from './journal-open.js';
-import { checkJournalDevices, parseJournalOptions } from './journal-options.js';
+import {
+  checkJournalDevices,
+  type JournalDeviceOptions,
+  parseJournalOptions,
+} from './journal-options.js';
+
+export type { JournalDeviceOptions };
+
 import { isSnapshotCapable } from './journal-snapshot-registry.js';
 import { JournalSnapshots } from './journal-snapshots.js';
-
-/** Options for {@link JournalDevice.create} and {@link JournalDevice.open}. */
-export interface JournalDeviceOptions {
-  /**
-   * Fraction of the journal in use, in (0, 1], at which a checkpoint starts
-   * in the background after a write lands. At 1 a checkpoint runs only on
-   * request or when a write finds the journal full (the write waits for it),
-   * which keeps the longest `pointInTime` history. @default 0.75
-   */
-  checkpointAt?: number;
-  /**
-   * Most snapshots that may exist at once; sizes the snapshot catalog
-   * reserved on the journal store at `create` (ignored by `open`).
-   * `snapshot()` beyond it fails with `ENOSPC`. @default 64 if production is
-   * snapshot-capable, else 0
-   */
-  maxSnapshots?: number;
-  /**
-   * Called with `{ operation: 'replay', done, total }` — bytes of journal
-   * replayed, and the journal's capacity as an upper bound — while `open`
-   * replays the journal, before there is a device to listen on. @default undefined
-   */
-  onProgress?: (event: ProgressEvent) => void;
-}
 
 /**
  * A write journal in front of a production device: each write is one
@@ -247,6 +237,26 @@ export class JournalDevice
         while (writer.headAbs < target) await this.#core.startCheckpoint();
       })(),
     );
+  }
+
+  /**
+   * Walks the journal store and verifies every checksum: both superblock
+   * slots, the catalog, every frame from the head to the last landed one
+   * (header, chain, each record and note); reports each problem with its
+   * structure and store offset, and what the live device and each pending
+   * snapshot can no longer read.
+   * Read-only and safe in use: it writes nothing, checkpoints wait only while
+   * superblocks and catalog are read, and a frame freed meanwhile is skipped.
+   * @throws `ECLOSED`, `EINVAL`, `EIO` (a store read failed; damage is reported, not thrown).
+   */
+  check(options: CheckOptions = {}): Promise<CheckReport> {
+    try {
+      this.checkOpen();
+      checkCheckOptions(options);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#inFlight.track(checkJournalStore(this.#core, () => this.#snapshots.list()));
   }
 
   // ---------------------------------------------------------------- snapshots

@@ -1,6 +1,29 @@
 import type { BlockDevice, ProgressEvent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
-import type { JournalDeviceOptions } from './journal-device.js';
+
+/** Options for `JournalDevice.create` and `JournalDevice.open`. */
+export interface JournalDeviceOptions {
+  /**
+   * Fraction of the journal in use, in (0, 1], at which a checkpoint starts
+   * in the background after a write lands. At 1 a checkpoint runs only on
+   * request or when a write finds the journal full (the write waits for it),
+   * which keeps the longest `pointInTime` history. @default 0.75
+   */
+  checkpointAt?: number;
+  /**
+   * Most snapshots that may exist at once; sizes the snapshot catalog
+   * reserved on the journal store at `create` (ignored by `open`).
+   * `snapshot()` beyond it fails with `ENOSPC`. @default 64 if production is
+   * snapshot-capable, else 0
+   */
+  maxSnapshots?: number;
+  /**
+   * Called with `{ operation: 'replay', done, total }` — bytes of journal
+   * replayed, and the journal's capacity as an upper bound — while `open`
+   * replays the journal, before there is a device to listen on. @default undefined
+   */
+  onProgress?: (event: ProgressEvent) => void;
+}
 
 /** Checks that production and journal are two distinct, writable BlockDevices; `EINVAL` otherwise. */
 export function checkJournalDevices(production: BlockDevice, journal: BlockDevice): void {

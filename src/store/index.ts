@@ -1,5 +1,6 @@
 export {
   alignUp,
+  decodeSuperblock,
   encodeSuperblock,
   logOffset,
   MAX_PARAMS,

@@ -72,3 +72,15 @@ export function expectAllowed(
     }
   }
 }
+
+/** Flips one bit of the byte at `offset` on `disk`: damage no write through a layer could make. */
+export async function flipBit(
+  disk: {
+    read(offset: number, length: number): Promise<Uint8Array>;
+    write(offset: number, data: Uint8Array): Promise<void>;
+  },
+  offset: number,
+): Promise<void> {
+  const [byte] = await disk.read(offset, 1);
+  await disk.write(offset, Uint8Array.of(byte! ^ 0x04));
+}
