@@ -1,10 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import type { JournalDevice } from '../../src/index.js';
 import { RING_START } from '../../src/journal/index.js';
+import { SUPERBLOCK_SLOT } from '../../src/store/index.js';
 import { settle } from '../support/async.js';
 import { expectBytes, fill } from '../support/bytes.js';
 import { expectCode } from '../support/error-code.js';
 import { JournalRig } from '../support/journal-rig.js';
+import { newestSuperblock } from '../support/superblock.js';
 
 /** The one journal offset holding a 512-byte run of `value`. */
 async function onlyAt(rig: JournalRig, value: number): Promise<number> {
@@ -76,6 +78,26 @@ describe('JournalDevice recovery: torn tail or corruption', () => {
     expect((await expectCode(rig.open(), 'ECORRUPT')).message).toMatch(
       /journal record 1 .* is damaged/,
     );
+  });
+
+  // Found by the damage trials (test/property/damage-journal.test.ts): the
+  // newest superblock damaged, open took the one before it, whose head frame
+  // a write after the checkpoint had overwritten, and dropped everything
+  // from there as a torn tail, the flushed write after the checkpoint with it.
+  it('is ECORRUPT when replay stops short of a checkpoint the superblock says had begun', async () => {
+    const rig = await JournalRig.create({ ringBytes: 12 * 1024, checkpointAt: 1 });
+    const d = rig.device;
+    // 5 frames of 1536 bytes and 4 of 1024: 11776 of the 12288-byte ring.
+    for (let i = 0; i < 5; i++) await d.write(i * 1024, fill(1024, 0x10 + i));
+    for (let i = 0; i < 4; i++) await d.write(6144 + i * 512, fill(512, 0x20 + i));
+    // No room at the ring's end: a checkpoint, then this frame at the ring's
+    // start, over the first record (the head of the superblock before).
+    await d.write(8192, fill(1024, 0x30));
+    await d.flush();
+    rig.abandon();
+    const { slot } = await newestSuperblock(rig.journalDisk);
+    await rig.journalDisk.write(slot * SUPERBLOCK_SLOT, new Uint8Array(512));
+    await expectCode(rig.open(), 'ECORRUPT');
   });
 
   it('is ECORRUPT for any damaged record after a clean close', async () => {
