@@ -16,7 +16,7 @@ describe('damage trials: SnapshotCopyJob', () => {
     async () => {
       await runDamageTrials(copyMapDamageTarget, {
         fixedSeed: 0xda0600,
-        workloads: workloadCount(20, 600),
+        workloads: workloadCount(40, 600),
         perKind: 2,
       });
     },

@@ -20,7 +20,7 @@ describe('damage trials: COW devices', () => {
     async () => {
       await runDamageTrials(cowDamageTarget, {
         fixedSeed: 0xda0100,
-        workloads: workloadCount(12, 400),
+        workloads: workloadCount(30, 400),
         perKind: 2,
       });
     },
@@ -32,7 +32,7 @@ describe('damage trials: COW devices', () => {
     async () => {
       await runDamageTrials(selectiveDamageTarget, {
         fixedSeed: 0xda0200,
-        workloads: workloadCount(12, 400),
+        workloads: workloadCount(30, 400),
         perKind: 2,
       });
     },
@@ -44,7 +44,7 @@ describe('damage trials: COW devices', () => {
     async () => {
       await runDamageTrials(cowOverCowDamageTarget, {
         fixedSeed: 0xda0300,
-        workloads: workloadCount(10, 300),
+        workloads: workloadCount(20, 300),
         perKind: 2,
       });
     },

@@ -6,6 +6,7 @@ import {
   DAMAGE_OUTCOMES,
   type DamageOutcome,
   forcedSeed,
+  pastDeadline,
   recordFailure,
   SOAK,
   seedFor,
@@ -300,7 +301,9 @@ export async function runDamageTrials(
 ): Promise<void> {
   const base = seedFor(`damage ${target.name}`, options.fixedSeed);
   const failures: string[] = [];
-  for (let w = 0; w < options.workloads; w++) {
+  /** Failures by durability, outcome and the kind of structure hit: how many, and the first. */
+  const byWhere = new Map<string, { n: number; first: number }>();
+  for (let w = 0; w < options.workloads && !pastDeadline(); w++) {
     const seed = base + w;
     for (const mode of ['close', 'flush'] as const) {
       const rng = new Rng(seed * 2 + (mode === 'close' ? 0 : 1));
@@ -336,6 +339,10 @@ export async function runDamageTrials(
               `${done.kind} (${done.detail}) in ${done.store} at offset ${done.offset} ` +
               `(${region}): ${outcome}: ${problems.join('; ')}`;
             recordFailure(seed, what);
+            const where = `after ${mode}: ${outcome} in ${done.store} ${region.replace(/\d+/g, 'N')}`;
+            const group = byWhere.get(where);
+            if (group === undefined) byWhere.set(where, { n: 1, first: failures.length });
+            else group.n++;
             failures.push(`${what}\n    workload: ${workload.steps.join(', ')}`);
           }
         }
@@ -343,8 +350,10 @@ export async function runDamageTrials(
     }
   }
   if (failures.length > 0) {
-    const shown = failures.slice(0, 30).join('\n');
-    const more = failures.length > 30 ? `\n... and ${failures.length - 30} more` : '';
-    throw new Error(`${failures.length} failed damage trials:\n${shown}${more}`);
+    // A count per kind of failure, then the first of each kind in full.
+    const groups = [...byWhere].sort((a, b) => b[1].n - a[1].n);
+    const summary = groups.map(([where, g]) => `  ${g.n} × ${where}`).join('\n');
+    const examples = groups.map(([, g]) => failures[g.first]).join('\n');
+    throw new Error(`${failures.length} failed damage trials:\n${summary}\n${examples}`);
   }
 }

@@ -17,7 +17,7 @@ describe('damage trials: JournalDevice', () => {
     async () => {
       await runDamageTrials(journalDamageTarget, {
         fixedSeed: 0xda0400,
-        workloads: workloadCount(12, 400),
+        workloads: workloadCount(30, 400),
         perKind: 2,
       });
     },
@@ -29,7 +29,7 @@ describe('damage trials: JournalDevice', () => {
     async () => {
       await runDamageTrials(journalOverCowDamageTarget, {
         fixedSeed: 0xda0500,
-        workloads: workloadCount(10, 300),
+        workloads: workloadCount(20, 300),
         perKind: 2,
       });
     },

@@ -21,6 +21,23 @@ export const SOAK = process.env.BLOCKSNAP_SOAK === '1';
 /** A soak's cases run far past the default test timeout. */
 export const SOAK_TIMEOUT = SOAK ? 24 * 60 * 60_000 : undefined;
 
+/**
+ * When a timed soak (`BLOCKSNAP_SOAK_MINUTES`, set by scripts/soak.ts as
+ * `BLOCKSNAP_SOAK_DEADLINE`, ms since the epoch) must stop drawing new runs.
+ */
+export function soakDeadline(): number | undefined {
+  const text = process.env.BLOCKSNAP_SOAK_DEADLINE;
+  if (!SOAK || text === undefined || text === '') return undefined;
+  const deadline = Number(text);
+  return Number.isFinite(deadline) ? deadline : undefined;
+}
+
+/** Whether a timed soak's deadline has passed. */
+export function pastDeadline(): boolean {
+  const deadline = soakDeadline();
+  return deadline !== undefined && Date.now() >= deadline;
+}
+
 /** The seed `BLOCKSNAP_SEED` asks for, if any. */
 export function forcedSeed(): number | undefined {
   const text = process.env.BLOCKSNAP_SEED;
@@ -108,8 +125,8 @@ export function soakCounts(): Readonly<SoakCounts> {
 
 /**
  * `fc.assert` with the seed from {@link seedFor} and `numRuns` (or
- * `soakRuns` in a soak); counts the runs under `label` and records a failure
- * with its seed before rethrowing it.
+ * `soakRuns` in a soak, cut short at a timed soak's deadline); counts the
+ * runs under `label` and records a failure with its seed before rethrowing it.
  */
 export async function assertProperty<Ts>(
   label: string,
@@ -123,8 +140,16 @@ export async function assertProperty<Ts>(
     ran++;
     await run();
   });
+  const deadline = soakDeadline();
+  const limit =
+    deadline === undefined
+      ? {}
+      : {
+          interruptAfterTimeLimit: Math.max(1000, deadline - Date.now()),
+          markInterruptAsFailure: false,
+        };
   try {
-    await fc.assert(counted as fc.IAsyncPropertyWithHooks<Ts>, { numRuns, seed });
+    await fc.assert(counted as fc.IAsyncPropertyWithHooks<Ts>, { numRuns, seed, ...limit });
   } catch (err) {
     const first = String(err instanceof Error ? err.message : err).split('\n')[0];
     recordFailure(seed, `${label}: ${first}`);
