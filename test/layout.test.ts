@@ -122,9 +122,11 @@ describe('source layout', () => {
 
   it('a file over 400 lines is named, with its reason, in docs/ARCHITECTURE.md', () => {
     const doc = fs.readFileSync(path.resolve(SRC, '../docs/ARCHITECTURE.md'), 'utf8');
+    // Only the section counts: the doc names most files elsewhere too.
+    const section = doc.split('### Files over 400 lines')[1]?.split(/\n##+ /)[0] ?? '';
     const long = files
       .filter((file) => fs.readFileSync(file, 'utf8').split('\n').length > 400)
       .map((file) => path.relative(SRC, file).split(path.sep).join('/'));
-    expect(long.filter((name) => !doc.includes(`src/${name}`))).toEqual([]);
+    expect(long.filter((name) => !section.includes(`src/${name}`))).toEqual([]);
   });
 });

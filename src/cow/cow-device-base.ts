@@ -363,9 +363,9 @@ export abstract class CowDeviceBase
   }
 
   protected async _flush(): Promise<void> {
-    await this.#cow.log.idle();
     await io('origin flush', this.#cow.origin.flush());
-    await io('store flush', this.#cow.store.flush());
+    // The store's flush, then the durable-frame count (docs/ARCHITECTURE.md, "Crash ordering").
+    await this.#cow.log.flush();
   }
 
   protected async _close(): Promise<void> {

@@ -10,6 +10,7 @@ import {
   writeCowParams,
 } from './cow-layout.js';
 import { CowState } from './cow-state.js';
+import type { LastFrameFailure } from './log-recovery.js';
 import type { CowEntry } from './metadata-codec.js';
 import { MetadataLog } from './metadata-log.js';
 
@@ -70,7 +71,8 @@ export class CowStore {
   /**
    * Reads a formatted store back: the newest superblock, its table and log,
    * with a last frame whose chunks never reached the disk dropped — unless
-   * the store was closed cleanly ({@link seal}), where it is damage.
+   * it is known durable (a clean close, {@link seal}; a flush's
+   * {@link attest}; the origin already overwritten), where it is damage.
    * @throws `ECORRUPT` naming the damage, `EINVAL` for another origin geometry.
    */
   static async recover(origin: BlockDevice, store: BlockDevice): Promise<CowStore> {
@@ -82,7 +84,7 @@ export class CowStore {
       cowCodec,
       async (entries, params) => {
         layout ??= readCowParams(params, store);
-        return verifyChunks(store, layout, entries);
+        return verifyChunks(origin, store, layout, entries);
       },
       () => state!.entries(),
       (entries) => {
@@ -315,23 +317,62 @@ function forEachRun(
  * Verifies the data of chunks named by the last log frame, which a power cut
  * may have left unwritten; answers what fails, or `undefined`.
  */
+/**
+ * Checks the chunks the last log frame names against their CRC-32s.
+ *
+ * A failing chunk means a torn tail (the frame landed, its chunks did not)
+ * or damage to a durable frame. A preserved block tells them apart without
+ * any write-path cost: the origin block is overwritten only after the frame
+ * holding its preserved copy is durable (rule 4), and until then still holds
+ * exactly the preserved data. So an origin block whose CRC-32 differs from
+ * its preserve entry's proves the frame durable, and dropping it would let a
+ * snapshot read the origin's newer bytes as its own: damage. An origin block
+ * that still matches makes dropping the entry harmless. A writable
+ * snapshot's own write has no such witness (the flush's attestation covers
+ * it).
+ */
 async function verifyChunks(
+  origin: BlockDevice,
   store: BlockDevice,
   layout: CowLayout,
   entries: CowEntry[],
-): Promise<string | undefined> {
+): Promise<LastFrameFailure | undefined> {
+  let first: LastFrameFailure | undefined;
   for (const entry of entries) {
     if (entry.kind !== 'preserve' && entry.kind !== 'private') continue;
     if (entry.chunk >= layout.chunkCount) {
-      return `chunk ${entry.chunk} (block ${entry.block}) is past the store's ${layout.chunkCount} chunks`;
+      return {
+        failure: `chunk ${entry.chunk} (block ${entry.block}) is past the store's ${layout.chunkCount} chunks`,
+      };
     }
     const at = layout.dataOffset + entry.chunk * layout.blockSize;
     const data = await io('store read', store.read(at, layout.blockSize));
-    if (checksum(data) !== entry.crc) {
-      return `chunk ${entry.chunk} (block ${entry.block}) at store offset ${at} fails its checksum`;
+    if (checksum(data) === entry.crc) continue;
+    const failure = `chunk ${entry.chunk} (block ${entry.block}) at store offset ${at} fails its checksum`;
+    first ??= { failure };
+    if (entry.kind === 'preserve' && (await originMoved(origin, layout, entry.block, entry.crc))) {
+      return {
+        failure,
+        durableBecause: `origin block ${entry.block} no longer holds the data preserved from it, so the origin was written after the frame was durable`,
+      };
     }
   }
-  return undefined;
+  return first;
+}
+
+/** Whether origin block `block` (of the store's geometry) no longer has CRC-32 `crc`. */
+async function originMoved(
+  origin: BlockDevice,
+  layout: CowLayout,
+  block: number,
+  crc: number,
+): Promise<boolean> {
+  const bs = layout.blockSize;
+  // Another geometry is refused once the layout is known; nothing to compare then.
+  if (layout.originSize !== origin.size || bs !== origin.blockSize) return false;
+  if ((block + 1) * bs > origin.size) return false;
+  const data = await io('origin read', origin.read(block * bs, bs));
+  return checksum(data) !== crc;
 }
 
 /**

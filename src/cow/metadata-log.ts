@@ -12,6 +12,7 @@ import {
   SUPERBLOCK_BYTES,
   SUPERBLOCK_SLOT,
   type Superblock,
+  SuperblockSlots,
   tableOffset,
 } from '../store/index.js';
 import {
@@ -20,8 +21,8 @@ import {
   frameChecksum,
   LOG_FRAME_MAGIC,
   MAX_FRAME,
-  scanLog,
 } from './log-format.js';
+import { recoverFrames, type VerifyLastFrame } from './log-recovery.js';
 
 /** How a layer encodes its metadata entries. */
 export interface EntryCodec<E> {
@@ -52,6 +53,8 @@ export interface RecoveredLog<E> {
 
 interface Pending<E> {
   entries: E[];
+  /** Not an append: write the attestation superblock ({@link MetadataLog.attest}). */
+  attest?: true;
   resolve: () => void;
   reject: (err: unknown) => void;
 }
@@ -76,13 +79,19 @@ interface Pending<E> {
  *   `ECORRUPT` instead of dropping it. The first frame (or checkpoint) after
  *   that open is written only once a superblock without the mark is durable,
  *   so a power cut can tear a frame only where the mark is gone.
+ * - `attest` (at a `flush()`) writes a superblock, not flushed, that records
+ *   how many frames are durable (`attestedFrames`; each frame was flushed
+ *   when committed). Only frames after them can be a torn tail, so damage to
+ *   one a flush covered is `ECORRUPT` even without a clean close — unless a
+ *   power cut also lost that superblock (docs/ARCHITECTURE.md, "Crash
+ *   ordering", gives the window).
  */
 export class MetadataLog<E> {
   readonly #store: BlockDevice;
   readonly #codec: EntryCodec<E>;
   readonly #checkpointEntries: () => E[];
   readonly #onDurable: (entries: E[]) => void;
-  #sb: Superblock;
+  readonly #slots: SuperblockSlots;
   #tail: number;
   #seq: number;
   #queue: Pending<E>[] = [];
@@ -100,7 +109,7 @@ export class MetadataLog<E> {
   ) {
     this.#store = store;
     this.#codec = codec;
-    this.#sb = sb;
+    this.#slots = new SuperblockSlots(store, sb);
     this.#tail = tail;
     this.#seq = seq;
     this.#checkpointEntries = checkpointEntries;
@@ -156,16 +165,17 @@ export class MetadataLog<E> {
    * log up to its torn tail. `verifyLast` is asked about the last intact frame
    * (whose data may not have reached the disk before a power cut) and answers
    * what fails, or `undefined`. After a power cut, a frame that fails is
-   * dropped and its header erased, as it was never acknowledged. After a
-   * clean close (see {@link seal}) there is no torn tail: a missing or
-   * damaged frame, or one whose data fails, is `ECORRUPT`.
+   * dropped and its header erased, as it was never acknowledged — unless it
+   * is known durable: the store was closed cleanly (see {@link seal}), a
+   * flush attested it (see {@link attest}), or `verifyLast` gives evidence;
+   * then a missing or damaged frame, or one whose data fails, is `ECORRUPT`.
    * @throws `ECORRUPT` naming the damaged structure and its store offset.
    */
   static async open<E>(
     store: BlockDevice,
     kind: number,
     codec: EntryCodec<E>,
-    verifyLast: (entries: E[], params: Uint8Array) => Promise<string | undefined>,
+    verifyLast: VerifyLastFrame<E>,
     checkpointEntries: () => E[],
     onDurable: (entries: E[]) => void,
   ): Promise<RecoveredLog<E>> {
@@ -180,41 +190,7 @@ export class MetadataLog<E> {
     }
     const entries = codec.decode(table, sb.tableCount, `metadata table at ${tableAt}`);
 
-    const frames = await scanLog(store, sb, codec);
-    // More frames than the mark counts means a writer that does not know the
-    // mark appended after it (an older version of this library): the mark is
-    // stale, and a power cut may have torn its last frame.
-    const closedCleanly = sb.closedFrames !== undefined && frames.length <= sb.closedFrames;
-    let tail = logOffset(sb);
-    let seq = 0;
-    for (let i = 0; i < frames.length; i++) {
-      const frame = frames[i]!;
-      const failure =
-        i === frames.length - 1 ? await verifyLast(frame.entries, sb.params) : undefined;
-      if (failure !== undefined) {
-        if (closedCleanly) {
-          throw new BlockDeviceError(
-            'ECORRUPT',
-            `the store was closed cleanly, but log frame ${i} at store offset ${frame.offset} names data that fails: ${failure}`,
-          );
-        }
-        // Its data never became durable, so nothing in it was acknowledged.
-        // Erase the header so a later open cannot revive it once the data
-        // chunks it names have been reused.
-        await io('store erase frame', store.write(frame.offset, new Uint8Array(SECTOR)));
-        await io('store erase frame', store.flush());
-        break;
-      }
-      entries.push(...frame.entries);
-      tail = frame.offset + frame.size;
-      seq = i + 1;
-    }
-    if (closedCleanly && frames.length < sb.closedFrames!) {
-      throw new BlockDeviceError(
-        'ECORRUPT',
-        `the store was closed cleanly with ${sb.closedFrames} log frames, but log frame ${frames.length} at store offset ${tail} is missing or fails its checksum`,
-      );
-    }
+    const { tail, seq } = await recoverFrames(store, sb, codec, verifyLast, entries);
     const log = new MetadataLog(store, codec, sb, tail, seq, checkpointEntries, onDurable);
     return { log, params: sb.params, entries };
   }
@@ -253,8 +229,40 @@ export class MetadataLog<E> {
    */
   async seal(): Promise<void> {
     await this.idle();
-    if (this.#failed !== undefined || this.#sb.closedFrames === this.#seq) return;
-    await this.#writeSuperblock({ closedFrames: this.#seq });
+    if (this.#failed !== undefined || this.#slots.current.closedFrames === this.#seq) return;
+    await this.#slots.update(
+      { closedFrames: this.#seq, attestedFrames: undefined },
+      'store superblock write',
+    );
+  }
+
+  /**
+   * Flushes the store once every queued append is durable, then
+   * {@link attest}s: a process that exits after this resolves cannot have
+   * damage to the last frame taken for a torn tail.
+   * @throws `EIO` if the store fails.
+   */
+  async flush(): Promise<void> {
+    await this.idle();
+    await this.#slots.flush('store flush');
+    await this.attest();
+  }
+
+  /**
+   * Records how many log frames are durable in a superblock written but not
+   * flushed (every committed frame was flushed, so the count is always
+   * true): `open` then takes damage to any of them for damage, not a torn
+   * tail. Queued behind pending appends; writes nothing if the store already
+   * counts them or the log has failed.
+   * @throws `EIO` if the store fails (the log goes on: the other superblock
+   *   slot still holds the previous generation).
+   */
+  attest(): Promise<void> {
+    if (this.#failed) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ entries: [], attest: true, resolve, reject });
+      if (this.#pumping === undefined) this.#pumping = this.#pump();
+    });
   }
 
   /** Writes a checkpoint now (the whole state into the inactive table, new log epoch). */
@@ -266,6 +274,13 @@ export class MetadataLog<E> {
   async #pump(): Promise<void> {
     try {
       while (this.#queue.length > 0) {
+        if (this.#queue[0]!.attest) {
+          const p = this.#queue.shift()!;
+          await this.#attest().then(p.resolve, (err: unknown) =>
+            p.reject(BlockDeviceError.is(err) ? err : wrapIO('metadata attest', err)),
+          );
+          continue;
+        }
         const batch = this.#takeBatch();
         try {
           await this.#commit(batch.flatMap((p) => p.entries));
@@ -286,7 +301,7 @@ export class MetadataLog<E> {
   #takeBatch(): Pending<E>[] {
     let bytes = 0;
     let n = 0;
-    while (n < this.#queue.length) {
+    while (n < this.#queue.length && !this.#queue[n]!.attest) {
       const size = this.#queue[n]!.entries.reduce((s, e) => s + this.#codec.size(e), 0);
       if (n > 0 && bytes + size > MAX_FRAME) break;
       bytes += size;
@@ -299,7 +314,8 @@ export class MetadataLog<E> {
     // Split into frames that fit; each is durable before the next is written.
     let start = 0;
     while (start < entries.length) {
-      const limit = Math.min(MAX_FRAME, this.#sb.logCapacity) - FRAME_HEADER;
+      const sb = this.#slots.current;
+      const limit = Math.min(MAX_FRAME, sb.logCapacity) - FRAME_HEADER;
       let bytes = 0;
       let end = start;
       while (end < entries.length) {
@@ -311,13 +327,13 @@ export class MetadataLog<E> {
       if (end === start) throw new BlockDeviceError('ENOSPC', 'metadata entry larger than the log');
       const frameEntries = entries.slice(start, end);
       const size = alignUp(FRAME_HEADER + bytes, SECTOR);
-      if (this.#tail + size > logOffset(this.#sb) + this.#sb.logCapacity) {
+      if (this.#tail + size > logOffset(sb) + sb.logCapacity) {
         await this.#checkpoint();
       }
       const frame = new Uint8Array(size);
       const view = new DataView(frame.buffer);
       view.setUint32(0, LOG_FRAME_MAGIC, true);
-      view.setUint32(4, this.#sb.epoch, true);
+      view.setUint32(4, this.#slots.current.epoch, true);
       view.setUint32(8, this.#seq, true);
       view.setUint32(12, frameEntries.length, true);
       view.setUint32(16, bytes, true);
@@ -326,10 +342,14 @@ export class MetadataLog<E> {
       // A frame written under the clean-close mark could be torn by a power
       // cut and then read as damage: the unmarked superblock goes first.
       // Chunk writes before this point only reach chunks no frame names.
-      if (this.#sb.closedFrames !== undefined)
-        await this.#writeSuperblock({ closedFrames: undefined });
+      if (this.#slots.current.closedFrames !== undefined) {
+        await this.#slots.update(
+          { closedFrames: undefined, attestedFrames: this.#seq },
+          'store superblock write',
+        );
+      }
       await io('store log write', this.#store.write(this.#tail, frame));
-      await io('store log flush', this.#store.flush());
+      await this.#slots.flush('store log flush');
       this.#tail += size;
       this.#seq++;
       this.#onDurable(frameEntries);
@@ -339,38 +359,38 @@ export class MetadataLog<E> {
 
   async #checkpoint(): Promise<void> {
     const entries = this.#checkpointEntries();
-    const table = encodeTable(this.#codec, entries, this.#sb.tableCapacity);
-    const active = 1 - this.#sb.active;
-    const next: Superblock = {
-      ...this.#sb,
-      generation: this.#sb.generation + 1,
-      // A new epoch starts an empty log: the mark, if any, counted the old one.
-      closedFrames: undefined,
-      active,
-      tableBytes: table.length,
-      tableCount: entries.length,
-      tableCrc: checksum(table),
-      epoch: (this.#sb.epoch % 0xfffffffe) + 1,
-    };
-    await io('store checkpoint table', this.#store.write(tableOffset(next, active), table));
-    await io('store checkpoint flush', this.#store.flush());
-    const slot = (next.generation % 2) * SUPERBLOCK_SLOT;
-    await io('store checkpoint superblock', this.#store.write(slot, encodeSuperblock(next)));
-    await io('store checkpoint flush', this.#store.flush());
-    this.#sb = next;
-    this.#tail = logOffset(next);
+    const sb = this.#slots.current;
+    const table = encodeTable(this.#codec, entries, sb.tableCapacity);
+    const active = 1 - sb.active;
+    await io('store checkpoint table', this.#store.write(tableOffset(sb, active), table));
+    // The table is durable before the superblock that names it can be.
+    await this.#slots.flush('store checkpoint flush');
+    await this.#slots.update(
+      {
+        // A new epoch starts an empty log: a mark or count, if any, was the old one's.
+        closedFrames: undefined,
+        attestedFrames: undefined,
+        active,
+        tableBytes: table.length,
+        tableCount: entries.length,
+        tableCrc: checksum(table),
+        epoch: (sb.epoch % 0xfffffffe) + 1,
+      },
+      'store checkpoint superblock',
+    );
+    this.#tail = logOffset(this.#slots.current);
     this.#seq = 0;
   }
 
-  /**
-   * Writes the current superblock with `changes` as the next generation (the
-   * other slot, so a torn write leaves this one) and makes it durable.
-   */
-  async #writeSuperblock(changes: Pick<Superblock, 'closedFrames'>): Promise<void> {
-    const next: Superblock = { ...this.#sb, ...changes, generation: this.#sb.generation + 1 };
-    const slot = (next.generation % 2) * SUPERBLOCK_SLOT;
-    await io('store superblock write', this.#store.write(slot, encodeSuperblock(next)));
-    await io('store superblock flush', this.#store.flush());
-    this.#sb = next;
+  /** The attestation superblock (see {@link attest}); runs in the pump, between frames. */
+  async #attest(): Promise<void> {
+    const sb = this.#slots.current;
+    const counted = sb.closedFrames ?? sb.attestedFrames ?? 0;
+    if (this.#failed !== undefined || this.#seq <= counted) return;
+    await this.#slots.update(
+      { closedFrames: undefined, attestedFrames: this.#seq },
+      'store superblock write',
+      false,
+    );
   }
 }

@@ -1,19 +1,23 @@
-import { io, SECTOR } from '../base/index.js';
+import { randomInt } from 'node:crypto';
+import { allocateBuffer, io, SECTOR } from '../base/index.js';
 import type { BlockDevice, ProgressEvent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { readCatalog } from './journal-catalog.js';
 import type { JournalParts } from './journal-core.js';
 import {
   CATALOG_ENTRY_MAX,
+  headerBytes,
   type JournalSuper,
+  RING_START,
   readJournalSuper,
   writeJournalSuper,
 } from './journal-format.js';
+import { buildFrame } from './journal-frame.js';
 import { addRecord, RecordIndex } from './journal-index.js';
-import { replayJournal } from './journal-scan.js';
+import { RingSpace } from './journal-ring.js';
+import { type ReplayResult, replayJournal } from './journal-scan.js';
 import { reconcileSnapshots, SnapshotRegistry } from './journal-snapshot-registry.js';
 import { ChangesTable } from './journal-table.js';
-import { sealReplayedTail } from './journal-writer.js';
 import type { RecordContent } from './record-queue.js';
 
 /**
@@ -72,4 +76,47 @@ export async function recoverJournal(
   if (sb.clean) await io('journal flush', journal.flush());
   else await writeJournalSuper(journal, superblock);
   return { superblock, table, index, replay, registry: snapshots };
+}
+
+/**
+ * Ends a replayed journal with an empty frame at its tail, written before any
+ * new frame can land (not flushed: the superblock write that follows in
+ * `open` flushes it, or after a clean close a flush of its own, the mark
+ * having been cleared before this frame). Returns where the journal now ends.
+ *
+ * Why: replay drops a tail of frames a power cut left torn. The first frame
+ * written after it would start where the first dropped one did, with the
+ * same sequence number and the same link to the frame before; if the power
+ * failed again before that new frame's header was durable, the dropped
+ * header still there would chain on again, and the next replay would bring
+ * back writes the device had already shown as lost (the journal model's
+ * soak found it). The seal takes that place durably with a link of its own
+ * (a new session): nothing dropped is reachable from it. Its `durableSeq`
+ * is the last replayed record, which open's flush makes durable. A ring too
+ * full for the seal had no room for a dropped frame either.
+ */
+async function sealReplayedTail(
+  store: BlockDevice,
+  sb: JournalSuper,
+  replay: ReplayResult,
+): Promise<ReplayResult> {
+  const ring = new RingSpace(sb.capacity, replay.headAbs, replay.tailAbs);
+  const at = ring.place(headerBytes(0));
+  if (at === undefined) return replay;
+  const { pieces, length, link } = buildFrame(
+    {
+      epoch: sb.epoch,
+      session: randomInt(0, 0xffffffff),
+      firstSeq: replay.nextSeq,
+      durableSeq: replay.nextSeq - 1,
+      prevLink: replay.link,
+    },
+    [],
+    sb.blockSize,
+    replay.lastTime,
+    allocateBuffer,
+    true,
+  );
+  await io('journal write', store.write(RING_START + (at % sb.capacity), pieces[0]!));
+  return { ...replay, headAbs: ring.headAbs, tailAbs: at + length, link };
 }

@@ -84,7 +84,7 @@ export class JournalSnapshots {
         this.#registry.reserved--;
         throw err;
       }
-      await core.writer.sync();
+      await core.writer.syncAttested();
       const snap = this.#registry.get(note.id);
       return [this.#registry.info(snap, this.#productionInfos()), this.open(note.id)];
     })();
@@ -121,7 +121,7 @@ export class JournalSnapshots {
     const landed = core.afterBarrier(() => core.writer.appendNote(note, Date.now()));
     return (async () => {
       await landed;
-      await core.writer.sync();
+      await core.writer.syncAttested();
       await core.admin.runExclusive(async () => {
         const production = this.production();
         const snap = this.#registry.find(id);

@@ -1,11 +1,11 @@
 import { randomInt } from 'node:crypto';
 import { allocateBuffer, io, ownedWriter, SECTOR } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
-import { headerBytes, type JournalSuper, RECORD_WRITE, RING_START } from './journal-format.js';
+import { AttestedSeq } from './attested-seq.js';
+import { headerBytes, RECORD_WRITE, RING_START } from './journal-format.js';
 import { buildFrame } from './journal-frame.js';
 import { encodeNote, type JournalNote, noteKind } from './journal-notes.js';
 import { RingSpace } from './journal-ring.js';
-import type { ReplayResult } from './journal-scan.js';
 import { type PendingRecord, type RecordContent, RecordQueue } from './record-queue.js';
 
 /** A frame gathers queued writes up to this many bytes (a larger single write goes alone). */
@@ -89,6 +89,8 @@ export class JournalWriter {
   #durableAbs: number;
   /** The largest `durableSeq` put into any frame header built so far. */
   #attestedSeq = 0;
+  /** The largest `durableSeq` in any landed frame header, and who waits for it. */
+  readonly #attested: AttestedSeq;
   #syncing: Promise<void> | undefined;
   #attestationPending = false;
   #closed = false;
@@ -114,6 +116,9 @@ export class JournalWriter {
     // Open flushed the store after replay: every replayed record is durable.
     this.#durableSeq = start.nextSeq - 1;
     this.#durableAbs = start.tailAbs;
+    // Open's seal frame (or, after a clean close, the superblock's tail)
+    // attests every replayed record.
+    this.#attested = new AttestedSeq(start.nextSeq - 1);
   }
 
   /** Sequence number of the newest landed record (0 if none ever). */
@@ -195,10 +200,42 @@ export class JournalWriter {
     return this.#queue.doneThrough(ticket);
   }
 
-  /** Group commit: every write called before is durable when this resolves. */
+  /**
+   * Group commit: every write called before is durable when this resolves,
+   * and a landed frame header attests it (see {@link syncAttested}).
+   */
   async flush(): Promise<void> {
     await this.#queue.doneThrough(this.#queue.lastTicket);
+    await this.syncAttested();
+  }
+
+  /**
+   * {@link sync}, then waits until a frame header carrying a `durableSeq`
+   * that covers every landed record has itself landed — the next frame of
+   * queued writes, or an empty attestation frame when nothing is queued.
+   *
+   * Why: replay cannot tell a damaged record from a torn tail unless a later
+   * header says a completed flush covered it (see `replayJournal`). Without
+   * the wait, a process that exits right after a flush leaves its last group
+   * unattested, and a byte later damaged there would be dropped silently as a
+   * torn tail. The header is not flushed itself (a second flush per group
+   * would halve the group-commit rate): the window that remains is a power
+   * cut before the header reaches the disk *and* damage in that same group —
+   * docs/ARCHITECTURE.md "Crash ordering" gives its bound. Not for callers
+   * inside the writer (a checkpoint making room for a frame): the attestation
+   * needs the writer. It waits for no header once {@link close} was called
+   * (close's clean mark names the tail instead), nor when the attesting
+   * frame cannot be written (the writer failed, or no room): the records are
+   * durable, which is what a flush promises, and open's seal attests them.
+   * @throws `EIO` if the store flush fails.
+   */
+  async syncAttested(): Promise<void> {
     await this.sync();
+    const target = this.#durableSeq;
+    if (this.#attested.covers(target) || this.#closed || this.#failed !== undefined) return;
+    const attested = this.#attested.waitFor(target);
+    this.#scheduleAttestation();
+    await attested;
   }
 
   /**
@@ -240,6 +277,8 @@ export class JournalWriter {
   /** Stops appending attestations; the device is closing. */
   close(): void {
     this.#closed = true;
+    // Their records are durable; close's clean mark attests them if it lands.
+    this.#attested.releaseAll();
   }
 
   async #syncOnce(): Promise<void> {
@@ -260,7 +299,7 @@ export class JournalWriter {
    * queued to carry the new `durableSeq`, append an empty frame that does.
    */
   #scheduleAttestation(): void {
-    if (this.#attestationPending || this.#closed) return;
+    if (this.#attestationPending || this.#closed || this.#failed !== undefined) return;
     this.#attestationPending = true;
     setImmediate(() => {
       this.#attestationPending = false;
@@ -307,12 +346,16 @@ export class JournalWriter {
     if (this.#failed !== undefined) {
       for (const e of batch) e.reject(this.#failed);
       this.#queue.finish(batch);
+      this.#attested.releaseAll();
       return;
     }
     for (const e of batch) if (e.failed !== undefined) e.reject(e.failed);
     const entries = batch.filter((e) => e.data !== undefined && e.failed === undefined);
     if (entries.length === 0 && !batch.some((e) => e.attestation)) {
       this.#queue.finish(batch);
+      // Every write of the batch failed its merge: no header carries the
+      // flush that waiters need attested, so an attestation must.
+      if (this.#attested.waiting) this.#scheduleAttestation();
       return;
     }
     const durableSeq = this.#durableSeq;
@@ -369,54 +412,21 @@ export class JournalWriter {
       if (writing) this.#failed = err;
       for (const e of entries) e.reject(err);
       for (const e of batch) if (e.attestation) e.reject(err);
+      // Retrying the attestation would fail the same way (no room, the
+      // checkpoint failing). The waiters' records are durable all the same.
+      this.#attested.releaseAll();
     } finally {
       this.#queue.landed();
     }
-    if (landed) for (const e of batch) if (e.failed === undefined) e.resolve();
+    if (landed) {
+      for (const e of batch) if (e.failed === undefined) e.resolve();
+      this.#attested.landed(durableSeq);
+    }
     this.#queue.finish(batch);
+    if (this.#failed !== undefined) this.#attested.releaseAll();
+    // A frame built before the flush completed landed without the new
+    // `durableSeq`: the waiters left need a frame built from now on.
+    else if (this.#attested.waiting) this.#scheduleAttestation();
     if (landed) this.#hooks.afterFrame();
   }
-}
-
-/**
- * Ends a replayed journal with an empty frame at its tail, written before any
- * new frame can land (not flushed: the superblock write that follows in
- * `open` flushes it, or after a clean close a flush of its own, the mark
- * having been cleared before this frame). Returns where the journal now ends.
- *
- * Why: replay drops a tail of frames a power cut left torn. The first frame
- * written after it would start where the first dropped one did, with the
- * same sequence number and the same link to the frame before; if the power
- * failed again before that new frame's header was durable, the dropped
- * header still there would chain on again, and the next replay would bring
- * back writes the device had already shown as lost (the journal model's
- * soak found it). The seal takes that place durably with a link of its own
- * (a new session): nothing dropped is reachable from it. Its `durableSeq`
- * is the last replayed record, which open's flush makes durable. A ring too
- * full for the seal had no room for a dropped frame either.
- */
-export async function sealReplayedTail(
-  store: BlockDevice,
-  sb: JournalSuper,
-  replay: ReplayResult,
-): Promise<ReplayResult> {
-  const ring = new RingSpace(sb.capacity, replay.headAbs, replay.tailAbs);
-  const at = ring.place(headerBytes(0));
-  if (at === undefined) return replay;
-  const { pieces, length, link } = buildFrame(
-    {
-      epoch: sb.epoch,
-      session: randomInt(0, 0xffffffff),
-      firstSeq: replay.nextSeq,
-      durableSeq: replay.nextSeq - 1,
-      prevLink: replay.link,
-    },
-    [],
-    sb.blockSize,
-    replay.lastTime,
-    allocateBuffer,
-    true,
-  );
-  await io('journal write', store.write(RING_START + (at % sb.capacity), pieces[0]!));
-  return { ...replay, headAbs: ring.headAbs, tailAbs: at + length, link };
 }

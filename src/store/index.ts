@@ -9,4 +9,5 @@ export {
   type Superblock,
   tableOffset,
 } from './superblock.js';
+export { SuperblockSlots } from './superblock-slots.js';
 export { WindowReader } from './window-reader.js';

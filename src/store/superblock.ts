@@ -15,10 +15,15 @@ export const SUPERBLOCK_BYTES = 512;
 export const STORE_MAGIC = 0x4b4e5342; // "BSNK" little-endian
 export const FORMAT_VERSION = 1;
 export const MAX_PARAMS = 256;
-/** Byte of the flags field; bit 0 says the store was closed cleanly (then `closedFrames` is at 60). */
+/**
+ * Byte of the flags field: bit 0 says the store was closed cleanly (then
+ * `closedFrames` is at 60), bit 1 that a flush attested frames (then
+ * `attestedFrames` is there); never both.
+ */
 const FLAGS_AT = 37;
 const CLOSED_CLEANLY = 1;
-const CLOSED_FRAMES_AT = 60;
+const FRAMES_ATTESTED = 2;
+const FRAME_COUNT_AT = 60;
 
 export interface Superblock {
   kind: number;
@@ -39,6 +44,12 @@ export interface Superblock {
    * closed cleanly".
    */
   closedFrames?: number | undefined;
+  /**
+   * Set in a superblock a `flush()` wrote while the store is in use (not
+   * flushed itself): this many log frames of this epoch were durable. Only
+   * frames after them can be a torn tail. Absent when `closedFrames` is set.
+   */
+  attestedFrames?: number | undefined;
 }
 
 export function tableOffset(sb: { tableCapacity: number }, which: number): number {
@@ -65,7 +76,10 @@ export function encodeSuperblock(sb: Superblock): Uint8Array {
   view.setUint8(36, sb.active);
   if (sb.closedFrames !== undefined) {
     view.setUint8(FLAGS_AT, CLOSED_CLEANLY);
-    view.setUint32(CLOSED_FRAMES_AT, sb.closedFrames, true);
+    view.setUint32(FRAME_COUNT_AT, sb.closedFrames, true);
+  } else if (sb.attestedFrames !== undefined) {
+    view.setUint8(FLAGS_AT, FRAMES_ATTESTED);
+    view.setUint32(FRAME_COUNT_AT, sb.attestedFrames, true);
   }
   view.setUint32(40, sb.tableBytes, true);
   view.setUint32(44, sb.tableCount, true);
@@ -87,7 +101,9 @@ export function decodeSuperblock(bytes: Uint8Array): Superblock | string {
     return `format version ${version}, this library reads ${FORMAT_VERSION}`;
   const paramsLength = view.getUint16(56, true);
   if (paramsLength > MAX_PARAMS) return 'params length out of range';
-  const closedCleanly = (view.getUint8(FLAGS_AT) & CLOSED_CLEANLY) !== 0;
+  const flags = view.getUint8(FLAGS_AT);
+  const frameCount = view.getUint32(FRAME_COUNT_AT, true);
+  const closedCleanly = (flags & CLOSED_CLEANLY) !== 0;
   return {
     kind: view.getUint32(8, true),
     generation: view.getFloat64(12, true),
@@ -99,7 +115,8 @@ export function decodeSuperblock(bytes: Uint8Array): Superblock | string {
     tableCrc: view.getUint32(48, true),
     epoch: view.getUint32(52, true),
     params: bytes.slice(64, 64 + paramsLength),
-    closedFrames: closedCleanly ? view.getUint32(CLOSED_FRAMES_AT, true) : undefined,
+    closedFrames: closedCleanly ? frameCount : undefined,
+    attestedFrames: !closedCleanly && (flags & FRAMES_ATTESTED) !== 0 ? frameCount : undefined,
   };
 }
 

@@ -1,19 +1,23 @@
 import { describe, expect, it } from 'vitest';
 import { checksum } from '../../src/checksum/index.js';
-import { cowCodec, readCowParams } from '../../src/cow/cow-layout.js';
-import { FRAME_HEADER, type ScannedFrame, scanLog } from '../../src/cow/log-format.js';
-import type { CowEntry } from '../../src/cow/metadata-codec.js';
-import type { MemoryDevice, Snapshot } from '../../src/index.js';
+import { FRAME_HEADER } from '../../src/cow/log-format.js';
+import type { MemoryDevice } from '../../src/index.js';
+import { encodeSuperblock, SUPERBLOCK_BYTES, SUPERBLOCK_SLOT } from '../../src/store/superblock.js';
+import { expectAllowed, expectBytes } from '../support/bytes.js';
 import {
-  encodeSuperblock,
-  SUPERBLOCK_BYTES,
-  SUPERBLOCK_SLOT,
-  type Superblock,
-} from '../../src/store/superblock.js';
-import { expectAllowed, expectBytes, fill, pattern } from '../support/bytes.js';
-import { CowRig } from '../support/cow-rig.js';
+  BS,
+  cowSubject,
+  flipBit,
+  fresh,
+  lastFrameChunk,
+  lastFrameTorn,
+  old,
+  SIZE,
+  type Subject,
+  storeLog,
+  subjects,
+} from '../support/cow-log-damage.js';
 import { expectCode } from '../support/error-code.js';
-import { SelectiveRig } from '../support/selective-rig.js';
 import { newestSuperblock } from '../support/superblock.js';
 
 /*
@@ -22,80 +26,6 @@ import { newestSuperblock } from '../support/superblock.js';
  * (docs/ARCHITECTURE.md, "Crash ordering"). After a power cut, and after a
  * reopen, the torn-tail rule holds as before.
  */
-
-const BS = 512;
-const BLOCKS = 16;
-const SIZE = BLOCKS * BS;
-const old = pattern(SIZE, 7);
-const fresh = fill(SIZE, 0xee);
-
-interface Subject {
-  rig: CowRig | SelectiveRig;
-  /** A snapshot holding blocks 0–7 at least. */
-  snapshot(options?: { writable?: boolean }): Promise<Snapshot>;
-}
-
-async function cowSubject(): Promise<Subject> {
-  const rig = await CowRig.create({ blocks: BLOCKS, storeBytes: 128 * 1024 });
-  return { rig, snapshot: (o) => rig.device.snapshot(o) };
-}
-
-async function selectiveSubject(): Promise<Subject> {
-  const rig = await SelectiveRig.create({ blocks: BLOCKS, storeBytes: 128 * 1024 });
-  return {
-    rig,
-    snapshot: (o) => rig.device.snapshot({ ...o, include: [{ offset: 0, length: 8 * BS }] }),
-  };
-}
-
-const subjects = [
-  { device: 'CowSnapshotDevice', make: cowSubject },
-  { device: 'SelectiveSnapshotDevice', make: selectiveSubject },
-];
-
-/** The store's log as open would scan it, and where each entry's chunk is. */
-async function storeLog(disk: MemoryDevice): Promise<{
-  sb: Superblock;
-  frames: ScannedFrame<CowEntry>[];
-  chunkAt: (entry: CowEntry) => number;
-}> {
-  const { sb } = await newestSuperblock(disk);
-  const layout = readCowParams(sb.params, disk);
-  const frames = await scanLog(disk, sb, cowCodec);
-  const chunkAt = (entry: CowEntry): number => {
-    if (entry.kind !== 'preserve' && entry.kind !== 'private') throw new Error('no chunk');
-    return layout.dataOffset + entry.chunk * layout.blockSize;
-  };
-  return { sb, frames, chunkAt };
-}
-
-/** The first entry of `kind` in the log's last frame, and the store offset of its chunk. */
-async function lastFrameChunk(
-  disk: MemoryDevice,
-  kind: 'preserve' | 'private',
-): Promise<{ frame: ScannedFrame<CowEntry>; at: number }> {
-  const { frames, chunkAt } = await storeLog(disk);
-  const frame = frames.at(-1);
-  const entry = frame?.entries.find((e) => e.kind === kind);
-  if (frame === undefined || entry === undefined)
-    throw new Error(`last frame has no ${kind} entry`);
-  return { frame, at: chunkAt(entry) };
-}
-
-async function flipBit(disk: MemoryDevice, offset: number): Promise<void> {
-  const [byte] = await disk.read(offset, 1);
-  await disk.write(offset, Uint8Array.of(byte! ^ 0x04));
-}
-
-/** Whether the log's last frame names a chunk whose data does not match it: what a torn tail looks like. */
-async function lastFrameTorn(disk: MemoryDevice): Promise<boolean> {
-  const { frames, chunkAt } = await storeLog(disk);
-  for (const entry of frames.at(-1)?.entries ?? []) {
-    if (entry.kind !== 'preserve' && entry.kind !== 'private') continue;
-    if (checksum(await disk.read(chunkAt(entry), BS)) !== entry.crc) return true;
-  }
-  return false;
-}
 
 /** Old content, a snapshot, then first writes to blocks 0–1: the last frame preserves them. Closed cleanly. */
 async function preservedThenClosed(
@@ -269,9 +199,12 @@ describe('stores written before the clean-close mark', () => {
       await device.close();
       await unmark(disk);
       // Without the mark nothing says the store was closed cleanly: the last
-      // frame (block 2's preserve) fails its data and is dropped, as before.
+      // frame (block 2's preserve) fails its data and is dropped, as before —
+      // when it looks torn: the origin write that follows a durable frame
+      // never happened (else the moved origin proves the frame durable).
       const { at } = await lastFrameChunk(disk, 'preserve');
       await flipBit(disk, at);
+      await subject.rig.disk('origin').write(2 * BS, old.subarray(2 * BS, 3 * BS));
       device = await subject.rig.open();
       expect((await newestSuperblock(disk)).sb.closedFrames).toBeUndefined();
       await device.close();
@@ -284,9 +217,11 @@ describe('stores written before the clean-close mark', () => {
     const { sb, slot } = await newestSuperblock(disk);
     const frames = sb.closedFrames!;
     await disk.write(slot * SUPERBLOCK_SLOT, encodeSuperblock({ ...sb, closedFrames: frames - 1 }));
-    // The last frame may then be the unmarked writer's torn tail: dropped.
+    // The last frame may then be the unmarked writer's torn tail (its origin
+    // writes never happened): dropped.
     const { at } = await lastFrameChunk(disk, 'preserve');
     await flipBit(disk, at);
+    await subject.rig.disk('origin').write(0, old.subarray(0, 2 * BS));
     const device = await subject.rig.open();
     expect((await storeLog(disk)).frames).toHaveLength(frames - 1);
     await device.close();

@@ -1,0 +1,75 @@
+import { describe, expect, it } from 'vitest';
+import { expectBytes, fill } from '../support/bytes.js';
+import { expectCode } from '../support/error-code.js';
+import { JournalRig } from '../support/journal-rig.js';
+
+/*
+ * After flush() resolves, a damaged record it covered is ECORRUPT at open,
+ * not a torn tail — even when the process dies right after the flush,
+ * before anything else is written: flush waits for a landed frame header
+ * whose durableSeq covers it (the attestation). The same holds for the
+ * note of a snapshot() that resolved. The remaining window (a power cut
+ * before that header is durable, plus damage in the same group) is in
+ * docs/ARCHITECTURE.md "Crash ordering".
+ */
+
+const BS = 512;
+
+/** The one journal offset holding a 512-byte run of `value`. */
+async function onlyAt(rig: JournalRig, value: number): Promise<number> {
+  const at = await rig.find(value);
+  expect(at, `runs of ${value} in the journal`).toHaveLength(1);
+  return at[0]!;
+}
+
+describe('JournalDevice after flush() and no close', () => {
+  it.each([
+    ['the second-to-last record of the last flushed group', 0xa3],
+    ['the last record of the last flushed group', 0xa4],
+  ])('is ECORRUPT at open for a bit flipped in %s', async (_what, value) => {
+    const rig = await JournalRig.create();
+    const d = rig.device;
+    await d.write(0, fill(BS, 0xa0));
+    await d.flush();
+    await Promise.all([1, 2, 3, 4].map((b) => d.write(b * BS, fill(BS, 0xa0 + b))));
+    await d.flush();
+    // The process dies now: nothing after the flush gets a turn.
+    rig.abandon();
+    await rig.corrupt((await onlyAt(rig, value)) + 7);
+    const err = await expectCode(rig.open(), 'ECORRUPT');
+    expect(err.message).toMatch(/store offset \d+/);
+  });
+
+  it('keeps dropping an unflushed torn tail, and loses nothing flushed', async () => {
+    const rig = await JournalRig.create();
+    const d = rig.device;
+    await d.write(0, fill(BS, 0xa0));
+    await d.flush();
+    await d.write(BS, fill(BS, 0xa1));
+    rig.abandon();
+    await rig.corrupt((await onlyAt(rig, 0xa1)) + 7);
+    const again = await rig.open();
+    expect(again.sequence).toBe(1);
+    expectBytes('flushed', await again.read(0, BS), fill(BS, 0xa0));
+    expectBytes('torn', await again.read(BS, BS), fill(BS, 0));
+    await again.close();
+  });
+
+  it('a snapshot whose snapshot() resolved does not vanish when its note is damaged', async () => {
+    const rig = await JournalRig.create({ cow: true });
+    const d = rig.device;
+    await d.write(0, fill(BS, 0xa0));
+    await d.flush();
+    await d.snapshot({ name: 'nightly-0xc5c5c5c5' });
+    rig.abandon();
+    // The note record holds the name; flip a bit inside it.
+    const name = new TextEncoder().encode('nightly-0xc5c5c5c5');
+    const disk = rig.journalDisk.reopen();
+    const all = Buffer.from(await disk.read(0, disk.size));
+    const at = all.indexOf(name);
+    expect(at).toBeGreaterThan(0);
+    expect(all.indexOf(name, at + 1), 'the name is written once').toBe(-1);
+    await rig.corrupt(at + 3);
+    await expectCode(rig.open(), 'ECORRUPT');
+  });
+});
