@@ -6,9 +6,9 @@
 // BLOCKSNAP_SOAK_MINUTES=60 repeats rounds, each with fresh seeds, until the
 // time is used; the tests see the deadline (BLOCKSNAP_SOAK_DEADLINE) and stop
 // drawing new runs at it, so the last round ends near it. Arguments are
-// passed to vitest as file filters (default: test/property and the
-// FaultyDevice crash tests). Counts go to BLOCKSNAP_SOAK_REPORT_DIR, or a
-// fresh temporary directory.
+// passed to vitest as file filters (default: the damage trials, then the
+// rest of test/property and the FaultyDevice crash tests). Counts go to
+// BLOCKSNAP_SOAK_REPORT_DIR, or a fresh temporary directory.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -26,24 +26,39 @@ if (!Number.isFinite(minutes) || minutes < 0) {
 const deadline = minutes > 0 ? started + minutes * 60_000 : undefined;
 const dir = process.env.BLOCKSNAP_SOAK_REPORT_DIR || mkdtempSync(join(tmpdir(), 'blocksnap-soak-'));
 const filters = process.argv.slice(2);
-const files =
-  filters.length > 0 ? filters : ['test/property', 'test/testing/faulty-device.test.ts'];
+// By default each round runs the damage trials first, then the rest: vitest
+// starts the longest files first, and the model tests alone would use up a
+// timed round before the damage trials began.
+const phases =
+  filters.length > 0
+    ? [filters]
+    : [
+        ['test/property/damage-'],
+        [
+          'test/property',
+          'test/testing/faulty-device.test.ts',
+          '--exclude',
+          'test/property/damage-*.test.ts',
+        ],
+      ];
 
 let rounds = 0;
 let failed = false;
 do {
   rounds++;
-  console.log(`\n[soak] round ${rounds}: vitest run ${files.join(' ')} (counts in ${dir})`);
-  const result = spawnSync('npx', ['vitest', 'run', ...files], {
-    stdio: 'inherit',
-    env: {
-      ...process.env,
-      BLOCKSNAP_SOAK: '1',
-      BLOCKSNAP_SOAK_REPORT_DIR: dir,
-      ...(deadline === undefined ? {} : { BLOCKSNAP_SOAK_DEADLINE: String(deadline) }),
-    },
-  });
-  if (result.status !== 0) failed = true;
+  for (const args of phases) {
+    console.log(`\n[soak] round ${rounds}: vitest run ${args.join(' ')} (counts in ${dir})`);
+    const result = spawnSync('npx', ['vitest', 'run', ...args], {
+      stdio: 'inherit',
+      env: {
+        ...process.env,
+        BLOCKSNAP_SOAK: '1',
+        BLOCKSNAP_SOAK_REPORT_DIR: dir,
+        ...(deadline === undefined ? {} : { BLOCKSNAP_SOAK_DEADLINE: String(deadline) }),
+      },
+    });
+    if (result.status !== 0) failed = true;
+  }
   // A seed given to replay a failure runs once, not for an hour.
 } while (deadline !== undefined && Date.now() < deadline && !process.env.BLOCKSNAP_SEED);
 

@@ -1,7 +1,7 @@
 import { afterAll, describe, it } from 'vitest';
 import { SOAK_TIMEOUT, writeSoakReport } from '../support/soak.js';
 import { copyMapDamageTarget } from './damage-copy-target.js';
-import { formatDamageTable, runDamageTrials, workloadCount } from './damage-harness.js';
+import { formatDamageTable, runDamageTrials } from './damage-harness.js';
 
 /**
  * Damage trials on a copy job's map store (docs/ARCHITECTURE.md, "Snapshot
@@ -16,7 +16,8 @@ describe('damage trials: SnapshotCopyJob', () => {
     async () => {
       await runDamageTrials(copyMapDamageTarget, {
         fixedSeed: 0xda0600,
-        workloads: workloadCount(40, 600),
+        ci: 40,
+        soak: 600,
         perKind: 2,
       });
     },

@@ -5,7 +5,7 @@ import {
   cowOverCowDamageTarget,
   selectiveDamageTarget,
 } from './damage-cow-targets.js';
-import { formatDamageTable, runDamageTrials, workloadCount } from './damage-harness.js';
+import { formatDamageTable, runDamageTrials } from './damage-harness.js';
 
 /**
  * Damage trials on the COW devices (docs/ARCHITECTURE.md, "Snapshot rules"
@@ -20,7 +20,8 @@ describe('damage trials: COW devices', () => {
     async () => {
       await runDamageTrials(cowDamageTarget, {
         fixedSeed: 0xda0100,
-        workloads: workloadCount(30, 400),
+        ci: 30,
+        soak: 400,
         perKind: 2,
       });
     },
@@ -32,7 +33,8 @@ describe('damage trials: COW devices', () => {
     async () => {
       await runDamageTrials(selectiveDamageTarget, {
         fixedSeed: 0xda0200,
-        workloads: workloadCount(30, 400),
+        ci: 30,
+        soak: 400,
         perKind: 2,
       });
     },
@@ -44,7 +46,8 @@ describe('damage trials: COW devices', () => {
     async () => {
       await runDamageTrials(cowOverCowDamageTarget, {
         fixedSeed: 0xda0300,
-        workloads: workloadCount(20, 300),
+        ci: 20,
+        soak: 300,
         perKind: 2,
       });
     },

@@ -283,27 +283,25 @@ export function formatDamageTable(): string {
   return [line(head), ...rows.map(line)].join('\n');
 }
 
-/** How many workloads a series runs: fixed in CI, many more in a soak, one to replay a seed. */
-export function workloadCount(ci: number, soak: number): number {
-  if (forcedSeed() !== undefined) return 1;
-  return SOAK ? soak : ci;
-}
-
 /**
- * Runs `workloads` seeded workloads on `target`, each made durable both
- * ways, and after each every damage kind `perKind` times; counts the
- * outcomes and fails, naming seed, damage and offset, on any silent or
- * lost-snapshot outcome or an error other than `ECORRUPT`.
+ * Runs seeded workloads on `target` (`ci` of them, `soak` in a soak, one
+ * to replay `BLOCKSNAP_SEED`), each made durable both ways, and after each
+ * every damage kind `perKind` times; counts the outcomes and fails, naming
+ * seed, damage and offset, on any silent or lost-snapshot outcome or an
+ * error other than `ECORRUPT`. A timed soak stops at its deadline, but
+ * never before the `ci` workloads ran (a suite started late still counts).
  */
 export async function runDamageTrials(
   target: DamageTarget,
-  options: { fixedSeed: number; workloads: number; perKind: number },
+  options: { fixedSeed: number; ci: number; soak: number; perKind: number },
 ): Promise<void> {
+  const workloads = forcedSeed() !== undefined ? 1 : SOAK ? options.soak : options.ci;
+  const more = (w: number) => w < workloads && (w < options.ci || !pastDeadline());
   const base = seedFor(`damage ${target.name}`, options.fixedSeed);
   const failures: string[] = [];
   /** Failures by durability, outcome and the kind of structure hit: how many, and the first. */
   const byWhere = new Map<string, { n: number; first: number }>();
-  for (let w = 0; w < options.workloads && !pastDeadline(); w++) {
+  for (let w = 0; more(w); w++) {
     const seed = base + w;
     for (const mode of ['close', 'flush'] as const) {
       const rng = new Rng(seed * 2 + (mode === 'close' ? 0 : 1));

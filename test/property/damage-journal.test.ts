@@ -1,6 +1,6 @@
 import { afterAll, describe, it } from 'vitest';
 import { SOAK_TIMEOUT, writeSoakReport } from '../support/soak.js';
-import { formatDamageTable, runDamageTrials, workloadCount } from './damage-harness.js';
+import { formatDamageTable, runDamageTrials } from './damage-harness.js';
 import { journalDamageTarget, journalOverCowDamageTarget } from './damage-journal-targets.js';
 
 /**
@@ -17,7 +17,8 @@ describe('damage trials: JournalDevice', () => {
     async () => {
       await runDamageTrials(journalDamageTarget, {
         fixedSeed: 0xda0400,
-        workloads: workloadCount(30, 400),
+        ci: 30,
+        soak: 400,
         perKind: 2,
       });
     },
@@ -29,7 +30,8 @@ describe('damage trials: JournalDevice', () => {
     async () => {
       await runDamageTrials(journalOverCowDamageTarget, {
         fixedSeed: 0xda0500,
-        workloads: workloadCount(20, 300),
+        ci: 20,
+        soak: 300,
         perKind: 2,
       });
     },
