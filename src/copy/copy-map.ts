@@ -23,10 +23,16 @@ const HEADER = 64;
  * store, also persisted there so a job resumes after a crash.
  *
  * On the map store: two slots, each a checksummed header (geometry,
- * generation, completion flag) and the bitmap. A commit writes the slot not
- * holding the newest generation and flushes; `load` takes the valid slot
- * with the highest generation, so a power cut during a commit leaves the
- * previous map intact.
+ * generation, completion flag) and the bitmap. A commit writes the map to
+ * one slot and flushes, then to the other and flushes, so once it resolves
+ * both slots hold it; `load` takes the valid slot with the highest
+ * generation. A power cut during a commit leaves the previous map in one
+ * slot or the new one in the first; damage to one slot afterwards, or a
+ * write the disk acknowledged and lost, leaves the map in the other. With
+ * one slot per commit, losing the newest would roll the map back to bits
+ * that call uncopied chunks whose source has since been written, and a
+ * resume would copy the new data as the snapshot's (docs/ARCHITECTURE.md,
+ * "Crash ordering").
  *
  * Ordering rule that makes a resumed copy exact: a chunk's bit reaches the
  * map store only after the destination holding its data was flushed — a
@@ -82,10 +88,9 @@ export class CopyMap {
     const chunks = chunkCount(geometry);
     if (store !== undefined) checkStore(store, chunks);
     const map = new CopyMap(geometry, destination, store, new Uint8Array(bitmapBytes(chunks)), 0);
+    // Both slots, as every commit: a store reused from an earlier job may
+    // hold its map, with a higher generation, in either.
     await map.#persist(map.#bits.slice(), false);
-    // Both slots: a store reused from an earlier job may hold its map, with a
-    // higher generation, in the other.
-    if (store !== undefined) await map.#persist(map.#bits.slice(), false);
     return map;
   }
 
@@ -230,15 +235,22 @@ export class CopyMap {
     await this.#persist(bits, complete);
   }
 
+  /**
+   * Writes the map to both slots in turn, each durable before the next is
+   * written, so a torn write never leaves both slots invalid and a completed
+   * commit is in both.
+   */
   async #persist(bits: Uint8Array, complete: boolean): Promise<void> {
     const store = this.#store;
     if (store === undefined) return;
-    const generation = this.#generation + 1;
     const size = slotBytes(this.chunks);
-    const slot = encodeSlot(this.geometry, generation, complete, bits, size);
-    await io('map store write', store.write((generation % 2) * size, slot));
-    await io('map store flush', store.flush());
-    this.#generation = generation;
+    for (let copy = 0; copy < 2; copy++) {
+      const generation = this.#generation + 1;
+      const slot = encodeSlot(this.geometry, generation, complete, bits, size);
+      await io('map store write', store.write((generation % 2) * size, slot));
+      await io('map store flush', store.flush());
+      this.#generation = generation;
+    }
   }
 }
 

@@ -46,6 +46,11 @@ export interface ReplayResult {
  *   no record (an attestation) is `ECORRUPT` too, and so is a frame
  *   chaining on past it (none may: close waits for the writer to be idle,
  *   and open clears the mark before it writes a frame);
+ * - the superblock says a checkpoint through `applyingSeq` had begun: its
+ *   records were durable before that superblock was written, so stopping
+ *   short of `applyingSeq` is `ECORRUPT` (a damaged record, or a damaged
+ *   newest superblock: the one before it names a head whose ring space a
+ *   later checkpoint freed and new frames reused);
  * - any intact frame header elsewhere in the ring whose `durableSeq` reaches
  *   the damaged record — written only after a flush covering that record had
  *   completed — proves it was durable: `ECORRUPT` naming it. (Headers left by
@@ -115,6 +120,16 @@ export async function replayJournal(
     onProgress({ operation: 'replay', done: abs - headAbs, total: c });
   }
   const where = `journal record ${seq} at store offset ${RING_START + (abs % c)}`;
+  if (seq <= sb.applyingSeq) {
+    // A checkpoint writes `applyingSeq` only once every record through it
+    // is durable, and frees their ring space only under a later superblock:
+    // stopping short of it is damage, or a newer superblock lost (this one
+    // is older, and the ring was reused after it), never a torn tail.
+    throw new BlockDeviceError(
+      'ECORRUPT',
+      `${where} is missing or damaged (${damage}), but the superblock says a checkpoint through record ${sb.applyingSeq} had begun, so every record through it was durable`,
+    );
+  }
   if (sb.clean) {
     if (seq - 1 < sb.tailSeq) {
       throw new BlockDeviceError(

@@ -293,7 +293,7 @@ export class JournalSnapshots {
       if (snap.productionId !== undefined) {
         const handle = await this.#registry.productionHandle(snap, this.production());
         return handle.read(offset, length).catch((err: unknown) => {
-          throw snap.deleted ? deletedError(snap.id) : wrapIO('snapshot read', err);
+          throw snap.deleted ? deletedError(snap.id) : snapshotError(snap.id, 'read', err);
         });
       }
       // A checkpoint has begun materializing it: read once that is done.
@@ -317,10 +317,21 @@ export class JournalSnapshots {
       const handle = await this.#registry.productionHandle(snap, this.production());
       this.#productionDirty = true;
       return handle.write(offset, data).catch((err: unknown) => {
-        throw snap.deleted ? deletedError(snap.id) : wrapIO('snapshot write', err);
+        throw snap.deleted ? deletedError(snap.id) : snapshotError(snap.id, 'write', err);
       });
     }
   }
+}
+
+/**
+ * What a materialized snapshot's failure in production becomes: damage
+ * stays `ECORRUPT` (production's snapshot is this snapshot's content, so its
+ * damage is this snapshot's, and a caller must not take it for a failing
+ * device); anything else is `EIO`. Both keep production's error as `cause`.
+ */
+function snapshotError(id: string, op: 'read' | 'write', err: unknown): BlockDeviceError {
+  if (!BlockDeviceError.is(err, 'ECORRUPT')) return wrapIO(`snapshot ${op}`, err);
+  return new BlockDeviceError('ECORRUPT', `snapshot ${id} ${op}: ${err.message}`, { cause: err });
 }
 
 function deletedError(id: string): BlockDeviceError {

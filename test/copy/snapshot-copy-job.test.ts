@@ -37,6 +37,15 @@ function chunkAt(g: CopyGeometry, c: number): number {
   return g.destinationOffset + c * g.chunkSize;
 }
 
+/** Which of the two map slots holds the higher generation (a slot's f64 at byte 8). */
+async function newestMapSlot(store: MemoryDevice, slotBytes: number): Promise<number> {
+  const generation = async (slot: number) => {
+    const head = await store.read(slot * slotBytes, 16);
+    return new DataView(head.buffer).getFloat64(8, true);
+  };
+  return (await generation(1)) > (await generation(0)) ? 1 : 0;
+}
+
 function expectReportAddsUp(report: CopyReport, total: number): void {
   expect(report.totalBytes).toBe(total);
   expect(report.copierBytes + report.copyFirstBytes + report.resumedBytes).toBe(total);
@@ -488,6 +497,40 @@ describe('SnapshotCopyJob', () => {
       const writes = rig.destination.of('write').length;
       expect(await codeOf(SnapshotCopyJob.resume(rig.options({}, true) as never))).toBe('ECORRUPT');
       expect(rig.destination.of('write').length).toBe(writes);
+    });
+
+    // Found by the damage trials (test/property/damage-copy.test.ts): with
+    // one slot per commit, damage to the newest slot (or a lost write that
+    // left it holding an older map) made resume fall back to the older map
+    // and copy again, from a source written since, chunks the lost commit
+    // had covered.
+    it.each([
+      ['a lost write left its older map', 'older'],
+      ['a flipped bit', 'bit'],
+      ['zeros', 'zero'],
+    ] as const)('resumes exactly when the newest map slot holds %s', async (_what, damage) => {
+      const rig = await CopyRig.create(SMALL);
+      const slot = rig.storeDisk.size / 2;
+      const controller = new AbortController();
+      const job = await SnapshotCopyJob.start(rig.options({ signal: controller.signal }, true));
+      const before = await rig.storeDisk.read(0, rig.storeDisk.size);
+      // Copy-first copies chunk 2 and commits it before the write reaches
+      // the source; the copier never starts.
+      const write = rig.write(job.device, src(rig.g, 2 * 4096 + 5), pattern(10, 1));
+      controller.abort();
+      await rejectionOf(job.done);
+      await write;
+      const newest = (await newestMapSlot(rig.storeDisk, slot)) * slot;
+      if (damage === 'older')
+        await rig.storeDisk.write(newest, before.slice(newest, newest + slot));
+      if (damage === 'zero') await rig.storeDisk.write(newest, new Uint8Array(slot));
+      if (damage === 'bit') {
+        const byte = await rig.storeDisk.read(newest + 20, 1);
+        await rig.storeDisk.write(newest + 20, Uint8Array.of(byte[0]! ^ 0x04));
+      }
+      const resumed = await SnapshotCopyJob.resume(rig.options({}, true) as never);
+      await resumed.done;
+      await rig.expectCopy();
     });
 
     it('finishes an aborted copy without copying twice', async () => {

@@ -78,6 +78,44 @@ describe('JournalDevice recovery: torn tail or corruption', () => {
     );
   });
 
+  // A checkpoint makes its records durable, then writes a superblock saying
+  // it is applying them (`applyingSeq`), then writes production in address
+  // order, not record order. A power cut in the middle and a damaged record
+  // before the cut's end left replay dropping from that record as a torn
+  // tail, over a production that already held some later records: content
+  // no prefix of the writes ever had (records 2 and 3 without record 1, at
+  // cut 7). Found while checking the damage trials' superblock case
+  // (test/property/damage-journal.test.ts).
+  it('is ECORRUPT when replay stops short of a checkpoint the superblock says had begun', async () => {
+    const blocks = [5, 3, 4]; // records 1, 2, 3; applied as blocks 3, 4, 5
+    let reported = 0;
+    for (let cut = 0; cut < 24; cut++) {
+      const rig = await JournalRig.create({ checkpointAt: 1 });
+      const d = rig.device;
+      for (const [i, b] of blocks.entries()) await d.write(b * 512, fill(512, 0xa1 + i));
+      rig.power.cutAfter(cut);
+      await d.checkpoint().catch(() => {});
+      // Seeds that keep some of the production writes the cut left unflushed.
+      await rig.crash(cut * 7 + 8);
+      const at = await rig.find(0xa1);
+      if (at.length === 0) continue;
+      await rig.corrupt(at[0]! + 100);
+      const opened = await rig.openAttached().catch((e: unknown) => e);
+      if (opened instanceof Error) {
+        expect(String(opened)).toContain('ECORRUPT');
+        reported++;
+        continue;
+      }
+      // Whatever survived is a prefix of the writes, in record order.
+      const got = await (opened as JournalDevice).read(0, 6 * 512);
+      const present = blocks.map((b) => got[b * 512] !== 0);
+      const prefix = present.filter(Boolean).length;
+      expect(present, `cut ${cut}: records present`).toEqual(blocks.map((_, i) => i < prefix));
+      await (opened as JournalDevice).close();
+    }
+    expect(reported).toBeGreaterThan(0);
+  });
+
   it('is ECORRUPT for any damaged record after a clean close', async () => {
     for (const victim of [0xa1, 0xa3]) {
       const rig = await JournalRig.create();

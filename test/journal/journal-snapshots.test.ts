@@ -40,6 +40,7 @@ async function stack(options: JournalDeviceOptions = {}) {
   let io = attach();
   const cow = await CowSnapshotDevice.create(io.origin, io.store, { maxSnapshots: 16 });
   const s = {
+    disks,
     io,
     cow,
     device: await JournalDevice.create(cow, io.journal, { maxSnapshots: 12, ...options }),
@@ -194,6 +195,31 @@ describe('JournalDevice snapshots', () => {
     expectBytes('b', await (await d.openSnapshot(b.id)).read(0, BS), fill(BS, 2));
     expectBytes('live', await d.read(0, BS), fill(BS, 3));
     await d.close();
+  });
+
+  // Found by the damage trials (test/property/damage-journal.test.ts): the
+  // production snapshot's ECORRUPT came out of the journal's handle as EIO.
+  it('report damage to a materialized snapshot in production as ECORRUPT', async () => {
+    const s = await stack({ checkpointAt: 1 });
+    const d = s.device;
+    await d.write(0, fill(BS, 1));
+    const a = await d.snapshot();
+    await d.write(0, fill(BS, 2));
+    // Materializes a; applying the second write preserves the first in a COW chunk.
+    await d.checkpoint();
+    // Later frames, so that chunk is not the last frame's (which open checks).
+    await d.snapshot();
+    await d.checkpoint();
+    await d.close();
+    const disk = s.disks.store;
+    const bytes = await disk.read(0, disk.size);
+    const chunk = Buffer.from(bytes).indexOf(Buffer.from(fill(BS, 1)));
+    expect(chunk % BS).toBe(0);
+    await disk.write(chunk + 7, Uint8Array.of(0));
+    const reopened = await s.open();
+    const handle = await reopened.openSnapshot(a.id);
+    expect(await codeOf(handle.read(0, BS))).toBe('ECORRUPT');
+    await reopened.close();
   });
 
   it('delete a pending snapshot by a record, so the checkpoint skips its marker', async () => {

@@ -132,6 +132,8 @@ export const coverage = {
   corrupt: 0,
   /** Power cuts during a resume. */
   cutInResume: 0,
+  /** Every power cut (each crash image taken). */
+  powerCuts: 0,
   reads: 0,
 };
 
@@ -393,6 +395,7 @@ export async function runPlan(s: fc.Scheduler, plan: Plan): Promise<void> {
   if (!rig.startResolved) coverage.cutInStart++;
   for (let round = 1; round <= 4; round++) {
     await rig.crash(plan.seed + 10 * round);
+    coverage.powerCuts++;
     model.expectAfterCrash(await rig.source());
     const cut = cuts.shift();
     if (cut !== undefined) rig.power.cutAfter(cut);

@@ -1,10 +1,14 @@
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
+import {
+  assertProperty,
+  countPowerCuts,
+  SOAK,
+  SOAK_TIMEOUT as TIMEOUT,
+  writeSoakReport,
+} from '../support/soak.js';
 import { coverage, planArb, runPlan } from './copy-job-harness.js';
 
-const SOAK = process.env.BLOCKSNAP_SOAK === '1';
-/** A soak runs far past the default test timeout. */
-const TIMEOUT = SOAK ? 60 * 60_000 : undefined;
 let completed = 0;
 
 /** One property over `numRuns` plans (many more in a soak). */
@@ -12,10 +16,11 @@ function property(title: string, crash: boolean, maxOps: number, seed: number): 
   it(
     title,
     async () => {
-      await fc.assert(fc.asyncProperty(fc.scheduler(), planArb({ crash, maxOps }), runPlan), {
-        numRuns: SOAK ? 4000 : 150,
-        seed,
-      });
+      await assertProperty(
+        `copy job model ${seed.toString(16)}`,
+        fc.asyncProperty(fc.scheduler(), planArb({ crash, maxOps }), runPlan),
+        { numRuns: 150, soakRuns: 4000, seed },
+      );
       completed++;
     },
     TIMEOUT,
@@ -37,6 +42,8 @@ describe('SnapshotCopyJob against a model, under a random schedule', () => {
   );
 
   afterAll(() => {
+    countPowerCuts('SnapshotCopyJob', coverage.powerCuts);
+    writeSoakReport('copy-job-model');
     if (SOAK || completed < 2) return;
     // Not vacuous: every path was taken, many times.
     expect(coverage.queuedWrites).toBeGreaterThanOrEqual(50);

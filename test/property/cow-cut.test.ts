@@ -1,10 +1,10 @@
 import fc from 'fast-check';
-import { describe, it } from 'vitest';
+import { afterAll, describe, it } from 'vitest';
 import { CowSnapshotDevice, MemoryDevice } from '../../src/index.js';
 import { expectBytes, pattern } from '../support/bytes.js';
 import { PassThroughDevice } from '../support/pass-through-device.js';
+import { assertProperty, SOAK_TIMEOUT, writeSoakReport } from '../support/soak.js';
 
-const SOAK = process.env.BLOCKSNAP_SOAK === '1';
 const BS = 512;
 const BLOCKS = 16;
 const SIZE = BS * BLOCKS;
@@ -56,57 +56,64 @@ function applyTo(content: Uint8Array, w: PlannedWrite): void {
 }
 
 describe('CowSnapshotDevice point-in-time cut (rule 1) under a random schedule', () => {
-  it('holds exactly the writes called before snapshot(), in flight or not, and none after', async () => {
-    await fc.assert(
-      fc.asyncProperty(fc.scheduler(), plan, async (s, p) => {
-        const origin = new ScheduledDevice(
-          await MemoryDevice.create({ size: SIZE, blockSize: BS }),
-        );
-        const store = new ScheduledDevice(
-          await MemoryDevice.create({ size: 256 * 1024, blockSize: BS }),
-        );
-        const device = await CowSnapshotDevice.create(origin, store, { maxSnapshots: 4 });
-        const base = pattern(SIZE, 99);
-        await device.write(0, base);
-        // An older snapshot makes the later writes preserve, so COW races the cut too.
-        await device.snapshot();
-        origin.scheduler = s;
-        store.scheduler = s;
-
-        const expectedSnapshot = base.slice();
-        const expectedOrigin = base.slice();
-        const pending: Promise<unknown>[] = [];
-        for (const w of p.before) {
-          pending.push(
-            device.write(
-              w.block * BS + w.within,
-              pattern(Math.min(w.length, BS - w.within), w.seed),
-            ),
+  it(
+    'holds exactly the writes called before snapshot(), in flight or not, and none after',
+    async () => {
+      await assertProperty(
+        'cow point-in-time cut',
+        fc.asyncProperty(fc.scheduler(), plan, async (s, p) => {
+          const origin = new ScheduledDevice(
+            await MemoryDevice.create({ size: SIZE, blockSize: BS }),
           );
-          applyTo(expectedSnapshot, w);
-          applyTo(expectedOrigin, w);
-        }
-        const taken = device.snapshot({ writable: p.writable });
-        for (const w of p.after) {
-          pending.push(
-            device.write(
-              w.block * BS + w.within,
-              pattern(Math.min(w.length, BS - w.within), w.seed),
-            ),
+          const store = new ScheduledDevice(
+            await MemoryDevice.create({ size: 256 * 1024, blockSize: BS }),
           );
-          applyTo(expectedOrigin, w);
-        }
-        pending.push(taken);
-        await s.waitFor(Promise.all(pending));
-        origin.scheduler = undefined;
-        store.scheduler = undefined;
+          const device = await CowSnapshotDevice.create(origin, store, { maxSnapshots: 4 });
+          const base = pattern(SIZE, 99);
+          await device.write(0, base);
+          // An older snapshot makes the later writes preserve, so COW races the cut too.
+          await device.snapshot();
+          origin.scheduler = s;
+          store.scheduler = s;
 
-        const snap = await taken;
-        expectBytes('snapshot', await snap.read(0, SIZE), expectedSnapshot);
-        expectBytes('origin', await device.read(0, SIZE), expectedOrigin);
-        await device.close();
-      }),
-      { numRuns: SOAK ? 3000 : 150, seed: 0xc07 },
-    );
-  });
+          const expectedSnapshot = base.slice();
+          const expectedOrigin = base.slice();
+          const pending: Promise<unknown>[] = [];
+          for (const w of p.before) {
+            pending.push(
+              device.write(
+                w.block * BS + w.within,
+                pattern(Math.min(w.length, BS - w.within), w.seed),
+              ),
+            );
+            applyTo(expectedSnapshot, w);
+            applyTo(expectedOrigin, w);
+          }
+          const taken = device.snapshot({ writable: p.writable });
+          for (const w of p.after) {
+            pending.push(
+              device.write(
+                w.block * BS + w.within,
+                pattern(Math.min(w.length, BS - w.within), w.seed),
+              ),
+            );
+            applyTo(expectedOrigin, w);
+          }
+          pending.push(taken);
+          await s.waitFor(Promise.all(pending));
+          origin.scheduler = undefined;
+          store.scheduler = undefined;
+
+          const snap = await taken;
+          expectBytes('snapshot', await snap.read(0, SIZE), expectedSnapshot);
+          expectBytes('origin', await device.read(0, SIZE), expectedOrigin);
+          await device.close();
+        }),
+        { numRuns: 150, soakRuns: 3000, seed: 0xc07 },
+      );
+    },
+    SOAK_TIMEOUT,
+  );
+
+  afterAll(() => writeSoakReport('cow-cut'));
 });

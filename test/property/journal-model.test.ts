@@ -1,12 +1,17 @@
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { JournalRig, type JournalRigOptions } from '../support/journal-rig.js';
+import {
+  assertProperty,
+  countPowerCuts,
+  SOAK,
+  SOAK_TIMEOUT,
+  writeSoakReport,
+} from '../support/soak.js';
 import { BLOCKS, BS, JournalModel, journalCommands, journalCrashes } from './journal-commands.js';
 import { snapshotStats } from './journal-snapshot-checks.js';
 
-const SOAK = process.env.BLOCKSNAP_SOAK === '1';
-/** A soak runs 5000 runs per case: far past the default test timeout. */
-const TIMEOUT = SOAK ? 60 * 60_000 : undefined;
+const TIMEOUT = SOAK_TIMEOUT;
 /** Cases that ran to the end: the totals below are checked only over the whole file. */
 let completed = 0;
 
@@ -22,7 +27,10 @@ async function runModel(
   rig: JournalRigOptions,
 ) {
   const snapshots = rig.cow === true;
-  await fc.assert(
+  const cutsBefore = journalCrashes.value + journalCrashes.recoveryCuts;
+  const stack = snapshots ? 'JournalDevice over CowSnapshotDevice' : 'JournalDevice';
+  await assertProperty(
+    `journal model ${options.seed.toString(16)}`,
     fc.asyncProperty(
       journalCommands(options.crashWeight, options.maxCommands, snapshots),
       async (cmds) => {
@@ -35,8 +43,10 @@ async function runModel(
         }
       },
     ),
-    { numRuns: SOAK ? 5000 : options.numRuns, seed: options.seed },
-  );
+    { numRuns: options.numRuns, soakRuns: 5000, seed: options.seed },
+  ).finally(() => {
+    countPowerCuts(stack, journalCrashes.value + journalCrashes.recoveryCuts - cutsBefore);
+  });
   completed++;
 }
 
@@ -163,6 +173,7 @@ describe('JournalDevice against the reference model', () => {
   );
 
   afterAll(() => {
+    writeSoakReport('journal-model');
     if (SOAK || completed < 10) return;
     expect(journalCrashes.value).toBeGreaterThanOrEqual(1000);
     expect(journalCrashes.recoveryCuts).toBeGreaterThanOrEqual(100);

@@ -1,15 +1,13 @@
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { MemoryDevice, SelectiveSnapshotDevice } from '../../src/index.js';
 import { watch } from '../support/async.js';
 import { expectBytes, pattern } from '../support/bytes.js';
 import { GatedDevice, resolutionOrder } from '../support/gated-device.js';
 import { extentsOfBlocks } from '../support/selective-rig.js';
+import { assertProperty, SOAK_TIMEOUT as TIMEOUT, writeSoakReport } from '../support/soak.js';
 import { heldBlocks, masked } from './selective-harness.js';
 
-const SOAK = process.env.BLOCKSNAP_SOAK === '1';
-/** A soak runs thousands of schedules: past the default test timeout. */
-const TIMEOUT = SOAK ? 60 * 60_000 : undefined;
 const BS = 512;
 const BLOCKS = 16;
 const SIZE = BS * BLOCKS;
@@ -55,7 +53,8 @@ describe('SelectiveSnapshotDevice consistent point under a random schedule (clai
   it(
     'holds exactly the writes into its blocks called before it; while it is cut, only writes into them wait',
     async () => {
-      await fc.assert(
+      await assertProperty(
+        'selective point-in-time cut',
         fc.asyncProperty(fc.scheduler(), plan, async (s, p) => {
           const held = heldBlocks(p, BS, BLOCKS);
           fc.pre(held.includes(true));
@@ -143,9 +142,11 @@ describe('SelectiveSnapshotDevice consistent point under a random schedule (clai
           expectBytes('origin', await device.read(0, SIZE), expectedOrigin);
           await device.close();
         }),
-        { numRuns: SOAK ? 3000 : 120, seed: 0x5c07 },
+        { numRuns: 120, soakRuns: 3000, seed: 0x5c07 },
       );
     },
     TIMEOUT,
   );
+
+  afterAll(() => writeSoakReport('selective-cut'));
 });

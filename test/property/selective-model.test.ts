@@ -3,6 +3,13 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { ExcludedReads } from '../../src/cow/index.js';
 import { SelectiveRig } from '../support/selective-rig.js';
 import {
+  assertProperty,
+  countPowerCuts,
+  SOAK,
+  SOAK_TIMEOUT,
+  writeSoakReport,
+} from '../support/soak.js';
+import {
   CrashDuring,
   Restore,
   Step,
@@ -14,9 +21,7 @@ import {
 } from './selective-commands.js';
 import { BLOCKS, BS, MAX_RUNS, MAX_SNAPSHOTS, SelectiveModel } from './selective-harness.js';
 
-const SOAK = process.env.BLOCKSNAP_SOAK === '1';
-/** A soak runs thousands of runs per case: far past the default test timeout. */
-const TIMEOUT = SOAK ? 60 * 60_000 : undefined;
+const TIMEOUT = SOAK_TIMEOUT;
 /** Cases that ran to the end: the crash total below is checked only over the whole file. */
 let completed = 0;
 
@@ -48,11 +53,12 @@ async function runModel(
   options: { crashWeight: number; maxCommands: number; numRuns: number; seed: number },
   mode: ExcludedReads,
 ) {
-  await fc.assert(
+  await assertProperty(
+    `selective model ${options.seed.toString(16)}`,
     fc.asyncProperty(selectiveCommands(options.crashWeight, options.maxCommands), (cmds) =>
       runOnce(mode, cmds),
     ),
-    { numRuns: SOAK ? 5000 : options.numRuns, seed: options.seed },
+    { numRuns: options.numRuns, soakRuns: 5000, seed: options.seed },
   );
   completed++;
 }
@@ -117,6 +123,8 @@ describe('SelectiveSnapshotDevice against the reference model', () => {
   });
 
   afterAll(() => {
+    countPowerCuts('SelectiveSnapshotDevice', stats.crashes);
+    writeSoakReport('selective-model');
     if (completed < 3 || SOAK) return;
     // Every path was taken, and often: power cuts, selective snapshots, EINVAL
     // designations, snapshot writes in and out of what they hold, partial

@@ -1,8 +1,9 @@
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { BlockDeviceError, CowSnapshotDevice, MemoryDevice } from '../../src/index.js';
 import { applyStream, exportStream, type StreamApplyError } from '../../src/stream/stream.js';
 import { expectSameBytes, seededBytes } from '../support/bytes.js';
+import { assertProperty, SOAK_TIMEOUT, writeSoakReport } from '../support/soak.js';
 import {
   chunked,
   collect,
@@ -12,9 +13,7 @@ import {
   withFrames,
 } from '../support/stream-bytes.js';
 
-const SOAK = process.env.BLOCKSNAP_SOAK === '1';
-/** A soak runs thousands of runs per case: far past the default test timeout. */
-const TIMEOUT = SOAK ? 60 * 60_000 : undefined;
+const TIMEOUT = SOAK_TIMEOUT;
 
 /**
  * Two kinds of stream. Incremental: a small device with 512-byte blocks,
@@ -179,12 +178,13 @@ async function targetHolding(content: Uint8Array, blockSize: number): Promise<Me
 }
 
 describe.each(Object.keys(KINDS) as Kind[])('a damaged %s stream', (kind) => {
-  const numRuns = SOAK ? 3000 : kind === 'incremental' ? 250 : 40;
+  const numRuns = kind === 'incremental' ? 250 : 40;
 
   it.each((Object.keys(damages) as DamageName[]).map((name, i) => [name, i] as const))(
     'with %s is always refused with ECORRUPT, after writing only a prefix of correct frames',
     async (name, i) => {
-      await fc.assert(
+      await assertProperty(
+        `${kind} stream with ${name}`,
         fc.asyncProperty(plans(kind), damages[name], chunkSizes, async (plan, damage, sizes) => {
           const exported = await exportPlan(kind, plan);
           fc.pre(exported.layout.frames.length >= MIN_FRAMES[name]);
@@ -210,7 +210,7 @@ describe.each(Object.keys(KINDS) as Kind[])('a damaged %s stream', (kind) => {
             KINDS[kind].blockSize,
           );
         }),
-        { numRuns, seed: 0xda3a + i + (kind === 'full' ? 0x100 : 0) },
+        { numRuns, soakRuns: 3000, seed: 0xda3a + i + (kind === 'full' ? 0x100 : 0) },
       );
     },
     TIMEOUT,
@@ -219,7 +219,8 @@ describe.each(Object.keys(KINDS) as Kind[])('a damaged %s stream', (kind) => {
   it(
     'intact, in any chunking, is applied exactly (the control for the cases above)',
     async () => {
-      await fc.assert(
+      await assertProperty(
+        `${kind} stream intact`,
         fc.asyncProperty(plans(kind), chunkSizes, async (plan, sizes) => {
           const exported = await exportPlan(kind, plan);
           const target = await targetHolding(exported.base, KINDS[kind].blockSize);
@@ -227,9 +228,11 @@ describe.each(Object.keys(KINDS) as Kind[])('a damaged %s stream', (kind) => {
           expect(report.frames).toBe(exported.layout.frames.length);
           expectSameBytes('target', await target.read(0, target.size), exported.expected);
         }),
-        { numRuns, seed: kind === 'full' ? 0xc0f1 : 0xc0f2 },
+        { numRuns, soakRuns: 3000, seed: kind === 'full' ? 0xc0f1 : 0xc0f2 },
       );
     },
     TIMEOUT,
   );
 });
+
+afterAll(() => writeSoakReport('stream-damage'));

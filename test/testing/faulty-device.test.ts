@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { SECTOR } from '../../src/base/index.js';
 import type { BlockDevice } from '../../src/device.js';
 import { MemoryDevice } from '../../src/devices/memory-device.js';
@@ -11,10 +11,20 @@ import {
 } from '../../src/testing/faulty-device.js';
 import { fill } from '../support/bytes.js';
 import { expectCode } from '../support/error-code.js';
+import {
+  assertProperty,
+  countPowerCuts,
+  SOAK_TIMEOUT,
+  seedFor,
+  writeSoakReport,
+} from '../support/soak.js';
 
 const SIZE = 16 * 1024;
-const SEEDS = Array.from({ length: 48 }, (_, i) => i * 7919 + 1);
-const SOAK = process.env.BLOCKSNAP_SOAK === '1';
+/** Crash seeds: fixed in CI, from a fresh base in a soak. */
+const SEED_BASE = seedFor('FaultyDevice crash seeds', 1);
+const SEEDS = Array.from({ length: 48 }, (_, i) => i * 7919 + SEED_BASE);
+/** Every crash image taken in this file, for the soak report. */
+const crashes = vi.spyOn(FaultyDevice.prototype, 'crash');
 
 async function setup(
   options?: FaultyDeviceOptions,
@@ -562,100 +572,110 @@ describe('FaultyDevice', () => {
      *     after w (after every durable one) covering it landed in that sector:
      *     no byte of that write's piece there shows it.
      */
-    it('every crashed image is explained by durable content plus landing sector pieces', async () => {
-      await fc.assert(
-        fc.asyncProperty(
-          fc.array(command, { minLength: 1, maxLength: 40 }),
-          fc.integer(),
-          async (commands, seed) => {
-            const history = async (dev: FaultyDevice): Promise<void> => {
+    it(
+      'every crashed image is explained by durable content plus landing sector pieces',
+      async () => {
+        await assertProperty(
+          'FaultyDevice crash images',
+          fc.asyncProperty(
+            fc.array(command, { minLength: 1, maxLength: 40 }),
+            fc.integer(),
+            async (commands, seed) => {
+              const history = async (dev: FaultyDevice): Promise<void> => {
+                let id = 0;
+                for (const c of commands) {
+                  if (c.kind === 'flush') await dev.flush();
+                  else await dev.write(c.offset, fill(c.length, ++id));
+                }
+              };
+              const inner = await MemoryDevice.create({ size: PROP_SIZE, blockSize: 4096 });
+              const dev = new FaultyDevice(inner);
+              await history(dev);
+              const bytes = await image(await dev.crash(seed));
+
+              const durable = new Uint8Array(PROP_SIZE);
+              let pending: { id: number; offset: number; end: number }[] = [];
               let id = 0;
               for (const c of commands) {
-                if (c.kind === 'flush') await dev.flush();
-                else await dev.write(c.offset, fill(c.length, ++id));
+                if (c.kind === 'write') {
+                  pending.push({ id: ++id, offset: c.offset, end: c.offset + c.length });
+                } else {
+                  for (const w of pending) durable.fill(w.id, w.offset, w.end);
+                  pending = [];
+                }
               }
-            };
-            const inner = await MemoryDevice.create({ size: PROP_SIZE, blockSize: 4096 });
-            const dev = new FaultyDevice(inner);
-            await history(dev);
-            const bytes = await image(await dev.crash(seed));
-
-            const durable = new Uint8Array(PROP_SIZE);
-            let pending: { id: number; offset: number; end: number }[] = [];
-            let id = 0;
-            for (const c of commands) {
-              if (c.kind === 'write') {
-                pending.push({ id: ++id, offset: c.offset, end: c.offset + c.length });
-              } else {
-                for (const w of pending) durable.fill(w.id, w.offset, w.end);
-                pending = [];
-              }
-            }
-            const byId = new Map(pending.map((w, order) => [w.id, { ...w, order }]));
-            const piece = (
-              w: { offset: number; end: number },
-              sector: number,
-            ): [number, number] => [
-              Math.max(w.offset, sector * SECTOR),
-              Math.min(w.end, (sector + 1) * SECTOR),
-            ];
-            const sectorsOf = (w: { offset: number; end: number }): number[] => {
-              const out: number[] = [];
-              for (let s = Math.floor(w.offset / SECTOR); s * SECTOR < w.end; s++) out.push(s);
-              return out;
-            };
-            // Pieces (write, sector) whose value shows in the image: they landed.
-            const landed = new Set<string>();
-            for (const w of pending) {
-              for (const s of sectorsOf(w)) {
-                const [from, to] = piece(w, s);
-                if (bytes.subarray(from, to).includes(w.id)) landed.add(`${w.id}:${s}`);
-              }
-            }
-            // 2.
-            for (const key of landed) {
-              const [wid, s] = key.split(':').map(Number) as [number, number];
-              const w = byId.get(wid)!;
-              const [from, to] = piece(w, s);
-              for (let x = from; x < to; x++) {
-                const other = byId.get(bytes[x]!);
-                const ok =
-                  other !== undefined &&
-                  other.order >= w.order &&
-                  other.offset <= x &&
-                  x < other.end;
-                expect(ok, `byte ${x} of landed piece ${key}`).toBe(true);
-              }
-            }
-            for (let b = 0; b < PROP_SIZE; b++) {
-              const value = bytes[b]!;
-              const source = byId.get(value);
-              // 1.
-              if (value !== durable[b]) {
-                const ok = source !== undefined && source.offset <= b && b < source.end;
-                expect(ok, `byte ${b} = ${value}`).toBe(true);
-              }
-              // 3.
-              const after = source === undefined ? -1 : source.order;
-              const sector = Math.floor(b / SECTOR);
+              const byId = new Map(pending.map((w, order) => [w.id, { ...w, order }]));
+              const piece = (
+                w: { offset: number; end: number },
+                sector: number,
+              ): [number, number] => [
+                Math.max(w.offset, sector * SECTOR),
+                Math.min(w.end, (sector + 1) * SECTOR),
+              ];
+              const sectorsOf = (w: { offset: number; end: number }): number[] => {
+                const out: number[] = [];
+                for (let s = Math.floor(w.offset / SECTOR); s * SECTOR < w.end; s++) out.push(s);
+                return out;
+              };
+              // Pieces (write, sector) whose value shows in the image: they landed.
+              const landed = new Set<string>();
               for (const w of pending) {
-                if (w.offset > b || b >= w.end || byId.get(w.id)!.order <= after) continue;
-                expect(landed.has(`${w.id}:${sector}`), `byte ${b} under write ${w.id}`).toBe(
-                  false,
-                );
+                for (const s of sectorsOf(w)) {
+                  const [from, to] = piece(w, s);
+                  if (bytes.subarray(from, to).includes(w.id)) landed.add(`${w.id}:${s}`);
+                }
               }
-            }
+              // 2.
+              for (const key of landed) {
+                const [wid, s] = key.split(':').map(Number) as [number, number];
+                const w = byId.get(wid)!;
+                const [from, to] = piece(w, s);
+                for (let x = from; x < to; x++) {
+                  const other = byId.get(bytes[x]!);
+                  const ok =
+                    other !== undefined &&
+                    other.order >= w.order &&
+                    other.offset <= x &&
+                    x < other.end;
+                  expect(ok, `byte ${x} of landed piece ${key}`).toBe(true);
+                }
+              }
+              for (let b = 0; b < PROP_SIZE; b++) {
+                const value = bytes[b]!;
+                const source = byId.get(value);
+                // 1.
+                if (value !== durable[b]) {
+                  const ok = source !== undefined && source.offset <= b && b < source.end;
+                  expect(ok, `byte ${b} = ${value}`).toBe(true);
+                }
+                // 3.
+                const after = source === undefined ? -1 : source.order;
+                const sector = Math.floor(b / SECTOR);
+                for (const w of pending) {
+                  if (w.offset > b || b >= w.end || byId.get(w.id)!.order <= after) continue;
+                  expect(landed.has(`${w.id}:${sector}`), `byte ${b} under write ${w.id}`).toBe(
+                    false,
+                  );
+                }
+              }
 
-            // Reproducible: the same history and seed give the same image.
-            const again = new FaultyDevice(
-              await MemoryDevice.create({ size: PROP_SIZE, blockSize: 4096 }),
-            );
-            await history(again);
-            expect(await image(await again.crash(seed))).toEqual(bytes);
-          },
-        ),
-        { numRuns: SOAK ? 2000 : 100, seed: 0x5eed },
-      );
-    });
+              // Reproducible: the same history and seed give the same image.
+              const again = new FaultyDevice(
+                await MemoryDevice.create({ size: PROP_SIZE, blockSize: 4096 }),
+              );
+              await history(again);
+              expect(await image(await again.crash(seed))).toEqual(bytes);
+            },
+          ),
+          { numRuns: 100, soakRuns: 2000, seed: 0x5eed },
+        );
+      },
+      SOAK_TIMEOUT,
+    );
+  });
+
+  afterAll(() => {
+    countPowerCuts('FaultyDevice', crashes.mock.calls.length);
+    writeSoakReport('faulty-device');
   });
 });
