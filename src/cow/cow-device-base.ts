@@ -75,7 +75,7 @@ export abstract class CowDeviceBase
     this.#state = cow.state;
     this.#everyBlock = [{ start: 0, end: cow.origin.size / cow.origin.blockSize }];
     this.#reads = new OriginReads(cow.origin, this.#inFlight);
-    this.#unheld = new UnheldWrites(cow.origin, this.#inFlight);
+    this.#unheld = new UnheldWrites(cow.origin, this.#inFlight, () => cow.log.failed);
     this.#restore = new CowRestore(
       cow,
       this.#locks,

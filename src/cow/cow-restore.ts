@@ -59,7 +59,21 @@ export class CowRestore {
       );
     }
     await this.#cow.log.append([{ kind: 'restore-begin', seq, extents }]);
-    await this.finish(seq, extents);
+    try {
+      await this.finish(seq, extents);
+    } catch (err) {
+      // Half done, with its begin durable: the next open finishes it. A write
+      // acknowledged meanwhile would be overwritten then, so the device
+      // refuses writes and snapshot operations until reopened (fail-stop).
+      this.#cow.log.stop(
+        new BlockDeviceError(
+          'EIO',
+          `restore of ${id} failed part way; the device refuses writes until reopened, and open finishes the restore`,
+          { cause: err },
+        ),
+      );
+      throw err;
+    }
   }
 
   /** Finishes a restore a power cut interrupted (its begin record is durable, its end not). */

@@ -93,6 +93,7 @@ export class CowSnapshotIO {
 
   /** Serves a writable snapshot handle's write: redirect-on-write into fresh chunks. */
   async write(seq: number, offset: number, data: Uint8Array): Promise<void> {
+    if (this.#cow.log.failed) throw this.#cow.log.failed; // fail-stop, as CowStore.preserve
     const first = Math.floor(offset / this.#bs);
     const last = Math.floor((offset + data.length - 1) / this.#bs);
     const pass = await this.#gate.enter(first, last, true);

@@ -123,6 +123,8 @@ export class CowStore {
    * @throws `ENOSPC` (nothing taken) when the store is full.
    */
   async preserve(first: number, last: number): Promise<Preserved[]> {
+    // Fail-stop: no origin write may follow a failed log (docs/ARCHITECTURE.md, "After an I/O error").
+    if (this.log.failed) throw this.log.failed;
     const state = this.state;
     let needed = 0;
     for (let b = first; b <= last; b++) if (state.needsPreserve(b)) needed++;

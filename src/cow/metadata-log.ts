@@ -193,9 +193,14 @@ export class MetadataLog<E> {
     });
   }
 
-  /** Whether a store failure has made the log refuse appends (until reopened). */
-  get failed(): boolean {
-    return this.#failed !== undefined;
+  /** The failure that made the log refuse appends until reopened: a store write's, or {@link stop}'s. */
+  get failed(): BlockDeviceError | undefined {
+    return this.#failed;
+  }
+
+  /** Makes the log refuse appends with `err` until reopened (the owner's fail-stop). */
+  stop(err: BlockDeviceError): void {
+    this.#failed ??= err;
   }
 
   /** Resolves once nothing is queued or in flight. */
@@ -206,10 +211,9 @@ export class MetadataLog<E> {
   /**
    * Marks the store closed cleanly: once everything queued is durable, a new
    * superblock generation records how many frames the log holds. Call it
-   * last, when nothing more will be appended; an append after it clears the
-   * mark first. Writes nothing if the store already carries the mark for
-   * this log, or if a store failure has made the log refuse appends (then
-   * the store may hold a torn frame, and must stay unmarked).
+   * last; an append after it clears the mark first. Writes nothing if the
+   * store already carries the mark, or if the log has failed (a frame may
+   * have landed torn: the store must stay unmarked).
    */
   async seal(): Promise<void> {
     await this.idle();
@@ -220,12 +224,7 @@ export class MetadataLog<E> {
     );
   }
 
-  /**
-   * Flushes the store once every queued append is durable, then
-   * {@link attest}s: a process that exits after this resolves cannot have
-   * damage to the last frame taken for a torn tail.
-   * @throws `EIO` if the store fails.
-   */
+  /** Flushes the store once every queued append is durable, then {@link attest}s. @throws `EIO`. */
   async flush(): Promise<void> {
     await this.idle();
     await this.#slots.flush('store flush');
@@ -233,13 +232,11 @@ export class MetadataLog<E> {
   }
 
   /**
-   * Records how many log frames are durable in a superblock written but not
-   * flushed (every committed frame was flushed, so the count is always
-   * true): `open` then takes damage to any of them for damage, not a torn
-   * tail. Queued behind pending appends; writes nothing if the store already
-   * counts them or the log has failed.
-   * @throws `EIO` if the store fails (the log goes on: the other superblock
-   *   slot still holds the previous generation).
+   * Records how many log frames are durable (all committed ones) in a
+   * superblock written but not flushed, so `open` takes damage to them for
+   * damage, not a torn tail. Queued behind appends; writes nothing if the
+   * store already counts them or the log has failed.
+   * @throws `EIO` if the store fails (the log goes on: the other slot holds the previous generation).
    */
   attest(): Promise<void> {
     if (this.#failed) return Promise.resolve();

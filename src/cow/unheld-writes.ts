@@ -1,6 +1,6 @@
 import type { InFlightCounter } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
-import { wrapIO } from '../errors.js';
+import { type BlockDeviceError, wrapIO } from '../errors.js';
 import type { GatePass } from './range-gate.js';
 
 /** Reaction pairs kept for reuse: more than a device usually has in flight. */
@@ -15,12 +15,19 @@ const UNHELD_ENDS_KEPT = 256;
 export class UnheldWrites {
   readonly #origin: BlockDevice;
   readonly #inFlight: InFlightCounter;
+  /** Why writes are refused until reopen (the device's fail-stop), if they are. */
+  readonly #stopped: () => BlockDeviceError | undefined;
   /** Reaction pairs of settled unheld writes, for the next ones to reuse. */
   readonly #ends: UnheldWriteEnd[] = [];
 
-  constructor(origin: BlockDevice, inFlight: InFlightCounter) {
+  constructor(
+    origin: BlockDevice,
+    inFlight: InFlightCounter,
+    stopped: () => BlockDeviceError | undefined,
+  ) {
     this.#origin = origin;
     this.#inFlight = inFlight;
+    this.#stopped = stopped;
   }
 
   /**
@@ -32,7 +39,8 @@ export class UnheldWrites {
   write(offset: number, data: Uint8Array, pass: GatePass, counted: boolean): Promise<void> {
     let written: Promise<void>;
     try {
-      written = this.#origin.write(offset, data);
+      const stopped = this.#stopped();
+      written = stopped === undefined ? this.#origin.write(offset, data) : Promise.reject(stopped);
     } catch (err) {
       written = Promise.reject(err);
     }

@@ -213,7 +213,7 @@ describe('MetadataLog', () => {
     const failing = rig.log.append(['b']);
     const queued = rig.log.append(['c']);
     expect([await codeOf(failing), await codeOf(queued)]).toEqual(['EIO', 'EIO']);
-    expect(rig.log.failed).toBe(true);
+    expect(BlockDeviceError.is(rig.log.failed, 'EIO')).toBe(true);
     rig.store.resetStats();
     expect(await codeOf(rig.log.append(['d']))).toBe('EIO');
     expect(rig.store.stats.writes).toBe(0);
