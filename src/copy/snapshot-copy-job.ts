@@ -1,15 +1,10 @@
-import {
-  AbstractBlockDevice,
-  checkRange,
-  io,
-  ownedWriter,
-  TypedEventEmitter,
-} from '../base/index.js';
+import { AbstractBlockDevice, io, ownedWriter, TypedEventEmitter } from '../base/index.js';
 import type { BlockDevice, CheckReport } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { type ConflictPolicy, CopyEngine, type CopySink } from './copy-engine.js';
 import { type CopyGeometry, CopyMap } from './copy-map.js';
 import { checkMapStore } from './copy-map-check.js';
+import { geometryOf, isStream, policyOf } from './copy-options.js';
 import { StreamCopySink } from './copy-stream-sink.js';
 
 /**
@@ -102,9 +97,6 @@ export type SnapshotCopyJobEvents = {
   /** More of the range reached the destination, or a write was queued. */
   progress: (progress: CopyProgress) => void;
 };
-
-const DEFAULT_CHUNK = 64 * 1024;
-const MAX_CHUNK = 64 * 1024 * 1024;
 
 /**
  * A point-in-time copy of a byte range of a device, made in the background
@@ -330,70 +322,3 @@ class CopyJobDevice extends AbstractBlockDevice {
 
 /** What a map without a store flushes: nothing (it never commits). */
 const NO_FLUSH = { flush: () => Promise.resolve() };
-
-function isStream(destination: unknown): destination is WritableStream<Uint8Array> {
-  return (
-    typeof destination === 'object' &&
-    destination !== null &&
-    typeof (destination as WritableStream).getWriter === 'function'
-  );
-}
-
-function policyOf(options: SnapshotCopyJobOptions): ConflictPolicy {
-  const policy = options.conflictPolicy ?? 'copy-first';
-  if (policy !== 'copy-first' && policy !== 'queue') {
-    throw new BlockDeviceError(
-      'EINVAL',
-      `conflictPolicy must be 'copy-first' or 'queue', got ${String(policy)}`,
-    );
-  }
-  return policy;
-}
-
-/** Validates the options that fix what is copied where. */
-function geometryOf(options: SnapshotCopyJobOptions): CopyGeometry {
-  if (typeof options !== 'object' || options === null) {
-    throw new BlockDeviceError('EINVAL', 'options must be an object');
-  }
-  const { source, destination } = options;
-  const stream = isStream(destination);
-  for (const [what, dev] of [
-    ['source', source],
-    ['destination', stream ? undefined : destination],
-    ['mapStore', options.mapStore],
-  ] as const) {
-    // Only a map store may be left out; a stream destination is checked elsewhere.
-    if ((what === 'mapStore' && dev === undefined) || (what === 'destination' && stream)) continue;
-    if (
-      typeof dev !== 'object' ||
-      dev === null ||
-      typeof (dev as BlockDevice).read !== 'function'
-    ) {
-      throw new BlockDeviceError('EINVAL', `${what} is not a BlockDevice or a WritableStream`);
-    }
-  }
-  if (!stream && destination.readOnly) {
-    throw new BlockDeviceError('EINVAL', 'destination is read-only');
-  }
-  const offset = options.offset ?? 0;
-  checkRange(source.size, offset, 0, 'source range');
-  const length = options.length ?? source.size - offset;
-  checkRange(source.size, offset, length, 'source range');
-  const destinationOffset = options.destinationOffset ?? 0;
-  // A stream has no size of its own: the target it is applied to will.
-  const destinationSize = stream ? Number.MAX_SAFE_INTEGER : destination.size;
-  checkRange(destinationSize, destinationOffset, length, 'destination range');
-  const chunkSize = options.chunkSize ?? DEFAULT_CHUNK;
-  if (
-    !Number.isInteger(chunkSize) ||
-    chunkSize < 512 ||
-    chunkSize > MAX_CHUNK ||
-    (chunkSize & (chunkSize - 1)) !== 0
-  ) {
-    throw new BlockDeviceError(
-      'EINVAL',
-      `chunkSize ${chunkSize} is not a power of two from 512 to 64 MiB`,
-    );
-  }
-  return { sourceSize: source.size, offset, length, destinationOffset, chunkSize };
-}

@@ -1,3 +1,4 @@
+import { checkOptions } from '../base/index.js';
 import type { BlockDevice, ProgressEvent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 
@@ -59,9 +60,11 @@ export function parseJournalOptions(options: JournalDeviceOptions): {
   checkpointAt: number;
   onProgress: ((event: ProgressEvent) => void) | undefined;
 } {
-  if (typeof options !== 'object' || options === null) {
-    throw new BlockDeviceError('EINVAL', `options must be an object, got ${String(options)}`);
-  }
+  checkOptions(
+    options,
+    { checkpointAt: 'number', maxSnapshots: 'number', onProgress: 'function' },
+    'JournalDevice',
+  );
   const checkpointAt = options.checkpointAt ?? 0.75;
   if (typeof checkpointAt !== 'number' || !(checkpointAt > 0 && checkpointAt <= 1)) {
     throw new BlockDeviceError('EINVAL', `checkpointAt ${String(checkpointAt)} is not in (0, 1]`);

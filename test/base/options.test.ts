@@ -5,8 +5,10 @@ import { describe, expect, it } from 'vitest';
 import {
   CowSnapshotDevice,
   FileDevice,
+  JournalDevice,
   MemoryDevice,
   SelectiveSnapshotDevice,
+  SnapshotCopyJob,
 } from '../../src/index.js';
 import { expectCode } from '../support/error-code.js';
 
@@ -63,4 +65,32 @@ describe('options are checked before anything changes', () => {
       },
     );
   }
+
+  it.each<[string, Bad]>([
+    ['null', null],
+    ["checkpointAt: '0.5'", { checkpointAt: '0.5' }],
+    ['onProgress: 5', { onProgress: 5 }],
+    ["maxSnapshots: '8'", { maxSnapshots: '8' }],
+  ])(
+    'JournalDevice.create(production, journal, %s) is EINVAL and writes nothing',
+    async (_w, options) => {
+      const production = await MemoryDevice.create({ size: 64 * 1024, blockSize: 512 });
+      const journal = await MemoryDevice.create({ size: 256 * 1024, blockSize: 512 });
+      await expectCode(JournalDevice.create(production, journal, options as never), 'EINVAL');
+      expect(journal.allocatedBytes + production.allocatedBytes).toBe(0);
+    },
+  );
+
+  it.each<[string, (source: MemoryDevice, destination: MemoryDevice) => Bad]>([
+    ['null', () => null],
+    ['signal: 5', (source, destination) => ({ source, destination, signal: 5 })],
+    ["chunkSize: '65536'", (source, destination) => ({ source, destination, chunkSize: '65536' })],
+    ['conflictPolicy: 1', (source, destination) => ({ source, destination, conflictPolicy: 1 })],
+  ])('SnapshotCopyJob.start(%s) is EINVAL and copies nothing', async (_w, options) => {
+    const source = await MemoryDevice.create({ size: 64 * 1024, blockSize: 512 });
+    await source.write(0, new Uint8Array(512).fill(1));
+    const destination = await MemoryDevice.create({ size: 64 * 1024, blockSize: 512 });
+    await expectCode(SnapshotCopyJob.start(options(source, destination) as never), 'EINVAL');
+    expect(destination.allocatedBytes).toBe(0);
+  });
 });

@@ -3,6 +3,7 @@
  * workload with one lower operation failing (or none, for the dry run that
  * counts the positions), close, reopen with the fault gone, and the checks.
  */
+import { randomInt } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlockDeviceError } from '../../src/index.js';
@@ -236,7 +237,7 @@ export async function runMatrix(stack: EioStack, seed: number): Promise<Map<stri
 }
 
 /**
- * Writes `{ suite, eioInjections }` to `$BLOCKSNAP_SOAK_REPORT_DIR/<suite>.json`
+ * Writes `{ suite, eioInjections }` to a new file in `$BLOCKSNAP_SOAK_REPORT_DIR`
  * for the soak report, when that variable is set.
  */
 export function writeInjectionReport(suite: string, injections: ReadonlyMap<string, number>): void {
@@ -244,5 +245,7 @@ export function writeInjectionReport(suite: string, injections: ReadonlyMap<stri
   if (dir === undefined || dir === '') return;
   mkdirSync(dir, { recursive: true });
   const report = { suite, eioInjections: Object.fromEntries(injections) };
-  writeFileSync(join(dir, `${suite}.json`), `${JSON.stringify(report, null, 2)}\n`);
+  // One file per run: a soak's rounds each add theirs, and the report sums them.
+  const name = `${suite}-${process.pid}-${Date.now()}-${randomInt(1e9)}.json`;
+  writeFileSync(join(dir, name), `${JSON.stringify(report, null, 2)}\n`);
 }

@@ -199,9 +199,17 @@ describe.each(Object.keys(KINDS) as Kind[])('a damaged %s stream', (kind) => {
             `expected ECORRUPT, got ${outcome instanceof Error ? outcome.message : JSON.stringify(outcome)}`,
           ).toBe(true);
           const prefix = exported.layout.frames.slice(0, damaged.framesApplied);
+          // An incremental stream skips (counts, does not write) a frame whose
+          // extent the target already holds: a block rewritten with the bytes
+          // it had is in the stream, and costs no write.
+          const written = (f: (typeof prefix)[number]) =>
+            kind === 'incremental' &&
+            Buffer.from(f.data).equals(exported.base.subarray(f.offset, f.offset + f.data.length))
+              ? 0
+              : f.data.length;
           expect((outcome as StreamApplyError).applied).toEqual({
             frames: damaged.framesApplied,
-            bytes: prefix.reduce((sum, f) => sum + f.data.length, 0),
+            bytes: prefix.reduce((sum, f) => sum + written(f), 0),
           });
           expectSameBytes(
             'target after the failed apply',
