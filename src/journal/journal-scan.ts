@@ -3,6 +3,7 @@ import { checksum } from '../checksum/index.js';
 import type { BlockDevice, ProgressEvent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { WindowReader } from '../store/index.js';
+import { DURABLE_MARK_AT, readDurableMark } from './durable-mark.js';
 import { headerBytes, type JournalSuper, RECORD_WRITE, RING_START } from './journal-format.js';
 import { decodeFrameHeader, type FrameHeader, peekFrame } from './journal-frame.js';
 import { decodeNote, type JournalNote } from './journal-notes.js';
@@ -139,6 +140,13 @@ export async function replayJournal(
     }
     if (sb.tailAbs !== undefined) checkCleanTail(sb, sb.tailAbs, abs, seq, damage);
   } else {
+    const marked = await readDurableMark(store, sb.epoch);
+    if (seq <= marked) {
+      throw new BlockDeviceError(
+        'ECORRUPT',
+        `${where} is damaged (${damage}), but the durable mark at store offset ${DURABLE_MARK_AT} says a completed flush made every record through ${marked} durable`,
+      );
+    }
     const proof = await findAttestation(reader, sb, abs % c, c - (abs - headAbs), seq);
     if (proof !== undefined) {
       throw new BlockDeviceError(

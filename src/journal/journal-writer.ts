@@ -1,7 +1,7 @@
 import { randomInt } from 'node:crypto';
 import { allocateBuffer, io, ownedWriter, SECTOR } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
-import { AttestedSeq } from './attested-seq.js';
+import { DURABLE_MARK_AT, encodeDurableMark } from './durable-mark.js';
 import { headerBytes, RECORD_WRITE, RING_START } from './journal-format.js';
 import { buildFrame } from './journal-frame.js';
 import { encodeNote, type JournalNote, noteKind } from './journal-notes.js';
@@ -91,8 +91,12 @@ export class JournalWriter {
   #durableAbs: number;
   /** The largest `durableSeq` put into any frame header built so far. */
   #attestedSeq = 0;
-  /** The largest `durableSeq` in any landed frame header, and who waits for it. */
-  readonly #attested: AttestedSeq;
+  /** The largest `durableSeq` in any landed frame header. */
+  #attestedLandedSeq: number;
+  /** The largest `durableSeq` the durable mark on the store says (see {@link syncAttested}). */
+  #markedSeq: number;
+  /** The durable mark's write in flight: one at a time, newest value wins. */
+  #marking: Promise<void> | undefined;
   #syncing: Promise<void> | undefined;
   #attestationPending = false;
   #closed = false;
@@ -120,7 +124,8 @@ export class JournalWriter {
     this.#durableAbs = start.tailAbs;
     // Open's seal frame (or, after a clean close, the superblock's tail)
     // attests every replayed record.
-    this.#attested = new AttestedSeq(start.nextSeq - 1);
+    this.#attestedLandedSeq = start.nextSeq - 1;
+    this.#markedSeq = start.nextSeq - 1;
   }
 
   /** Sequence number of the newest landed record (0 if none ever). */
@@ -213,7 +218,7 @@ export class JournalWriter {
 
   /**
    * Group commit: every write called before is durable when this resolves,
-   * and a landed frame header attests it (see {@link syncAttested}).
+   * and the store says so (see {@link syncAttested}).
    */
   async flush(): Promise<void> {
     await this.#queue.doneThrough(this.#queue.lastTicket);
@@ -221,32 +226,43 @@ export class JournalWriter {
   }
 
   /**
-   * {@link sync}, then waits until a frame header carrying a `durableSeq`
-   * that covers every landed record has itself landed — the next frame of
-   * queued writes, or an empty attestation frame when nothing is queued.
+   * {@link sync}, then makes sure the store says so: unless a landed frame
+   * header already carries a `durableSeq` covering every landed record, it
+   * writes the durable mark (`durable-mark.ts`) and waits for that write.
    *
-   * Why: replay cannot tell a damaged record from a torn tail unless a later
-   * header says a completed flush covered it (see `replayJournal`). Without
+   * Why: replay cannot tell a damaged record from a torn tail unless the
+   * store says a completed flush covered it (see `replayJournal`). Without
    * the wait, a process that exits right after a flush leaves its last group
    * unattested, and a byte later damaged there would be dropped silently as a
-   * torn tail. The header is not flushed itself (a second flush per group
-   * would halve the group-commit rate): the window that remains is a power
-   * cut before the header reaches the disk *and* damage in that same group —
-   * docs/ARCHITECTURE.md "Crash ordering" gives its bound. Not for callers
-   * inside the writer (a checkpoint making room for a frame): the attestation
-   * needs the writer. It waits for no header once {@link close} was called
-   * (close's clean mark names the tail instead), nor when the attesting
-   * frame cannot be written (the writer failed, or no room): the records are
-   * durable, which is what a flush promises, and open's seal attests them.
-   * @throws `EIO` if the store flush fails.
+   * torn tail. The mark is a sector beside the ring, written while frames go
+   * on (a frame header would have to wait behind the frame in flight), and
+   * not flushed (a second flush per group would halve the group-commit
+   * rate): the window that remains is a power cut before it reaches the disk
+   * *and* damage in that same group — docs/ARCHITECTURE.md "Crash ordering"
+   * gives its bound. Writes no mark once {@link close} was called (close's
+   * clean mark names the tail instead) or the writer failed (open's seal
+   * attests what is durable).
+   * @throws `EIO` if the store flush or the mark's write fails.
    */
   async syncAttested(): Promise<void> {
     await this.sync();
     const target = this.#durableSeq;
-    if (this.#attested.covers(target) || this.#closed || this.#failed !== undefined) return;
-    const attested = this.#attested.waitFor(target);
-    this.#scheduleAttestation();
-    await attested;
+    while (this.#markedSeq < target && this.#attestedLandedSeq < target) {
+      if (this.#closed || this.#failed !== undefined) return;
+      this.#marking ??= this.#writeMark();
+      await this.#marking;
+    }
+  }
+
+  async #writeMark(): Promise<void> {
+    const seq = this.#durableSeq;
+    try {
+      const mark = encodeDurableMark(this.#epoch, seq);
+      await io('journal mark write', this.#store.write(DURABLE_MARK_AT, mark));
+      if (seq > this.#markedSeq) this.#markedSeq = seq;
+    } finally {
+      this.#marking = undefined;
+    }
   }
 
   /**
@@ -288,8 +304,6 @@ export class JournalWriter {
   /** Stops appending attestations; the device is closing. */
   close(): void {
     this.#closed = true;
-    // Their records are durable; close's clean mark attests them if it lands.
-    this.#attested.releaseAll();
   }
 
   async #syncOnce(): Promise<void> {
@@ -359,16 +373,12 @@ export class JournalWriter {
     if (this.#failed !== undefined) {
       for (const e of batch) e.reject(this.#failed);
       this.#queue.finish(batch);
-      this.#attested.releaseAll();
       return;
     }
     for (const e of batch) if (e.failed !== undefined) e.reject(e.failed);
     const entries = batch.filter((e) => e.data !== undefined && e.failed === undefined);
     if (entries.length === 0 && !batch.some((e) => e.attestation)) {
       this.#queue.finish(batch);
-      // Every write of the batch failed its merge: no header carries the
-      // flush that waiters need attested, so an attestation must.
-      if (this.#attested.waiting) this.#scheduleAttestation();
       return;
     }
     const durableSeq = this.#durableSeq;
@@ -425,21 +435,14 @@ export class JournalWriter {
       if (writing) this.#failed = err;
       for (const e of entries) e.reject(err);
       for (const e of batch) if (e.attestation) e.reject(err);
-      // Retrying the attestation would fail the same way (no room, the
-      // checkpoint failing). The waiters' records are durable all the same.
-      this.#attested.releaseAll();
     } finally {
       this.#queue.landed();
     }
     if (landed) {
       for (const e of batch) if (e.failed === undefined) e.resolve();
-      this.#attested.landed(durableSeq);
+      if (durableSeq > this.#attestedLandedSeq) this.#attestedLandedSeq = durableSeq;
     }
     this.#queue.finish(batch);
-    if (this.#failed !== undefined) this.#attested.releaseAll();
-    // A frame built before the flush completed landed without the new
-    // `durableSeq`: the waiters left need a frame built from now on.
-    else if (this.#attested.waiting) this.#scheduleAttestation();
     if (landed) this.#hooks.afterFrame();
   }
 }

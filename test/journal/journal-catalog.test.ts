@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { RING_START } from '../../src/journal/index.js';
 import type { CatalogEntry } from '../../src/journal/journal-catalog.js';
 import { SnapshotRegistry } from '../../src/journal/journal-snapshot-registry.js';
+import { SUPERBLOCK_SLOT } from '../../src/store/superblock.js';
 import type { FaultyOperation } from '../../src/testing/index.js';
 import { expectBytes, fill } from '../support/bytes.js';
 import { codeOf } from '../support/error-code.js';
@@ -19,7 +19,8 @@ function failingSuperblock() {
       countdown = nth;
     },
     failures(op: FaultyOperation): boolean {
-      if (countdown === 0 || op.kind !== 'write' || op.offset >= RING_START) return false;
+      // Superblocks only: not the ring, not the durable mark beside slot 0's superblock.
+      if (countdown === 0 || op.kind !== 'write' || op.offset % SUPERBLOCK_SLOT !== 0) return false;
       countdown--;
       return countdown === 0;
     },

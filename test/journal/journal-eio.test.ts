@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { RING_START } from '../../src/journal/index.js';
 import { until } from '../support/async.js';
 import { expectBytes, fill } from '../support/bytes.js';
 import { expectCode } from '../support/error-code.js';
@@ -35,17 +36,41 @@ describe('JournalDevice: a lower failure at close', () => {
 });
 
 describe('JournalDevice: a lower failure in background work', () => {
-  it('an attestation frame that fails to land is an error event (EIO, with the cause); later writes fail with it', async () => {
+  it('a durable mark that fails to be written fails the flush (EIO, with the cause); the records stay', async () => {
     const rig = await JournalRig.create();
+    const d = rig.device;
+    await d.write(0, fill(512, 1));
+    // The flush's fdatasync goes through; the mark written after it fails.
+    rig.journal.failNext('write');
+    const err = await expectCode(d.flush(), 'EIO');
+    expect(err.message).toMatch(/journal mark write failed/);
+    await d.write(512, fill(512, 2));
+    await d.flush();
+    await d.close();
+    expectBytes(
+      'after reopen',
+      await (await rig.open()).read(0, 1024),
+      Uint8Array.from([...fill(512, 1), ...fill(512, 2)]),
+    );
+    await rig.device.close();
+  });
+
+  it('an attestation frame that fails to land is an error event (EIO, with the cause); later writes fail with it', async () => {
+    let armed = false;
+    const rig = await JournalRig.create({
+      journalFailures: (op) => armed && op.kind === 'write' && op.offset >= RING_START,
+    });
     const d = rig.device;
     const errors: Error[] = [];
     d.on('error', (err) => errors.push(err));
     await d.write(0, fill(512, 1));
-    // The flush resolves once the records are durable; the empty frame that
-    // attests them is written after it, with no caller waiting: fail it.
-    rig.journal.failNext('write');
+    // The flush resolves once the records are durable and marked; the empty
+    // frame that attests them too is written after it, with no caller
+    // waiting: fail it.
+    armed = true;
     await d.flush();
     await until(() => errors.length > 0, 'an error event');
+    armed = false;
     expect(errors.map((e) => [(e as { code?: string }).code, e.message])).toEqual([
       ['EIO', expect.stringMatching(/injected failure of write/)],
     ]);
