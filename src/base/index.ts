@@ -8,12 +8,14 @@ export { io } from './lower-io.js';
 export { checkOptions, type OptionType } from './options.js';
 export {
   callbackReader,
+  immediateWriter,
   ownedWriter,
   READ_CALLBACK,
   READ_INTO,
   type ReadDone,
   readByCallback,
   readerInto,
+  WRITE_NOW,
   WRITE_OWNED,
 } from './owned-io.js';
 export {

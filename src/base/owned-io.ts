@@ -40,6 +40,23 @@ export const WRITE_OWNED: unique symbol = Symbol('blocksnap.writeOwned');
  */
 export const READ_CALLBACK: unique symbol = Symbol('blocksnap.readCallback');
 
+/**
+ * `[WRITE_NOW](offset, data)` writes `data` as `write` does — same checks and
+ * errors, thrown — before it returns, on the calling thread: for a few bytes
+ * a layer must know have reached the device (the OS's cache for a file)
+ * before it answers, without a trip through libuv's thread pool. Never for
+ * bulk data: it blocks the event loop for the write.
+ */
+export const WRITE_NOW: unique symbol = Symbol('blocksnap.writeNow');
+
+/** `device`'s {@link WRITE_NOW}, bound to it, or undefined if it has none. */
+export function immediateWriter(
+  device: BlockDevice,
+): ((offset: number, data: Uint8Array) => void) | undefined {
+  const method = (device as { [WRITE_NOW]?: unknown })[WRITE_NOW];
+  return typeof method === 'function' ? method.bind(device) : undefined;
+}
+
 /** What {@link READ_CALLBACK} calls: the error, or null and the bytes read. */
 export type ReadDone = (err: Error | null, data: Uint8Array | undefined) => void;
 

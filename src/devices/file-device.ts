@@ -13,6 +13,7 @@ import {
   READ_INTO,
   type ReadDone,
   readResultBuffer,
+  WRITE_NOW,
   WRITE_OWNED,
 } from '../base/index.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
@@ -268,6 +269,20 @@ export class FileDevice extends AbstractBlockDevice {
     if (length === 0) return Promise.resolve();
     if (blocks.length === 1) return this._write(offset, blocks[0]!);
     return this.#inFlight.track(this.#writev(offset, blocks));
+  }
+
+  /** @internal See {@link WRITE_NOW}: one `pwrite` on this thread (a journal's 512-byte mark). */
+  [WRITE_NOW](offset: number, data: Uint8Array): void {
+    this.checkOpen();
+    checkRange(this.size, offset, data.length);
+    this.checkWritable();
+    try {
+      for (let done = 0; done < data.length; ) {
+        done += fs.writeSync(this.#fd, data, done, data.length - done, offset + done);
+      }
+    } catch (err) {
+      throw wrapIO(`write at ${offset}`, err);
+    }
   }
 
   /** Writes `blocks` back to back from `offset`, resuming after short writes. */

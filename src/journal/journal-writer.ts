@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import { allocateBuffer, io, ownedWriter, SECTOR } from '../base/index.js';
+import { allocateBuffer, immediateWriter, io, ownedWriter, SECTOR } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
 import { DURABLE_MARK_AT, encodeDurableMark } from './durable-mark.js';
 import { headerBytes, RECORD_WRITE, RING_START } from './journal-format.js';
@@ -77,6 +77,8 @@ export class JournalWriter {
   readonly #writeOwned:
     | ((offset: number, blocks: readonly Uint8Array[]) => Promise<void>)
     | undefined;
+  /** The store's WRITE_NOW (a FileDevice's), for the durable mark. */
+  readonly #writeNow: ((offset: number, data: Uint8Array) => void) | undefined;
   readonly #hooks: JournalWriterHooks;
   readonly #epoch: number;
   readonly #session = randomInt(0, 0xffffffff);
@@ -111,6 +113,7 @@ export class JournalWriter {
   ) {
     this.#store = store;
     this.#writeOwned = ownedWriter(store);
+    this.#writeNow = immediateWriter(store);
     this.#blockSize = blockSize;
     this.#hooks = hooks;
     this.#epoch = start.epoch;
@@ -249,20 +252,25 @@ export class JournalWriter {
     const target = this.#durableSeq;
     while (this.#markedSeq < target && this.#attestedLandedSeq < target) {
       if (this.#closed || this.#failed !== undefined) return;
-      this.#marking ??= this.#writeMark();
+      if (this.#marking === undefined) {
+        // Cleared once settled: the write may finish before it is stored here.
+        const marking = this.#writeMark().finally(() => {
+          if (this.#marking === marking) this.#marking = undefined;
+        });
+        this.#marking = marking;
+      }
       await this.#marking;
     }
   }
 
   async #writeMark(): Promise<void> {
     const seq = this.#durableSeq;
-    try {
-      const mark = encodeDurableMark(this.#epoch, seq);
-      await io('journal mark write', this.#store.write(DURABLE_MARK_AT, mark));
-      if (seq > this.#markedSeq) this.#markedSeq = seq;
-    } finally {
-      this.#marking = undefined;
-    }
+    const mark = encodeDurableMark(this.#epoch, seq);
+    // A FileDevice writes it before returning: the flush waits for no
+    // thread-pool round trip (bench jd-write-durable).
+    if (this.#writeNow !== undefined) this.#writeNow(DURABLE_MARK_AT, mark);
+    else await io('journal mark write', this.#store.write(DURABLE_MARK_AT, mark));
+    if (seq > this.#markedSeq) this.#markedSeq = seq;
   }
 
   /**

@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type OwnedIO, READ_INTO, WRITE_OWNED } from '../../src/base/owned-io.js';
+import { type OwnedIO, READ_INTO, WRITE_NOW, WRITE_OWNED } from '../../src/base/owned-io.js';
 import { FileDevice } from '../../src/devices/file-device.js';
 import { expectCode } from '../support/error-code.js';
 import { withHeldFs } from '../support/held-fs.js';
@@ -177,5 +177,21 @@ describe('FileDevice: close waits for I/O in flight', () => {
       expect(settled).toBe(3);
     });
     expect((await readFile(path))[8192 * 2 + 100]).toBe(expected);
+  });
+});
+
+describe('FileDevice WRITE_NOW (the journal durable mark)', () => {
+  it('writes before it returns, and refuses what write refuses, throwing', async () => {
+    const path = join(dir, 'now.img');
+    const d = await FileDevice.open(path, { size: 8192, blockSize: 512, create: true });
+    d[WRITE_NOW](512, new Uint8Array(512).fill(7));
+    // No await in between: the bytes are in the file already.
+    expect((await readFile(path)).subarray(512, 1024)).toEqual(Buffer.alloc(512, 7));
+    expect(() => d[WRITE_NOW](8000, new Uint8Array(512))).toThrow(/ERANGE/);
+    await d.close();
+    expect(() => d[WRITE_NOW](0, new Uint8Array(512))).toThrow(/ECLOSED/);
+    const ro = await FileDevice.open(path, { readOnly: true, blockSize: 512 });
+    expect(() => ro[WRITE_NOW](0, new Uint8Array(512))).toThrow(/EROFS/);
+    await ro.close();
   });
 });

@@ -1,4 +1,9 @@
+import fs from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { FileDevice, JournalDevice, MemoryDevice } from '../../src/index.js';
+import { DURABLE_MARK_AT } from '../../src/journal/durable-mark.js';
 import { expectBytes, fill } from '../support/bytes.js';
 import { expectCode } from '../support/error-code.js';
 import { JournalRig } from '../support/journal-rig.js';
@@ -71,5 +76,26 @@ describe('JournalDevice after flush() and no close', () => {
     expect(all.indexOf(name, at + 1), 'the name is written once').toBe(-1);
     await rig.corrupt(at + 3);
     await expectCode(rig.open(), 'ECORRUPT');
+  });
+});
+
+describe('JournalDevice on a FileDevice journal store', () => {
+  it('leaves the durable mark in the file when flush() resolves (written on the calling thread)', async () => {
+    const dir = fs.mkdtempSync(join(tmpdir(), 'blocksnap-mark-'));
+    try {
+      const production = await MemoryDevice.create({ size: 64 * BS, blockSize: BS });
+      const path = join(dir, 'journal.img');
+      const store = await FileDevice.open(path, { size: 256 * 1024, blockSize: BS, create: true });
+      const d = await JournalDevice.create(production, store);
+      await Promise.all([1, 2, 3].map((b) => d.write(b * BS, fill(BS, b))));
+      await d.flush();
+      // Read straight from the file, before anything else gets a turn.
+      const mark = fs.readFileSync(path).subarray(DURABLE_MARK_AT, DURABLE_MARK_AT + BS);
+      const view = new DataView(mark.buffer, mark.byteOffset, mark.byteLength);
+      expect(view.getFloat64(8, true)).toBe(d.sequence);
+      await d.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
