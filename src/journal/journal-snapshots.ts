@@ -186,6 +186,8 @@ export class JournalSnapshots {
         await core.bumpSuperblock({});
         await io('production delete snapshot', production.deleteSnapshot(snap.productionId));
       });
+      // Gone from the registry, which now answers ENOENT itself.
+      this.#deleting.delete(id);
     })();
   }
 
