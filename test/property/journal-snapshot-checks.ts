@@ -148,6 +148,21 @@ interface Outcome {
   label: string;
   content: Uint8Array;
   snapshots: Candidate[];
+  /**
+   * The content after each cut-short record that landed, by sequence
+   * number: what a point-in-time view of it must read. A restore that
+   * happened changes the views from its record on, one that did not
+   * leaves them as they were.
+   */
+  history: Map<number, Uint8Array>;
+}
+
+/** What {@link matchRecovery} found the recovered device to be. */
+export interface Recovered {
+  /** The snapshots the model is to hold from now on. */
+  snapshots: ModelSnapshot[];
+  /** The content after each cut-short record that landed (see `Outcome.history`). */
+  history: Map<number, Uint8Array>;
 }
 
 /**
@@ -166,17 +181,25 @@ export function outcomesAt(m: JournalModel, unsure: Unsure, k: number): Outcome[
     c.contents = [c.contents[0]!, written];
   }
   if (k <= m.seq) {
-    return [{ label: `state after record ${k}`, content: m.states.get(k)!, snapshots: base }];
+    const content = m.states.get(k)!;
+    return [{ label: `state after record ${k}`, content, snapshots: base, history: new Map() }];
   }
-  let outcomes: Outcome[] = [{ label: `records to ${m.seq}`, content: m.content, snapshots: base }];
+  let outcomes: Outcome[] = [
+    { label: `records to ${m.seq}`, content: m.content, snapshots: base, history: new Map() },
+  ];
   for (let seq = m.seq + 1; seq <= k; seq++) {
     const e = unsure.records[seq - m.seq - 1]!;
-    outcomes = outcomes.flatMap((o) => after(o, e, seq));
+    outcomes = outcomes.flatMap((o) =>
+      after(o, e, seq).map((next) => ({
+        ...next,
+        history: new Map([...o.history, [seq, next.content]]),
+      })),
+    );
   }
   return outcomes;
 }
 
-/** The states `o` may become once record `seq`, `e`, has landed. */
+/** The states `o` may become once record `seq`, `e`, has landed (`history` not yet extended). */
 function after(o: Outcome, e: Effect, seq: number): Outcome[] {
   switch (e.kind) {
     case 'write': {
@@ -249,7 +272,8 @@ function mismatch(
 /**
  * Checks the device opened after a power cut holds one of the allowed
  * outcomes at its sequence number `k` (content `got`), every surviving
- * snapshot bit-exact; returns the snapshots the model is to hold from now on.
+ * snapshot bit-exact; returns the snapshots the model is to hold from now on
+ * and the history of the outcome that matched.
  */
 export async function matchRecovery(
   m: JournalModel,
@@ -257,7 +281,7 @@ export async function matchRecovery(
   unsure: Unsure,
   k: number,
   got: Uint8Array,
-): Promise<ModelSnapshot[]> {
+): Promise<Recovered> {
   const infos = r.device.listSnapshots();
   // Oldest first, by marker.
   const sequences = infos.map((i) => i.sequence);
@@ -272,13 +296,14 @@ export async function matchRecovery(
     const why = mismatch(o, got, infos, reads);
     if (why === undefined) {
       count(snapshotStats.outcomes, o.label.replace(/\d+/g, 'n'));
-      return infos.map((info) => ({
+      const snapshots = infos.map((info) => ({
         id: info.id,
         name: info.name,
         writable: info.writable,
         sequence: info.sequence,
         content: reads.get(info.id)!,
       }));
+      return { snapshots, history: o.history };
     }
     problems.push(`${o.label}: ${why}`);
   }
