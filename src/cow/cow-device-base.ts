@@ -19,7 +19,12 @@ import type {
   SnapshotOptions,
 } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
-import { SnapshotHandle, type SnapshotHost } from '../snapshot/index.js';
+import {
+  SNAPSHOT_FREEZE,
+  type SnapshotFreeze,
+  SnapshotHandle,
+  type SnapshotHost,
+} from '../snapshot/index.js';
 import type { BlockRanges } from './block-ranges.js';
 import { checkCowStore } from './cow-check.js';
 import { changedExtentsOf, heldExtentsOf } from './cow-extents.js';
@@ -61,6 +66,7 @@ export abstract class CowDeviceBase
   readonly #everyBlock: BlockRanges;
   /** Reads (OriginReads) and passed-on writes (UnheldWrites) count themselves in flight. */
   readonly #inFlight: InFlightCounter = inFlightCounter(this);
+  readonly #snapshotIO: CowSnapshotIO;
   /** What snapshot handles call back into; kept off the public surface. */
   readonly #host: SnapshotHost;
   readonly #reads: OriginReads;
@@ -83,9 +89,8 @@ export abstract class CowDeviceBase
       (first, last) => this.#preserve(first, last),
       (done, total) => this.emit('progress', { operation: 'restore', done, total }),
     );
-    this.#host = new CowSnapshotIO(cow, this.#gate, this.#locks, excludedReads).host((handle) =>
-      this.#handles.delete(handle),
-    );
+    this.#snapshotIO = new CowSnapshotIO(cow, this.#gate, this.#locks, excludedReads);
+    this.#host = this.#snapshotIO.host((handle) => this.#handles.delete(handle));
   }
 
   /** Store chunks free for preserved and snapshot-owned blocks. */
@@ -259,6 +264,12 @@ export abstract class CowDeviceBase
   snapshotExtents(id: string): Extent[] {
     this.checkOpen();
     return heldExtentsOf(this.#state, this.#everyBlock, this.blockSize, id);
+  }
+
+  /** Holds a writable snapshot still for an export (see SNAPSHOT_FREEZE). @internal */
+  [SNAPSHOT_FREEZE](id: string): SnapshotFreeze {
+    this.checkOpen();
+    return this.#snapshotIO.freeze(this.#state.byId(id).seq);
   }
 
   /**

@@ -2,7 +2,7 @@ import type { LockTable } from '../base/index.js';
 import { io } from '../base/index.js';
 import { crc32Combine } from '../checksum/index.js';
 import { BlockDeviceError } from '../errors.js';
-import type { SnapshotHost } from '../snapshot/index.js';
+import { type SnapshotFreeze, SnapshotFreezes, type SnapshotHost } from '../snapshot/index.js';
 import { type BlockRanges, rangesHoldAll, rangesOverlap } from './block-ranges.js';
 import type { CowStore } from './cow-store.js';
 import type { RangeGate } from './range-gate.js';
@@ -24,6 +24,7 @@ export class CowSnapshotIO {
   readonly #locks: LockTable;
   readonly #excludedReads: ExcludedReads;
   readonly #bs: number;
+  readonly #freezes = new SnapshotFreezes();
 
   constructor(cow: CowStore, gate: RangeGate, locks: LockTable, excludedReads: ExcludedReads) {
     this.#cow = cow;
@@ -91,8 +92,30 @@ export class CowSnapshotIO {
     return out;
   }
 
-  /** Serves a writable snapshot handle's write: redirect-on-write into fresh chunks. */
-  async write(seq: number, offset: number, data: Uint8Array): Promise<void> {
+  /**
+   * Serves a writable snapshot handle's write: redirect-on-write into fresh
+   * chunks. `EBUSY` while an export holds the snapshot still (checked at the
+   * call, so call order decides which writes the export carries).
+   */
+  write(seq: number, offset: number, data: Uint8Array): Promise<void> {
+    if (this.#freezes.isFrozen(seq)) {
+      return Promise.reject(
+        new BlockDeviceError(
+          'EBUSY',
+          `write of ${data.length} bytes at ${offset}: snapshot #${seq} is being exported, and takes no writes until the export ends`,
+        ),
+      );
+    }
+    return this.#freezes.track(seq, this.#write(seq, offset, data));
+  }
+
+  /** Holds snapshot `seq` still (see SNAPSHOT_FREEZE in src/snapshot). */
+  freeze(seq: number): SnapshotFreeze {
+    this.#liveSnapshot(seq);
+    return this.#freezes.freeze(seq);
+  }
+
+  async #write(seq: number, offset: number, data: Uint8Array): Promise<void> {
     if (this.#cow.log.failed) throw this.#cow.log.failed; // fail-stop, as CowStore.preserve
     const first = Math.floor(offset / this.#bs);
     const last = Math.floor((offset + data.length - 1) / this.#bs);

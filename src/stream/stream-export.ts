@@ -4,7 +4,12 @@ import { checkGeometry, forEachConcurrently } from '../base/index.js';
 import { checksum, fletcher4 } from '../checksum/index.js';
 import type { ChangeTracking, Extent, Snapshot } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
-import { STORED_CHECKSUM } from '../snapshot/index.js';
+import {
+  canFreezeSnapshots,
+  SNAPSHOT_FREEZE,
+  type SnapshotFreeze,
+  STORED_CHECKSUM,
+} from '../snapshot/index.js';
 import type { ExportStreamOptions } from './stream.js';
 import {
   encodeHeader,
@@ -12,7 +17,6 @@ import {
   MAX_ID_BYTES,
   pieces,
   type StreamHeader,
-  sameBytes,
   uuidBytes,
 } from './stream-format.js';
 import { encodeFrameHead, encodeFrameTail, encodeTrailer } from './stream-frames.js';
@@ -26,7 +30,7 @@ import { encodeManifest, Manifest } from './stream-manifest.js';
 /** Pieces whose base and new content the manifest pass reads at once (up to two reads each). */
 const READS_IN_FLIGHT = 4;
 /**
- * Bytes of a read-only snapshot's new content that the manifest pass keeps
+ * Bytes of snapshot `to`'s new content that the manifest pass keeps
  * for the frames, so that they are not read a second time: an incremental
  * of up to this much change reads its changed blocks once. Reading was most
  * of an incremental export's time once its checksum got cheap (bench row
@@ -43,6 +47,12 @@ export interface ExportPlan {
   extents: Extent[];
   /** Incremental streams: what the base snapshot `from` holds (ascending, coalesced). */
   baseHolds: Extent[];
+  /**
+   * A writable `to`, held still from the `exportStream` call until the
+   * export ends: `extents` are settled again once the writes called before
+   * the freeze have landed, and the frames carry that one state.
+   */
+  freeze: SnapshotFreeze | undefined;
 }
 
 /**
@@ -71,8 +81,7 @@ export function planExport(device: ChangeTracking, options: ExportStreamOptions)
   if (from !== undefined) checkSnapshotId('from', from);
   checkSignal('exportStream', signal);
   // Both calls are memory lookups, and throw ENOENT for an unknown id now.
-  const holds = device.snapshotExtents(to);
-  const changed = from === undefined ? holds : device.changedExtents(from, to);
+  const extents = extentsToSend(device, from, to);
   const streamId = randomUUID();
   return {
     header: {
@@ -85,10 +94,37 @@ export function planExport(device: ChangeTracking, options: ExportStreamOptions)
       to,
     },
     streamId: uuidBytes(streamId),
-    extents: coalesce(changed, device, from === undefined ? 'snapshotExtents' : 'changedExtents'),
+    extents,
     baseHolds:
       from === undefined ? [] : coalesce(device.snapshotExtents(from), device, 'snapshotExtents'),
+    // Last: nothing above may throw once the snapshot is held.
+    freeze: freezeIfWritable(device, to),
   };
+}
+
+/** What the frames carry: all `to` holds, or what changed since `from`, from the change tables. */
+function extentsToSend(device: ChangeTracking, from: string | undefined, to: string): Extent[] {
+  return from === undefined
+    ? coalesce(device.snapshotExtents(to), device, 'snapshotExtents')
+    : coalesce(device.changedExtents(from, to), device, 'changedExtents');
+}
+
+/**
+ * Holds `to` still if it is writable, so the stream carries one state of it:
+ * writes to it called after this fail `EBUSY` until the export ends. A
+ * device that cannot hold a snapshot still cannot export a writable one:
+ * a write during the export would land in some frames and not in others.
+ */
+function freezeIfWritable(device: ChangeTracking, to: string): SnapshotFreeze | undefined {
+  const info = device.listSnapshots().find((s) => s.id === to);
+  if (info === undefined || !info.writable) return undefined;
+  if (!canFreezeSnapshots(device)) {
+    throw new BlockDeviceError(
+      'EINVAL',
+      `exportStream: snapshot ${to} is writable and this device cannot hold a snapshot's writes during an export; export a read-only snapshot`,
+    );
+  }
+  return device[SNAPSHOT_FREEZE](to);
 }
 
 function checkSnapshotId(what: string, id: unknown): void {
@@ -212,6 +248,7 @@ export class StreamExporter {
     this.#kept.clear();
     this.#keptBytes = 0;
     this.#signal?.removeEventListener('abort', this.#onAbort);
+    this.#plan.freeze?.release();
     const handles = [this.#to, this.#from];
     this.#to = undefined;
     this.#from = undefined;
@@ -222,6 +259,13 @@ export class StreamExporter {
 
   async #openHandles(): Promise<void> {
     const { from, to, incremental } = this.#plan.header;
+    const freeze = this.#plan.freeze;
+    if (freeze !== undefined) {
+      // A write called before exportStream() and still in flight is in the
+      // export: once it has landed, the change tables say what to send.
+      await freeze.settled;
+      this.#plan.extents = extentsToSend(this.#device, from, to);
+    }
     this.#to = await this.#device.openSnapshot(to);
     if (incremental) {
       this.#from = await this.#device.openSnapshot(from!);
@@ -257,10 +301,8 @@ export class StreamExporter {
         to.read(offset, length),
       ]);
       manifest.setChecksums(i, base, fletcher4(next));
-      // Only a read-only snapshot's: a writable one's frames are read again
-      // and checked against the manifest, so a write in between is seen.
       // Nothing once stopped: stop() has let go of what was kept.
-      if (to.readOnly && !this.#stopped && this.#keptBytes + length <= KEEP_FOR_FRAMES) {
+      if (!this.#stopped && this.#keptBytes + length <= KEEP_FOR_FRAMES) {
         this.#kept.set(i, next);
         this.#keptBytes += length;
       }
@@ -293,22 +335,11 @@ export class StreamExporter {
     }
     this.#signal?.throwIfAborted();
     const manifest = this.#manifest;
-    let sum: Uint8Array;
-    if (manifest !== undefined && to.readOnly) {
-      // A read-only snapshot cannot change between the manifest pass and
-      // this read, so the manifest's checksum of it is the frame's: one
-      // pass fewer. Were a device to break that promise, the data would not
-      // match its tail and applyStream would refuse the frame — never apply it.
-      sum = manifest.newSum(n);
-    } else {
-      sum = fletcher4(data);
-      if (manifest !== undefined && !sameBytes(sum, manifest.newSum(n))) {
-        throw new BlockDeviceError(
-          'EBUSY',
-          `snapshot ${this.#plan.header.to} changed at [${offset}, ${offset + length}) during the export (a writable snapshot was written); export it again`,
-        );
-      }
-    }
+    // `to` cannot change during the export (read-only, or a writable one
+    // held still), so the manifest's checksum of it is the frame's: one pass
+    // fewer. Were a device to break that promise, the data would not match
+    // its tail and applyStream would refuse the frame — never apply it.
+    const sum = manifest !== undefined ? manifest.newSum(n) : fletcher4(data);
     const streamId = this.#plan.streamId;
     // Control data before and after the block (seed 004, claim 44).
     this.#enqueue(encodeFrameHead(n, offset, length, streamId));

@@ -112,23 +112,29 @@ const NOTHING_APPLIED: AppliedProgress = { frames: 0, bytes: 0 };
  * block up to three times: as `from` and as `to` for the manifest (the
  * checksums that let `applyStream` prove the target's base; a base CRC the
  * snapshot store keeps is not read), and as `to` again for its frame, except
- * the first 16 MiB of a read-only `to`, kept from the manifest pass (so an
+ * the first 16 MiB of `to`, kept from the manifest pass (so an
  * incremental holds up to 16 MiB more while its manifest goes out); it
  * reads nothing else. Data is read through snapshot handles
  * opened on the first pull and closed at the end, on cancel, on abort and on
- * error. If a writable `to` is written during an incremental export, the
- * stream errors with `EBUSY` rather than carry data its manifest does not
- * describe; don't write a writable `to` while exporting it fully either.
+ * error.
+ *
+ * A writable `to` is frozen from this call until the stream ends, errors or
+ * is cancelled: every write to it called meanwhile, through any handle,
+ * rejects `EBUSY` and changes nothing; writes called before this call are
+ * in the stream. The stream carries exactly one state of the snapshot, never
+ * a mix. Read the stream to its end or cancel it: one left unread keeps the
+ * snapshot frozen. A device that cannot freeze a snapshot (one outside this
+ * library) cannot export a writable one (`EINVAL`).
  *
  * For Node streams, `Readable.fromWeb(exportStream(...))` gives a Readable
  * (to pipe into a file or socket); the web stream is also async-iterable.
  *
  * @throws (synchronously, before anything is read) `EINVAL` for a device
  *   that is not change-tracking, a bad option, or extents the device reports
- *   that are not whole ascending blocks; `ENOENT` for an unknown snapshot;
- *   `ECLOSED`. The stream errors with `ENOENT` if a snapshot is deleted
- *   during the export, `EBUSY` as above, the device's own errors, or the
- *   signal's reason.
+ *   that are not whole ascending blocks, or a writable `to` the device
+ *   cannot freeze; `ENOENT` for an unknown snapshot; `ECLOSED`. The stream
+ *   errors with `ENOENT` if a snapshot is deleted during the export, the
+ *   device's own errors, or the signal's reason.
  */
 export function exportStream(
   device: ChangeTracking,
