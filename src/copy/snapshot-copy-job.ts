@@ -1,4 +1,10 @@
-import { AbstractBlockDevice, io, ownedWriter, TypedEventEmitter } from '../base/index.js';
+import {
+  AbstractBlockDevice,
+  io,
+  ownedWriter,
+  TypedEventEmitter,
+  withClaimed,
+} from '../base/index.js';
 import type { BlockDevice, CheckReport } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { refuseReformat } from '../store/index.js';
@@ -196,20 +202,24 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
   static async start(options: SnapshotCopyJobOptions): Promise<SnapshotCopyJob> {
     const geometry = geometryOf(options);
     const policy = policyOf(options);
-    const { destination, source } = options;
-    if (isStream(destination)) {
-      if (options.mapStore !== undefined) {
-        throw new BlockDeviceError('EINVAL', 'a stream destination cannot be resumed: no mapStore');
+    const { destination } = options;
+    if (isStream(destination) && options.mapStore !== undefined) {
+      throw new BlockDeviceError('EINVAL', 'a stream destination cannot be resumed: no mapStore');
+    }
+    // The job owns the source until `job.device` closes it: a write around
+    // the job would miss the copy (docs/ARCHITECTURE.md, "Layers").
+    return withClaimed([options.source] as const, 'SnapshotCopyJob', async ([source]) => {
+      if (isStream(destination)) {
+        const sink = await StreamCopySink.open(destination, geometry, source.blockSize);
+        const map = await CopyMap.create(geometry, NO_FLUSH, undefined);
+        return new SnapshotCopyJob(source, sink, map, policy, options.signal);
       }
-      const sink = await StreamCopySink.open(destination, geometry, source.blockSize);
-      const map = await CopyMap.create(geometry, NO_FLUSH, undefined);
-      return new SnapshotCopyJob(source, sink, map, policy, options.signal);
-    }
-    if (options.mapStore !== undefined) {
-      await refuseReformat(options.mapStore, 'mapStore', options.force, 'copy map');
-    }
-    const map = await CopyMap.create(geometry, destination, options.mapStore);
-    return new SnapshotCopyJob(source, destination, map, policy, options.signal);
+      if (options.mapStore !== undefined) {
+        await refuseReformat(options.mapStore, 'mapStore', options.force, 'copy map');
+      }
+      const map = await CopyMap.create(geometry, destination, options.mapStore);
+      return new SnapshotCopyJob(source, destination, map, policy, options.signal);
+    });
   }
 
   /**
@@ -228,8 +238,11 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
     if (options.mapStore === undefined) {
       throw new BlockDeviceError('EINVAL', 'resume needs the mapStore the job was started with');
     }
-    const map = await CopyMap.load(geometry, options.destination, options.mapStore);
-    return new SnapshotCopyJob(options.source, options.destination, map, policy, options.signal);
+    const { destination, mapStore, signal } = options;
+    return withClaimed([options.source] as const, 'SnapshotCopyJob', async ([source]) => {
+      const map = await CopyMap.load(geometry, destination, mapStore);
+      return new SnapshotCopyJob(source, destination, map, policy, signal);
+    });
   }
 
   /**

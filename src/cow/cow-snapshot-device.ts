@@ -1,4 +1,4 @@
-import { checkOptions } from '../base/index.js';
+import { checkOptions, withClaimed } from '../base/index.js';
 import type { BlockDevice, Snapshot, SnapshotOptions } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { checkSnapshotOptions } from '../snapshot/index.js';
@@ -65,8 +65,10 @@ export class CowSnapshotDevice extends CowDeviceBase {
         `maxSnapshots ${maxSnapshots} is not an integer from 1 to 65536`,
       );
     }
-    await CowStore.format(origin, store, maxSnapshots, 0, options.force);
-    return CowSnapshotDevice.open(origin, store);
+    return withClaimed([origin, store] as const, 'CowSnapshotDevice', async ([o, s]) => {
+      await CowStore.format(o, s, maxSnapshots, 0, options.force);
+      return CowSnapshotDevice.#openOwned(o, s);
+    });
   }
 
   /**
@@ -79,6 +81,13 @@ export class CowSnapshotDevice extends CowDeviceBase {
    */
   static async open(origin: BlockDevice, store: BlockDevice): Promise<CowSnapshotDevice> {
     checkCowDevices(origin, store);
+    return withClaimed([origin, store] as const, 'CowSnapshotDevice', ([o, s]) =>
+      CowSnapshotDevice.#openOwned(o, s),
+    );
+  }
+
+  /** `open` over the views of the claimed origin and store. */
+  static async #openOwned(origin: BlockDevice, store: BlockDevice): Promise<CowSnapshotDevice> {
     const cow = await CowStore.recover(origin, store);
     if (cow.layout.maxRuns !== 0) {
       throw new BlockDeviceError(

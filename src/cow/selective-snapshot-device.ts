@@ -1,4 +1,4 @@
-import { checkOptions, checkRange } from '../base/index.js';
+import { checkOptions, checkRange, withClaimed } from '../base/index.js';
 import type { BlockDevice, Extent, Snapshot, SnapshotOptions } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { checkSnapshotOptions } from '../snapshot/index.js';
@@ -110,8 +110,10 @@ export class SelectiveSnapshotDevice extends CowDeviceBase {
     const excludedReads = checkExcludedReads(options);
     const maxSnapshots = checkLimit('maxSnapshots', options.maxSnapshots ?? 64, 65536);
     const maxRuns = checkLimit('maxRuns', options.maxRuns ?? 256, 4000);
-    await CowStore.format(origin, store, maxSnapshots, maxRuns, options.force);
-    return SelectiveSnapshotDevice.open(origin, store, { excludedReads });
+    return withClaimed([origin, store] as const, 'SelectiveSnapshotDevice', async ([o, s]) => {
+      await CowStore.format(o, s, maxSnapshots, maxRuns, options.force);
+      return SelectiveSnapshotDevice.#openOwned(o, s, excludedReads);
+    });
   }
 
   /**
@@ -129,6 +131,17 @@ export class SelectiveSnapshotDevice extends CowDeviceBase {
   ): Promise<SelectiveSnapshotDevice> {
     checkCowDevices(origin, store);
     const excludedReads = checkExcludedReads(options);
+    return withClaimed([origin, store] as const, 'SelectiveSnapshotDevice', ([o, s]) =>
+      SelectiveSnapshotDevice.#openOwned(o, s, excludedReads),
+    );
+  }
+
+  /** `open` over the views of the claimed origin and store. */
+  static async #openOwned(
+    origin: BlockDevice,
+    store: BlockDevice,
+    excludedReads: ExcludedReads,
+  ): Promise<SelectiveSnapshotDevice> {
     const cow = await CowStore.recover(origin, store);
     if (cow.layout.maxRuns === 0) {
       throw new BlockDeviceError(

@@ -81,3 +81,19 @@ export function parseJournalOptions(options: JournalDeviceOptions): {
   }
   return { checkpointAt, onProgress: options.onProgress };
 }
+
+/**
+ * The `maxSnapshots` a journal is created with: the option, or 64 over a
+ * snapshot-capable production device and 0 over another.
+ * @throws `EINVAL` unless an integer from 0 to 4096.
+ */
+export function catalogSize(options: JournalDeviceOptions, snapshotCapable: boolean): number {
+  const maxSnapshots = options.maxSnapshots ?? (snapshotCapable ? 64 : 0);
+  if (!Number.isSafeInteger(maxSnapshots) || maxSnapshots < 0 || maxSnapshots > 4096) {
+    throw new BlockDeviceError(
+      'EINVAL',
+      `maxSnapshots ${String(maxSnapshots)} is not an integer from 0 to 4096`,
+    );
+  }
+  return maxSnapshots;
+}
