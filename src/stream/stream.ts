@@ -141,9 +141,12 @@ const NOTHING_APPLIED: AppliedProgress = { frames: 0, bytes: 0 };
  * blocks that differ between `from` and `to`, found from the device's
  * change tables (`changedExtents`) without reading anything else.
  *
- * Guarantees: the stream is pulled — one frame (at most 1 MiB of data) is
+ * Guarantees: the stream is pulled — one piece (at most 1 MiB of data) is
  * read from the device when the consumer wants more, so memory stays
- * bounded whatever the device size. An incremental stream reads every changed
+ * bounded whatever the device size. Extents of zeros go as zero frames,
+ * without their bytes (a full stream's pieces are cut at runs of all-zero
+ * 4 KiB units; an incremental stream's extents whose new content is zeros),
+ * so a mostly empty volume's stream is about what was written to it. An incremental stream reads every changed
  * block up to three times: as `from` and as `to` for the manifest (the
  * checksums that let `applyStream` prove the target's base; a base CRC the
  * snapshot store keeps is not read), and as `to` again for its frame, except
@@ -214,6 +217,12 @@ export function exportStream(
  *   cut off, ends with the same target content; an incremental stream skips
  *   (reads and checks, but does not write) frames whose extent already holds
  *   the new content.
+ * - Sparse: a zero frame's extent is read from the target and zeros are
+ *   written only over its 4 KiB units (or blocks, if larger) that are not
+ *   zero already, so a target that is zero there (a new sparse file) is not
+ *   written and stays sparse.
+ * - Streams of format versions 2 and 3 are read; another version is
+ *   `EINVAL` before anything is written.
  * - The target's size and block size must equal the exporting device's
  *   (`EINVAL` before anything is written). The target is flushed before
  *   the promise resolves.
