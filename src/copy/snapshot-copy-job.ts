@@ -1,6 +1,7 @@
 import { AbstractBlockDevice, io, ownedWriter, TypedEventEmitter } from '../base/index.js';
 import type { BlockDevice, CheckReport } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
+import { refuseReformat } from '../store/index.js';
 import { type ConflictPolicy, CopyEngine, type CopySink } from './copy-engine.js';
 import { type CopyGeometry, CopyMap } from './copy-map.js';
 import { checkMapStore } from './copy-map-check.js';
@@ -52,6 +53,13 @@ export interface SnapshotCopyJobOptions {
    * Needs {@link SnapshotCopyJob.mapStoreBytes} bytes. @default in memory only
    */
   mapStore?: BlockDevice;
+  /**
+   * `start` only: use `mapStore` even if it holds a COW store or a journal,
+   * erasing it. Without it `start` refuses such a map store with `EBUSY`
+   * and changes nothing (an earlier job's map is overwritten either way).
+   * @default false
+   */
+  force?: boolean;
   /** Aborts the job: the copier stops, every queued write is applied, `done` rejects. */
   signal?: AbortSignal;
 }
@@ -182,7 +190,8 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
    * waiting for the copy.
    * @throws `EINVAL` for bad options (a read-only destination, a chunk size
    *   that is not a power of two, a map store too small), `ERANGE` for a range
-   *   outside the source or the destination.
+   *   outside the source or the destination, `EBUSY` for a map store that
+   *   holds a COW store or a journal (see `force`).
    */
   static async start(options: SnapshotCopyJobOptions): Promise<SnapshotCopyJob> {
     const geometry = geometryOf(options);
@@ -195,6 +204,9 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
       const sink = await StreamCopySink.open(destination, geometry, source.blockSize);
       const map = await CopyMap.create(geometry, NO_FLUSH, undefined);
       return new SnapshotCopyJob(source, sink, map, policy, options.signal);
+    }
+    if (options.mapStore !== undefined) {
+      await refuseReformat(options.mapStore, 'mapStore', options.force, 'copy map');
     }
     const map = await CopyMap.create(geometry, destination, options.mapStore);
     return new SnapshotCopyJob(source, destination, map, policy, options.signal);

@@ -31,6 +31,12 @@ export interface SelectiveSnapshotDeviceOptions extends SelectiveSnapshotDeviceO
    * @default 256
    */
   maxRuns?: number;
+  /**
+   * Format the store even if it already holds a blocksnap format (a COW
+   * store, a journal or a copy map), erasing it. Without it `create` refuses
+   * such a store with `EBUSY` and changes nothing. @default false
+   */
+  force?: boolean;
 }
 
 /** Options for {@link SelectiveSnapshotDevice.snapshot}. */
@@ -86,7 +92,9 @@ export class SelectiveSnapshotDevice extends CowDeviceBase {
    * device. Resolves only once the format is durable. The device owns both
    * devices from then on: its `close()` flushes and closes them.
    * @throws `EINVAL` for bad options, a read-only store, or a store too small
-   *   to hold metadata and one chunk; `EIO` if the store fails.
+   *   to hold metadata and one chunk; `EBUSY` (nothing written) if the store
+   *   already holds a blocksnap format, unless `force`; `EIO` if the store
+   *   fails.
    */
   static async create(
     origin: BlockDevice,
@@ -96,13 +104,13 @@ export class SelectiveSnapshotDevice extends CowDeviceBase {
     checkCowDevices(origin, store);
     checkOptions(
       options,
-      { excludedReads: 'string', maxSnapshots: 'number', maxRuns: 'number' },
+      { excludedReads: 'string', maxSnapshots: 'number', maxRuns: 'number', force: 'boolean' },
       'SelectiveSnapshotDevice.create',
     );
     const excludedReads = checkExcludedReads(options);
     const maxSnapshots = checkLimit('maxSnapshots', options.maxSnapshots ?? 64, 65536);
     const maxRuns = checkLimit('maxRuns', options.maxRuns ?? 256, 4000);
-    await CowStore.format(origin, store, maxSnapshots, maxRuns);
+    await CowStore.format(origin, store, maxSnapshots, maxRuns, options.force);
     return SelectiveSnapshotDevice.open(origin, store, { excludedReads });
   }
 

@@ -97,8 +97,9 @@ export class JournalDevice
    * Resolves only once the format is durable. The device owns both devices
    * from then on: its `close()` flushes and closes them.
    * @throws `EINVAL` for bad options, a read-only device, or a journal too
-   *   small for one record of one block and the snapshot catalog; `EIO` if a
-   *   device fails.
+   *   small for one record of one block and the snapshot catalog; `EBUSY`
+   *   (nothing written) if the journal store already holds a blocksnap
+   *   format, unless `force`; `EIO` if a device fails.
    */
   static async create(
     production: BlockDevice,
@@ -114,7 +115,7 @@ export class JournalDevice
         `maxSnapshots ${String(maxSnapshots)} is not an integer from 0 to 4096`,
       );
     }
-    await formatJournal(journal, production, maxSnapshots);
+    await formatJournal(journal, production, maxSnapshots, options.force);
     return JournalDevice.open(production, journal, options);
   }
 

@@ -34,12 +34,9 @@ describe('error codes through a stack', () => {
   it('ENOSPC of a lower COW layer is ENOSPC at the COW device over it', async () => {
     const disk = await MemoryDevice.create({ size: 256 * BS, blockSize: BS });
     const lower = await cowOver(disk, 40 * 1024);
-    const upper = await cowOver(
-      await MemoryDevice.create({ size: 64 * 1024, blockSize: BS }),
-      64 * 1024,
-    );
+    const upperStore = await MemoryDevice.create({ size: 64 * 1024, blockSize: BS });
     // The upper device's origin is the lower COW device.
-    const top = await CowSnapshotDevice.create(lower.device, upper.store, { maxSnapshots: 4 });
+    const top = await CowSnapshotDevice.create(lower.device, upperStore, { maxSnapshots: 4 });
     await lower.device.snapshot();
     const err = await expectCode(top.write(0, fill(256 * BS, 7)), 'ENOSPC');
     expect(causes(err).some((e) => BlockDeviceError.is(e, 'ENOSPC') && e !== err)).toBe(true);
