@@ -35,5 +35,14 @@ export {
   MIN_BLOCK_SIZE,
   SECTOR,
 } from './range.js';
+export {
+  checkStackIdentity,
+  describeIdentity,
+  LayerKind,
+  newLayerId,
+  STACK_IDENTITY,
+  type StackIdentity,
+  stackIdentityOf,
+} from './stack-identity.js';
 export { forEachConcurrently } from './task-pool.js';
 export { type EventMap, type TypedEmitter, TypedEventEmitter } from './typed-emitter.js';

@@ -6,7 +6,10 @@ import {
   type InFlightCounter,
   inFlightCounter,
   io,
+  LayerKind,
   LockTable,
+  STACK_IDENTITY,
+  type StackIdentity,
 } from '../base/index.js';
 import type {
   BlockDeviceEvents,
@@ -266,6 +269,12 @@ export abstract class CowDeviceBase
   snapshotExtents(id: string): Extent[] {
     this.checkOpen();
     return heldExtentsOf(this.#state, this.#everyBlock, this.blockSize, id);
+  }
+
+  /** What a layer stacked on this one records of it (src/base/stack-identity.ts). @internal */
+  [STACK_IDENTITY](): StackIdentity {
+    const { maxRuns, id } = this.#cow.layout;
+    return { kind: maxRuns === 0 ? LayerKind.cow : LayerKind.selective, id };
   }
 
   /** Holds a writable snapshot still for an export (see SNAPSHOT_FREEZE). @internal */

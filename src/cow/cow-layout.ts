@@ -1,3 +1,9 @@
+import {
+  checkStackIdentity,
+  newLayerId,
+  type StackIdentity,
+  stackIdentityOf,
+} from '../base/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { type CowEntry, decodeEntries, encodeEntries, entrySize } from './metadata-codec.js';
@@ -19,6 +25,10 @@ export interface CowLayout {
    */
   maxRuns: number;
   log: LogLayout;
+  /** This store's own id, random at format (0: a store formatted before ids were kept). */
+  id: number;
+  /** The device the store was formatted over (undefined before identities were kept). */
+  origin: StackIdentity | undefined;
 }
 
 /** The metadata codec of copy-on-write stores. */
@@ -107,12 +117,14 @@ export function planCowLayout(
     maxSnapshots,
     maxRuns,
     log,
+    id: newLayerId(),
+    origin: stackIdentityOf(origin),
   };
 }
 
 /** Serializes the layout into the superblock's owner parameters. */
 export function writeCowParams(layout: CowLayout): Uint8Array {
-  const out = new Uint8Array(48);
+  const out = new Uint8Array(60);
   const view = new DataView(out.buffer);
   view.setFloat64(0, layout.originSize, true);
   view.setUint32(8, layout.blockSize, true);
@@ -122,6 +134,9 @@ export function writeCowParams(layout: CowLayout): Uint8Array {
   view.setFloat64(28, layout.log.tableCapacity, true);
   view.setFloat64(36, layout.log.logCapacity, true);
   view.setUint32(44, layout.maxRuns, true);
+  view.setUint32(48, layout.id, true);
+  view.setUint32(52, layout.origin?.kind ?? 0, true);
+  view.setUint32(56, layout.origin?.id ?? 0, true);
   return out;
 }
 
@@ -142,6 +157,12 @@ export function readCowParams(params: Uint8Array, store: BlockDevice): CowLayout
     // Stores formatted before selective snapshots have no field here: 0.
     maxRuns: params.length >= 48 ? view.getUint32(44, true) : 0,
     log: { tableCapacity: view.getFloat64(28, true), logCapacity: view.getFloat64(36, true) },
+    // Stores formatted before stack identities have neither.
+    id: params.length >= 60 ? view.getUint32(48, true) : 0,
+    origin:
+      params.length >= 60
+        ? { kind: view.getUint32(52, true), id: view.getUint32(56, true) }
+        : undefined,
   };
   if (layout.dataOffset + layout.chunkCount * layout.blockSize > store.size) {
     throw new BlockDeviceError(
@@ -149,5 +170,23 @@ export function readCowParams(params: Uint8Array, store: BlockDevice): CowLayout
       `superblock describes ${layout.chunkCount} chunks from offset ${layout.dataOffset}, past the store's ${store.size} bytes`,
     );
   }
+  return layout;
+}
+
+/**
+ * `layout`, once `origin` is the device the store was formatted over: its
+ * geometry, and its kind of layer and id where the store recorded them
+ * (before the log is read, whose check reads the origin).
+ * @throws `EINVAL` naming what the store expects.
+ */
+export function checkedLayout(layout: CowLayout, origin: BlockDevice): CowLayout {
+  if (layout.originSize !== origin.size || layout.blockSize !== origin.blockSize) {
+    throw new BlockDeviceError(
+      'EINVAL',
+      `store was formatted for an origin of ${layout.originSize} bytes in ${layout.blockSize}-byte blocks, ` +
+        `not ${origin.size} in ${origin.blockSize}`,
+    );
+  }
+  checkStackIdentity(layout.origin, origin, 'the COW store');
   return layout;
 }

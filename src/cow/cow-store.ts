@@ -5,6 +5,7 @@ import { BlockDeviceError } from '../errors.js';
 import { refuseReformat } from '../store/index.js';
 import {
   type CowLayout,
+  checkedLayout,
   cowCodec,
   planCowLayout,
   readCowParams,
@@ -86,7 +87,7 @@ export class CowStore {
       COW_KIND,
       cowCodec,
       async (entries, params) => {
-        layout ??= readCowParams(params, store);
+        layout ??= checkedLayout(readCowParams(params, store), origin);
         return verifyChunks(origin, store, layout, entries);
       },
       () => state!.entries(),
@@ -94,14 +95,7 @@ export class CowStore {
         for (const entry of entries) state!.apply(entry);
       },
     );
-    layout ??= readCowParams(recovered.params, store);
-    if (layout.originSize !== origin.size || layout.blockSize !== origin.blockSize) {
-      throw new BlockDeviceError(
-        'EINVAL',
-        `store was formatted for an origin of ${layout.originSize} bytes in ${layout.blockSize}-byte blocks, ` +
-          `not ${origin.size} in ${origin.blockSize}`,
-      );
-    }
+    layout ??= checkedLayout(readCowParams(recovered.params, store), origin);
     state = new CowState(layout.chunkCount);
     for (const entry of recovered.entries) state.apply(entry);
     return new CowStore(origin, store, layout, state, recovered.log);

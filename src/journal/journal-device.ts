@@ -3,6 +3,9 @@ import {
   checkCheckOptions,
   type InFlightCounter,
   inFlightCounter,
+  LayerKind,
+  STACK_IDENTITY,
+  type StackIdentity,
   withClaimed,
 } from '../base/index.js';
 import type {
@@ -166,6 +169,11 @@ export class JournalDevice
       production.size,
       production.blockSize,
     );
+  }
+
+  /** What a layer stacked on this one records of it (src/base/stack-identity.ts). @internal */
+  [STACK_IDENTITY](): StackIdentity {
+    return { kind: LayerKind.journal, id: this.#core.superblock.id };
   }
 
   /** Sequence number of the newest record in the journal (0 before the first write). */

@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import { io, SECTOR } from '../base/index.js';
+import { io, newLayerId, SECTOR, type StackIdentity, stackIdentityOf } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import {
@@ -53,7 +53,9 @@ export const RECORD_HEADER = 40;
  * Params bytes this version writes. Stores written before the clean-close
  * tail position existed hold 64 (no `tailAbs`); both are read.
  */
-const PARAMS_BYTES = 72;
+const PARAMS_BYTES = 84;
+/** Params of a store formatted before stack identities (no id, no production identity). */
+const PARAMS_BYTES_BEFORE_IDENTITY = 72;
 const PARAMS_BYTES_BEFORE_TAIL = 64;
 
 /** Record kinds: a write of whole blocks, or a note of one sector. */
@@ -107,6 +109,10 @@ export interface JournalSuper {
   catalogBytes: number;
   catalogCount: number;
   catalogCrc: number;
+  /** This journal's own id, random at format (0: formatted before ids were kept). */
+  id: number;
+  /** The production device it was formatted over (undefined before identities were kept). */
+  production: StackIdentity | undefined;
 }
 
 /** Store offset of catalog slot `which`: right after the ring. */
@@ -142,6 +148,9 @@ export async function writeJournalSuper(store: BlockDevice, sb: JournalSuper): P
   view.setFloat64(48, sb.tailSeq, true);
   view.setFloat64(56, sb.applyingSeq, true);
   view.setFloat64(64, sb.tailAbs ?? 0, true);
+  view.setUint32(72, sb.id, true);
+  view.setUint32(76, sb.production?.kind ?? 0, true);
+  view.setUint32(80, sb.production?.id ?? 0, true);
   const bytes = encodeSuperblock({
     kind: JOURNAL_KIND,
     generation: sb.generation,
@@ -177,7 +186,7 @@ export function catalogSlotBytes(maxSnapshots: number): number {
  */
 export async function formatJournal(
   journal: BlockDevice,
-  production: { size: number; blockSize: number },
+  production: BlockDevice,
   maxSnapshots: number,
   force = false,
 ): Promise<void> {
@@ -215,6 +224,8 @@ export async function formatJournal(
     catalogBytes: 0,
     catalogCount: 0,
     catalogCrc: 0,
+    id: newLayerId(),
+    production: stackIdentityOf(production),
   });
 }
 
@@ -242,13 +253,21 @@ export async function readJournalSuper(store: BlockDevice): Promise<JournalSuper
     headLink: view.getUint32(32, true),
     headTime: view.getFloat64(40, true),
     tailSeq: view.getFloat64(48, true),
-    tailAbs: clean && sb.params.length >= PARAMS_BYTES ? view.getFloat64(64, true) : undefined,
+    tailAbs:
+      clean && sb.params.length >= PARAMS_BYTES_BEFORE_IDENTITY
+        ? view.getFloat64(64, true)
+        : undefined,
     applyingSeq: view.getFloat64(56, true),
     catalogCapacity: sb.tableCapacity,
     catalogActive: sb.active,
     catalogBytes: sb.tableBytes,
     catalogCount: sb.tableCount,
     catalogCrc: sb.tableCrc,
+    id: sb.params.length >= PARAMS_BYTES ? view.getUint32(72, true) : 0,
+    production:
+      sb.params.length >= PARAMS_BYTES
+        ? { kind: view.getUint32(76, true), id: view.getUint32(80, true) }
+        : undefined,
   };
   const ints = [
     out.capacity,

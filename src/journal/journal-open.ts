@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import { allocateBuffer, io, SECTOR } from '../base/index.js';
+import { allocateBuffer, checkStackIdentity, io, SECTOR } from '../base/index.js';
 import type { BlockDevice, ProgressEvent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { readCatalog } from './journal-catalog.js';
@@ -41,6 +41,9 @@ export async function recoverJournal(
         `not ${production.size} in ${production.blockSize}`,
     );
   }
+  // Before anything is replayed onto it: a journal opened over the wrong
+  // layer (a COW layer forgotten) would apply its records around it.
+  checkStackIdentity(sb.production, production, 'the journal');
   const table = new ChangesTable();
   const index = new RecordIndex(sb.headSeq);
   const perBlock = sb.blockSize / SECTOR;
