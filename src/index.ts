@@ -47,7 +47,11 @@ export {
   type MemoryDeviceOptions,
 } from './devices/index.js';
 export { BlockDeviceError, type BlockDeviceErrorCode, ERROR_CODES } from './errors.js';
-export { JournalDevice, type JournalDeviceOptions } from './journal/index.js';
+export {
+  JournalDevice,
+  type JournalDeviceOptions,
+  type JournalRepair,
+} from './journal/index.js';
 export {
   type AppliedProgress,
   type ApplyReport,

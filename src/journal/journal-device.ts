@@ -34,7 +34,7 @@ import {
 
 export type { JournalDeviceOptions };
 
-import { isSnapshotCapable } from './journal-snapshot-registry.js';
+import { isSnapshotCapable, type JournalRepair } from './journal-snapshot-registry.js';
 import { JournalSnapshots } from './journal-snapshots.js';
 
 /**
@@ -80,6 +80,7 @@ export class JournalDevice
 {
   readonly #core: JournalCore;
   readonly #snapshots: JournalSnapshots;
+  #repairs: readonly JournalRepair[] = [];
   /**
    * The core counts reads in flight in the reaction that leaves its read
    * gate; writes (no `_writeThrough`) are tracked by the base class.
@@ -128,7 +129,8 @@ export class JournalDevice
    * @throws `ECORRUPT` naming a damaged record that a completed flush had made
    *   durable (a torn tail is dropped instead), any missing or damaged frame
    *   of a journal closed cleanly (it has no torn tail), a damaged superblock or
-   *   catalog, or a materialized snapshot production no longer has;
+   *   catalog, or a materialized snapshot production no longer has (unless
+   *   `repair`, which drops it from the journal: see {@link repairs});
    *   `EINVAL` if the journal belongs to a production device of another
    *   geometry, or holds materialized snapshots and production is not
    *   snapshot-capable; `EIO` if a device fails.
@@ -152,9 +154,14 @@ export class JournalDevice
     options: JournalDeviceOptions,
   ): Promise<JournalDevice> {
     const { checkpointAt, onProgress } = parseJournalOptions(options);
-    const recovered = await recoverJournal(production, journal, onProgress);
+    const { repairs, ...recovered } = await recoverJournal(
+      production,
+      journal,
+      onProgress,
+      options.repair === true,
+    );
     const parts = { production, journal, ...recovered, checkpointAt };
-    return new JournalDevice(
+    const device = new JournalDevice(
       (device) =>
         new JournalCore(parts, {
           checkpoint: (event) => device.emit('checkpoint', event),
@@ -169,6 +176,16 @@ export class JournalDevice
       production.size,
       production.blockSize,
     );
+    device.#repairs = repairs;
+    return device;
+  }
+
+  /**
+   * What `open` with `repair: true` repaired (empty otherwise, and after a
+   * repairing open that found nothing to repair).
+   */
+  get repairs(): readonly JournalRepair[] {
+    return this.#repairs;
   }
 
   /** What a layer stacked on this one records of it (src/base/stack-identity.ts). @internal */

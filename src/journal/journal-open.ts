@@ -2,7 +2,7 @@ import { randomInt } from 'node:crypto';
 import { allocateBuffer, checkStackIdentity, io, SECTOR } from '../base/index.js';
 import type { BlockDevice, ProgressEvent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
-import { readCatalog } from './journal-catalog.js';
+import { readCatalog, writeCatalog } from './journal-catalog.js';
 import type { JournalParts } from './journal-core.js';
 import {
   CATALOG_ENTRY_MAX,
@@ -16,7 +16,11 @@ import { buildFrame } from './journal-frame.js';
 import { addRecord, RecordIndex } from './journal-index.js';
 import { RingSpace } from './journal-ring.js';
 import { type ReplayResult, replayJournal } from './journal-scan.js';
-import { reconcileSnapshots, SnapshotRegistry } from './journal-snapshot-registry.js';
+import {
+  type JournalRepair,
+  reconcileSnapshots,
+  SnapshotRegistry,
+} from './journal-snapshot-registry.js';
 import { ChangesTable } from './journal-table.js';
 import type { RecordContent } from './record-queue.js';
 
@@ -32,7 +36,12 @@ export async function recoverJournal(
   production: BlockDevice,
   journal: BlockDevice,
   onProgress: ((event: ProgressEvent) => void) | undefined,
-): Promise<Pick<JournalParts, 'superblock' | 'table' | 'index' | 'replay' | 'registry'>> {
+  repair = false,
+): Promise<
+  Pick<JournalParts, 'superblock' | 'table' | 'index' | 'replay' | 'registry'> & {
+    repairs: JournalRepair[];
+  }
+> {
   const sb = await readJournalSuper(journal);
   if (sb.productionSize !== production.size || sb.blockSize !== production.blockSize) {
     throw new BlockDeviceError(
@@ -60,14 +69,22 @@ export async function recoverJournal(
     },
     onProgress,
   );
-  await reconcileSnapshots(snapshots, production);
+  const repairs = await reconcileSnapshots(snapshots, production, repair);
+  // A repair's catalog goes into the other slot now; the superblock below
+  // makes it the catalog (until then the old one stays the durable one).
+  let base = sb;
+  if (repairs.length > 0) {
+    const version = snapshots.catalogVersion;
+    base = await writeCatalog(journal, sb, snapshots.catalog());
+    snapshots.catalogDurable(version);
+  }
   // Not clean from now on until close. After a clean close the mark is
   // cleared durably before the seal, the first frame past the close point:
   // a power cut with the seal (or any later frame) on the store and the
   // mark still there would make the next replay find frames past the clean
   // tail (ECORRUPT), and a torn tail after reopen must drop again.
   const superblock: JournalSuper = {
-    ...sb,
+    ...base,
     generation: sb.generation + 1,
     clean: false,
     tailAbs: undefined,
@@ -78,7 +95,7 @@ export async function recoverJournal(
   // frames written from now on will attest.
   if (sb.clean) await io('journal flush', journal.flush());
   else await writeJournalSuper(journal, superblock);
-  return { superblock, table, index, replay, registry: snapshots };
+  return { superblock, table, index, replay, registry: snapshots, repairs };
 }
 
 /**

@@ -26,6 +26,14 @@ export interface JournalDeviceOptions {
    */
   force?: boolean;
   /**
+   * `open` only: repair what can be repaired without inventing data, instead
+   * of failing `ECORRUPT` — a materialized snapshot whose production
+   * snapshot was deleted behind the journal's back is dropped from the
+   * journal (its content is gone). What was repaired is listed in
+   * {@link JournalDevice.repairs}. @default false
+   */
+  repair?: boolean;
+  /**
    * Called with `{ operation: 'replay', done, total }` — bytes of journal
    * replayed, and the journal's capacity as an upper bound — while `open`
    * replays the journal, before there is a device to listen on. @default undefined
@@ -69,7 +77,13 @@ export function parseJournalOptions(options: JournalDeviceOptions): {
 } {
   checkOptions(
     options,
-    { checkpointAt: 'number', maxSnapshots: 'number', onProgress: 'function', force: 'boolean' },
+    {
+      checkpointAt: 'number',
+      maxSnapshots: 'number',
+      onProgress: 'function',
+      force: 'boolean',
+      repair: 'boolean',
+    },
     'JournalDevice',
   );
   const checkpointAt = options.checkpointAt ?? 0.75;

@@ -300,7 +300,9 @@ async function closeHandle(snap: JournalSnapshot): Promise<void> {
 export async function reconcileSnapshots(
   registry: SnapshotRegistry,
   production: BlockDevice,
-): Promise<void> {
+  repair = false,
+): Promise<JournalRepair[]> {
+  const repairs: JournalRepair[] = [];
   const catalog = registry.catalog();
   if (!isSnapshotCapable(production)) {
     if (catalog.length > 0) {
@@ -309,16 +311,22 @@ export async function reconcileSnapshots(
         `the journal holds ${catalog.length} materialized snapshot(s), but the production device cannot take snapshots`,
       );
     }
-    return;
+    return repairs;
   }
   const infos = production.listSnapshots();
   for (const e of catalog) {
-    if (!infos.some((i) => i.id === e.productionId)) {
+    if (infos.some((i) => i.id === e.productionId)) continue;
+    const what = `snapshot ${e.id} was materialized as production snapshot ${e.productionId}, which production no longer has`;
+    if (!repair) {
       throw new BlockDeviceError(
         'ECORRUPT',
-        `snapshot ${e.id} was materialized as production snapshot ${e.productionId}, which production no longer has`,
+        `${what}: open with { repair: true } to drop it from the journal (its content is gone)`,
       );
     }
+    // Its content lived only in that production snapshot: nothing can
+    // bring it back, so the repair drops it rather than invent any.
+    await registry.forget(registry.find(e.id)!);
+    repairs.push({ snapshot: e.id, name: e.name, what: `dropped: ${what}` });
   }
   for (const info of infos) {
     const id = info.name?.startsWith('journal:') ? info.name.slice('journal:'.length) : undefined;
@@ -328,6 +336,16 @@ export async function reconcileSnapshots(
       await deleteProductionSnapshot(production, info.id);
     }
   }
+  return repairs;
+}
+
+/** What a repairing `JournalDevice.open` changed. */
+export interface JournalRepair {
+  /** The journal snapshot it concerns. */
+  snapshot: string;
+  name: string | undefined;
+  /** What was wrong and what the repair did. */
+  what: string;
 }
 
 /** Deletes the production snapshot taken for journal snapshot `id`, if there is one. */

@@ -108,3 +108,42 @@ describe('a store knows what it was created over', () => {
     await again.close();
   });
 });
+
+describe('repairing a stack whose lower snapshot was removed', () => {
+  it('open fails ECORRUPT pointing at repair; { repair: true } drops the lost snapshot only, durably, and lists it', async () => {
+    const { origin, store, journalDisk } = await closedJournalOverCow();
+    // Another snapshot the repair must keep, then the COW device alone.
+    let cow = await CowSnapshotDevice.open(origin.reopen(), store.reopen());
+    let journal = await JournalDevice.open(cow, journalDisk.reopen(), { checkpointAt: 1 });
+    await journal.checkpoint();
+    const kept = await journal.snapshot({ name: 'kept' });
+    await journal.write(BS, fill(BS, 3));
+    await journal.checkpoint();
+    const lost = journal.listSnapshots().find((s) => s.name === 'a')!;
+    await journal.close();
+    cow = await CowSnapshotDevice.open(origin.reopen(), store.reopen());
+    const production = cow.listSnapshots().find((s) => s.name === `journal:${lost.id}`)!;
+    await cow.deleteSnapshot(production.id);
+    await cow.close();
+
+    cow = await CowSnapshotDevice.open(origin.reopen(), store.reopen());
+    const err = await expectCode(JournalDevice.open(cow, journalDisk.reopen()), 'ECORRUPT');
+    expect(err.message).toMatch(/repair: true/);
+    journal = await JournalDevice.open(cow, journalDisk.reopen(), { repair: true });
+    expect(journal.repairs.map((r) => [r.snapshot, r.name])).toEqual([[lost.id, 'a']]);
+    expect(journal.listSnapshots().map((s) => s.name)).toEqual(['kept']);
+    expectBytes('kept', await (await journal.openSnapshot(kept.id)).read(0, BS), fill(BS, 2));
+    expectBytes(
+      'live',
+      await journal.read(0, 2 * BS),
+      new Uint8Array([...fill(BS, 2), ...fill(BS, 3)]),
+    );
+    await journal.close();
+    // Durable: the next plain open finds nothing to repair.
+    cow = await CowSnapshotDevice.open(origin.reopen(), store.reopen());
+    journal = await JournalDevice.open(cow, journalDisk.reopen());
+    expect(journal.repairs).toEqual([]);
+    expect(journal.listSnapshots().map((s) => s.name)).toEqual(['kept']);
+    await journal.close();
+  });
+});
