@@ -223,6 +223,14 @@ export class JournalSnapshots {
           const release = await core.readGate.exclusive();
           try {
             await io('production restore', production.restore(productionId!));
+          } catch (err) {
+            // Production may be half restored, and its open may finish the
+            // restore (a COW device's fail-stop): a write acknowledged now
+            // would be replayed over a restore that reads here did not show.
+            // So the journal refuses writes and notes until reopened too
+            // (docs/ARCHITECTURE.md, "After an I/O error").
+            if (BlockDeviceError.is(err, 'EIO')) core.writer.stop(err);
+            throw err;
           } finally {
             release();
           }
