@@ -170,7 +170,14 @@ export class JournalSnapshots {
         this.#deleting.delete(id);
         throw err;
       }
-      await core.writer.syncAttested();
+      // The record landed: the delete has happened even if the flush that
+      // makes it durable fails (docs/ARCHITECTURE.md, "After an I/O
+      // error"), so a materialized snapshot still leaves the catalog and
+      // production; then that failure is reported.
+      const unsynced = await core.writer.syncAttested().then(
+        () => undefined,
+        (err: unknown) => ({ err }),
+      );
       await core.admin.runExclusive(async () => {
         const production = this.production();
         const snap = this.#registry.find(id);
@@ -188,6 +195,7 @@ export class JournalSnapshots {
       });
       // Gone from the registry, which now answers ENOENT itself.
       this.#deleting.delete(id);
+      if (unsynced !== undefined) throw unsynced.err;
     })();
   }
 
