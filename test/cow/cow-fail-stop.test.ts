@@ -93,16 +93,28 @@ describe.each(subjects)('$device: fail-stop', ({ device, make }) => {
   });
 });
 
+/**
+ * A journal over COW holding 1s, a snapshot of them, then 2s; its restore
+ * of the snapshot rejected by a production write failing: in production's
+ * restore if `checkpointFirst` (the 2s already in production), else in the
+ * checkpoint before it.
+ */
+async function failedRestore(checkpointFirst: boolean) {
+  const rig = await JournalRig.create({ cow: true });
+  const d = rig.device;
+  const size = d.size;
+  await d.write(0, fill(size, 1));
+  const snap = await d.snapshot();
+  await d.write(0, fill(size, 2));
+  if (checkpointFirst) await d.checkpoint();
+  rig.faulty('production').failNext('write');
+  await expectCode(d.restore(snap.id), 'EIO', 'the restore');
+  return { rig, d, size };
+}
+
 describe('JournalDevice over a CowSnapshotDevice: a restore that fails in production', () => {
   it('in the checkpoint before it: it has not happened, and the writes after it are kept', async () => {
-    const rig = await JournalRig.create({ cow: true });
-    const d = rig.device;
-    const size = d.size;
-    await d.write(0, fill(size, 1));
-    const snap = await d.snapshot();
-    await d.write(0, fill(size, 2));
-    rig.faulty('production').failNext('write');
-    await expectCode(d.restore(snap.id), 'EIO', 'the restore');
+    const { rig, d, size } = await failedRestore(false);
     await d.write(0, fill(4 * BS, 3));
     await d.flush();
     // A checkpoint carries them to production, unless production has
@@ -123,15 +135,7 @@ describe('JournalDevice over a CowSnapshotDevice: a restore that fails in produc
   // reopen turning blocks read as 2s (and flushed) into 1s, with the writes
   // after the restore acknowledged; before the fix the write below resolved.
   it("in production's restore: the journal refuses writes and snapshot operations until reopened; open finishes the restore", async () => {
-    const rig = await JournalRig.create({ cow: true });
-    const d = rig.device;
-    const size = d.size;
-    await d.write(0, fill(size, 1));
-    const snap = await d.snapshot();
-    await d.write(0, fill(size, 2));
-    await d.checkpoint();
-    rig.faulty('production').failNext('write');
-    await expectCode(d.restore(snap.id), 'EIO', 'the restore');
+    const { rig, d, size } = await failedRestore(true);
     await expectCode(d.write(0, fill(4 * BS, 3)), 'EIO', 'a write after it');
     expect(await codeOf(d.snapshot())).toBe('EIO');
     await d.read(0, size); // reads go on
