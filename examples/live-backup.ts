@@ -179,10 +179,12 @@ try {
 
   console.log('5. After the restart: reopen the files and resume from the map');
   const volume2 = await FileDevice.open(paths.volume);
+  const destination3 = await FileDevice.open(paths.backup2);
+  const map3 = await FileDevice.open(paths.map2);
   const job3 = await SnapshotCopyJob.resume({
     source: volume2,
-    destination: await FileDevice.open(paths.backup2),
-    mapStore: await FileDevice.open(paths.map2),
+    destination: destination3,
+    mapStore: map3,
     conflictPolicy: 'queue',
     chunkSize: MiB,
   });
@@ -195,6 +197,10 @@ try {
     report3.resumedBytes === copiedBefore,
     'nothing copied before the restart was copied again',
   );
+  // The destination and map stay ours: closed before the backup is read
+  // back (a FileDevice open for writing keeps other openers out).
+  await destination3.close();
+  await map3.close();
   const backup2 = await FileDevice.open(paths.backup2, { readOnly: true });
   check(
     (await sha256(backup2)) === atStart2,

@@ -131,9 +131,13 @@ export interface PreserveEvent {
   readonly chunk: number;
 }
 
-/** Payload of the `progress` event of a long operation. */
+/** Payload of the `progress` event of a long operation, and of the streams' `onProgress`. */
 export interface ProgressEvent {
-  /** Which operation: e.g. `'restore'`. */
+  /**
+   * Which operation: e.g. `'restore'`, `'checkpoint'`, `'replay'` (units as
+   * the emitter documents them), `'export'` or `'apply'` (`exportStream`'s
+   * and `applyStream`'s `onProgress`, in bytes of the device the stream covers).
+   */
   readonly operation: string;
   /** Units done so far. */
   readonly done: number;

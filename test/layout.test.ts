@@ -20,7 +20,7 @@ const MAY_IMPORT: Readonly<Record<string, readonly string[]>> = {
   cow: ['base', 'checksum', 'store', 'snapshot'],
   journal: ['base', 'checksum', 'store', 'snapshot'],
   stream: ['base', 'checksum', 'snapshot'],
-  copy: ['base', 'checksum', 'stream'],
+  copy: ['base', 'checksum', 'store', 'stream'],
   testing: ['base', 'snapshot'],
 };
 /** Files at the top of src/ that every folder may import. */

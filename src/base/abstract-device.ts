@@ -2,6 +2,7 @@ import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { allocateBuffer } from './buffer-pool.js';
 import { InFlightCounter } from './in-flight.js';
+import { CLAIM, type Claimable, type DeviceClaim, ownedError } from './ownership.js';
 import { checkGeometry, checkRange, isBytes } from './range.js';
 import { type EventMap, TypedEventEmitter } from './typed-emitter.js';
 
@@ -40,7 +41,7 @@ let counterOf: (device: AbstractBlockDevice<EventMap>) => InFlightCounter;
  */
 export abstract class AbstractBlockDevice<E extends EventMap = Record<never, never>>
   extends TypedEventEmitter<E>
-  implements BlockDevice
+  implements BlockDevice, Claimable
 {
   /** Size in bytes; a multiple of {@link AbstractBlockDevice.blockSize}. */
   readonly size: number;
@@ -52,6 +53,8 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
   #closing: Promise<void> | undefined;
   /** Reached by the library's own devices through {@link inFlightCounter}; never by a subclass. */
   readonly #inFlight = new InFlightCounter();
+  /** The layer stacked on this device, if one owns it (src/base/ownership.ts). */
+  #claim: DeviceClaim | undefined;
 
   static {
     counterOf = (device) => device.#inFlight;
@@ -101,6 +104,7 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
       }
       checkRange(this.size, offset, data.length);
       this.checkWritable();
+      this.checkUnowned('write');
       if (data.length === 0) return Promise.resolve();
       const through = this._writeThrough(offset, data);
       if (through !== undefined)
@@ -131,6 +135,10 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
   /** @inheritDoc */
   close(): Promise<void> {
     if (this.#closing === undefined) {
+      const claim = this.#claim;
+      if (claim !== undefined && claim.calling === 0) {
+        return Promise.reject(ownedError(this.constructor.name, claim.owner, 'close'));
+      }
       this.#closing = this.#inFlight.drain().then(async () => {
         try {
           await this._flush();
@@ -152,6 +160,37 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
     if (this.#closing !== undefined) {
       throw new BlockDeviceError('ECLOSED', `${this.constructor.name} is closed`);
     }
+  }
+
+  /**
+   * Throws `EBUSY` if a layer stacked on this device owns it and did not
+   * make this call (src/base/ownership.ts): `write`, `close`, and a
+   * subclass's `snapshot`, `restore` and `deleteSnapshot` check it first.
+   */
+  protected checkUnowned(operation: string): void {
+    const claim = this.#claim;
+    if (claim !== undefined && claim.calling === 0) {
+      throw ownedError(this.constructor.name, claim.owner, operation);
+    }
+  }
+
+  /** Claims the device for the layer `owner` (see src/base/ownership.ts `claimDevice`). @internal */
+  [CLAIM](owner: string): { claim: DeviceClaim; release(): void } {
+    const held = this.#claim;
+    if (held !== undefined) {
+      throw new BlockDeviceError(
+        'EBUSY',
+        `${this.constructor.name} is already owned by a ${held.owner}: one layer at a time may be stacked on a device`,
+      );
+    }
+    const claim: DeviceClaim = { owner, calling: 0 };
+    this.#claim = claim;
+    return {
+      claim,
+      release: () => {
+        if (this.#claim === claim) this.#claim = undefined;
+      },
+    };
   }
 
   /** Throws `EROFS` if the device is read-only; subclasses may add conditions. */

@@ -19,6 +19,15 @@ export {
   WRITE_OWNED,
 } from './owned-io.js';
 export {
+  CLAIM,
+  type Claimable,
+  claimDevice,
+  claimDevices,
+  type DeviceClaim,
+  type OwnedDevice,
+  withClaimed,
+} from './ownership.js';
+export {
   checkGeometry,
   checkRange,
   isBytes,

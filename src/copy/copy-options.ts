@@ -23,6 +23,7 @@ const OPTION_TYPES: Record<keyof SnapshotCopyJobOptions, OptionType> = {
   chunkSize: 'number',
   conflictPolicy: 'string',
   mapStore: 'object',
+  force: 'boolean',
   signal: 'signal',
 };
 

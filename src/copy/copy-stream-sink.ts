@@ -77,6 +77,8 @@ export class StreamCopySink implements CopySink {
         deviceSize: destinationOffset + length,
         blockSize: bs,
         maxFrameData: Math.min(FRAME_DATA_MAX, geometry.chunkSize),
+        // The frames carry the whole range.
+        totalBytes: length,
         streamId: sink.#streamId,
         from: undefined,
         to: sink.copyId,

@@ -1,6 +1,13 @@
-import { AbstractBlockDevice, io, ownedWriter, TypedEventEmitter } from '../base/index.js';
+import {
+  AbstractBlockDevice,
+  io,
+  ownedWriter,
+  TypedEventEmitter,
+  withClaimed,
+} from '../base/index.js';
 import type { BlockDevice, CheckReport } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
+import { refuseReformat } from '../store/index.js';
 import { type ConflictPolicy, CopyEngine, type CopySink } from './copy-engine.js';
 import { type CopyGeometry, CopyMap } from './copy-map.js';
 import { checkMapStore } from './copy-map-check.js';
@@ -52,6 +59,13 @@ export interface SnapshotCopyJobOptions {
    * Needs {@link SnapshotCopyJob.mapStoreBytes} bytes. @default in memory only
    */
   mapStore?: BlockDevice;
+  /**
+   * `start` only: use `mapStore` even if it holds a COW store or a journal,
+   * erasing it. Without it `start` refuses such a map store with `EBUSY`
+   * and changes nothing (an earlier job's map is overwritten either way).
+   * @default false
+   */
+  force?: boolean;
   /** Aborts the job: the copier stops, every queued write is applied, `done` rejects. */
   signal?: AbortSignal;
 }
@@ -182,22 +196,30 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
    * waiting for the copy.
    * @throws `EINVAL` for bad options (a read-only destination, a chunk size
    *   that is not a power of two, a map store too small), `ERANGE` for a range
-   *   outside the source or the destination.
+   *   outside the source or the destination, `EBUSY` for a map store that
+   *   holds a COW store or a journal (see `force`).
    */
   static async start(options: SnapshotCopyJobOptions): Promise<SnapshotCopyJob> {
     const geometry = geometryOf(options);
     const policy = policyOf(options);
-    const { destination, source } = options;
-    if (isStream(destination)) {
-      if (options.mapStore !== undefined) {
-        throw new BlockDeviceError('EINVAL', 'a stream destination cannot be resumed: no mapStore');
-      }
-      const sink = await StreamCopySink.open(destination, geometry, source.blockSize);
-      const map = await CopyMap.create(geometry, NO_FLUSH, undefined);
-      return new SnapshotCopyJob(source, sink, map, policy, options.signal);
+    const { destination } = options;
+    if (isStream(destination) && options.mapStore !== undefined) {
+      throw new BlockDeviceError('EINVAL', 'a stream destination cannot be resumed: no mapStore');
     }
-    const map = await CopyMap.create(geometry, destination, options.mapStore);
-    return new SnapshotCopyJob(source, destination, map, policy, options.signal);
+    // The job owns the source until `job.device` closes it: a write around
+    // the job would miss the copy (docs/ARCHITECTURE.md, "Layers").
+    return withClaimed([options.source] as const, 'SnapshotCopyJob', async ([source]) => {
+      if (isStream(destination)) {
+        const sink = await StreamCopySink.open(destination, geometry, source.blockSize);
+        const map = await CopyMap.create(geometry, NO_FLUSH, undefined);
+        return new SnapshotCopyJob(source, sink, map, policy, options.signal);
+      }
+      if (options.mapStore !== undefined) {
+        await refuseReformat(options.mapStore, 'mapStore', options.force, 'copy map');
+      }
+      const map = await CopyMap.create(geometry, destination, options.mapStore);
+      return new SnapshotCopyJob(source, destination, map, policy, options.signal);
+    });
   }
 
   /**
@@ -216,8 +238,11 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
     if (options.mapStore === undefined) {
       throw new BlockDeviceError('EINVAL', 'resume needs the mapStore the job was started with');
     }
-    const map = await CopyMap.load(geometry, options.destination, options.mapStore);
-    return new SnapshotCopyJob(options.source, options.destination, map, policy, options.signal);
+    const { destination, mapStore, signal } = options;
+    return withClaimed([options.source] as const, 'SnapshotCopyJob', async ([source]) => {
+      const map = await CopyMap.load(geometry, destination, mapStore);
+      return new SnapshotCopyJob(source, destination, map, policy, signal);
+    });
   }
 
   /**

@@ -146,6 +146,7 @@ export abstract class CowDeviceBase
     const createdAt = Date.now();
     try {
       this.checkOpen();
+      this.checkUnowned('snapshot');
       const { maxSnapshots } = this.limits;
       if (this.#state.snapshotCount >= maxSnapshots) {
         throw new BlockDeviceError('ENOSPC', `already ${maxSnapshots} snapshots (maxSnapshots)`);
@@ -210,6 +211,7 @@ export abstract class CowDeviceBase
   deleteSnapshot(id: string): Promise<void> {
     try {
       this.checkOpen();
+      this.checkUnowned('delete a snapshot of');
       this.#state.byId(id);
     } catch (err) {
       return Promise.reject(err);
@@ -303,6 +305,7 @@ export abstract class CowDeviceBase
     try {
       this.checkOpen();
       this.checkWritable();
+      this.checkUnowned('restore');
       this.#state.byId(id);
     } catch (err) {
       return Promise.reject(err);

@@ -1,4 +1,4 @@
-import { checkOptions } from '../base/index.js';
+import { checkOptions, withClaimed } from '../base/index.js';
 import type { BlockDevice, Snapshot, SnapshotOptions } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { checkSnapshotOptions } from '../snapshot/index.js';
@@ -12,6 +12,12 @@ export interface CowSnapshotDeviceOptions {
    * store. `snapshot()` beyond it fails with `ENOSPC`. @default 1024
    */
   maxSnapshots?: number;
+  /**
+   * Format the store even if it already holds a blocksnap format (a COW
+   * store, a journal or a copy map), erasing it. Without it `create` refuses
+   * such a store with `EBUSY` and changes nothing. @default false
+   */
+  force?: boolean;
 }
 
 /**
@@ -41,7 +47,9 @@ export class CowSnapshotDevice extends CowDeviceBase {
    * device. Resolves only once the format is durable. The device owns both
    * devices from then on: its `close()` flushes and closes them.
    * @throws `EINVAL` for bad options, a read-only store, or a store too small
-   *   to hold metadata and at least one chunk; `EIO` if the store fails.
+   *   to hold metadata and at least one chunk; `EBUSY` (nothing written) if
+   *   the store already holds a blocksnap format, unless `force`; `EIO` if
+   *   the store fails.
    */
   static async create(
     origin: BlockDevice,
@@ -49,7 +57,7 @@ export class CowSnapshotDevice extends CowDeviceBase {
     options: CowSnapshotDeviceOptions = {},
   ): Promise<CowSnapshotDevice> {
     checkCowDevices(origin, store);
-    checkOptions(options, { maxSnapshots: 'number' }, 'CowSnapshotDevice.create');
+    checkOptions(options, { maxSnapshots: 'number', force: 'boolean' }, 'CowSnapshotDevice.create');
     const maxSnapshots = options.maxSnapshots ?? 1024;
     if (!Number.isSafeInteger(maxSnapshots) || maxSnapshots < 1 || maxSnapshots > 65536) {
       throw new BlockDeviceError(
@@ -57,8 +65,10 @@ export class CowSnapshotDevice extends CowDeviceBase {
         `maxSnapshots ${maxSnapshots} is not an integer from 1 to 65536`,
       );
     }
-    await CowStore.format(origin, store, maxSnapshots);
-    return CowSnapshotDevice.open(origin, store);
+    return withClaimed([origin, store] as const, 'CowSnapshotDevice', async ([o, s]) => {
+      await CowStore.format(o, s, maxSnapshots, 0, options.force);
+      return CowSnapshotDevice.#openOwned(o, s);
+    });
   }
 
   /**
@@ -71,6 +81,13 @@ export class CowSnapshotDevice extends CowDeviceBase {
    */
   static async open(origin: BlockDevice, store: BlockDevice): Promise<CowSnapshotDevice> {
     checkCowDevices(origin, store);
+    return withClaimed([origin, store] as const, 'CowSnapshotDevice', ([o, s]) =>
+      CowSnapshotDevice.#openOwned(o, s),
+    );
+  }
+
+  /** `open` over the views of the claimed origin and store. */
+  static async #openOwned(origin: BlockDevice, store: BlockDevice): Promise<CowSnapshotDevice> {
     const cow = await CowStore.recover(origin, store);
     if (cow.layout.maxRuns !== 0) {
       throw new BlockDeviceError(

@@ -2,6 +2,7 @@ import { io } from '../base/index.js';
 import { checksum } from '../checksum/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
+import { refuseReformat } from '../store/index.js';
 import {
   type CowLayout,
   cowCodec,
@@ -63,8 +64,10 @@ export class CowStore {
     store: BlockDevice,
     maxSnapshots: number,
     maxRuns = 0,
+    force = false,
   ): Promise<void> {
     const layout = planCowLayout(origin, store, maxSnapshots, maxRuns);
+    await refuseReformat(store, 'store', force);
     await MetadataLog.format(store, COW_KIND, layout.log, writeCowParams(layout), cowCodec, []);
   }
 

@@ -1,4 +1,4 @@
-import { checkOptions, checkRange } from '../base/index.js';
+import { checkOptions, checkRange, withClaimed } from '../base/index.js';
 import type { BlockDevice, Extent, Snapshot, SnapshotOptions } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { checkSnapshotOptions } from '../snapshot/index.js';
@@ -31,6 +31,12 @@ export interface SelectiveSnapshotDeviceOptions extends SelectiveSnapshotDeviceO
    * @default 256
    */
   maxRuns?: number;
+  /**
+   * Format the store even if it already holds a blocksnap format (a COW
+   * store, a journal or a copy map), erasing it. Without it `create` refuses
+   * such a store with `EBUSY` and changes nothing. @default false
+   */
+  force?: boolean;
 }
 
 /** Options for {@link SelectiveSnapshotDevice.snapshot}. */
@@ -86,7 +92,9 @@ export class SelectiveSnapshotDevice extends CowDeviceBase {
    * device. Resolves only once the format is durable. The device owns both
    * devices from then on: its `close()` flushes and closes them.
    * @throws `EINVAL` for bad options, a read-only store, or a store too small
-   *   to hold metadata and one chunk; `EIO` if the store fails.
+   *   to hold metadata and one chunk; `EBUSY` (nothing written) if the store
+   *   already holds a blocksnap format, unless `force`; `EIO` if the store
+   *   fails.
    */
   static async create(
     origin: BlockDevice,
@@ -96,14 +104,16 @@ export class SelectiveSnapshotDevice extends CowDeviceBase {
     checkCowDevices(origin, store);
     checkOptions(
       options,
-      { excludedReads: 'string', maxSnapshots: 'number', maxRuns: 'number' },
+      { excludedReads: 'string', maxSnapshots: 'number', maxRuns: 'number', force: 'boolean' },
       'SelectiveSnapshotDevice.create',
     );
     const excludedReads = checkExcludedReads(options);
     const maxSnapshots = checkLimit('maxSnapshots', options.maxSnapshots ?? 64, 65536);
     const maxRuns = checkLimit('maxRuns', options.maxRuns ?? 256, 4000);
-    await CowStore.format(origin, store, maxSnapshots, maxRuns);
-    return SelectiveSnapshotDevice.open(origin, store, { excludedReads });
+    return withClaimed([origin, store] as const, 'SelectiveSnapshotDevice', async ([o, s]) => {
+      await CowStore.format(o, s, maxSnapshots, maxRuns, options.force);
+      return SelectiveSnapshotDevice.#openOwned(o, s, excludedReads);
+    });
   }
 
   /**
@@ -121,6 +131,17 @@ export class SelectiveSnapshotDevice extends CowDeviceBase {
   ): Promise<SelectiveSnapshotDevice> {
     checkCowDevices(origin, store);
     const excludedReads = checkExcludedReads(options);
+    return withClaimed([origin, store] as const, 'SelectiveSnapshotDevice', ([o, s]) =>
+      SelectiveSnapshotDevice.#openOwned(o, s, excludedReads),
+    );
+  }
+
+  /** `open` over the views of the claimed origin and store. */
+  static async #openOwned(
+    origin: BlockDevice,
+    store: BlockDevice,
+    excludedReads: ExcludedReads,
+  ): Promise<SelectiveSnapshotDevice> {
     const cow = await CowStore.recover(origin, store);
     if (cow.layout.maxRuns === 0) {
       throw new BlockDeviceError(

@@ -17,6 +17,7 @@ import {
   WRITE_OWNED,
 } from '../base/index.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
+import { type FileLock, lockDeviceFile } from './file-lock.js';
 
 /** Options for {@link FileDevice.open}. */
 export interface FileDeviceOptions {
@@ -31,6 +32,16 @@ export interface FileDeviceOptions {
   create?: boolean;
   /** Open the file read-only; writes fail with `EROFS`. @default false */
   readOnly?: boolean;
+  /**
+   * Keep other openers off the file while this device is open, through
+   * the lock file `<path>.blocksnap-lock`: a writable open takes it, and
+   * fails `EBUSY` if another live process — or this one — holds it; a
+   * read-only open fails `EBUSY` only while a writer holds it. A lock left
+   * by a process that died is taken over (on the same host; one written
+   * on another host must be removed by hand). Advisory: it keeps out
+   * blocksnap openers, not other programs. @default true
+   */
+  lock?: boolean;
 }
 
 /**
@@ -50,6 +61,8 @@ export class FileDevice extends AbstractBlockDevice {
   /** The path the device was opened from. */
   readonly path: string;
   readonly #fd: number;
+  /** The lock file this device holds (see `lock`), removed at close. */
+  readonly #lock: FileLock | undefined;
   /** Reads and writes count themselves in flight, in their fs callback: no reaction per I/O. */
   readonly #inFlight: InFlightCounter = inFlightCounter(this);
 
@@ -59,10 +72,12 @@ export class FileDevice extends AbstractBlockDevice {
     size: number,
     blockSize: number,
     readOnly: boolean,
+    lock: FileLock | undefined,
   ) {
     super('FileDevice', size, blockSize, readOnly);
     this.path = path;
     this.#fd = fd;
+    this.#lock = lock;
     this.#inFlight.ownReads = true;
     this.#inFlight.ownWrites = true;
   }
@@ -78,7 +93,12 @@ export class FileDevice extends AbstractBlockDevice {
     if (typeof path !== 'string' || path.length === 0) {
       throw new BlockDeviceError('EINVAL', `path must be a non-empty string, got ${String(path)}`);
     }
-    const types = { size: 'number', blockSize: 'number', create: 'boolean' } as const;
+    const types = {
+      size: 'number',
+      blockSize: 'number',
+      create: 'boolean',
+      lock: 'boolean',
+    } as const;
     checkOptions(options, { ...types, readOnly: 'boolean' }, 'FileDevice.open');
     const blockSize = options.blockSize ?? 4096;
     const readOnly = options.readOnly ?? false;
@@ -88,6 +108,24 @@ export class FileDevice extends AbstractBlockDevice {
       throw new BlockDeviceError('EINVAL', 'FileDevice: create and readOnly exclude each other');
     }
 
+    // Locked before the file is opened or created: a second opener never
+    // sees a half-made file, nor makes one.
+    const lock = options.lock === false ? undefined : await lockDeviceFile(path, readOnly);
+    try {
+      return await FileDevice.#openLocked(path, options, blockSize, readOnly, lock);
+    } catch (err) {
+      await lock?.release().catch(() => {});
+      throw err;
+    }
+  }
+
+  static async #openLocked(
+    path: string,
+    options: FileDeviceOptions,
+    blockSize: number,
+    readOnly: boolean,
+    lock: FileLock | undefined,
+  ): Promise<FileDevice> {
     let fd: number;
     try {
       fd = await fdOpen(path, readOnly ? 'r' : 'r+');
@@ -116,7 +154,7 @@ export class FileDevice extends AbstractBlockDevice {
           `FileDevice: ${path} is ${size} bytes, not a multiple of blockSize ${blockSize}`,
         );
       }
-      return new FileDevice(path, fd, size, blockSize, readOnly);
+      return new FileDevice(path, fd, size, blockSize, readOnly, lock);
     } catch (err) {
       await fdClose(fd).catch(() => {});
       throw BlockDeviceError.is(err) ? err : wrapIO(`open ${path}`, err);
@@ -331,6 +369,9 @@ export class FileDevice extends AbstractBlockDevice {
       await fdClose(this.#fd);
     } catch (err) {
       throw wrapIO('close', err);
+    } finally {
+      // After the descriptor: the next opener must find every write here.
+      await this.#lock?.release();
     }
   }
 }

@@ -3,6 +3,7 @@ import {
   checkCheckOptions,
   type InFlightCounter,
   inFlightCounter,
+  withClaimed,
 } from '../base/index.js';
 import type {
   BlockDevice,
@@ -22,6 +23,7 @@ import { JournalCore } from './journal-core.js';
 import { formatJournal } from './journal-format.js';
 import { recoverJournal } from './journal-open.js';
 import {
+  catalogSize,
   checkJournalDevices,
   type JournalDeviceOptions,
   parseJournalOptions,
@@ -97,8 +99,9 @@ export class JournalDevice
    * Resolves only once the format is durable. The device owns both devices
    * from then on: its `close()` flushes and closes them.
    * @throws `EINVAL` for bad options, a read-only device, or a journal too
-   *   small for one record of one block and the snapshot catalog; `EIO` if a
-   *   device fails.
+   *   small for one record of one block and the snapshot catalog; `EBUSY`
+   *   (nothing written) if the journal store already holds a blocksnap
+   *   format, unless `force`; `EIO` if a device fails.
    */
   static async create(
     production: BlockDevice,
@@ -107,15 +110,11 @@ export class JournalDevice
   ): Promise<JournalDevice> {
     checkJournalDevices(production, journal);
     parseJournalOptions(options);
-    const maxSnapshots = options.maxSnapshots ?? (isSnapshotCapable(production) ? 64 : 0);
-    if (!Number.isSafeInteger(maxSnapshots) || maxSnapshots < 0 || maxSnapshots > 4096) {
-      throw new BlockDeviceError(
-        'EINVAL',
-        `maxSnapshots ${String(maxSnapshots)} is not an integer from 0 to 4096`,
-      );
-    }
-    await formatJournal(journal, production, maxSnapshots);
-    return JournalDevice.open(production, journal, options);
+    const maxSnapshots = catalogSize(options, isSnapshotCapable(production));
+    return withClaimed([production, journal] as const, 'JournalDevice', async ([p, j]) => {
+      await formatJournal(j, p, maxSnapshots, options.force);
+      return JournalDevice.#openOwned(p, j, options);
+    });
   }
 
   /**
@@ -137,6 +136,18 @@ export class JournalDevice
     options: JournalDeviceOptions = {},
   ): Promise<JournalDevice> {
     checkJournalDevices(production, journal);
+    parseJournalOptions(options);
+    return withClaimed([production, journal] as const, 'JournalDevice', ([p, j]) =>
+      JournalDevice.#openOwned(p, j, options),
+    );
+  }
+
+  /** `open` over the views of the claimed production device and journal store. */
+  static async #openOwned(
+    production: BlockDevice,
+    journal: BlockDevice,
+    options: JournalDeviceOptions,
+  ): Promise<JournalDevice> {
     const { checkpointAt, onProgress } = parseJournalOptions(options);
     const recovered = await recoverJournal(production, journal, onProgress);
     const parts = { production, journal, ...recovered, checkpointAt };
@@ -275,6 +286,7 @@ export class JournalDevice
     const createdAt = Date.now();
     try {
       this.checkOpen();
+      this.checkUnowned('snapshot');
       checkSnapshotOptions(options);
       this.#snapshots.checkRoom();
     } catch (err) {
@@ -313,6 +325,7 @@ export class JournalDevice
   deleteSnapshot(id: string): Promise<void> {
     try {
       this.checkOpen();
+      this.checkUnowned('delete a snapshot of');
       this.#snapshots.live(id);
     } catch (err) {
       return Promise.reject(err);
@@ -338,6 +351,7 @@ export class JournalDevice
   restore(id: string): Promise<void> {
     try {
       this.checkOpen();
+      this.checkUnowned('restore');
       this.#snapshots.production();
       this.#snapshots.live(id);
     } catch (err) {

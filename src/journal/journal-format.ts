@@ -5,6 +5,7 @@ import { BlockDeviceError } from '../errors.js';
 import {
   encodeSuperblock,
   readSuperblock,
+  refuseReformat,
   SUPERBLOCK_BYTES,
   SUPERBLOCK_SLOT,
 } from '../store/index.js';
@@ -178,6 +179,7 @@ export async function formatJournal(
   journal: BlockDevice,
   production: { size: number; blockSize: number },
   maxSnapshots: number,
+  force = false,
 ): Promise<void> {
   const catalogCapacity = catalogSlotBytes(maxSnapshots);
   const capacity = ringCapacity(journal.size - 2 * catalogCapacity);
@@ -188,6 +190,7 @@ export async function formatJournal(
       `journal of ${journal.size} bytes is too small: it needs at least ${RING_START + needed + 2 * catalogCapacity}`,
     );
   }
+  await refuseReformat(journal, 'journal', force);
   // Erase slot 0 first: a stale superblock of an earlier format there must
   // never outrank ours (generation 1 goes to slot 1).
   await io('journal format', journal.write(0, new Uint8Array(SUPERBLOCK_BYTES)));

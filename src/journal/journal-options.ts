@@ -19,6 +19,13 @@ export interface JournalDeviceOptions {
    */
   maxSnapshots?: number;
   /**
+   * `create` only: format the journal store even if it already holds a
+   * blocksnap format (a journal, a COW store or a copy map), erasing it.
+   * Without it `create` refuses such a store with `EBUSY` and changes
+   * nothing. @default false
+   */
+  force?: boolean;
+  /**
    * Called with `{ operation: 'replay', done, total }` — bytes of journal
    * replayed, and the journal's capacity as an upper bound — while `open`
    * replays the journal, before there is a device to listen on. @default undefined
@@ -62,7 +69,7 @@ export function parseJournalOptions(options: JournalDeviceOptions): {
 } {
   checkOptions(
     options,
-    { checkpointAt: 'number', maxSnapshots: 'number', onProgress: 'function' },
+    { checkpointAt: 'number', maxSnapshots: 'number', onProgress: 'function', force: 'boolean' },
     'JournalDevice',
   );
   const checkpointAt = options.checkpointAt ?? 0.75;
@@ -73,4 +80,20 @@ export function parseJournalOptions(options: JournalDeviceOptions): {
     throw new BlockDeviceError('EINVAL', 'onProgress must be a function');
   }
   return { checkpointAt, onProgress: options.onProgress };
+}
+
+/**
+ * The `maxSnapshots` a journal is created with: the option, or 64 over a
+ * snapshot-capable production device and 0 over another.
+ * @throws `EINVAL` unless an integer from 0 to 4096.
+ */
+export function catalogSize(options: JournalDeviceOptions, snapshotCapable: boolean): number {
+  const maxSnapshots = options.maxSnapshots ?? (snapshotCapable ? 64 : 0);
+  if (!Number.isSafeInteger(maxSnapshots) || maxSnapshots < 0 || maxSnapshots > 4096) {
+    throw new BlockDeviceError(
+      'EINVAL',
+      `maxSnapshots ${String(maxSnapshots)} is not an integer from 0 to 4096`,
+    );
+  }
+  return maxSnapshots;
 }

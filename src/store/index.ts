@@ -1,3 +1,4 @@
+export { type FoundFormat, probeFormat, refuseReformat } from './format-probe.js';
 export {
   alignUp,
   decodeSuperblock,

@@ -1,28 +1,21 @@
-import { forEachConcurrently, ownedWriter } from '../base/index.js';
-import { checksum, fletcher4 } from '../checksum/index.js';
+import { ownedWriter, readerInto } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
-import type { AppliedProgress, ApplyReport } from './stream.js';
-import { type CheckedFrame, checkFrame } from './stream-checks.js';
+import type { AppliedProgress, ApplyReport, ApplyStreamOptions } from './stream.js';
+import { HOLDS_NEW, proveBase, targetError } from './stream-base-proof.js';
+import {
+  type CheckedFrame,
+  checkAgainstManifest,
+  checkFrame,
+  checkZeroAgainstManifest,
+} from './stream-checks.js';
 import type { ChunkReader } from './stream-chunks.js';
-import {
-  decodeHeader,
-  HEADER_PREFIX,
-  headerLength,
-  hex32,
-  type StreamHeader,
-  sameBytes,
-  uuidBytes,
-} from './stream-format.js';
-import { decodeRecordHead, FRAME_TAIL, hexBytes, RECORD_HEAD } from './stream-frames.js';
-import {
-  decodeManifest,
-  decodeManifestHead,
-  MANIFEST_CRC,
-  MANIFEST_ENTRY,
-  MANIFEST_HEAD,
-  type Manifest,
-} from './stream-manifest.js';
+import { type StreamHeader, uuidBytes } from './stream-format.js';
+import { decodeRecordHead, FRAME_TAIL, RECORD_HEAD } from './stream-frames.js';
+import type { Manifest } from './stream-manifest.js';
+import { StreamProgress } from './stream-progress.js';
+import { readExact, readHeader, readManifest } from './stream-read.js';
+import { zeroRuns, zeroUnit } from './stream-zeros.js';
 
 /*
  * The apply side of the stream format: reading a stream, checking every
@@ -36,8 +29,6 @@ import {
  * target's write-back meanwhile (WRITEBACK_EVERY).
  */
 
-/** Manifest extents of the target read at once for the base proof. */
-const READS_IN_FLIGHT = 4;
 /** Frames being written to the target at once, while the next one is read and checked. */
 const WRITES_IN_FLIGHT = 4;
 /**
@@ -50,31 +41,35 @@ const WRITES_IN_FLIGHT = 4;
  */
 const WRITEBACK_EVERY = 16 * 1024 * 1024;
 
-/** Wraps a failure of the target so it is told apart from a damaged stream. */
-export function targetError(what: string, err: unknown): BlockDeviceError {
-  const detail = err instanceof Error ? err.message : String(err);
-  const code = BlockDeviceError.is(err) ? err.code : 'EIO';
-  return new BlockDeviceError(code, `target ${what} failed: ${detail}`, { cause: err });
+/** How a frame's I/O on the target failed. */
+interface TargetFailure {
+  readonly err: unknown;
+  /** A zero frame reads the target before it writes. */
+  readonly what: 'read' | 'write';
 }
 
-/** A frame handed to the target: its write's outcome (never rejecting), and its size. */
+/** A frame handed to the target: its I/O's outcome (never rejecting), and its size. */
 interface IssuedFrame {
-  /** Settles once the write did; undefined for a frame the target already held. */
-  readonly written: Promise<{ err: unknown } | undefined> | undefined;
-  readonly bytes: number;
-  /** The buffer the frame was assembled in, free again once the write settled. */
-  readonly buffer: Uint8Array;
+  /** Settles with the bytes written (0: the target held the content already), or the failure. */
+  readonly written: Promise<number | TargetFailure>;
+  /** Bytes of the device the frame covers. */
+  readonly length: number;
+  /** The buffer the frame was assembled in, free again once the write settled; none for a zero frame. */
+  readonly buffer: Uint8Array | undefined;
+  /** A zero frame, whose write may find nothing to do. */
+  readonly zero: boolean;
 }
-
-/** Extent state during a base proof: what the target holds there. */
-const HOLDS_BASE = 0;
-const HOLDS_NEW = 1;
 
 /** One run of {@link applyStream}: reads, checks and writes, and knows how far it got. */
 export class StreamApplier {
   readonly #reader: ChunkReader;
   readonly #target: BlockDevice;
   readonly #signal: AbortSignal | undefined;
+  readonly #onProgress: ApplyStreamOptions['onProgress'];
+  /** Set up once the header (and manifest) say the total. */
+  #progress: StreamProgress | undefined;
+  /** Frames the target held already: skipped by the base proof, or zero frames over zeros. */
+  #skipped = 0;
   /** Writes issued and not yet counted as applied, oldest first. */
   readonly #issued: IssuedFrame[] = [];
   /**
@@ -91,20 +86,38 @@ export class StreamApplier {
   #flushing: Promise<{ err: unknown } | undefined> | undefined;
   /** An early flush that failed: the run fails with it. */
   #flushFailure: { err: unknown } | undefined;
+  /** The target's READ_INTO, for a zero frame's extent, read into a frame buffer. */
+  readonly #readInto: ((offset: number, buffer: Uint8Array) => Promise<Uint8Array>) | undefined;
   /** The target's WRITE_OWNED, for frames assembled in a buffer of ours. */
   readonly #writeOwned:
     | ((offset: number, blocks: readonly Uint8Array[]) => Promise<void>)
     | undefined;
 
-  constructor(reader: ChunkReader, target: BlockDevice, signal: AbortSignal | undefined) {
+  constructor(
+    reader: ChunkReader,
+    target: BlockDevice,
+    options: Pick<ApplyStreamOptions, 'signal' | 'onProgress'>,
+  ) {
     this.#reader = reader;
     this.#target = target;
-    this.#signal = signal;
+    this.#signal = options.signal;
+    this.#onProgress = options.onProgress;
     this.#writeOwned = ownedWriter(target);
+    this.#readInto = readerInto(target);
+  }
+
+  /** A buffer for a frame: a spare one, or a new one (see #spare). */
+  #frameBuffer(header: StreamHeader): Uint8Array {
+    return this.#spare.pop() ?? new Uint8Array(header.maxFrameData + FRAME_TAIL);
+  }
+
+  /** Whether `err` is what the progress callback threw. */
+  progressFailed(err: unknown): boolean {
+    return this.#progress?.failed(err) === true;
   }
 
   async run(): Promise<ApplyReport> {
-    const header = await this.#readHeader();
+    const header = await readHeader(this.#reader);
     const streamId = uuidBytes(header.streamId);
     const target = this.#target;
     if (target.size !== header.deviceSize || target.blockSize !== header.blockSize) {
@@ -113,25 +126,33 @@ export class StreamApplier {
         `target is ${target.size} bytes in ${target.blockSize}-byte blocks; the stream is for ${header.deviceSize} in ${header.blockSize}`,
       );
     }
-    const manifest = header.incremental ? await this.#readManifest(header, streamId) : undefined;
-    const holds = manifest === undefined ? undefined : await this.#proveBase(manifest, header);
+    const manifest = header.incremental
+      ? await readManifest(this.#reader, header, streamId)
+      : undefined;
+    const holds =
+      manifest === undefined
+        ? undefined
+        : await proveBase(this.#target, manifest, header, this.#signal);
+    // A version-2 full stream does not say what it covers: the device bounds it.
+    const total = header.totalBytes ?? manifest?.totalBytes() ?? header.deviceSize;
+    this.#progress = new StreamProgress('apply', total, this.#onProgress);
+    this.#progress.start();
 
     let frames = 0;
-    let skipped = 0;
     let dataBytes = 0;
     let extents = 0;
     let end = 0;
     for (;;) {
       const where = `stream byte ${this.#reader.position}`;
       const head = decodeRecordHead(
-        await this.#readExact(RECORD_HEAD, `the head of frame ${frames} or the trailer`),
+        await readExact(this.#reader, RECORD_HEAD, `the head of frame ${frames} or the trailer`),
         header,
         streamId,
         end,
         where,
       );
       if (head.kind === 'trailer') {
-        this.#checkTrailer(head, { frames, dataBytes, extents }, manifest);
+        this.#checkTrailer(head, { frames, dataBytes, extents }, manifest, header);
         break;
       }
       if (head.number !== frames) {
@@ -141,12 +162,33 @@ export class StreamApplier {
         );
       }
       if (manifest !== undefined) checkAgainstManifest(manifest, frames, head, where);
+      if (dataBytes + head.length > total) {
+        throw new BlockDeviceError(
+          'ECORRUPT',
+          `${where}: frame ${frames} ends past the ${total} bytes the stream says it covers`,
+        );
+      }
+      if (head.offset !== end || frames === 0) extents++;
+      end = head.offset + head.length;
+      dataBytes += head.length;
+      const skip = holds !== undefined && holds[frames] === HOLDS_NEW;
+      if (head.kind === 'zero') {
+        if (manifest !== undefined) checkZeroAgainstManifest(manifest, frames, where);
+        this.#signal?.throwIfAborted();
+        frames++;
+        // The target's extent is read into a frame buffer: no allocation per frame.
+        const buffer = skip ? undefined : this.#frameBuffer(header);
+        await this.#zeroChecked(head.offset, head.length, buffer);
+        continue;
+      }
       // Data and tail in one read, into a buffer of ours: a source may
       // reuse a chunk's buffer for the next one, and the frame is checked
       // and written after later chunks were pulled. The buffer is reused
       // only once its write settled.
-      const buffer = this.#spare.pop() ?? new Uint8Array(header.maxFrameData + FRAME_TAIL);
-      const body = await this.#readExact(
+      const buffer = this.#frameBuffer(header);
+      const body = await readExact(
+        this.#reader,
+
         head.length + FRAME_TAIL,
         `frame ${frames}'s data`,
         buffer,
@@ -155,11 +197,6 @@ export class StreamApplier {
       // Checked here, not between reads: a frame read after the abort is
       // not written; those read before it were checked and issued already.
       this.#signal?.throwIfAborted();
-      if (head.offset !== end || frames === 0) extents++;
-      end = head.offset + head.length;
-      dataBytes += head.length;
-      const skip = holds !== undefined && holds[frames] === HOLDS_NEW;
-      if (skip) skipped++;
       const checked = checkFrame(
         frames,
         head.offset,
@@ -178,6 +215,7 @@ export class StreamApplier {
       );
     }
     while (this.#issued.length > 0) await this.#settleOldest();
+    this.#progress.end();
     await this.#flushing;
     try {
       if (this.#flushFailure !== undefined) throw this.#flushFailure.err;
@@ -191,7 +229,7 @@ export class StreamApplier {
       to: header.to,
       incremental: header.incremental,
       frames,
-      framesSkipped: skipped,
+      framesSkipped: this.#skipped,
       dataBytes,
       bytesWritten: this.#applied.bytes,
       extents,
@@ -209,110 +247,47 @@ export class StreamApplier {
     const outcomes = await Promise.all(this.#issued.map((f) => f.written));
     // Nothing of ours is left in flight on the target once this returns.
     await this.#flushing;
-    let firstFailure: unknown;
-    for (const [i, outcome] of outcomes.entries()) {
-      if (outcome !== undefined) {
-        firstFailure = outcome.err;
+    let firstFailure: TargetFailure | undefined;
+    for (const outcome of outcomes) {
+      if (typeof outcome !== 'number') {
+        firstFailure = outcome;
         break;
       }
       this.#applied.frames++;
-      this.#applied.bytes += this.#issued[i]!.bytes;
+      this.#applied.bytes += outcome;
     }
     this.#issued.length = 0;
     if (this.#applied.bytes > 0) await this.#target.flush().catch(() => {});
     const aborted = this.#signal?.aborted === true && err === this.#signal.reason;
-    const cause = firstFailure === undefined || aborted ? err : targetError('write', firstFailure);
+    const cause =
+      firstFailure === undefined || aborted
+        ? err
+        : targetError(firstFailure.what, firstFailure.err);
     return { cause, applied: { ...this.#applied } };
-  }
-
-  async #readExact(length: number, what: string, scratch?: Uint8Array): Promise<Uint8Array> {
-    const bytes = await this.#reader.read(length, scratch);
-    if (bytes.length < length) {
-      throw new BlockDeviceError(
-        'ECORRUPT',
-        `stream ends at byte ${this.#reader.position}, in ${what} (truncated)`,
-      );
-    }
-    return bytes;
-  }
-
-  async #readHeader(): Promise<StreamHeader> {
-    const prefix = await this.#reader.read(HEADER_PREFIX);
-    if (prefix.length === 0) throw new BlockDeviceError('ECORRUPT', 'stream is empty');
-    if (prefix.length < HEADER_PREFIX) {
-      throw new BlockDeviceError('ECORRUPT', `stream ends at byte ${prefix.length}, in its header`);
-    }
-    const length = headerLength(prefix);
-    // Copied: the prefix may be a view of a chunk the next read replaces.
-    const bytes = new Uint8Array(length);
-    bytes.set(prefix);
-    bytes.set(await this.#readExact(length - HEADER_PREFIX, 'the header'), HEADER_PREFIX);
-    return decodeHeader(bytes);
-  }
-
-  async #readManifest(header: StreamHeader, streamId: Uint8Array): Promise<Manifest> {
-    const head = decodeManifestHead(
-      await this.#readExact(MANIFEST_HEAD, 'the manifest head'),
-      header,
-      streamId,
-    );
-    const entries = (await this.#readExact(head.count * MANIFEST_ENTRY, 'the manifest')).slice();
-    const crc = await this.#readExact(MANIFEST_CRC, 'the manifest CRC');
-    return decodeManifest(entries, crc, head, header);
-  }
-
-  /**
-   * Reads the target's content of every manifest extent and classifies it:
-   * the base (to be written) or the new content (already applied). Anything
-   * else means the target is not at the stream's base: refused before any
-   * write. An extent the base snapshot does not hold has no base to prove:
-   * it is written whatever the target holds there.
-   */
-  async #proveBase(manifest: Manifest, header: StreamHeader): Promise<Uint8Array> {
-    const holds = new Uint8Array(manifest.count);
-    await forEachConcurrently(manifest.count, READS_IN_FLIGHT, this.#signal, async (i) => {
-      if (!manifest.baseHeld(i)) return;
-      const offset = manifest.offset(i);
-      const length = manifest.length(i);
-      let content: Uint8Array;
-      try {
-        content = await this.#target.read(offset, length);
-      } catch (err) {
-        throw targetError('read', err);
-      }
-      const sum = fletcher4(content);
-      if (sameBytes(sum, manifest.newSum(i))) {
-        holds[i] = HOLDS_NEW;
-        return;
-      }
-      const crc = checksum(content);
-      if (crc === manifest.baseCrc(i)) holds[i] = HOLDS_BASE;
-      else {
-        throw new BlockDeviceError(
-          'EINVAL',
-          `target does not hold the stream's base (snapshot ${header.from}): its content at [${offset}, ${offset + length}) has CRC ${hex32(crc)} where the base's is ${hex32(manifest.baseCrc(i))}, and Fletcher-4 ${hexBytes(sum)} where the new content's is ${hexBytes(manifest.newSum(i))}`,
-        );
-      }
-    });
-    return holds;
   }
 
   #checkTrailer(
     trailer: { frames: number; dataBytes: number; extents: number },
     counted: { frames: number; dataBytes: number; extents: number },
     manifest: Manifest | undefined,
+    header: StreamHeader,
   ): void {
     const listed = manifest?.count ?? counted.frames;
+    // Version 3 says its total in the header too: frames dropped at the end
+    // with a trailer made to match them still cover less than it.
+    const stated = header.totalBytes ?? counted.dataBytes;
     if (
       trailer.frames !== counted.frames ||
       trailer.dataBytes !== counted.dataBytes ||
       trailer.extents !== counted.extents ||
-      listed !== counted.frames
+      listed !== counted.frames ||
+      stated !== counted.dataBytes
     ) {
       throw new BlockDeviceError(
         'ECORRUPT',
         `stream trailer counts ${trailer.frames} frames, ${trailer.dataBytes} bytes, ${trailer.extents} extents` +
-          `${manifest === undefined ? '' : ` (manifest: ${listed} frames)`}; the stream had ${counted.frames}, ${counted.dataBytes} and ${counted.extents}`,
+          `${manifest === undefined ? '' : ` (manifest: ${listed} frames)`}` +
+          `${header.totalBytes === undefined ? '' : ` (header: ${stated} bytes)`}; the stream had ${counted.frames}, ${counted.dataBytes} and ${counted.extents}`,
       );
     }
   }
@@ -321,27 +296,69 @@ export class StreamApplier {
    * Starts a write whose outcome is captured at once, so a failure is never
    * an unhandled rejection; `data` stays unchanged until it settles.
    */
-  #write(offset: number, data: Uint8Array): Promise<{ err: unknown } | undefined> {
+  #write(offset: number, data: Uint8Array): Promise<number | TargetFailure> {
     const op =
       this.#writeOwned !== undefined
         ? this.#writeOwned(offset, [data])
         : this.#target.write(offset, data);
     return op.then(
-      () => undefined,
-      (err: unknown) => ({ err }),
+      () => data.length,
+      (err: unknown) => ({ err, what: 'write' as const }),
     );
   }
 
   /** Writes a frame that passed its checks, unless the target already holds it. */
   async #writeChecked(frame: CheckedFrame): Promise<void> {
-    if (frame.skip) {
-      await this.#issue({ written: undefined, bytes: 0, buffer: frame.buffer });
-      return;
-    }
+    if (frame.skip) this.#skipped++;
     // The data is in our buffer, unchanged until the write settles (only
     // then does the buffer go back to #spare): the target need not copy it.
-    const written = this.#write(frame.offset, frame.data);
-    await this.#issue({ written, bytes: frame.data.length, buffer: frame.buffer });
+    const written = frame.skip ? Promise.resolve(0) : this.#write(frame.offset, frame.data);
+    await this.#issue({ written, length: frame.data.length, buffer: frame.buffer, zero: false });
+  }
+
+  /**
+   * Applies a zero frame: reads the target's extent (into `buffer`) and
+   * writes zeros only over its units (see zeroUnit) that are not zero
+   * already, so a sparse target stays sparse and a target already holding
+   * zeros is not written. Without `buffer`, the base proof found the extent
+   * zero already: nothing to do. Frames are disjoint, so the read sees
+   * nothing of the writes in flight.
+   */
+  async #zeroChecked(
+    offset: number,
+    length: number,
+    buffer: Uint8Array | undefined,
+  ): Promise<void> {
+    if (buffer === undefined) this.#skipped++;
+    const written =
+      buffer === undefined ? Promise.resolve(0) : this.#writeZeros(offset, length, buffer);
+    await this.#issue({ written, length, buffer, zero: buffer !== undefined });
+  }
+
+  async #writeZeros(
+    offset: number,
+    length: number,
+    buffer: Uint8Array,
+  ): Promise<number | TargetFailure> {
+    let content: Uint8Array;
+    try {
+      content =
+        this.#readInto !== undefined
+          ? await this.#readInto(offset, buffer.subarray(0, length))
+          : await this.#target.read(offset, length);
+    } catch (err) {
+      return { err, what: 'read' };
+    }
+    let bytes = 0;
+    // One write at a time: a frame's writes fail or succeed in order, so a
+    // failure leaves zeros over a prefix of the runs (as a torn data write).
+    for (const run of zeroRuns(content, zeroUnit(this.#target.blockSize))) {
+      if (run.zero) continue;
+      const outcome = await this.#write(offset + run.start, new Uint8Array(run.length));
+      if (typeof outcome !== 'number') return outcome;
+      bytes += outcome;
+    }
+    return bytes;
   }
 
   /** Queues an issued frame, first settling the oldest if too many are in flight. */
@@ -350,18 +367,23 @@ export class StreamApplier {
     while (this.#issued.length > WRITES_IN_FLIGHT) await this.#settleOldest();
   }
 
-  /** Waits for the oldest issued frame and counts it as applied; a failed write throws. */
+  /**
+   * Waits for the oldest issued frame and counts it as applied, then
+   * reports progress; a failed write throws, and so does the progress callback.
+   */
   async #settleOldest(): Promise<void> {
     const frame = this.#issued[0]!;
     const outcome = await frame.written;
-    if (outcome !== undefined) throw targetError('write', outcome.err);
+    if (typeof outcome !== 'number') throw targetError(outcome.what, outcome.err);
     this.#issued.shift();
-    this.#spare.push(frame.buffer);
+    if (frame.buffer !== undefined) this.#spare.push(frame.buffer);
+    if (frame.zero && outcome === 0) this.#skipped++;
     this.#applied.frames++;
-    this.#applied.bytes += frame.bytes;
-    this.#unflushed += frame.bytes;
+    this.#applied.bytes += outcome;
+    this.#unflushed += outcome;
     if (this.#flushFailure !== undefined) throw targetError('flush', this.#flushFailure.err);
     if (this.#unflushed >= WRITEBACK_EVERY && this.#flushing === undefined) this.#writeBack();
+    this.#progress!.advance(frame.length);
   }
 
   /** Issues an early flush of the frames applied so far (see WRITEBACK_EVERY). */
@@ -376,26 +398,5 @@ export class StreamApplier {
       this.#flushing = undefined;
       this.#flushFailure ??= outcome;
     });
-  }
-}
-
-/** A frame head must be the next extent the manifest lists. @throws `ECORRUPT`. */
-function checkAgainstManifest(
-  manifest: Manifest,
-  frame: number,
-  head: { offset: number; length: number },
-  where: string,
-): void {
-  if (frame >= manifest.count) {
-    throw new BlockDeviceError(
-      'ECORRUPT',
-      `${where}: frame ${frame} is past the ${manifest.count} the manifest lists`,
-    );
-  }
-  if (head.offset !== manifest.offset(frame) || head.length !== manifest.length(frame)) {
-    throw new BlockDeviceError(
-      'ECORRUPT',
-      `${where}: frame ${frame} is for [${head.offset}, +${head.length}), its manifest entry for [${manifest.offset(frame)}, +${manifest.length(frame)})`,
-    );
   }
 }

@@ -2,6 +2,8 @@ import { FLETCHER4_BYTES, fletcher4 } from '../checksum/index.js';
 import { BlockDeviceError } from '../errors.js';
 import { sameBytes } from './stream-format.js';
 import { checkFrameTail, FRAME_TAIL, hexBytes } from './stream-frames.js';
+import type { Manifest } from './stream-manifest.js';
+import { isZeroSum } from './stream-zeros.js';
 
 /*
  * The check of a frame `applyStream` has read, before it is written: its
@@ -56,4 +58,40 @@ export function checkFrame(
     );
   }
   return { number, offset, data, buffer, skip };
+}
+
+/** A frame head must be the next extent the manifest lists. @throws `ECORRUPT`. */
+export function checkAgainstManifest(
+  manifest: Manifest,
+  frame: number,
+  head: { offset: number; length: number },
+  where: string,
+): void {
+  if (frame >= manifest.count) {
+    throw new BlockDeviceError(
+      'ECORRUPT',
+      `${where}: frame ${frame} is past the ${manifest.count} the manifest lists`,
+    );
+  }
+  if (head.offset !== manifest.offset(frame) || head.length !== manifest.length(frame)) {
+    throw new BlockDeviceError(
+      'ECORRUPT',
+      `${where}: frame ${frame} is for [${head.offset}, +${head.length}), its manifest entry for [${manifest.offset(frame)}, +${manifest.length(frame)})`,
+    );
+  }
+}
+
+/**
+ * A zero frame of an incremental stream must be one whose manifest entry
+ * lists zeros as the new content (a Fletcher-4 of zeros, which says so
+ * exactly): the check a data frame's checksum gets against its entry.
+ * @throws `ECORRUPT`.
+ */
+export function checkZeroAgainstManifest(manifest: Manifest, frame: number, where: string): void {
+  if (!isZeroSum(manifest.newSum(frame))) {
+    throw new BlockDeviceError(
+      'ECORRUPT',
+      `${where}: frame ${frame} is a zero frame, its manifest entry lists content that is not zeros`,
+    );
+  }
 }

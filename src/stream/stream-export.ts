@@ -1,26 +1,16 @@
-import { randomUUID } from 'node:crypto';
 import type { ReadableStreamDefaultController } from 'node:stream/web';
-import { checkGeometry, forEachConcurrently } from '../base/index.js';
+import { forEachConcurrently } from '../base/index.js';
 import { checksum, fletcher4 } from '../checksum/index.js';
 import type { ChangeTracking, Extent, Snapshot } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
-import {
-  canFreezeSnapshots,
-  SNAPSHOT_FREEZE,
-  type SnapshotFreeze,
-  STORED_CHECKSUM,
-} from '../snapshot/index.js';
+import { STORED_CHECKSUM } from '../snapshot/index.js';
 import type { ExportStreamOptions } from './stream.js';
-import {
-  encodeHeader,
-  FRAME_DATA_MAX,
-  MAX_ID_BYTES,
-  pieces,
-  type StreamHeader,
-  uuidBytes,
-} from './stream-format.js';
+import { encodeHeader, FRAME_DATA_MAX, pieces } from './stream-format.js';
 import { encodeFrameHead, encodeFrameTail, encodeTrailer } from './stream-frames.js';
 import { encodeManifest, Manifest } from './stream-manifest.js';
+import { type ExportPlan, extentsToSend } from './stream-plan.js';
+import { StreamProgress, type StreamProgressCallback } from './stream-progress.js';
+import { isZeroSum, zeroRuns, zeroUnit } from './stream-zeros.js';
 
 /*
  * The export side of the stream format: what `exportStream` sends, and the
@@ -39,146 +29,6 @@ const READS_IN_FLIGHT = 4;
  */
 export const KEEP_FOR_FRAMES = 16 << 20;
 
-/** What an export will send, settled before the stream exists. */
-export interface ExportPlan {
-  header: StreamHeader;
-  streamId: Uint8Array;
-  /** Ascending, disjoint, coalesced: what the frames carry. */
-  extents: Extent[];
-  /** Incremental streams: what the base snapshot `from` holds (ascending, coalesced). */
-  baseHolds: Extent[];
-  /**
-   * A writable `to`, held still from the `exportStream` call until the
-   * export ends: `extents` are settled again once the writes called before
-   * the freeze have landed, and the frames carry that one state.
-   */
-  freeze: SnapshotFreeze | undefined;
-}
-
-/**
- * Checks `exportStream`'s arguments and settles what the stream carries,
- * before anything is read: the device's change tables are memory lookups.
- * @throws `EINVAL`, `ENOENT`, `ECLOSED`.
- */
-export function planExport(device: ChangeTracking, options: ExportStreamOptions): ExportPlan {
-  const methods = ['changedExtents', 'snapshotExtents', 'openSnapshot'] as const;
-  if (
-    typeof device !== 'object' ||
-    device === null ||
-    methods.some((m) => typeof device[m] !== 'function')
-  ) {
-    throw new BlockDeviceError(
-      'EINVAL',
-      'exportStream: device must be change-tracking (changedExtents, snapshotExtents, openSnapshot)',
-    );
-  }
-  checkGeometry('exportStream: device', device.size, device.blockSize);
-  if (typeof options !== 'object' || options === null) {
-    throw new BlockDeviceError('EINVAL', `exportStream: options must be an object, got ${options}`);
-  }
-  const { to, from, signal } = options;
-  checkSnapshotId('to', to);
-  if (from !== undefined) checkSnapshotId('from', from);
-  checkSignal('exportStream', signal);
-  // Both calls are memory lookups, and throw ENOENT for an unknown id now.
-  const extents = extentsToSend(device, from, to);
-  const streamId = randomUUID();
-  return {
-    header: {
-      incremental: from !== undefined,
-      deviceSize: device.size,
-      blockSize: device.blockSize,
-      maxFrameData: FRAME_DATA_MAX,
-      streamId,
-      from,
-      to,
-    },
-    streamId: uuidBytes(streamId),
-    extents,
-    baseHolds:
-      from === undefined ? [] : coalesce(device.snapshotExtents(from), device, 'snapshotExtents'),
-    // Last: nothing above may throw once the snapshot is held.
-    freeze: freezeIfWritable(device, to),
-  };
-}
-
-/** What the frames carry: all `to` holds, or what changed since `from`, from the change tables. */
-function extentsToSend(device: ChangeTracking, from: string | undefined, to: string): Extent[] {
-  return from === undefined
-    ? coalesce(device.snapshotExtents(to), device, 'snapshotExtents')
-    : coalesce(device.changedExtents(from, to), device, 'changedExtents');
-}
-
-/**
- * Holds `to` still if it is writable, so the stream carries one state of it:
- * writes to it called after this fail `EBUSY` until the export ends. A
- * device that cannot hold a snapshot still cannot export a writable one:
- * a write during the export would land in some frames and not in others.
- */
-function freezeIfWritable(device: ChangeTracking, to: string): SnapshotFreeze | undefined {
-  const info = device.listSnapshots().find((s) => s.id === to);
-  if (info === undefined || !info.writable) return undefined;
-  if (!canFreezeSnapshots(device)) {
-    throw new BlockDeviceError(
-      'EINVAL',
-      `exportStream: snapshot ${to} is writable and this device cannot hold a snapshot's writes during an export; export a read-only snapshot`,
-    );
-  }
-  return device[SNAPSHOT_FREEZE](to);
-}
-
-function checkSnapshotId(what: string, id: unknown): void {
-  if (typeof id !== 'string' || id.length === 0) {
-    throw new BlockDeviceError('EINVAL', `exportStream: ${what} must be a snapshot id, got ${id}`);
-  }
-  if (Buffer.byteLength(id) > MAX_ID_BYTES) {
-    throw new BlockDeviceError(
-      'EINVAL',
-      `exportStream: ${what} id is longer than ${MAX_ID_BYTES} UTF-8 bytes`,
-    );
-  }
-}
-
-/** Throws `EINVAL` unless `signal` is undefined or an AbortSignal. */
-export function checkSignal(what: string, signal: unknown): void {
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw new BlockDeviceError('EINVAL', `${what}: signal must be an AbortSignal`);
-  }
-}
-
-/**
- * Checks the extents a device reported — whole blocks, inside it, ascending
- * and disjoint — and merges adjacent ones, so that the trailer's extent
- * count is what a reader can recount from the frames.
- */
-function coalesce(extents: readonly Extent[], device: ChangeTracking, source: string): Extent[] {
-  const bs = device.blockSize;
-  const out: { offset: number; length: number }[] = [];
-  let end = 0;
-  for (const extent of extents) {
-    const { offset, length } = extent ?? {};
-    if (
-      !Number.isSafeInteger(offset) ||
-      !Number.isSafeInteger(length) ||
-      offset % bs !== 0 ||
-      length % bs !== 0 ||
-      length <= 0 ||
-      offset < end ||
-      offset + length > device.size
-    ) {
-      throw new BlockDeviceError(
-        'EINVAL',
-        `exportStream: device.${source} returned [${offset}, +${length}), not whole ${bs}-byte blocks after ${end} inside ${device.size}`,
-      );
-    }
-    const last = out[out.length - 1];
-    if (last !== undefined && last.offset + last.length === offset) last.length += length;
-    else out.push({ offset, length });
-    end = offset + length;
-  }
-  return out;
-}
-
 /**
  * The pull side of an export: header, then (incremental) the manifest, then
  * one frame per pull, then the trailer. Owns the snapshot handles it opens.
@@ -187,6 +37,9 @@ export class StreamExporter {
   readonly #device: ChangeTracking;
   readonly #plan: ExportPlan;
   readonly #signal: AbortSignal | undefined;
+  readonly #onProgress: StreamProgressCallback | undefined;
+  /** Bytes of the extents sent so far, set up once the extents are settled. */
+  #progress: StreamProgress | undefined;
   #controller!: ReadableStreamDefaultController<Uint8Array>;
   #to: Snapshot | undefined;
   #from: Snapshot | undefined;
@@ -205,10 +58,15 @@ export class StreamExporter {
     void this.stop();
   };
 
-  constructor(device: ChangeTracking, plan: ExportPlan, signal: AbortSignal | undefined) {
+  constructor(
+    device: ChangeTracking,
+    plan: ExportPlan,
+    options: Pick<ExportStreamOptions, 'signal' | 'onProgress'>,
+  ) {
     this.#device = device;
     this.#plan = plan;
-    this.#signal = signal;
+    this.#signal = options.signal;
+    this.#onProgress = options.onProgress;
   }
 
   start(controller: ReadableStreamDefaultController<Uint8Array>): void {
@@ -220,11 +78,15 @@ export class StreamExporter {
     try {
       this.#signal?.throwIfAborted();
       switch (this.#stage) {
-        case 'header':
+        case 'header': {
           await this.#openHandles();
-          this.#enqueue(encodeHeader(this.#plan.header));
+          const totalBytes = this.#plan.extents.reduce((sum, e) => sum + e.length, 0);
+          this.#enqueue(encodeHeader({ ...this.#plan.header, totalBytes }));
           this.#stage = this.#plan.header.incremental ? 'manifest' : 'frames';
+          this.#progress = new StreamProgress('export', totalBytes, this.#onProgress);
+          this.#progress.start();
           return;
+        }
         case 'manifest':
           await this.#sendManifest();
           this.#stage = 'frames';
@@ -300,9 +162,11 @@ export class StreamExporter {
         held ? crcOf(from, offset, length) : 0,
         to.read(offset, length),
       ]);
-      manifest.setChecksums(i, base, fletcher4(next));
-      // Nothing once stopped: stop() has let go of what was kept.
-      if (!this.#stopped && this.#keptBytes + length <= KEEP_FOR_FRAMES) {
+      const sum = fletcher4(next);
+      manifest.setChecksums(i, base, sum);
+      // Nothing once stopped: stop() has let go of what was kept. Zeros
+      // are not kept: their frame is a zero frame, sent without them.
+      if (!this.#stopped && !isZeroSum(sum) && this.#keptBytes + length <= KEEP_FOR_FRAMES) {
         this.#kept.set(i, next);
         this.#keptBytes += length;
       }
@@ -323,28 +187,69 @@ export class StreamExporter {
       controller.close();
       return;
     }
+    const manifest = this.#manifest;
+    if (manifest !== undefined) await this.#sendListedFrame(manifest, piece);
+    else await this.#sendPiece(piece);
+    this.#progress!.advance(piece.length);
+  }
+
+  /**
+   * An incremental stream's frame `n`, as its manifest entry lists it: a
+   * zero frame, unread, if the entry's new content is zeros (its checksum
+   * says so exactly), else a data frame whose checksum is the entry's.
+   */
+  async #sendListedFrame(manifest: Manifest, piece: Extent): Promise<void> {
     const { offset, length } = piece;
-    const to = this.#to!;
     const n = this.#frame;
     let data = this.#kept.get(n);
     if (data !== undefined) {
       this.#kept.delete(n);
       this.#keptBytes -= length;
-    } else {
-      data = await to.read(offset, length);
     }
+    const sum = manifest.newSum(n);
+    if (isZeroSum(sum)) {
+      this.#sendZeroFrame(offset, length);
+      return;
+    }
+    data ??= await this.#to!.read(offset, length);
     this.#signal?.throwIfAborted();
-    const manifest = this.#manifest;
     // `to` cannot change during the export (read-only, or a writable one
     // held still), so the manifest's checksum of it is the frame's: one pass
     // fewer. Were a device to break that promise, the data would not match
     // its tail and applyStream would refuse the frame — never apply it.
-    const sum = manifest !== undefined ? manifest.newSum(n) : fletcher4(data);
-    const streamId = this.#plan.streamId;
+    this.#sendDataFrame(offset, data, sum);
+  }
+
+  /**
+   * A full stream's piece: read, then sent as frames, its runs of zero
+   * units (see zeroUnit) as zero frames and the rest as data frames.
+   */
+  async #sendPiece(piece: Extent): Promise<void> {
+    const { offset } = piece;
+    const data = await this.#to!.read(offset, piece.length);
+    this.#signal?.throwIfAborted();
+    for (const run of zeroRuns(data, zeroUnit(this.#plan.header.blockSize))) {
+      if (run.zero) this.#sendZeroFrame(offset + run.start, run.length);
+      else {
+        const part = data.subarray(run.start, run.start + run.length);
+        this.#sendDataFrame(offset + run.start, part, fletcher4(part));
+      }
+    }
+  }
+
+  #sendDataFrame(offset: number, data: Uint8Array, sum: Uint8Array): void {
+    const n = this.#frame;
     // Control data before and after the block (seed 004, claim 44).
-    this.#enqueue(encodeFrameHead(n, offset, length, streamId));
+    this.#enqueue(encodeFrameHead(n, offset, data.length, this.#plan.streamId));
     this.#enqueue(data);
     this.#enqueue(encodeFrameTail(n, sum));
+    this.#frame++;
+    this.#dataBytes += data.length;
+  }
+
+  /** A zero frame: its head alone, which says the extent holds zeros. */
+  #sendZeroFrame(offset: number, length: number): void {
+    this.#enqueue(encodeFrameHead(this.#frame, offset, length, this.#plan.streamId, true));
     this.#frame++;
     this.#dataBytes += length;
   }

@@ -27,18 +27,22 @@ import { BlockDeviceError } from '../errors.js';
  */
 export const STREAM_MAGIC = Uint8Array.of(0x89, 0x42, 0x53, 0x4e, 0x0d, 0x0a, 0x1a, 0x0a);
 /**
- * The format version this module writes and the only one it reads. Version
- * 1, never released, checked frame data with CRC-32.
+ * The format version this module writes. Version 3 added zero frames and
+ * the header's total; this module still reads version 2 (whose streams
+ * carry neither). Version 1, never released, checked frame data with CRC-32.
  */
-export const STREAM_VERSION = 2;
+export const STREAM_VERSION = 3;
+/** The oldest version this module reads. */
+const OLDEST_READ_VERSION = 2;
 /** Header flag: the stream changes only what differs from its base (`from`). */
 export const FLAG_INCREMENTAL = 1;
 const KNOWN_FLAGS = FLAG_INCREMENTAL;
 
 /** Bytes a reader needs to learn the header's length: magic, version, length. */
 export const HEADER_PREFIX = 12;
-/** Header bytes before the two snapshot ids. */
-const HEADER_FIXED = 52;
+/** Header bytes before the two snapshot ids, by version: version 3 added the total at 48. */
+const HEADER_FIXED = 60;
+const HEADER_FIXED_V2 = 52;
 /** The longest snapshot id, in UTF-8 bytes, a stream can name. */
 export const MAX_ID_BYTES = 1024;
 /** The longest header any version may have: bounds what a reader buffers before its CRC. */
@@ -58,6 +62,13 @@ const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** What a stream's header says. */
 export interface StreamHeader {
+  /** The format version the stream was written in ({@link STREAM_VERSION} for every stream written now). */
+  readonly version: number;
+  /**
+   * Bytes the frames cover in all, zero frames included (version 3); what a
+   * progress total is. Undefined for a version-2 stream, whose header does not say.
+   */
+  readonly totalBytes: number | undefined;
   /** Whether the stream carries a manifest and changes only what differs from `from`. */
   readonly incremental: boolean;
   /** Size in bytes of the device the stream was exported from; the target's must match. */
@@ -137,11 +148,16 @@ function idBytes(what: string, id: string): Uint8Array {
 
 // -------------------------------------------------------------------- header
 
+/** What a writer says in a header: the version is always {@link STREAM_VERSION}, and it knows its total. */
+export type HeaderFields = Omit<StreamHeader, 'version' | 'totalBytes'> & {
+  readonly totalBytes: number;
+};
+
 /**
- * Encodes a header.
+ * Encodes a header, of version {@link STREAM_VERSION}.
  * @throws `EINVAL` for an id that is not 1 to {@link MAX_ID_BYTES} UTF-8 bytes.
  */
-export function encodeHeader(header: StreamHeader): Uint8Array {
+export function encodeHeader(header: HeaderFields): Uint8Array {
   const from = header.from === undefined ? new Uint8Array(0) : idBytes('from', header.from);
   const to = idBytes('to', header.to);
   const length = HEADER_FIXED + from.length + to.length + 4;
@@ -155,8 +171,9 @@ export function encodeHeader(header: StreamHeader): Uint8Array {
   view.setUint32(24, header.blockSize, true);
   view.setUint32(28, header.maxFrameData, true);
   out.set(uuidBytes(header.streamId), 32);
-  view.setUint16(48, from.length, true);
-  view.setUint16(50, to.length, true);
+  setU64(view, 48, header.totalBytes);
+  view.setUint16(56, from.length, true);
+  view.setUint16(58, to.length, true);
   out.set(from, HEADER_FIXED);
   out.set(to, HEADER_FIXED + from.length);
   view.setUint32(length - 4, checksum(out.subarray(0, length - 4)), true);
@@ -174,7 +191,7 @@ export function headerLength(prefix: Uint8Array): number {
     corrupt('stream does not start with the blocksnap stream signature');
   }
   const length = viewOf(prefix).getUint16(10, true);
-  if (length < HEADER_FIXED + 1 + 4 || length > MAX_HEADER) {
+  if (length < HEADER_FIXED_V2 + 1 + 4 || length > MAX_HEADER) {
     corrupt(`stream header claims ${length} bytes`);
   }
   return length;
@@ -197,12 +214,14 @@ export function decodeHeader(bytes: Uint8Array): StreamHeader {
     corrupt(`stream header CRC is ${hex32(actual)}, the header says ${hex32(stored)}`);
   }
   const version = view.getUint16(8, true);
-  if (version !== STREAM_VERSION) {
+  if (version < OLDEST_READ_VERSION || version > STREAM_VERSION) {
     throw new BlockDeviceError(
       'EINVAL',
-      `stream format version ${version} is not one this blocksnap reads (${STREAM_VERSION})`,
+      `stream format version ${version} is not one this blocksnap reads (${OLDEST_READ_VERSION} to ${STREAM_VERSION})`,
     );
   }
+  // Version 2 had no total: its ids start 8 bytes earlier.
+  const fixed = version === 2 ? HEADER_FIXED_V2 : HEADER_FIXED;
   const flags = view.getUint32(12, true);
   if ((flags & ~KNOWN_FLAGS) !== 0) {
     throw new BlockDeviceError('EINVAL', `stream uses unknown flags ${hex32(flags)}`);
@@ -210,8 +229,9 @@ export function decodeHeader(bytes: Uint8Array): StreamHeader {
   const deviceSize = getU64(view, 16, 'stream header device size');
   const blockSize = view.getUint32(24, true);
   const maxFrameData = view.getUint32(28, true);
-  const fromLength = view.getUint16(48, true);
-  const toLength = view.getUint16(50, true);
+  const totalBytes = version === 2 ? undefined : getU64(view, 48, 'stream header total');
+  const fromLength = view.getUint16(fixed - 4, true);
+  const toLength = view.getUint16(fixed - 2, true);
   const incremental = (flags & FLAG_INCREMENTAL) !== 0;
   // The CRC matched, so anything below is a writer's bug: still ECORRUPT,
   // since the stream cannot be applied as it stands.
@@ -226,7 +246,10 @@ export function decodeHeader(bytes: Uint8Array): StreamHeader {
   if (maxFrameData < blockSize || maxFrameData > FRAME_DATA_MAX || maxFrameData % blockSize) {
     corrupt(`stream header has frames of up to ${maxFrameData} bytes`);
   }
-  if (HEADER_FIXED + fromLength + toLength + 4 !== length || toLength === 0) {
+  if (totalBytes !== undefined && totalBytes > deviceSize) {
+    corrupt(`stream header has a total of ${totalBytes} bytes, past the device size ${deviceSize}`);
+  }
+  if (fixed + fromLength + toLength + 4 !== length || toLength === 0) {
     corrupt(`stream header ids (${fromLength} and ${toLength} bytes) do not fill its ${length}`);
   }
   if (incremental !== fromLength > 0) {
@@ -235,12 +258,14 @@ export function decodeHeader(bytes: Uint8Array): StreamHeader {
   let from: string | undefined;
   let to: string;
   try {
-    from = incremental ? decoder.decode(bytes.subarray(52, 52 + fromLength)) : undefined;
-    to = decoder.decode(bytes.subarray(52 + fromLength, 52 + fromLength + toLength));
+    from = incremental ? decoder.decode(bytes.subarray(fixed, fixed + fromLength)) : undefined;
+    to = decoder.decode(bytes.subarray(fixed + fromLength, fixed + fromLength + toLength));
   } catch {
     corrupt('stream header snapshot ids are not UTF-8');
   }
   return {
+    version,
+    totalBytes,
     incremental,
     deviceSize,
     blockSize,

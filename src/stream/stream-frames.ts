@@ -24,13 +24,19 @@ export const FRAME_TAIL = FLETCHER4_BYTES + 8;
 
 // ASCII tags read as little-endian u32s.
 const STREAM_FRAME_MAGIC = 0x52465342; // "BSFR"
+/** A zero frame's head: no data and no tail follow it (version 3 on). */
+export const ZERO_FRAME_MAGIC = 0x465a5342; // "BSZF"
 const TAIL_MAGIC = 0x45465342; // "BSFE"
 const TRAILER_MAGIC = 0x4e455342; // "BSEN"
 
-/** What a record head turned out to be: the head of a frame, or the trailer. */
+/**
+ * What a record head turned out to be: the head of a frame (`'frame'`, its
+ * data and tail follow), of a zero frame (`'zero'`: its extent holds only
+ * zero bytes, and nothing follows the head), or the trailer.
+ */
 export type RecordHead =
   | {
-      readonly kind: 'frame';
+      readonly kind: 'frame' | 'zero';
       readonly number: number;
       readonly offset: number;
       readonly length: number;
@@ -42,16 +48,23 @@ export type RecordHead =
       readonly extents: number;
     };
 
-/** Encodes the head of frame `number` (0-based) carrying `length` bytes for `offset`. */
+/**
+ * Encodes the head of frame `number` (0-based) carrying `length` bytes for
+ * `offset`; with `zero`, of a zero frame: those bytes are all zero, and the
+ * head is the whole frame. A zero frame is numbered and CRC'd as any other,
+ * so dropping, repeating, reordering or splicing one is caught as for a
+ * data frame; its content needs no checksum, since its head says what it is.
+ */
 export function encodeFrameHead(
   number: number,
   offset: number,
   length: number,
   streamId: Uint8Array,
+  zero = false,
 ): Uint8Array {
   const out = new Uint8Array(RECORD_HEAD);
   const view = viewOf(out);
-  view.setUint32(0, STREAM_FRAME_MAGIC, true);
+  view.setUint32(0, zero ? ZERO_FRAME_MAGIC : STREAM_FRAME_MAGIC, true);
   view.setUint32(4, number, true);
   setU64(view, 8, offset);
   view.setUint32(16, length, true);
@@ -104,7 +117,13 @@ export function decodeRecordHead(
 ): RecordHead {
   const view = viewOf(bytes);
   const magic = view.getUint32(0, true);
-  if (magic !== STREAM_FRAME_MAGIC && magic !== TRAILER_MAGIC) {
+  // Version 2 has no zero frames: there, their magic is as unknown as any.
+  const zeroFrames = header.version >= 3;
+  if (
+    magic !== STREAM_FRAME_MAGIC &&
+    magic !== TRAILER_MAGIC &&
+    (magic !== ZERO_FRAME_MAGIC || !zeroFrames)
+  ) {
     corrupt(`${where}: neither a frame nor the trailer (magic ${hex32(magic)})`);
   }
   const stored = view.getUint32(36, true);
@@ -124,7 +143,7 @@ export function decodeRecordHead(
   const offset = getU64(view, 8, `${where}: frame offset`);
   const length = view.getUint32(16, true);
   checkPiece(`${where}: frame ${number}`, offset, length, previousEnd, header);
-  return { kind: 'frame', number, offset, length };
+  return { kind: magic === ZERO_FRAME_MAGIC ? 'zero' : 'frame', number, offset, length };
 }
 
 /**

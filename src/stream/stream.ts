@@ -1,11 +1,12 @@
 import { ByteLengthQueuingStrategy, ReadableStream } from 'node:stream/web';
-import { checkGeometry } from '../base/index.js';
-import type { BlockDevice, ChangeTracking } from '../device.js';
+import { checkGeometry, checkOptions } from '../base/index.js';
+import type { BlockDevice, ChangeTracking, ProgressEvent } from '../device.js';
 import { BlockDeviceError, type BlockDeviceErrorCode } from '../errors.js';
 import { StreamApplier } from './stream-apply.js';
 import { type ByteSource, ChunkReader } from './stream-chunks.js';
-import { checkSignal, planExport, StreamExporter } from './stream-export.js';
+import { StreamExporter } from './stream-export.js';
 import { FRAME_DATA_MAX } from './stream-format.js';
+import { planExport } from './stream-plan.js';
 
 export type { ByteSource } from './stream-chunks.js';
 
@@ -24,6 +25,21 @@ export interface ExportStreamOptions {
    * snapshot handles are closed. @default undefined
    */
   signal?: AbortSignal;
+  /**
+   * Called as the export goes, with `{ operation: 'export', done, total }`
+   * in bytes of the device the stream covers (zero extents included).
+   *
+   * Guarantees: `total` is known from the first call (`done: 0`, made when
+   * the header is read) and never changes; `done` never decreases, counts
+   * the extents whose frames the stream has been given, is reported at
+   * least every MiB, and ends equal to `total` once the last frame is in the
+   * stream. Called synchronously from the stream's pull: a callback that
+   * throws errors the stream with what it threw (snapshot handles closed,
+   * a writable `to` released), as a Node stream is destroyed with the error
+   * its transform throws; the stream then never ends as if it were whole.
+   * @default undefined
+   */
+  onProgress?: (event: ProgressEvent) => void;
 }
 
 /** Options for {@link applyStream}. */
@@ -33,6 +49,25 @@ export interface ApplyStreamOptions {
    * reason once the writes already issued have settled. @default undefined
    */
   signal?: AbortSignal;
+  /**
+   * Called as the apply goes, with `{ operation: 'apply', done, total }` in
+   * bytes of the device the stream covers (zero frames and frames the target
+   * already held included).
+   *
+   * Guarantees: `total` is known from the first call (`done: 0`, once the
+   * header, and an incremental stream's manifest, were read and checked):
+   * the header's total, or the manifest's for a version-2 incremental
+   * stream; a version-2 full stream does not say its total, so it is then the
+   * device size until the last call, where it becomes what the stream
+   * covered. `done` never decreases, counts the frames the target holds
+   * (written, or found already there), is reported at least every MiB, and
+   * ends equal to `total` before the final flush. A callback that throws
+   * stops the apply as an abort does: the promise rejects with what it threw
+   * once the writes issued have settled, and the target holds a prefix of
+   * the stream's frames (applying the stream again finishes the job).
+   * @default undefined
+   */
+  onProgress?: (event: ProgressEvent) => void;
 }
 
 /** What {@link applyStream} did, once all of it is durable on the target. */
@@ -106,9 +141,12 @@ const NOTHING_APPLIED: AppliedProgress = { frames: 0, bytes: 0 };
  * blocks that differ between `from` and `to`, found from the device's
  * change tables (`changedExtents`) without reading anything else.
  *
- * Guarantees: the stream is pulled — one frame (at most 1 MiB of data) is
+ * Guarantees: the stream is pulled — one piece (at most 1 MiB of data) is
  * read from the device when the consumer wants more, so memory stays
- * bounded whatever the device size. An incremental stream reads every changed
+ * bounded whatever the device size. Extents of zeros go as zero frames,
+ * without their bytes (a full stream's pieces are cut at runs of all-zero
+ * 4 KiB units; an incremental stream's extents whose new content is zeros),
+ * so a mostly empty volume's stream is about what was written to it. An incremental stream reads every changed
  * block up to three times: as `from` and as `to` for the manifest (the
  * checksums that let `applyStream` prove the target's base; a base CRC the
  * snapshot store keeps is not read), and as `to` again for its frame, except
@@ -141,7 +179,7 @@ export function exportStream(
   options: ExportStreamOptions,
 ): ReadableStream<Uint8Array> {
   const plan = planExport(device, options);
-  const exporter = new StreamExporter(device, plan, options.signal);
+  const exporter = new StreamExporter(device, plan, options);
   return new ReadableStream<Uint8Array>(
     {
       start: (controller) => exporter.start(controller),
@@ -179,6 +217,12 @@ export function exportStream(
  *   cut off, ends with the same target content; an incremental stream skips
  *   (reads and checks, but does not write) frames whose extent already holds
  *   the new content.
+ * - Sparse: a zero frame's extent is read from the target and zeros are
+ *   written only over its 4 KiB units (or blocks, if larger) that are not
+ *   zero already, so a target that is zero there (a new sparse file) is not
+ *   written and stays sparse.
+ * - Streams of format versions 2 and 3 are read; another version is
+ *   `EINVAL` before anything is written.
  * - The target's size and block size must equal the exporting device's
  *   (`EINVAL` before anything is written). The target is flushed before
  *   the promise resolves.
@@ -199,22 +243,21 @@ export async function applyStream(
   let reader: ChunkReader;
   try {
     checkTarget(target);
-    if (typeof options !== 'object' || options === null) {
-      throw new BlockDeviceError('EINVAL', 'applyStream: options must be an object');
-    }
-    checkSignal('applyStream', options.signal);
+    checkOptions(options, { signal: 'signal', onProgress: 'function' }, 'applyStream');
     reader = new ChunkReader(stream);
   } catch (err) {
     throw asApplyError(err, NOTHING_APPLIED);
   }
-  const applier = new StreamApplier(reader, target, options.signal);
+  const applier = new StreamApplier(reader, target, options);
   try {
     return await applier.run();
   } catch (err) {
     await reader.release(err);
     const { cause, applied } = await applier.stop(err);
-    // An abort rejects with the caller's own reason, as the platform's APIs do.
+    // An abort rejects with the caller's own reason, as the platform's APIs
+    // do, and so does a progress callback's throw.
     if (options.signal?.aborted === true && cause === options.signal.reason) throw cause;
+    if (applier.progressFailed(cause)) throw cause;
     throw asApplyError(cause, applied);
   }
 }

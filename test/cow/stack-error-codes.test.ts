@@ -34,13 +34,11 @@ describe('error codes through a stack', () => {
   it('ENOSPC of a lower COW layer is ENOSPC at the COW device over it', async () => {
     const disk = await MemoryDevice.create({ size: 256 * BS, blockSize: BS });
     const lower = await cowOver(disk, 40 * 1024);
-    const upper = await cowOver(
-      await MemoryDevice.create({ size: 64 * 1024, blockSize: BS }),
-      64 * 1024,
-    );
-    // The upper device's origin is the lower COW device.
-    const top = await CowSnapshotDevice.create(lower.device, upper.store, { maxSnapshots: 4 });
+    // A snapshot of the lower device, taken before the upper one owns it.
     await lower.device.snapshot();
+    const upperStore = await MemoryDevice.create({ size: 64 * 1024, blockSize: BS });
+    // The upper device's origin is the lower COW device.
+    const top = await CowSnapshotDevice.create(lower.device, upperStore, { maxSnapshots: 4 });
     const err = await expectCode(top.write(0, fill(256 * BS, 7)), 'ENOSPC');
     expect(causes(err).some((e) => BlockDeviceError.is(e, 'ENOSPC') && e !== err)).toBe(true);
     await top.close();
@@ -59,7 +57,8 @@ describe('error codes through a stack', () => {
     const bytes = await store.read(0, store.size);
     const at = Buffer.from(bytes).indexOf(Buffer.alloc(BS, 1));
     expect(at).toBeGreaterThan(0);
-    await store.write(at + 5, Uint8Array.of(0xfe));
+    // Damage through another handle on the memory: the COW device owns `store`.
+    await store.reopen().write(at + 5, Uint8Array.of(0xfe));
     await expectCode(snap.read(0, BS), 'ECORRUPT');
     await journal.close();
   });

@@ -94,10 +94,12 @@ describe('FileDevice.open', () => {
     expect(await exists(path)).toBe(false);
   });
 
-  it('two creates racing on one path both open the same file', async () => {
+  it('two creates racing on one path both open the same file (without the lock)', async () => {
     const path = join(dir, 'race.img');
     const devices = await Promise.all(
-      Array.from({ length: 4 }, () => FileDevice.open(path, { size: 8192, create: true })),
+      Array.from({ length: 4 }, () =>
+        FileDevice.open(path, { size: 8192, create: true, lock: false }),
+      ),
     );
     await devices[0]!.write(0, new Uint8Array([7]));
     expect(await devices[3]!.read(0, 1)).toEqual(new Uint8Array([7]));

@@ -246,7 +246,9 @@ describe('JournalDevice: reads overlay the journal on production', () => {
   it('reads blocks that sit in one run with one I/O, and mixed runs exactly', async () => {
     const rig = await JournalRig.create({ blockSize: 1024, blocks: 64, ringBytes: 256 * 1024 });
     const d = rig.device;
-    await rig.production.write(0, fill(64 * 1024, 0x11));
+    // Production's own content, put on its disk behind the journal's back
+    // (the journal owns the device it writes through).
+    await rig.productionDisk.write(0, fill(64 * 1024, 0x11));
     // Blocks 4..7 by one record; 8 and then 9 by two records of one frame
     // (adjacent in the ring); 12 alone; 13 stays on production.
     await d.write(4 * 1024, fill(4 * 1024, 1));

@@ -46,6 +46,18 @@ export async function runMix(
   mode: Durability,
   extra?: () => Promise<void>,
 ): Promise<void> {
+  await runSteps(work, extra);
+  if (mode === 'close') {
+    work.steps.push('close');
+    await work.top.close();
+  } else {
+    work.steps.push('flush, then the process dies');
+    await work.top.flush();
+  }
+}
+
+/** 6 to 35 random steps of `work`: writes, snapshots, snapshot writes, deletes, flushes. */
+async function runSteps(work: SnapshotWorkload, extra?: () => Promise<void>): Promise<void> {
   const count = 6 + work.rng.int(30);
   for (let i = 0; i < count; i++) {
     const r = work.rng.int(100);
@@ -55,13 +67,6 @@ export async function runMix(
     else if (r < 78) await work.delete();
     else if (r < 86 || extra === undefined) await work.flush();
     else await extra();
-  }
-  if (mode === 'close') {
-    work.steps.push('close');
-    await work.top.close();
-  } else {
-    work.steps.push('flush, then the process dies');
-    await work.top.flush();
   }
 }
 
@@ -119,7 +124,10 @@ export const selectiveDamageTarget = cowTarget(true);
 
 /**
  * A CowSnapshotDevice whose origin is another CowSnapshotDevice: snapshots
- * on both layers; both COW stores are damaged, the raw origin is not.
+ * on both layers — the inner one's taken before the outer one is stacked on
+ * it and owns it (it then refuses a snapshot called directly), written
+ * through their handles after — both COW stores are damaged, the raw origin
+ * is not.
  */
 export const cowOverCowDamageTarget: DamageTarget = {
   name: 'COW over COW',
@@ -130,14 +138,14 @@ export const cowOverCowDamageTarget: DamageTarget = {
     const inner = await CowSnapshotDevice.create(origin, innerStore, {
       maxSnapshots: MAX_SNAPSHOTS,
     });
+    const alone = new SnapshotWorkload(rng, inner, [
+      { name: 'inner', device: inner, selective: false },
+    ]);
+    await runSteps(alone);
     const outer = await CowSnapshotDevice.create(inner, outerStore, {
       maxSnapshots: MAX_SNAPSHOTS,
     });
-    const layers: SnapshotLayer[] = [
-      { name: 'outer', device: outer, selective: false },
-      { name: 'inner', device: inner, selective: false },
-    ];
-    const work = new SnapshotWorkload(rng, outer, layers);
+    const work = alone.stackedOn(outer, [{ name: 'outer', device: outer, selective: false }]);
     await runMix(work, mode);
     return {
       images: await imagesOf({

@@ -47,6 +47,19 @@ export class SnapshotWorkload {
     readonly layers: readonly SnapshotLayer[],
   ) {}
 
+  /**
+   * The same model carried on over `top`, a device just stacked on this
+   * workload's top: snapshots are taken and deleted on `layers` from now on
+   * (the layers below are owned), and those already taken stay in the model.
+   */
+  stackedOn(top: BlockDevice, layers: readonly SnapshotLayer[]): SnapshotWorkload {
+    const next = new SnapshotWorkload(this.rng, top, layers);
+    next.live.set(this.live);
+    for (const [id, snap] of this.snapshots) next.snapshots.set(id, snap);
+    next.steps.push(...this.steps, 'stack a device on it');
+    return next;
+  }
+
   /** A write to the top of the stack: whole blocks or an unaligned piece. */
   async write(): Promise<void> {
     const { offset, data } = this.#randomWrite(0, BLOCKS);
@@ -112,8 +125,11 @@ export class SnapshotWorkload {
     snap.bytes.set(data, offset);
   }
 
+  /** Deletes a snapshot of one of `layers` (a layer below the stack is owned: it refuses). */
   async delete(): Promise<void> {
-    const all = [...this.snapshots.values()];
+    const all = [...this.snapshots.values()].filter((s) =>
+      this.layers.some((l) => l.name === s.layer),
+    );
     if (all.length === 0) return this.write();
     const snap = this.rng.pick(all);
     const layer = this.layers.find((l) => l.name === snap.layer) as SnapshotLayer;

@@ -80,14 +80,18 @@ interface SnapshotStackPlan<D extends SnapshotDevice> {
   disks: readonly string[];
   /** Options of the read-only snapshot and the bytes it holds; none: the device takes no snapshots. */
   snapshot?: { options: SelectiveSnapshotOptions; held: readonly [number, number] };
-  /** The layer below, to take a read-only snapshot of its own. */
-  lower?: () => SnapshotCapable;
+  /**
+   * The layer below and the read-only snapshot of its own it took of the
+   * initial content before the device was stacked on it (an owned layer
+   * refuses a snapshot called directly).
+   */
+  lower?: () => { device: SnapshotCapable; snapshotId: string };
 }
 
 /**
  * Setup, without faults: the whole device written (one value per block) and
- * flushed; then, where the stack has them, a snapshot of the layer below, a
- * read-only and a writable snapshot; then blocks 0–3 of the device and 4–5
+ * flushed (the layer below holds a snapshot of that content, where the stack
+ * has one); then, where the stack has them, a read-only and a writable snapshot; then blocks 0–3 of the device and 4–5
  * of the writable snapshot overwritten (so preserves and the snapshot's own
  * writes exist before the workload), and flushed.
  */
@@ -99,8 +103,7 @@ async function snapshotSubject<D extends SnapshotDevice>(
   const initial = initialContent();
   for (let at = 0; at < SIZE; at += 4096) await device().write(at, initial.subarray(at, at + 4096));
   await device().flush();
-  let lowerId: string | undefined;
-  if (plan.lower !== undefined) lowerId = (await plan.lower().snapshot()).id;
+  const lowerId = plan.lower?.().snapshotId;
   let snapshotId: string | undefined;
   let writableId: string | undefined;
   const handles = new Map<Target, BlockDevice>([['device', rig.device]]);
@@ -113,7 +116,9 @@ async function snapshotSubject<D extends SnapshotDevice>(
     handles.set('writable', w);
     await w.write(4 * BS, new Uint8Array(2 * BS).fill(96));
   }
-  if (lowerId !== undefined) handles.set('lower', await plan.lower!().openSnapshot(lowerId));
+  if (lowerId !== undefined) {
+    handles.set('lower', await plan.lower!().device.openSnapshot(lowerId));
+  }
   await device().write(0, new Uint8Array(4 * BS).fill(95));
   await device().flush();
   const now = initial.slice();
@@ -162,7 +167,7 @@ async function snapshotSubject<D extends SnapshotDevice>(
         writableModel!.check(`${what}: writable after reopen`, 0, await w.read(0, SIZE), [], true);
       }
       if (lowerId !== undefined) {
-        const l = await open(lowerId, plan.lower!());
+        const l = await open(lowerId, plan.lower!().device);
         expectBytes(`${what}: lower snapshot after reopen`, await l.read(0, SIZE), initial);
       }
       for (const s of opened) await s.close();
@@ -243,12 +248,12 @@ export const SNAPSHOT_STACKS: readonly EioStack[] = [
     name: 'cow-over-cow',
     layers: { 'lower-origin': 'origin', 'lower-store': 'lowerStore', 'upper-store': 'upperStore' },
     build: async (failures) => {
-      const rig = await CowOverCowRig.create({ failures });
+      const rig = await CowOverCowRig.create({ failures, lowerSnapshotOf: initialContent() });
       return snapshotSubject({
         rig,
         disks: ['origin', 'lowerStore', 'upperStore'],
         snapshot: WHOLE,
-        lower: () => rig.lower!,
+        lower: () => ({ device: rig.lower!, snapshotId: rig.lowerSnapshotId! }),
       });
     },
   },

@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BlockDeviceError, CowSnapshotDevice, MemoryDevice } from '../../src/index.js';
 import { applyStream, exportStream, type StreamApplyError } from '../../src/stream/stream.js';
+import { RECORD_HEAD } from '../../src/stream/stream-frames.js';
 import { expectSameBytes, seededBytes } from '../support/bytes.js';
 import { assertProperty, SOAK_TIMEOUT, writeSoakReport } from '../support/soak.js';
 import {
@@ -18,8 +19,9 @@ const TIMEOUT = SOAK_TIMEOUT;
 /**
  * Two kinds of stream. Incremental: a small device with 512-byte blocks,
  * where every changed extent is a frame of its own, so streams have many
- * small frames. Full: a 2.5 MiB device, so a full stream is three frames
- * (1 MiB, 1 MiB, 0.5 MiB): frames cut from one extent.
+ * small frames; a changed extent written with zeros is a zero frame. Full: a
+ * 2.5 MiB device, so a full stream is three pieces (1 MiB, 1 MiB, 0.5 MiB),
+ * each cut into data frames and zero frames where it holds zeros (most of it).
  */
 const KINDS = {
   incremental: { blockSize: 512, blocks: 64, maxWrite: 3 * 512 },
@@ -31,6 +33,8 @@ interface PlannedWrite {
   at: number;
   length: number;
   seed: number;
+  /** Zeros, over whole blocks, instead of seeded bytes: what makes zero frames in an incremental. */
+  zero: boolean;
 }
 
 /** Writes before snapshot A, between A and B, and B's own (B is writable). */
@@ -46,6 +50,7 @@ function plans(kind: Kind): fc.Arbitrary<Plan> {
     at: fc.nat(blockSize * blocks - 1),
     length: fc.integer({ min: 1, max: maxWrite }),
     seed: fc.nat(1000),
+    zero: fc.boolean(),
   });
   return fc.record({
     before: fc.array(write, { maxLength: 4 }),
@@ -78,8 +83,12 @@ async function exportPlan(kind: Kind, plan: Plan): Promise<Exported> {
     await MemoryDevice.create({ size: 2 * size + (1 << 20), blockSize }),
     { maxSnapshots: 4 },
   );
-  const put = (device: { write(o: number, d: Uint8Array): Promise<void> }, w: PlannedWrite) =>
-    device.write(w.at, seededBytes(Math.min(w.length, size - w.at), w.seed));
+  const put = (device: { write(o: number, d: Uint8Array): Promise<void> }, w: PlannedWrite) => {
+    if (!w.zero) return device.write(w.at, seededBytes(Math.min(w.length, size - w.at), w.seed));
+    const at = w.at - (w.at % blockSize);
+    const end = Math.min(size, Math.ceil((w.at + w.length) / blockSize) * blockSize);
+    return device.write(at, new Uint8Array(end - at));
+  };
   for (const w of plan.before) await put(cow, w);
   const a = await cow.snapshot();
   for (const w of plan.between) await put(cow, w);
@@ -159,7 +168,18 @@ const damages = {
       swapped[j] = frames[i]!;
       return { bytes: spliced(s.bytes, s.layout, swapped), framesApplied: Math.min(i, j) };
     }),
-} satisfies Record<string, fc.Arbitrary<(s: Exported) => Damaged>>;
+  /** One bit flipped in the head of a zero frame (a few bytes among many in a full stream). */
+  'a single-bit flip in a zero frame': fc
+    .record({ k: fc.nat(), at: fc.nat(RECORD_HEAD - 1), bit: fc.nat(7) })
+    .map(({ k, at, bit }) => (s: Exported): Damaged | undefined => {
+      const zeros = s.layout.frames.filter((f) => f.zero);
+      if (zeros.length === 0) return undefined;
+      const frame = zeros[k % zeros.length]!;
+      const bytes = s.bytes.slice();
+      bytes[frame.start + at]! ^= 1 << bit;
+      return { bytes, framesApplied: s.layout.frames.indexOf(frame) };
+    }),
+} satisfies Record<string, fc.Arbitrary<(s: Exported) => Damaged | undefined>>;
 
 type DamageName = keyof typeof damages;
 /** What each damage needs of a stream to apply at all. */
@@ -169,7 +189,28 @@ const MIN_FRAMES: Record<DamageName, number> = {
   'a dropped frame': 1,
   'a duplicated frame': 1,
   'two swapped frames': 2,
+  'a single-bit flip in a zero frame': 1,
 };
+
+/**
+ * What applying frame `f` over `base` writes. An incremental stream skips
+ * (counts, does not write) a frame whose extent the target already holds: a
+ * block rewritten with the bytes it had is in the stream, and costs no
+ * write. A zero frame writes zeros only over the units (4 KiB, or the frame
+ * if shorter) of the target that are not zero already.
+ */
+function bytesWritten(kind: Kind, f: FrameSpan, base: Uint8Array): number {
+  const old = Buffer.from(base.subarray(f.offset, f.offset + f.data.length));
+  if (kind === 'incremental' && old.equals(f.data)) return 0;
+  if (!f.zero) return f.data.length;
+  const unit = Math.max(KINDS[kind].blockSize, 4096);
+  let bytes = 0;
+  for (let at = 0; at < old.length; at += unit) {
+    const part = old.subarray(at, at + unit);
+    if (part.some((b) => b !== 0)) bytes += part.length;
+  }
+  return bytes;
+}
 
 async function targetHolding(content: Uint8Array, blockSize: number): Promise<MemoryDevice> {
   const target = await MemoryDevice.create({ size: content.length, blockSize });
@@ -189,6 +230,7 @@ describe.each(Object.keys(KINDS) as Kind[])('a damaged %s stream', (kind) => {
           const exported = await exportPlan(kind, plan);
           fc.pre(exported.layout.frames.length >= MIN_FRAMES[name]);
           const damaged = damage(exported);
+          fc.pre(damaged !== undefined);
           const target = await targetHolding(exported.base, KINDS[kind].blockSize);
           const outcome = await applyStream(chunked(damaged.bytes, sizes), target).then(
             (report) => report,
@@ -199,17 +241,9 @@ describe.each(Object.keys(KINDS) as Kind[])('a damaged %s stream', (kind) => {
             `expected ECORRUPT, got ${outcome instanceof Error ? outcome.message : JSON.stringify(outcome)}`,
           ).toBe(true);
           const prefix = exported.layout.frames.slice(0, damaged.framesApplied);
-          // An incremental stream skips (counts, does not write) a frame whose
-          // extent the target already holds: a block rewritten with the bytes
-          // it had is in the stream, and costs no write.
-          const written = (f: (typeof prefix)[number]) =>
-            kind === 'incremental' &&
-            Buffer.from(f.data).equals(exported.base.subarray(f.offset, f.offset + f.data.length))
-              ? 0
-              : f.data.length;
           expect((outcome as StreamApplyError).applied).toEqual({
             frames: damaged.framesApplied,
-            bytes: prefix.reduce((sum, f) => sum + written(f), 0),
+            bytes: prefix.reduce((sum, f) => sum + bytesWritten(kind, f, exported.base), 0),
           });
           expectSameBytes(
             'target after the failed apply',
@@ -225,12 +259,14 @@ describe.each(Object.keys(KINDS) as Kind[])('a damaged %s stream', (kind) => {
   );
 
   it(
-    'intact, in any chunking, is applied exactly (the control for the cases above)',
+    'intact, in any chunking, is applied exactly (the control for the cases above), zero frames included',
     async () => {
+      let withZeroFrames = 0;
       await assertProperty(
         `${kind} stream intact`,
         fc.asyncProperty(plans(kind), chunkSizes, async (plan, sizes) => {
           const exported = await exportPlan(kind, plan);
+          if (exported.layout.frames.some((f) => f.zero)) withZeroFrames++;
           const target = await targetHolding(exported.base, KINDS[kind].blockSize);
           const report = await applyStream(chunked(exported.bytes, sizes), target);
           expect(report.frames).toBe(exported.layout.frames.length);
@@ -238,6 +274,8 @@ describe.each(Object.keys(KINDS) as Kind[])('a damaged %s stream', (kind) => {
         }),
         { numRuns, soakRuns: 3000, seed: kind === 'full' ? 0xc0f1 : 0xc0f2 },
       );
+      // The plans make zero frames often enough for the damages above to hit them.
+      expect(withZeroFrames).toBeGreaterThan(numRuns / 4);
     },
     TIMEOUT,
   );

@@ -32,9 +32,18 @@ const SOAK = process.env.BLOCKSNAP_SOAK === '1';
 const KiB = 1024;
 const MiB = 1 << 20;
 const BS = 4 * KiB;
-/** 4 MiB: a full stream is 4 frames, and an extent past 1 MiB is cut into several. */
+/** 4 MiB: a full stream is 4 pieces, and an extent past 1 MiB is cut into several. */
 const BLOCKS = 1024;
 const SIZE = BS * BLOCKS;
+/** Bytes of the scenario's A in blocks that are not all zero: what a full stream of it carries. */
+const A_DATA = SIZE / 2 + 2 * BS;
+/**
+ * A full stream of A: the first two MiB in a data frame each; the third cut
+ * into zeros, the two blocks of A's write at 3,000,000, zeros; the fourth
+ * zeros.
+ */
+const A_FRAMES = 6;
+const A_ZERO_FRAMES = 3;
 
 async function cowDevice(): Promise<CowSnapshotDevice> {
   return CowSnapshotDevice.create(
@@ -96,10 +105,11 @@ describe('exportStream and applyStream round trip', () => {
       incremental: false,
       from: undefined,
       to: a.id,
-      frames: 4,
-      framesSkipped: 0,
+      frames: A_FRAMES,
+      // Zero frames over the target's zeros: nothing to write.
+      framesSkipped: A_ZERO_FRAMES,
       dataBytes: SIZE,
-      bytesWritten: SIZE,
+      bytesWritten: A_DATA,
       extents: 1,
     });
     expectSameBytes('target', await contentOf(target), aContent);
@@ -161,7 +171,7 @@ describe('exportStream and applyStream round trip', () => {
         fs.createReadStream(file, { highWaterMark: 100_000 }),
         target,
       );
-      expect(report.bytesWritten).toBe(SIZE);
+      expect(report.bytesWritten).toBe(A_DATA);
       expectSameBytes('target', await contentOf(target), aContent);
       await target.close();
     } finally {
@@ -186,26 +196,27 @@ describe('applyStream to a FileDevice, frames written uncopied', () => {
     const { cow, a, aContent } = await scenario();
     const bytes = await collect(exportStream(cow, { to: a.id }));
     const layout = layoutOf(bytes);
-    expect(layout.frames.length).toBe(4);
+    expect(layout.frames.map((f) => f.zero)).toEqual([false, false, true, false, true, true]);
     const dir = fs.mkdtempSync(join(tmpdir(), 'blocksnap-stream-'));
     try {
       const open = (name: string) =>
         FileDevice.open(join(dir, name), { size: SIZE, blockSize: BS, create: true });
       const target = await open('a.img');
       const report = await applyStream(reusingOneBuffer(bytes), target);
-      expect(report.bytesWritten).toBe(SIZE);
+      expect(report.bytesWritten).toBe(A_DATA);
       expectSameBytes('target', await contentOf(target), aContent);
       await target.close();
 
+      // Frame 3, A's two blocks, after a zero frame.
       const damaged = bytes.slice();
-      const frame2 = layout.frames[2]!;
-      damaged[frame2.data.byteOffset - bytes.byteOffset + 12_345]! ^= 0x10;
+      const frame3 = layout.frames[3]!;
+      damaged[frame3.data.byteOffset - bytes.byteOffset + 1_234]! ^= 0x10;
       const other = await open('b.img');
       const err = await rejection(applyStream(reusingOneBuffer(damaged), other));
       expect(err.code).toBe('ECORRUPT');
-      expect(err.message).toMatch(/frame 2: data checksum/);
-      const before = layout.frames.slice(0, 2);
-      expect(err.applied).toEqual({ frames: 2, bytes: 2 * MiB });
+      expect(err.message).toMatch(/frame 3: data checksum/);
+      const before = layout.frames.slice(0, 3);
+      expect(err.applied).toEqual({ frames: 3, bytes: 2 * MiB });
       expectSameBytes(
         'damaged target',
         await contentOf(other),
@@ -399,13 +410,13 @@ describe('applyStream resumes and repeats harmlessly', () => {
     await cow.close();
   });
 
-  it('applying the same stream twice is harmless: a full one rewrites, an incremental one skips', async () => {
+  it('applying the same stream twice is harmless: a full one rewrites its data frames, an incremental one skips', async () => {
     const { cow, a, b, aContent, bContent } = await scenario();
     const full = await collect(exportStream(cow, { to: a.id }));
     const target = await targetWith();
     await applyStream(chunked(full), target);
     const again = await applyStream(chunked(full), target);
-    expect(again.bytesWritten).toBe(SIZE);
+    expect(again).toMatchObject({ bytesWritten: A_DATA, framesSkipped: A_ZERO_FRAMES });
     expectSameBytes('target', await contentOf(target), aContent);
 
     const incremental = await collect(exportStream(cow, { from: a.id, to: b.id }));
@@ -449,7 +460,7 @@ describe('stream format versioning', () => {
     const { cow, a } = await scenario();
     const bytes = await collect(exportStream(cow, { to: a.id }));
     for (const [at, value] of [
-      [8, 3], // version 3
+      [8, 4], // version 4, a future one
       [8, 1], // version 1, whose frames carried CRC-32s
       [12, 0x02], // an unknown flag
     ] as const) {

@@ -1,6 +1,16 @@
 import { CowSnapshotDevice, MemoryDevice } from '../../src/index.js';
 import { type DiskRigOptions, SnapshotRig, STORE_SALT } from './disk-rig.js';
 
+export interface CowOverCowRigOptions extends DiskRigOptions {
+  /**
+   * Written to the lower device and snapshotted there before the top one is
+   * created over it (an owned layer refuses a snapshot called directly):
+   * the snapshot's id is then {@link CowOverCowRig.lowerSnapshotId}.
+   * @default none: no lower snapshot
+   */
+  lowerSnapshotOf?: Uint8Array;
+}
+
 const BS = 512;
 const SIZE = BS * 32;
 
@@ -11,8 +21,11 @@ export class CowOverCowRig extends SnapshotRig<
 > {
   /** The CowSnapshotDevice under the top one. */
   lower: CowSnapshotDevice | undefined;
+  /** The lower device's snapshot of `lowerSnapshotOf`, taken before the top one owns it. */
+  lowerSnapshotId: string | undefined;
+  readonly #lowerSnapshotOf: Uint8Array | undefined;
 
-  private constructor(disks: MemoryDevice[], options: DiskRigOptions) {
+  private constructor(disks: MemoryDevice[], options: CowOverCowRigOptions) {
     super(
       [
         { name: 'origin', disk: disks[0]! },
@@ -21,9 +34,10 @@ export class CowOverCowRig extends SnapshotRig<
       ],
       options,
     );
+    this.#lowerSnapshotOf = options.lowerSnapshotOf;
   }
 
-  static async create(options: DiskRigOptions): Promise<CowOverCowRig> {
+  static async create(options: CowOverCowRigOptions): Promise<CowOverCowRig> {
     const disks = [
       await MemoryDevice.create({ size: SIZE, blockSize: BS }),
       await MemoryDevice.create({ size: 256 * 1024, blockSize: BS }),
@@ -36,6 +50,10 @@ export class CowOverCowRig extends SnapshotRig<
     this.lower = await CowSnapshotDevice.create(this.faulty('origin'), this.faulty('lowerStore'), {
       maxSnapshots: 4,
     });
+    if (this.#lowerSnapshotOf !== undefined) {
+      await this.lower.write(0, this.#lowerSnapshotOf);
+      this.lowerSnapshotId = (await this.lower.snapshot()).id;
+    }
     return CowSnapshotDevice.create(this.lower, this.faulty('upperStore'), { maxSnapshots: 4 });
   }
 

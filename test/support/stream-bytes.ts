@@ -1,5 +1,5 @@
 import type { ReadableStream } from 'node:stream/web';
-import { FRAME_TAIL, RECORD_HEAD } from '../../src/stream/stream-frames.js';
+import { FRAME_TAIL, RECORD_HEAD, ZERO_FRAME_MAGIC } from '../../src/stream/stream-frames.js';
 import { MANIFEST_CRC, MANIFEST_ENTRY, MANIFEST_HEAD } from '../../src/stream/stream-manifest.js';
 
 /** Reads a whole stream into one buffer. */
@@ -33,8 +33,10 @@ export interface FrameSpan {
   end: number;
   /** Device offset its data is for. */
   offset: number;
-  /** Its data, a view of the stream bytes. */
+  /** Its data, a view of the stream bytes; for a zero frame, zeros of its length. */
   data: Uint8Array;
+  /** A zero frame: a head alone, no data or tail in the stream. */
+  zero: boolean;
 }
 
 /** A stream cut into its structures, as a test needs to damage one precisely. */
@@ -68,8 +70,14 @@ export function layoutOf(bytes: Uint8Array): StreamLayout {
     const offset = view.getUint32(at + 8, true) + view.getUint32(at + 12, true) * 2 ** 32;
     const length = view.getUint32(at + 16, true);
     const dataStart = at + RECORD_HEAD;
+    if (view.getUint32(at, true) === ZERO_FRAME_MAGIC) {
+      frames.push({ start: at, end: dataStart, offset, data: new Uint8Array(length), zero: true });
+      at = dataStart;
+      continue;
+    }
     const end = dataStart + length + FRAME_TAIL;
-    frames.push({ start: at, end, offset, data: bytes.subarray(dataStart, dataStart + length) });
+    const data = bytes.subarray(dataStart, dataStart + length);
+    frames.push({ start: at, end, offset, data, zero: false });
     at = end;
   }
   return { headerEnd, manifestEnd, frames, trailerStart: at };
