@@ -1,6 +1,6 @@
 /**
  * The short seeded workload the EIO matrix (eio-layers.test.ts) runs with
- * one lower operation failing, and the byte model it is checked against.
+ * one lower operation failing (checked against byte-model.ts).
  */
 
 /** What an operation goes through: the device, its writable snapshot, its read-only one, or a snapshot of the layer below. */
