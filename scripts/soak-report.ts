@@ -1,7 +1,8 @@
 // Merges the JSON counts the soak's test files wrote to a directory
 // (test/support/soak.ts, writeSoakReport) and prints them on one screen:
-// power cuts, damage trials and their outcomes, EIO injections, property
-// runs, and every failure with the seed that replays it.
+// power cuts, damage trials and their outcomes, EIO injections, the
+// injected failures the failure model's stacks survived, property runs, and
+// every failure with the seed that replays it.
 // Run by scripts/soak.ts after its rounds; by hand: `tsx scripts/soak-report.ts <dir>`.
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,6 +17,7 @@ interface SoakCounts {
   powerCuts?: Record<string, number>;
   damageTrials?: Record<string, Partial<Record<Outcome, number>>>;
   eioInjections?: Record<string, number>;
+  injectedFailures?: Record<string, number>;
   failures?: { seed: number; what: string }[];
 }
 
@@ -27,6 +29,7 @@ export interface MergedSoak {
   powerCuts: Map<string, number>;
   damageTrials: Map<string, Record<Outcome, number>>;
   eioInjections: Map<string, number>;
+  injectedFailures: Map<string, number>;
   failures: { seed: number; what: string }[];
 }
 
@@ -43,6 +46,7 @@ export function mergeSoak(dir: string): MergedSoak {
     powerCuts: new Map(),
     damageTrials: new Map(),
     eioInjections: new Map(),
+    injectedFailures: new Map(),
     failures: [],
   };
   let names: string[];
@@ -58,6 +62,7 @@ export function mergeSoak(dir: string): MergedSoak {
     add(merged.runs, counts.runs);
     add(merged.powerCuts, counts.powerCuts);
     add(merged.eioInjections, counts.eioInjections);
+    add(merged.injectedFailures, counts.injectedFailures);
     for (const [stack, row] of Object.entries(counts.damageTrials ?? {})) {
       const sum =
         merged.damageTrials.get(stack) ??
@@ -117,6 +122,9 @@ export function formatSoak(
     lines.push('  (none reported)');
   }
   lines.push(...section('EIO injections', merged.eioInjections));
+  lines.push(
+    ...section('Injected failures survived (failure model, per stack)', merged.injectedFailures),
+  );
   lines.push(`Property runs: ${num(total(merged.runs))} in ${merged.runs.size} properties`);
   const max = context.maxFailures ?? 12;
   lines.push(`Failures: ${merged.failures.length}`);

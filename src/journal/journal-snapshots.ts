@@ -170,7 +170,14 @@ export class JournalSnapshots {
         this.#deleting.delete(id);
         throw err;
       }
-      await core.writer.syncAttested();
+      // The record landed: the delete has happened even if the flush that
+      // makes it durable fails (docs/ARCHITECTURE.md, "After an I/O
+      // error"), so a materialized snapshot still leaves the catalog and
+      // production; then that failure is reported.
+      const unsynced = await core.writer.syncAttested().then(
+        () => undefined,
+        (err: unknown) => ({ err }),
+      );
       await core.admin.runExclusive(async () => {
         const production = this.production();
         const snap = this.#registry.find(id);
@@ -188,6 +195,7 @@ export class JournalSnapshots {
       });
       // Gone from the registry, which now answers ENOENT itself.
       this.#deleting.delete(id);
+      if (unsynced !== undefined) throw unsynced.err;
     })();
   }
 
@@ -223,6 +231,14 @@ export class JournalSnapshots {
           const release = await core.readGate.exclusive();
           try {
             await io('production restore', production.restore(productionId!));
+          } catch (err) {
+            // Production may be half restored, and its open may finish the
+            // restore (a COW device's fail-stop): a write acknowledged now
+            // would be replayed over a restore that reads here did not show.
+            // So the journal refuses writes and notes until reopened too
+            // (docs/ARCHITECTURE.md, "After an I/O error").
+            if (BlockDeviceError.is(err, 'EIO')) core.writer.stop(err);
+            throw err;
           } finally {
             release();
           }

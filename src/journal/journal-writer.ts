@@ -309,6 +309,14 @@ export class JournalWriter {
     return this.#failed !== undefined;
   }
 
+  /**
+   * Makes the writer refuse every later append with `err` until the device
+   * is reopened, as after a failed frame write (the owner's fail-stop).
+   */
+  stop(err: unknown): void {
+    this.#failed ??= err;
+  }
+
   /** Stops appending attestations; the device is closing. */
   close(): void {
     this.#closed = true;

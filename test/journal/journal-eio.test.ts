@@ -80,3 +80,53 @@ describe('JournalDevice: a lower failure in background work', () => {
     await rig.device.close();
   });
 });
+
+describe('JournalDevice: a delete whose flush fails', () => {
+  // "A snapshot or delete whose note landed but whose flush failed has
+  // happened" (docs/ARCHITECTURE.md, "After an I/O error"). The failure
+  // property test found a materialized snapshot left listed after such a
+  // delete, its handles answering ENOENT: neither not happened nor happened.
+  it('of a materialized snapshot: it has happened, the snapshot is gone now and after reopen', async () => {
+    const rig = await JournalRig.create({ cow: true });
+    const d = rig.device;
+    await d.write(0, fill(512, 1));
+    const s = await d.snapshot();
+    await d.write(0, fill(512, 2));
+    await d.checkpoint(); // materializes it
+    rig.journal.failNext('flush');
+    await expectCode(d.deleteSnapshot(s.id), 'EIO', 'the delete');
+    expect(d.listSnapshots().map((i) => i.id)).toEqual([]);
+    await expectCode(d.openSnapshot(s.id), 'ENOENT', 'opening it');
+    await d.flush();
+    await d.close();
+    const again = await rig.open();
+    expect(again.listSnapshots()).toEqual([]);
+    expect(rig.cow!.listSnapshots()).toEqual([]);
+    expectBytes('the device', await again.read(0, 512), fill(512, 2));
+    await again.close();
+  });
+});
+
+describe('JournalDevice: a snapshot a failed checkpoint retired', () => {
+  // Skipped: a known defect the failure property test found (issue 20),
+  // left for a fix of its own. A checkpoint retires every snapshot whose
+  // marker it covers before it applies anything (so no read shows a mix),
+  // and a read of a retired snapshot not yet materialized runs a checkpoint
+  // and waits for it. When production has stopped (here a COW store log
+  // write failed in the checkpoint: fail-stop until reopen), every such
+  // checkpoint fails, so the snapshot's reads reject EIO until reopen with
+  // nothing failing below. Reads should go on (docs/ARCHITECTURE.md, "After
+  // an I/O error"). The property test allows it on journal stacks only
+  // (failure-stacks.ts, `needsCheckpoints`).
+  it.skip('reads of it go on while production refuses checkpoints', async () => {
+    const rig = await JournalRig.create({ cow: true });
+    const d = rig.device;
+    await d.write(0, fill(512, 1));
+    const s = await d.snapshot();
+    await d.write(0, fill(512, 2));
+    rig.store!.failNext('write');
+    await expectCode(d.restore(s.id), 'EIO', 'the restore');
+    expectBytes('the snapshot', await s.read(0, 512), fill(512, 1));
+    await d.close().catch(() => {});
+  });
+});

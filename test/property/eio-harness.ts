@@ -10,9 +10,9 @@ import { BlockDeviceError } from '../../src/index.js';
 import type { FaultyOperation, FaultyOperationKind } from '../../src/testing/index.js';
 import { settle } from '../support/async.js';
 import { expectBytes } from '../support/bytes.js';
+import type { ByteModel } from './byte-model.js';
 import type { EioStack, EioSubject } from './eio-stacks.js';
 import {
-  type ByteModel,
   describeStep,
   drawWorkload,
   type ReadOp,

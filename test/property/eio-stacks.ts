@@ -5,22 +5,22 @@
  * after a reopen with the fault gone.
  */
 import { expect } from 'vitest';
-import {
-  type BlockDevice,
-  CowSnapshotDevice,
-  MemoryDevice,
-  type SelectiveSnapshotOptions,
-  type Snapshot,
-  type SnapshotCapable,
+import type {
+  BlockDevice,
+  SelectiveSnapshotOptions,
+  Snapshot,
+  SnapshotCapable,
 } from '../../src/index.js';
 import type { FaultyOperation } from '../../src/testing/index.js';
 import { expectBytes } from '../support/bytes.js';
 import { CopyCrashRig, geometry } from '../support/copy-job-rig.js';
+import { CowOverCowRig } from '../support/cow-over-cow-rig.js';
 import { CowRig } from '../support/cow-rig.js';
-import { type DiskRig, type DiskRigOptions, SnapshotRig, STORE_SALT } from '../support/disk-rig.js';
+import type { DiskRig, SnapshotRig } from '../support/disk-rig.js';
 import { JournalRig } from '../support/journal-rig.js';
 import { SelectiveRig } from '../support/selective-rig.js';
-import { ByteModel, type Target, type WorkloadShape } from './eio-workload.js';
+import { ByteModel } from './byte-model.js';
+import type { Target, WorkloadShape } from './eio-workload.js';
 
 /** Decides, per disk, which operation fails (the FaultPlan's). */
 export type Failures = (disk: string, op: FaultyOperation) => boolean;
@@ -64,7 +64,7 @@ export interface EioStack {
 }
 
 /** Every block gets its own value (1..90), so a block read from the wrong place shows. */
-function initialContent(): Uint8Array {
+export function initialContent(): Uint8Array {
   const out = new Uint8Array(SIZE);
   for (let b = 0; b < BLOCKS; b++) out.fill(1 + (b % 90), b * BS, (b + 1) * BS);
   return out;
@@ -176,48 +176,6 @@ async function snapshotSubject<D extends SnapshotDevice>(
   };
 }
 
-/** A CowSnapshotDevice whose origin is another CowSnapshotDevice; each with a store disk of its own. */
-class CowOverCowRig extends SnapshotRig<'origin' | 'lowerStore' | 'upperStore', CowSnapshotDevice> {
-  /** The CowSnapshotDevice under the top one. */
-  lower: CowSnapshotDevice | undefined;
-  /** The lower device's snapshot of the initial content, taken before the top one owns it. */
-  lowerSnapshotId: string | undefined;
-
-  private constructor(disks: MemoryDevice[], options: DiskRigOptions) {
-    super(
-      [
-        { name: 'origin', disk: disks[0]! },
-        { name: 'lowerStore', disk: disks[1]!, crashSalt: STORE_SALT },
-        { name: 'upperStore', disk: disks[2]!, crashSalt: STORE_SALT ^ 1 },
-      ],
-      options,
-    );
-  }
-
-  static async create(options: DiskRigOptions): Promise<CowOverCowRig> {
-    const disks = [
-      await MemoryDevice.create({ size: SIZE, blockSize: BS }),
-      await MemoryDevice.create({ size: 256 * 1024, blockSize: BS }),
-      await MemoryDevice.create({ size: 256 * 1024, blockSize: BS }),
-    ];
-    return new CowOverCowRig(disks, options).launch();
-  }
-
-  protected async createDevice(): Promise<CowSnapshotDevice> {
-    this.lower = await CowSnapshotDevice.create(this.faulty('origin'), this.faulty('lowerStore'), {
-      maxSnapshots: 4,
-    });
-    await this.lower.write(0, initialContent());
-    this.lowerSnapshotId = (await this.lower.snapshot()).id;
-    return CowSnapshotDevice.create(this.lower, this.faulty('upperStore'), { maxSnapshots: 4 });
-  }
-
-  protected async openDevice(): Promise<CowSnapshotDevice> {
-    this.lower = await CowSnapshotDevice.open(this.faulty('origin'), this.faulty('lowerStore'));
-    return CowSnapshotDevice.open(this.lower, this.faulty('upperStore'));
-  }
-}
-
 /**
  * A power cut on every disk of `rig` still open (one its stack closed
  * cleanly has nothing left to lose), each keeping what `seed` picks of what
@@ -290,7 +248,7 @@ export const SNAPSHOT_STACKS: readonly EioStack[] = [
     name: 'cow-over-cow',
     layers: { 'lower-origin': 'origin', 'lower-store': 'lowerStore', 'upper-store': 'upperStore' },
     build: async (failures) => {
-      const rig = await CowOverCowRig.create({ failures });
+      const rig = await CowOverCowRig.create({ failures, lowerSnapshotOf: initialContent() });
       return snapshotSubject({
         rig,
         disks: ['origin', 'lowerStore', 'upperStore'],

@@ -1,6 +1,6 @@
 /**
  * The short seeded workload the EIO matrix (eio-layers.test.ts) runs with
- * one lower operation failing, and the byte model it is checked against.
+ * one lower operation failing (checked against byte-model.ts).
  */
 
 /** What an operation goes through: the device, its writable snapshot, its read-only one, or a snapshot of the layer below. */
@@ -125,83 +125,4 @@ export function drawWorkload(seed: number, shape: WorkloadShape, steps = 10): St
   }
   out.push({ kind: 'flush' });
   return out;
-}
-
-/**
- * What each byte of a device (or writable snapshot) may hold: `live` now,
- * `floor` after a reopen. A byte's set starts as its known value; a write
- * adds its value to `floor` when called (it may land, and stay), and when
- * its step settles replaces `live` with the values of the writes over it
- * that succeeded, plus those that failed (a failed write may have landed,
- * whole or in part); with none succeeded, adds the failed ones. A
- * successful flush, called with no write in flight, makes `floor` what
- * `live` is.
- */
-export class ByteModel {
-  #live: number[][];
-  #floor: number[][];
-
-  constructor(initial: Uint8Array) {
-    this.#live = Array.from(initial, (v) => [v]);
-    this.#floor = this.#live.map((s) => s.slice());
-  }
-
-  /** A write was called: it may land, and a reopen may find it. */
-  called(w: WriteOp): void {
-    for (let i = w.offset; i < w.offset + w.length; i++) addTo(this.#floor[i]!, w.value);
-  }
-
-  /** The writes of one step settled, `ok` telling which succeeded. */
-  settled(writes: readonly { op: WriteOp; ok: boolean }[]): void {
-    const touched = new Map<number, { ok: number[]; failed: number[] }>();
-    for (const { op, ok } of writes) {
-      for (let i = op.offset; i < op.offset + op.length; i++) {
-        let t = touched.get(i);
-        if (t === undefined) {
-          t = { ok: [], failed: [] };
-          touched.set(i, t);
-        }
-        (ok ? t.ok : t.failed).push(op.value);
-      }
-    }
-    for (const [i, t] of touched) {
-      const next = t.ok.length > 0 ? [...t.ok] : this.#live[i]!.slice();
-      for (const v of t.failed) addTo(next, v);
-      this.#live[i] = next;
-    }
-  }
-
-  /** A flush succeeded with no write in flight: what may be read now is what a reopen may find. */
-  flushed(): void {
-    this.#floor = this.#live.map((s) => s.slice());
-  }
-
-  /**
-   * Throws unless every byte of `data`, read at `offset`, is one `live` (or,
-   * `afterReopen`, `floor`) allows, or one of `racing` writes in flight puts
-   * there.
-   */
-  check(
-    what: string,
-    offset: number,
-    data: Uint8Array,
-    racing: readonly WriteOp[] = [],
-    afterReopen = false,
-  ): void {
-    const sets = afterReopen ? this.#floor : this.#live;
-    for (let k = 0; k < data.length; k++) {
-      const i = offset + k;
-      const v = data[k]!;
-      if (sets[i]!.includes(v)) continue;
-      if (racing.some((w) => w.value === v && i >= w.offset && i < w.offset + w.length)) continue;
-      throw new Error(
-        `${what}: byte ${i} is ${v}; allowed ${JSON.stringify(sets[i])}` +
-          (racing.length > 0 ? ` or a racing write's` : ''),
-      );
-    }
-  }
-}
-
-function addTo(set: number[], v: number): void {
-  if (!set.includes(v)) set.push(v);
 }

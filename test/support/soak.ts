@@ -86,6 +86,8 @@ export interface SoakCounts {
   powerCuts: Record<string, number>;
   damageTrials: Record<string, Record<DamageOutcome, number>>;
   eioInjections: Record<string, number>;
+  /** Failures the failure property test injected, per stack, in runs that passed. */
+  injectedFailures: Record<string, number>;
   failures: { seed: number; what: string }[];
 }
 
@@ -96,12 +98,18 @@ const counts: SoakCounts = {
   powerCuts: {},
   damageTrials: {},
   eioInjections: {},
+  injectedFailures: {},
   failures: [],
 };
 
 /** Counts `n` power cuts of the device or stack `stack`. */
 export function countPowerCuts(stack: string, n = 1): void {
   counts.powerCuts[stack] = (counts.powerCuts[stack] ?? 0) + n;
+}
+
+/** Counts `n` injected I/O failures the stack `stack` survived (its run passed). */
+export function countInjectedFailures(stack: string, n: number): void {
+  counts.injectedFailures[stack] = (counts.injectedFailures[stack] ?? 0) + n;
 }
 
 /** Counts one damage trial on `stack` and what it came to. */
