@@ -10,8 +10,10 @@ import {
 } from '../base/index.js';
 import type {
   BlockDevice,
+  ChangeTracking,
   CheckOptions,
   CheckReport,
+  Extent,
   JournalDeviceEvents,
   JournalSnapshotInfo,
   PointInTime,
@@ -20,9 +22,15 @@ import type {
   SnapshotOptions,
 } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
-import { checkSnapshotOptions } from '../snapshot/index.js';
+import {
+  checkSnapshotOptions,
+  PREPARE_EXPORT,
+  SNAPSHOT_FREEZE,
+  type SnapshotFreeze,
+} from '../snapshot/index.js';
 import { checkJournalStore } from './journal-check.js';
 import { JournalCore } from './journal-core.js';
+import { journalChangedExtents, prepareExport } from './journal-extents.js';
 import { formatJournal } from './journal-format.js';
 import { recoverJournal } from './journal-open.js';
 import {
@@ -76,7 +84,7 @@ import { JournalSnapshots } from './journal-snapshots.js';
  */
 export class JournalDevice
   extends AbstractBlockDevice<JournalDeviceEvents>
-  implements SnapshotCapable
+  implements SnapshotCapable, ChangeTracking
 {
   readonly #core: JournalCore;
   readonly #snapshots: JournalSnapshots;
@@ -186,6 +194,44 @@ export class JournalDevice
    */
   get repairs(): readonly JournalRepair[] {
     return this.#repairs;
+  }
+
+  /**
+   * The extents that may differ between snapshot `fromId` and snapshot `toId`
+   * or the live device (`'live'`), from production's change tables and the
+   * journal's changes table, without reading data; the journal's own ids.
+   * Both snapshots must be materialized (`exportStream` does it first).
+   * @throws `ENOENT` for an unknown id, `EBUSY` for a snapshot still in the
+   *   journal (await `checkpoint()`), `EINVAL` if production does not track
+   *   changes, `ECLOSED`.
+   */
+  changedExtents(fromId: string, toId: string | 'live'): Extent[] {
+    this.checkOpen();
+    const snapshots = this.#snapshots;
+    const to = toId === 'live' ? 'live' : snapshots.live(toId);
+    return journalChangedExtents(this.#core, snapshots.live(fromId), to);
+  }
+
+  /**
+   * What snapshot `id` holds: the whole device (a journal snapshot is of all of it).
+   * @throws `ENOENT` for an unknown id, `ECLOSED`.
+   */
+  snapshotExtents(id: string): Extent[] {
+    this.checkOpen();
+    this.#snapshots.live(id);
+    return [{ offset: 0, length: this.size }];
+  }
+
+  /** Materializes pending snapshots `ids` before an export reads their extents. @internal */
+  [PREPARE_EXPORT](ids: readonly string[]): Promise<void> {
+    const snaps = ids.map((id) => this.#snapshots.live(id));
+    return prepareExport(snaps, () => this.checkpoint());
+  }
+
+  /** Holds a writable snapshot still for an export (see SNAPSHOT_FREEZE). @internal */
+  [SNAPSHOT_FREEZE](id: string): SnapshotFreeze {
+    this.checkOpen();
+    return this.#snapshots.freeze(id);
   }
 
   /** What a layer stacked on this one records of it (src/base/stack-identity.ts). @internal */

@@ -2,7 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { io } from '../base/index.js';
 import type { JournalSnapshotInfo, Snapshot, SnapshotInfo, SnapshotOptions } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
-import { SnapshotHandle, type SnapshotHost } from '../snapshot/index.js';
+import {
+  type SnapshotFreeze,
+  SnapshotFreezes,
+  SnapshotHandle,
+  type SnapshotHost,
+} from '../snapshot/index.js';
 import type { JournalCore } from './journal-core.js';
 import { encodeNote, type JournalNote } from './journal-notes.js';
 import {
@@ -31,6 +36,8 @@ export class JournalSnapshots {
    * called from then on see them gone (`ENOENT`), as on the COW devices.
    */
   readonly #deleting = new Set<string>();
+  /** Writable snapshots an export holds still, by key. */
+  readonly #freezes = new SnapshotFreezes();
   /** Handle reads and writes in flight, by snapshot key: a delete or restore called after them waits for them. */
   readonly #handleIO = new Map<number, Set<Promise<unknown>>>();
   readonly #host: SnapshotHost = {
@@ -40,10 +47,10 @@ export class JournalSnapshots {
     writeSnapshot: (key, offset, data) => {
       const dead = this.#checkLive(key);
       if (dead !== undefined) return Promise.reject(dead);
-      return this.#track(
-        key,
-        this.#core.afterBarrier(() => this.#write(key, offset, data)),
-      );
+      // Checked at the call: call order decides what an export carries.
+      if (this.#freezes.isFrozen(key)) return Promise.reject(frozenError(offset, data.length));
+      const write = this.#core.afterBarrier(() => this.#write(key, offset, data));
+      return this.#track(key, this.#freezes.track(key, write));
     },
     flushSnapshots: () => this.flushProduction(),
     releaseHandle: (handle) => this.#handles.delete(handle),
@@ -76,6 +83,11 @@ export class JournalSnapshots {
     const snap = this.#registry.get(id);
     if (this.#deleting.has(id)) throw deletedError(id);
     return snap;
+  }
+
+  /** Holds snapshot `id` still for an export (see SNAPSHOT_FREEZE in src/snapshot). @throws `ENOENT`. */
+  freeze(id: string): SnapshotFreeze {
+    return this.#freezes.freeze(this.live(id).key);
   }
 
   /** Checks that one more snapshot may be taken. @throws `EINVAL`, `ENOSPC`. */
@@ -354,4 +366,11 @@ function snapshotError(id: string, op: 'read' | 'write', err: unknown): BlockDev
 
 function deletedError(id: string): BlockDeviceError {
   return new BlockDeviceError('ENOENT', `snapshot ${id} was deleted`);
+}
+
+function frozenError(offset: number, length: number): BlockDeviceError {
+  return new BlockDeviceError(
+    'EBUSY',
+    `write of ${length} bytes at ${offset}: the snapshot is being exported, and takes no writes until the export ends`,
+  );
 }

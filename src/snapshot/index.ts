@@ -1,5 +1,8 @@
 export {
   canFreezeSnapshots,
+  type ExportPreparing,
+  PREPARE_EXPORT,
+  preparesExport,
   SNAPSHOT_FREEZE,
   type SnapshotFreeze,
   SnapshotFreezes,

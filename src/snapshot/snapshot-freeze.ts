@@ -84,3 +84,22 @@ export class SnapshotFreezes {
     };
   }
 }
+
+/**
+ * Internal method of a change-tracking device whose snapshots may need work
+ * before their extents can be read — a JournalDevice's pending snapshots
+ * (their markers still in the journal) are materialized by a checkpoint.
+ * `exportStream` awaits it on its first pull, then reads the extents.
+ * @throws what that work throws.
+ */
+export const PREPARE_EXPORT: unique symbol = Symbol('blocksnap.prepareExport');
+
+/** A device that prepares snapshots for an export (see {@link PREPARE_EXPORT}). */
+export interface ExportPreparing {
+  [PREPARE_EXPORT](ids: readonly string[]): Promise<void>;
+}
+
+/** True if `device` wants {@link PREPARE_EXPORT} called before its extents are read. */
+export function preparesExport(device: object): device is ExportPreparing {
+  return typeof (device as Partial<ExportPreparing>)[PREPARE_EXPORT] === 'function';
+}

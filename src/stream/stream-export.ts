@@ -3,7 +3,7 @@ import { forEachConcurrently } from '../base/index.js';
 import { checksum, fletcher4 } from '../checksum/index.js';
 import type { ChangeTracking, Extent, Snapshot } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
-import { STORED_CHECKSUM } from '../snapshot/index.js';
+import { type ExportPreparing, PREPARE_EXPORT, STORED_CHECKSUM } from '../snapshot/index.js';
 import type { ExportStreamOptions } from './stream.js';
 import { encodeHeader, FRAME_DATA_MAX, pieces } from './stream-format.js';
 import { encodeFrameHead, encodeFrameTail, encodeTrailer } from './stream-frames.js';
@@ -121,11 +121,17 @@ export class StreamExporter {
 
   async #openHandles(): Promise<void> {
     const { from, to, incremental } = this.#plan.header;
-    const freeze = this.#plan.freeze;
-    if (freeze !== undefined) {
-      // A write called before exportStream() and still in flight is in the
-      // export: once it has landed, the change tables say what to send.
-      await freeze.settled;
+    const { freeze, prepare } = this.#plan;
+    // A write called before exportStream() and still in flight is in the
+    // export: once it has landed (and the device has prepared the
+    // snapshots), the change tables say what to send.
+    if (freeze !== undefined) await freeze.settled;
+    if (prepare) {
+      await (this.#device as unknown as ExportPreparing)[PREPARE_EXPORT](
+        from === undefined ? [to] : [from, to],
+      );
+    }
+    if (freeze !== undefined || prepare) {
       this.#plan.extents = extentsToSend(this.#device, from, to);
     }
     this.#to = await this.#device.openSnapshot(to);

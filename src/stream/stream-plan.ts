@@ -2,7 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { checkGeometry, checkOptions } from '../base/index.js';
 import type { ChangeTracking, Extent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
-import { canFreezeSnapshots, SNAPSHOT_FREEZE, type SnapshotFreeze } from '../snapshot/index.js';
+import {
+  canFreezeSnapshots,
+  preparesExport,
+  SNAPSHOT_FREEZE,
+  type SnapshotFreeze,
+} from '../snapshot/index.js';
 import type { ExportStreamOptions } from './stream.js';
 import { FRAME_DATA_MAX, type HeaderFields, MAX_ID_BYTES, uuidBytes } from './stream-format.js';
 
@@ -27,6 +32,8 @@ export interface ExportPlan {
    * the freeze have landed, and the frames carry that one state.
    */
   freeze: SnapshotFreeze | undefined;
+  /** The device prepares its snapshots first (PREPARE_EXPORT): `extents` are settled on the first pull. */
+  prepare: boolean;
 }
 
 /**
@@ -51,8 +58,14 @@ export function planExport(device: ChangeTracking, options: ExportStreamOptions)
   const { to, from } = checkOptions(options, types, 'exportStream');
   checkSnapshotId('to', to);
   if (from !== undefined) checkSnapshotId('from', from);
-  // Both calls are memory lookups, and throw ENOENT for an unknown id now.
-  const extents = extentsToSend(device, from, to);
+  // Memory lookups, which throw ENOENT for an unknown id now. A device that
+  // prepares its snapshots first says what to send on the first pull.
+  const prepare = preparesExport(device);
+  if (prepare) {
+    device.snapshotExtents(to);
+    if (from !== undefined) device.snapshotExtents(from);
+  }
+  const extents = prepare ? [] : extentsToSend(device, from, to);
   const streamId = randomUUID();
   return {
     header: {
@@ -68,6 +81,7 @@ export function planExport(device: ChangeTracking, options: ExportStreamOptions)
     extents,
     baseHolds:
       from === undefined ? [] : coalesce(device.snapshotExtents(from), device, 'snapshotExtents'),
+    prepare,
     // Last: nothing above may throw once the snapshot is held.
     freeze: freezeIfWritable(device, to),
   };
