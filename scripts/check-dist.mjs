@@ -3,6 +3,7 @@
 // private fields hold across 'blocksnap' and 'blocksnap/testing'; class names
 // survive bundling (errors say "MemoryDevice is closed"); and the testing
 // declarations refer to the main entry's classes instead of redeclaring them.
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
@@ -59,8 +60,25 @@ for (const file of ['dist/testing/index.d.ts', 'dist/testing/index.d.cts']) {
   );
 }
 
+// What `npm install blocksnap` gets: the README links the stream format and
+// the architecture map, and the TSDoc cites the latter.
+const packed = JSON.parse(
+  execFileSync('npm', ['pack', '--dry-run', '--json'], { encoding: 'utf8' }),
+);
+const packedFiles = new Set(packed[0].files.map((f) => f.path));
+for (const file of [
+  'docs/stream-format.md',
+  'docs/ARCHITECTURE.md',
+  'README.md',
+  'dist/index.js',
+]) {
+  expect(packedFiles.has(file), `the package does not ship ${file}`);
+}
+
 if (failures.length > 0) {
   console.error(`dist check failed:\n  ${failures.join('\n  ')}`);
   process.exit(1);
 }
-console.log('dist: one copy of each class across entry points (esm and cjs), class names kept');
+console.log(
+  'dist: one copy of each class across entry points (esm and cjs), class names kept, docs shipped',
+);
