@@ -42,9 +42,9 @@ export interface BlockDevice extends AsyncDisposable {
 /** Options for taking a snapshot. */
 export interface SnapshotOptions {
   /** A human-readable name (at most 255 UTF-8 bytes). @default undefined */
-  name?: string;
+  name?: string | undefined;
   /** Whether the snapshot accepts writes of its own (a clone). @default false */
-  writable?: boolean;
+  writable?: boolean | undefined;
 }
 
 /** What a device knows about one of its snapshots. */
@@ -219,7 +219,7 @@ export interface CheckOptions {
    * CRC-32s), not only the metadata; the data is most of the store, so
    * `false` makes a quick metadata-only check. @default true
    */
-  readonly verifyData?: boolean;
+  readonly verifyData?: boolean | undefined;
 }
 
 /**

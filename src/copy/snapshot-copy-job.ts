@@ -35,39 +35,39 @@ export interface SnapshotCopyJobOptions {
    */
   destination: BlockDevice | WritableStream<Uint8Array>;
   /** First source byte of the range. @default 0 */
-  offset?: number;
+  offset?: number | undefined;
   /** Bytes in the range. @default the rest of the source from `offset` */
-  length?: number;
+  length?: number | undefined;
   /** Where in the destination the range lands. @default 0 */
-  destinationOffset?: number;
+  destinationOffset?: number | undefined;
   /**
    * Size of the blocks written to the destination, and the unit
    * the snapshot map tracks: a power of two from 512 bytes to 64 MiB.
    * @default 65536
    */
-  chunkSize?: number;
+  chunkSize?: number | undefined;
   /**
    * What a write into a part of the range not yet copied does: `'copy-first'`
    * copies that part to the destination, then writes;
    * `'queue'` holds the write in a FIFO until the copier has taken it, and
    * the copier takes such parts first. @default 'copy-first'
    */
-  conflictPolicy?: CopyConflictPolicy;
+  conflictPolicy?: CopyConflictPolicy | undefined;
   /**
    * Where the snapshot map is kept, checksummed, so
    * {@link SnapshotCopyJob.resume} can finish the copy after a crash.
    * Needs {@link SnapshotCopyJob.mapStoreBytes} bytes. @default in memory only
    */
-  mapStore?: BlockDevice;
+  mapStore?: BlockDevice | undefined;
   /**
    * `start` only: use `mapStore` even if it holds a COW store or a journal,
    * erasing it. Without it `start` refuses such a map store with `EBUSY`
    * and changes nothing (an earlier job's map is overwritten either way).
    * @default false
    */
-  force?: boolean;
+  force?: boolean | undefined;
   /** Aborts the job: the copier stops, every queued write is applied, `done` rejects. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** Options for {@link SnapshotCopyJob.resume}: the same range and chunk size as at `start`, and its map store. */

@@ -11,13 +11,13 @@ export interface CowSnapshotDeviceOptions {
    * Most snapshots that may exist at once; sizes the metadata reserved on the
    * store. `snapshot()` beyond it fails with `ENOSPC`. @default 1024
    */
-  maxSnapshots?: number;
+  maxSnapshots?: number | undefined;
   /**
    * Format the store even if it already holds a blocksnap format (a COW
    * store, a journal or a copy map), erasing it. Without it `create` refuses
    * such a store with `EBUSY` and changes nothing. @default false
    */
-  force?: boolean;
+  force?: boolean | undefined;
 }
 
 /**

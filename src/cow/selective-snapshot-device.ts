@@ -14,7 +14,7 @@ export interface SelectiveSnapshotDeviceOpenOptions {
    * `EEXCLUDED`; `'zero'` returns zeros there, for tools that must read a
    * whole device. @default 'error'
    */
-  excludedReads?: 'error' | 'zero';
+  excludedReads?: 'error' | 'zero' | undefined;
 }
 
 /** Options for {@link SelectiveSnapshotDevice.create}. */
@@ -23,20 +23,20 @@ export interface SelectiveSnapshotDeviceOptions extends SelectiveSnapshotDeviceO
    * Most snapshots that may exist at once; sizes the metadata reserved on the
    * store. `snapshot()` beyond it fails with `ENOSPC`. @default 64
    */
-  maxSnapshots?: number;
+  maxSnapshots?: number | undefined;
   /**
    * Most runs of consecutive blocks one snapshot's designation (include minus
    * exclude, merged) or one partial restore's ranges may have; sizes the
    * metadata. Beyond it, `snapshot()` and `restore()` fail with `EINVAL`.
    * @default 256
    */
-  maxRuns?: number;
+  maxRuns?: number | undefined;
   /**
    * Format the store even if it already holds a blocksnap format (a COW
    * store, a journal or a copy map), erasing it. Without it `create` refuses
    * such a store with `EBUSY` and changes nothing. @default false
    */
-  force?: boolean;
+  force?: boolean | undefined;
 }
 
 /** Options for {@link SelectiveSnapshotDevice.snapshot}. */
@@ -45,13 +45,13 @@ export interface SelectiveSnapshotOptions extends SnapshotOptions {
    * Byte ranges the snapshot holds. Widened to whole blocks: a
    * block an include range touches is held. @default the whole device
    */
-  include?: readonly Extent[];
+  include?: readonly Extent[] | undefined;
   /**
    * Byte ranges taken back out of `include`. Narrowed to whole blocks: only
    * blocks an exclude range covers entirely are left out, so every included
    * byte stays held. @default none
    */
-  exclude?: readonly Extent[];
+  exclude?: readonly Extent[] | undefined;
 }
 
 /** Options for {@link SelectiveSnapshotDevice.restore}. */
@@ -60,7 +60,7 @@ export interface SelectiveRestoreOptions {
    * Restore only these bytes of what the snapshot holds (exact to the byte);
    * everything outside them is left alone. @default everything it holds
    */
-  ranges?: readonly Extent[];
+  ranges?: readonly Extent[] | undefined;
 }
 
 /**

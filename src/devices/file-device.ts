@@ -25,13 +25,13 @@ export interface FileDeviceOptions {
    * Size in bytes. Required when the file is created; for an existing file it
    * must match the file's size if given. @default the file's size
    */
-  size?: number;
+  size?: number | undefined;
   /** Block size in bytes: a power of two from 512 to 1 MiB. @default 4096 */
-  blockSize?: number;
+  blockSize?: number | undefined;
   /** Create the file (sized to `size`, all zeros) if it does not exist. @default false */
-  create?: boolean;
+  create?: boolean | undefined;
   /** Open the file read-only; writes fail with `EROFS`. @default false */
-  readOnly?: boolean;
+  readOnly?: boolean | undefined;
   /**
    * Keep other openers off the file while this device is open, through
    * the lock file `<path>.blocksnap-lock`: a writable open takes it, and
@@ -41,7 +41,7 @@ export interface FileDeviceOptions {
    * on another host must be removed by hand). Advisory: it keeps out
    * blocksnap openers, not other programs. @default true
    */
-  lock?: boolean;
+  lock?: boolean | undefined;
 }
 
 /**

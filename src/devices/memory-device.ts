@@ -14,9 +14,9 @@ export interface MemoryDeviceOptions {
   /** Size in bytes; a multiple of `blockSize`. */
   size: number;
   /** Block size in bytes: a power of two from 512 to 1 MiB. @default 4096 */
-  blockSize?: number;
+  blockSize?: number | undefined;
   /** Whether writes fail with `EROFS`. @default false */
-  readOnly?: boolean;
+  readOnly?: boolean | undefined;
 }
 
 /**

@@ -10,21 +10,21 @@ export interface JournalDeviceOptions {
    * request or when a write finds the journal full (the write waits for it),
    * which keeps the longest `pointInTime` history. @default 0.75
    */
-  checkpointAt?: number;
+  checkpointAt?: number | undefined;
   /**
    * Most snapshots that may exist at once; sizes the snapshot catalog
    * reserved on the journal store at `create` (ignored by `open`).
    * `snapshot()` beyond it fails with `ENOSPC`. @default 64 if production is
    * snapshot-capable, else 0
    */
-  maxSnapshots?: number;
+  maxSnapshots?: number | undefined;
   /**
    * `create` only: format the journal store even if it already holds a
    * blocksnap format (a journal, a COW store or a copy map), erasing it.
    * Without it `create` refuses such a store with `EBUSY` and changes
    * nothing. @default false
    */
-  force?: boolean;
+  force?: boolean | undefined;
   /**
    * `open` only: repair what can be repaired without inventing data, instead
    * of failing `ECORRUPT` — a materialized snapshot whose production
@@ -32,13 +32,13 @@ export interface JournalDeviceOptions {
    * journal (its content is gone). What was repaired is listed in
    * {@link JournalDevice.repairs}. @default false
    */
-  repair?: boolean;
+  repair?: boolean | undefined;
   /**
    * Called with `{ operation: 'replay', done, total }` — bytes of journal
    * replayed, and the journal's capacity as an upper bound — while `open`
    * replays the journal, before there is a device to listen on. @default undefined
    */
-  onProgress?: (event: ProgressEvent) => void;
+  onProgress?: ((event: ProgressEvent) => void) | undefined;
 }
 
 /** Checks that production and journal are two distinct, writable BlockDevices; `EINVAL` otherwise. */

@@ -19,12 +19,12 @@ export interface ExportStreamOptions {
    * the blocks that differ between `from` and `to` (an incremental stream).
    * @default undefined (a full stream: everything `to` holds)
    */
-  from?: string;
+  from?: string | undefined;
   /**
    * Stops the export: the stream errors with the signal's reason and the
    * snapshot handles are closed. @default undefined
    */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /**
    * Called as the export goes, with `{ operation: 'export', done, total }`
    * in bytes of the device the stream covers (zero extents included).
@@ -39,7 +39,7 @@ export interface ExportStreamOptions {
    * its transform throws; the stream then never ends as if it were whole.
    * @default undefined
    */
-  onProgress?: (event: ProgressEvent) => void;
+  onProgress?: ((event: ProgressEvent) => void) | undefined;
 }
 
 /** Options for {@link applyStream}. */
@@ -48,7 +48,7 @@ export interface ApplyStreamOptions {
    * Stops applying between frames: the promise rejects with the signal's
    * reason once the writes already issued have settled. @default undefined
    */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /**
    * Called as the apply goes, with `{ operation: 'apply', done, total }` in
    * bytes of the device the stream covers (zero frames and frames the target
@@ -67,7 +67,7 @@ export interface ApplyStreamOptions {
    * the stream's frames (applying the stream again finishes the job).
    * @default undefined
    */
-  onProgress?: (event: ProgressEvent) => void;
+  onProgress?: ((event: ProgressEvent) => void) | undefined;
 }
 
 /** What {@link applyStream} did, once all of it is durable on the target. */

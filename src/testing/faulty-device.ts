@@ -52,7 +52,7 @@ export interface PowerSwitchOptions {
    * number `cutAfterOps + 1` is the first to fail. A non-negative integer.
    * @default undefined (only {@link PowerSwitch.cut} or a crash cuts it)
    */
-  cutAfterOps?: number;
+  cutAfterOps?: number | undefined;
 }
 
 /**
@@ -134,20 +134,20 @@ export interface FaultyDeviceOptions {
    * The power supply, shared with other devices that must lose power with
    * this one. @default a switch of this device's own
    */
-  power?: PowerSwitch;
+  power?: PowerSwitch | undefined;
   /**
    * Decides, for each operation the power admitted, whether it fails: `true`
    * rejects it with `EIO` without passing it down (a failed flush makes
    * nothing durable). Consulted after {@link FaultyDevice.failNext}.
    * @default no injected failures
    */
-  failures?: (op: FaultyOperation) => boolean;
+  failures?: ((op: FaultyOperation) => boolean) | undefined;
   /**
    * Delay in milliseconds before an operation is passed down, or a function
    * choosing it per operation; a result that is not a positive finite number
    * means no delay (and no timer). @default 0
    */
-  latency?: number | ((op: FaultyOperation) => number);
+  latency?: (number | ((op: FaultyOperation) => number)) | undefined;
 }
 
 /** A write passed down (or about to be) and not yet made durable by a completed flush. */

@@ -14,11 +14,11 @@ export interface ModelDeviceOptions {
   /** Size in bytes; a multiple of `blockSize`. */
   size: number;
   /** Block size in bytes: a power of two from 512 to 1 MiB. @default 4096 */
-  blockSize?: number;
+  blockSize?: number | undefined;
   /** Whether writes and `restore()` fail with `EROFS`. @default false */
-  readOnly?: boolean;
+  readOnly?: boolean | undefined;
   /** Initial content, exactly `size` bytes; copied. @default all zeros */
-  content?: Uint8Array;
+  content?: Uint8Array | undefined;
 }
 
 /** One snapshot's state: a full private copy of the bytes, shared by all its handles. */

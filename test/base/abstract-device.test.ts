@@ -51,8 +51,8 @@ describe('the README shows the example device as it is', () => {
 /** One call of a hook, held until the test settles it. */
 interface HookCall {
   hook: '_read' | '_write' | '_flush' | '_close';
-  offset?: number;
-  length?: number;
+  offset?: number | undefined;
+  length?: number | undefined;
   resolve(): void;
   reject(err: Error): void;
 }
