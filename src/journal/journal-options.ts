@@ -34,9 +34,11 @@ export interface JournalDeviceOptions {
    */
   repair?: boolean | undefined;
   /**
-   * Called with `{ operation: 'replay', done, total }` — bytes of journal
-   * replayed, and the journal's capacity as an upper bound — while `open`
-   * replays the journal, before there is a device to listen on. @default undefined
+   * Called with `{ operation: 'replay', done, total }` in bytes of journal
+   * while `open` replays the journal, before there is a device to listen
+   * on. `total` is exact after a clean close; after a power cut it is the
+   * ring's size (an upper bound) until the last event, which always comes
+   * and has `done === total`. @default undefined
    */
   onProgress?: ((event: ProgressEvent) => void) | undefined;
 }

@@ -78,6 +78,10 @@ export async function replayJournal(
   let link = sb.headLink;
   let lastTime = sb.headTime;
   let reported = 0;
+  // Exact after a clean close (the close recorded where the last frame
+  // ends); after a power cut only the ring's size bounds it, and the last
+  // event says what replay found.
+  const bound = sb.clean && sb.tailAbs !== undefined ? sb.tailAbs - sb.headAbs : c;
   let damage = '';
   for (;;) {
     let at = abs;
@@ -113,13 +117,12 @@ export async function replayJournal(
     link = frame.link;
     if (onProgress !== undefined && abs - headAbs - reported >= PROGRESS_EVERY) {
       reported = abs - headAbs;
-      onProgress({ operation: 'replay', done: reported, total: c });
+      onProgress({ operation: 'replay', done: reported, total: Math.max(bound, reported) });
     }
   }
 
-  if (onProgress !== undefined && abs - headAbs > reported) {
-    onProgress({ operation: 'replay', done: abs - headAbs, total: c });
-  }
+  // Always, so a progress bar ends at done === total.
+  onProgress?.({ operation: 'replay', done: abs - headAbs, total: abs - headAbs });
   const where = `journal record ${seq} at store offset ${RING_START + (abs % c)}`;
   if (seq <= sb.applyingSeq) {
     // A checkpoint writes `applyingSeq` only once every record through it

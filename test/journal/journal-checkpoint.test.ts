@@ -132,17 +132,33 @@ describe('JournalDevice: checkpoint', () => {
     await again.close();
   });
 
-  it('reports replay progress while open reads the journal back', async () => {
-    const rig = await JournalRig.create();
-    await rig.device.write(0, fill(4096, 1));
-    await rig.device.close();
-    const progress: ProgressEvent[] = [];
-    rig.attach();
-    const again = await JournalDevice.open(rig.production, rig.journal, {
-      onProgress: (e) => progress.push(e),
-    });
-    expect(progress.at(-1)).toMatchObject({ operation: 'replay', total: again.journalCapacity });
-    expect(progress.at(-1)!.done).toBeGreaterThan(4096);
-    await again.close();
+  it('reports replay progress while open reads the journal back, ending at done === total', async () => {
+    for (const how of ['clean close', 'power cut'] as const) {
+      const rig = await JournalRig.create({ ringBytes: 8 << 20, checkpointAt: 1 });
+      // Over 4 MiB of journal, so events come before the last one too.
+      for (let i = 0; i < 1300; i++) await rig.device.write((i % 4) * 4096, fill(4096, i + 1));
+      await rig.device.flush();
+      const progress: ProgressEvent[] = [];
+      const onProgress = (e: ProgressEvent) => progress.push(e);
+      let again: JournalDevice;
+      if (how === 'clean close') {
+        await rig.device.close();
+        rig.attach();
+        again = await JournalDevice.open(rig.production, rig.journal, { onProgress });
+      } else {
+        await rig.crash(1);
+        again = await JournalDevice.open(rig.production, rig.journal, { onProgress });
+      }
+      const last = progress.at(-1)!;
+      expect(last.operation).toBe('replay');
+      expect(last.done, how).toBe(last.total);
+      expect(last.done, how).toBeGreaterThan(1300 * 4096);
+      expect(progress.length, how).toBeGreaterThan(1);
+      // Never past the total it announced; after a clean close that total is exact.
+      for (const e of progress) expect(e.done).toBeLessThanOrEqual(e.total);
+      if (how === 'clean close') expect(progress[0]!.total).toBe(last.total);
+      else expect(progress[0]!.total).toBe(again.journalCapacity);
+      await again.close();
+    }
   });
 });

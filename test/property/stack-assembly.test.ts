@@ -198,7 +198,7 @@ describe('stacks assembled at random, and misused', () => {
           await again.close();
         },
       ),
-      { numRuns: 60, soakRuns: 2000, seed: 0x5a7c },
+      { numRuns: 200, soakRuns: 2000, seed: 0x5a7c },
     );
     expect(misuses).toBeGreaterThan(300);
   });
