@@ -2,7 +2,7 @@ import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { allocateBuffer } from './buffer-pool.js';
 import { InFlightCounter } from './in-flight.js';
-import { CLAIM, type Claimable, type DeviceClaim, ownedError } from './ownership.js';
+import { CLAIM, type DeviceClaim, ownedError } from './ownership.js';
 import { checkGeometry, checkRange, isBytes } from './range.js';
 import { type EventMap, TypedEventEmitter } from './typed-emitter.js';
 
@@ -41,7 +41,7 @@ let counterOf: (device: AbstractBlockDevice<EventMap>) => InFlightCounter;
  */
 export abstract class AbstractBlockDevice<E extends EventMap = Record<never, never>>
   extends TypedEventEmitter<E>
-  implements BlockDevice, Claimable
+  implements BlockDevice
 {
   /** Size in bytes; a multiple of {@link AbstractBlockDevice.blockSize}. */
   readonly size: number;
