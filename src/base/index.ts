@@ -36,6 +36,7 @@ export {
   SECTOR,
 } from './range.js';
 export {
+  checkStackedOver,
   checkStackIdentity,
   describeIdentity,
   LayerKind,

@@ -72,3 +72,34 @@ export function checkStackIdentity(
     `${what} was created over ${describeIdentity(recorded)}, but was given ${describeIdentity(actual)}: open the stack as it was created, layer by layer (docs/ARCHITECTURE.md, "Stack identity")`,
   );
 }
+
+/** What a store recorded of the device it was created over. */
+export interface RecordedBelow {
+  size: number;
+  blockSize: number;
+  /** Undefined for a store made before identities were kept. */
+  identity: StackIdentity | undefined;
+}
+
+/**
+ * Checks that `device` is the device a store was created over: its geometry,
+ * then (see {@link checkStackIdentity}) its kind of layer and id.
+ * @param what - the store, for the message (`'the journal'`).
+ * @param role - what the store calls that device (`'production device'`).
+ * @throws `EINVAL` naming what the store expects and what it got.
+ */
+export function checkStackedOver(
+  recorded: RecordedBelow,
+  device: BlockDevice,
+  what: string,
+  role: string,
+): void {
+  if (recorded.size !== device.size || recorded.blockSize !== device.blockSize) {
+    throw new BlockDeviceError(
+      'EINVAL',
+      `${what} belongs to a ${role} of ${recorded.size} bytes in ${recorded.blockSize}-byte blocks, ` +
+        `not ${device.size} in ${device.blockSize}`,
+    );
+  }
+  checkStackIdentity(recorded.identity, device, what);
+}

@@ -1,5 +1,5 @@
 import {
-  checkStackIdentity,
+  checkStackedOver,
   newLayerId,
   type StackIdentity,
   stackIdentityOf,
@@ -180,13 +180,7 @@ export function readCowParams(params: Uint8Array, store: BlockDevice): CowLayout
  * @throws `EINVAL` naming what the store expects.
  */
 export function checkedLayout(layout: CowLayout, origin: BlockDevice): CowLayout {
-  if (layout.originSize !== origin.size || layout.blockSize !== origin.blockSize) {
-    throw new BlockDeviceError(
-      'EINVAL',
-      `store was formatted for an origin of ${layout.originSize} bytes in ${layout.blockSize}-byte blocks, ` +
-        `not ${origin.size} in ${origin.blockSize}`,
-    );
-  }
-  checkStackIdentity(layout.origin, origin, 'the COW store');
+  const { originSize: size, blockSize, origin: identity } = layout;
+  checkStackedOver({ size, blockSize, identity }, origin, 'the COW store', 'origin');
   return layout;
 }

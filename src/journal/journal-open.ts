@@ -1,7 +1,6 @@
 import { randomInt } from 'node:crypto';
-import { allocateBuffer, checkStackIdentity, io, SECTOR } from '../base/index.js';
+import { allocateBuffer, checkStackedOver, io, SECTOR } from '../base/index.js';
 import type { BlockDevice, ProgressEvent } from '../device.js';
-import { BlockDeviceError } from '../errors.js';
 import { readCatalog, writeCatalog } from './journal-catalog.js';
 import type { JournalParts } from './journal-core.js';
 import {
@@ -43,16 +42,10 @@ export async function recoverJournal(
   }
 > {
   const sb = await readJournalSuper(journal);
-  if (sb.productionSize !== production.size || sb.blockSize !== production.blockSize) {
-    throw new BlockDeviceError(
-      'EINVAL',
-      `journal belongs to a production device of ${sb.productionSize} bytes in ${sb.blockSize}-byte blocks, ` +
-        `not ${production.size} in ${production.blockSize}`,
-    );
-  }
   // Before anything is replayed onto it: a journal opened over the wrong
   // layer (a COW layer forgotten) would apply its records around it.
-  checkStackIdentity(sb.production, production, 'the journal');
+  const below = { size: sb.productionSize, blockSize: sb.blockSize, identity: sb.production };
+  checkStackedOver(below, production, 'the journal', 'production device');
   const table = new ChangesTable();
   const index = new RecordIndex(sb.headSeq);
   const perBlock = sb.blockSize / SECTOR;
