@@ -103,6 +103,12 @@ export class JournalCore {
   #barrier: Promise<void> | undefined;
   /** A checkpoint through this record has begun: views of earlier records are gone. */
   #retiredBelow: number;
+  /**
+   * Pending snapshots with markers through this record wait for a
+   * checkpoint to materialize them: `#retiredBelow` again, except after a
+   * checkpoint failed (see {@link checkpointLocked}).
+   */
+  #snapshotsRetiredBelow: number;
   /** Completed checkpoints; read points rebuild their tables when it moves. */
   #generation = 0;
 
@@ -120,6 +126,7 @@ export class JournalCore {
     this.#productionReader = callbackReader(production);
     this.#journalReader = callbackReader(journal);
     this.#retiredBelow = sb.applyingSeq;
+    this.#snapshotsRetiredBelow = sb.applyingSeq;
     const writer = new JournalWriter(
       journal,
       production.blockSize,
@@ -155,6 +162,7 @@ export class JournalCore {
       persist: (next) => this.persist(next),
       retire: (seq) => {
         this.#retiredBelow = Math.max(this.#retiredBelow, seq);
+        this.#snapshotsRetiredBelow = Math.max(this.#snapshotsRetiredBelow, seq);
         return (
           [...this.#views].some((view) => view.sequence < seq) || registry.hasPendingThrough(seq)
         );
@@ -176,6 +184,11 @@ export class JournalCore {
   /** Records up to this one are retired: checkpointed into production, or being so. */
   get retiredBelow(): number {
     return this.#retiredBelow;
+  }
+
+  /** A pending snapshot whose marker is up to this record waits for a checkpoint to read. */
+  get snapshotsRetiredBelow(): number {
+    return this.#snapshotsRetiredBelow;
   }
 
   /** The oldest sequence number a view may show. */
@@ -367,7 +380,20 @@ export class JournalCore {
 
   /** One checkpoint of everything landed; the caller holds the admin lock. */
   async checkpointLocked(): Promise<void> {
-    const done = await runCheckpoint(this.#host);
+    const before = this.#snapshotsRetiredBelow;
+    let done: CheckpointEvent | undefined;
+    try {
+      done = await runCheckpoint(this.#host);
+    } catch (err) {
+      // A checkpoint applies its segments in order and stops at the first
+      // failure, so production then holds at most the records before the
+      // first marker still pending: every snapshot still pending reads
+      // exactly again through the journal (production plus its records up to
+      // the marker), rather than wait for checkpoints a stopped production
+      // refuses. Views stay retired: production may hold records after them.
+      this.#snapshotsRetiredBelow = before;
+      throw err;
+    }
     if (done !== undefined) this.#events.checkpoint(done);
   }
 

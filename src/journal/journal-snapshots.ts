@@ -327,12 +327,18 @@ export class JournalSnapshots {
         });
       }
       // A checkpoint has begun materializing it: read once that is done.
-      const retired = (seq: number) => snap.deleted || seq <= core.retiredBelow;
+      const retired = (seq: number) => snap.deleted || seq <= core.snapshotsRetiredBelow;
       const data = retired(snap.sequence)
         ? undefined
         : await core.readPoint(snap, offset, length, retired);
       if (data !== undefined) return data;
-      await core.startCheckpoint();
+      try {
+        await core.startCheckpoint();
+      } catch (err) {
+        // A failed checkpoint gives the snapshots it did not materialize
+        // back to the journal (JournalCore.checkpointLocked): read it there.
+        if (snap.productionId === undefined && retired(snap.sequence)) throw err;
+      }
     }
   }
 

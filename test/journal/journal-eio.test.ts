@@ -108,17 +108,17 @@ describe('JournalDevice: a delete whose flush fails', () => {
 });
 
 describe('JournalDevice: a snapshot a failed checkpoint retired', () => {
-  // Skipped: a known defect the failure property test found (issue 20),
-  // left for a fix of its own. A checkpoint retires every snapshot whose
-  // marker it covers before it applies anything (so no read shows a mix),
-  // and a read of a retired snapshot not yet materialized runs a checkpoint
-  // and waits for it. When production has stopped (here a COW store log
-  // write failed in the checkpoint: fail-stop until reopen), every such
-  // checkpoint fails, so the snapshot's reads reject EIO until reopen with
-  // nothing failing below. Reads should go on (docs/ARCHITECTURE.md, "After
-  // an I/O error"). The property test allows it on journal stacks only
-  // (failure-stacks.ts, `needsCheckpoints`).
-  it.skip('reads of it go on while production refuses checkpoints', async () => {
+  // Found by the failure property test (issue 20). A checkpoint retires
+  // every snapshot whose marker it covers before it applies anything (so no
+  // read shows a mix), and a read of a retired snapshot not yet materialized
+  // runs a checkpoint and waits for it. When production has stopped (here a
+  // COW store log write failed in the checkpoint: fail-stop until reopen),
+  // every such checkpoint fails, and the snapshot's reads rejected EIO until
+  // reopen with nothing failing below. A failed checkpoint now gives the
+  // snapshots it did not materialize back to the journal
+  // (JournalCore.checkpointLocked), so reads go on (docs/ARCHITECTURE.md,
+  // "After an I/O error").
+  it('reads of it go on while production refuses checkpoints', async () => {
     const rig = await JournalRig.create({ cow: true });
     const d = rig.device;
     await d.write(0, fill(512, 1));

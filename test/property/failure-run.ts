@@ -200,7 +200,7 @@ export class FailureRun {
       );
       const read = await settleValue(handle.read(held[0], held[1] - held[0]));
       if (read.ok) snaps.set(name, read.value);
-      else if (!(this.#waitsForCheckpoints() && BlockDeviceError.is(read.err, 'EIO'))) {
+      else {
         throw new Error(
           `${this.label}: snapshot ${name} read with nothing failing rejected: ${String(read.err)}`,
           {
@@ -270,7 +270,6 @@ export class FailureRun {
       if (this.injectedSinceOpen > 0) {
         // close() after a failure rejects with it (docs/ARCHITECTURE.md, "After an I/O error", Close).
         if (s.kind === 'close') continue;
-        if (s.kind === 'snapshot-read' && this.#waitsForCheckpoints()) continue;
         if (refusable) {
           unexplained ??= s.what;
           continue;

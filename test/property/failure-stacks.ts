@@ -57,11 +57,8 @@ export interface FailureStack {
    * fail-stop refuses them until reopen), with nothing failing at the call:
    * a restore, a write needing ring space (docs/ARCHITECTURE.md, "After an
    * I/O error", the JournalDevice row), a snapshot operation or a write
-   * through a writable snapshot that production refuses, and a read
-   * through the handle of a snapshot a failed checkpoint retired before
-   * materializing it (an undocumented case: see the report of issue 20's
-   * failure model, and the skipped regression test in
-   * test/journal/journal-eio.test.ts).
+   * through a writable snapshot that production refuses. (Reads through a
+   * snapshot's handle go on: test/journal/journal-eio.test.ts.)
    */
   readonly needsCheckpoints?: boolean;
   build(failures: Failures): Promise<FailureSubject>;
