@@ -100,7 +100,13 @@ export class JournalWriter {
   /** The durable mark's write in flight: one at a time, newest value wins. */
   #marking: Promise<void> | undefined;
   #syncing: Promise<void> | undefined;
-  #attestationPending = false;
+  /**
+   * The attestation waiting for its turn, if any. Cleared at close: while
+   * it waits it holds the writer (and through it the stores), and a caller
+   * whose I/O never yields to the event loop (memory devices in a loop)
+   * would otherwise keep every closed journal alive.
+   */
+  #attestation: NodeJS.Immediate | undefined;
   #closed = false;
   /** A frame write failed: it may have landed in part, so nothing may follow it (reopen). */
   #failed: unknown;
@@ -320,6 +326,8 @@ export class JournalWriter {
   /** Stops appending attestations; the device is closing. */
   close(): void {
     this.#closed = true;
+    if (this.#attestation !== undefined) clearImmediate(this.#attestation);
+    this.#attestation = undefined;
   }
 
   async #syncOnce(): Promise<void> {
@@ -340,10 +348,9 @@ export class JournalWriter {
    * queued to carry the new `durableSeq`, append an empty frame that does.
    */
   #scheduleAttestation(): void {
-    if (this.#attestationPending || this.#closed || this.#failed !== undefined) return;
-    this.#attestationPending = true;
-    setImmediate(() => {
-      this.#attestationPending = false;
+    if (this.#attestation !== undefined || this.#closed || this.#failed !== undefined) return;
+    this.#attestation = setImmediate(() => {
+      this.#attestation = undefined;
       if (this.#closed || this.#queue.length > 0 || this.#durableSeq <= this.#attestedSeq) return;
       // No one awaits an attestation: its failure goes to the hook (and fails the next write too).
       this.#enqueue(0, 0, 0, undefined, undefined, true).landed.catch((err: unknown) =>

@@ -99,3 +99,24 @@ describe('JournalDevice on a FileDevice journal store', () => {
     }
   });
 });
+
+describe('JournalDevice: close leaves nothing scheduled', () => {
+  it('a flush’s pending attestation is cancelled by close, so a closed journal is not kept alive', async () => {
+    // The attestation waits for an event-loop turn; a caller whose I/O never
+    // yields one (memory devices in a tight loop, as the soak's model tests)
+    // kept every closed journal alive until it came: the soak ran out of heap.
+    const immediates = () =>
+      process.getActiveResourcesInfo().filter((r) => r === 'Immediate').length;
+    const before = immediates();
+    const production = await MemoryDevice.create({ size: 16 * 512, blockSize: 512 });
+    const journal = await JournalDevice.create(
+      production,
+      await MemoryDevice.create({ size: 64 * 1024, blockSize: 512 }),
+    );
+    await journal.write(0, new Uint8Array(512).fill(1));
+    await journal.flush();
+    expect(immediates()).toBeGreaterThan(before);
+    await journal.close();
+    expect(immediates()).toBe(before);
+  });
+});
