@@ -109,8 +109,8 @@ async function copyThroughputRow(cfg: BenchConfig): Promise<RowResult> {
   precondition(data, cfg.size, cfg.seed);
   return withDestination(cfg, length, async (destination) => {
     const { FileDevice, SnapshotCopyJob } = cfg.lib;
-    const source = await FileDevice.open(data, { blockSize: cfg.blockSize });
-    const target = await FileDevice.open(destination, { blockSize: cfg.blockSize });
+    const source = await FileDevice.open(data, { lock: false, blockSize: cfg.blockSize });
+    const target = await FileDevice.open(destination, { lock: false, blockSize: cfg.blockSize });
     const sides = ['job', 'raw', 'job-1MiB'] as const;
     type Side = (typeof sides)[number];
     const seconds: Record<Side, number[]> = { job: [], raw: [], 'job-1MiB': [] };
@@ -221,8 +221,8 @@ async function foregroundWriteRow(cfg: BenchConfig, policy: ConflictPolicy): Pro
   precondition(origin, cfg.size, cfg.seed + 1);
   return withDestination(cfg, cfg.size, async (destination) => {
     const { FileDevice, SnapshotCopyJob } = cfg.lib;
-    const source = await FileDevice.open(origin, { blockSize: cfg.blockSize });
-    const target = await FileDevice.open(destination, { blockSize: cfg.blockSize });
+    const source = await FileDevice.open(origin, { lock: false, blockSize: cfg.blockSize });
+    const target = await FileDevice.open(destination, { lock: false, blockSize: cfg.blockSize });
     const jobBursts: Burst[] = [];
     const plainBursts: Burst[] = [];
     const ratios: number[] = [];

@@ -116,8 +116,11 @@ async function journalOnFiles(
   createSparse(journal, options.journalSize);
   precondition(journal, options.journalSize, cfg.seed + 5);
   const bs = options.blockSize ?? cfg.blockSize;
-  const production = await cfg.lib.FileDevice.open(data, { blockSize: bs });
-  const store = await cfg.lib.FileDevice.open(journal, { blockSize: JOURNAL_STORE_BLOCK });
+  const production = await cfg.lib.FileDevice.open(data, { lock: false, blockSize: bs });
+  const store = await cfg.lib.FileDevice.open(journal, {
+    lock: false,
+    blockSize: JOURNAL_STORE_BLOCK,
+  });
   let device: JournalDevice;
   try {
     device = await cfg.lib.JournalDevice.create(
@@ -176,7 +179,7 @@ function runDurable(cfg: BenchConfig, device: BlockDevice) {
 async function fileDeviceDurableRow(cfg: BenchConfig): Promise<RowResult> {
   const { data } = paths(cfg);
   precondition(data, cfg.size, cfg.seed);
-  const device = await cfg.lib.FileDevice.open(data, { blockSize: cfg.blockSize });
+  const device = await cfg.lib.FileDevice.open(data, { lock: false, blockSize: cfg.blockSize });
   try {
     const r = await runDurable(cfg, device);
     return result(r, [
@@ -211,7 +214,10 @@ async function journalDurableRow(cfg: BenchConfig): Promise<RowResult> {
   const journalSize = Math.max(cfg.size, 1 << 30);
   const rig = await journalOnFiles(cfg, { journalSize });
   // The baseline: a second handle on the data file, which the journal's writes never touch.
-  const file = await cfg.lib.FileDevice.open(paths(cfg).data, { blockSize: cfg.blockSize });
+  const file = await cfg.lib.FileDevice.open(paths(cfg).data, {
+    lock: false,
+    blockSize: cfg.blockSize,
+  });
   try {
     const { device } = rig;
     const r = await alternating(cfg, [durableSide(cfg, device), durableSide(cfg, file)]);
@@ -376,7 +382,7 @@ async function journalTableReadRow(cfg: BenchConfig): Promise<RowResult> {
     }
     readFileOnce(journalPath(cfg));
     // The baseline: a second handle on the data file, which the journal's reads never touch.
-    file = await cfg.lib.FileDevice.open(paths(cfg).data, { blockSize: unit });
+    file = await cfg.lib.FileDevice.open(paths(cfg).data, { lock: false, blockSize: unit });
     const baseline = file;
     const reads = (dev: { read(offset: number, length: number): Promise<Uint8Array> }): Side => {
       const rngs = workerRngs(cfg.seed, cfg.inFlight);
@@ -500,12 +506,16 @@ async function journalReplayRow(cfg: BenchConfig, clean: boolean): Promise<RowRe
     const { lib } = cfg;
     const bs = cfg.blockSize;
     const store = new PowerCut(
-      await lib.FileDevice.open(journal, { blockSize: JOURNAL_STORE_BLOCK }),
+      await lib.FileDevice.open(journal, { lock: false, blockSize: JOURNAL_STORE_BLOCK }),
     );
     const filling = withCounter(
-      await lib.JournalDevice.create(await lib.FileDevice.open(data, { blockSize: bs }), store, {
-        checkpointAt: 1,
-      }),
+      await lib.JournalDevice.create(
+        await lib.FileDevice.open(data, { lock: false, blockSize: bs }),
+        store,
+        {
+          checkpointAt: 1,
+        },
+      ),
       async () => {},
     );
     let used: number;
@@ -551,8 +561,11 @@ async function journalReplayRow(cfg: BenchConfig, clean: boolean): Promise<RowRe
     await readSequentially(journal, RING_START + used);
     const rawSeconds = (performance.now() - r0) / 1000;
 
-    const production = await lib.FileDevice.open(data, { blockSize: bs });
-    const store2 = await lib.FileDevice.open(journal, { blockSize: JOURNAL_STORE_BLOCK });
+    const production = await lib.FileDevice.open(data, { lock: false, blockSize: bs });
+    const store2 = await lib.FileDevice.open(journal, {
+      lock: false,
+      blockSize: JOURNAL_STORE_BLOCK,
+    });
     const o0 = performance.now();
     const device = await lib.JournalDevice.open(production, store2, { checkpointAt: 1 });
     const seconds = (performance.now() - o0) / 1000;

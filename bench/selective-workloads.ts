@@ -32,11 +32,11 @@ async function selectiveOutsideWriteRow(cfg: BenchConfig): Promise<RowResult> {
   precondition(origin, cfg.size, cfg.seed + 1);
   precondition(store, storeSizeFor(cfg.size, cfg.blockSize), cfg.seed + 2);
   const device = await cfg.lib.SelectiveSnapshotDevice.create(
-    await cfg.lib.FileDevice.open(origin, { blockSize: cfg.blockSize }),
-    await cfg.lib.FileDevice.open(store, { blockSize: cfg.blockSize }),
+    await cfg.lib.FileDevice.open(origin, { lock: false, blockSize: cfg.blockSize }),
+    await cfg.lib.FileDevice.open(store, { lock: false, blockSize: cfg.blockSize }),
   );
   // The baseline: a second handle on the origin file, written at the same offsets.
-  const file = await cfg.lib.FileDevice.open(origin, { blockSize: cfg.blockSize });
+  const file = await cfg.lib.FileDevice.open(origin, { lock: false, blockSize: cfg.blockSize });
   try {
     const bs = cfg.blockSize;
     const blocks = cfg.size / bs;

@@ -202,7 +202,7 @@ async function applyThroughputRow(cfg: BenchConfig): Promise<RowResult> {
       }
     };
     const apply = async (): Promise<number> => {
-      const target = await lib.FileDevice.open(path, { blockSize: cfg.blockSize });
+      const target = await lib.FileDevice.open(path, { lock: false, blockSize: cfg.blockSize });
       try {
         async function* input(): AsyncGenerator<Uint8Array> {
           yield* chunks;

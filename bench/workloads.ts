@@ -280,7 +280,7 @@ async function fileDeviceRow(cfg: BenchConfig, kind: 'read' | 'write'): Promise<
   precondition(data, cfg.size, cfg.seed);
   const { offset, buffers } = workload(cfg);
   const bs = cfg.blockSize;
-  const device = await cfg.lib.FileDevice.open(data, { blockSize: bs });
+  const device = await cfg.lib.FileDevice.open(data, { lock: false, blockSize: bs });
   try {
     const op =
       kind === 'read'
@@ -322,8 +322,14 @@ async function cowSetup(
   const { store } = paths(cfg);
   if (originPath === paths(cfg).origin) precondition(originPath, cfg.size, cfg.seed + 1);
   precondition(store, storeSizeFor(cfg.size, cfg.blockSize), cfg.seed + 2);
-  const originDevice = await cfg.lib.FileDevice.open(originPath, { blockSize: cfg.blockSize });
-  const storeDevice = await cfg.lib.FileDevice.open(store, { blockSize: cfg.blockSize });
+  const originDevice = await cfg.lib.FileDevice.open(originPath, {
+    lock: false,
+    blockSize: cfg.blockSize,
+  });
+  const storeDevice = await cfg.lib.FileDevice.open(store, {
+    lock: false,
+    blockSize: cfg.blockSize,
+  });
   const cow = await cfg.lib.CowSnapshotDevice.create(originDevice, storeDevice);
   if (cow.totalChunks < cfg.size / cfg.blockSize) {
     await cow.close();
