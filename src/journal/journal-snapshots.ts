@@ -50,7 +50,7 @@ export class JournalSnapshots {
       // Checked at the call: call order decides what an export carries.
       if (this.#freezes.isFrozen(key)) return Promise.reject(frozenError(offset, data.length));
       const write = this.#core.afterBarrier(() => this.#write(key, offset, data));
-      return this.#track(key, this.#freezes.track(key, write));
+      return this.#track(key, write);
     },
     flushSnapshots: () => this.flushProduction(),
     releaseHandle: (handle) => this.#handles.delete(handle),
@@ -87,7 +87,9 @@ export class JournalSnapshots {
 
   /** Holds snapshot `id` still for an export (see SNAPSHOT_FREEZE in src/snapshot). @throws `ENOENT`. */
   freeze(id: string): SnapshotFreeze {
-    return this.#freezes.freeze(this.live(id).key);
+    const key = this.live(id).key;
+    // Handle I/O is tracked already (#handleIO): the freeze waits on that.
+    return this.#freezes.freeze(key, this.#settled(key));
   }
 
   /** Checks that one more snapshot may be taken. @throws `EINVAL`, `ENOSPC`. */

@@ -67,10 +67,15 @@ export class SnapshotFreezes {
     return tracked;
   }
 
-  /** Freezes snapshot `seq` now (see {@link SnapshotFreeze}). */
-  freeze(seq: number): SnapshotFreeze {
+  /**
+   * Freezes snapshot `seq` now (see {@link SnapshotFreeze}). `inFlight`, for
+   * a host that tracks its handles' I/O itself, settles once the writes
+   * called before have; by default the writes {@link track} saw.
+   */
+  freeze(seq: number, inFlight?: Promise<void>): SnapshotFreeze {
     this.#frozen.set(seq, (this.#frozen.get(seq) ?? 0) + 1);
-    const settled = Promise.allSettled([...(this.#writing.get(seq) ?? [])]).then(() => {});
+    const settled =
+      inFlight ?? Promise.allSettled([...(this.#writing.get(seq) ?? [])]).then(() => {});
     let released = false;
     return {
       settled,
