@@ -250,10 +250,10 @@ function linger(reader: ByteReader, stream: Duplex, socket: net.Socket): Promise
  */
 export async function serveNbd(options: NbdServerOptions): Promise<NbdServer> {
   if (options === undefined) throw new BlockDeviceError('EINVAL', 'serveNbd: options are required');
-  checkOptions(
+  // `exports` may be a function or an object: checkExports checks it.
+  checkOptions<Omit<NbdServerOptions, 'exports'>>(
     options,
     {
-      exports: 'object',
       defaultExport: 'string',
       host: 'string',
       port: 'number',
