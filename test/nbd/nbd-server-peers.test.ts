@@ -227,6 +227,7 @@ describeWithPeers(['fio'], 'NBD server under fio', () => {
         '--runtime=2',
         '--time_based',
         '--verify=crc32c',
+        '--verify_state_save=0',
         '--output-format=json',
       ],
       60_000,
