@@ -53,6 +53,22 @@ export {
   type JournalRepair,
 } from './journal/index.js';
 export {
+  type NbdConnectionInfo,
+  type NbdExport,
+  type NbdExportResolver,
+  type NbdExports,
+  NbdServer,
+  type NbdServerAddress,
+  type NbdServerEvents,
+  type NbdServerOptions,
+  type NbdTlsCertificateOptions,
+  type NbdTlsOptions,
+  type NbdTlsPskOptions,
+  type ResolvedNbdExport,
+  serveNbd,
+  snapshotExports,
+} from './nbd/index.js';
+export {
   type AppliedProgress,
   type ApplyReport,
   type ApplyStreamOptions,
