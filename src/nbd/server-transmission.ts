@@ -80,7 +80,8 @@ interface Refusal {
  * The transmission phase of one connection (docs/ARCHITECTURE.md, "NBD"):
  * reads requests while there is room (in-flight count, in-flight bytes,
  * unsent reply bytes all bounded), runs them concurrently against the
- * device, and answers each in one socket write as it finishes, in any order.
+ * device, and answers each whole as it finishes, in any order (the replies of one
+ * event-loop turn leave in one writev).
  * A request is checked in full before the device sees it: bad flags, a
  * range past the end, a write to a read-only export are refused without a
  * device call, and a WRITE's payload reaches the device only once all of it
@@ -97,6 +98,7 @@ export class Transmission {
   #inFlightBytes = 0;
   #stopping = false;
   #wakeRoom: (() => void) | undefined;
+  #corked = false;
 
   constructor(reader: ByteReader, stream: Duplex, negotiated: Negotiated, maxPayload: number) {
     this.#reader = reader;
@@ -300,17 +302,23 @@ export class Transmission {
     );
   }
 
-  /** Writes one reply as one socket write: small parts joined, a large payload corked with its header. */
+  /**
+   * Writes one reply whole. Replies finished in the same turn of the event
+   * loop are corked together and leave in one writev when the turn ends
+   * (one system call for many replies at queue depth), never split.
+   */
   #send(parts: Buffer[]): void {
     const stream = this.#stream;
     if (stream.destroyed || stream.writableEnded) return;
-    if (parts.length === 1) {
-      stream.write(parts[0] as Buffer);
-      return;
+    if (!this.#corked) {
+      this.#corked = true;
+      stream.cork();
+      process.nextTick(() => {
+        this.#corked = false;
+        stream.uncork();
+      });
     }
-    stream.cork();
     for (const part of parts) stream.write(part);
-    stream.uncork();
   }
 
   async #room(): Promise<void> {
