@@ -45,6 +45,11 @@ export {
   type FileDeviceOptions,
   MemoryDevice,
   type MemoryDeviceOptions,
+  NbdDevice,
+  type NbdDeviceEvents,
+  type NbdDeviceOptions,
+  type NbdNegotiated,
+  type NbdTlsOptions,
 } from './devices/index.js';
 export { BlockDeviceError, type BlockDeviceErrorCode, ERROR_CODES } from './errors.js';
 export {
@@ -52,6 +57,7 @@ export {
   type JournalDeviceOptions,
   type JournalRepair,
 } from './journal/index.js';
+export { NbdServerError } from './nbd/index.js';
 export {
   type AppliedProgress,
   type ApplyReport,
