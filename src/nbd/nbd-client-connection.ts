@@ -111,7 +111,7 @@ export class NbdClientConnection implements ReplySink {
         socket.once('connect', resolve);
         socket.once('error', reject);
       });
-      const handshake = negotiate(socket, target.exportName, target.tls);
+      const handshake = negotiate(socket, target.host, target.exportName, target.tls);
       stop = handshake.stop;
       const { stream, info, leftover } = await handshake.result;
       return new NbdClientConnection(stream, info, leftover, target.timeoutMs);

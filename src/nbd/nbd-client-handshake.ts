@@ -6,7 +6,7 @@
  * know `GO`. Every step is awaited in turn: the spec lets a client send an
  * option only after the final reply to the previous one.
  */
-import type { Socket } from 'node:net';
+import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import * as tls from 'node:tls';
 import { BlockDeviceError } from '../errors.js';
@@ -91,9 +91,12 @@ class Handshake {
   #stream: Duplex;
   #reader: HandshakeReader;
   #noZeroes = false;
+  /** The TCP host connected to, for checking the server's certificate. */
+  readonly #host: string | undefined;
 
-  constructor(socket: Socket) {
+  constructor(socket: net.Socket, host: string | undefined) {
     this.#stream = socket;
+    this.#host = host;
     this.#reader = new HandshakeReader(socket);
   }
 
@@ -248,12 +251,21 @@ class Handshake {
     const rest = this.#reader.detach();
     if (rest.length > 0) throw refused('the server sent bytes before the TLS handshake');
     const raw = this.#stream;
+    const sni = options.servername ?? this.#host;
     const secure = tls.connect({
       socket: raw,
       ...(options.ca !== undefined && { ca: options.ca as tls.ConnectionOptions['ca'] }),
       ...(options.cert !== undefined && { cert: options.cert as tls.ConnectionOptions['cert'] }),
       ...(options.key !== undefined && { key: options.key as tls.ConnectionOptions['key'] }),
-      ...(options.servername !== undefined && { servername: options.servername }),
+      // The certificate is checked against the name asked for, else the
+      // host connected to (Node would check 'localhost' otherwise); SNI
+      // carries names only, never an IP address.
+      ...(this.#host !== undefined && { host: this.#host }),
+      ...(sni !== undefined && net.isIP(sni) === 0 && { servername: sni }),
+      ...(options.servername !== undefined && {
+        checkServerIdentity: (_: string, cert: tls.PeerCertificate) =>
+          tls.checkServerIdentity(options.servername!, cert),
+      }),
       ...(options.psk !== undefined && pskSettings(options.psk)),
     });
     await new Promise<void>((resolve, reject) => {
@@ -304,11 +316,12 @@ class Handshake {
 
 /** Runs the handshake on a connected socket; `stop` fails it (abort, timeout). */
 export function negotiate(
-  socket: Socket,
+  socket: net.Socket,
+  host: string | undefined,
   exportName: string,
   tlsOptions: HandshakeTls | undefined,
 ): { result: Promise<HandshakeResult>; stop(err: Error): void } {
-  const handshake = new Handshake(socket);
+  const handshake = new Handshake(socket, host);
   return { result: handshake.run(exportName, tlsOptions), stop: (err) => handshake.fail(err) };
 }
 
