@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, it } from 'vitest';
 import { NbdDevice } from '../../src/index.js';
 import { expectCode } from '../support/error-code.js';
 
