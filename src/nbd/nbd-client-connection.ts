@@ -56,6 +56,11 @@ export class NbdClientConnection implements ReplySink {
   readonly #parser: ReplyParser;
   readonly #headerSize: number;
   #nextCookie = 1;
+  #corked = false;
+  readonly #uncork = () => {
+    this.#corked = false;
+    this.#stream.uncork();
+  };
   #timer: NodeJS.Timeout | undefined;
   #failure: BlockDeviceError | undefined;
   /** The server answered `ESHUTDOWN`: no new requests; disconnect once the rest are answered. */
@@ -175,6 +180,13 @@ export class NbdClientConnection implements ReplySink {
         reject,
       });
       if (this.#timer === undefined) this.#armTimer(deadline);
+      // Requests made in one turn of the event loop leave in one system
+      // call: corked here, uncorked once the turn's synchronous code is done.
+      if (!this.#corked) {
+        this.#corked = true;
+        this.#stream.cork();
+        process.nextTick(this.#uncork);
+      }
       this.#stream.write(message);
     });
   }
