@@ -45,6 +45,11 @@ export {
   type FileDeviceOptions,
   MemoryDevice,
   type MemoryDeviceOptions,
+  type NbdClientTlsOptions,
+  NbdDevice,
+  type NbdDeviceEvents,
+  type NbdDeviceOptions,
+  type NbdNegotiated,
 } from './devices/index.js';
 export { BlockDeviceError, type BlockDeviceErrorCode, ERROR_CODES } from './errors.js';
 export {
@@ -59,6 +64,7 @@ export {
   type NbdExports,
   NbdServer,
   type NbdServerAddress,
+  NbdServerError,
   type NbdServerEvents,
   type NbdServerOptions,
   type NbdTlsCertificateOptions,
