@@ -21,12 +21,11 @@ const write: Command = {
   example: "printf 'v2' | blocksnap write ./vm1 --offset 1M",
   async run([dir], values, context) {
     const offset = parseSize(stringOption(values, 'offset') ?? '0', '--offset');
-    const input = await openInput(stringOption(values, 'input') ?? '-', context.io);
+    const input = await openInput(stringOption(values, 'input') ?? '-', context.io, context.signal);
     const volume = await openVolume(dir!);
     let at = offset;
     try {
       for await (const chunk of input) {
-        if (context.signal.aborted) break;
         await volume.top.write(at, chunk);
         at += chunk.length;
       }
@@ -72,7 +71,7 @@ const read: Command = {
       }
       const length =
         lengthText === undefined ? device.size - offset : parseSize(lengthText, '--length');
-      if (offset + length > device.size) {
+      if (offset > device.size || offset + length > device.size) {
         throw new BlockDeviceError(
           'ERANGE',
           `[${offset}, +${length}) is outside ${text} (${device.size} bytes)`,

@@ -185,7 +185,7 @@ const apply: Command = {
         `--snapshot needs a volume target; ${targetPath} is a file`,
       );
     }
-    const input = await openInput(streamPath!, context.io);
+    const input = await openInput(streamPath!, context.io, context.signal);
     const header = await peekHeader(input, streamPath === '-' ? 'stdin' : streamPath!);
     const target = await openTarget(targetPath!, header);
     const bar = context.progress('apply');

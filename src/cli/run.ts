@@ -206,6 +206,13 @@ export async function runCli(
     // A bar left mid-line would swallow the start of the error line.
     if (openBar?.open === true) openBar.stop('stopped');
     if (err instanceof Interrupted) return fail('interrupted', err.message, EXIT_INTERRUPTED);
+    if (options.signal.aborted) {
+      return fail(
+        'interrupted',
+        `${command.name} stopped part way; run it again`,
+        EXIT_INTERRUPTED,
+      );
+    }
     const known = asBlockDeviceError(err);
     if (known !== undefined)
       return fail(known.code, `${command.name}: ${stripCode(known)}`, EXIT_STATUS[known.code]);

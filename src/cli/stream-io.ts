@@ -10,11 +10,45 @@ import type { CommandIO } from './command.js';
  * (an interrupted export leaves no file that looks finished).
  */
 
+/**
+ * `source` that stops when `signal` aborts, even while it waits for bytes
+ * that do not come (a stalled pipe): the pending read is given up, the
+ * iteration throws the signal's reason, and the source is released.
+ */
+export async function* abortable<T>(
+  source: AsyncIterable<T>,
+  signal: AbortSignal,
+): AsyncGenerator<T> {
+  const iterator = source[Symbol.asyncIterator]();
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+  });
+  aborted.catch(() => {});
+  try {
+    for (;;) {
+      const next = await Promise.race([iterator.next(), aborted]);
+      if (next.done === true) return;
+      yield next.value;
+    }
+  } finally {
+    if (onAbort !== undefined) signal.removeEventListener('abort', onAbort);
+    // Not awaited: a source stuck in a read may settle its return only then.
+    void Promise.resolve(iterator.return?.()).catch(() => {});
+  }
+}
+
 /** An input: the file, or stdin for `-`. Opens the file now, so a missing one is `ENOENT` before anything else. */
-export async function openInput(path: string, io: CommandIO): Promise<AsyncIterable<Uint8Array>> {
-  if (path === '-') return io.stdin as AsyncIterable<Uint8Array>;
+export async function openInput(
+  path: string,
+  io: CommandIO,
+  signal: AbortSignal,
+): Promise<AsyncIterable<Uint8Array>> {
+  if (path === '-') return abortable(io.stdin as AsyncIterable<Uint8Array>, signal);
   const handle = await open(path, 'r');
-  return handle.createReadStream({ highWaterMark: 1 << 20 });
+  return abortable(handle.createReadStream({ highWaterMark: 1 << 20 }), signal);
 }
 
 /**
@@ -71,7 +105,8 @@ async function writeStdout(
       if (failed !== undefined) throw failed;
       bytes += chunk.length;
       if (!stdout.write(chunk)) {
-        await Promise.race([once(stdout, 'drain'), once(stdout, 'close')]);
+        // A reader that stopped reading must not hold Ctrl-C up.
+        await Promise.race([once(stdout, 'drain', { signal }), once(stdout, 'close', { signal })]);
       }
     }
     if (failed !== undefined) throw failed;
