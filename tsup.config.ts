@@ -24,7 +24,12 @@ async function keepClassNames(dir: string): Promise<void> {
 }
 
 export default defineConfig({
-  entry: { index: 'src/index.ts', 'testing/index': 'src/testing/index.ts' },
+  // cli/main is the `blocksnap` command (package.json "bin"); its shebang is kept.
+  entry: {
+    index: 'src/index.ts',
+    'testing/index': 'src/testing/index.ts',
+    'cli/main': 'src/cli/main.ts',
+  },
   format: ['esm', 'cjs'],
   target: 'node20',
   // typed-emitter is a dev dependency: inline its types so users of the
