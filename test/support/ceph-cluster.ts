@@ -77,15 +77,21 @@ export class CephCluster {
     await this.command('rbd', ['create', `rbd/${name}`, '--size', `${Math.ceil(bytes / 1024)}K`]);
   }
 
-  /** Exports image `name` over NBD on a free loopback port with `qemu-nbd -f raw` (persistent, shared). */
-  async exportImage(name: string): Promise<RbdExport> {
+  /**
+   * Exports image `name` over NBD on a free loopback port with `qemu-nbd -f
+   * raw` (persistent, shared). `cache: 'writeback'` (qemu-nbd's default)
+   * keeps writes in librbd's cache until a flush, so a killed qemu-nbd loses
+   * what was not flushed — what a durability test needs; `'none'` sends each
+   * write to the OSDs before acknowledging it.
+   */
+  async exportImage(name: string, cache: 'writeback' | 'none' = 'writeback'): Promise<RbdExport> {
     const port = await freePort();
     const peer = startPeer('qemu-nbd', [
       '-f',
       'raw',
       '--persistent',
       '--shared=8',
-      '--cache=none',
+      `--cache=${cache}`,
       '--aio=threads',
       '-b',
       '127.0.0.1',
