@@ -25,6 +25,7 @@ import { copyJobRows } from './copy-job-workloads.js';
 import { describeFilesystem } from './harness.js';
 import { journalFileSize, journalRows } from './journal-workloads.js';
 import { loadLibrary } from './library.js';
+import { NBD_TARGETS, nbdRows } from './nbd-workloads.js';
 import { selectiveRows } from './selective-workloads.js';
 import { streamRows } from './stream-workloads.js';
 import {
@@ -120,6 +121,7 @@ try {
     ...selectiveRows(cfg),
     ...streamRows(cfg),
     ...copyJobRows(cfg),
+    ...nbdRows(cfg),
   ].filter((r) => only.length === 0 || only.includes(r.id));
   if (selected.length === 0) throw new Error(`BENCH_ONLY=${only.join(',')} names no row`);
   log(
@@ -351,8 +353,20 @@ function verdict(id: string): Verdict {
         pass: undefined,
       };
     }
-    default:
+    default: {
+      const nbd = NBD_TARGETS[id];
+      if (nbd !== undefined) {
+        // Ours over the peer measured in the same round (fio or nbdcopy for both).
+        const r = ownRatio(o.rounds, (x) => x.ratio ?? Number.NaN);
+        const [min, peer] = nbd;
+        return {
+          ratio: `${r.median.toFixed(2)}×`,
+          target: `${min === undefined ? 'report' : `≥ ${min.toFixed(2)}×`} ${peer}, measured alongside (${r.text})`,
+          pass: min === undefined ? undefined : r.median >= min,
+        };
+      }
       return { ratio, target: '—', pass: undefined };
+    }
   }
 }
 

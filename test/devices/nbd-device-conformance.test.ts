@@ -2,14 +2,24 @@
  * The shipped conformance suite on NbdDevice against real servers: qemu-nbd
  * on a raw file (over TCP and over a Unix socket, writable and read-only),
  * nbdkit's memory plugin, and nbdkit with a 4 KiB minimum block and a 64 KiB
- * payload limit (the client's read-modify-write and request splitting). One
+ * payload limit (the client's read-modify-write and request splitting), and
+ * blocksnap's own server (`serveNbd`: a MemoryDevice over TCP and a Unix
+ * socket, a CowSnapshotDevice's snapshot read-only, TLS with a PSK). One
  * server per group; each test gets a device over an export reset to its
  * expected content first.
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NbdDevice } from '../../src/index.js';
+import {
+  CowSnapshotDevice,
+  MemoryDevice,
+  NbdDevice,
+  type NbdDeviceOptions,
+  type NbdServer,
+  serveNbd,
+  snapshotExports,
+} from '../../src/index.js';
 import { runConformanceSuite } from '../../src/testing/index.js';
 import {
   type NbdPeer,
@@ -25,7 +35,13 @@ const SIZE = 64 * 1024;
 /** Runs the suite against the server `start` gives, resetting the export to `content` per test. */
 function suiteAgainst(
   name: string,
-  start: () => Promise<{ peer: NbdPeer | undefined; url: string; cleanup: () => Promise<void> }>,
+  start: () => Promise<{
+    peer: NbdPeer | undefined;
+    url: string;
+    cleanup: () => Promise<void>;
+    /** Options the device connects with besides the URL (TLS keys). */
+    connect?: NbdDeviceOptions;
+  }>,
   content: Uint8Array | undefined,
   readOnly = false,
 ): void {
@@ -40,7 +56,10 @@ function suiteAgainst(
   runConformanceSuite({
     name,
     create: async () => {
-      const device = await NbdDevice.connect(server!.url, { timeoutMs: 10_000 });
+      const device = await NbdDevice.connect(server!.url, {
+        timeoutMs: 10_000,
+        ...server!.connect,
+      });
       if (!readOnly) {
         await device.write(0, content ?? new Uint8Array(SIZE));
         await device.flush();
@@ -149,6 +168,97 @@ describeWithPeers(['nbdkit'], 'NbdDevice against nbdkit', () => {
       }
     });
   });
+});
+
+describe("NbdDevice against blocksnap's own server (serveNbd)", () => {
+  /** Serves what `exports` gives on a fresh server; the cleanup closes server and devices. */
+  const ours = async (
+    exportsOf: () => Promise<{
+      exports: Parameters<typeof serveNbd>[0]['exports'];
+      close: () => Promise<void>;
+    }>,
+    url: (server: NbdServer) => string,
+    options: Partial<Parameters<typeof serveNbd>[0]> = {},
+  ) => {
+    const { exports, close } = await exportsOf();
+    const server = await serveNbd({ exports, port: 0, ...options });
+    return {
+      peer: undefined,
+      url: url(server),
+      cleanup: async () => {
+        await server.close();
+        await close();
+      },
+    };
+  };
+  const tcp = (name: string) => (server: NbdServer) =>
+    `nbd://127.0.0.1:${(server.address as { port: number }).port}/${name}`;
+  const memoryExport = async () => {
+    const device = await MemoryDevice.create({ size: SIZE, blockSize: 4096 });
+    return { exports: { disk: device }, close: () => device.close() };
+  };
+
+  suiteAgainst(
+    'NbdDevice over serveNbd, a MemoryDevice (TCP)',
+    () => ours(memoryExport, tcp('disk')),
+    undefined,
+  );
+
+  suiteAgainst(
+    'NbdDevice over serveNbd, a MemoryDevice (Unix socket)',
+    async () => {
+      const { dir, cleanup } = await tempDir();
+      const socket = join(dir, 'nbd.sock');
+      const served = await ours(
+        memoryExport,
+        () => `nbd+unix:///disk?socket=${encodeURIComponent(socket)}`,
+        {
+          port: undefined,
+          path: socket,
+        },
+      );
+      return {
+        ...served,
+        cleanup: async () => {
+          await served.cleanup();
+          await cleanup();
+        },
+      };
+    },
+    undefined,
+  );
+
+  const key = randomBytes(32).toString('hex');
+  suiteAgainst(
+    'NbdDevice over serveNbd with TLS (PSK, required)',
+    () =>
+      ours(
+        memoryExport,
+        (server) => `nbds://127.0.0.1:${(server.address as { port: number }).port}/disk`,
+        {
+          tls: { mode: 'require', psk: { alice: Buffer.from(key, 'hex') } },
+        },
+      ).then((served) => ({ ...served, connect: { tls: { psk: { identity: 'alice', key } } } })),
+    undefined,
+  );
+
+  const snapshotContent = new Uint8Array(randomBytes(SIZE));
+  suiteAgainst(
+    'NbdDevice over serveNbd, a CowSnapshotDevice snapshot (read-only export)',
+    () =>
+      ours(async () => {
+        const cow = await CowSnapshotDevice.create(
+          await MemoryDevice.create({ size: SIZE, blockSize: 4096 }),
+          await MemoryDevice.create({ size: 2 * 1024 * 1024, blockSize: 4096 }),
+        );
+        await cow.write(0, snapshotContent);
+        await cow.snapshot({ name: 'base' });
+        await cow.write(0, new Uint8Array(SIZE).fill(0x5a));
+        return { exports: snapshotExports('vol', cow), close: () => cow.close() };
+      }, tcp('vol@base')),
+    snapshotContent,
+    true,
+  );
 });
 
 /** nbdkit refusing (EINVAL) any request not aligned to 4 KiB or over 64 KiB, and saying so. */

@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -13,34 +12,9 @@ import {
   snapshotExports,
 } from '../../src/index.js';
 import { seededBytes } from '../support/bytes.js';
-import { describeWithPeers } from '../support/peers.js';
+import { describeWithPeers, runPeer, runPeerOk } from '../support/peers.js';
 
 const MiB = 1024 * 1024;
-
-/** Runs a peer program to completion, bounded in time (killed by its pid after `ms`). */
-function run(
-  program: string,
-  args: readonly string[],
-  ms = 30_000,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      program,
-      args,
-      { timeout: ms, killSignal: 'SIGKILL', maxBuffer: 16 * MiB },
-      (err, stdout, stderr) => {
-        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : -1;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
-
-async function ok(program: string, args: readonly string[], ms?: number): Promise<string> {
-  const r = await run(program, args, ms);
-  if (r.code !== 0) throw new Error(`${program} ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
-  return r.stdout;
-}
 
 let dir: string;
 let server: NbdServer | undefined;
@@ -80,7 +54,7 @@ describeWithPeers(['qemu-io', 'qemu-img'], 'NBD server with QEMU clients', () =>
   it('qemu-io writes and reads patterns, aligned and unaligned', async () => {
     const disk = await memory(16 * MiB);
     const at = await serve({ disk });
-    const out = await ok('qemu-io', [
+    const out = await runPeerOk('qemu-io', [
       '-f',
       'raw',
       `nbd://${at}/disk`,
@@ -116,8 +90,17 @@ describeWithPeers(['qemu-io', 'qemu-img'], 'NBD server with QEMU clients', () =>
     bytes.fill(0, MiB, 3 * MiB); // a run of zeroes, which qemu-img may send as WRITE_ZEROES
     await fs.writeFile(file, bytes);
     const at = await serve({ disk });
-    await ok('qemu-img', ['convert', '-n', '-f', 'raw', '-O', 'raw', file, `nbd://${at}/disk`]);
-    await ok('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', file, `nbd://${at}/disk`]);
+    await runPeerOk('qemu-img', [
+      'convert',
+      '-n',
+      '-f',
+      'raw',
+      '-O',
+      'raw',
+      file,
+      `nbd://${at}/disk`,
+    ]);
+    await runPeerOk('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', file, `nbd://${at}/disk`]);
     expect(sha256(await disk.read(0, 8 * MiB))).toBe(sha256(bytes));
   });
 
@@ -130,7 +113,7 @@ describeWithPeers(['qemu-io', 'qemu-img'], 'NBD server with QEMU clients', () =>
     await cow.snapshot({ name: 'monday' });
     await cow.write(0, new Uint8Array(65536).fill(0x77));
     const at = await serve(snapshotExports('vol', cow));
-    await ok('qemu-io', [
+    await runPeerOk('qemu-io', [
       '-f',
       'raw',
       '-r',
@@ -138,8 +121,8 @@ describeWithPeers(['qemu-io', 'qemu-img'], 'NBD server with QEMU clients', () =>
       '-c',
       'read -P 0x5a 0 64k',
     ]);
-    await ok('qemu-io', ['-f', 'raw', `nbd://${at}/vol`, '-c', 'read -P 0x77 0 64k']);
-    const refused = await run('qemu-io', [
+    await runPeerOk('qemu-io', ['-f', 'raw', `nbd://${at}/vol`, '-c', 'read -P 0x77 0 64k']);
+    const refused = await runPeer('qemu-io', [
       '-f',
       'raw',
       `nbd://${at}/vol%40monday`,
@@ -162,12 +145,14 @@ describeWithPeers(['nbdinfo', 'nbdcopy'], 'NBD server with libnbd clients', () =
       disk,
       spare: { device: spare, readOnly: true, description: 'spare disk' },
     });
-    const list = await ok('nbdinfo', ['--list', `nbd://${at}`]);
+    const list = await runPeerOk('nbdinfo', ['--list', `nbd://${at}`]);
     expect(list).toMatch(/export="disk"/);
     expect(list).toMatch(/export="spare"/);
     expect(list).toMatch(/description: spare disk/);
-    expect((await ok('nbdinfo', ['--size', `nbd://${at}/disk`])).trim()).toBe(String(8 * MiB));
-    const map = await ok('nbdinfo', ['--map', `nbd://${at}/disk`]);
+    expect((await runPeerOk('nbdinfo', ['--size', `nbd://${at}/disk`])).trim()).toBe(
+      String(8 * MiB),
+    );
+    const map = await runPeerOk('nbdinfo', ['--map', `nbd://${at}/disk`]);
     expect(map.trim().split(/\s+/)).toEqual(['0', String(8 * MiB), '0', 'data']);
   });
 
@@ -182,7 +167,7 @@ describeWithPeers(['nbdinfo', 'nbdcopy'], 'NBD server with libnbd clients', () =
     await cow.write(MiB, new Uint8Array(8192).fill(2));
     await cow.write(3 * MiB + 100, new Uint8Array(10).fill(3));
     const at = await serve(snapshotExports('vol', cow));
-    const map = await ok('nbdinfo', ['--map=blocksnap:changed:base', `nbd://${at}/vol`]);
+    const map = await runPeerOk('nbdinfo', ['--map=blocksnap:changed:base', `nbd://${at}/vol`]);
     const rows = map
       .trim()
       .split('\n')
@@ -194,7 +179,7 @@ describeWithPeers(['nbdinfo', 'nbdcopy'], 'NBD server with libnbd clients', () =
       [3 * MiB, 4096, 1],
       [3 * MiB + 4096, MiB - 4096, 0],
     ]);
-    const list = await ok('nbdinfo', ['--list', `nbd://${at}`]);
+    const list = await runPeerOk('nbdinfo', ['--list', `nbd://${at}`]);
     expect(list).toMatch(/export="vol@base"/);
     expect(list).toMatch(/blocksnap:changed:base/);
   });
@@ -205,7 +190,7 @@ describeWithPeers(['nbdinfo', 'nbdcopy'], 'NBD server with libnbd clients', () =
     await disk.write(0, bytes);
     const at = await serve({ disk });
     const file = path.join(dir, 'copy.img');
-    await ok('nbdcopy', [`nbd://${at}/disk`, file]);
+    await runPeerOk('nbdcopy', [`nbd://${at}/disk`, file]);
     expect(sha256(await fs.readFile(file))).toBe(sha256(bytes));
   });
 });
@@ -214,7 +199,7 @@ describeWithPeers(['fio'], 'NBD server under fio', () => {
   it('fio --ioengine=nbd runs a short mixed random load with verification and no errors', async () => {
     const disk = await memory(64 * MiB);
     const at = await serve({ disk });
-    const out = await ok(
+    const out = await runPeerOk(
       'fio',
       [
         '--name=smoke',
@@ -242,7 +227,7 @@ describeWithPeers(['nbdinfo', 'openssl'], 'NBD server over TLS', () => {
   it('X.509: nbdinfo connects with nbds:// and the CA; a plain client is refused under require', async () => {
     const tls = path.join(dir, 'tls');
     await fs.mkdir(tls, { recursive: true });
-    const sh = (args: string[]) => ok('openssl', args);
+    const sh = (args: string[]) => runPeerOk('openssl', args);
     const p = (name: string) => path.join(tls, name);
     const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
     await sh([
@@ -299,10 +284,10 @@ describeWithPeers(['nbdinfo', 'openssl'], 'NBD server over TLS', () => {
         },
       },
     );
-    const info = await ok('nbdinfo', [`nbds://${at}/disk?tls-certificates=${tls}`]);
+    const info = await runPeerOk('nbdinfo', [`nbds://${at}/disk?tls-certificates=${tls}`]);
     expect(info).toMatch(/with TLS/);
     expect(info).toMatch(/export-size: 4194304/);
-    const plain = await run('nbdinfo', [`nbd://${at}/disk`]);
+    const plain = await runPeer('nbdinfo', [`nbd://${at}/disk`]);
     expect(plain.code).not.toBe(0);
   });
 
@@ -316,11 +301,11 @@ describeWithPeers(['nbdinfo', 'openssl'], 'NBD server over TLS', () => {
       { disk },
       { tls: { psk: new Map([['alice', '00112233445566778899aabbccddeeff']]) } },
     );
-    const info = await ok('nbdinfo', [`nbds://alice@${at}/disk?tls-psk-file=${keys}`]);
+    const info = await runPeerOk('nbdinfo', [`nbds://alice@${at}/disk?tls-psk-file=${keys}`]);
     expect(info).toMatch(/with TLS/);
-    const refused = await run('nbdinfo', [`nbds://alice@${at}/disk?tls-psk-file=${wrong}`]);
+    const refused = await runPeer('nbdinfo', [`nbds://alice@${at}/disk?tls-psk-file=${wrong}`]);
     expect(refused.code).not.toBe(0);
     // The server is still up for the right key.
-    await ok('nbdinfo', ['--size', `nbds://alice@${at}/disk?tls-psk-file=${keys}`]);
+    await runPeerOk('nbdinfo', ['--size', `nbds://alice@${at}/disk?tls-psk-file=${keys}`]);
   });
 });
