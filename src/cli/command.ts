@@ -6,7 +6,7 @@ import type { ProgressBar, ProgressMode, ProgressStream } from './progress.js';
  * usage line, each option, an example), and a `run` that returns what to
  * print — once as text for people, once as a JSON value for scripts. The
  * dispatcher (run.ts) owns parsing, `--help`, `--json`, errors and exit
- * statuses, so a new subcommand (`serve`) is one more entry in the table.
+ * statuses, so a new subcommand is one more entry in the table.
  */
 
 /** The options `util.parseArgs` takes. */
@@ -49,9 +49,11 @@ export interface CommandResult {
   readonly json: unknown;
   /**
    * Where the result goes: stdout, or stderr when stdout carries the
-   * command's data (`export -o -`, `read -o -`). @default 'stdout'
+   * command's data (`export -o -`, `read -o -`); `none` when the command
+   * printed its result itself as it ran (`serve` announces its URLs once
+   * listening, then serves until stopped). @default 'stdout'
    */
-  readonly to?: 'stdout' | 'stderr' | undefined;
+  readonly to?: 'stdout' | 'stderr' | 'none' | undefined;
 }
 
 /** One subcommand. */

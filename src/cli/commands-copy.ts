@@ -97,8 +97,9 @@ async function startJob(
 const copy: Command = {
   name: 'copy',
   summary:
-    'copy a volume (or a snapshot of it) to an image file or another volume, as it was at the start',
-  usage: '<volume>[@<snapshot>] <destination> [--map FILE] [--chunk-size SIZE]',
+    'copy a volume (or a snapshot of it) to an image file, another volume or an NBD export, as it was at the start',
+  usage:
+    '<volume>[@<snapshot>] <file|volume|nbd://host:port/export> [--map FILE] [--chunk-size SIZE]',
   positionals: [2, 2],
   options: {
     map: { type: 'string' },
@@ -127,7 +128,7 @@ const copy: Command = {
     const bar = context.progress('copy');
     let report: CopyReport;
     try {
-      destination = await openTarget(destinationPath!, source.device);
+      destination = await openTarget(destinationPath!, source.device, context.signal);
       const options: SnapshotCopyJobOptions = {
         source: source.device,
         destination: destination.device,

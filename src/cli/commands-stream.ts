@@ -9,11 +9,19 @@ import {
   type PointInTime,
   StreamApplyError,
 } from '../index.js';
-import { type Command, type CommandContext, Interrupted, stringOption } from './command.js';
+import {
+  type Command,
+  type CommandContext,
+  Interrupted,
+  type OptionValues,
+  stringOption,
+} from './command.js';
+import { servePointInTime } from './commands-serve.js';
 import { withVolume } from './commands-snapshot.js';
 import { PointInTimeSource } from './point-in-time-source.js';
+import { LISTEN_HELP, LISTEN_OPTIONS } from './serve-listen.js';
 import { openInput, outputOf, writeOutput } from './stream-io.js';
-import { findSnapshot, openTarget } from './targets.js';
+import { findSnapshot, isNbdUrl, openTarget } from './targets.js';
 import { formatBytes, parseTime } from './units.js';
 import { isVolume } from './volume.js';
 
@@ -165,8 +173,9 @@ async function peekHeader(
 
 const apply: Command = {
   name: 'apply',
-  summary: 'check a stream and write it to a volume or an image file (resumable: run it again)',
-  usage: '<stream|-> <target> [--snapshot NAME]',
+  summary:
+    'check a stream and write it to a volume, an image file or an NBD export (resumable: run it again)',
+  usage: '<stream|-> <volume|file|nbd://host:port/export> [--snapshot NAME]',
   positionals: [2, 2],
   options: { snapshot: { type: 'string' } },
   optionHelp: [
@@ -182,12 +191,12 @@ const apply: Command = {
     if (snapshotName !== undefined && !targetIsVolume) {
       throw new BlockDeviceError(
         'EINVAL',
-        `--snapshot needs a volume target; ${targetPath} is a file`,
+        `--snapshot needs a volume target; ${targetPath} is ${isNbdUrl(targetPath!) ? 'an NBD export' : 'a file'}`,
       );
     }
     const input = await openInput(streamPath!, context.io, context.signal);
     const header = await peekHeader(input, streamPath === '-' ? 'stdin' : streamPath!);
-    const target = await openTarget(targetPath!, header);
+    const target = await openTarget(targetPath!, header, context.signal);
     const bar = context.progress('apply');
     let reached = 0;
     let report: ApplyReport;
@@ -263,16 +272,30 @@ async function rawTo(view: PointInTime, output: string, context: CommandContext)
   }
 }
 
+/** `--serve` and writing out exclude each other; the listening flags need `--serve`. */
+function checkPitFlags(values: OptionValues, serving: boolean): void {
+  if (serving && (values.output !== undefined || values.raw !== undefined)) {
+    throw new BlockDeviceError('EINVAL', 'pit --serve serves the point in time: drop -o and --raw');
+  }
+  const listening = ['name', ...Object.keys(LISTEN_OPTIONS)].filter((o) => values[o] !== undefined);
+  if (!serving && listening.length > 0) {
+    throw new BlockDeviceError('EINVAL', `pit: --${listening[0]} needs --serve`);
+  }
+}
+
 const pit: Command = {
   name: 'pit',
   summary:
-    "export a journaled volume as it was after a record or at a time (the journal's history)",
-  usage: '<volume> --at SEQ|TIME [-o FILE|-] [--raw]',
+    "export or serve a journaled volume as it was after a record or at a time (the journal's history)",
+  usage: '<volume> --at SEQ|TIME [-o FILE|-] [--raw] | --serve [--port PORT ...]',
   positionals: [1, 1],
   options: {
     at: { type: 'string' },
     output: { type: 'string', short: 'o' },
     raw: { type: 'boolean' },
+    serve: { type: 'boolean' },
+    name: { type: 'string' },
+    ...LISTEN_OPTIONS,
   },
   optionHelp: [
     [
@@ -281,13 +304,25 @@ const pit: Command = {
     ],
     ['-o, --output FILE|-', 'where it goes (- is stdout)'],
     ['--raw', 'a raw image instead of a stream'],
+    [
+      '--serve',
+      'serve it read-only over NBD as NAME@pit-SEQ until stopped, instead of writing it out',
+    ],
+    [
+      '--name NAME',
+      "with --serve: the export's name before @ (default: the volume directory's name)",
+    ],
+    ...LISTEN_HELP.map(([o, what]) => [o, `with --serve: ${what}`] as const),
   ],
-  example: 'blocksnap pit ./vm1 --at 2025-03-01T10:32:00Z -o before.bsnap',
+  example:
+    'blocksnap pit ./vm1 --at 2025-03-01T10:32:00Z -o before.bsnap   or   blocksnap pit ./vm1 --at 41 --serve --port 10810',
   async run([dir], values, context) {
     const atText = stringOption(values, 'at');
     if (atText === undefined) throw new BlockDeviceError('EINVAL', 'pit needs --at SEQ|TIME');
     const at = /^\d+$/.test(atText) ? Number(atText) : parseTime(atText, '--at');
-    const output = outputOf(stringOption(values, 'output'), context.io, 'pit');
+    const serving = values.serve === true;
+    checkPitFlags(values, serving);
+    const output = serving ? '' : outputOf(stringOption(values, 'output'), context.io, 'pit');
     const raw = values.raw === true;
     return withVolume(dir!, async (volume) => {
       if (volume.journal === undefined) {
@@ -298,6 +333,7 @@ const pit: Command = {
       }
       const view = await volume.journal.pointInTime(at);
       try {
+        if (serving) return await servePointInTime(dir!, view, values, context);
         const source = new PointInTimeSource(view);
         const bytes = raw
           ? await rawTo(view, output, context)

@@ -30,7 +30,7 @@ const MEANING: Readonly<Record<BlockDeviceErrorCode, string>> = {
   EINVAL: 'bad argument, option, size or stream for another base',
   ERANGE: 'offset or length outside the volume',
   ENOENT: 'no such volume, file or snapshot',
-  EBUSY: 'in use by another process, or the path already holds something',
+  EBUSY: "in use by another process, serve's port taken, or the path already holds something",
   ENOSPC: 'snapshot store or journal full',
   ECORRUPT: 'damaged store or stream (check found damage)',
   EROFS: 'read-only target',

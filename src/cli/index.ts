@@ -8,5 +8,6 @@ export type { Command, CommandContext, CommandIO, CommandResult } from './comman
 export { EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_STATUS } from './exit-status.js';
 export { ProgressBar, type ProgressMode } from './progress.js';
 export { COMMANDS, runCli } from './run.js';
+export { exportUrl, parsePskFile } from './serve-listen.js';
 export { formatBytes, parseRanges, parseSize, parseTime } from './units.js';
 export { MANIFEST_NAME, type VolumeManifest } from './volume.js';

@@ -12,6 +12,7 @@ import {
 } from './command.js';
 import { copyCommands } from './commands-copy.js';
 import { dataCommands } from './commands-data.js';
+import { serveCommands } from './commands-serve.js';
 import { snapshotCommands } from './commands-snapshot.js';
 import { streamCommands } from './commands-stream.js';
 import { volumeCommands } from './commands-volume.js';
@@ -30,6 +31,7 @@ export const COMMANDS: readonly Command[] = [
   ...snapshotCommands,
   ...streamCommands,
   ...copyCommands,
+  ...serveCommands,
   ...dataCommands,
 ];
 
@@ -198,6 +200,7 @@ export async function runCli(
   };
   try {
     const result = await command.run(positionals, values, context);
+    if (result.to === 'none') return 0;
     const out = result.to === 'stderr' ? io.stderr : io.stdout;
     if (json) out.write(`${JSON.stringify(result.json)}\n`);
     else if (!quiet && result.text !== '') out.write(`${result.text}\n`);

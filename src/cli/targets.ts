@@ -3,6 +3,7 @@ import {
   type BlockDevice,
   BlockDeviceError,
   FileDevice,
+  NbdDevice,
   type SnapshotCapable,
   type SnapshotInfo,
 } from '../index.js';
@@ -11,9 +12,16 @@ import { isVolume, type OpenVolume, openVolume } from './volume.js';
 /*
  * What a command line names: a volume (`./vm1`), one of its snapshots
  * (`./vm1@nightly`), or a plain image file; and where data goes (`apply`'s
- * and `copy`'s target: a volume or a file — an NBD URL is one more kind of
- * target here once `NbdDevice` is in the public API).
+ * and `copy`'s target: a volume, a file, or an NBD export named by its URL).
  */
+
+/** The URL schemes of NBD exports (the NBD project's uri.md), which no file path starts with. */
+const NBD_URL = /^nbds?(\+unix)?:\/\//;
+
+/** Whether a target names an NBD export rather than a path. */
+export function isNbdUrl(target: string): boolean {
+  return NBD_URL.test(target);
+}
 
 /** A volume path with an optional snapshot: `./vm1@nightly`. */
 export interface SnapshotRef {
@@ -78,15 +86,29 @@ export async function exists(path: string): Promise<boolean> {
 }
 
 /**
- * Opens where data goes: a volume directory (its top device), or an image
- * file, created sparse with `geometry` when it does not exist.
+ * Opens where data goes: an NBD export (`nbd://host:port/name`,
+ * `nbd+unix:///name?socket=path`, `nbds://…`), a volume directory (its top
+ * device), or an image file, created sparse with `geometry` when it does
+ * not exist.
  * @param geometry - size and block size the data needs; an existing file is
  *   opened with this block size.
+ * @param signal - aborts connecting to an NBD server.
+ * @throws `ENOENT` for an export the server does not have, `EIO` for a
+ *   server that cannot be reached, `EROFS` for a read-only export.
  */
 export async function openTarget(
   path: string,
   geometry: { readonly size: number; readonly blockSize: number },
+  signal?: AbortSignal,
 ): Promise<OpenTarget> {
+  if (isNbdUrl(path)) {
+    const device = await NbdDevice.connect(path, { signal });
+    if (device.readOnly) {
+      await device.close();
+      throw new BlockDeviceError('EROFS', `${path} is a read-only export`);
+    }
+    return { device, volume: undefined, created: false, close: () => device.close() };
+  }
   if (await isVolume(path)) {
     const volume = await openVolume(path);
     return { device: volume.top, volume, created: false, close: () => volume.close() };

@@ -608,6 +608,7 @@ describe('blocksnap --help and the exit status table', () => {
         'export',
         'apply',
         'copy',
+        'serve',
         'pit',
       ]),
     );

@@ -89,3 +89,69 @@ export function runBin(
 export function tempDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'blocksnap-cli-'));
 }
+
+/** A command left running (`serve`): its first stdout line, and a stop by its process id. */
+export interface RunningCli {
+  /** The first line it printed on stdout (`serve --json`: where it listens). */
+  readonly firstLine: string;
+  /** What it printed on stdout so far. */
+  stdout(): string;
+  /** What it printed on stderr so far. */
+  stderr(): string;
+  /** Sends `signal` to its process id and resolves with its exit status (SIGKILL after 10 s). */
+  stop(signal?: NodeJS.Signals): Promise<number>;
+}
+
+/**
+ * Spawns `node <bin> ...args` and resolves once it printed a first line on
+ * stdout; rejects (after killing it) if it exits or stays silent for 20 s first.
+ */
+export function startBin(
+  bin: string,
+  args: readonly string[],
+  options: CliRunOptions,
+): Promise<RunningCli> {
+  const child = spawn(process.execPath, [bin, ...args], {
+    cwd: options.cwd,
+    env: { ...process.env, ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => {
+    err += d.toString('utf8');
+  });
+  const exited = new Promise<number>((resolve) => {
+    child.once('close', (code, signal) => resolve(code ?? (signal === null ? -1 : 128)));
+  });
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<number> => {
+    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+      process.kill(child.pid, signal);
+    }
+    const late = setTimeout(() => {
+      if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, 'SIGKILL');
+    }, 10_000);
+    const status = await exited;
+    clearTimeout(late);
+    return status;
+  };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      void stop('SIGKILL');
+      reject(new Error(`no output from ${args.join(' ')} in 20 s: ${err}`));
+    }, 20_000);
+    child.stdout.on('data', (d: Buffer) => {
+      const before = out.length;
+      out += d.toString('utf8');
+      const newline = out.indexOf('\n');
+      if (newline >= 0 && before <= newline) {
+        clearTimeout(timer);
+        resolve({ firstLine: out.slice(0, newline), stdout: () => out, stderr: () => err, stop });
+      }
+    });
+    void exited.then((status) => {
+      clearTimeout(timer);
+      reject(new Error(`${args.join(' ')} exited ${status} before printing: ${err}`));
+    });
+  });
+}
