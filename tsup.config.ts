@@ -28,6 +28,7 @@ export default defineConfig({
   entry: {
     index: 'src/index.ts',
     'testing/index': 'src/testing/index.ts',
+    'nbd/index': 'src/nbd.ts',
     'cli/main': 'src/cli/main.ts',
   },
   format: ['esm', 'cjs'],

@@ -60,6 +60,22 @@ for (const file of ['dist/testing/index.d.ts', 'dist/testing/index.d.cts']) {
   );
 }
 
+// blocksnap/nbd: the main entry's NBD classes (not copies), and the protocol's numbers.
+async function checkNbdEntry(kind, main, nbd) {
+  for (const name of ['NbdDevice', 'NbdServer', 'NbdServerError', 'serveNbd', 'snapshotExports']) {
+    expect(
+      nbd[name] !== undefined && nbd[name] === main[name],
+      `${kind}: blocksnap/nbd's ${name} is the main entry's`,
+    );
+  }
+  expect(
+    nbd.NbdProtocol?.NBD_CMD_BLOCK_STATUS === 7,
+    `${kind}: blocksnap/nbd's NbdProtocol.NBD_CMD_BLOCK_STATUS`,
+  );
+}
+await checkNbdEntry('esm', await import('../dist/index.js'), await import('../dist/nbd/index.js'));
+checkNbdEntry('cjs', require('../dist/index.cjs'), require('../dist/nbd/index.cjs'));
+
 // What `npm install blocksnap` gets: the README links the stream format and
 // the architecture map, and the TSDoc cites the latter.
 const packed = JSON.parse(
@@ -71,6 +87,7 @@ for (const file of [
   'docs/ARCHITECTURE.md',
   'README.md',
   'dist/index.js',
+  'dist/nbd/index.js',
   'dist/cli/main.js',
 ]) {
   expect(packedFiles.has(file), `the package does not ship ${file}`);
@@ -100,5 +117,5 @@ if (failures.length > 0) {
   process.exit(1);
 }
 console.log(
-  'dist: one copy of each class across entry points (esm and cjs), class names kept, docs shipped, the blocksnap command runs',
+  'dist: one copy of each class across entry points (esm and cjs, blocksnap/nbd too), class names kept, docs shipped, the blocksnap command runs',
 );

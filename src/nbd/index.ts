@@ -11,6 +11,7 @@ export {
   serveNbd,
 } from './nbd-server.js';
 export * from './protocol.js';
+export * as NbdProtocol from './protocol.js';
 export {
   type NbdExport,
   type NbdExportResolver,
