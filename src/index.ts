@@ -62,3 +62,20 @@ export {
   exportStream,
   StreamApplyError,
 } from './stream/index.js';
+export {
+  type DeviceSource,
+  type DeviceSpec,
+  type FileSpec,
+  type MemorySpec,
+  type PartitionSnapshotInfo,
+  type PartitionSpec,
+  type ScheduleOptions,
+  SnapshotSchedule,
+  type SnapshotScheduleEvents,
+  VirtualVolume,
+  type VirtualVolumeCommonOptions,
+  type VirtualVolumeEvents,
+  type VirtualVolumeOpenOptions,
+  type VirtualVolumeOptions,
+  type VolumeSnapshotInfo,
+} from './volume/index.js';

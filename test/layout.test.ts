@@ -23,6 +23,7 @@ const MAY_IMPORT: Readonly<Record<string, readonly string[]>> = {
   stream: ['base', 'checksum', 'snapshot'],
   copy: ['base', 'checksum', 'store', 'stream'],
   testing: ['base', 'snapshot'],
+  volume: ['base', 'checksum', 'store', 'snapshot', 'cow', 'devices'],
 };
 /** Files at the top of src/ that every folder may import. */
 const CONTRACT = new Set(['device.ts', 'errors.ts']);

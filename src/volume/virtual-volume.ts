@@ -1,0 +1,558 @@
+import {
+  AbstractBlockDevice,
+  type InFlightCounter,
+  inFlightCounter,
+  readResultBuffer,
+  withClaimed,
+} from '../base/index.js';
+import type {
+  ChangeTracking,
+  Extent,
+  Snapshot,
+  SnapshotCapable,
+  SnapshotOptions,
+} from '../device.js';
+import { BlockDeviceError } from '../errors.js';
+import { checkSnapshotOptions, SnapshotHandle, type SnapshotHost } from '../snapshot/index.js';
+import { refuseReformat } from '../store/index.js';
+import { GroupSnapshots } from './group-snapshots.js';
+import type { Partition } from './partition.js';
+import type { PartitionMap } from './partition-map.js';
+import { coalesce } from './partition-map.js';
+import { WorkerProcessor } from './processor-host.js';
+import {
+  mapOf,
+  openPartition,
+  openPartitions,
+  type Placement,
+  type Processors,
+  place,
+  recordsOf,
+  sourcesOf,
+  startProcessors,
+} from './volume-assembly.js';
+import type { VirtualVolumeEvents } from './volume-events.js';
+import { VolumeGate } from './volume-gate.js';
+import {
+  checkCommonOptions,
+  checkCreateOptions,
+  type PartitionSpec,
+  type VirtualVolumeOpenOptions,
+  type VirtualVolumeOptions,
+  type VolumeSnapshotInfo,
+} from './volume-options.js';
+import { type ScheduleOptions, SnapshotSchedule } from './volume-schedule.js';
+import type { OverallSnapshotRecord } from './volume-store.js';
+import { VolumeStore } from './volume-store.js';
+
+/** What a volume is made of once assembled. */
+interface Parts {
+  readonly store: VolumeStore;
+  readonly map: PartitionMap;
+  readonly sources: readonly PartitionSpec[];
+  readonly placement: Placement;
+  readonly processors: Processors;
+  readonly partitions: Partition[];
+  readonly snapshotTimeout: number;
+}
+
+/**
+ * A block device made of partitions (seed 001's objects), each a
+ * CowSnapshotDevice over its own origin and store, spread over worker
+ * threads (processors), with snapshots of the whole volume.
+ *
+ * Guarantees: the volume's address space maps onto the partitions,
+ * contiguous or striped; each partition's COW device, change log and lock
+ * table run in the processor that owns it. An overall snapshot holds
+ * exactly the writes called before `snapshot()`, on every partition, and
+ * none called after (snapshot rule 1 across threads), with no write held
+ * at the volume level; it is a set of immutable partition snapshots plus a
+ * catalog record, all or nothing — after a failure, a time-out or a power
+ * cut at any point of the protocol, the volume holds the whole overall
+ * snapshot or nothing of it. `restore` is all partitions or none, across a
+ * power cut too. A dead worker fails its partitions' I/O with `EIO` and
+ * leaves the others running; {@link VirtualVolume.restartProcessor} reopens
+ * its partitions from their stores (memory specs excepted: their memory
+ * died with the worker). See docs/ARCHITECTURE.md, "VirtualVolume".
+ */
+export class VirtualVolume
+  extends AbstractBlockDevice<VirtualVolumeEvents>
+  implements SnapshotCapable, ChangeTracking
+{
+  readonly #store: VolumeStore;
+  readonly #map: PartitionMap;
+  readonly #sources: readonly PartitionSpec[];
+  readonly #placement: Placement;
+  readonly #processors: Processors;
+  readonly #partitions: Partition[];
+  readonly #gate = new VolumeGate();
+  readonly #snapshots: GroupSnapshots;
+  readonly #handles = new Set<SnapshotHandle>();
+  readonly #schedules = new Set<SnapshotSchedule>();
+  readonly #inFlight: InFlightCounter = inFlightCounter(this);
+  readonly #host: SnapshotHost;
+
+  private constructor(parts: Parts) {
+    const blockSize = parts.partitions[0]!.blockSize;
+    super('VirtualVolume', parts.map.size, blockSize, false);
+    this.#store = parts.store;
+    this.#map = parts.map;
+    this.#sources = parts.sources;
+    this.#placement = parts.placement;
+    this.#processors = parts.processors;
+    this.#partitions = parts.partitions;
+    this.#snapshots = new GroupSnapshots(
+      parts.store,
+      parts.map,
+      () => this.#partitions,
+      this.#gate,
+      parts.snapshotTimeout,
+      (err) => this.reportError(err),
+    );
+    this.#processors.onDeath = (i, err) => {
+      this.reportError(err);
+      this.emit('processor-exit', i, err);
+    };
+    this.#host = {
+      readSnapshot: (seq, offset, length) => this.#snapshots.read(seq, offset, length),
+      writeSnapshot: () =>
+        Promise.reject(new BlockDeviceError('EROFS', 'volume snapshots are read-only')),
+      flushSnapshots: () => Promise.resolve(),
+      releaseHandle: (handle) => this.#handles.delete(handle),
+    };
+  }
+
+  /**
+   * Creates a volume: opens (at `create`, formats) every partition in the
+   * processor that owns it, then formats the volume store with the
+   * partition map. Resolves once all of it is durable. The volume owns the
+   * store and the partitions' devices from then on.
+   * @throws `EINVAL` for bad options (partitions of different block sizes,
+   *   a striped layout over partitions of unequal size, a store too small);
+   *   `EBUSY` (nothing written) if the volume store already holds a
+   *   blocksnap format, unless `force`; `EIO`.
+   */
+  static async create(options: VirtualVolumeOptions): Promise<VirtualVolume> {
+    checkCreateOptions(options);
+    const force = options.force ?? false;
+    return withClaimed([options.store] as const, 'VirtualVolume', async ([store]) => {
+      await refuseReformat(store, 'VirtualVolume store', force);
+      const sources = options.partitions;
+      const count = options.processors ?? 0;
+      const placement = place(sources, count);
+      const processors = startProcessors(count);
+      const maxSnapshots = options.maxSnapshots ?? 64;
+      const partitions = await openPartitions(sources, placement, processors, {
+        maxSnapshots,
+        force,
+      });
+      try {
+        const map = mapOf(partitions, options.stripeUnit ?? 0);
+        const volumeStore = await VolumeStore.format(store, {
+          size: map.size,
+          blockSize: partitions[0]!.blockSize,
+          stripeUnit: map.stripeUnit,
+          maxSnapshots,
+          partitions: recordsOf(sources, partitions),
+          nextSequence: 1,
+          snapshots: [],
+          restoring: undefined,
+        });
+        return new VirtualVolume({
+          store: volumeStore,
+          map,
+          sources,
+          placement,
+          processors,
+          partitions,
+          snapshotTimeout: options.snapshotTimeout ?? 30_000,
+        });
+      } catch (err) {
+        await closeAll(partitions, processors);
+        throw err;
+      }
+    });
+  }
+
+  /**
+   * Opens a volume made by {@link VirtualVolume.create}: reads the partition
+   * map and catalog, opens every partition in its processor (each COW
+   * device recovers on its own), deletes partition snapshots no committed
+   * overall snapshot names (a snapshot cut short by a crash), and finishes
+   * a restore a crash interrupted.
+   * @throws `ECORRUPT` if the volume store is damaged or a partition lost a
+   *   snapshot the catalog names; `EINVAL` if a partition's geometry differs
+   *   from the map, or one created over device objects is not given; `EIO`.
+   */
+  static async open(options: VirtualVolumeOpenOptions): Promise<VirtualVolume> {
+    checkCommonOptions(options, 'VirtualVolume.open');
+    return withClaimed([options.store] as const, 'VirtualVolume', async ([store]) => {
+      const volumeStore = await VolumeStore.open(store);
+      const state = volumeStore.state;
+      const sources = sourcesOf(state, options.partitions);
+      const count = options.processors ?? 0;
+      const placement = place(sources, count);
+      const processors = startProcessors(count);
+      const partitions = await openPartitions(sources, placement, processors, undefined);
+      let volume: VirtualVolume | undefined;
+      try {
+        partitions.forEach((p, i) => {
+          const recorded = state.partitions[i]!;
+          if (p.size !== recorded.size || p.blockSize !== state.blockSize) {
+            throw new BlockDeviceError(
+              'EINVAL',
+              `partition ${i} is ${p.size} bytes in blocks of ${p.blockSize}; the volume map says ${recorded.size} in blocks of ${state.blockSize}`,
+            );
+          }
+        });
+        const map = mapOf(partitions, state.stripeUnit);
+        volume = new VirtualVolume({
+          store: volumeStore,
+          map,
+          sources,
+          placement,
+          processors,
+          partitions,
+          snapshotTimeout: options.snapshotTimeout ?? 30_000,
+        });
+        await volume.#snapshots.recover(partitions.map((_, i) => i));
+        return volume;
+      } catch (err) {
+        await closeAll(partitions, processors);
+        throw err;
+      }
+    });
+  }
+
+  /** How many partitions the volume has. */
+  get partitionCount(): number {
+    return this.#partitions.length;
+  }
+
+  /** The processor running each partition: a worker's index, or -1 for this thread. */
+  get placement(): readonly number[] {
+    return this.#placement;
+  }
+
+  /** The stripe unit in bytes; 0 for a contiguous volume. */
+  get stripeUnit(): number {
+    return this.#map.stripeUnit;
+  }
+
+  protected _read(offset: number, length: number): Promise<Uint8Array> {
+    return this.#gate.run(() => {
+      this.#checkUsable();
+      const pieces = this.#map.pieces(offset, length);
+      if (pieces.length === 1) {
+        const p = pieces[0]!;
+        return this.#partitions[p.partition]!.read(p.offset, p.length);
+      }
+      return Promise.all(
+        pieces.map((p) => this.#partitions[p.partition]!.read(p.offset, p.length)),
+      ).then((parts) => {
+        const out = readResultBuffer(length);
+        for (const [k, part] of parts.entries()) out.set(part, pieces[k]!.at);
+        return out;
+      });
+    });
+  }
+
+  protected override _writeThrough(offset: number, data: Uint8Array): Promise<void> | undefined {
+    // Held: the write waits in the gate, so it needs the private copy.
+    if (this.#gate.held) return undefined;
+    return this.#writeNow(offset, data);
+  }
+
+  protected _write(offset: number, data: Uint8Array): Promise<void> {
+    return this.#gate.run(() => this.#writeNow(offset, data));
+  }
+
+  /** Hands every piece to its partition before returning (each takes its bytes then). */
+  #writeNow(offset: number, data: Uint8Array): Promise<void> {
+    try {
+      this.#checkUsable();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const pieces = this.#map.pieces(offset, data.length);
+    if (pieces.length === 1) {
+      const p = pieces[0]!;
+      return this.#partitions[p.partition]!.write(p.offset, data);
+    }
+    return Promise.all(
+      pieces.map((p) =>
+        this.#partitions[p.partition]!.write(p.offset, data.subarray(p.at, p.at + p.length)),
+      ),
+    ).then(() => {});
+  }
+
+  protected async _flush(): Promise<void> {
+    await Promise.all(this.#partitions.map((p) => p.flush()));
+  }
+
+  protected async _close(): Promise<void> {
+    for (const schedule of this.#schedules) schedule.stop();
+    await this.#snapshots.admin(async () => {});
+    await Promise.allSettled([...this.#handles].map((h) => h.close()));
+    try {
+      await closeAll(this.#partitions, this.#processors);
+    } finally {
+      await this.#store.close();
+    }
+  }
+
+  /**
+   * Takes an overall snapshot: one immutable partition snapshot per
+   * partition, each by its processor at one cut, and the catalog record
+   * naming them. It holds exactly the writes called before this call and
+   * none called after; no write waits for another partition. A durability
+   * point. All or nothing: if a partition fails or the `snapshotTimeout`
+   * passes, the partition snapshots made for it are removed and it rejects.
+   * @throws `EINVAL` for bad options (overall snapshots are read-only:
+   *   `writable: true` is refused), `ENOSPC` past `maxSnapshots`, `EIO` if a
+   *   processor is dead or a partition fails or times out, `ECLOSED`.
+   */
+  snapshot(options: SnapshotOptions = {}): Promise<Snapshot> {
+    let taking: Promise<OverallSnapshotRecord>;
+    try {
+      this.checkOpen();
+      checkSnapshotOptions(options);
+      if (options.writable === true) {
+        throw new BlockDeviceError(
+          'EINVAL',
+          'volume snapshots are read-only: partition snapshots are immutable',
+        );
+      }
+      this.#checkUsable();
+      this.#checkProcessorsAlive();
+      taking = this.#snapshots.take(options.name, this.#store.state.maxSnapshots);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#inFlight.track(
+      taking.then((record) => {
+        const handle = this.#openHandle(record);
+        this.emit('snapshot', this.#info(record));
+        return handle;
+      }),
+    );
+  }
+
+  /** The overall snapshots, oldest first, each with its partition snapshots. */
+  listSnapshots(): VolumeSnapshotInfo[] {
+    this.checkOpen();
+    return this.#snapshots.records().map((r) => this.#info(r));
+  }
+
+  /**
+   * Opens a read-only handle on overall snapshot `id`; each partition's
+   * processor serves its part from the partition's snapshot.
+   * @throws `ENOENT`, `ECLOSED`.
+   */
+  async openSnapshot(id: string): Promise<Snapshot> {
+    this.checkOpen();
+    return this.#openHandle(this.#snapshots.find(id));
+  }
+
+  /**
+   * The partition snapshots overall snapshot `id` references, with their
+   * state information (partition, id, sequence, time, place in the volume).
+   * @throws `ENOENT`, `ECLOSED`.
+   */
+  partitionSnapshots(id: string): VolumeSnapshotInfo['partitions'] {
+    this.checkOpen();
+    return this.#info(this.#snapshots.find(id)).partitions;
+  }
+
+  /**
+   * Deletes overall snapshot `id`: its catalog record (durably), then its
+   * partition snapshots. Reads through its handles called from now on fail
+   * `ENOENT`; those called before complete first. A partition snapshot
+   * whose delete fails is reported by an `error` event and deleted at the
+   * next open. A durability point.
+   * @throws `ENOENT`, `ECLOSED`, `EIO`.
+   */
+  deleteSnapshot(id: string): Promise<void> {
+    try {
+      this.checkOpen();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#inFlight.track(
+      this.#snapshots.delete(id).then(() => {
+        this.emit('snapshot-deleted', id);
+      }),
+    );
+  }
+
+  /**
+   * Makes the volume's content equal overall snapshot `id`'s, on every
+   * partition or none: a restore cut short by a failure or a crash is
+   * finished by {@link restartProcessor} or the next `open`, and until then
+   * the volume's I/O fails `EIO`. I/O called after this call waits for it.
+   * Other snapshots are kept. A durability point.
+   * @throws `ENOENT`, `EIO`, `ECLOSED`.
+   */
+  restore(id: string): Promise<void> {
+    try {
+      this.checkOpen();
+      this.#checkProcessorsAlive();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#inFlight.track(this.#snapshots.restore(id));
+  }
+
+  /**
+   * The coalesced byte extents whose content may differ between overall
+   * snapshots `fromId` and `toId` (or the live volume), from every
+   * partition's change table; no data is read. With worker processors it
+   * asks each worker and waits for the answers (a few microseconds each).
+   * @throws `ENOENT` for an unknown id, `EIO` if a processor is dead, `ECLOSED`.
+   */
+  changedExtents(fromId: string, toId: string | 'live'): Extent[] {
+    this.checkOpen();
+    const from = this.#snapshots.find(fromId);
+    const to = toId === 'live' ? undefined : this.#snapshots.find(toId);
+    const out: Extent[] = [];
+    this.#partitions.forEach((p, i) => {
+      const extents = p.changedExtents(
+        from.partitions[i]!.id,
+        to === undefined ? 'live' : to.partitions[i]!.id,
+      );
+      out.push(...this.#map.toVolume(i, extents));
+    });
+    return coalesce(out);
+  }
+
+  /**
+   * The extents overall snapshot `id` holds: the whole volume.
+   * @throws `ENOENT`, `ECLOSED`.
+   */
+  snapshotExtents(id: string): Extent[] {
+    this.checkOpen();
+    this.#snapshots.find(id);
+    return [{ offset: 0, length: this.size }];
+  }
+
+  /**
+   * Starts a new worker for processor `index` and reopens its partitions
+   * from their stores: everything flushed before the old worker died is
+   * there. Partition snapshots left by an overall snapshot the death cut
+   * short are deleted, and a restore it interrupted is finished. If the
+   * old worker still runs, it is stopped first (its I/O in flight fails
+   * `EIO`). Partitions over memory specs cannot come back: their memory
+   * died with the worker.
+   * @throws `EINVAL` for an index that is not a processor, `ECORRUPT`, `EIO`, `ECLOSED`.
+   */
+  restartProcessor(index: number): Promise<void> {
+    try {
+      this.checkOpen();
+      if (!Number.isSafeInteger(index) || index < 0 || index >= this.#processors.workers.length) {
+        throw new BlockDeviceError(
+          'EINVAL',
+          `processor ${index} does not exist (the volume has ${this.#processors.workers.length})`,
+        );
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#inFlight.track(this.#restart(index));
+  }
+
+  async #restart(index: number): Promise<void> {
+    const old = this.#processors.workers[index]!;
+    if (!old.dead) await old.stop();
+    const processor = new WorkerProcessor(index, (err) => this.#processors.onDeath?.(index, err));
+    const mine = this.#placement.flatMap((at, i) => (at === index ? [i] : []));
+    const opened = await Promise.allSettled(
+      mine.map((i) => openPartition(i, this.#sources[i]!, processor, undefined)),
+    );
+    const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed !== undefined) {
+      await processor.stop();
+      throw failed.reason;
+    }
+    opened.forEach((r, k) => {
+      this.#partitions[mine[k]!] = (r as PromiseFulfilledResult<Partition>).value;
+    });
+    this.#processors.workers[index] = processor;
+    await this.#snapshots.recover(mine);
+  }
+
+  /**
+   * Takes an overall snapshot every `every` milliseconds and deletes the
+   * oldest snapshots the schedule made beyond `keep`, emitting its events;
+   * stops at `close()`, at `signal`'s abort, or at `stop()`.
+   * @throws `EINVAL` for bad options, `ECLOSED`.
+   */
+  schedule(options: ScheduleOptions): SnapshotSchedule {
+    this.checkOpen();
+    const schedule = new SnapshotSchedule(this, options, () => this.#schedules.delete(schedule));
+    this.#schedules.add(schedule);
+    return schedule;
+  }
+
+  /** The worker of processor `index`, for fault tests. @internal */
+  processorForTests(index: number): WorkerProcessor | undefined {
+    return this.#processors.workers[index];
+  }
+
+  #checkUsable(): void {
+    const broken = this.#snapshots.broken;
+    if (broken !== undefined) throw broken;
+  }
+
+  #checkProcessorsAlive(): void {
+    const dead = this.#processors.workers.find((w) => w.dead);
+    if (dead !== undefined) {
+      throw new BlockDeviceError(
+        'EIO',
+        `volume processor ${dead.index} is dead: restartProcessor(${dead.index}) first`,
+      );
+    }
+  }
+
+  #openHandle(record: OverallSnapshotRecord): SnapshotHandle {
+    const handle = new SnapshotHandle(
+      this.#host,
+      {
+        seq: record.sequence,
+        id: record.id,
+        name: record.name,
+        createdAt: record.createdAt,
+        writable: false,
+      },
+      this.size,
+      this.blockSize,
+    );
+    this.#handles.add(handle);
+    return handle;
+  }
+
+  #info(record: OverallSnapshotRecord): VolumeSnapshotInfo {
+    return {
+      id: record.id,
+      name: record.name,
+      createdAt: new Date(record.createdAt),
+      writable: false,
+      privateBytes: 0,
+      sequence: record.sequence,
+      partitions: record.partitions.map((p, i) => ({
+        partition: i,
+        id: p.id,
+        sequence: p.sequence,
+        createdAt: new Date(p.createdAt),
+        ...this.#map.describe(i),
+      })),
+    };
+  }
+}
+
+/** Closes every partition, then stops the workers; the first failure is thrown after all ran. */
+async function closeAll(partitions: readonly Partition[], processors: Processors): Promise<void> {
+  const closed = await Promise.allSettled(partitions.map((p) => p.close()));
+  await Promise.allSettled(processors.workers.map((w) => w.stop()));
+  const failed = closed.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+}
