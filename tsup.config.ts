@@ -24,7 +24,15 @@ async function keepClassNames(dir: string): Promise<void> {
 }
 
 export default defineConfig({
-  entry: { index: 'src/index.ts', 'testing/index': 'src/testing/index.ts' },
+  entry: {
+    index: 'src/index.ts',
+    'testing/index': 'src/testing/index.ts',
+    // VirtualVolume's worker processors start on this file, found beside the
+    // chunk that starts them (src/volume/processor-host.ts, workerEntry).
+    'volume-worker': 'src/volume/volume-worker.ts',
+  },
+  // import.meta.url in the CommonJS build too: it is how a worker finds its entry.
+  shims: true,
   format: ['esm', 'cjs'],
   target: 'node20',
   // typed-emitter is a dev dependency: inline its types so users of the
