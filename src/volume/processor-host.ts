@@ -21,6 +21,13 @@ import {
  * starts a new worker that opens the partitions again from their stores.
  */
 
+/**
+ * Bytes of a turn's write arena (see `stage`); a larger write gets one of
+ * its own size. Small enough for malloc to serve without an mmap of its own
+ * (a 256 KiB arena per turn cost more than the writes in it).
+ */
+const ARENA_BYTES = 64 * 1024;
+
 /** How long a synchronous question (changedExtents) waits for a worker. */
 const SYNC_TIMEOUT_MS = 10_000;
 
@@ -78,6 +85,12 @@ export class WorkerProcessor {
   readonly index: number;
   readonly #worker: Worker;
   readonly #pending = new Map<number, Pending>();
+  /** Requests made in this turn, posted together by one message at its end. */
+  #outbox: WorkerMessage[] = [];
+  #outboxTransfer: ArrayBuffer[] = [];
+  /** Where this turn's write data is copied: one buffer moves for many writes. */
+  #arena: Uint8Array | undefined;
+  #arenaUsed = 0;
   #nextId = 1;
   /** Why the worker is gone, once it is. */
   #death: BlockDeviceError | undefined;
@@ -90,7 +103,9 @@ export class WorkerProcessor {
     this.#onDeath = onDeath;
     const { entry, eval: isCode } = workerEntry();
     this.#worker = new Worker(entry, { eval: isCode });
-    this.#worker.on('message', (reply: WorkerReply) => this.#settle(reply));
+    this.#worker.on('message', (replies: WorkerReply[]) => {
+      for (const reply of replies) this.#settle(reply);
+    });
     this.#worker.on('error', (err) => this.#die(`failed: ${err.message}`, err));
     this.#worker.on('exit', (code) => this.#die(`exited with code ${code}`, undefined));
     this.#worker.on('messageerror', (err) => this.#die(`sent a broken message`, err));
@@ -107,18 +122,58 @@ export class WorkerProcessor {
   }
 
   /** Posts a request to partition `p`; what it resolves with. */
-  request(p: number, request: PartitionRequest, transfer: ArrayBuffer[] = []): Promise<unknown> {
+  request(p: number, request: PartitionRequest): Promise<unknown> {
     if (this.#death !== undefined) return Promise.reject(this.#death);
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      this.#worker.postMessage({ id, p, ...request } satisfies WorkerMessage, transfer);
+      // One message per I/O costs more than the I/O (a port event and a
+      // wake-up each side): requests made in one turn go as one message,
+      // posted in a microtask, in call order.
+      if (this.#outbox.length === 0) queueMicrotask(() => this.#post());
+      this.#outbox.push({ id, p, ...request } satisfies WorkerMessage);
     });
+  }
+
+  /**
+   * A copy of `data` in this turn's arena, to send with a request of this
+   * turn: the one copy a write makes (the caller may reuse `data` once
+   * `write` returns). The arena's buffer moves to the worker with the
+   * batch, so many writes cost one allocation and one transfer.
+   */
+  stage(data: Uint8Array): Uint8Array {
+    let arena = this.#arena;
+    if (arena === undefined || this.#arenaUsed + data.length > arena.length) {
+      if (arena !== undefined) this.#outboxTransfer.push(arena.buffer as ArrayBuffer);
+      // Not zero-filled: every byte handed out is overwritten first.
+      arena = Buffer.allocUnsafeSlow(Math.max(ARENA_BYTES, data.length));
+      this.#arena = arena;
+      this.#arenaUsed = 0;
+    }
+    const view = arena.subarray(this.#arenaUsed, this.#arenaUsed + data.length);
+    view.set(data);
+    this.#arenaUsed += data.length;
+    return view;
+  }
+
+  /** Posts the requests of this turn as one message (the worker takes them in order). */
+  #post(): void {
+    if (this.#arena !== undefined) {
+      this.#outboxTransfer.push(this.#arena.buffer as ArrayBuffer);
+      this.#arena = undefined;
+    }
+    if (this.#outbox.length === 0) return;
+    const batch = this.#outbox;
+    const transfer = this.#outboxTransfer;
+    this.#outbox = [];
+    this.#outboxTransfer = [];
+    if (this.#death === undefined) this.#worker.postMessage(batch, transfer);
   }
 
   /** Makes the worker die as a bug would (fault tests). @internal */
   fault(how: FaultRequest['how']): void {
-    this.#worker.postMessage({ id: 0, op: 'fault', how } satisfies WorkerMessage);
+    this.#post();
+    this.#worker.postMessage([{ id: 0, op: 'fault', how } satisfies WorkerMessage]);
   }
 
   /**
@@ -132,14 +187,18 @@ export class WorkerProcessor {
     const { port1, port2 } = new MessageChannel();
     const flag = new Int32Array(new SharedArrayBuffer(4));
     try {
+      // Requests made before this question go first: the answer reflects them.
+      this.#post();
       this.#worker.postMessage(
-        {
-          op: 'sync',
-          p,
-          question: { kind: 'changedExtents', from, to },
-          port: port2,
-          flag,
-        } satisfies WorkerMessage,
+        [
+          {
+            op: 'sync',
+            p,
+            question: { kind: 'changedExtents', from, to },
+            port: port2,
+            flag,
+          } satisfies WorkerMessage,
+        ],
         [port2],
       );
       if (Atomics.wait(flag, 0, 0, SYNC_TIMEOUT_MS) === 'timed-out') {
@@ -221,12 +280,8 @@ export class RemotePartition implements Partition {
   }
 
   write(offset: number, data: Uint8Array): Promise<void> {
-    // The one copy: into a buffer of its own, which moves to the worker.
-    const moved = new Uint8Array(data.length);
-    moved.set(data);
-    return this.#processor.request(this.#p, { op: 'write', offset, data: moved }, [
-      moved.buffer,
-    ]) as Promise<void>;
+    const staged = this.#processor.stage(data);
+    return this.#processor.request(this.#p, { op: 'write', offset, data: staged }) as Promise<void>;
   }
 
   flush(): Promise<void> {

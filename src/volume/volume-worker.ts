@@ -12,8 +12,9 @@ import {
  * A processor's worker thread (docs/ARCHITECTURE.md, "VirtualVolume"): it
  * opens its partitions from their specs and runs each one's COW device —
  * change log, lock table, copy-on-write — here, off the volume's thread.
- * Every request's work starts synchronously when its message arrives:
- * messages arrive in the order the volume posted them, and the COW device
+ * Every request's work starts synchronously when its message arrives, in
+ * the order of its batch: messages arrive in the order the volume posted
+ * them, and the COW device
  * orders by call, so a write posted before a snapshot is in it and one
  * posted after is not.
  */
@@ -60,47 +61,68 @@ function start(p: number, r: PartitionRequest): Promise<unknown> {
   }
 }
 
+/** Replies of this turn, posted together at its end (see processor-host.ts `request`). */
+let outbox: WorkerReply[] = [];
+let outboxTransfer: ArrayBuffer[] = [];
+
 function reply(port: NonNullable<typeof parentPort>, message: WorkerReply): void {
+  if (outbox.length === 0) {
+    // At the end of the turn, so every request finished in it shares the message.
+    setImmediate(() => {
+      const batch = outbox;
+      const transfer = outboxTransfer;
+      outbox = [];
+      outboxTransfer = [];
+      port.postMessage(batch, transfer);
+    });
+  }
+  outbox.push(message);
   // A read result is a buffer of its own (src/device.ts): it moves, uncopied.
-  const transfer =
-    message.ok && message.value instanceof Uint8Array ? [message.value.buffer as ArrayBuffer] : [];
-  port.postMessage(message, transfer);
+  if (message.ok && message.value instanceof Uint8Array) {
+    outboxTransfer.push(message.value.buffer as ArrayBuffer);
+  }
+}
+
+/** Starts one request; its reply goes out with the others of this turn. */
+function handle(port: NonNullable<typeof parentPort>, message: WorkerMessage): void {
+  if (message.op === 'fault') {
+    if (message.how === 'exit') process.exit(1);
+    setImmediate(() => {
+      throw new Error('fault injected into a volume processor');
+    });
+    return;
+  }
+  if (message.op === 'sync') {
+    let answer: WorkerReply;
+    try {
+      const q = message.question;
+      answer = { id: 0, ok: true, value: engine(message.p).changedExtents(q.from, q.to) };
+    } catch (err) {
+      answer = { id: 0, ok: false, error: toErrorReply(err) };
+    }
+    message.port.postMessage(answer);
+    message.port.close();
+    Atomics.store(message.flag, 0, 1);
+    Atomics.notify(message.flag, 0);
+    return;
+  }
+  const { id, p } = message;
+  let op: Promise<unknown>;
+  try {
+    op = start(p, message);
+  } catch (err) {
+    op = Promise.reject(err);
+  }
+  op.then(
+    (value) => reply(port, { id, ok: true, value }),
+    (err: unknown) => reply(port, { id, ok: false, error: toErrorReply(err) }),
+  );
 }
 
 function serve(port: NonNullable<typeof parentPort>): void {
-  port.on('message', (message: WorkerMessage) => {
-    if (message.op === 'fault') {
-      if (message.how === 'exit') process.exit(1);
-      setImmediate(() => {
-        throw new Error('fault injected into a volume processor');
-      });
-      return;
-    }
-    if (message.op === 'sync') {
-      let answer: WorkerReply;
-      try {
-        const q = message.question;
-        answer = { id: 0, ok: true, value: engine(message.p).changedExtents(q.from, q.to) };
-      } catch (err) {
-        answer = { id: 0, ok: false, error: toErrorReply(err) };
-      }
-      message.port.postMessage(answer);
-      message.port.close();
-      Atomics.store(message.flag, 0, 1);
-      Atomics.notify(message.flag, 0);
-      return;
-    }
-    const { id, p } = message;
-    let op: Promise<unknown>;
-    try {
-      op = start(p, message);
-    } catch (err) {
-      op = Promise.reject(err);
-    }
-    op.then(
-      (value) => reply(port, { id, ok: true, value }),
-      (err: unknown) => reply(port, { id, ok: false, error: toErrorReply(err) }),
-    );
+  // A message is the requests the volume made in one turn, in call order.
+  port.on('message', (batch: WorkerMessage[]) => {
+    for (const message of batch) handle(port, message);
   });
 }
 

@@ -5,10 +5,12 @@ import type { DeviceSpec } from './device-spec.js';
 /*
  * The messages between the volume and a processor's worker
  * (docs/ARCHITECTURE.md, "VirtualVolume"). Every request carries an id the
- * reply names; the worker starts each request's work synchronously on
- * arrival, and a port delivers messages in the order they were posted, so
- * the partition sees writes and snapshots in the order the volume called
- * them. Bytes cross by transfer, never by copy: a write's data is copied
+ * reply names. A message is an array: the requests the volume made in one
+ * turn, in call order (the replies the worker has at the end of one of its
+ * turns, likewise), since a message costs more than a 4 KiB I/O. The worker
+ * starts each request's work synchronously, in array order, and a port
+ * delivers messages in the order they were posted, so the partition sees
+ * writes and snapshots in the order the volume called them. Bytes cross by transfer, never by copy: a write's data is copied
  * once into a buffer of its own and that buffer moves; a read result (a
  * buffer the reader owns, see src/device.ts) moves back.
  */
