@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { readResultBuffer } from '../base/index.js';
+import type { Extent } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
+import { SnapshotHandle, type SnapshotHost } from '../snapshot/index.js';
 import type { Partition } from './partition.js';
 import type { PartitionSnapshotMade } from './partition-engine.js';
-import type { PartitionMap } from './partition-map.js';
+import { coalesce, type PartitionMap, readPieces } from './partition-map.js';
 import type { VolumeGate } from './volume-gate.js';
 import type { OverallSnapshotRecord, VolumeState, VolumeStore } from './volume-store.js';
 
@@ -54,6 +55,15 @@ export class GroupSnapshots {
   #nextSequence: number;
   /** A restore that failed part way: until finished, the volume's content is mixed. */
   #broken: BlockDeviceError | undefined;
+  /** Open handles on overall snapshots, closed with the volume. */
+  readonly #handles = new Set<SnapshotHandle>();
+  readonly #host: SnapshotHost = {
+    readSnapshot: (seq, offset, length) => this.read(seq, offset, length),
+    writeSnapshot: () =>
+      Promise.reject(new BlockDeviceError('EROFS', 'volume snapshots are read-only')),
+    flushSnapshots: () => Promise.resolve(),
+    releaseHandle: (handle) => this.#handles.delete(handle),
+  };
 
   constructor(
     store: VolumeStore,
@@ -261,28 +271,9 @@ export class GroupSnapshots {
       );
     }
     const partitions = this.#partitions();
-    const pieces = this.#map.pieces(offset, length);
-    const one = pieces.length === 1 ? pieces[0]! : undefined;
-    const op: Promise<Uint8Array> =
-      one !== undefined
-        ? partitions[one.partition]!.readSnapshot(
-            record.partitions[one.partition]!.id,
-            one.offset,
-            one.length,
-          )
-        : Promise.all(
-            pieces.map((p) =>
-              partitions[p.partition]!.readSnapshot(
-                record.partitions[p.partition]!.id,
-                p.offset,
-                p.length,
-              ),
-            ),
-          ).then((parts) => {
-            const out = readResultBuffer(length);
-            for (const [k, part] of parts.entries()) out.set(part, pieces[k]!.at);
-            return out;
-          });
+    const op = readPieces(this.#map, offset, length, (p) =>
+      partitions[p.partition]!.readSnapshot(record.partitions[p.partition]!.id, p.offset, p.length),
+    );
     const reads = this.#reads.get(record.id) ?? new Set<Promise<unknown>>();
     this.#reads.set(record.id, reads);
     const tracked = op.catch(() => {});
@@ -292,6 +283,45 @@ export class GroupSnapshots {
       if (reads.size === 0 && this.#reads.get(record.id) === reads) this.#reads.delete(record.id);
     });
     return op;
+  }
+
+  /** A read-only handle on overall snapshot `record`, its reads served by {@link read}. */
+  openHandle(record: OverallSnapshotRecord, size: number, blockSize: number): SnapshotHandle {
+    const identity = {
+      seq: record.sequence,
+      id: record.id,
+      name: record.name,
+      createdAt: record.createdAt,
+      writable: false,
+    };
+    const handle = new SnapshotHandle(this.#host, identity, size, blockSize);
+    this.#handles.add(handle);
+    return handle;
+  }
+
+  /** Closes every open handle (the volume is closing). */
+  async closeHandles(): Promise<void> {
+    await Promise.allSettled([...this.#handles].map((h) => h.close()));
+  }
+
+  /**
+   * The volume extents that may differ between overall snapshots `fromId`
+   * and `toId` (or live): each partition's changed extents between its two
+   * partition snapshots, mapped to the volume, coalesced.
+   * @throws `ENOENT`, `EIO` (a dead processor).
+   */
+  changedExtents(fromId: string, toId: string | 'live'): Extent[] {
+    const from = this.find(fromId);
+    const to = toId === 'live' ? undefined : this.find(toId);
+    const out: Extent[] = [];
+    for (const [i, p] of this.#partitions().entries()) {
+      const extents = p.changedExtents(
+        from.partitions[i]!.id,
+        to === undefined ? 'live' : to.partitions[i]!.id,
+      );
+      out.push(...this.#map.toVolume(i, extents));
+    }
+    return coalesce(out);
   }
 
   /** Restores every partition, then clears the intent; a failure leaves the volume broken. */

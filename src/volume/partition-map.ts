@@ -1,3 +1,4 @@
+import { readResultBuffer } from '../base/index.js';
 import type { Extent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 
@@ -153,4 +154,41 @@ export function coalesce(extents: readonly Extent[]): Extent[] {
     }
   }
   return out;
+}
+
+/**
+ * Reads volume range `[offset, offset + length)` piece by piece with
+ * `readPiece`: one piece's result is returned as is (a buffer its reader
+ * owns), several are gathered into one fresh buffer.
+ */
+export function readPieces(
+  map: PartitionMap,
+  offset: number,
+  length: number,
+  readPiece: (piece: Piece) => Promise<Uint8Array>,
+): Promise<Uint8Array> {
+  const pieces = map.pieces(offset, length);
+  if (pieces.length === 1) return readPiece(pieces[0]!);
+  return Promise.all(pieces.map(readPiece)).then((parts) => {
+    const out = readResultBuffer(length);
+    for (const [k, part] of parts.entries()) out.set(part, pieces[k]!.at);
+    return out;
+  });
+}
+
+/**
+ * Writes `data` at volume offset `offset`, every piece handed to
+ * `writePiece` before this returns (each takes its bytes then), in order.
+ */
+export function writePieces(
+  map: PartitionMap,
+  offset: number,
+  data: Uint8Array,
+  writePiece: (piece: Piece, bytes: Uint8Array) => Promise<void>,
+): Promise<void> {
+  const pieces = map.pieces(offset, data.length);
+  if (pieces.length === 1) return writePiece(pieces[0]!, data);
+  return Promise.all(pieces.map((p) => writePiece(p, data.subarray(p.at, p.at + p.length)))).then(
+    () => {},
+  );
 }

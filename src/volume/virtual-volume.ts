@@ -2,7 +2,6 @@ import {
   AbstractBlockDevice,
   type InFlightCounter,
   inFlightCounter,
-  readResultBuffer,
   withClaimed,
 } from '../base/index.js';
 import type {
@@ -13,26 +12,23 @@ import type {
   SnapshotOptions,
 } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
-import { checkSnapshotOptions, SnapshotHandle, type SnapshotHost } from '../snapshot/index.js';
-import { refuseReformat } from '../store/index.js';
+import { checkSnapshotOptions } from '../snapshot/index.js';
 import { GroupSnapshots } from './group-snapshots.js';
 import type { Partition } from './partition.js';
 import type { PartitionMap } from './partition-map.js';
-import { coalesce } from './partition-map.js';
-import { WorkerProcessor } from './processor-host.js';
-import {
-  mapOf,
-  openPartition,
-  openPartitions,
-  type Placement,
-  type Processors,
-  place,
-  recordsOf,
-  sourcesOf,
-  startProcessors,
-} from './volume-assembly.js';
+import { readPieces, writePieces } from './partition-map.js';
+import type { WorkerProcessor } from './processor-host.js';
+import type { Placement, Processors } from './volume-assembly.js';
 import type { VirtualVolumeEvents } from './volume-events.js';
 import { VolumeGate } from './volume-gate.js';
+import {
+  closeAll,
+  createParts,
+  openParts,
+  type Parts,
+  restartWorker,
+  snapshotInfoOf,
+} from './volume-open.js';
 import {
   checkCommonOptions,
   checkCreateOptions,
@@ -42,22 +38,10 @@ import {
   type VolumeSnapshotInfo,
 } from './volume-options.js';
 import { type ScheduleOptions, SnapshotSchedule } from './volume-schedule.js';
-import type { OverallSnapshotRecord } from './volume-store.js';
-import { VolumeStore } from './volume-store.js';
-
-/** What a volume is made of once assembled. */
-interface Parts {
-  readonly store: VolumeStore;
-  readonly map: PartitionMap;
-  readonly sources: readonly PartitionSpec[];
-  readonly placement: Placement;
-  readonly processors: Processors;
-  readonly partitions: Partition[];
-  readonly snapshotTimeout: number;
-}
+import type { OverallSnapshotRecord, VolumeStore } from './volume-store.js';
 
 /**
- * A block device made of partitions (seed 001's objects), each a
+ * A block device made of partitions, each a
  * CowSnapshotDevice over its own origin and store, spread over worker
  * threads (processors), with snapshots of the whole volume.
  *
@@ -87,10 +71,8 @@ export class VirtualVolume
   readonly #partitions: Partition[];
   readonly #gate = new VolumeGate();
   readonly #snapshots: GroupSnapshots;
-  readonly #handles = new Set<SnapshotHandle>();
   readonly #schedules = new Set<SnapshotSchedule>();
   readonly #inFlight: InFlightCounter = inFlightCounter(this);
-  readonly #host: SnapshotHost;
 
   private constructor(parts: Parts) {
     const blockSize = parts.partitions[0]!.blockSize;
@@ -113,13 +95,6 @@ export class VirtualVolume
       this.reportError(err);
       this.emit('processor-exit', i, err);
     };
-    this.#host = {
-      readSnapshot: (seq, offset, length) => this.#snapshots.read(seq, offset, length),
-      writeSnapshot: () =>
-        Promise.reject(new BlockDeviceError('EROFS', 'volume snapshots are read-only')),
-      flushSnapshots: () => Promise.resolve(),
-      releaseHandle: (handle) => this.#handles.delete(handle),
-    };
   }
 
   /**
@@ -134,43 +109,9 @@ export class VirtualVolume
    */
   static async create(options: VirtualVolumeOptions): Promise<VirtualVolume> {
     checkCreateOptions(options);
-    const force = options.force ?? false;
     return withClaimed([options.store] as const, 'VirtualVolume', async ([store]) => {
-      await refuseReformat(store, 'VirtualVolume store', force);
-      const sources = options.partitions;
-      const count = options.processors ?? 0;
-      const placement = place(sources, count);
-      const processors = startProcessors(count);
-      const maxSnapshots = options.maxSnapshots ?? 64;
-      const partitions = await openPartitions(sources, placement, processors, {
-        maxSnapshots,
-        force,
-      });
-      try {
-        const map = mapOf(partitions, options.stripeUnit ?? 0);
-        const volumeStore = await VolumeStore.format(store, {
-          size: map.size,
-          blockSize: partitions[0]!.blockSize,
-          stripeUnit: map.stripeUnit,
-          maxSnapshots,
-          partitions: recordsOf(sources, partitions),
-          nextSequence: 1,
-          snapshots: [],
-          restoring: undefined,
-        });
-        return new VirtualVolume({
-          store: volumeStore,
-          map,
-          sources,
-          placement,
-          processors,
-          partitions,
-          snapshotTimeout: options.snapshotTimeout ?? 30_000,
-        });
-      } catch (err) {
-        await closeAll(partitions, processors);
-        throw err;
-      }
+      const parts = await createParts(store, options);
+      return new VirtualVolume(parts);
     });
   }
 
@@ -187,38 +128,13 @@ export class VirtualVolume
   static async open(options: VirtualVolumeOpenOptions): Promise<VirtualVolume> {
     checkCommonOptions(options, 'VirtualVolume.open');
     return withClaimed([options.store] as const, 'VirtualVolume', async ([store]) => {
-      const volumeStore = await VolumeStore.open(store);
-      const state = volumeStore.state;
-      const sources = sourcesOf(state, options.partitions);
-      const count = options.processors ?? 0;
-      const placement = place(sources, count);
-      const processors = startProcessors(count);
-      const partitions = await openPartitions(sources, placement, processors, undefined);
-      let volume: VirtualVolume | undefined;
+      const parts = await openParts(store, options);
       try {
-        partitions.forEach((p, i) => {
-          const recorded = state.partitions[i]!;
-          if (p.size !== recorded.size || p.blockSize !== state.blockSize) {
-            throw new BlockDeviceError(
-              'EINVAL',
-              `partition ${i} is ${p.size} bytes in blocks of ${p.blockSize}; the volume map says ${recorded.size} in blocks of ${state.blockSize}`,
-            );
-          }
-        });
-        const map = mapOf(partitions, state.stripeUnit);
-        volume = new VirtualVolume({
-          store: volumeStore,
-          map,
-          sources,
-          placement,
-          processors,
-          partitions,
-          snapshotTimeout: options.snapshotTimeout ?? 30_000,
-        });
-        await volume.#snapshots.recover(partitions.map((_, i) => i));
+        const volume = new VirtualVolume(parts);
+        await volume.#snapshots.recover(parts.partitions.map((_, i) => i));
         return volume;
       } catch (err) {
-        await closeAll(partitions, processors);
+        await closeAll(parts.partitions, parts.processors);
         throw err;
       }
     });
@@ -242,18 +158,9 @@ export class VirtualVolume
   protected _read(offset: number, length: number): Promise<Uint8Array> {
     return this.#gate.run(() => {
       this.#checkUsable();
-      const pieces = this.#map.pieces(offset, length);
-      if (pieces.length === 1) {
-        const p = pieces[0]!;
-        return this.#partitions[p.partition]!.read(p.offset, p.length);
-      }
-      return Promise.all(
-        pieces.map((p) => this.#partitions[p.partition]!.read(p.offset, p.length)),
-      ).then((parts) => {
-        const out = readResultBuffer(length);
-        for (const [k, part] of parts.entries()) out.set(part, pieces[k]!.at);
-        return out;
-      });
+      return readPieces(this.#map, offset, length, (p) =>
+        this.#partitions[p.partition]!.read(p.offset, p.length),
+      );
     });
   }
 
@@ -274,16 +181,9 @@ export class VirtualVolume
     } catch (err) {
       return Promise.reject(err);
     }
-    const pieces = this.#map.pieces(offset, data.length);
-    if (pieces.length === 1) {
-      const p = pieces[0]!;
-      return this.#partitions[p.partition]!.write(p.offset, data);
-    }
-    return Promise.all(
-      pieces.map((p) =>
-        this.#partitions[p.partition]!.write(p.offset, data.subarray(p.at, p.at + p.length)),
-      ),
-    ).then(() => {});
+    return writePieces(this.#map, offset, data, (p, bytes) =>
+      this.#partitions[p.partition]!.write(p.offset, bytes),
+    );
   }
 
   protected async _flush(): Promise<void> {
@@ -293,12 +193,9 @@ export class VirtualVolume
   protected async _close(): Promise<void> {
     for (const schedule of this.#schedules) schedule.stop();
     await this.#snapshots.admin(async () => {});
-    await Promise.allSettled([...this.#handles].map((h) => h.close()));
-    try {
-      await closeAll(this.#partitions, this.#processors);
-    } finally {
-      await this.#store.close();
-    }
+    await this.#snapshots.closeHandles();
+    // The partitions (their stores hold the data), then the catalog's store.
+    await closeAll(this.#partitions, this.#processors).finally(() => this.#store.close());
   }
 
   /**
@@ -331,7 +228,7 @@ export class VirtualVolume
     }
     return this.#inFlight.track(
       taking.then((record) => {
-        const handle = this.#openHandle(record);
+        const handle = this.#snapshots.openHandle(record, this.size, this.blockSize);
         this.emit('snapshot', this.#info(record));
         return handle;
       }),
@@ -351,7 +248,7 @@ export class VirtualVolume
    */
   async openSnapshot(id: string): Promise<Snapshot> {
     this.checkOpen();
-    return this.#openHandle(this.#snapshots.find(id));
+    return this.#snapshots.openHandle(this.#snapshots.find(id), this.size, this.blockSize);
   }
 
   /**
@@ -412,17 +309,7 @@ export class VirtualVolume
    */
   changedExtents(fromId: string, toId: string | 'live'): Extent[] {
     this.checkOpen();
-    const from = this.#snapshots.find(fromId);
-    const to = toId === 'live' ? undefined : this.#snapshots.find(toId);
-    const out: Extent[] = [];
-    this.#partitions.forEach((p, i) => {
-      const extents = p.changedExtents(
-        from.partitions[i]!.id,
-        to === undefined ? 'live' : to.partitions[i]!.id,
-      );
-      out.push(...this.#map.toVolume(i, extents));
-    });
-    return coalesce(out);
+    return this.#snapshots.changedExtents(fromId, toId);
   }
 
   /**
@@ -461,23 +348,14 @@ export class VirtualVolume
   }
 
   async #restart(index: number): Promise<void> {
-    const old = this.#processors.workers[index]!;
-    if (!old.dead) await old.stop();
-    const processor = new WorkerProcessor(index, (err) => this.#processors.onDeath?.(index, err));
-    const mine = this.#placement.flatMap((at, i) => (at === index ? [i] : []));
-    const opened = await Promise.allSettled(
-      mine.map((i) => openPartition(i, this.#sources[i]!, processor, undefined)),
+    const restarted = await restartWorker(
+      index,
+      this.#placement,
+      this.#sources,
+      this.#processors,
+      this.#partitions,
     );
-    const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed !== undefined) {
-      await processor.stop();
-      throw failed.reason;
-    }
-    opened.forEach((r, k) => {
-      this.#partitions[mine[k]!] = (r as PromiseFulfilledResult<Partition>).value;
-    });
-    this.#processors.workers[index] = processor;
-    await this.#snapshots.recover(mine);
+    await this.#snapshots.recover(restarted);
   }
 
   /**
@@ -513,46 +391,7 @@ export class VirtualVolume
     }
   }
 
-  #openHandle(record: OverallSnapshotRecord): SnapshotHandle {
-    const handle = new SnapshotHandle(
-      this.#host,
-      {
-        seq: record.sequence,
-        id: record.id,
-        name: record.name,
-        createdAt: record.createdAt,
-        writable: false,
-      },
-      this.size,
-      this.blockSize,
-    );
-    this.#handles.add(handle);
-    return handle;
-  }
-
   #info(record: OverallSnapshotRecord): VolumeSnapshotInfo {
-    return {
-      id: record.id,
-      name: record.name,
-      createdAt: new Date(record.createdAt),
-      writable: false,
-      privateBytes: 0,
-      sequence: record.sequence,
-      partitions: record.partitions.map((p, i) => ({
-        partition: i,
-        id: p.id,
-        sequence: p.sequence,
-        createdAt: new Date(p.createdAt),
-        ...this.#map.describe(i),
-      })),
-    };
+    return snapshotInfoOf(record, this.#map);
   }
-}
-
-/** Closes every partition, then stops the workers; the first failure is thrown after all ran. */
-async function closeAll(partitions: readonly Partition[], processors: Processors): Promise<void> {
-  const closed = await Promise.allSettled(partitions.map((p) => p.close()));
-  await Promise.allSettled(processors.workers.map((w) => w.stop()));
-  const failed = closed.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed !== undefined) throw failed.reason;
 }
