@@ -24,9 +24,11 @@ async function keepClassNames(dir: string): Promise<void> {
 }
 
 export default defineConfig({
+  // cli/main is the `blocksnap` command (package.json "bin"); its shebang is kept.
   entry: {
     index: 'src/index.ts',
     'testing/index': 'src/testing/index.ts',
+    'cli/main': 'src/cli/main.ts',
     // VirtualVolume's worker processors start on this file, found beside the
     // chunk that starts them (src/volume/processor-host.ts, workerEntry).
     'volume-worker': 'src/volume/volume-worker.ts',

@@ -25,6 +25,7 @@ import { copyJobRows } from './copy-job-workloads.js';
 import { describeFilesystem } from './harness.js';
 import { journalFileSize, journalRows } from './journal-workloads.js';
 import { loadLibrary } from './library.js';
+import { NBD_TARGETS, nbdRows } from './nbd-workloads.js';
 import { selectiveRows } from './selective-workloads.js';
 import { streamRows } from './stream-workloads.js';
 import { volumeRows } from './volume-workloads.js';
@@ -122,6 +123,7 @@ try {
     ...streamRows(cfg),
     ...copyJobRows(cfg),
     ...volumeRows(cfg),
+    ...nbdRows(cfg),
   ].filter((r) => only.length === 0 || only.includes(r.id));
   if (selected.length === 0) throw new Error(`BENCH_ONLY=${only.join(',')} names no row`);
   log(
@@ -371,8 +373,20 @@ function verdict(id: string): Verdict {
         pass: r.median >= 1.4,
       };
     }
-    default:
+    default: {
+      const nbd = NBD_TARGETS[id];
+      if (nbd !== undefined) {
+        // Ours over the peer measured in the same round (fio or nbdcopy for both).
+        const r = ownRatio(o.rounds, (x) => x.ratio ?? Number.NaN);
+        const [min, peer] = nbd;
+        return {
+          ratio: `${r.median.toFixed(2)}×`,
+          target: `${min === undefined ? 'report' : `≥ ${min.toFixed(2)}×`} ${peer}, measured alongside (${r.text})`,
+          pass: min === undefined ? undefined : r.median >= min,
+        };
+      }
       return { ratio, target: '—', pass: undefined };
+    }
   }
 }
 

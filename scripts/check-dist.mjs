@@ -4,7 +4,7 @@
 // survive bundling (errors say "MemoryDevice is closed"); and the testing
 // declarations refer to the main entry's classes instead of redeclaring them.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -94,14 +94,34 @@ for (const file of [
   'docs/ARCHITECTURE.md',
   'README.md',
   'dist/index.js',
+  'dist/cli/main.js',
 ]) {
   expect(packedFiles.has(file), `the package does not ship ${file}`);
 }
+
+// The `blocksnap` command: package.json's bin names the built file, which
+// starts with its shebang, is executable, and runs from the package.
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+const bin = pkg.bin?.blocksnap;
+expect(
+  bin === './dist/cli/main.js',
+  `package.json bin.blocksnap is '${bin}', not ./dist/cli/main.js`,
+);
+const binUrl = new URL(`../${bin ?? 'dist/cli/main.js'}`, import.meta.url);
+expect(
+  readFileSync(binUrl, 'utf8').startsWith('#!/usr/bin/env node\n'),
+  `${bin} does not start with #!/usr/bin/env node`,
+);
+expect((statSync(binUrl).mode & 0o111) !== 0, `${bin} is not executable`);
+const version = execFileSync(process.execPath, [binUrl.pathname, '--version'], {
+  encoding: 'utf8',
+});
+expect(version.trim() === pkg.version, `blocksnap --version printed '${version.trim()}'`);
 
 if (failures.length > 0) {
   console.error(`dist check failed:\n  ${failures.join('\n  ')}`);
   process.exit(1);
 }
 console.log(
-  'dist: one copy of each class across entry points (esm and cjs), class names kept, volume workers start, docs shipped',
+  'dist: one copy of each class across entry points (esm and cjs), class names kept, volume workers start, docs shipped, the blocksnap command runs',
 );

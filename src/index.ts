@@ -45,6 +45,11 @@ export {
   type FileDeviceOptions,
   MemoryDevice,
   type MemoryDeviceOptions,
+  type NbdClientTlsOptions,
+  NbdDevice,
+  type NbdDeviceEvents,
+  type NbdDeviceOptions,
+  type NbdNegotiated,
 } from './devices/index.js';
 export { BlockDeviceError, type BlockDeviceErrorCode, ERROR_CODES } from './errors.js';
 export {
@@ -52,6 +57,23 @@ export {
   type JournalDeviceOptions,
   type JournalRepair,
 } from './journal/index.js';
+export {
+  type NbdConnectionInfo,
+  type NbdExport,
+  type NbdExportResolver,
+  type NbdExports,
+  NbdServer,
+  type NbdServerAddress,
+  NbdServerError,
+  type NbdServerEvents,
+  type NbdServerOptions,
+  type NbdTlsCertificateOptions,
+  type NbdTlsOptions,
+  type NbdTlsPskOptions,
+  type ResolvedNbdExport,
+  serveNbd,
+  snapshotExports,
+} from './nbd/index.js';
 export {
   type AppliedProgress,
   type ApplyReport,
@@ -67,6 +89,7 @@ export {
   type DeviceSpec,
   type FileSpec,
   type MemorySpec,
+  type NbdSpec,
   type PartitionSnapshotInfo,
   type PartitionSpec,
   type ScheduleOptions,

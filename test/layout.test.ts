@@ -24,6 +24,8 @@ const MAY_IMPORT: Readonly<Record<string, readonly string[]>> = {
   copy: ['base', 'checksum', 'store', 'stream'],
   testing: ['base', 'snapshot'],
   volume: ['base', 'checksum', 'store', 'snapshot', 'cow', 'devices'],
+  // The command uses only the public API: src/index.ts (checked below).
+  cli: [],
 };
 /** Files at the top of src/ that every folder may import. */
 const CONTRACT = new Set(['device.ts', 'errors.ts']);
@@ -60,6 +62,12 @@ function layoutViolation(file: string, specifier: string): string | undefined {
   if (!target.startsWith(SRC + path.sep)) return `${where}: outside src/`;
   const from = folderOf(file);
   const to = folderOf(target);
+  if (to === 'cli' && from !== 'cli') return `${where}: nothing imports the command (cli/)`;
+  if (from === 'cli' && to !== 'cli') {
+    return target === path.join(SRC, 'index.ts')
+      ? undefined
+      : `${where}: cli/ uses only the public API (import ../index.js)`;
+  }
   if (to === undefined) {
     const name = path.basename(target);
     if (CONTRACT.has(name)) return undefined;
@@ -108,6 +116,14 @@ describe('source layout', () => {
     expect(layoutViolation(base, '../index.js')).toMatch(/only src\/index.ts may import/);
     expect(layoutViolation(cow, '../store/index.js')).toBeUndefined();
     expect(layoutViolation(cow, './cow-state.js')).toBeUndefined();
+    const cli = path.join(SRC, 'cli', 'run.ts');
+    expect(layoutViolation(cli, '../cow/index.js')).toMatch(/only the public API/);
+    expect(layoutViolation(cli, '../errors.js')).toMatch(/only the public API/);
+    expect(layoutViolation(cli, '../index.js')).toBeUndefined();
+    expect(layoutViolation(cli, './units.js')).toBeUndefined();
+    expect(layoutViolation(path.join(SRC, 'index.ts'), './cli/index.js')).toMatch(
+      /nothing imports the command/,
+    );
     expect(
       relativeSpecifiers(
         "import { a } from './x.js';\nexport * from '../y/z.js';\nawait import('./w.js');",

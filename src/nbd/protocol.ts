@@ -186,3 +186,12 @@ export const NBD_MAX_STRING = 4096;
  * memory.
  */
 export const NBD_DEFAULT_MAX_PAYLOAD = 32 * 1024 * 1024;
+
+/**
+ * blocksnap's own metadata context namespace: `blocksnap:changed:<snapshot
+ * name or id>` reports, for a change-tracking export, which ranges changed
+ * since that snapshot (like QEMU's `qemu:dirty-bitmap:<bitmap>`).
+ */
+export const BLOCKSNAP_CHANGED_PREFIX = 'blocksnap:changed:';
+/** Block status flag of a `blocksnap:changed:` context: the range changed since the snapshot. */
+export const BLOCKSNAP_STATE_CHANGED = 1 << 0;

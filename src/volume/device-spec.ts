@@ -1,5 +1,5 @@
 import type { BlockDevice } from '../device.js';
-import { FileDevice, MemoryDevice } from '../devices/index.js';
+import { FileDevice, MemoryDevice, NbdDevice } from '../devices/index.js';
 import { BlockDeviceError } from '../errors.js';
 
 /*
@@ -34,8 +34,18 @@ export interface MemorySpec {
   };
 }
 
-/** A device any processor can open: a file or memory. */
-export type DeviceSpec = FileSpec | MemorySpec;
+/**
+ * An NBD export — another machine's blocksnap server, qemu-nbd, nbdkit, a
+ * Ceph RBD image behind `qemu-nbd rbd:…` — connected to by the owning
+ * processor.
+ */
+export interface NbdSpec {
+  /** Its URL: `nbd://host[:port]/name`, `nbd+unix:///name?socket=path`, `nbds://…`. */
+  readonly nbd: string;
+}
+
+/** A device any processor can open: a file, memory, or an NBD export. */
+export type DeviceSpec = FileSpec | MemorySpec | NbdSpec;
 
 /** How a partition's origin or store is given: a spec any processor opens, or a device of this thread. */
 export type DeviceSource = DeviceSpec | BlockDevice;
@@ -76,9 +86,15 @@ export function checkSpec(spec: unknown, what: string): asserts spec is DeviceSp
     }
     return;
   }
+  if ('nbd' in s) {
+    if (typeof s.nbd !== 'string' || s.nbd.length === 0) {
+      throw new BlockDeviceError('EINVAL', `${what}: { nbd } needs the export's URL`);
+    }
+    return;
+  }
   throw new BlockDeviceError(
     'EINVAL',
-    `${what}: unknown device spec with keys ${Object.keys(s).join(', ') || '(none)'}; expected { file } or { memory }`,
+    `${what}: unknown device spec with keys ${Object.keys(s).join(', ') || '(none)'}; expected { file }, { memory } or { nbd }`,
   );
 }
 
@@ -87,7 +103,9 @@ export function checkSpec(spec: unknown, what: string): asserts spec is DeviceSp
  * without FileDevice's lock file: threads share one process id, so a worker
  * that dies could never release its locks, and the volume store's own lock
  * (when it is a FileDevice) already keeps a second opener off the volume.
- * Adding a kind of spec is one case here and one in {@link checkSpec}.
+ * Adding a kind of spec is one case here and one in {@link checkSpec}. An
+ * NBD export keeps its own openers apart (docs/ARCHITECTURE.md, "Layers",
+ * exclusive open): blocksnap cannot see another client of it.
  * @param create - at `VirtualVolume.create`: a file spec with a size is created when missing.
  */
 export async function openSpec(spec: DeviceSpec, create: boolean): Promise<BlockDevice> {
@@ -99,6 +117,7 @@ export async function openSpec(spec: DeviceSpec, create: boolean): Promise<Block
       lock: false,
     });
   }
+  if ('nbd' in spec) return NbdDevice.connect(spec.nbd);
   return MemoryDevice.create({ size: spec.memory.size, blockSize: spec.memory.blockSize ?? 4096 });
 }
 
@@ -109,5 +128,6 @@ export type SpecRecord = DeviceSpec | { readonly object: true };
 export function recordOf(source: DeviceSource): SpecRecord {
   if (!isSpec(source)) return { object: true };
   if ('file' in source) return { file: source.file, blockSize: source.blockSize };
+  if ('nbd' in source) return { nbd: source.nbd };
   return { memory: { size: source.memory.size, blockSize: source.memory.blockSize } };
 }

@@ -1,4 +1,4 @@
-export type { DeviceSource, DeviceSpec, FileSpec, MemorySpec } from './device-spec.js';
+export type { DeviceSource, DeviceSpec, FileSpec, MemorySpec, NbdSpec } from './device-spec.js';
 export { VirtualVolume } from './virtual-volume.js';
 export type { SnapshotScheduleEvents, VirtualVolumeEvents } from './volume-events.js';
 export type {

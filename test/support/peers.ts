@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -118,4 +118,43 @@ export function startPeer(program: string, args: readonly string[]): PeerProcess
       clearTimeout(late);
     },
   };
+}
+
+/** What a finished peer program did. */
+export interface PeerRun {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs a peer program to completion, bounded in time (killed by its pid after `ms`). */
+export function runPeer(
+  program: string,
+  args: readonly string[],
+  ms = 30_000,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<PeerRun> {
+  return new Promise((resolve) => {
+    execFile(
+      program,
+      args,
+      { timeout: ms, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024, env },
+      (err, stdout, stderr) => {
+        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : -1;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+/** {@link runPeer}, failing unless the program exits 0; resolves with its stdout. */
+export async function runPeerOk(
+  program: string,
+  args: readonly string[],
+  ms?: number,
+  env?: NodeJS.ProcessEnv,
+): Promise<string> {
+  const r = await runPeer(program, args, ms, env);
+  if (r.code !== 0) throw new Error(`${program} ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
 }

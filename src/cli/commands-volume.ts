@@ -1,0 +1,191 @@
+import { BlockDeviceError, type CheckReport } from '../index.js';
+import { type Command, stringOption } from './command.js';
+import { formatBytes, parseSize } from './units.js';
+import { createVolume, openVolume, volumeFiles } from './volume.js';
+
+/** The snapshot store a volume gets unless `--store` says: the volume's size and 64 MiB of metadata room, sparse. */
+const STORE_MARGIN = 64 * 1024 * 1024;
+
+const create: Command = {
+  name: 'create',
+  summary: 'make a volume: a directory with its data file, snapshot store and optional journal',
+  usage: '<dir> --size SIZE [--block-size SIZE] [--store SIZE] [--journal SIZE] [--selective]',
+  positionals: [1, 1],
+  options: {
+    size: { type: 'string' },
+    'block-size': { type: 'string' },
+    store: { type: 'string' },
+    journal: { type: 'string' },
+    selective: { type: 'boolean' },
+    partitions: { type: 'string' },
+    processors: { type: 'string' },
+  },
+  optionHelp: [
+    ['--size SIZE', 'bytes of the volume: 20G, 512M, 4k (binary multiples)'],
+    ['--block-size SIZE', 'block size, a power of two from 512 to 1M (default 4k)'],
+    [
+      '--store SIZE',
+      'snapshot store; sparse, so only what snapshots keep uses disk (default size + 64M)',
+    ],
+    ['--journal SIZE', 'put a write journal of this size on top (point-in-time history, pit)'],
+    ['--selective', 'snapshots of chosen ranges (snapshot create --include/--exclude)'],
+  ],
+  example: 'blocksnap create ./vm1 --size 20G --journal 1G',
+  async run([dir], values) {
+    if (values.partitions !== undefined || values.processors !== undefined) {
+      throw new BlockDeviceError(
+        'EINVAL',
+        '--partitions and --processors make a VirtualVolume, which this version of blocksnap does not have yet',
+      );
+    }
+    const sizeText = stringOption(values, 'size');
+    if (sizeText === undefined)
+      throw new BlockDeviceError('EINVAL', 'create needs --size (e.g. --size 20G)');
+    const size = parseSize(sizeText, '--size');
+    const blockSize = parseSize(stringOption(values, 'block-size') ?? '4k', '--block-size');
+    const storeText = stringOption(values, 'store');
+    const journalText = stringOption(values, 'journal');
+    const selective = values.selective === true;
+    if (selective && journalText !== undefined) {
+      throw new BlockDeviceError(
+        'EINVAL',
+        '--selective and --journal together: a journal snapshot holds the whole volume, so ranges could not be chosen',
+      );
+    }
+    if (size === 0 || size % blockSize !== 0) {
+      throw new BlockDeviceError(
+        'EINVAL',
+        `--size ${sizeText} is not a positive multiple of the block size ${blockSize}`,
+      );
+    }
+    const manifest = await createVolume(dir!, {
+      size,
+      blockSize,
+      storeSize: storeText === undefined ? size + STORE_MARGIN : parseSize(storeText, '--store'),
+      journalSize: journalText === undefined ? undefined : parseSize(journalText, '--journal'),
+      selective,
+    });
+    const stack = manifest.stack.map((l) => l.layer);
+    const files = volumeFiles({ dir: dir!, manifest });
+    return {
+      text: `created ${dir}: ${formatBytes(size)}, ${blockSize}-byte blocks, stack ${stack.join(' > ')}`,
+      json: { volume: dir, size, blockSize, stack, files },
+    };
+  },
+};
+
+const info: Command = {
+  name: 'info',
+  summary: 'size, block size, stack, snapshots, store space used, journal fill',
+  usage: '<volume>',
+  positionals: [1, 1],
+  options: {},
+  optionHelp: [],
+  example: 'blocksnap info ./vm1 --json',
+  async run([dir]) {
+    const volume = await openVolume(dir!);
+    try {
+      const { manifest, snapshots, journal, top } = volume;
+      const chunkBytes = manifest.blockSize;
+      const store = {
+        chunks: snapshots.totalChunks,
+        freeChunks: snapshots.freeChunks,
+        usedBytes: (snapshots.totalChunks - snapshots.freeChunks) * chunkBytes,
+        capacityBytes: snapshots.totalChunks * chunkBytes,
+      };
+      const journalInfo =
+        journal === undefined
+          ? undefined
+          : {
+              capacityBytes: journal.journalCapacity,
+              usedBytes: journal.journalUsed,
+              fill:
+                journal.journalCapacity === 0 ? 0 : journal.journalUsed / journal.journalCapacity,
+              sequence: journal.sequence,
+              oldestSequence: journal.oldestSequence,
+            };
+      const json = {
+        volume: dir,
+        size: manifest.size,
+        blockSize: manifest.blockSize,
+        stack: manifest.stack.map((l) => l.layer),
+        files: volumeFiles(volume),
+        snapshots: top.listSnapshots().length,
+        store,
+        journal: journalInfo ?? null,
+      };
+      const lines = [
+        `volume:      ${dir}`,
+        `size:        ${formatBytes(manifest.size)} (${manifest.size} bytes)`,
+        `block size:  ${manifest.blockSize}`,
+        `stack:       ${json.stack.join(' > ')}`,
+        `snapshots:   ${json.snapshots}`,
+        `store used:  ${formatBytes(store.usedBytes)} of ${formatBytes(store.capacityBytes)}`,
+      ];
+      if (journalInfo !== undefined) {
+        lines.push(
+          `journal:     ${formatBytes(journalInfo.usedBytes)} of ${formatBytes(journalInfo.capacityBytes)} (${(journalInfo.fill * 100).toFixed(1)} %)`,
+          `history:     records ${journalInfo.oldestSequence} to ${journalInfo.sequence} (pit --at)`,
+        );
+      }
+      return { text: lines.join('\n'), json };
+    } finally {
+      await volume.close();
+    }
+  },
+};
+
+const check: Command = {
+  name: 'check',
+  summary: 'verify every checksum of every store, read-only; exit status 7 on damage',
+  usage: '<volume> [--quick]',
+  positionals: [1, 1],
+  options: { quick: { type: 'boolean' } },
+  optionHelp: [['--quick', 'metadata only: skip reading the preserved data chunks']],
+  example: 'blocksnap check ./vm1',
+  async run([dir], values, context) {
+    // A store too damaged to open fails here with ECORRUPT (exit status 7),
+    // naming the structure: that is the check's answer too.
+    const volume = await openVolume(dir!);
+    const layers: { layer: string; file: string; report: CheckReport }[] = [];
+    try {
+      const files = volumeFiles(volume);
+      const verifyData = values.quick !== true;
+      if (volume.journal !== undefined) {
+        layers.push({
+          layer: 'journal',
+          file: files[0]!,
+          report: await volume.journal.check({ verifyData }),
+        });
+      }
+      const layer = volume.manifest.stack[layers.length]!.layer;
+      const file = files[layers.length]!;
+      layers.push({ layer, file, report: await volume.snapshots.check({ verifyData }) });
+    } finally {
+      await volume.close();
+    }
+    const problems = layers.flatMap((l) =>
+      l.report.problems.map((p) => ({ layer: l.layer, ...p })),
+    );
+    const json = {
+      volume: dir,
+      ok: problems.length === 0,
+      layers: layers.map((l) => ({ layer: l.layer, file: l.file, ...l.report })),
+    };
+    const lines = layers.map(
+      (l) =>
+        `${l.layer} (${l.file}): ${l.report.problems.length === 0 ? 'ok' : `${l.report.problems.length} problem(s)`}; checked ${l.report.checked.frames} frames, ${l.report.checked.records} records, ${l.report.checked.chunks} chunks, ${formatBytes(l.report.checked.bytes)}`,
+    );
+    for (const p of problems)
+      lines.push(`  ${p.layer} ${p.structure} at ${p.offset}: ${p.message}`);
+    if (problems.length > 0) {
+      // The report first (stdout), then the one-line error and its exit status.
+      context.io.stdout.write(`${context.json ? JSON.stringify(json) : lines.join('\n')}\n`);
+      throw new BlockDeviceError('ECORRUPT', `check found ${problems.length} problem(s) in ${dir}`);
+    }
+    return { text: lines.join('\n'), json };
+  },
+};
+
+/** `create`, `info`, `check`. */
+export const volumeCommands: readonly Command[] = [create, info, check];

@@ -1,0 +1,335 @@
+/**
+ * One NBD client connection in the transmission phase: requests go out as
+ * one socket write each (header and payload in one Buffer), each under a
+ * cookie of its own; replies come back in any order and are matched by it
+ * (nbd-client-replies.ts parses them). `NbdDevice` (src/devices/) runs on
+ * one or several of these.
+ *
+ * A connection fails as a whole: when the socket drops, a request gets no
+ * reply within its timeout, or the server breaks the protocol, every request
+ * in flight and every later one rejects with `EIO` — a reply that may still
+ * come cannot be trusted, and a write whose fate is unknown must not be
+ * followed by others as if it had not happened.
+ */
+import * as net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { BlockDeviceError } from '../errors.js';
+import { serverErrorToDeviceError } from './nbd-client-errors.js';
+import { type HandshakeTls, type NegotiatedExport, negotiate } from './nbd-client-handshake.js';
+import { type AwaitedReply, ReplyParser, type ReplySink } from './nbd-client-replies.js';
+import {
+  NBD_CMD_DISC,
+  NBD_CMD_FLAG_PAYLOAD_LEN,
+  NBD_COMMAND_NAMES,
+  NBD_ESHUTDOWN,
+  NBD_EXTENDED_REQUEST_MAGIC,
+  NBD_EXTENDED_REQUEST_SIZE,
+  NBD_REQUEST_MAGIC,
+  NBD_REQUEST_SIZE,
+} from './protocol.js';
+
+/** Where and how to connect. */
+export interface ConnectionTarget {
+  readonly host: string | undefined;
+  readonly port: number | undefined;
+  readonly path: string | undefined;
+  readonly exportName: string;
+  readonly tls: HandshakeTls | undefined;
+  /** Bound on connecting plus the handshake, and on each request's reply. */
+  readonly timeoutMs: number;
+  readonly signal: AbortSignal | undefined;
+}
+
+interface Pending extends AwaitedReply {
+  readonly deadline: number;
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+/** An NBD connection past the handshake. */
+export class NbdClientConnection implements ReplySink {
+  /** What the handshake agreed on. */
+  readonly info: NegotiatedExport;
+  readonly #stream: Duplex;
+  readonly #timeoutMs: number;
+  readonly #pending = new Map<number, Pending>();
+  readonly #parser: ReplyParser;
+  readonly #headerSize: number;
+  #nextCookie = 1;
+  #corked = false;
+  readonly #uncork = () => {
+    this.#corked = false;
+    this.#stream.uncork();
+  };
+  #timer: NodeJS.Timeout | undefined;
+  #failure: BlockDeviceError | undefined;
+  /** The server answered `ESHUTDOWN`: no new requests; disconnect once the rest are answered. */
+  #shuttingDown = false;
+  #disconnected: Promise<void> | undefined;
+  readonly #closed: Promise<void>;
+  /** Called once, when the connection fails (not on a clean disconnect). */
+  onFailure: ((err: BlockDeviceError) => void) | undefined;
+
+  private constructor(stream: Duplex, info: NegotiatedExport, leftover: Buffer, timeoutMs: number) {
+    this.#stream = stream;
+    this.info = info;
+    this.#timeoutMs = timeoutMs;
+    this.#headerSize = info.extended ? NBD_EXTENDED_REQUEST_SIZE : NBD_REQUEST_SIZE;
+    this.#parser = new ReplyParser(this, info.structured, info.extended);
+    this.#closed = new Promise((resolve) => stream.once('close', () => resolve()));
+    stream.on('data', (chunk: Buffer) => this.#parser.push(chunk));
+    stream.on('error', (err) => this.#fail('the connection failed', err));
+    stream.on('close', () => this.#fail('the server closed the connection'));
+    if (leftover.length > 0) this.#parser.push(leftover);
+  }
+
+  /**
+   * Connects and runs the handshake, within `timeoutMs` and until `signal` aborts.
+   * @throws `EIO` (cause: the socket's error) when the server cannot be
+   *   reached or the handshake fails, `ENOENT` when the export does not exist,
+   *   the signal's reason when aborted.
+   */
+  static async open(target: ConnectionTarget): Promise<NbdClientConnection> {
+    target.signal?.throwIfAborted();
+    const socket =
+      target.path !== undefined
+        ? net.connect({ path: target.path })
+        : net.connect({ host: target.host, port: target.port ?? 0, noDelay: true });
+    const where = target.path ?? `${target.host}:${target.port}`;
+    let stop: ((err: Error) => void) | undefined;
+    const abort = () => {
+      const reason = target.signal!.reason as Error;
+      stop?.(reason);
+      socket.destroy(reason);
+    };
+    target.signal?.addEventListener('abort', abort, { once: true });
+    const timer = setTimeout(() => {
+      const err = new BlockDeviceError(
+        'EIO',
+        `NBD connect to ${where}: no answer within ${target.timeoutMs} ms`,
+      );
+      stop?.(err);
+      socket.destroy(err);
+    }, target.timeoutMs);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once('connect', resolve);
+        socket.once('error', reject);
+      });
+      const handshake = negotiate(socket, target.host, target.exportName, target.tls);
+      stop = handshake.stop;
+      const { stream, info, leftover } = await handshake.result;
+      return new NbdClientConnection(stream, info, leftover, target.timeoutMs);
+    } catch (err) {
+      socket.destroy();
+      if (target.signal?.aborted && err === target.signal.reason) throw err;
+      if (BlockDeviceError.is(err)) throw err;
+      const detail = err instanceof Error ? err.message : String(err);
+      throw new BlockDeviceError('EIO', `NBD connect to ${where}: ${detail}`, { cause: err });
+    } finally {
+      clearTimeout(timer);
+      target.signal?.removeEventListener('abort', abort);
+    }
+  }
+
+  /** Requests in flight. */
+  get inFlight(): number {
+    return this.#pending.size;
+  }
+
+  /** Why the connection failed, if it did. */
+  get failure(): BlockDeviceError | undefined {
+    return this.#failure;
+  }
+
+  /**
+   * Sends one request and resolves when its reply arrives: a read's data is
+   * then in `target` (exactly `length` bytes), a write's `payload` with the
+   * server. The request leaves in one socket write, before this returns.
+   */
+  request(
+    command: number,
+    offset: number,
+    length: number,
+    payload?: Uint8Array,
+    target?: Uint8Array,
+  ): Promise<void> {
+    if (this.#failure !== undefined) return Promise.reject(this.#laterFailure());
+    if (this.#shuttingDown || this.#disconnected !== undefined) {
+      return Promise.reject(
+        new BlockDeviceError('EIO', 'the NBD server is shutting down this connection'),
+      );
+    }
+    const cookie = this.#cookie();
+    const flags = payload !== undefined && this.info.extended ? NBD_CMD_FLAG_PAYLOAD_LEN : 0;
+    const message = Buffer.allocUnsafe(this.#headerSize + (payload?.length ?? 0));
+    this.#writeHeader(message, flags, command, cookie, offset, length);
+    if (payload !== undefined) message.set(payload, this.#headerSize);
+    return new Promise<void>((resolve, reject) => {
+      const deadline = Date.now() + this.#timeoutMs;
+      this.#pending.set(cookie, {
+        command,
+        offset,
+        length,
+        target,
+        covered: [],
+        coveredBytes: 0,
+        error: undefined,
+        deadline,
+        resolve,
+        reject,
+      });
+      if (this.#timer === undefined) this.#armTimer(deadline);
+      // Requests made in one turn of the event loop leave in one system
+      // call: corked here, uncorked once the turn's synchronous code is done.
+      if (!this.#corked) {
+        this.#corked = true;
+        this.#stream.cork();
+        process.nextTick(this.#uncork);
+      }
+      this.#stream.write(message);
+    });
+  }
+
+  /**
+   * Ends the session cleanly: `NBD_CMD_DISC` (after which the spec lets the
+   * client send nothing more), then waits for the server to close, bounded
+   * by the timeout. Requests still in flight are answered first by the
+   * server; the caller waits for them before calling this. Idempotent.
+   */
+  disconnect(): Promise<void> {
+    this.#disconnected ??= this.#disconnect();
+    return this.#disconnected;
+  }
+
+  async #disconnect(): Promise<void> {
+    if (this.#failure === undefined && !this.#stream.destroyed) {
+      const message = Buffer.alloc(this.#headerSize);
+      this.#writeHeader(message, 0, NBD_CMD_DISC, 0, 0, 0);
+      this.#stream.end(message);
+      const late = setTimeout(() => this.#stream.destroy(), this.#timeoutMs);
+      late.unref();
+      await this.#closed;
+      clearTimeout(late);
+    }
+    this.#stream.destroy();
+    this.#clearTimer();
+  }
+
+  /** Drops the connection at once (a hard disconnect), failing whatever is in flight. */
+  destroy(reason: string): void {
+    this.#fail(reason);
+  }
+
+  // ReplySink: called by the parser.
+
+  /** @internal */
+  lookup(cookie: number): AwaitedReply | undefined {
+    return this.#pending.get(cookie);
+  }
+
+  /** @internal */
+  complete(cookie: number, reply: AwaitedReply): void {
+    const pending = this.#pending.get(cookie)!;
+    this.#pending.delete(cookie);
+    if (this.#pending.size === 0) this.#clearTimer();
+    const error = reply.error;
+    if (error === undefined) pending.resolve();
+    else {
+      pending.reject(serverErrorToDeviceError(error.errno, reply.command, error.message));
+      // proto.md: a client that receives ESHUTDOWN must initiate a soft disconnect.
+      if (error.errno === NBD_ESHUTDOWN) this.#shuttingDown = true;
+    }
+    if (this.#shuttingDown && this.#pending.size === 0) void this.disconnect();
+  }
+
+  /** @internal */
+  violation(message: string): void {
+    this.#fail(`the NBD server broke the protocol: ${message}`);
+  }
+
+  #cookie(): number {
+    // Cookies are 32-bit counters (the high half of the 64-bit field is 0),
+    // skipping any still in flight after a wrap.
+    for (;;) {
+      const cookie = this.#nextCookie;
+      this.#nextCookie = cookie === 0xffffffff ? 1 : cookie + 1;
+      if (!this.#pending.has(cookie)) return cookie;
+    }
+  }
+
+  #writeHeader(
+    into: Buffer,
+    flags: number,
+    command: number,
+    cookie: number,
+    offset: number,
+    length: number,
+  ): void {
+    const extended = this.info.extended;
+    into.writeUInt32BE(extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC, 0);
+    into.writeUInt16BE(flags, 4);
+    into.writeUInt16BE(command, 6);
+    into.writeUInt32BE(0, 8);
+    into.writeUInt32BE(cookie, 12);
+    into.writeUInt32BE(Math.floor(offset / 2 ** 32), 16);
+    into.writeUInt32BE(offset >>> 0, 20);
+    if (extended) {
+      into.writeUInt32BE(Math.floor(length / 2 ** 32), 24);
+      into.writeUInt32BE(length >>> 0, 28);
+    } else {
+      into.writeUInt32BE(length, 24);
+    }
+  }
+
+  /**
+   * One timer for all requests: it fires at the oldest request's deadline
+   * (the Map keeps insertion order, so the first entry is the oldest).
+   */
+  #armTimer(deadline: number): void {
+    this.#timer = setTimeout(() => this.#checkTimeouts(), Math.max(0, deadline - Date.now()));
+    this.#timer.unref();
+  }
+
+  #checkTimeouts(): void {
+    this.#timer = undefined;
+    const oldest = this.#pending.values().next();
+    if (oldest.done) return;
+    if (oldest.value.deadline <= Date.now()) {
+      const name = NBD_COMMAND_NAMES[oldest.value.command] ?? String(oldest.value.command);
+      this.#fail(`an NBD ${name} got no reply within ${this.#timeoutMs} ms`);
+    } else {
+      this.#armTimer(oldest.value.deadline);
+    }
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #laterFailure(): BlockDeviceError {
+    const failure = this.#failure!;
+    return new BlockDeviceError('EIO', `the NBD connection is down (${failure.message})`, {
+      cause: failure,
+    });
+  }
+
+  #fail(reason: string, cause?: unknown): void {
+    if (this.#failure !== undefined) return;
+    // A disconnect we asked for: the server closing is the expected end.
+    if (this.#disconnected !== undefined && this.#pending.size === 0) {
+      this.#failure = new BlockDeviceError('EIO', 'the NBD connection was closed');
+      return;
+    }
+    const detail = cause instanceof Error ? `: ${cause.message}` : '';
+    const failure = new BlockDeviceError('EIO', `${reason}${detail}`, { cause });
+    this.#failure = failure;
+    this.#clearTimer();
+    this.#stream.destroy();
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const request of pending) request.reject(failure);
+    this.onFailure?.(failure);
+  }
+}

@@ -1,0 +1,145 @@
+import type { Duplex } from 'node:stream';
+
+/** Why a {@link ByteReader} read failed: the peer closed (or reset) the stream first. */
+export class StreamEnded extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'StreamEnded';
+  }
+}
+
+/** Bytes the reader buffers ahead of what is asked before it pauses the stream. */
+const READ_AHEAD = 256 * 1024;
+
+/**
+ * Exact-length reads from a stream (a TCP socket, then the TLS socket over it
+ * after STARTTLS), with bounded memory: the stream is paused whenever more
+ * than what the pending read needs plus {@link READ_AHEAD} is buffered, so
+ * a client that sends faster than the server works waits in the kernel's
+ * socket buffer, not in the server's heap (docs/ARCHITECTURE.md, "NBD").
+ */
+export class ByteReader {
+  #stream: Duplex | undefined;
+  #chunks: Buffer[] = [];
+  #buffered = 0;
+  #need = 0;
+  #waiter: { resolve: () => void; reject: (err: Error) => void } | undefined;
+  #ended: StreamEnded | undefined;
+
+  readonly #onData = (chunk: Buffer) => {
+    this.#chunks.push(chunk);
+    this.#buffered += chunk.length;
+    if (this.#buffered > this.#need + READ_AHEAD) this.#stream?.pause();
+    this.#wake();
+  };
+  readonly #onEnd = () => this.#finish('the peer closed the connection');
+  readonly #onClose = () => this.#finish('the connection closed');
+  readonly #onError = (err: Error) => this.#finish(`the connection failed: ${err.message}`);
+
+  constructor(stream: Duplex) {
+    this.attach(stream);
+  }
+
+  /** Bytes received and not yet read. */
+  get buffered(): number {
+    return this.#buffered;
+  }
+
+  /** Reads from `stream` from now on (the TLS socket after an upgrade). */
+  attach(stream: Duplex): void {
+    this.detach();
+    this.#stream = stream;
+    stream.on('data', this.#onData);
+    stream.on('end', this.#onEnd);
+    stream.on('close', this.#onClose);
+    stream.on('error', this.#onError);
+  }
+
+  /**
+   * Stops reading from the current stream, leaving it paused, so that
+   * another reader (the TLS layer) can take it over.
+   */
+  detach(): void {
+    const stream = this.#stream;
+    if (stream === undefined) return;
+    stream.off('data', this.#onData);
+    stream.off('end', this.#onEnd);
+    stream.off('close', this.#onClose);
+    stream.off('error', this.#onError);
+    stream.pause();
+    this.#stream = undefined;
+  }
+
+  /** Makes the pending read and every later one fail with {@link StreamEnded} (the server is closing). */
+  interrupt(reason: string): void {
+    this.#finish(reason);
+  }
+
+  /** Resolves with exactly `length` bytes; rejects with {@link StreamEnded} if the stream ends first. */
+  async read(length: number): Promise<Buffer> {
+    await this.#fill(length);
+    return this.#take(length);
+  }
+
+  /** Consumes `length` bytes without keeping them (a payload the server refuses). */
+  async skip(length: number): Promise<void> {
+    let left = length;
+    while (left > 0) {
+      const step = Math.min(left, READ_AHEAD);
+      await this.#fill(step);
+      this.#take(step);
+      left -= step;
+    }
+  }
+
+  async #fill(length: number): Promise<void> {
+    while (this.#buffered < length) {
+      if (this.#ended !== undefined) throw this.#ended;
+      this.#need = length;
+      this.#stream?.resume();
+      await new Promise<void>((resolve, reject) => {
+        this.#waiter = { resolve, reject };
+      });
+    }
+    this.#need = 0;
+  }
+
+  #take(length: number): Buffer {
+    let out: Buffer;
+    const first = this.#chunks[0];
+    if (first !== undefined && first.length >= length) {
+      out = first.subarray(0, length);
+      if (first.length === length) this.#chunks.shift();
+      else this.#chunks[0] = first.subarray(length);
+    } else {
+      out = Buffer.allocUnsafe(length);
+      let at = 0;
+      while (at < length) {
+        const chunk = this.#chunks[0] as Buffer;
+        const n = Math.min(chunk.length, length - at);
+        chunk.copy(out, at, 0, n);
+        at += n;
+        if (n === chunk.length) this.#chunks.shift();
+        else this.#chunks[0] = chunk.subarray(n);
+      }
+    }
+    this.#buffered -= length;
+    // Keep one small read-ahead flowing: the next request header is usually here already.
+    if (this.#buffered <= READ_AHEAD && this.#ended === undefined) this.#stream?.resume();
+    return out;
+  }
+
+  #finish(reason: string): void {
+    this.#ended ??= new StreamEnded(reason);
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    waiter?.reject(this.#ended);
+  }
+
+  #wake(): void {
+    if (this.#buffered < this.#need) return;
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    waiter?.resolve();
+  }
+}
