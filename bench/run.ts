@@ -365,6 +365,14 @@ function verdict(id: string): Verdict {
         pass: r.median >= 0.8,
       };
     }
+    case 'volume-schedule-p99': {
+      const r = ownRatio(o.rounds, (x) => x.ratio ?? Number.NaN);
+      return {
+        ratio: `${r.median.toFixed(2)}×`,
+        target: `report: write p99 during one snapshot per second ≤ 2× that without, measured alongside (${r.text})`,
+        pass: r.median <= 2,
+      };
+    }
     case 'volume-cow-first-write-workers': {
       const r = ownRatio(o.rounds, (x) => x.ratio ?? Number.NaN);
       return {
