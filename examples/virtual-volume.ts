@@ -103,8 +103,8 @@ try {
   const before = await sha256(volume);
   volume.on('error', () => {});
   volume.on('processor-exit', (i) => console.log(`   processor-exit event: processor ${i}`));
-  // A test hook: terminates the worker the way the system would kill it.
-  await volume.processorForTests(1)?.worker.terminate();
+  // A recovery drill: the worker is killed the way the system would kill it.
+  await volume.crashProcessor(1);
   const refused = await volume.read(64 * 1024, 4096).then(
     () => undefined,
     (err: unknown) => err,

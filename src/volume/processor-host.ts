@@ -79,6 +79,9 @@ interface Pending {
   reject(err: Error): void;
 }
 
+/** Internal method of a VirtualVolume: processor `index`'s host, for fault tests. */
+export const PROCESSOR: unique symbol = Symbol('blocksnap.volumeProcessor');
+
 /** One worker thread running some of the volume's partitions. */
 export class WorkerProcessor {
   /** The processor's index in the volume (0-based). */
@@ -168,6 +171,11 @@ export class WorkerProcessor {
     this.#outbox = [];
     this.#outboxTransfer = [];
     if (this.#death === undefined) this.#worker.postMessage(batch, transfer);
+  }
+
+  /** Terminates the worker, as an out-of-memory kill would; the death is reported as any other. */
+  async crash(): Promise<void> {
+    await this.#worker.terminate();
   }
 
   /** Makes the worker die as a bug would (fault tests). @internal */

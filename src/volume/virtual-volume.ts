@@ -15,17 +15,18 @@ import { BlockDeviceError } from '../errors.js';
 import { checkSnapshotOptions } from '../snapshot/index.js';
 import { GroupSnapshots } from './group-snapshots.js';
 import type { Partition } from './partition.js';
-import type { PartitionMap } from './partition-map.js';
-import { readPieces, writePieces } from './partition-map.js';
-import type { WorkerProcessor } from './processor-host.js';
+import { type PartitionMap, readPieces, writePieces } from './partition-map.js';
+import { PROCESSOR, type WorkerProcessor } from './processor-host.js';
 import type { Placement, Processors } from './volume-assembly.js';
 import type { VirtualVolumeEvents } from './volume-events.js';
 import { VolumeGate } from './volume-gate.js';
 import {
+  checkAlive,
   closeAll,
   createParts,
   openParts,
   type Parts,
+  processorAt,
   restartWorker,
   snapshotInfoOf,
 } from './volume-open.js';
@@ -221,7 +222,7 @@ export class VirtualVolume
         );
       }
       this.#checkUsable();
-      this.#checkProcessorsAlive();
+      checkAlive(this.#processors);
       taking = this.#snapshots.take(options.name, this.#store.state.maxSnapshots);
     } catch (err) {
       return Promise.reject(err);
@@ -293,7 +294,7 @@ export class VirtualVolume
   restore(id: string): Promise<void> {
     try {
       this.checkOpen();
-      this.#checkProcessorsAlive();
+      checkAlive(this.#processors);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -335,12 +336,7 @@ export class VirtualVolume
   restartProcessor(index: number): Promise<void> {
     try {
       this.checkOpen();
-      if (!Number.isSafeInteger(index) || index < 0 || index >= this.#processors.workers.length) {
-        throw new BlockDeviceError(
-          'EINVAL',
-          `processor ${index} does not exist (the volume has ${this.#processors.workers.length})`,
-        );
-      }
+      this.#processor(index);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -371,24 +367,30 @@ export class VirtualVolume
     return schedule;
   }
 
-  /** The worker of processor `index`, for fault tests. @internal */
-  processorForTests(index: number): WorkerProcessor | undefined {
-    return this.#processors.workers[index];
+  /**
+   * Kills processor `index`'s worker at once, as the system would on an
+   * out-of-memory kill: for recovery drills. Its partitions' I/O in flight
+   * and from then on fails `EIO`, a `processor-exit` event follows, and
+   * {@link restartProcessor} brings it back.
+   * @throws `EINVAL` for an index that is not a processor, `ECLOSED`.
+   */
+  async crashProcessor(index: number): Promise<void> {
+    this.checkOpen();
+    await this.#processor(index).crash();
+  }
+
+  /** Processor `index`'s worker host, for fault tests. @internal */
+  [PROCESSOR](index: number): WorkerProcessor {
+    return this.#processor(index);
+  }
+
+  #processor(index: number): WorkerProcessor {
+    return processorAt(this.#processors, index);
   }
 
   #checkUsable(): void {
     const broken = this.#snapshots.broken;
     if (broken !== undefined) throw broken;
-  }
-
-  #checkProcessorsAlive(): void {
-    const dead = this.#processors.workers.find((w) => w.dead);
-    if (dead !== undefined) {
-      throw new BlockDeviceError(
-        'EIO',
-        `volume processor ${dead.index} is dead: restartProcessor(${dead.index}) first`,
-      );
-    }
   }
 
   #info(record: OverallSnapshotRecord): VolumeSnapshotInfo {

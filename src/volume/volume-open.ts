@@ -172,3 +172,26 @@ export function snapshotInfoOf(
     })),
   };
 }
+
+/** Processor `index`. @throws `EINVAL` for an index that is not a processor. */
+export function processorAt(processors: Processors, index: number): WorkerProcessor {
+  const workers = processors.workers;
+  if (!Number.isSafeInteger(index) || index < 0 || index >= workers.length) {
+    throw new BlockDeviceError(
+      'EINVAL',
+      `processor ${index} does not exist (the volume has ${workers.length})`,
+    );
+  }
+  return workers[index]!;
+}
+
+/** Throws `EIO` naming a dead processor, if one is: a snapshot or restore needs every one. */
+export function checkAlive(processors: Processors): void {
+  const dead = processors.workers.find((w) => w.dead);
+  if (dead !== undefined) {
+    throw new BlockDeviceError(
+      'EIO',
+      `volume processor ${dead.index} is dead: restartProcessor(${dead.index}) first`,
+    );
+  }
+}

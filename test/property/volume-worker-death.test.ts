@@ -98,7 +98,7 @@ describe('VirtualVolume worker death against the model', () => {
                   data: pattern(BS, w.seed),
                 }));
                 const calls = writes.map((w) => volume.write(w.offset, w.data));
-                await volume.processorForTests(s.processor)!.worker.terminate();
+                await volume.crashProcessor(s.processor);
                 await Promise.allSettled(calls);
                 await volume.restartProcessor(s.processor);
                 const actual = await volume.read(0, size);

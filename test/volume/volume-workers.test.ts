@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryDevice, VirtualVolume } from '../../src/index.js';
+import { PROCESSOR } from '../../src/volume/processor-host.js';
 import { expectSameBytes, seededBytes } from '../support/bytes.js';
 import { expectCode } from '../support/error-code.js';
 import { fileVolume, useBundledWorker } from '../support/volume-rig.js';
@@ -53,8 +54,9 @@ describe('VirtualVolume worker death', () => {
         const before = await volume.snapshot({ name: 'before' });
         await volume.flush();
 
-        const worker = volume.processorForTests(1)!;
-        if (how === 'terminate') await worker.worker.terminate();
+        await expectCode(volume.crashProcessor(2), 'EINVAL', 'a processor that does not exist');
+        const worker = volume[PROCESSOR](1);
+        if (how === 'terminate') await volume.crashProcessor(1);
         else {
           worker.fault(how);
           await new Promise<void>((resolve) => worker.worker.once('exit', () => resolve()));
@@ -94,7 +96,7 @@ describe('VirtualVolume worker death', () => {
       volume.on('error', () => {});
       await volume.write(0, seededBytes(volume.size, 12));
       const taking = volume.snapshot({ name: 'cut short' });
-      await volume.processorForTests(0)!.worker.terminate();
+      await volume.crashProcessor(0);
       await expectCode(taking, 'EIO', 'the snapshot');
       expect(volume.listSnapshots()).toEqual([]);
       await volume.restartProcessor(0);
