@@ -65,6 +65,37 @@ describe('VirtualVolume over NBD exports', () => {
     }
   }, 30_000);
 
+  it('a worker partition whose server went away comes back with restartProcessor once the server is back', async () => {
+    const disks = await exports(2);
+    const serve = (port: number) => serveNbd({ exports: (name) => disks[name]?.reopen(), port });
+    let server = await serve(0);
+    const { port } = server.address as { port: number };
+    const url = (name: string) => `nbd://127.0.0.1:${port}/${name}`;
+    const volume = await VirtualVolume.create({
+      store: await MemoryDevice.create({ size: MiB }),
+      partitions: [0, 1].map((i) => ({
+        origin: { nbd: url(`origin${i}`) },
+        store: { nbd: url(`store${i}`) },
+      })),
+      processors: 2,
+    });
+    volume.on('error', () => {});
+    try {
+      const data = seededBytes(volume.size, 41);
+      await volume.write(0, data);
+      await volume.flush();
+      await server.close();
+      await expectCode(volume.read(0, 4096), 'EIO', 'a read while the server is gone');
+      server = await serve(port);
+      await volume.restartProcessor(0);
+      await volume.restartProcessor(1);
+      expectSameBytes('after the restarts', await volume.read(0, volume.size), data);
+      await volume.close();
+    } finally {
+      await server.close();
+    }
+  }, 30_000);
+
   it('a partition whose server goes away fails EIO on its range, without hanging', async () => {
     const disks = await exports(1);
     const server = await serveNbd({ exports: (name) => disks[name]?.reopen(), port: 0 });
