@@ -52,7 +52,7 @@ export class SnapshotSchedule extends TypedEventEmitter<SnapshotScheduleEvents> 
   /** The run in progress, if any. */
   #running: Promise<void> | undefined;
 
-  /** @throws `EINVAL` for bad options. */
+  /** Made by `VirtualVolume.schedule`. @throws `EINVAL` for bad options. @internal */
   constructor(device: ScheduledDevice, options: ScheduleOptions, onStop: () => void) {
     super();
     checkOptions(
