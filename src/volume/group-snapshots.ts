@@ -205,7 +205,9 @@ export class GroupSnapshots {
     const release = this.#gate.hold();
     return this.admin(async () => {
       try {
-        this.find(id); // ENOENT if a delete called before this one removed it
+        // No second lookup: a delete of `id` called after this restore runs
+        // after it in the admin queue, and one called before failed the
+        // lookup at the call.
         await this.#write({ restoring: id });
         await this.#restoreAll(record);
       } finally {

@@ -196,6 +196,23 @@ describe('VirtualVolume snapshots', () => {
   });
 });
 
+describe('VirtualVolume snapshot operations in call order', () => {
+  it('restore(id) called before deleteSnapshot(id) restores, then the delete removes it', async () => {
+    const { volume } = await memoryVolume({ partitions: 2, partitionSize: 4 * BS });
+    const before = seededBytes(volume.size, 51);
+    await volume.write(0, before);
+    const snap = await volume.snapshot();
+    await volume.write(0, seededBytes(volume.size, 52));
+    const restored = volume.restore(snap.id);
+    const deleted = volume.deleteSnapshot(snap.id);
+    await restored;
+    await deleted;
+    expectSameBytes('restored', await volume.read(0, volume.size), before);
+    expect(volume.listSnapshots()).toEqual([]);
+    await volume.close();
+  });
+});
+
 describe('VirtualVolume changed extents and streams', () => {
   it('changedExtents spans partitions, and an incremental stream between two overall snapshots applies', async () => {
     const { volume } = await memoryVolume({
