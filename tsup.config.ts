@@ -30,7 +30,12 @@ export default defineConfig({
     'testing/index': 'src/testing/index.ts',
     'nbd/index': 'src/nbd.ts',
     'cli/main': 'src/cli/main.ts',
+    // VirtualVolume's worker processors start on this file, found beside the
+    // chunk that starts them (src/volume/processor-host.ts, workerEntry).
+    'volume-worker': 'src/volume/volume-worker.ts',
   },
+  // import.meta.url in the CommonJS build too: it is how a worker finds its entry.
+  shims: true,
   format: ['esm', 'cjs'],
   target: 'node20',
   // typed-emitter is a dev dependency: inline its types so users of the

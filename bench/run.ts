@@ -28,6 +28,7 @@ import { loadLibrary } from './library.js';
 import { NBD_TARGETS, nbdRows } from './nbd-workloads.js';
 import { selectiveRows } from './selective-workloads.js';
 import { streamRows } from './stream-workloads.js';
+import { volumeRows } from './volume-workloads.js';
 import {
   type BenchConfig,
   createFiles,
@@ -121,6 +122,7 @@ try {
     ...selectiveRows(cfg),
     ...streamRows(cfg),
     ...copyJobRows(cfg),
+    ...volumeRows(cfg),
     ...nbdRows(cfg),
   ].filter((r) => only.length === 0 || only.includes(r.id));
   if (selected.length === 0) throw new Error(`BENCH_ONLY=${only.join(',')} names no row`);
@@ -351,6 +353,32 @@ function verdict(id: string): Verdict {
         ratio,
         target: `report: ${r.median.toFixed(2)}× FileDevice writes with no job, measured alongside${r.each}; p99 latencies in the notes`,
         pass: undefined,
+      };
+    }
+    case 'volume-read-workers':
+    case 'volume-rewrite-workers': {
+      // Its own baseline: the same volume in this thread, in alternating bursts.
+      const r = ownRatio(o.rounds, (x) => x.ratio ?? Number.NaN);
+      return {
+        ratio: `${r.median.toFixed(2)}×`,
+        target: `≥ 0.80× the same I/O with the partitions in this thread, measured alongside (${r.text})`,
+        pass: r.median >= 0.8,
+      };
+    }
+    case 'volume-schedule-p99': {
+      const r = ownRatio(o.rounds, (x) => x.ratio ?? Number.NaN);
+      return {
+        ratio: `${r.median.toFixed(2)}×`,
+        target: `report: write p99 during one snapshot per second ≤ 2× that without, measured alongside (${r.text})`,
+        pass: r.median <= 2,
+      };
+    }
+    case 'volume-cow-first-write-workers': {
+      const r = ownRatio(o.rounds, (x) => x.ratio ?? Number.NaN);
+      return {
+        ratio: `${r.median.toFixed(2)}×`,
+        target: `≥ 1.40× the same first writes with the partitions in this thread, measured alongside (${r.text})`,
+        pass: r.median >= 1.4,
       };
     }
     default: {

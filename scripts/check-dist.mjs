@@ -25,6 +25,7 @@ async function checkEntries(kind, main, testing) {
     'FileDevice',
     'CowSnapshotDevice',
     'JournalDevice',
+    'VirtualVolume',
     'BlockDeviceError',
   ]) {
     expect(main[name]?.name === name, `${kind}: ${name}.name is '${main[name]?.name}'`);
@@ -46,6 +47,28 @@ async function checkEntries(kind, main, testing) {
   }
 }
 
+// VirtualVolume's worker processors start on dist/volume-worker.js (.cjs for
+// the CommonJS build), found beside the chunk that starts them.
+async function checkWorker(kind, main) {
+  const store = await main.MemoryDevice.create({ size: 1 << 20, blockSize: 4096 });
+  const partition = { origin: { memory: { size: 65536 } }, store: { memory: { size: 1 << 20 } } };
+  try {
+    const volume = await main.VirtualVolume.create({
+      store,
+      processors: 1,
+      partitions: [partition],
+    });
+    await volume.write(0, new Uint8Array(4096).fill(7));
+    const read = await volume.read(0, 4096);
+    expect(read[4095] === 7, `${kind}: a VirtualVolume worker wrote and read back`);
+    await volume.close();
+  } catch (err) {
+    failures.push(`${kind}: a VirtualVolume worker failed: ${err.message}`);
+  }
+}
+
+await checkWorker('esm', await import('../dist/index.js'));
+await checkWorker('cjs', require('../dist/index.cjs'));
 await checkEntries(
   'esm',
   await import('../dist/index.js'),
@@ -117,5 +140,5 @@ if (failures.length > 0) {
   process.exit(1);
 }
 console.log(
-  'dist: one copy of each class across entry points (esm and cjs, blocksnap/nbd too), class names kept, docs shipped, the blocksnap command runs',
+  'dist: one copy of each class across entry points (esm and cjs, blocksnap/nbd too), class names kept, volume workers start, docs shipped, the blocksnap command runs',
 );

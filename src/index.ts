@@ -84,3 +84,21 @@ export {
   exportStream,
   StreamApplyError,
 } from './stream/index.js';
+export {
+  type DeviceSource,
+  type DeviceSpec,
+  type FileSpec,
+  type MemorySpec,
+  type NbdSpec,
+  type PartitionSnapshotInfo,
+  type PartitionSpec,
+  type ScheduleOptions,
+  SnapshotSchedule,
+  type SnapshotScheduleEvents,
+  VirtualVolume,
+  type VirtualVolumeCommonOptions,
+  type VirtualVolumeEvents,
+  type VirtualVolumeOpenOptions,
+  type VirtualVolumeOptions,
+  type VolumeSnapshotInfo,
+} from './volume/index.js';

@@ -23,6 +23,7 @@ const MAY_IMPORT: Readonly<Record<string, readonly string[]>> = {
   stream: ['base', 'checksum', 'snapshot'],
   copy: ['base', 'checksum', 'store', 'stream'],
   testing: ['base', 'snapshot'],
+  volume: ['base', 'checksum', 'store', 'snapshot', 'cow', 'devices'],
   // The command uses only the public API: src/index.ts (checked below).
   cli: [],
 };

@@ -1,0 +1,337 @@
+import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_threads';
+import type { Extent, SnapshotInfo } from '../device.js';
+import { BlockDeviceError } from '../errors.js';
+import type { DeviceSpec } from './device-spec.js';
+import type { Partition } from './partition.js';
+import type { PartitionSnapshotMade } from './partition-engine.js';
+import {
+  type FaultRequest,
+  fromErrorReply,
+  type PartitionRequest,
+  type WorkerMessage,
+  type WorkerReply,
+} from './worker-protocol.js';
+
+/*
+ * The volume's side of a worker processor (docs/ARCHITECTURE.md,
+ * "VirtualVolume"): one Worker, a map of requests awaiting replies by id,
+ * and the processor's death. A worker that dies — an uncaught exception,
+ * `process.exit` inside it, `terminate()` — fails every request it had and
+ * every later one with `EIO`, until `VirtualVolume.restartProcessor`
+ * starts a new worker that opens the partitions again from their stores.
+ */
+
+/**
+ * Bytes of a turn's write arena (see `stage`); a larger write gets one of
+ * its own size. Small enough for malloc to serve without an mmap of its own
+ * (a 256 KiB arena per turn cost more than the writes in it).
+ */
+const ARENA_BYTES = 64 * 1024;
+
+/** How long a synchronous question (changedExtents) waits for a worker. */
+const SYNC_TIMEOUT_MS = 10_000;
+
+/**
+ * How to start a worker on the entry beside this module: the built
+ * JavaScript in the package (`dist/volume-worker.js`, or `.cjs` for the
+ * CommonJS build); from source (tests, examples run with tsx) the
+ * TypeScript file, behind tsx's loader registered inside the worker first —
+ * Node 20 cannot load `.ts` in a worker by itself, and ignores
+ * `--import tsx` in a worker's execArgv.
+ */
+function workerEntry(): { entry: URL | string; eval: boolean } {
+  if (entryOverride !== undefined) return { entry: entryOverride, eval: false };
+  const here = import.meta.url;
+  if (!here.endsWith('.ts')) {
+    const extension = here.endsWith('.cjs') ? '.cjs' : '.js';
+    return { entry: new URL(`./volume-worker${extension}`, here), eval: false };
+  }
+  const source = new URL('./volume-worker.ts', here).href;
+  // Resolved here, beside the source, when the runtime can; vitest's
+  // transformed modules cannot, and the package is found from the working
+  // directory instead.
+  const tsx = typeof import.meta.resolve === 'function' ? resolveOr('tsx/esm/api') : 'tsx/esm/api';
+  const code = `import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(source)}); });`;
+  return { entry: code, eval: true };
+}
+
+let entryOverride: URL | undefined;
+
+/**
+ * Starts workers on `entry` from now on (`undefined`: the default again).
+ * For the test suites: a bundle of the worker built once starts in a tenth
+ * of the time tsx takes to load the sources in every worker. @internal
+ */
+export function overrideWorkerEntry(entry: URL | undefined): void {
+  entryOverride = entry;
+}
+
+function resolveOr(specifier: string): string {
+  try {
+    return import.meta.resolve(specifier);
+  } catch {
+    return specifier;
+  }
+}
+
+interface Pending {
+  resolve(value: unknown): void;
+  reject(err: Error): void;
+}
+
+/** Internal method of a VirtualVolume: processor `index`'s host, for fault tests. */
+export const PROCESSOR: unique symbol = Symbol('blocksnap.volumeProcessor');
+
+/** One worker thread running some of the volume's partitions. */
+export class WorkerProcessor {
+  /** The processor's index in the volume (0-based). */
+  readonly index: number;
+  readonly #worker: Worker;
+  readonly #pending = new Map<number, Pending>();
+  /** Requests made in this turn, posted together by one message at its end. */
+  #outbox: WorkerMessage[] = [];
+  #outboxTransfer: ArrayBuffer[] = [];
+  /** Where this turn's write data is copied: one buffer moves for many writes. */
+  #arena: Uint8Array | undefined;
+  #arenaUsed = 0;
+  #nextId = 1;
+  /** Why the worker is gone, once it is. */
+  #death: BlockDeviceError | undefined;
+  /** Called once when the worker dies (not when it is stopped). */
+  readonly #onDeath: (err: BlockDeviceError) => void;
+  #stopping = false;
+
+  constructor(index: number, onDeath: (err: BlockDeviceError) => void) {
+    this.index = index;
+    this.#onDeath = onDeath;
+    const { entry, eval: isCode } = workerEntry();
+    this.#worker = new Worker(entry, { eval: isCode });
+    this.#worker.on('message', (replies: WorkerReply[]) => {
+      for (const reply of replies) this.#settle(reply);
+    });
+    this.#worker.on('error', (err) => this.#die(`failed: ${err.message}`, err));
+    this.#worker.on('exit', (code) => this.#die(`exited with code ${code}`, undefined));
+    this.#worker.on('messageerror', (err) => this.#die(`sent a broken message`, err));
+  }
+
+  /** Whether the worker is gone. */
+  get dead(): boolean {
+    return this.#death !== undefined;
+  }
+
+  /** The worker itself, for fault tests that terminate it. @internal */
+  get worker(): Worker {
+    return this.#worker;
+  }
+
+  /** Posts a request to partition `p`; what it resolves with. */
+  request(p: number, request: PartitionRequest): Promise<unknown> {
+    if (this.#death !== undefined) return Promise.reject(this.#death);
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      // One message per I/O costs more than the I/O (a port event and a
+      // wake-up each side): requests made in one turn go as one message,
+      // posted in a microtask, in call order.
+      if (this.#outbox.length === 0) queueMicrotask(() => this.#post());
+      this.#outbox.push({ id, p, ...request } satisfies WorkerMessage);
+    });
+  }
+
+  /**
+   * A copy of `data` in this turn's arena, to send with a request of this
+   * turn: the one copy a write makes (the caller may reuse `data` once
+   * `write` returns). The arena's buffer moves to the worker with the
+   * batch, so many writes cost one allocation and one transfer.
+   */
+  stage(data: Uint8Array): Uint8Array {
+    let arena = this.#arena;
+    if (arena === undefined || this.#arenaUsed + data.length > arena.length) {
+      if (arena !== undefined) this.#outboxTransfer.push(arena.buffer as ArrayBuffer);
+      // Not zero-filled: every byte handed out is overwritten first.
+      arena = Buffer.allocUnsafeSlow(Math.max(ARENA_BYTES, data.length));
+      this.#arena = arena;
+      this.#arenaUsed = 0;
+    }
+    const view = arena.subarray(this.#arenaUsed, this.#arenaUsed + data.length);
+    view.set(data);
+    this.#arenaUsed += data.length;
+    return view;
+  }
+
+  /** Posts the requests of this turn as one message (the worker takes them in order). */
+  #post(): void {
+    if (this.#arena !== undefined) {
+      this.#outboxTransfer.push(this.#arena.buffer as ArrayBuffer);
+      this.#arena = undefined;
+    }
+    if (this.#outbox.length === 0) return;
+    const batch = this.#outbox;
+    const transfer = this.#outboxTransfer;
+    this.#outbox = [];
+    this.#outboxTransfer = [];
+    if (this.#death === undefined) this.#worker.postMessage(batch, transfer);
+  }
+
+  /** Terminates the worker, as an out-of-memory kill would; the death is reported as any other. */
+  async crash(): Promise<void> {
+    await this.#worker.terminate();
+  }
+
+  /** Makes the worker die as a bug would (fault tests). @internal */
+  fault(how: FaultRequest['how']): void {
+    this.#post();
+    this.#worker.postMessage([{ id: 0, op: 'fault', how } satisfies WorkerMessage]);
+  }
+
+  /**
+   * Asks partition `p` for its changed extents and blocks this thread until
+   * the worker answers (ChangeTracking is synchronous): the worker posts the
+   * answer on a port of its own and wakes this thread through a shared flag.
+   * @throws `EIO` if the worker is dead or does not answer in time.
+   */
+  changedExtents(p: number, from: string, to: string): Extent[] {
+    if (this.#death !== undefined) throw this.#death;
+    const { port1, port2 } = new MessageChannel();
+    const flag = new Int32Array(new SharedArrayBuffer(4));
+    try {
+      // Requests made before this question go first: the answer reflects them.
+      this.#post();
+      this.#worker.postMessage(
+        [
+          {
+            op: 'sync',
+            p,
+            question: { kind: 'changedExtents', from, to },
+            port: port2,
+            flag,
+          } satisfies WorkerMessage,
+        ],
+        [port2],
+      );
+      if (Atomics.wait(flag, 0, 0, SYNC_TIMEOUT_MS) === 'timed-out') {
+        throw new BlockDeviceError('EIO', `processor ${this.index} did not answer in time`);
+      }
+      const received = receiveMessageOnPort(port1);
+      if (received === undefined) {
+        throw new BlockDeviceError('EIO', `processor ${this.index} sent no answer`);
+      }
+      const reply = received.message as WorkerReply;
+      if (!reply.ok) throw fromErrorReply(reply.error);
+      return reply.value as Extent[];
+    } finally {
+      port1.close();
+    }
+  }
+
+  /** Ends the worker; its pending requests fail `EIO`. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await this.#worker.terminate();
+    this.#die('was stopped', undefined);
+  }
+
+  #settle(reply: WorkerReply): void {
+    const pending = this.#pending.get(reply.id);
+    if (pending === undefined) return;
+    this.#pending.delete(reply.id);
+    if (reply.ok) pending.resolve(reply.value);
+    else pending.reject(fromErrorReply(reply.error));
+  }
+
+  #die(how: string, cause: unknown): void {
+    if (this.#death !== undefined) return;
+    this.#death = new BlockDeviceError('EIO', `volume processor ${this.index} ${how}`, { cause });
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) p.reject(this.#death);
+    if (!this.#stopping) this.#onDeath(this.#death);
+  }
+}
+
+/** A partition whose COW device runs in a worker. */
+export class RemotePartition implements Partition {
+  readonly #processor: WorkerProcessor;
+  readonly #p: number;
+  readonly size: number;
+  readonly blockSize: number;
+
+  private constructor(processor: WorkerProcessor, p: number, size: number, blockSize: number) {
+    this.#processor = processor;
+    this.#p = p;
+    this.size = size;
+    this.blockSize = blockSize;
+  }
+
+  /** Opens (or formats) partition `p` in `processor`'s worker. */
+  static async open(
+    processor: WorkerProcessor,
+    p: number,
+    origin: DeviceSpec,
+    store: DeviceSpec,
+    format: { maxSnapshots: number; force: boolean } | undefined,
+  ): Promise<RemotePartition> {
+    const geometry = (await processor.request(p, { op: 'open', origin, store, format })) as {
+      size: number;
+      blockSize: number;
+    };
+    return new RemotePartition(processor, p, geometry.size, geometry.blockSize);
+  }
+
+  /** The processor that runs this partition. */
+  get processor(): WorkerProcessor {
+    return this.#processor;
+  }
+
+  read(offset: number, length: number): Promise<Uint8Array> {
+    return this.#processor.request(this.#p, { op: 'read', offset, length }) as Promise<Uint8Array>;
+  }
+
+  write(offset: number, data: Uint8Array): Promise<void> {
+    const staged = this.#processor.stage(data);
+    return this.#processor.request(this.#p, { op: 'write', offset, data: staged }) as Promise<void>;
+  }
+
+  flush(): Promise<void> {
+    return this.#processor.request(this.#p, { op: 'flush' }) as Promise<void>;
+  }
+
+  snapshot(name: string): Promise<PartitionSnapshotMade> {
+    return this.#processor.request(this.#p, {
+      op: 'snapshot',
+      name,
+    }) as Promise<PartitionSnapshotMade>;
+  }
+
+  deleteSnapshot(id: string): Promise<void> {
+    return this.#processor.request(this.#p, {
+      op: 'deleteSnapshot',
+      snapshot: id,
+    }) as Promise<void>;
+  }
+
+  restore(id: string): Promise<void> {
+    return this.#processor.request(this.#p, { op: 'restore', snapshot: id }) as Promise<void>;
+  }
+
+  readSnapshot(id: string, offset: number, length: number): Promise<Uint8Array> {
+    return this.#processor.request(this.#p, {
+      op: 'readSnapshot',
+      snapshot: id,
+      offset,
+      length,
+    }) as Promise<Uint8Array>;
+  }
+
+  listSnapshots(): Promise<SnapshotInfo[]> {
+    return this.#processor.request(this.#p, { op: 'listSnapshots' }) as Promise<SnapshotInfo[]>;
+  }
+
+  changedExtents(from: string, to: string | 'live'): Extent[] {
+    return this.#processor.changedExtents(this.#p, from, to);
+  }
+
+  close(): Promise<void> {
+    return this.#processor.request(this.#p, { op: 'close' }) as Promise<void>;
+  }
+}
