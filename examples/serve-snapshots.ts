@@ -64,7 +64,9 @@ if (!('port' in address)) throw new Error('expected a TCP address');
 const base = `nbd://127.0.0.1:${address.port}`;
 console.log(`   serving ${base}/vm1 (and ${base}/vm1@<snapshot>)`);
 
-console.log(`2. Write 0xaa over the first 64 KiB through NBD, with ${qemu ? 'qemu-io' : "blocksnap's NbdDevice (qemu-io is not installed)"}`);
+console.log(
+  `2. Write 0xaa over the first 64 KiB through NBD, with ${qemu ? 'qemu-io' : "blocksnap's NbdDevice (qemu-io is not installed)"}`,
+);
 await writePattern(`${base}/vm1`, 0xaa, qemu);
 check((await volume.read(0, 1))[0] === 0xaa, 'the volume holds the bytes the NBD client wrote');
 
@@ -85,12 +87,18 @@ console.log('4. The snapshot export is read-only: a write through NBD is refused
     () => undefined,
     (err: unknown) => err,
   );
-  check(refused instanceof BlockDeviceError && refused.code === 'EROFS', 'writing to it fails with EROFS');
+  check(
+    refused instanceof BlockDeviceError && refused.code === 'EROFS',
+    'writing to it fails with EROFS',
+  );
 }
 
 console.log('5. Close the server: the volume stays open and usable');
 await server.close();
-check((await volume.read(0, 1))[0] === 0xbb, 'the volume still reads its bytes after the server closed');
+check(
+  (await volume.read(0, 1))[0] === 0xbb,
+  'the volume still reads its bytes after the server closed',
+);
 
 if (failures > 0) {
   console.log(`${failures} check(s) FAILED`);
