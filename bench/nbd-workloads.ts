@@ -93,6 +93,19 @@ async function startPeer(program: string, args: (port: number) => string[]): Pro
   };
 }
 
+/** `nbdkit memory` of MEMORY_SIZE bytes on a free loopback port. */
+function startNbdkitMemory(): Promise<Served> {
+  return startPeer('nbdkit', (port) => [
+    '-f',
+    '-p',
+    String(port),
+    '-i',
+    '127.0.0.1',
+    'memory',
+    `size=${MEMORY_SIZE}`,
+  ]);
+}
+
 /** Serves `device` with blocksnap's server under the export name `bench`. */
 async function serveOurs(cfg: BenchConfig, device: BlockDevice): Promise<Served> {
   const server: NbdServer = await cfg.lib.serveNbd({ exports: { bench: device }, port: 0 });
@@ -219,15 +232,7 @@ async function memoryRow(
   const round = nextRound(id);
   const device = await cfg.lib.MemoryDevice.create({ size: MEMORY_SIZE, blockSize: cfg.blockSize });
   const ours = await serveOurs(cfg, device);
-  const theirs = await startPeer('nbdkit', (port) => [
-    '-f',
-    '-p',
-    String(port),
-    '-i',
-    '127.0.0.1',
-    'memory',
-    `size=${MEMORY_SIZE}`,
-  ]);
+  const theirs = await startNbdkitMemory();
   try {
     await fill(cfg, ours.uri, MEMORY_SIZE);
     await fill(cfg, theirs.uri, MEMORY_SIZE);
@@ -351,15 +356,7 @@ async function copyRow(cfg: BenchConfig): Promise<RowResult> {
   const round = nextRound('nbd-copy');
   const device = await cfg.lib.MemoryDevice.create({ size: MEMORY_SIZE, blockSize: cfg.blockSize });
   const ours = await serveOurs(cfg, device);
-  const theirs = await startPeer('nbdkit', (port) => [
-    '-f',
-    '-p',
-    String(port),
-    '-i',
-    '127.0.0.1',
-    'memory',
-    `size=${MEMORY_SIZE}`,
-  ]);
+  const theirs = await startNbdkitMemory();
   const copy = async (uri: string): Promise<FioResult> => {
     const t0 = performance.now();
     await run('nbdcopy', ['--no-extents', uri, 'null:'], { timeout: 300_000 });
@@ -396,15 +393,7 @@ async function copyRow(cfg: BenchConfig): Promise<RowResult> {
  */
 async function clientReadRow(cfg: BenchConfig): Promise<RowResult> {
   const round = nextRound('nbd-client-read');
-  const theirs = await startPeer('nbdkit', (port) => [
-    '-f',
-    '-p',
-    String(port),
-    '-i',
-    '127.0.0.1',
-    'memory',
-    `size=${MEMORY_SIZE}`,
-  ]);
+  const theirs = await startNbdkitMemory();
   try {
     await fill(cfg, theirs.uri, MEMORY_SIZE);
     const blocks = MEMORY_SIZE / cfg.blockSize;

@@ -81,6 +81,15 @@ export class ByteReader {
     return this.#take(length);
   }
 
+  /**
+   * Exactly `length` bytes if they are already buffered, else undefined
+   * (then {@link read} them): the server parses every request that arrived
+   * together in one go, without a promise per request.
+   */
+  takeNow(length: number): Buffer | undefined {
+    return this.#buffered >= length ? this.#take(length) : undefined;
+  }
+
   /** Consumes `length` bytes without keeping them (a payload the server refuses). */
   async skip(length: number): Promise<void> {
     let left = length;

@@ -1,46 +1,43 @@
 import type { Duplex } from 'node:stream';
-import { BlockDeviceError } from '../errors.js';
+import { readerInto } from '../base/index.js';
 import {
   NBD_CMD_BLOCK_STATUS,
-  NBD_CMD_CACHE,
   NBD_CMD_DISC,
-  NBD_CMD_FLAG_DF,
-  NBD_CMD_FLAG_FAST_ZERO,
   NBD_CMD_FLAG_FUA,
-  NBD_CMD_FLAG_NO_HOLE,
-  NBD_CMD_FLAG_PAYLOAD_LEN,
   NBD_CMD_FLAG_REQ_ONE,
   NBD_CMD_FLUSH,
   NBD_CMD_READ,
-  NBD_CMD_TRIM,
   NBD_CMD_WRITE,
   NBD_CMD_WRITE_ZEROES,
-  NBD_COMMAND_NAMES,
   NBD_DEFAULT_MAX_PAYLOAD,
   NBD_EINVAL,
-  NBD_EIO,
-  NBD_ENOSPC,
-  NBD_ENOTSUP,
-  NBD_EOVERFLOW,
-  NBD_EPERM,
-  NBD_EXTENDED_REQUEST_MAGIC,
   NBD_EXTENDED_REQUEST_SIZE,
   NBD_REPLY_TYPE_BLOCK_STATUS,
   NBD_REPLY_TYPE_BLOCK_STATUS_EXT,
-  NBD_REQUEST_MAGIC,
   NBD_REQUEST_SIZE,
 } from './protocol.js';
 import type { Negotiated } from './server-handshake.js';
 import { ProtocolError } from './server-handshake.js';
 import { blockStatus } from './server-meta-context.js';
 import type { ByteReader } from './server-reader.js';
+import { ReplyWriter } from './server-reply-writer.js';
+import {
+  checkRequest,
+  commandName,
+  errnoOf,
+  exactLength,
+  messageOf,
+  parseRequest,
+  type Request,
+  type RequestContext,
+} from './server-request.js';
 import {
   blockStatusChunk,
   doneReply,
   errorReply,
   type ReplyStyle,
-  type ReplyTo,
-  readHeader,
+  readHeaderLength,
+  writeReadHeader,
 } from './server-wire.js';
 
 /** Most requests one connection has in flight; past it the server stops reading requests. */
@@ -50,31 +47,6 @@ export const MAX_UNSENT = 16 * 1024 * 1024;
 /** Bytes WRITE_ZEROES writes per device write (one shared zero buffer). */
 const ZERO_STEP = 1024 * 1024;
 const ZEROES = new Uint8Array(ZERO_STEP);
-
-/** Flags each command accepts; any other flag is `EINVAL` (FUA is valid on every command). */
-const ALLOWED_FLAGS: Readonly<Record<number, number>> = {
-  [NBD_CMD_READ]: NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_DF,
-  [NBD_CMD_WRITE]: NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_PAYLOAD_LEN,
-  [NBD_CMD_FLUSH]: NBD_CMD_FLAG_FUA,
-  [NBD_CMD_TRIM]: NBD_CMD_FLAG_FUA,
-  [NBD_CMD_CACHE]: NBD_CMD_FLAG_FUA,
-  [NBD_CMD_WRITE_ZEROES]: NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO,
-  [NBD_CMD_BLOCK_STATUS]: NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_REQ_ONE,
-};
-
-interface Request extends ReplyTo {
-  readonly type: number;
-  readonly flags: number;
-  /** The effect length (or, for WRITE, the payload length). */
-  readonly length: bigint;
-  readonly payload: Buffer | undefined;
-}
-
-/** A refusal: the NBD error and a message for the client's user. */
-interface Refusal {
-  readonly error: number;
-  readonly message: string;
-}
 
 /**
  * The transmission phase of one connection (docs/ARCHITECTURE.md, "NBD"):
@@ -89,25 +61,32 @@ interface Refusal {
  */
 export class Transmission {
   readonly #reader: ByteReader;
-  readonly #stream: Duplex;
   readonly #negotiated: Negotiated;
   readonly #style: ReplyStyle;
   readonly #maxPayload: number;
   readonly #byteBudget: number;
-  readonly #inFlight = new Set<Promise<void>>();
+  readonly #context: RequestContext;
+  /** The device's READ_INTO, if it has one: a READ's data goes straight into its reply buffer. */
+  readonly #readInto: ((offset: number, buffer: Uint8Array) => Promise<Uint8Array>) | undefined;
+  /** Replies go out through it; READ replies in its pooled buffers, at most {@link MAX_UNSENT} kept free. */
+  readonly #replies: ReplyWriter;
+  #inFlight = 0;
   #inFlightBytes = 0;
   #stopping = false;
   #wakeRoom: (() => void) | undefined;
-  #corked = false;
+  #wakeIdle: (() => void) | undefined;
 
   constructor(reader: ByteReader, stream: Duplex, negotiated: Negotiated, maxPayload: number) {
     this.#reader = reader;
-    this.#stream = stream;
     this.#negotiated = negotiated;
     this.#style = negotiated.style;
     this.#maxPayload = maxPayload;
     this.#byteBudget = 2 * maxPayload;
-    stream.on('drain', () => this.#wake());
+    this.#context = { style: this.#style, maxPayload, negotiated };
+    this.#readInto = readerInto(negotiated.lease.device);
+    this.#replies = new ReplyWriter(stream, MAX_UNSENT, () => {
+      if (this.#wakeRoom !== undefined) this.#wake();
+    });
   }
 
   /**
@@ -119,20 +98,35 @@ export class Transmission {
   async run(): Promise<void> {
     const extended = this.#style === 'extended';
     const headerSize = extended ? NBD_EXTENDED_REQUEST_SIZE : NBD_REQUEST_SIZE;
+    const reader = this.#reader;
     try {
       for (;;) {
-        await this.#room();
+        // Requests that arrived together are parsed and started in one
+        // synchronous pass: the loop awaits only for room or for bytes.
+        if (!this.#hasRoom()) await this.#room();
         if (this.#stopping) return;
-        const header = await this.#reader.read(headerSize);
+        const header = reader.takeNow(headerSize) ?? (await reader.read(headerSize));
         if (this.#stopping) return;
-        const request = await this.#readRequest(header, extended);
-        if (request === undefined) continue;
+        const request = parseRequest(header, extended);
+        let payload: Buffer | undefined;
+        if (request.hasPayload) {
+          if (request.length > this.#maxPayload) {
+            await this.#refusePayload(request);
+            continue;
+          }
+          payload = reader.takeNow(request.length) ?? (await reader.read(request.length));
+        }
         if (request.type === NBD_CMD_DISC) return;
-        this.#start(request);
+        this.#start(request, payload);
       }
     } finally {
       this.#stopping = true;
-      await Promise.allSettled([...this.#inFlight]);
+      if (this.#inFlight > 0) {
+        await new Promise<void>((resolve) => {
+          this.#wakeIdle = resolve;
+        });
+      }
+      this.#replies.clear();
     }
   }
 
@@ -143,140 +137,117 @@ export class Transmission {
     this.#wake();
   }
 
-  async #readRequest(header: Buffer, extended: boolean): Promise<Request | undefined> {
-    const magic = header.readUInt32BE(0);
-    if (magic !== (extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC)) {
-      throw new ProtocolError(`request with magic 0x${magic.toString(16)}`);
+  /**
+   * Answers a request whose payload is over maxPayload. Payloads up to the
+   * spec's 32 MiB are never a denial of service: skipped, and the
+   * connection goes on. A longer one cannot be skipped at a bounded cost:
+   * answered, then the connection is closed (throws).
+   */
+  async #refusePayload(request: Request): Promise<void> {
+    const length = exactLength(request, this.#style);
+    const reply = errorReply(
+      this.#style,
+      request,
+      NBD_EINVAL,
+      `payload of ${length} bytes is over ${this.#maxPayload}`,
+    );
+    if (request.length <= NBD_DEFAULT_MAX_PAYLOAD) {
+      await this.#reader.skip(request.length);
+      this.#replies.send(reply);
+      return;
     }
-    const flags = header.readUInt16BE(4);
-    const type = header.readUInt16BE(6);
-    const to = { cookie: Buffer.from(header.subarray(8, 16)), offset: header.readBigUInt64BE(16) };
-    const length = extended ? header.readBigUInt64BE(24) : BigInt(header.readUInt32BE(24));
-    const hasPayload = extended ? (flags & NBD_CMD_FLAG_PAYLOAD_LEN) !== 0 : type === NBD_CMD_WRITE;
-    if (!hasPayload) return { ...to, type, flags, length, payload: undefined };
-    if (length > BigInt(this.#maxPayload)) {
-      const refusal = {
-        error: NBD_EINVAL,
-        message: `payload of ${length} bytes is over ${this.#maxPayload}`,
-      };
-      // Payloads up to the spec's 32 MiB are never a denial of service: skip them and go on.
-      // A longer one cannot be skipped at a bounded cost: answer, then close.
-      if (length <= BigInt(NBD_DEFAULT_MAX_PAYLOAD)) {
-        await this.#reader.skip(Number(length));
-        this.#send([errorReply(this.#style, to, refusal.error, refusal.message)]);
-        return undefined;
-      }
-      this.#send([errorReply(this.#style, to, refusal.error, refusal.message)]);
-      throw new ProtocolError(`${commandName(type)} with a payload of ${length} bytes`);
-    }
-    const payload = await this.#reader.read(Number(length));
-    return { ...to, type, flags, length, payload };
+    this.#replies.send(reply);
+    throw new ProtocolError(`${commandName(request.type)} with a payload of ${length} bytes`);
   }
 
-  #start(request: Request): void {
-    const cost =
-      request.type === NBD_CMD_READ ? Number(request.length) : (request.payload?.length ?? 0);
+  #start(request: Request, payload: Buffer | undefined): void {
+    const cost = request.type === NBD_CMD_READ ? request.length : (payload?.length ?? 0);
+    this.#inFlight++;
     this.#inFlightBytes += cost;
-    const done = this.#serve(request)
-      .then(
-        (reply) => this.#send(reply),
-        (err: unknown) =>
-          this.#send([errorReply(this.#style, request, errnoOf(err), messageOf(err))]),
-      )
-      .finally(() => {
-        this.#inFlight.delete(done);
-        this.#inFlightBytes -= cost;
-        this.#wake();
-      });
-    this.#inFlight.add(done);
+    void this.#serve(request, payload, cost);
   }
 
-  /** Checks and runs one request; resolves with its reply (one or more buffers sent as one). */
-  async #serve(request: Request): Promise<Buffer[]> {
-    const refusal = this.#check(request);
-    if (refusal !== undefined)
-      return [errorReply(this.#style, request, refusal.error, refusal.message)];
-    const { device } = this.#negotiated.lease;
-    const offset = Number(request.offset);
-    const length = Number(request.length);
-    const fua = (request.flags & NBD_CMD_FLAG_FUA) !== 0;
-    switch (request.type) {
-      case NBD_CMD_READ: {
-        const data = await device.read(offset, length);
-        const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-        return [readHeader(this.#style, request, bytes.length), bytes];
+  /**
+   * Checks and runs one request and sends its reply (or its error); never
+   * rejects. Runs without a closure or a promise chain of its own: one
+   * async call per request.
+   */
+  async #serve(request: Request, payload: Buffer | undefined, cost: number): Promise<void> {
+    try {
+      const refusal = checkRequest(request, payload, this.#context);
+      if (refusal !== undefined) {
+        this.#replies.send(errorReply(this.#style, request, refusal.error, refusal.message));
+        return;
       }
-      case NBD_CMD_WRITE:
-        await device.write(offset, request.payload as Buffer);
-        if (fua) await device.flush();
-        break;
-      case NBD_CMD_WRITE_ZEROES:
-        // Zero bytes are written, never a hole: NO_HOLE holds either way.
-        for (let at = offset; at < offset + length; at += ZERO_STEP) {
-          await device.write(at, ZEROES.subarray(0, Math.min(ZERO_STEP, offset + length - at)));
-        }
-        if (fua) await device.flush();
-        break;
-      case NBD_CMD_FLUSH:
-        await device.flush();
-        break;
-      case NBD_CMD_BLOCK_STATUS:
-        return [this.#blockStatus(request, offset, length)];
-      // TRIM is a hint the device contract has no call for, and CACHE has nothing to warm:
-      // both change nothing, so ordering and FUA hold trivially.
+      const { device } = this.#negotiated.lease;
+      const { offset, length } = request;
+      const fua = (request.flags & NBD_CMD_FLAG_FUA) !== 0;
+      switch (request.type) {
+        case NBD_CMD_READ:
+          await this.#read(request);
+          return;
+        case NBD_CMD_WRITE:
+          await device.write(offset, payload as Buffer);
+          if (fua) await device.flush();
+          break;
+        case NBD_CMD_WRITE_ZEROES:
+          // Zero bytes are written, never a hole: NO_HOLE holds either way.
+          for (let at = offset; at < offset + length; at += ZERO_STEP) {
+            await device.write(at, ZEROES.subarray(0, Math.min(ZERO_STEP, offset + length - at)));
+          }
+          if (fua) await device.flush();
+          break;
+        case NBD_CMD_FLUSH:
+          await device.flush();
+          break;
+        case NBD_CMD_BLOCK_STATUS:
+          this.#replies.send(this.#blockStatus(request, offset, length));
+          return;
+        // TRIM is a hint the device contract has no call for, and CACHE has nothing to warm:
+        // both change nothing, so ordering and FUA hold trivially.
+      }
+      this.#replies.send(doneReply(this.#style, request));
+    } catch (err) {
+      this.#replies.send(errorReply(this.#style, request, errnoOf(err), messageOf(err)));
+    } finally {
+      this.#inFlight--;
+      this.#inFlightBytes -= cost;
+      if (this.#inFlight === 0) this.#wakeIdle?.();
+      this.#wake();
     }
-    return [doneReply(this.#style, request)];
   }
 
-  #check(request: Request): Refusal | undefined {
-    const { type, flags } = request;
-    const allowed = ALLOWED_FLAGS[type];
-    if (allowed === undefined) return { error: NBD_EINVAL, message: `unknown command ${type}` };
-    let valid = allowed;
-    if (this.#style === 'simple') valid &= ~NBD_CMD_FLAG_DF;
-    if (this.#style !== 'extended') valid &= ~NBD_CMD_FLAG_PAYLOAD_LEN;
-    if ((flags & ~valid) !== 0) {
-      return {
-        error: NBD_EINVAL,
-        message: `${commandName(type)} with flags 0x${flags.toString(16)}`,
-      };
-    }
-    if (type === NBD_CMD_WRITE && this.#style === 'extended' && request.payload === undefined) {
-      return { error: NBD_EINVAL, message: 'WRITE without NBD_CMD_FLAG_PAYLOAD_LEN' };
-    }
-    if (type === NBD_CMD_FLUSH) return undefined;
-    const { device, readOnly } = this.#negotiated.lease;
-    const writes = type === NBD_CMD_WRITE || type === NBD_CMD_WRITE_ZEROES;
-    if (type === NBD_CMD_READ && request.length > BigInt(this.#maxPayload)) {
-      return {
-        error: NBD_EOVERFLOW,
-        message: `READ of ${request.length} bytes is over ${this.#maxPayload}`,
-      };
-    }
-    if (request.offset + request.length > BigInt(device.size)) {
-      return {
-        // The spec: ENOSPC for writes past the end, EINVAL for the rest.
-        error: writes ? NBD_ENOSPC : NBD_EINVAL,
-        message: `${commandName(type)} of ${request.length} bytes at ${request.offset} is past the end (${device.size})`,
-      };
-    }
-    if (readOnly && (writes || type === NBD_CMD_TRIM)) {
-      return { error: NBD_EPERM, message: 'the export is read-only' };
-    }
-    if (type === NBD_CMD_WRITE_ZEROES && (flags & NBD_CMD_FLAG_FAST_ZERO) !== 0) {
-      // Zeroes are written as bytes, no faster than a WRITE: the spec asks for a fast ENOTSUP.
-      return { error: NBD_ENOTSUP, message: 'zeroing is not faster than writing here' };
-    }
-    if (type === NBD_CMD_READ && request.length === 0n) {
-      return { error: NBD_EINVAL, message: 'READ of 0 bytes' };
-    }
-    if (type === NBD_CMD_BLOCK_STATUS) {
-      if (this.#negotiated.contexts.length === 0) {
-        return { error: NBD_EINVAL, message: 'BLOCK_STATUS without a metadata context selected' };
+  /**
+   * A READ's reply is its header and its data in one buffer: with the
+   * device's READ_INTO the data is read into a pooled buffer right after
+   * the header (no copy, one iovec); otherwise the header and `read`'s own
+   * buffer go out together.
+   */
+  async #read(request: Request): Promise<void> {
+    const { offset, length } = request;
+    const headerLength = readHeaderLength(this.#style);
+    const readInto = this.#readInto;
+    if (readInto !== undefined) {
+      const out = this.#replies.take(headerLength + length);
+      try {
+        await readInto(offset, out.subarray(headerLength));
+      } catch (err) {
+        // The device is done with the buffer once its promise settled; nothing was sent from it.
+        this.#replies.give(out);
+        throw err;
       }
-      if (request.length === 0n) return { error: NBD_EINVAL, message: 'BLOCK_STATUS of 0 bytes' };
+      writeReadHeader(out, this.#style, request, length);
+      this.#replies.send(out, out);
+      return;
     }
-    return undefined;
+    const data = await this.#negotiated.lease.device.read(offset, length);
+    const header = Buffer.allocUnsafe(headerLength);
+    writeReadHeader(header, this.#style, request, length);
+    this.#replies.send(
+      header,
+      undefined,
+      Buffer.from(data.buffer, data.byteOffset, data.byteLength),
+    );
   }
 
   #blockStatus(request: Request, offset: number, length: number): Buffer {
@@ -302,32 +273,17 @@ export class Transmission {
     );
   }
 
-  /**
-   * Writes one reply whole. Replies finished in the same turn of the event
-   * loop are corked together and leave in one writev when the turn ends
-   * (one system call for many replies at queue depth), never split.
-   */
-  #send(parts: Buffer[]): void {
-    const stream = this.#stream;
-    if (stream.destroyed || stream.writableEnded) return;
-    if (!this.#corked) {
-      this.#corked = true;
-      stream.cork();
-      process.nextTick(() => {
-        this.#corked = false;
-        stream.uncork();
-      });
-    }
-    for (const part of parts) stream.write(part);
+  #hasRoom(): boolean {
+    return (
+      this.#stopping ||
+      (this.#inFlight < MAX_IN_FLIGHT &&
+        this.#inFlightBytes < this.#byteBudget &&
+        this.#replies.unsent < MAX_UNSENT)
+    );
   }
 
   async #room(): Promise<void> {
-    while (
-      !this.#stopping &&
-      (this.#inFlight.size >= MAX_IN_FLIGHT ||
-        this.#inFlightBytes >= this.#byteBudget ||
-        this.#stream.writableLength >= MAX_UNSENT)
-    ) {
+    while (!this.#hasRoom()) {
       await new Promise<void>((resolve) => {
         this.#wakeRoom = resolve;
       });
@@ -339,31 +295,4 @@ export class Transmission {
     this.#wakeRoom = undefined;
     wake?.();
   }
-}
-
-/**
- * The NBD error for a device failure: `ERANGE` and `EINVAL` → `EINVAL`,
- * `EROFS` → `EPERM`, `ENOSPC` → `ENOSPC`, anything else → `EIO`.
- */
-export function errnoOf(err: unknown): number {
-  if (!BlockDeviceError.is(err)) return NBD_EIO;
-  switch (err.code) {
-    case 'ERANGE':
-    case 'EINVAL':
-      return NBD_EINVAL;
-    case 'EROFS':
-      return NBD_EPERM;
-    case 'ENOSPC':
-      return NBD_ENOSPC;
-    default:
-      return NBD_EIO;
-  }
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-function commandName(type: number): string {
-  return NBD_COMMAND_NAMES[type] ?? `command ${type}`;
 }

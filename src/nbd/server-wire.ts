@@ -59,10 +59,46 @@ export function decodeName(bytes: Uint8Array): string | undefined {
   }
 }
 
-/** What a transmission reply answers: the request's cookie (opaque, 8 bytes) and offset. */
+/**
+ * What a transmission reply answers: the request's header as it arrived,
+ * whose cookie (bytes 8–15, opaque) and offset (bytes 16–23) replies echo
+ * byte for byte — no copy of the cookie per request, no 64-bit number.
+ */
 export interface ReplyTo {
-  readonly cookie: Buffer;
-  readonly offset: bigint;
+  readonly header: Buffer;
+}
+
+/** Bytes of the header a READ reply's data follows (with the chunk's offset field). */
+export function readHeaderLength(style: ReplyStyle): number {
+  return style === 'simple' ? 16 : style === 'structured' ? 20 + 8 : 32 + 8;
+}
+
+/**
+ * Writes at the start of `out` the header of a structured or extended reply
+ * chunk whose payload is `payload` bytes; returns where the payload starts.
+ */
+function writeChunkHeader(
+  out: Buffer,
+  style: 'structured' | 'extended',
+  to: ReplyTo,
+  flags: number,
+  type: number,
+  payload: number,
+): number {
+  out.writeUInt16BE(flags, 4);
+  out.writeUInt16BE(type, 6);
+  to.header.copy(out, 8, 8, 16);
+  if (style === 'structured') {
+    out.writeUInt32BE(NBD_STRUCTURED_REPLY_MAGIC, 0);
+    out.writeUInt32BE(payload, 16);
+    return 20;
+  }
+  out.writeUInt32BE(NBD_EXTENDED_REPLY_MAGIC, 0);
+  to.header.copy(out, 16, 16, 24);
+  // A payload length is below 2^53 (a buffer's length): two 32-bit halves.
+  out.writeUInt32BE(Math.floor(payload / 2 ** 32), 24);
+  out.writeUInt32BE(payload >>> 0, 28);
+  return 32;
 }
 
 /**
@@ -75,25 +111,9 @@ function chunk(
   flags: number,
   type: number,
   payload: number,
-  extra = 0,
 ): { out: Buffer; at: number } {
-  if (style === 'structured') {
-    const out = Buffer.allocUnsafe(20 + payload - extra);
-    out.writeUInt32BE(NBD_STRUCTURED_REPLY_MAGIC, 0);
-    out.writeUInt16BE(flags, 4);
-    out.writeUInt16BE(type, 6);
-    to.cookie.copy(out, 8);
-    out.writeUInt32BE(payload, 16);
-    return { out, at: 20 };
-  }
-  const out = Buffer.allocUnsafe(32 + payload - extra);
-  out.writeUInt32BE(NBD_EXTENDED_REPLY_MAGIC, 0);
-  out.writeUInt16BE(flags, 4);
-  out.writeUInt16BE(type, 6);
-  to.cookie.copy(out, 8);
-  out.writeBigUInt64BE(to.offset, 16);
-  out.writeBigUInt64BE(BigInt(payload), 24);
-  return { out, at: 32 };
+  const out = Buffer.allocUnsafe((style === 'structured' ? 20 : 32) + payload);
+  return { out, at: writeChunkHeader(out, style, to, flags, type, payload) };
 }
 
 /**
@@ -109,10 +129,14 @@ export function doneReply(style: ReplyStyle, to: ReplyTo): Buffer {
 /** A simple reply header (16 bytes), with `error` (0: success). */
 export function simpleHeader(to: ReplyTo, error: number): Buffer {
   const out = Buffer.allocUnsafe(16);
+  writeSimpleHeader(out, to, error);
+  return out;
+}
+
+function writeSimpleHeader(out: Buffer, to: ReplyTo, error: number): void {
   out.writeUInt32BE(NBD_SIMPLE_REPLY_MAGIC, 0);
   out.writeUInt32BE(error, 4);
-  to.cookie.copy(out, 8);
-  return out;
+  to.header.copy(out, 8, 8, 16);
 }
 
 /**
@@ -131,22 +155,24 @@ export function errorReply(style: ReplyStyle, to: ReplyTo, error: number, messag
 }
 
 /**
- * The header that goes before a READ's data: a simple reply header, or the
- * header of one final `OFFSET_DATA` chunk (whose payload starts with the
- * offset, included here) covering all of the data.
+ * Writes, in the first {@link readHeaderLength} bytes of `out`, the header
+ * that goes before a READ's `dataLength` bytes of data: a simple reply
+ * header, or the header of one final `OFFSET_DATA` chunk (whose payload
+ * starts with the offset, included here) covering all of the data.
  */
-export function readHeader(style: ReplyStyle, to: ReplyTo, dataLength: number): Buffer {
-  if (style === 'simple') return simpleHeader(to, 0);
-  const { out, at } = chunk(
-    style,
-    to,
-    NBD_REPLY_FLAG_DONE,
-    NBD_REPLY_TYPE_OFFSET_DATA,
-    8 + dataLength,
-    dataLength,
-  );
-  out.writeBigUInt64BE(to.offset, at);
-  return out;
+export function writeReadHeader(
+  out: Buffer,
+  style: ReplyStyle,
+  to: ReplyTo,
+  dataLength: number,
+): void {
+  if (style === 'simple') {
+    writeSimpleHeader(out, to, 0);
+    return;
+  }
+  const flags = NBD_REPLY_FLAG_DONE;
+  const at = writeChunkHeader(out, style, to, flags, NBD_REPLY_TYPE_OFFSET_DATA, 8 + dataLength);
+  to.header.copy(out, at, 16, 24);
 }
 
 /**

@@ -1,0 +1,130 @@
+import type { Duplex } from 'node:stream';
+import { ReplyBufferPool } from './server-reply-pool.js';
+
+/** Bytes of replies corked into one writev at most (see {@link ReplyWriter.send}). */
+const CORK_MAX = 64 * 1024;
+
+/**
+ * The socket side of one connection's transmission phase
+ * (docs/ARCHITECTURE.md, "NBD"): writes replies whole, batches the small
+ * ones of one event-loop turn into one writev, and lends READ replies
+ * pooled buffers that come back only once the socket has written them.
+ */
+export class ReplyWriter {
+  readonly #stream: Duplex;
+  readonly #pool: ReplyBufferPool;
+  readonly #onWritten: () => void;
+  /**
+   * What each write still in the socket carries, in write order: a pooled
+   * buffer to hand back once written, or undefined. A writable stream calls
+   * write callbacks in write order, so the one shared callback
+   * ({@link #written}) takes one entry per call.
+   */
+  readonly #writing: (Buffer | undefined)[] = [];
+  #writingHead = 0;
+  /** Set on the first failed write: the socket is going away and no buffer is reused again. */
+  #failed = false;
+  #corked = false;
+  #corkedBytes = 0;
+  #uncorkQueued = false;
+
+  /**
+   * A writer on `stream` that keeps at most `maxPooled` bytes of free
+   * buffers, and calls `onWritten` each time a write has left.
+   */
+  constructor(stream: Duplex, maxPooled: number, onWritten: () => void) {
+    this.#stream = stream;
+    this.#pool = new ReplyBufferPool(maxPooled);
+    this.#onWritten = onWritten;
+  }
+
+  /** Bytes written and not yet taken by the socket. */
+  get unsent(): number {
+    return this.#stream.writableLength;
+  }
+
+  /** A buffer of `length` bytes for a reply, to {@link send} as `pooled` or {@link give} back. */
+  take(length: number): Buffer {
+    return this.#pool.take(length);
+  }
+
+  /** Hands back a buffer from {@link take} that was never sent (the read into it failed). */
+  give(buffer: Buffer): void {
+    this.#pool.give(buffer);
+  }
+
+  /** Drops the free buffers: the connection has ended and holds none. */
+  clear(): void {
+    this.#pool.clear();
+  }
+
+  /**
+   * Writes one reply whole: `first`, then `second` if given. Replies sent
+   * in the same turn of the event loop are corked together and leave in
+   * one writev when the turn ends (one system call for many small replies
+   * at queue depth), never split — up to {@link CORK_MAX} bytes: a larger
+   * batch leaves at once, since a writev completes only when all of it has
+   * left, and until then none of its buffers comes back and all its bytes
+   * count as unsent. `pooled`, if given, is the buffer from {@link take}
+   * the reply is written from (`first`); it goes back to the pool once the
+   * socket has written it, never before.
+   */
+  send(first: Buffer, pooled?: Buffer, second?: Buffer): void {
+    const stream = this.#stream;
+    if (stream.destroyed || stream.writableEnded) return;
+    if (!this.#corked) {
+      this.#corked = true;
+      stream.cork();
+      if (!this.#uncorkQueued) {
+        this.#uncorkQueued = true;
+        process.nextTick(this.#uncork);
+      }
+    }
+    this.#writing.push(pooled);
+    stream.write(first, this.#written);
+    let bytes = first.length;
+    if (second !== undefined) {
+      this.#writing.push(undefined);
+      stream.write(second, this.#written);
+      bytes += second.length;
+    }
+    this.#corkedBytes += bytes;
+    if (this.#corkedBytes >= CORK_MAX) this.#flushBatch();
+  }
+
+  readonly #uncork = (): void => {
+    this.#uncorkQueued = false;
+    this.#flushBatch();
+  };
+
+  #flushBatch(): void {
+    if (!this.#corked) return;
+    this.#corked = false;
+    this.#corkedBytes = 0;
+    this.#stream.uncork();
+  }
+
+  /**
+   * Called once per write, in write order, when the socket has written it
+   * (or failed): hands a pooled buffer back and tells the transmission,
+   * whose request loop may have stopped on unsent bytes — at each write, not
+   * only once all of them have left ('drain'), so the pipeline never empties.
+   */
+  readonly #written = (err?: Error | null): void => {
+    const writing = this.#writing;
+    const pooled = writing[this.#writingHead];
+    writing[this.#writingHead++] = undefined;
+    if (this.#writingHead === writing.length) {
+      writing.length = 0;
+      this.#writingHead = 0;
+    } else if (this.#writingHead >= 1024 && this.#writingHead * 2 >= writing.length) {
+      // Under constant load the queue may never empty: drop the entries taken.
+      writing.splice(0, this.#writingHead);
+      this.#writingHead = 0;
+    }
+    // After a failure, callbacks may come out of order: no buffer is trusted to be free.
+    if (err) this.#failed = true;
+    if (pooled !== undefined && !this.#failed) this.#pool.give(pooled);
+    this.#onWritten();
+  };
+}

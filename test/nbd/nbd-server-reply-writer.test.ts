@@ -1,0 +1,75 @@
+import { Duplex } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { ReplyWriter } from '../../src/nbd/server-reply-writer.js';
+
+const KiB = 1024;
+
+/** A stream whose writes complete only when the test says so (`complete()`). */
+function heldStream(): { stream: Duplex; written: Buffer[]; complete: () => void } {
+  const callbacks: (() => void)[] = [];
+  const written: Buffer[] = [];
+  const stream = new Duplex({
+    read() {},
+    write(chunk: Buffer, _encoding, callback) {
+      written.push(Buffer.from(chunk));
+      callbacks.push(() => callback());
+    },
+  });
+  return { stream, written, complete: () => callbacks.shift()?.() };
+}
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+describe('ReplyWriter', () => {
+  it('tells the transmission at each completed write, not once all have left', async () => {
+    const { stream, complete } = heldStream();
+    let calls = 0;
+    const writer = new ReplyWriter(stream, 1024 * KiB, () => calls++);
+    for (let i = 0; i < 3; i++) writer.send(Buffer.alloc(64 * KiB, i));
+    await tick();
+    expect(calls).toBe(0);
+    expect(writer.unsent).toBe(3 * 64 * KiB);
+    complete();
+    await tick();
+    // Two replies are still unsent: a 'drain' would not have come yet.
+    expect(calls).toBe(1);
+    expect(writer.unsent).toBe(2 * 64 * KiB);
+  });
+
+  it('takes a pooled buffer back only once its write has completed, and sends its bytes as they were', async () => {
+    const { stream, written, complete } = heldStream();
+    const writer = new ReplyWriter(stream, 1024 * KiB, () => {});
+    const first = writer.take(64 * KiB).fill(1);
+    writer.send(first, first);
+    const second = writer.take(64 * KiB);
+    expect(second).not.toBe(first);
+    second.fill(2);
+    writer.send(second, second);
+    await tick();
+    // The first write is still in the stream: a buffer taken now must be another one.
+    const third = writer.take(64 * KiB);
+    expect(third === first || third === second).toBe(false);
+    complete();
+    await tick();
+    expect(writer.take(64 * KiB)).toBe(first);
+    complete();
+    await tick();
+    expect(written.map((b) => b[0])).toEqual([1, 2]);
+  });
+
+  it('reuses nothing after a failed write', async () => {
+    const stream = new Duplex({
+      read() {},
+      write(_chunk, _encoding, callback) {
+        callback(new Error('gone'));
+      },
+    });
+    stream.on('error', () => {});
+    const writer = new ReplyWriter(stream, 1024 * KiB, () => {});
+    const buffer = writer.take(64 * KiB);
+    writer.send(buffer, buffer);
+    await tick();
+    await tick();
+    expect(writer.take(64 * KiB)).not.toBe(buffer);
+  });
+});
