@@ -208,7 +208,7 @@ async function withLayerProgress(
     bar.update(event.done, event.total);
   };
   const { snapshots, journal } = volume;
-  snapshots.on('progress', listener);
+  snapshots?.on('progress', listener);
   journal?.on('progress', listener);
   try {
     await work();
@@ -217,7 +217,7 @@ async function withLayerProgress(
     for (const bar of bars.values()) bar.stop('failed');
     throw err;
   } finally {
-    snapshots.off('progress', listener);
+    snapshots?.off('progress', listener);
     journal?.off('progress', listener);
   }
 }

@@ -1,6 +1,7 @@
 import { BlockDeviceError, type CheckReport } from '../index.js';
 import { type Command, stringOption } from './command.js';
 import { formatBytes, parseSize } from './units.js';
+import type { VirtualLayer } from './virtual-volume-dir.js';
 import { createVolume, openVolume, volumeFiles } from './volume.js';
 
 /** The snapshot store a volume gets unless `--store` says: the volume's size and 64 MiB of metadata room, sparse. */
@@ -9,7 +10,8 @@ const STORE_MARGIN = 64 * 1024 * 1024;
 const create: Command = {
   name: 'create',
   summary: 'make a volume: a directory with its data file, snapshot store and optional journal',
-  usage: '<dir> --size SIZE [--block-size SIZE] [--store SIZE] [--journal SIZE] [--selective]',
+  usage:
+    '<dir> --size SIZE [--block-size SIZE] [--store SIZE] [--journal SIZE | --selective | --partitions N [--processors N] [--stripe SIZE]]',
   positionals: [1, 1],
   options: {
     size: { type: 'string' },
@@ -19,6 +21,7 @@ const create: Command = {
     selective: { type: 'boolean' },
     partitions: { type: 'string' },
     processors: { type: 'string' },
+    stripe: { type: 'string' },
   },
   optionHelp: [
     ['--size SIZE', 'bytes of the volume: 20G, 512M, 4k (binary multiples)'],
@@ -29,15 +32,19 @@ const create: Command = {
     ],
     ['--journal SIZE', 'put a write journal of this size on top (point-in-time history, pit)'],
     ['--selective', 'snapshots of chosen ranges (snapshot create --include/--exclude)'],
+    [
+      '--partitions N',
+      'a VirtualVolume: N partitions, each its own data file and snapshot store (--store is split over them)',
+    ],
+    ['--processors N', 'worker threads the partitions run on (default 0: in the command itself)'],
+    [
+      '--stripe SIZE',
+      'stripe the volume over the partitions in units of SIZE (default: contiguous)',
+    ],
   ],
   example: 'blocksnap create ./vm1 --size 20G --journal 1G',
   async run([dir], values) {
-    if (values.partitions !== undefined || values.processors !== undefined) {
-      throw new BlockDeviceError(
-        'EINVAL',
-        '--partitions and --processors make a VirtualVolume, which this version of blocksnap does not have yet',
-      );
-    }
+    const virtual = virtualOptions(values);
     const sizeText = stringOption(values, 'size');
     if (sizeText === undefined)
       throw new BlockDeviceError('EINVAL', 'create needs --size (e.g. --size 20G)');
@@ -46,6 +53,12 @@ const create: Command = {
     const storeText = stringOption(values, 'store');
     const journalText = stringOption(values, 'journal');
     const selective = values.selective === true;
+    if (virtual !== undefined && (selective || journalText !== undefined)) {
+      throw new BlockDeviceError(
+        'EINVAL',
+        '--partitions with --journal or --selective: a VirtualVolume takes snapshots of all of it and has no journal',
+      );
+    }
     if (selective && journalText !== undefined) {
       throw new BlockDeviceError(
         'EINVAL',
@@ -64,15 +77,48 @@ const create: Command = {
       storeSize: storeText === undefined ? size + STORE_MARGIN : parseSize(storeText, '--store'),
       journalSize: journalText === undefined ? undefined : parseSize(journalText, '--journal'),
       selective,
+      virtual,
     });
     const stack = manifest.stack.map((l) => l.layer);
     const files = volumeFiles({ dir: dir!, manifest });
+    const shape =
+      virtual === undefined
+        ? ''
+        : ` of ${virtual.partitions} partitions on ${virtual.processors} processors${virtual.stripeUnit === 0 ? '' : `, striped by ${formatBytes(virtual.stripeUnit)}`}`;
     return {
-      text: `created ${dir}: ${formatBytes(size)}, ${blockSize}-byte blocks, stack ${stack.join(' > ')}`,
-      json: { volume: dir, size, blockSize, stack, files },
+      text: `created ${dir}: ${formatBytes(size)}, ${blockSize}-byte blocks, stack ${stack.join(' > ')}${shape}`,
+      json: { volume: dir, size, blockSize, stack, files, ...(virtual ?? {}) },
     };
   },
 };
+
+/** `--partitions/--processors/--stripe`, or undefined for a volume of one data file. */
+function virtualOptions(values: Parameters<Command['run']>[1]) {
+  const partitions = stringOption(values, 'partitions');
+  const processors = stringOption(values, 'processors');
+  const stripe = stringOption(values, 'stripe');
+  if (partitions === undefined) {
+    if (processors !== undefined || stripe !== undefined) {
+      throw new BlockDeviceError(
+        'EINVAL',
+        '--processors and --stripe shape a VirtualVolume: give --partitions too',
+      );
+    }
+    return undefined;
+  }
+  return {
+    partitions: wholeNumber(partitions, '--partitions'),
+    processors: processors === undefined ? 0 : wholeNumber(processors, '--processors'),
+    stripeUnit: stripe === undefined ? 0 : parseSize(stripe, '--stripe'),
+  };
+}
+
+function wholeNumber(text: string, option: string): number {
+  if (!/^\d+$/.test(text)) {
+    throw new BlockDeviceError('EINVAL', `${option} ${text}: a whole number`);
+  }
+  return Number(text);
+}
 
 const info: Command = {
   name: 'info',
@@ -85,14 +131,27 @@ const info: Command = {
   async run([dir]) {
     const volume = await openVolume(dir!);
     try {
-      const { manifest, snapshots, journal, top } = volume;
+      const { manifest, snapshots, journal, top, virtual } = volume;
       const chunkBytes = manifest.blockSize;
-      const store = {
-        chunks: snapshots.totalChunks,
-        freeChunks: snapshots.freeChunks,
-        usedBytes: (snapshots.totalChunks - snapshots.freeChunks) * chunkBytes,
-        capacityBytes: snapshots.totalChunks * chunkBytes,
-      };
+      // A VirtualVolume's stores are its partitions', each used by its own processor.
+      const store =
+        snapshots === undefined
+          ? undefined
+          : {
+              chunks: snapshots.totalChunks,
+              freeChunks: snapshots.freeChunks,
+              usedBytes: (snapshots.totalChunks - snapshots.freeChunks) * chunkBytes,
+              capacityBytes: snapshots.totalChunks * chunkBytes,
+            };
+      const virtualInfo =
+        virtual === undefined
+          ? undefined
+          : {
+              partitions: virtual.partitionCount,
+              processors: (manifest.stack[0] as VirtualLayer).processors,
+              placement: virtual.placement,
+              stripeUnit: virtual.stripeUnit,
+            };
       const journalInfo =
         journal === undefined
           ? undefined
@@ -111,8 +170,9 @@ const info: Command = {
         stack: manifest.stack.map((l) => l.layer),
         files: volumeFiles(volume),
         snapshots: top.listSnapshots().length,
-        store,
+        store: store ?? null,
         journal: journalInfo ?? null,
+        ...(virtualInfo === undefined ? {} : { virtual: virtualInfo }),
       };
       const lines = [
         `volume:      ${dir}`,
@@ -120,8 +180,18 @@ const info: Command = {
         `block size:  ${manifest.blockSize}`,
         `stack:       ${json.stack.join(' > ')}`,
         `snapshots:   ${json.snapshots}`,
-        `store used:  ${formatBytes(store.usedBytes)} of ${formatBytes(store.capacityBytes)}`,
       ];
+      if (store !== undefined) {
+        lines.push(
+          `store used:  ${formatBytes(store.usedBytes)} of ${formatBytes(store.capacityBytes)}`,
+        );
+      }
+      if (virtualInfo !== undefined) {
+        lines.push(
+          `partitions:  ${virtualInfo.partitions}, ${virtualInfo.stripeUnit === 0 ? 'contiguous' : `striped by ${formatBytes(virtualInfo.stripeUnit)}`}`,
+          `processors:  ${virtualInfo.processors} (partition i on processor ${virtualInfo.placement.join(', ')})`,
+        );
+      }
       if (journalInfo !== undefined) {
         lines.push(
           `journal:     ${formatBytes(journalInfo.usedBytes)} of ${formatBytes(journalInfo.capacityBytes)} (${(journalInfo.fill * 100).toFixed(1)} %)`,
@@ -147,6 +217,14 @@ const check: Command = {
     // A store too damaged to open fails here with ECORRUPT (exit status 7),
     // naming the structure: that is the check's answer too.
     const volume = await openVolume(dir!);
+    const { snapshots } = volume;
+    if (snapshots === undefined) {
+      await volume.close();
+      throw new BlockDeviceError(
+        'EINVAL',
+        `${dir} is a VirtualVolume volume, and VirtualVolume has no check() yet: blocksnap check works on volumes of one data file`,
+      );
+    }
     const layers: { layer: string; file: string; report: CheckReport }[] = [];
     try {
       const files = volumeFiles(volume);
@@ -160,7 +238,7 @@ const check: Command = {
       }
       const layer = volume.manifest.stack[layers.length]!.layer;
       const file = files[layers.length]!;
-      layers.push({ layer, file, report: await volume.snapshots.check({ verifyData }) });
+      layers.push({ layer, file, report: await snapshots.check({ verifyData }) });
     } finally {
       await volume.close();
     }

@@ -9,11 +9,23 @@ import {
   JournalDevice,
   type ProgressEvent,
   SelectiveSnapshotDevice,
+  type VirtualVolume,
 } from '../index.js';
+import {
+  checkVirtualGeometry,
+  createVirtual,
+  openVirtual,
+  type VirtualCreateOptions,
+  type VirtualLayer,
+  virtualFiles,
+  virtualLayerOf,
+  virtualLayerProblem,
+} from './virtual-volume-dir.js';
 
 /*
  * A volume on disk is a directory: a manifest naming its stack, top layer
- * first, and the files each layer keeps, all inside the directory so the
+ * first (or one VirtualVolume, virtual-volume-dir.ts), and the files each
+ * layer keeps, all inside the directory so the
  * directory is the volume (move or copy it whole). The manifest is written
  * last, atomically, so a directory holds a volume exactly when it holds a
  * manifest: a `create` cut short leaves no half-made volume that opens.
@@ -28,7 +40,8 @@ const VERSION = 1;
 export type ManifestLayer =
   | { readonly layer: 'journal'; readonly store: string }
   | { readonly layer: 'cow' | 'selective'; readonly store: string }
-  | { readonly layer: 'file'; readonly path: string };
+  | { readonly layer: 'file'; readonly path: string }
+  | VirtualLayer;
 
 /** The manifest of a volume directory (version 1). */
 export interface VolumeManifest {
@@ -38,7 +51,7 @@ export interface VolumeManifest {
   readonly size: number;
   /** Block size of every file of the stack (a FileDevice does not record it). */
   readonly blockSize: number;
-  /** Top layer first: an optional journal, then the snapshot layer, then the data file. */
+  /** Top layer first: an optional journal, then the snapshot layer, then the data file; or one VirtualVolume. */
   readonly stack: readonly ManifestLayer[];
   /** When `create` made it (ISO 8601). */
   readonly createdAt: string;
@@ -53,6 +66,8 @@ export interface VolumeCreateOptions {
   /** Bytes of the journal, or undefined for no journal. */
   readonly journalSize: number | undefined;
   readonly selective: boolean;
+  /** A VirtualVolume of this many partitions instead of one data file, or undefined. */
+  readonly virtual?: Omit<VirtualCreateOptions, 'size' | 'blockSize' | 'storeSize'> | undefined;
 }
 
 /** An open volume: its top device and the layers below it, closed together by `close()`. */
@@ -61,8 +76,10 @@ export interface OpenVolume {
   readonly manifest: VolumeManifest;
   /** The device to read, write, snapshot and export: the journal if there is one. */
   readonly top: BlockDevice & ChangeTracking;
-  /** The copy-on-write layer. */
-  readonly snapshots: CowSnapshotDevice | SelectiveSnapshotDevice;
+  /** The copy-on-write layer, or undefined for a VirtualVolume. */
+  readonly snapshots: CowSnapshotDevice | SelectiveSnapshotDevice | undefined;
+  /** The VirtualVolume, when the stack is one. */
+  readonly virtual: VirtualVolume | undefined;
   /** The journal, if the volume has one. */
   readonly journal: JournalDevice | undefined;
   /** Closes the top of the stack, which closes every layer and file below it. */
@@ -114,14 +131,23 @@ function checkManifest(raw: unknown, dir: string): VolumeManifest {
   }
   const stack = Array.isArray(m.stack) ? m.stack : [];
   const kinds = stack.map((l: ManifestLayer) => l?.layer).join(',');
-  if (!/^(journal,)?(cow|selective),file$/.test(kinds)) {
+  if (!/^((journal,)?(cow|selective),file|virtual)$/.test(kinds)) {
     throw new BlockDeviceError(
       'EINVAL',
-      `${where} names the stack [${kinds}]; this blocksnap opens [journal,](cow|selective),file`,
+      `${where} names the stack [${kinds}]; this blocksnap opens [journal,](cow|selective),file or virtual`,
     );
   }
+  const files: unknown[] = [];
   for (const layer of stack) {
-    const file = layer.layer === 'file' ? layer.path : layer.store;
+    if (layer.layer === 'virtual') {
+      const problem = virtualLayerProblem(layer);
+      if (problem !== undefined) {
+        throw new BlockDeviceError('ECORRUPT', `${where}: its virtual layer has ${problem}`);
+      }
+      files.push(...virtualFiles(layer));
+    } else files.push(layer.layer === 'file' ? layer.path : layer.store);
+  }
+  for (const file of files) {
     // Every file lives inside the directory: the directory is the volume.
     if (typeof file !== 'string' || file !== basename(file) || file.startsWith('.')) {
       throw new BlockDeviceError(
@@ -146,6 +172,10 @@ export async function createVolume(
   dir: string,
   options: VolumeCreateOptions,
 ): Promise<VolumeManifest> {
+  if (options.virtual !== undefined) {
+    checkVirtualGeometry({ ...options, ...options.virtual });
+    return createVirtualVolume(dir, { ...options, ...options.virtual });
+  }
   const madeDir = await prepareDirectory(dir);
   const snapshotLayer = options.selective ? 'selective' : 'cow';
   const stack: ManifestLayer[] = [
@@ -198,6 +228,32 @@ export async function createVolume(
   } catch (err) {
     await top?.close().catch(() => {});
     for (const name of made) await rm(join(dir, name), { force: true });
+    if (madeDir) await rmdir(dir).catch(() => {});
+    throw err;
+  }
+}
+
+/** {@link createVolume} for a VirtualVolume: its files, then the manifest; all removed on a failure. */
+async function createVirtualVolume(
+  dir: string,
+  options: VirtualCreateOptions,
+): Promise<VolumeManifest> {
+  const madeDir = await prepareDirectory(dir);
+  const layer = virtualLayerOf(options);
+  const manifest: VolumeManifest = {
+    format: FORMAT,
+    version: VERSION,
+    size: options.size,
+    blockSize: options.blockSize,
+    stack: [layer],
+    createdAt: new Date().toISOString(),
+  };
+  try {
+    await createVirtual(dir, layer, options);
+    await writeManifest(dir, manifest);
+    return manifest;
+  } catch (err) {
+    for (const name of virtualFiles(layer)) await rm(join(dir, name), { force: true });
     if (madeDir) await rmdir(dir).catch(() => {});
     throw err;
   }
@@ -264,6 +320,19 @@ export async function openVolume(
   onReplay?: (event: ProgressEvent) => void,
 ): Promise<OpenVolume> {
   const manifest = await readManifest(dir);
+  const first = manifest.stack[0]!;
+  if (first.layer === 'virtual') {
+    const virtual = await openVirtual(dir, first, manifest.blockSize);
+    return {
+      dir,
+      manifest,
+      top: virtual,
+      snapshots: undefined,
+      journal: undefined,
+      virtual,
+      close: () => virtual.close(),
+    };
+  }
   const byLayer = new Map(manifest.stack.map((l) => [l.layer, l]));
   const fileOf = (layer: ManifestLayer) =>
     join(dir, layer.layer === 'file' ? layer.path : layer.store);
@@ -303,10 +372,14 @@ export async function openVolume(
     );
   }
   const top = journal ?? snapshots;
-  return { dir, manifest, top, snapshots, journal, close: () => top.close() };
+  return { dir, manifest, top, snapshots, journal, virtual: undefined, close: () => top.close() };
 }
 
 /** The files of a volume, top layer first, as paths. */
 export function volumeFiles(volume: { dir: string; manifest: VolumeManifest }): string[] {
-  return volume.manifest.stack.map((l) => join(volume.dir, l.layer === 'file' ? l.path : l.store));
+  return volume.manifest.stack
+    .flatMap((l) =>
+      l.layer === 'virtual' ? virtualFiles(l) : [l.layer === 'file' ? l.path : l.store],
+    )
+    .map((name) => join(volume.dir, name));
 }

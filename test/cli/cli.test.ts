@@ -72,7 +72,7 @@ describe('blocksnap create and info', () => {
     expect(text).toMatch(/^stack: +journal > cow > file$/m);
   });
 
-  it('refuses bad sizes, VirtualVolume options, an occupied directory and a missing volume, each with its exit status', async () => {
+  it('refuses bad sizes, an occupied directory and a missing volume, each with its exit status', async () => {
     const dir = tempDir();
     expectFailure(
       await blocksnap(dir, ['create', 'a', '--size', '20Q']),
@@ -86,20 +86,6 @@ describe('blocksnap create and info', () => {
       /multiple of the block size/,
     );
     expectFailure(await blocksnap(dir, ['create', 'a']), 'EINVAL', /needs --size/);
-    expectFailure(
-      await blocksnap(dir, [
-        'create',
-        'a',
-        '--size',
-        '1G',
-        '--partitions',
-        '4',
-        '--processors',
-        '2',
-      ]),
-      'EINVAL',
-      /VirtualVolume/,
-    );
     expectFailure(
       await blocksnap(dir, ['create', 'a', '--size', '8M', '--selective', '--journal', '1M']),
       'EINVAL',

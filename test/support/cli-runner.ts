@@ -13,12 +13,17 @@ import { build } from 'tsup';
 
 export const REPO = path.resolve(import.meta.dirname, '../..');
 
-/** Builds the command (ESM, no declarations) and returns the path of its main.js. */
+/** Builds the command and its VirtualVolume worker (ESM, no declarations); returns the path of its main.js. */
 export async function buildCli(): Promise<string> {
   const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocksnap-cli-build-'));
   await build({
     config: false,
-    entry: { 'cli/main': path.join(REPO, 'src/cli/main.ts') },
+    entry: {
+      'cli/main': path.join(REPO, 'src/cli/main.ts'),
+      // VirtualVolume's workers start on the file beside the module that starts
+      // them: here, with no chunks, main.js itself.
+      'cli/volume-worker': path.join(REPO, 'src/volume/volume-worker.ts'),
+    },
     format: ['esm'],
     platform: 'node',
     target: 'node20',

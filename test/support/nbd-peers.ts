@@ -30,8 +30,9 @@ async function started(
   program: string,
   args: (port: number) => string[],
   exportName: string,
+  port?: number,
 ): Promise<NbdPeer> {
-  const port = await freePort();
+  port ??= await freePort();
   const process = startPeer(program, args(port));
   try {
     await waitForPort(port);
@@ -50,9 +51,14 @@ async function started(
 /**
  * `qemu-nbd -f raw --persistent` on `file`, export `disk`, on a loopback
  * port; `extra` adds flags (`-r` read-only, `-e 4` for four clients, which
- * makes it advertise multi-conn).
+ * makes it advertise multi-conn); `port` brings a server back where a
+ * killed one listened (a free port otherwise).
  */
-export function startQemuNbd(file: string, extra: readonly string[] = []): Promise<NbdPeer> {
+export function startQemuNbd(
+  file: string,
+  extra: readonly string[] = [],
+  port?: number,
+): Promise<NbdPeer> {
   return started(
     'qemu-nbd',
     (port) => [
@@ -69,6 +75,7 @@ export function startQemuNbd(file: string, extra: readonly string[] = []): Promi
       file,
     ],
     'disk',
+    port,
   );
 }
 
