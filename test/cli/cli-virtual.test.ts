@@ -305,6 +305,25 @@ describe('blocksnap on a VirtualVolume volume', () => {
     ]);
   });
 
+  it('a partition store whose last frame names damaged data: open, and so check, exit 7 naming the partition', async () => {
+    const dir = tempDir();
+    ok(await blocksnap(dir, ['create', 'vol', '--size', '4M', '--partitions', '2']));
+    const kept = pattern(65536, 9);
+    ok(await blocksnap(dir, ['write', 'vol', '--offset', String(2 * MiB)], kept));
+    ok(await blocksnap(dir, ['snapshot', 'create', 'vol', '--name', 'snap']));
+    ok(await blocksnap(dir, ['write', 'vol', '--offset', String(2 * MiB)], Buffer.alloc(65536)));
+    // The preserved chunks are named by partition 1's last log frame, whose
+    // data open verifies: the store was closed cleanly, so that is damage.
+    const cow = path.join(dir, 'vol', 'partition-1.cow');
+    const bytes = fs.readFileSync(cow);
+    const at = bytes.indexOf(kept.subarray(0, 4096));
+    expect(at).toBeGreaterThan(0);
+    const fd = fs.openSync(cow, 'r+');
+    fs.writeSync(fd, Uint8Array.of(bytes[at + 9]! ^ 0x10), 0, 1, at + 9);
+    fs.closeSync(fd);
+    expectFailure(await blocksnap(dir, ['check', 'vol']), 'ECORRUPT', /: partition 1: log frame/);
+  });
+
   it('refuses shapes that do not make a VirtualVolume, leaving no directory', async () => {
     const dir = tempDir();
     const create = (...args: string[]) => blocksnap(dir, ['create', 'v', '--size', '8M', ...args]);
