@@ -1,10 +1,12 @@
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { VirtualVolume } from '../../src/index.js';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { MemoryDevice, VirtualVolume } from '../../src/index.js';
 import { tableOffset } from '../../src/store/index.js';
+import { FaultyDevice } from '../../src/testing/index.js';
 import { flipBit, seededBytes } from '../support/bytes.js';
 import { expectCode } from '../support/error-code.js';
+import { GatedDevice } from '../support/gated-device.js';
 import { newestSuperblock } from '../support/superblock.js';
 import { fileVolume, useBundledWorker } from '../support/volume-rig.js';
 
@@ -14,7 +16,9 @@ import { fileVolume, useBundledWorker } from '../support/volume-rig.js';
  * in a partition's COW store is reported naming that partition, with the
  * overall snapshot's damaged range in volume offsets, the other partitions
  * clean; damage in the volume store (its state, its superblock in use) is
- * reported as the volume store's; a dead processor fails the check with EIO.
+ * reported as the volume store's; a partition snapshot whose rollback
+ * failed is listed as an orphan, not a problem, until open deletes it; a
+ * dead processor fails the check with EIO.
  * Every damage is made with the volume open: check() is meant for a volume
  * in use.
  */
@@ -174,6 +178,70 @@ describe('VirtualVolume.check() refusals', () => {
     } finally {
       await volume.close();
       await cleanup();
+    }
+  });
+});
+
+describe('VirtualVolume.check() orphans', () => {
+  it('lists a partition snapshot whose rollback failed as an orphan, not a problem; open deletes it', async () => {
+    const disks = await Promise.all(
+      [0, 1].map(async () => ({
+        origin: await MemoryDevice.create({ size: 16 * BS, blockSize: BS }),
+        store: await MemoryDevice.create({ size: 1 << 20, blockSize: BS }),
+      })),
+    );
+    // Partition 0's store refuses writes once `failing` is set: its rollback
+    // delete fails. Partition 1 holds its snapshot at the origin's flush past
+    // the time limit, so the snapshot is rolled back.
+    let failing = false;
+    const store0 = new FaultyDevice(disks[0]!.store, {
+      failures: (op) => failing && op.kind === 'write',
+    });
+    const gated = new GatedDevice(disks[1]!.origin);
+    const volumeStore = await MemoryDevice.create({ size: 1 << 20, blockSize: BS });
+    const volume = await VirtualVolume.create({
+      store: volumeStore,
+      partitions: [
+        { origin: disks[0]!.origin, store: store0 },
+        { origin: gated, store: disks[1]!.store },
+      ],
+      snapshotTimeout: 300,
+    });
+    const errors: Error[] = [];
+    volume.on('error', (err) => errors.push(err));
+    const gate = gated.gate('flush');
+    const taking = volume.snapshot({ name: 'cut-short' });
+    // Partition 0's snapshot lands at once (memory); then its store fails.
+    setTimeout(() => {
+      failing = true;
+    }, 100);
+    await expectCode(taking, 'EIO', 'the snapshot past its time limit');
+    await vi.waitFor(() => expect(errors.length, 'the failed rollback on partition 0').toBe(1));
+    // Still in progress (partition 1 has not answered): not an orphan yet.
+    expect((await volume.check()).orphans).toEqual([]);
+    gate.open();
+    // Partition 1's late snapshot lands and is deleted: the snapshot is no longer in progress.
+    const report = await vi.waitFor(async () => {
+      const found = await volume.check();
+      expect(found.orphans).toHaveLength(1);
+      return found;
+    });
+    expect(report.problems).toEqual([]);
+    expect(report.orphans[0]).toMatchObject({ partition: 0 });
+    expect(report.readable.snapshots).toEqual([]);
+    failing = false;
+    await volume.close().catch(() => {});
+
+    const reopened = await VirtualVolume.open({
+      store: volumeStore.reopen(),
+      partitions: disks.map((d) => ({ origin: d.origin.reopen(), store: d.store.reopen() })),
+    });
+    try {
+      const after = await reopened.check();
+      expect(after.orphans).toEqual([]);
+      expect(after.problems).toEqual([]);
+    } finally {
+      await reopened.close();
     }
   });
 });
