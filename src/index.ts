@@ -90,6 +90,7 @@ export {
   type FileSpec,
   type MemorySpec,
   type NbdSpec,
+  type OrphanPartitionSnapshot,
   type PartitionSnapshotInfo,
   type PartitionSpec,
   type ScheduleOptions,
@@ -100,5 +101,6 @@ export {
   type VirtualVolumeEvents,
   type VirtualVolumeOpenOptions,
   type VirtualVolumeOptions,
+  type VolumeCheckReport,
   type VolumeSnapshotInfo,
 } from './volume/index.js';

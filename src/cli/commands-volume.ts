@@ -1,4 +1,4 @@
-import { BlockDeviceError, type CheckReport } from '../index.js';
+import { BlockDeviceError, type CheckReport, type VolumeCheckReport } from '../index.js';
 import { type Command, stringOption } from './command.js';
 import { formatBytes, parseSize } from './units.js';
 import type { VirtualLayer } from './virtual-volume-dir.js';
@@ -217,28 +217,29 @@ const check: Command = {
     // A store too damaged to open fails here with ECORRUPT (exit status 7),
     // naming the structure: that is the check's answer too.
     const volume = await openVolume(dir!);
-    const { snapshots } = volume;
-    if (snapshots === undefined) {
-      await volume.close();
-      throw new BlockDeviceError(
-        'EINVAL',
-        `${dir} is a VirtualVolume volume, and VirtualVolume has no check() yet: blocksnap check works on volumes of one data file`,
-      );
-    }
+    const { snapshots, virtual } = volume;
     const layers: { layer: string; file: string; report: CheckReport }[] = [];
+    /** Per partition of a VirtualVolume: its COW store file and its problem count. */
+    const partitionLines: string[] = [];
     try {
       const files = volumeFiles(volume);
       const verifyData = values.quick !== true;
-      if (volume.journal !== undefined) {
+      if (virtual !== undefined) {
+        const report = await virtual.check({ verifyData });
+        layers.push({ layer: 'virtual', file: files[0]!, report });
+        partitionLines.push(...virtualCheckLines(volume.manifest.stack[0] as VirtualLayer, report));
+      } else if (volume.journal !== undefined) {
         layers.push({
           layer: 'journal',
           file: files[0]!,
           report: await volume.journal.check({ verifyData }),
         });
       }
-      const layer = volume.manifest.stack[layers.length]!.layer;
-      const file = files[layers.length]!;
-      layers.push({ layer, file, report: await snapshots.check({ verifyData }) });
+      if (snapshots !== undefined) {
+        const layer = volume.manifest.stack[layers.length]!.layer;
+        const file = files[layers.length]!;
+        layers.push({ layer, file, report: await snapshots.check({ verifyData }) });
+      }
     } finally {
       await volume.close();
     }
@@ -254,6 +255,7 @@ const check: Command = {
       (l) =>
         `${l.layer} (${l.file}): ${l.report.problems.length === 0 ? 'ok' : `${l.report.problems.length} problem(s)`}; checked ${l.report.checked.frames} frames, ${l.report.checked.records} records, ${l.report.checked.chunks} chunks, ${formatBytes(l.report.checked.bytes)}`,
     );
+    lines.push(...partitionLines);
     for (const p of problems)
       lines.push(`  ${p.layer} ${p.structure} at ${p.offset}: ${p.message}`);
     if (problems.length > 0) {
@@ -264,6 +266,24 @@ const check: Command = {
     return { text: lines.join('\n'), json };
   },
 };
+
+/**
+ * A line per partition of a VirtualVolume's check (ok, or how many problems
+ * name it: the report prefixes each with `partition N: `), and one for the
+ * orphan partition snapshots if any — not damage: the next open deletes them.
+ */
+function virtualCheckLines(layer: VirtualLayer, report: VolumeCheckReport): string[] {
+  const lines = layer.partitions.map((files, i) => {
+    const found = report.problems.filter((p) => p.message.startsWith(`partition ${i}: `)).length;
+    return `  partition ${i} (${files.store}): ${found === 0 ? 'ok' : `${found} problem(s)`}`;
+  });
+  if (report.orphans.length > 0) {
+    lines.push(
+      `  ${report.orphans.length} orphan partition snapshot(s) of uncommitted volume snapshots (not damage: the next open deletes them)`,
+    );
+  }
+  return lines;
+}
 
 /** `create`, `info`, `check`. */
 export const volumeCommands: readonly Command[] = [create, info, check];

@@ -1,16 +1,8 @@
-import { CheckReportBuilder, forEachConcurrently, io, isZeroed, SECTOR } from '../base/index.js';
+import { CheckReportBuilder, forEachConcurrently, io, SECTOR } from '../base/index.js';
 import { checksum } from '../checksum/index.js';
-import type { BlockDevice, CheckOptions, CheckReport } from '../device.js';
+import type { CheckOptions, CheckReport } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
-import {
-  decodeSuperblock,
-  logOffset,
-  SUPERBLOCK_BYTES,
-  SUPERBLOCK_SLOT,
-  type Superblock,
-  tableOffset,
-  WindowReader,
-} from '../store/index.js';
+import { checkSuperblocks, logOffset, tableOffset, WindowReader } from '../store/index.js';
 import { rangesOfBlocks, rangesToExtents } from './block-ranges.js';
 import { cowCodec } from './cow-layout.js';
 import { CowState } from './cow-state.js';
@@ -84,61 +76,6 @@ export async function checkCowStore(cow: CowStore, options: CheckOptions): Promi
     watch.stop();
   }
   return report.build([], affectedSnapshots(state, damaged, cow.layout.blockSize));
-}
-
-/**
- * Both superblock slots: the one of the generation the device last wrote
- * must hold exactly it; the other may be unwritten (zeros, since format),
- * or must be a valid older generation.
- */
-async function checkSuperblocks(
-  store: BlockDevice,
-  sb: Superblock,
-  report: CheckReportBuilder,
-): Promise<void> {
-  const both = report.read(await io('store read superblocks', store.read(0, 2 * SUPERBLOCK_SLOT)));
-  for (const slot of [0, 1]) {
-    const at = slot * SUPERBLOCK_SLOT;
-    const bytes = both.subarray(at, at + SUPERBLOCK_BYTES);
-    const inUse = slot === sb.generation % 2;
-    report.counts.superblocks++;
-    const where = `superblock slot ${slot} at store offset ${at}${inUse ? ' (in use)' : ''}`;
-    if (!inUse && isZeroed(bytes)) continue;
-    const decoded = decodeSuperblock(bytes);
-    if (typeof decoded === 'string') {
-      report.problem('superblock', at, `${where}: ${decoded}`, inUse);
-    } else if (inUse && !sameSuperblock(decoded, sb)) {
-      report.problem(
-        'superblock',
-        at,
-        `${where} holds generation ${decoded.generation} (epoch ${decoded.epoch}), not the generation ${sb.generation} (epoch ${sb.epoch}) the device wrote`,
-        true,
-      );
-    } else if (!inUse && decoded.generation >= sb.generation) {
-      report.problem(
-        'superblock',
-        at,
-        `${where} holds generation ${decoded.generation}, newer than the ${sb.generation} in use`,
-        true,
-      );
-    }
-  }
-}
-
-function sameSuperblock(a: Superblock, b: Superblock): boolean {
-  return (
-    a.kind === b.kind &&
-    a.generation === b.generation &&
-    a.epoch === b.epoch &&
-    a.active === b.active &&
-    a.tableBytes === b.tableBytes &&
-    a.tableCount === b.tableCount &&
-    a.tableCrc === b.tableCrc &&
-    a.tableCapacity === b.tableCapacity &&
-    a.logCapacity === b.logCapacity &&
-    a.closedFrames === b.closedFrames &&
-    a.attestedFrames === b.attestedFrames
-  );
 }
 
 /**

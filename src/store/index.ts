@@ -11,5 +11,6 @@ export {
   type Superblock,
   tableOffset,
 } from './superblock.js';
+export { checkSuperblocks } from './superblock-check.js';
 export { SuperblockSlots } from './superblock-slots.js';
 export { WindowReader } from './window-reader.js';

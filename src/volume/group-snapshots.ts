@@ -101,6 +101,11 @@ export class GroupSnapshots {
     return found;
   }
 
+  /** Whether overall snapshot `id` was taken and is not yet committed or rolled back. */
+  isPending(id: string): boolean {
+    return this.#pending.has(id);
+  }
+
   /** Runs `fn` after every catalog change called before it. */
   admin<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.#admin.then(fn);

@@ -1,4 +1,4 @@
-import type { Extent, SnapshotInfo } from '../device.js';
+import type { CheckOptions, CheckReport, Extent, SnapshotInfo } from '../device.js';
 import type { PartitionEngine, PartitionSnapshotMade } from './partition-engine.js';
 
 /*
@@ -27,6 +27,8 @@ export interface Partition {
   listSnapshots(): Promise<SnapshotInfo[]>;
   /** Synchronous, as ChangeTracking is. */
   changedExtents(from: string, to: string | 'live'): Extent[];
+  /** The partition COW device's `check()`, run by the processor that owns it. */
+  check(options: CheckOptions): Promise<CheckReport>;
   close(): Promise<void>;
 }
 
@@ -68,6 +70,9 @@ export class LocalPartition implements Partition {
   }
   changedExtents(from: string, to: string | 'live'): Extent[] {
     return this.#engine.changedExtents(from, to);
+  }
+  check(options: CheckOptions): Promise<CheckReport> {
+    return this.#engine.device.check(options);
   }
   close(): Promise<void> {
     return this.#engine.close();

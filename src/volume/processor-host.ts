@@ -1,5 +1,5 @@
 import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_threads';
-import type { Extent, SnapshotInfo } from '../device.js';
+import type { CheckOptions, CheckReport, Extent, SnapshotInfo } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import type { DeviceSpec } from './device-spec.js';
 import type { Partition } from './partition.js';
@@ -329,6 +329,15 @@ export class RemotePartition implements Partition {
 
   changedExtents(from: string, to: string | 'live'): Extent[] {
     return this.#processor.changedExtents(this.#p, from, to);
+  }
+
+  check(options: CheckOptions): Promise<CheckReport> {
+    // Only the fields a check reads cross: any other property of the caller's
+    // object (a function, say) could not be cloned to the worker.
+    return this.#processor.request(this.#p, {
+      op: 'check',
+      options: { verifyData: options.verifyData },
+    }) as Promise<CheckReport>;
   }
 
   close(): Promise<void> {

@@ -1,11 +1,13 @@
 import {
   AbstractBlockDevice,
+  checkCheckOptions,
   type InFlightCounter,
   inFlightCounter,
   withClaimed,
 } from '../base/index.js';
 import type {
   ChangeTracking,
+  CheckOptions,
   Extent,
   Snapshot,
   SnapshotCapable,
@@ -18,6 +20,7 @@ import type { Partition } from './partition.js';
 import { type PartitionMap, readPieces, writePieces } from './partition-map.js';
 import { PROCESSOR, type WorkerProcessor } from './processor-host.js';
 import type { Placement, Processors } from './volume-assembly.js';
+import { checkVolume, type VolumeCheckReport } from './volume-check.js';
 import type { VirtualVolumeEvents } from './volume-events.js';
 import { VolumeGate } from './volume-gate.js';
 import {
@@ -352,6 +355,33 @@ export class VirtualVolume
       this.#partitions,
     );
     await this.#snapshots.recover(restarted);
+  }
+
+  /**
+   * Walks the whole volume and verifies every checksum, like `qemu-img
+   * check`: the volume store (superblock slots and catalog, as `open` reads
+   * them), every partition's COW store (its own `check()`, run by the
+   * processor that owns it), and the catalog against the partitions (every
+   * overall snapshot's partition snapshots are there). Problems name their
+   * place (`volume store: …`, `partition 2: …`); counts are summed;
+   * `readable` is in volume offsets and overall snapshot ids. Partition
+   * snapshots left by an uncommitted snapshot are listed as `orphans`, not
+   * problems. Read-only and safe in use: it writes nothing, and catalog
+   * changes wait only while the volume store and the snapshot lists are read.
+   * @throws `EINVAL` for bad options, `EIO` if a processor is dead or a read
+   *   fails (damage is reported, not thrown), `ECLOSED`.
+   */
+  check(options: CheckOptions = {}): Promise<VolumeCheckReport> {
+    try {
+      this.checkOpen();
+      checkCheckOptions(options);
+      checkAlive(this.#processors);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#inFlight.track(
+      checkVolume(this.#store, this.#snapshots, this.#partitions, this.#map, options),
+    );
   }
 
   /**

@@ -44,25 +44,36 @@ export function startProcessors(count: number): Processors {
   return processors;
 }
 
-/** Opens partition `i` where `placement` puts it. */
+/**
+ * Opens partition `i` where `placement` puts it.
+ * @throws what its COW device's open or create throws, the message starting
+ *   `partition i: ` (the code kept, the original as `cause`): a damaged store
+ *   of one partition among many must say which.
+ */
 export async function openPartition(
   i: number,
   source: PartitionSpec,
   processor: WorkerProcessor | undefined,
   format: { maxSnapshots: number; force: boolean } | undefined,
 ): Promise<Partition> {
-  if (processor === undefined) {
-    return new LocalPartition(
-      await PartitionEngine.open({ origin: source.origin, store: source.store, format }),
+  try {
+    if (processor === undefined) {
+      return new LocalPartition(
+        await PartitionEngine.open({ origin: source.origin, store: source.store, format }),
+      );
+    }
+    return await RemotePartition.open(
+      processor,
+      i,
+      source.origin as DeviceSpec,
+      source.store as DeviceSpec,
+      format,
     );
+  } catch (err) {
+    if (!BlockDeviceError.is(err)) throw err;
+    const detail = err.message.slice(`${err.code}: `.length);
+    throw new BlockDeviceError(err.code, `partition ${i}: ${detail}`, { cause: err });
   }
-  return RemotePartition.open(
-    processor,
-    i,
-    source.origin as DeviceSpec,
-    source.store as DeviceSpec,
-    format,
-  );
 }
 
 /**

@@ -1,9 +1,10 @@
-import { io } from '../base/index.js';
+import { type CheckReportBuilder, io } from '../base/index.js';
 import { checksum } from '../checksum/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import {
   alignUp,
+  checkSuperblocks,
   readSuperblock,
   SUPERBLOCK_SLOT,
   type Superblock,
@@ -149,23 +150,51 @@ export class VolumeStore {
         `volume state at store offset ${at}: checksum mismatch`,
       );
     }
-    let state: VolumeState;
-    try {
-      const parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)) as {
-        version: number;
-        state: VolumeState;
-      };
-      if (parsed.version !== STATE_VERSION) throw new Error(`version ${parsed.version}`);
-      state = { ...parsed.state, restoring: parsed.state.restoring ?? undefined };
-    } catch (err) {
-      throw new BlockDeviceError('ECORRUPT', `volume state at store offset ${at} does not parse`, {
-        cause: err,
-      });
-    }
+    const state = decodeState(bytes, at);
     if (state.snapshots.length !== sb.tableCount) {
       throw new BlockDeviceError('ECORRUPT', `volume state at store offset ${at}: entry count`);
     }
     return new VolumeStore(store, new SuperblockSlots(store, sb), state);
+  }
+
+  /**
+   * Reads the store back as `open` does, reporting into `report` what it
+   * finds instead of throwing: both superblock slots against the one this
+   * volume last wrote, and the state that superblock names against its
+   * CRC-32, its JSON and its entry count. Writes nothing; the caller runs it
+   * between catalog writes (the admin queue), so the store stands still.
+   * Returns the store offset of the state, where catalog problems point.
+   * @throws `EIO` (with `cause`) if a store read fails.
+   */
+  async check(report: CheckReportBuilder): Promise<number> {
+    const sb = this.#slots.current;
+    await checkSuperblocks(this.#store, sb, report);
+    const at = tableOffset(sb, sb.active);
+    const name = `volume state ${sb.active} at store offset ${at}`;
+    const bytes = report.read(await io('volume store read', this.#store.read(at, sb.tableBytes)));
+    report.counts.tables++;
+    if (checksum(bytes) !== sb.tableCrc) {
+      report.problem('table', at, `${name} fails its checksum`, true);
+      return at;
+    }
+    let state: VolumeState;
+    try {
+      state = decodeState(bytes, at);
+    } catch (err) {
+      if (!BlockDeviceError.is(err, 'ECORRUPT')) throw err;
+      report.problem('catalog', at, err.message, true);
+      return at;
+    }
+    report.counts.records += state.snapshots.length;
+    if (state.snapshots.length !== sb.tableCount) {
+      report.problem(
+        'catalog',
+        at,
+        `${name} holds ${state.snapshots.length} snapshots, its superblock says ${sb.tableCount}`,
+        true,
+      );
+    }
+    return at;
   }
 
   /** Closes the store device. */
@@ -200,5 +229,24 @@ export class VolumeStore {
       'volume store superblock',
     );
     this.#state = state;
+  }
+}
+
+/**
+ * The state in a table slot's bytes (their CRC-32 already checked).
+ * @throws `ECORRUPT` if they do not parse as this version's state.
+ */
+function decodeState(bytes: Uint8Array, at: number): VolumeState {
+  try {
+    const parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)) as {
+      version: number;
+      state: VolumeState;
+    };
+    if (parsed.version !== STATE_VERSION) throw new Error(`version ${parsed.version}`);
+    return { ...parsed.state, restoring: parsed.state.restoring ?? undefined };
+  } catch (err) {
+    throw new BlockDeviceError('ECORRUPT', `volume state at store offset ${at} does not parse`, {
+      cause: err,
+    });
   }
 }

@@ -53,6 +53,10 @@ function start(p: number, r: PartitionRequest): Promise<unknown> {
       return engine(p).readSnapshot(r.snapshot, r.offset, r.length);
     case 'listSnapshots':
       return Promise.resolve(engine(p).listSnapshots());
+    case 'check':
+      // Runs here, where the COW device is: its check reads the store while
+      // the partition's own metadata commits wait, which only this thread can arrange.
+      return engine(p).device.check(r.options);
     case 'close': {
       const closing = engine(p);
       partitions.delete(p);

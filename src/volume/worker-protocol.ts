@@ -1,4 +1,5 @@
 import type { MessagePort } from 'node:worker_threads';
+import type { CheckOptions } from '../device.js';
 import { BlockDeviceError, type BlockDeviceErrorCode, ERROR_CODES } from '../errors.js';
 import type { DeviceSpec } from './device-spec.js';
 
@@ -39,6 +40,7 @@ export type PartitionRequest =
       readonly length: number;
     }
   | { readonly op: 'listSnapshots' }
+  | { readonly op: 'check'; readonly options: CheckOptions }
   | { readonly op: 'close' };
 
 /**

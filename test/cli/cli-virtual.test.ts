@@ -214,7 +214,7 @@ describe('blocksnap on a VirtualVolume volume', () => {
     }
   });
 
-  it('serve exports the live volume and its snapshots over NBD; check says a VirtualVolume has none', async () => {
+  it('serve exports the live volume and its snapshots over NBD', async () => {
     const dir = tempDir();
     ok(
       await blocksnap(dir, [
@@ -243,7 +243,85 @@ describe('blocksnap on a VirtualVolume volume', () => {
       await remote.close();
     }
     expect(await server.stop('SIGTERM')).toBe(0);
-    expectFailure(await blocksnap(dir, ['check', 'vol']), 'EINVAL', /VirtualVolume/);
+  });
+
+  it("check walks every partition: 0 on a clean volume, 7 after a byte of a partition's .cow file flips, naming it", async () => {
+    const dir = tempDir();
+    ok(
+      await blocksnap(dir, [
+        'create',
+        'vol',
+        '--size',
+        '4M',
+        '--partitions',
+        '2',
+        '--processors',
+        '2',
+      ]),
+    );
+    // Partition 1 holds the second 2 MiB: its COW store keeps `kept` once overwritten.
+    const kept = pattern(65536, 7);
+    ok(await blocksnap(dir, ['write', 'vol', '--offset', String(2 * MiB)], kept));
+    ok(await blocksnap(dir, ['snapshot', 'create', 'vol', '--name', 'snap']));
+    ok(await blocksnap(dir, ['write', 'vol', '--offset', String(2 * MiB)], Buffer.alloc(65536)));
+    // A later frame on every partition, so the damaged chunk's frame is not
+    // the last one, whose data open verifies itself: the damage is check's to find.
+    ok(await blocksnap(dir, ['snapshot', 'create', 'vol', '--name', 'later']));
+
+    const clean = ok(await blocksnap(dir, ['check', 'vol']));
+    expect(clean.stdout).toMatch(/^virtual \(.*volume\.store\): ok; checked /);
+    expect(clean.stdout).toContain('partition 0 (partition-0.cow): ok');
+    expect(clean.stdout).toContain('partition 1 (partition-1.cow): ok');
+    const cleanJson = ok(await blocksnap(dir, ['check', 'vol', '--json'])).json<{
+      ok: boolean;
+      layers: { layer: string; problems: unknown[]; checked: { chunks: number } }[];
+    }>();
+    expect(cleanJson.ok).toBe(true);
+    expect(cleanJson.layers.map((l) => l.layer)).toEqual(['virtual']);
+    expect(cleanJson.layers[0]!.checked.chunks).toBe(65536 / 4096);
+
+    const cow = path.join(dir, 'vol', 'partition-1.cow');
+    const bytes = fs.readFileSync(cow);
+    const at = bytes.indexOf(kept.subarray(0, 4096));
+    expect(at).toBeGreaterThan(0);
+    const fd = fs.openSync(cow, 'r+');
+    fs.writeSync(fd, Uint8Array.of(bytes[at + 9]! ^ 0x10), 0, 1, at + 9);
+    fs.closeSync(fd);
+
+    const damaged = await blocksnap(dir, ['check', 'vol']);
+    expectFailure(damaged, 'ECORRUPT', /check found 1 problem/);
+    expect(damaged.stdout).toContain('partition 0 (partition-0.cow): ok');
+    expect(damaged.stdout).toContain('partition 1 (partition-1.cow): 1 problem(s)');
+    expect(damaged.stdout).toMatch(new RegExp(`virtual chunk at ${at}: partition 1: `));
+    const damagedJson = await blocksnap(dir, ['check', 'vol', '--json']);
+    expect(damagedJson.status).toBe(EXIT_STATUS.ECORRUPT);
+    const report = JSON.parse(damagedJson.stdout) as {
+      ok: boolean;
+      layers: { problems: { structure: string; message: string }[] }[];
+    };
+    expect(report.ok).toBe(false);
+    expect(report.layers[0]!.problems).toEqual([
+      { structure: 'chunk', offset: at, message: expect.stringMatching(/^partition 1: /) },
+    ]);
+  });
+
+  it('a partition store whose last frame names damaged data: open, and so check, exit 7 naming the partition', async () => {
+    const dir = tempDir();
+    ok(await blocksnap(dir, ['create', 'vol', '--size', '4M', '--partitions', '2']));
+    const kept = pattern(65536, 9);
+    ok(await blocksnap(dir, ['write', 'vol', '--offset', String(2 * MiB)], kept));
+    ok(await blocksnap(dir, ['snapshot', 'create', 'vol', '--name', 'snap']));
+    ok(await blocksnap(dir, ['write', 'vol', '--offset', String(2 * MiB)], Buffer.alloc(65536)));
+    // The preserved chunks are named by partition 1's last log frame, whose
+    // data open verifies: the store was closed cleanly, so that is damage.
+    const cow = path.join(dir, 'vol', 'partition-1.cow');
+    const bytes = fs.readFileSync(cow);
+    const at = bytes.indexOf(kept.subarray(0, 4096));
+    expect(at).toBeGreaterThan(0);
+    const fd = fs.openSync(cow, 'r+');
+    fs.writeSync(fd, Uint8Array.of(bytes[at + 9]! ^ 0x10), 0, 1, at + 9);
+    fs.closeSync(fd);
+    expectFailure(await blocksnap(dir, ['check', 'vol']), 'ECORRUPT', /: partition 1: log frame/);
   });
 
   it('refuses shapes that do not make a VirtualVolume, leaving no directory', async () => {

@@ -115,6 +115,8 @@ export async function fileVolume(
   reopen: (processors?: number) => Promise<VirtualVolume>;
   cleanup: () => Promise<void>;
   dir: string;
+  /** The volume store (its memory, shared by every reopened handle). */
+  store: MemoryDevice;
 }> {
   const dir = await mkdtemp(join(tmpdir(), 'blocksnap-volume-'));
   const blockSize = shape.blockSize ?? 4096;
@@ -137,6 +139,7 @@ export async function fileVolume(
   return {
     volume,
     dir,
+    store,
     reopen: (again = processors) =>
       VirtualVolume.open({ store: store.reopen(), processors: again }),
     cleanup: () => rm(dir, { recursive: true, force: true }),
