@@ -2,32 +2,12 @@ import fc from 'fast-check';
 import { afterAll, describe, it } from 'vitest';
 import { CowSnapshotDevice, MemoryDevice } from '../../src/index.js';
 import { expectBytes, pattern } from '../support/bytes.js';
-import { PassThroughDevice } from '../support/pass-through-device.js';
+import { ScheduledDevice } from '../support/scheduled-device.js';
 import { assertProperty, SOAK_TIMEOUT, writeSoakReport } from '../support/soak.js';
 
 const BS = 512;
 const BLOCKS = 16;
 const SIZE = BS * BLOCKS;
-
-/** Passes I/O through, but lets fast-check's scheduler decide when each one starts. */
-class ScheduledDevice extends PassThroughDevice {
-  scheduler: fc.Scheduler | undefined;
-  async #turn(label: string): Promise<void> {
-    if (this.scheduler) await this.scheduler.schedule(Promise.resolve(), label);
-  }
-  override async read(offset: number, length: number): Promise<Uint8Array> {
-    await this.#turn(`read ${offset}`);
-    return super.read(offset, length);
-  }
-  override async write(offset: number, data: Uint8Array): Promise<void> {
-    await this.#turn(`write ${offset}`);
-    return super.write(offset, data);
-  }
-  override async flush(): Promise<void> {
-    await this.#turn('flush');
-    return super.flush();
-  }
-}
 
 interface PlannedWrite {
   block: number;

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { afterAll, describe, it } from 'vitest';
 import { MemoryDevice, VirtualVolume } from '../../src/index.js';
 import { expectBytes, pattern } from '../support/bytes.js';
-import { PassThroughDevice } from '../support/pass-through-device.js';
+import { ScheduledDevice } from '../support/scheduled-device.js';
 import { assertProperty, SOAK_TIMEOUT, writeSoakReport } from '../support/soak.js';
 
 /*
@@ -20,31 +20,6 @@ const PARTITION_BLOCKS = 8;
 const UNIT = 2 * BS;
 const SIZE = PARTITIONS * PARTITION_BLOCKS * BS;
 const BLOCKS = SIZE / BS;
-
-/** Passes I/O through, but lets fast-check's scheduler decide when each one starts. */
-class ScheduledDevice extends PassThroughDevice {
-  scheduler: fc.Scheduler | undefined;
-  readonly #name: string;
-  constructor(inner: MemoryDevice, name: string) {
-    super(inner);
-    this.#name = name;
-  }
-  async #turn(label: string): Promise<void> {
-    if (this.scheduler) await this.scheduler.schedule(Promise.resolve(), `${this.#name} ${label}`);
-  }
-  override async read(offset: number, length: number): Promise<Uint8Array> {
-    await this.#turn(`read ${offset}`);
-    return super.read(offset, length);
-  }
-  override async write(offset: number, data: Uint8Array): Promise<void> {
-    await this.#turn(`write ${offset}`);
-    return super.write(offset, data);
-  }
-  override async flush(): Promise<void> {
-    await this.#turn('flush');
-    return super.flush();
-  }
-}
 
 interface PlannedWrite {
   block: number;
