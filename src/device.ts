@@ -220,6 +220,28 @@ export interface CheckOptions {
    * `false` makes a quick metadata-only check. @default true
    */
   readonly verifyData?: boolean | undefined;
+  /**
+   * Called as the check walks the store, with `{ operation: 'check', done,
+   * total }` in bytes of store walked (docs/ARCHITECTURE.md, "check()").
+   *
+   * Guarantees: `total` never changes once given and `done` never decreases
+   * nor passes it; the last call always comes, with `done === total`, once
+   * the walk is over (before the promise settles). `total` is the bytes the
+   * check walks: a COW device's equals the report's `checked.bytes`; a
+   * journal's is its superblocks and catalog plus the ring span from the
+   * head to the last landed frame, which is `checked.bytes` unless the walk
+   * went over damaged frames, frames a checkpoint freed meanwhile, or the
+   * unused end of the ring a frame wrapped past (those are walked over, not
+   * verified); a VirtualVolume's is the sum of its volume store's and its
+   * partitions' `checked.bytes`. How often it is called is the
+   * device's: a COW device after its metadata and after each chunk read
+   * (at most 1 MiB), a journal at least every MiB of ring, a VirtualVolume
+   * once each partition's check and the volume store's are done. Called
+   * synchronously from the walk: a callback that throws ends the check, whose
+   * promise rejects with what it threw once the reads in flight settled (a
+   * check writes nothing, so nothing is left half done). @default undefined
+   */
+  readonly onProgress?: ((event: ProgressEvent) => void) | undefined;
 }
 
 /**

@@ -61,15 +61,18 @@ export function isZeroed(bytes: Uint8Array): boolean {
 /**
  * Checks the options of a `check()` call before anything is read.
  * @throws `EINVAL` for an options value that is not an object, or a
- *   `verifyData` that is not a boolean.
+ *   `verifyData` that is not a boolean, or an `onProgress` that is not a function.
  */
 export function checkCheckOptions(options: unknown): CheckOptions {
   if (typeof options !== 'object' || options === null) {
     throw new BlockDeviceError('EINVAL', `check options must be an object, got ${String(options)}`);
   }
-  const { verifyData } = options as CheckOptions;
+  const { verifyData, onProgress } = options as CheckOptions;
   if (verifyData !== undefined && typeof verifyData !== 'boolean') {
     throw new BlockDeviceError('EINVAL', `verifyData must be a boolean, got ${String(verifyData)}`);
+  }
+  if (onProgress !== undefined && typeof onProgress !== 'function') {
+    throw new BlockDeviceError('EINVAL', 'onProgress must be a function');
   }
   return options as CheckOptions;
 }

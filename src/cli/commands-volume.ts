@@ -1,5 +1,10 @@
-import { BlockDeviceError, type CheckReport, type VolumeCheckReport } from '../index.js';
-import { type Command, stringOption } from './command.js';
+import {
+  BlockDeviceError,
+  type CheckOptions,
+  type CheckReport,
+  type VolumeCheckReport,
+} from '../index.js';
+import { type Command, type CommandContext, stringOption } from './command.js';
 import { formatBytes, parseSize } from './units.js';
 import type { VirtualLayer } from './virtual-volume-dir.js';
 import { createVolume, openVolume, volumeFiles } from './volume.js';
@@ -205,6 +210,28 @@ const info: Command = {
   },
 };
 
+/**
+ * Runs one layer's check with a progress bar of the bytes it walks,
+ * labelled `check <layer>`: one bar per layer, since a layer's total is
+ * known only once its own walk has begun.
+ */
+async function checkWithProgress<R extends CheckReport>(
+  context: CommandContext,
+  layer: string,
+  check: (options: CheckOptions) => Promise<R>,
+  verifyData: boolean,
+): Promise<R> {
+  const bar = context.progress(`check ${layer}`);
+  try {
+    const report = await check({ verifyData, onProgress: (e) => bar.update(e.done, e.total) });
+    bar.finish();
+    return report;
+  } catch (err) {
+    bar.stop('failed');
+    throw err;
+  }
+}
+
 const check: Command = {
   name: 'check',
   summary: 'verify every checksum of every store, read-only; exit status 7 on damage',
@@ -217,7 +244,7 @@ const check: Command = {
     // A store too damaged to open fails here with ECORRUPT (exit status 7),
     // naming the structure: that is the check's answer too.
     const volume = await openVolume(dir!);
-    const { snapshots, virtual } = volume;
+    const { snapshots, virtual, journal } = volume;
     const layers: { layer: string; file: string; report: CheckReport }[] = [];
     /** Per partition of a VirtualVolume: its COW store file and its problem count. */
     const partitionLines: string[] = [];
@@ -225,20 +252,31 @@ const check: Command = {
       const files = volumeFiles(volume);
       const verifyData = values.quick !== true;
       if (virtual !== undefined) {
-        const report = await virtual.check({ verifyData });
+        const report = await checkWithProgress(
+          context,
+          'virtual',
+          (o) => virtual.check(o),
+          verifyData,
+        );
         layers.push({ layer: 'virtual', file: files[0]!, report });
         partitionLines.push(...virtualCheckLines(volume.manifest.stack[0] as VirtualLayer, report));
-      } else if (volume.journal !== undefined) {
+      } else if (journal !== undefined) {
         layers.push({
           layer: 'journal',
           file: files[0]!,
-          report: await volume.journal.check({ verifyData }),
+          report: await checkWithProgress(context, 'journal', (o) => journal.check(o), verifyData),
         });
       }
       if (snapshots !== undefined) {
         const layer = volume.manifest.stack[layers.length]!.layer;
         const file = files[layers.length]!;
-        layers.push({ layer, file, report: await snapshots.check({ verifyData }) });
+        const report = await checkWithProgress(
+          context,
+          layer,
+          (o) => snapshots.check(o),
+          verifyData,
+        );
+        layers.push({ layer, file, report });
       }
     } finally {
       await volume.close();

@@ -70,8 +70,16 @@ export async function checkCowStore(cow: CowStore, options: CheckOptions): Promi
   });
   let damaged: NamedChunk[] = [];
   try {
-    if (options.verifyData !== false)
-      damaged = await checkChunks(cow, named, watch.released, report);
+    // The chunk reads are planned before the first progress call, so its
+    // total is every byte the check reads and never changes after.
+    const runs = options.verifyData === false ? [] : chunkRuns(cow, named);
+    const bs = cow.layout.blockSize;
+    const total = report.counts.bytes + runs.reduce((sum, run) => sum + runBytes(run, bs), 0);
+    const progress = options.onProgress;
+    progress?.({ operation: 'check', done: report.counts.bytes, total });
+    damaged = await checkChunks(cow, runs, watch.released, report, (done) =>
+      progress?.({ operation: 'check', done, total }),
+    );
   } finally {
     watch.stop();
   }
@@ -255,19 +263,11 @@ function checkFreeSpace(cow: CowStore, state: CowState, report: CheckReportBuild
 }
 
 /**
- * Reads every named chunk (ascending, contiguous ones together) and checks
- * its CRC-32; returns the damaged ones. `released` holds the chunks the
- * device freed since the metadata was read: their content may have changed
- * legitimately, so they are skipped, not judged.
+ * The named chunks grouped into reads: ascending, contiguous ones together
+ * up to CHUNK_READ_BYTES (a chunk named twice joins its own run).
  */
-async function checkChunks(
-  cow: CowStore,
-  named: NamedChunk[],
-  released: ReadonlySet<number>,
-  report: CheckReportBuilder,
-): Promise<NamedChunk[]> {
-  const bs = cow.layout.blockSize;
-  const perRead = Math.max(1, Math.floor(CHUNK_READ_BYTES / bs));
+function chunkRuns(cow: CowStore, named: NamedChunk[]): NamedChunk[][] {
+  const perRead = Math.max(1, Math.floor(CHUNK_READ_BYTES / cow.layout.blockSize));
   const runs: NamedChunk[][] = [];
   for (const item of named) {
     const run = runs[runs.length - 1];
@@ -276,6 +276,29 @@ async function checkChunks(
     else if (run !== undefined && last!.chunk === item.chunk) run.push(item);
     else runs.push([item]);
   }
+  return runs;
+}
+
+/** Bytes one run's read covers. */
+function runBytes(run: NamedChunk[], blockSize: number): number {
+  return (run[run.length - 1]!.chunk - run[0]!.chunk + 1) * blockSize;
+}
+
+/**
+ * Reads every run and checks each chunk's CRC-32; returns the damaged
+ * ones. `released` holds the chunks the device freed since the metadata
+ * was read: their content may have changed legitimately, so they are
+ * skipped, not judged. `advanced` gets the store bytes read so far after
+ * each run.
+ */
+async function checkChunks(
+  cow: CowStore,
+  runs: NamedChunk[][],
+  released: ReadonlySet<number>,
+  report: CheckReportBuilder,
+  advanced: (bytesRead: number) => void,
+): Promise<NamedChunk[]> {
+  const bs = cow.layout.blockSize;
   const damaged: NamedChunk[] = [];
   await forEachConcurrently(runs.length, CHUNK_READS_IN_FLIGHT, undefined, async (r) => {
     const run = runs[r]!;
@@ -300,6 +323,7 @@ async function checkChunks(
       );
       damaged.push(item);
     }
+    advanced(report.counts.bytes);
   });
   return damaged.sort((a, b) => a.chunk - b.chunk);
 }

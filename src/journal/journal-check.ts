@@ -1,6 +1,12 @@
 import { CheckReportBuilder, io, isZeroed, SECTOR } from '../base/index.js';
 import { checksum } from '../checksum/index.js';
-import type { BlockDevice, CheckReport, Extent, JournalSnapshotInfo } from '../device.js';
+import type {
+  BlockDevice,
+  CheckOptions,
+  CheckReport,
+  Extent,
+  JournalSnapshotInfo,
+} from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import {
   decodeSuperblock,
@@ -41,6 +47,9 @@ interface WalkedRecord {
   length: number;
 }
 
+/** Ring bytes walked between two progress calls: a bar moves smoothly, a small frame costs no call. */
+const PROGRESS_EVERY = 1 << 20;
+
 /** What the walk starts from: the durable superblock and where the last landed frame ends. */
 interface WalkStart {
   sb: JournalSuper;
@@ -56,6 +65,7 @@ interface WalkStart {
 export async function checkJournalStore(
   core: JournalCore,
   listSnapshots: () => JournalSnapshotInfo[],
+  options: CheckOptions = {},
 ): Promise<CheckReport> {
   const report = new CheckReportBuilder();
   const start = await core.admin.runExclusive(async (): Promise<WalkStart> => {
@@ -65,7 +75,19 @@ export async function checkJournalStore(
     const tail = core.writer.landed();
     return { sb, tailAbs: tail.abs, tailSeq: tail.seq, snapshots: listSnapshots() };
   });
-  const { walked, damaged } = await walkRing(core, start, report);
+  // Progress counts ring bytes walked over, damaged or skipped ones too, so
+  // its total is known from the first call: superblocks and catalog read,
+  // plus the ring span from the head to the last landed frame.
+  const metadata = report.counts.bytes;
+  const total = metadata + (start.tailAbs - start.sb.headAbs);
+  const onProgress = options.onProgress;
+  const progress =
+    onProgress &&
+    ((ringDone: number) =>
+      onProgress({ operation: 'check', done: Math.min(total, metadata + ringDone), total }));
+  progress?.(0);
+  const { walked, damaged } = await walkRing(core, start, report, progress);
+  progress?.(total - metadata);
   const bs = start.sb.blockSize;
   return report.build(
     damagedExtents(walked, damaged, Number.POSITIVE_INFINITY, bs),
@@ -153,8 +175,15 @@ async function walkRing(
   core: JournalCore,
   start: WalkStart,
   report: CheckReportBuilder,
+  progress: ((ringDone: number) => void) | undefined,
 ): Promise<{ walked: WalkedRecord[]; damaged: WalkedRecord[] }> {
   const { sb } = start;
+  let reported = 0;
+  const advance = (to: number): void => {
+    if (progress === undefined || to - sb.headAbs - reported < PROGRESS_EVERY) return;
+    reported = to - sb.headAbs;
+    progress(reported);
+  };
   const c = sb.capacity;
   const reader = new WindowReader(core.journal, RING_START, RING_START + c);
   const walked: WalkedRecord[] = [];
@@ -182,6 +211,7 @@ async function walkRing(
       abs = head.headAbs;
       seq = head.headSeq;
       link = head.headLink;
+      advance(abs);
       continue;
     }
     const where = RING_START + (at % c);
@@ -198,6 +228,7 @@ async function walkRing(
       abs = next.abs;
       seq = next.firstSeq;
       link = next.prevLink;
+      advance(abs);
       continue;
     }
     report.counts.frames++;
@@ -217,6 +248,7 @@ async function walkRing(
     abs = at + frame.bytes;
     seq += frame.records.length;
     link = frame.link;
+    advance(abs);
   }
   return { walked, damaged };
 }

@@ -338,7 +338,9 @@ export class JournalDevice
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.#inFlight.track(checkJournalStore(this.#core, () => this.#snapshots.list()));
+    return this.#inFlight.track(
+      checkJournalStore(this.#core, () => this.#snapshots.list(), options),
+    );
   }
 
   // ---------------------------------------------------------------- snapshots

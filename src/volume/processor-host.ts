@@ -8,6 +8,7 @@ import {
   type FaultRequest,
   fromErrorReply,
   type PartitionRequest,
+  type ProgressReply,
   type WorkerMessage,
   type WorkerReply,
 } from './worker-protocol.js';
@@ -77,6 +78,8 @@ function resolveOr(specifier: string): string {
 interface Pending {
   resolve(value: unknown): void;
   reject(err: Error): void;
+  /** Gets the request's progress replies (a check's). */
+  progress?: ((done: number, total: number) => void) | undefined;
 }
 
 /** Internal method of a VirtualVolume: processor `index`'s host, for fault tests. */
@@ -106,7 +109,7 @@ export class WorkerProcessor {
     this.#onDeath = onDeath;
     const { entry, eval: isCode } = workerEntry();
     this.#worker = new Worker(entry, { eval: isCode });
-    this.#worker.on('message', (replies: WorkerReply[]) => {
+    this.#worker.on('message', (replies: (WorkerReply | ProgressReply)[]) => {
       for (const reply of replies) this.#settle(reply);
     });
     this.#worker.on('error', (err) => this.#die(`failed: ${err.message}`, err));
@@ -124,12 +127,19 @@ export class WorkerProcessor {
     return this.#worker;
   }
 
-  /** Posts a request to partition `p`; what it resolves with. */
-  request(p: number, request: PartitionRequest): Promise<unknown> {
+  /**
+   * Posts a request to partition `p`; what it resolves with. `progress` gets
+   * the progress replies the worker sends for it before it settles.
+   */
+  request(
+    p: number,
+    request: PartitionRequest,
+    progress?: (done: number, total: number) => void,
+  ): Promise<unknown> {
     if (this.#death !== undefined) return Promise.reject(this.#death);
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
+      this.#pending.set(id, { resolve, reject, progress });
       // One message per I/O costs more than the I/O (a port event and a
       // wake-up each side): requests made in one turn go as one message,
       // posted in a microtask, in call order.
@@ -231,9 +241,13 @@ export class WorkerProcessor {
     this.#die('was stopped', undefined);
   }
 
-  #settle(reply: WorkerReply): void {
+  #settle(reply: WorkerReply | ProgressReply): void {
     const pending = this.#pending.get(reply.id);
     if (pending === undefined) return;
+    if ('progress' in reply) {
+      pending.progress?.(reply.progress.done, reply.progress.total);
+      return;
+    }
     this.#pending.delete(reply.id);
     if (reply.ok) pending.resolve(reply.value);
     else pending.reject(fromErrorReply(reply.error));
@@ -334,10 +348,16 @@ export class RemotePartition implements Partition {
   check(options: CheckOptions): Promise<CheckReport> {
     // Only the fields a check reads cross: any other property of the caller's
     // object (a function, say) could not be cloned to the worker.
-    return this.#processor.request(this.#p, {
-      op: 'check',
-      options: { verifyData: options.verifyData },
-    }) as Promise<CheckReport>;
+    const { onProgress } = options;
+    return this.#processor.request(
+      this.#p,
+      {
+        op: 'check',
+        options: { verifyData: options.verifyData },
+        progress: onProgress !== undefined,
+      },
+      onProgress && ((done, total) => onProgress({ operation: 'check', done, total })),
+    ) as Promise<CheckReport>;
   }
 
   close(): Promise<void> {

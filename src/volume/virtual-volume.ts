@@ -368,6 +368,10 @@ export class VirtualVolume
    * snapshots left by an uncommitted snapshot are listed as `orphans`, not
    * problems. Read-only and safe in use: it writes nothing, and catalog
    * changes wait only while the volume store and the snapshot lists are read.
+   * `onProgress` gets the sum of the volume store's and the partitions'
+   * progress (a worker processor sends its partitions' as they go), from
+   * when every part has given its total; a callback that throws fails the
+   * check with what it threw once every partition's check has settled.
    * @throws `EINVAL` for bad options, `EIO` if a processor is dead or a read
    *   fails (damage is reported, not thrown), `ECLOSED`.
    */

@@ -1,5 +1,5 @@
 import { CheckReportBuilder } from '../base/index.js';
-import type { CheckOptions, CheckProblem, CheckReport, Extent } from '../device.js';
+import type { CheckOptions, CheckProblem, CheckReport, Extent, ProgressEvent } from '../device.js';
 import { type GroupSnapshots, PARTITION_SNAPSHOT_TAG } from './group-snapshots.js';
 import type { Partition } from './partition.js';
 import { coalesce, type PartitionMap } from './partition-map.js';
@@ -63,10 +63,25 @@ export async function checkVolume(
   map: PartitionMap,
   options: CheckOptions,
 ): Promise<VolumeCheckReport> {
+  const progress = new VolumeCheckProgress(partitions.length + 1, options.onProgress);
   const [catalog, reports] = await Promise.all([
-    snapshots.admin(() => checkCatalog(store, snapshots, partitions)),
-    Promise.all(partitions.map((p) => p.check(options))),
+    snapshots
+      .admin(() => checkCatalog(store, snapshots, partitions))
+      .then((check) => {
+        const bytes = check.report.checked.bytes;
+        progress.update(0, { operation: 'check', done: bytes, total: bytes });
+        return check;
+      }),
+    Promise.all(
+      partitions.map((p, i) =>
+        p.check({
+          verifyData: options.verifyData,
+          onProgress: options.onProgress && ((event) => progress.update(i + 1, event)),
+        }),
+      ),
+    ),
   ]);
+  progress.rethrow();
   const all: { where: string; report: CheckReport }[] = [
     { where: 'volume store', report: catalog.report },
     ...reports.map((report, i) => ({ where: `partition ${i}`, report })),
@@ -104,6 +119,50 @@ export async function checkVolume(
     skipped: all.reduce((sum, { report }) => sum + report.skipped, 0),
     orphans: catalog.orphans,
   };
+}
+
+/**
+ * The volume's check progress: the sum of its parts' (the volume store's,
+ * counted once its walk is over, and each partition's COW check, as its
+ * processor reports it). Nothing is reported until every part has given its
+ * total, so the sum's total never changes; each part's `done` only grows,
+ * so the sum's does too, and the last part's last event makes `done ===
+ * total`. A callback that throws is not called again and its error is the
+ * check's, once every part has settled: a partition's check in a worker
+ * cannot be stopped half way from here.
+ */
+class VolumeCheckProgress {
+  readonly #parts: (ProgressEvent | undefined)[];
+  readonly #callback: ((event: ProgressEvent) => void) | undefined;
+  #failure: { err: unknown } | undefined;
+
+  constructor(parts: number, callback: ((event: ProgressEvent) => void) | undefined) {
+    this.#parts = new Array<ProgressEvent | undefined>(parts).fill(undefined);
+    this.#callback = callback;
+  }
+
+  /** Records part `index`'s event; reports the sum once every part has a total. */
+  update(index: number, event: ProgressEvent): void {
+    this.#parts[index] = event;
+    if (this.#callback === undefined || this.#failure !== undefined) return;
+    let done = 0;
+    let total = 0;
+    for (const part of this.#parts) {
+      if (part === undefined) return;
+      done += part.done;
+      total += part.total;
+    }
+    try {
+      this.#callback({ operation: 'check', done, total });
+    } catch (err) {
+      this.#failure = { err };
+    }
+  }
+
+  /** Throws what the callback threw, if it did. */
+  rethrow(): void {
+    if (this.#failure !== undefined) throw this.#failure.err;
+  }
 }
 
 /**

@@ -1,8 +1,10 @@
 import { isMainThread, parentPort } from 'node:worker_threads';
+import type { ProgressEvent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { PartitionEngine } from './partition-engine.js';
 import {
   type PartitionRequest,
+  type ProgressReply,
   toErrorReply,
   type WorkerMessage,
   type WorkerReply,
@@ -27,8 +29,12 @@ function engine(p: number): PartitionEngine {
   return found;
 }
 
-/** Starts request `r` on partition `p`; the value and what to transfer with it. */
-function start(p: number, r: PartitionRequest): Promise<unknown> {
+/** Starts request `r` on partition `p`; `progress` gets a check's progress events. */
+function start(
+  p: number,
+  r: PartitionRequest,
+  progress: (event: ProgressEvent) => void,
+): Promise<unknown> {
   switch (r.op) {
     case 'open':
       return PartitionEngine.open({ origin: r.origin, store: r.store, format: r.format }).then(
@@ -56,7 +62,10 @@ function start(p: number, r: PartitionRequest): Promise<unknown> {
     case 'check':
       // Runs here, where the COW device is: its check reads the store while
       // the partition's own metadata commits wait, which only this thread can arrange.
-      return engine(p).device.check(r.options);
+      return engine(p).device.check({
+        verifyData: r.options.verifyData,
+        onProgress: r.progress ? progress : undefined,
+      });
     case 'close': {
       const closing = engine(p);
       partitions.delete(p);
@@ -66,10 +75,10 @@ function start(p: number, r: PartitionRequest): Promise<unknown> {
 }
 
 /** Replies of this turn, posted together at its end (see processor-host.ts `request`). */
-let outbox: WorkerReply[] = [];
+let outbox: (WorkerReply | ProgressReply)[] = [];
 let outboxTransfer: ArrayBuffer[] = [];
 
-function reply(port: NonNullable<typeof parentPort>, message: WorkerReply): void {
+function reply(port: NonNullable<typeof parentPort>, message: WorkerReply | ProgressReply): void {
   if (outbox.length === 0) {
     // At the end of the turn, so every request finished in it shares the message.
     setImmediate(() => {
@@ -82,7 +91,7 @@ function reply(port: NonNullable<typeof parentPort>, message: WorkerReply): void
   }
   outbox.push(message);
   // A read result is a buffer of its own (src/device.ts): it moves, uncopied.
-  if (message.ok && message.value instanceof Uint8Array) {
+  if ('ok' in message && message.ok && message.value instanceof Uint8Array) {
     outboxTransfer.push(message.value.buffer as ArrayBuffer);
   }
 }
@@ -113,7 +122,7 @@ function handle(port: NonNullable<typeof parentPort>, message: WorkerMessage): v
   const { id, p } = message;
   let op: Promise<unknown>;
   try {
-    op = start(p, message);
+    op = start(p, message, ({ done, total }) => reply(port, { id, progress: { done, total } }));
   } catch (err) {
     op = Promise.reject(err);
   }

@@ -1,5 +1,4 @@
 import type { MessagePort } from 'node:worker_threads';
-import type { CheckOptions } from '../device.js';
 import { BlockDeviceError, type BlockDeviceErrorCode, ERROR_CODES } from '../errors.js';
 import type { DeviceSpec } from './device-spec.js';
 
@@ -40,7 +39,12 @@ export type PartitionRequest =
       readonly length: number;
     }
   | { readonly op: 'listSnapshots' }
-  | { readonly op: 'check'; readonly options: CheckOptions }
+  | {
+      readonly op: 'check';
+      readonly options: { readonly verifyData?: boolean | undefined };
+      /** Whether the worker sends the check's progress as {@link ProgressReply}s. */
+      readonly progress: boolean;
+    }
   | { readonly op: 'close' };
 
 /**
@@ -79,6 +83,16 @@ export interface ErrorReply {
 export type WorkerReply =
   | { readonly id: number; readonly ok: true; readonly value: unknown }
   | { readonly id: number; readonly ok: false; readonly error: ErrorReply };
+
+/**
+ * A progress event of request `id` (a `check`), sent before its final reply:
+ * replies leave the worker in the order they were made and a port keeps
+ * that order, so the last event arrives before the request settles.
+ */
+export interface ProgressReply {
+  readonly id: number;
+  readonly progress: { readonly done: number; readonly total: number };
+}
 
 /** `err` as it crosses to the other thread. */
 export function toErrorReply(err: unknown): ErrorReply {

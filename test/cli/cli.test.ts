@@ -398,7 +398,8 @@ describe('blocksnap check', () => {
     fs.writeFileSync(storePath, store);
     const damaged = await blocksnap(dir, ['check', 'vm', '--json']);
     expect(damaged.status).toBe(EXIT_STATUS.ECORRUPT);
-    expect(JSON.parse(damaged.stderr).error).toMatchObject({
+    // Progress lines come first on stderr (it is no terminal); the error is the last line.
+    expect(JSON.parse(damaged.stderr.trim().split('\n').at(-1)!).error).toMatchObject({
       code: 'ECORRUPT',
       message: expect.stringMatching(/check found 1 problem/),
     });
@@ -415,6 +416,31 @@ describe('blocksnap check', () => {
     fs.writeFileSync(storePath, store);
     expectFailure(await blocksnap(dir, ['check', 'vm']), 'ECORRUPT', /fails its checksum/);
     expectFailure(await blocksnap(dir, ['info', 'vm']), 'ECORRUPT');
+  });
+});
+
+describe('blocksnap check progress', () => {
+  it('a line per layer walked when stderr is not a terminal, ending at 100 %; nothing with --quiet', async () => {
+    const dir = tempDir();
+    ok(await blocksnap(dir, ['create', 'vm', '--size', '8M', '--journal', '4M', '-q']));
+    ok(await blocksnap(dir, ['write', 'vm', '-q'], bytes(2 << 20, 3)));
+    ok(await blocksnap(dir, ['snapshot', 'create', 'vm', '--name', 'a', '-q']));
+    ok(await blocksnap(dir, ['write', 'vm', '-q'], bytes(2 << 20, 4)));
+    const env = { BLOCKSNAP_PROGRESS_INTERVAL: '0' };
+    const run = ok(await blocksnap(dir, ['check', 'vm'], undefined, env));
+    const lines = run.stderr.trim().split('\n');
+    for (const line of lines) expect(line).toMatch(/^check (journal|cow): +\d+% {2}/);
+    // Each layer's bar ends complete, the journal's (over the COW layer) first.
+    const finals = lines.filter((line) => / in \d+\.\d s, /.test(line));
+    expect(finals).toHaveLength(2);
+    expect(finals[0]).toMatch(/^check journal: 100% {2}(\S+ \S+) \/ \1 in /);
+    expect(finals[1]).toMatch(/^check cow: 100% {2}(\S+ \S+) \/ \1 in /);
+    // The journal holds MiBs of records: its bar moved before it ended.
+    expect(lines.filter((line) => line.startsWith('check journal:')).length).toBeGreaterThan(2);
+    expect(run.stderr.includes('\r') || run.stderr.includes(String.fromCharCode(0x1b))).toBe(false);
+    expect(run.stdout).toMatch(/^journal \(.*\): ok;/m);
+    const quiet = ok(await blocksnap(dir, ['check', 'vm', '-q'], undefined, env));
+    expect(quiet.stderr).toBe('');
   });
 });
 

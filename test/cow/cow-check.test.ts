@@ -16,6 +16,7 @@ import { CowRig } from '../support/cow-rig.js';
 import type { DiskRigOptions } from '../support/disk-rig.js';
 import { expectCode } from '../support/error-code.js';
 import { GatedDevice } from '../support/gated-device.js';
+import { recordProgress } from '../support/progress.js';
 import { SelectiveRig } from '../support/selective-rig.js';
 import { newestSuperblock } from '../support/superblock.js';
 
@@ -314,10 +315,54 @@ describe.each(subjects)('$device check()', ({ make }) => {
     await device.close();
   });
 
+  it('reports progress in bytes of store read: after the metadata, after each chunk read, ending at checked.bytes', async () => {
+    const subject = await make();
+    await workload(subject);
+    const full = recordProgress();
+    const report = await subject.rig.device.check({ onProgress: full.onProgress });
+    expect(full.expectWellFormed('check')).toBe(report.checked.bytes);
+    // The metadata first: the chunks are still to be read.
+    expect(full.events.length).toBeGreaterThanOrEqual(2);
+    expect(full.events[0]!.done).toBeLessThan(full.events[0]!.total);
+    const quick = recordProgress();
+    const metadataOnly = await subject.rig.device.check({
+      verifyData: false,
+      onProgress: quick.onProgress,
+    });
+    expect(quick.expectWellFormed('check')).toBe(metadataOnly.checked.bytes);
+    expect(quick.events).toHaveLength(1);
+    await subject.rig.device.close();
+  });
+
+  it('a throwing onProgress ends the check with what it threw, and the device is unharmed', async () => {
+    const subject = await make();
+    await workload(subject);
+    const thrown = new Error('stop the check');
+    let calls = 0;
+    await expect(
+      subject.rig.device.check({
+        onProgress: () => {
+          calls++;
+          throw thrown;
+        },
+      }),
+    ).rejects.toBe(thrown);
+    expect(calls).toBe(1);
+    // The release watch was stopped and the log is not held: the device goes on.
+    await subject.rig.device.write(0, fill(BS, 1));
+    await subject.rig.device.flush();
+    expect((await subject.rig.device.check()).problems).toEqual([]);
+    await subject.rig.device.close();
+  });
+
   it('is ECLOSED after close, and EINVAL for bad options', async () => {
     const subject = await make();
     await expectCode(
       subject.rig.device.check({ verifyData: 'yes' as unknown as boolean }),
+      'EINVAL',
+    );
+    await expectCode(
+      subject.rig.device.check({ onProgress: 1 as unknown as () => void }),
       'EINVAL',
     );
     await subject.rig.device.close();

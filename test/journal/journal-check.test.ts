@@ -12,6 +12,7 @@ import { fill, flipBit, pattern } from '../support/bytes.js';
 import { expectCode } from '../support/error-code.js';
 import { GatedDevice } from '../support/gated-device.js';
 import { JournalRig } from '../support/journal-rig.js';
+import { recordProgress } from '../support/progress.js';
 
 /*
  * check() on a JournalDevice (docs/ARCHITECTURE.md, "check()"): a clean
@@ -188,8 +189,11 @@ describe('JournalDevice check()', () => {
       const disk = rig.journalDisk;
       const { flip, structure, offset } = c.where(await ringMap(disk), seq);
       await flipBit(disk, flip);
-      const report = await rig.device.check();
+      const progress = recordProgress();
+      const report = await rig.device.check({ onProgress: progress.onProgress });
       expect(found(report)).toEqual([[structure, offset]]);
+      // A damaged frame is walked over, not verified: counted in the total only.
+      expect(progress.expectWellFormed('check')).toBeGreaterThanOrEqual(report.checked.bytes);
       expect(report.problems[0]!.message).toContain(`store offset ${offset}`);
       expect(report.readable.reopens).toBe(c.reopens);
       expect(report.readable.live).toEqual(lost(c.liveLoses));
@@ -200,6 +204,39 @@ describe('JournalDevice check()', () => {
       await rig.device.close();
     },
   );
+
+  it('reports progress in bytes walked, at least every MiB of ring, ending at checked.bytes', async () => {
+    const rig = await JournalRig.create({ blocks: 4096, ringBytes: 4 << 20, checkpointAt: 1 });
+    const d = rig.device;
+    for (let i = 0; i < 48; i++) await d.write((i % 32) * 64 * 1024, fill(64 * 1024, i));
+    await d.flush();
+    await sleep(5);
+    const progress = recordProgress();
+    const report = await d.check({ onProgress: progress.onProgress });
+    expect(report.problems).toEqual([]);
+    expect(report.checked.bytes).toBeGreaterThan(3 << 20);
+    expect(progress.expectWellFormed('check')).toBe(report.checked.bytes);
+    const dones = progress.events.map((e) => e.done);
+    for (let i = 1; i < dones.length; i++) expect(dones[i]! - dones[i - 1]!).toBeLessThan(2 << 20);
+    expect(dones.length).toBeGreaterThanOrEqual(4);
+    await d.close();
+  });
+
+  it('a throwing onProgress ends the check with what it threw, and the device is unharmed', async () => {
+    const { rig } = await workload();
+    const thrown = new Error('stop the check');
+    await expect(
+      rig.device.check({
+        onProgress: () => {
+          throw thrown;
+        },
+      }),
+    ).rejects.toBe(thrown);
+    await rig.device.write(0, fill(BS, 9));
+    await rig.device.checkpoint();
+    expect((await rig.device.check()).problems).toEqual([]);
+    await rig.device.close();
+  });
 
   it('reports a note whose checksum holds but which does not decode', async () => {
     // A forged record: its data, its CRC in the header and the header's own
@@ -249,6 +286,7 @@ describe('JournalDevice check()', () => {
   it('is ECLOSED after close, and EINVAL for bad options', async () => {
     const { rig } = await workload();
     await expectCode(rig.device.check({ verifyData: 1 as unknown as boolean }), 'EINVAL');
+    await expectCode(rig.device.check({ onProgress: 'bar' as unknown as () => void }), 'EINVAL');
     await rig.device.close();
     await expectCode(rig.device.check(), 'ECLOSED');
   });

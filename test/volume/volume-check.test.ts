@@ -7,6 +7,7 @@ import { FaultyDevice } from '../../src/testing/index.js';
 import { flipBit, seededBytes } from '../support/bytes.js';
 import { expectCode } from '../support/error-code.js';
 import { GatedDevice } from '../support/gated-device.js';
+import { recordProgress } from '../support/progress.js';
 import { newestSuperblock } from '../support/superblock.js';
 import { fileVolume, useBundledWorker } from '../support/volume-rig.js';
 
@@ -105,6 +106,42 @@ describe.each([0, 2])('VirtualVolume.check() on %i processors', (processors) => 
     }
   });
 
+  it("reports progress summed over the volume store and every partition's check, ending at checked.bytes", async () => {
+    const { volume, cleanup } = await preservedVolume(processors);
+    try {
+      const progress = recordProgress();
+      const report = await volume.check({ onProgress: progress.onProgress });
+      expect(progress.expectWellFormed('check')).toBe(report.checked.bytes);
+      const quick = recordProgress();
+      const metadataOnly = await volume.check({ verifyData: false, onProgress: quick.onProgress });
+      expect(quick.expectWellFormed('check')).toBe(metadataOnly.checked.bytes);
+    } finally {
+      await volume.close();
+      await cleanup();
+    }
+  });
+
+  it('a throwing onProgress fails the check with what it threw, once every part settled', async () => {
+    const { volume, cleanup } = await preservedVolume(processors);
+    try {
+      const thrown = new Error('stop the check');
+      let calls = 0;
+      await expect(
+        volume.check({
+          onProgress: () => {
+            calls++;
+            throw thrown;
+          },
+        }),
+      ).rejects.toBe(thrown);
+      expect(calls).toBe(1);
+      expect((await volume.check()).problems).toEqual([]);
+    } finally {
+      await volume.close();
+      await cleanup();
+    }
+  });
+
   it("reports a flipped byte in a partition's COW store naming that partition; the others are clean", async () => {
     const { volume, cleanup, dir, first, one, two } = await preservedVolume(processors);
     try {
@@ -170,6 +207,11 @@ describe('VirtualVolume.check() refusals', () => {
         volume.check({ verifyData: 'yes' as unknown as boolean }),
         'EINVAL',
         'a verifyData that is not a boolean',
+      );
+      await expectCode(
+        volume.check({ onProgress: 'bar' as unknown as () => void }),
+        'EINVAL',
+        'an onProgress that is not a function',
       );
       await volume.crashProcessor(1);
       await expectCode(volume.check(), 'EIO', 'a check with processor 1 dead');
