@@ -7,7 +7,9 @@ export { LockTable, type Release } from './lock-table.js';
 export { io } from './lower-io.js';
 export { checkOptions, type OptionType } from './options.js';
 export {
+  type CallbackRead,
   callbackReader,
+  callbackReaderOrRead,
   immediateWriter,
   ownedWriter,
   READ_CALLBACK,

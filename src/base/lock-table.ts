@@ -1,20 +1,30 @@
-import { E_CANCELED, Mutex } from 'async-mutex';
-import { BlockDeviceError } from '../errors.js';
-
 /** Releases what an acquire took; safe to call once. */
 export type Release = () => void;
+
+/** Hands a released block's lock to the caller that waited for it. */
+type Grant = () => void;
 
 /**
  * Per-block locks kept apart from every image (seed 003, claims 4–5, 9–10,
  * 13–14): a copy-on-write, a snapshot read and a write of the same block never
- * interleave, while I/O to different blocks proceeds in parallel. A mutex
- * exists only while its block is locked or awaited, so memory follows the
- * I/O in flight, not the device size.
+ * interleave, while I/O to different blocks proceeds in parallel. A block is
+ * in the table only while it is locked, so memory follows the I/O in flight,
+ * not the device size.
+ *
+ * Written here rather than on async-mutex: a hot read takes and drops a lock
+ * per I/O, and a Mutex per block plus its generator-based `acquire` cost more
+ * than the rest of a snapshot read (docs/ARCHITECTURE.md, "Performance
+ * notes"). Each block is a FIFO lock: a release hands it to the longest
+ * waiter at once, synchronously, so nobody can slip in between.
  */
 export class LockTable {
-  readonly #locks = new Map<number, Mutex>();
+  /**
+   * Locked blocks: each one's waiters in call order, or null while nobody
+   * waits (the common case: no array per lock).
+   */
+  readonly #locks = new Map<number, Grant[] | null>();
 
-  /** Number of blocks currently locked or awaited (for tests and diagnostics). */
+  /** Number of blocks currently locked (for tests and diagnostics). */
   get size(): number {
     return this.#locks.size;
   }
@@ -23,52 +33,70 @@ export class LockTable {
    * Locks blocks `first..last` inclusive. Blocks are always taken in
    * ascending order, so two overlapping range locks can never deadlock.
    */
-  async acquire(first: number, last: number): Promise<Release> {
+  acquire(first: number, last: number): Promise<Release> {
     if (first === last) return this.#acquireOne(first);
+    return this.#acquireRange(first, last);
+  }
+
+  /**
+   * Locks blocks `first..last` at once if none of them is locked (so none is
+   * awaited either), returning the release; otherwise takes nothing and
+   * returns undefined. It never passes a waiter: a block someone waits for
+   * is locked. Lets an uncontended read skip a promise per lock.
+   */
+  tryAcquire(first: number, last: number): Release | undefined {
+    const locks = this.#locks;
+    for (let block = first; block <= last; block++) if (locks.has(block)) return undefined;
+    for (let block = first; block <= last; block++) locks.set(block, null);
+    if (first === last) return this.#releaser(first);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      for (let block = last; block >= first; block--) this.#unlock(block);
+    };
+  }
+
+  async #acquireRange(first: number, last: number): Promise<Release> {
     const releases: Release[] = [];
-    try {
-      for (let block = first; block <= last; block++) releases.push(await this.#acquireOne(block));
-    } catch (err) {
-      for (const release of releases) release();
-      throw err;
-    }
+    for (let block = first; block <= last; block++) releases.push(await this.#acquireOne(block));
     return () => {
       for (let i = releases.length - 1; i >= 0; i--) releases[i]!();
     };
   }
 
-  async #acquireOne(block: number): Promise<Release> {
-    let mutex = this.#locks.get(block);
-    if (mutex === undefined) {
-      mutex = new Mutex(LOCK_CANCELLED);
-      this.#locks.set(block, mutex);
+  #acquireOne(block: number): Promise<Release> {
+    const locks = this.#locks;
+    const waiters = locks.get(block);
+    if (waiters === undefined) {
+      locks.set(block, null);
+      return Promise.resolve(this.#releaser(block));
     }
-    const held = mutex;
-    await acquireMapped(held);
+    return new Promise((resolve) => {
+      const grant: Grant = () => resolve(this.#releaser(block));
+      if (waiters === null) locks.set(block, [grant]);
+      else waiters.push(grant);
+    });
+  }
+
+  #releaser(block: number): Release {
+    let released = false;
     return () => {
-      held.release();
-      // Waiters are handed the lock synchronously on release, so an unlocked
-      // mutex here has nobody queued and can be dropped.
-      if (!held.isLocked() && this.#locks.get(block) === held) this.#locks.delete(block);
+      if (released) return;
+      released = true;
+      this.#unlock(block);
     };
   }
-}
 
-/**
- * The one error a cancelled lock wait rejects with. Shared: a mutex is made
- * for every uncontended block lock, and building an Error (with its stack)
- * each time was a quarter of the CPU of a copy-on-write rewrite.
- */
-const LOCK_CANCELLED = new BlockDeviceError('ECLOSED', 'lock wait cancelled');
-
-/** async-mutex rejects with its own singletons; callers only ever see BlockDeviceError. */
-async function acquireMapped(mutex: Mutex): Promise<Release> {
-  try {
-    return await mutex.acquire();
-  } catch (err) {
-    if (err === E_CANCELED || BlockDeviceError.is(err)) {
-      throw new BlockDeviceError('ECLOSED', 'lock wait cancelled', { cause: err });
+  /** Hands `block` to its first waiter, or drops it from the table if nobody waits. */
+  #unlock(block: number): void {
+    const waiters = this.#locks.get(block);
+    const next = waiters?.shift();
+    if (next === undefined) {
+      this.#locks.delete(block);
+      return;
     }
-    throw err;
+    // The block stays locked: it is the waiter's from this instant.
+    next();
   }
 }

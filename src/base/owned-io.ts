@@ -74,6 +74,33 @@ export function callbackReader(
   return typeof method === 'function' ? method.bind(device) : undefined;
 }
 
+/** A read in the shape of {@link READ_CALLBACK}: `done` is called exactly once. */
+export type CallbackRead = (offset: number, length: number, done: ReadDone) => void;
+
+/**
+ * `device`'s {@link READ_CALLBACK}, bound to it, or else its `read` in the
+ * same shape (one promise reaction more), so a layer's hot read path is
+ * written once for both. A `read` that throws instead of rejecting calls
+ * `done` with the error.
+ */
+export function callbackReaderOrRead(device: BlockDevice): CallbackRead {
+  const direct = callbackReader(device);
+  if (direct !== undefined) return direct;
+  return (offset, length, done) => {
+    let read: Promise<Uint8Array>;
+    try {
+      read = device.read(offset, length);
+    } catch (err) {
+      done(err instanceof Error ? err : new Error(String(err)), undefined);
+      return;
+    }
+    read.then(
+      (data) => done(null, data),
+      (err: unknown) => done(err instanceof Error ? err : new Error(String(err)), undefined),
+    );
+  };
+}
+
 /**
  * Reads through a device's {@link READ_CALLBACK} into a promise of the
  * caller's own — the one promise of a layered read. `settled` runs exactly

@@ -1,11 +1,11 @@
-import type { LockTable } from '../base/index.js';
-import { io } from '../base/index.js';
+import { io, type LockTable, type ReadDone, type Release } from '../base/index.js';
 import { crc32Combine } from '../checksum/index.js';
 import { BlockDeviceError } from '../errors.js';
 import { type SnapshotFreeze, SnapshotFreezes, type SnapshotHost } from '../snapshot/index.js';
 import { type BlockRanges, rangesHoldAll, rangesOverlap } from './block-ranges.js';
+import { BlockViewReads } from './block-view-reads.js';
 import type { CowStore } from './cow-store.js';
-import type { RangeGate } from './range-gate.js';
+import type { GatePass, RangeGate } from './range-gate.js';
 
 /** What a read of bytes a selective snapshot does not hold does. */
 export type ExcludedReads = 'error' | 'zero';
@@ -25,9 +25,11 @@ export class CowSnapshotIO {
   readonly #excludedReads: ExcludedReads;
   readonly #bs: number;
   readonly #freezes = new SnapshotFreezes();
+  readonly #blockReads: BlockViewReads;
 
   constructor(cow: CowStore, gate: RangeGate, locks: LockTable, excludedReads: ExcludedReads) {
     this.#cow = cow;
+    this.#blockReads = new BlockViewReads(cow);
     this.#gate = gate;
     this.#locks = locks;
     this.#excludedReads = excludedReads;
@@ -37,7 +39,9 @@ export class CowSnapshotIO {
   /** What snapshot handles call back into; `release` forgets a closed handle. */
   host(release: SnapshotHost['releaseHandle']): SnapshotHost {
     return {
-      readSnapshot: (seq, offset, length) => this.read(seq, offset, length),
+      readSnapshot: (seq, offset, length) => this.read(seq, offset, length, nothing),
+      readSnapshotCounted: (seq, offset, length, settled) =>
+        this.read(seq, offset, length, settled),
       writeSnapshot: (seq, offset, data) => this.write(seq, offset, data),
       flushSnapshots: () => this.flush(),
       releaseHandle: release,
@@ -45,11 +49,84 @@ export class CowSnapshotIO {
     };
   }
 
-  /** Serves a snapshot handle's read; bytes the snapshot does not hold are `EEXCLUDED` or zeros. */
-  async read(seq: number, offset: number, length: number): Promise<Uint8Array> {
-    const first = Math.floor(offset / this.#bs);
-    const last = Math.floor((offset + length - 1) / this.#bs);
+  /**
+   * Serves a snapshot handle's read; bytes the snapshot does not hold are
+   * `EEXCLUDED` or zeros. `settled` runs exactly once, just before the
+   * returned promise settles; this never throws.
+   *
+   * The hot path — the gate open to the read's blocks and their locks free,
+   * taken synchronously — makes one promise, the one returned, settled from
+   * the store's or the origin's read callback for a read inside one block.
+   * Anything else takes its turn at the gate and the locks in call order.
+   * Either way the read holds its blocks' locks until its bytes are in
+   * hand, so it never interleaves with a copy-on-write of the same block
+   * (the lock-table rule).
+   */
+  read(seq: number, offset: number, length: number, settled: () => void): Promise<Uint8Array> {
+    const bs = this.#bs;
+    const first = Math.floor(offset / bs);
+    const last = Math.floor((offset + length - 1) / bs);
+    const pass = this.#gate.tryEnter(first, last, true);
+    if (pass === undefined) {
+      return settleWith(this.#readWaiting(seq, offset, length, first, last), settled);
+    }
+    let unlock: Release | undefined;
+    try {
+      const ranges = this.#liveSnapshot(seq).ranges;
+      // A read of bytes a selective snapshot does not hold takes the slow path.
+      if (first === last && (ranges === undefined || rangesHoldAll(ranges, first, last))) {
+        unlock = this.#locks.tryAcquire(first, last);
+      }
+    } catch (err) {
+      pass.leave();
+      settled();
+      return Promise.reject(err);
+    }
+    if (unlock === undefined) {
+      return settleWith(this.#readEntered(seq, offset, length, first, last, pass), settled);
+    }
+    const release = unlock;
+    return new Promise((resolve, reject) => {
+      let called = false;
+      const done: ReadDone = (err, data) => {
+        // Once only: a second call would leave the gate and the count twice.
+        if (called) return;
+        called = true;
+        release();
+        pass.leave();
+        settled();
+        if (err === null) resolve(data!);
+        else reject(err);
+      };
+      try {
+        this.#blockReads.read(seq, offset, length, done);
+      } catch (err) {
+        done(err instanceof Error ? err : new Error(String(err)), undefined);
+      }
+    });
+  }
+
+  /** A read that waits for the gate (a delete or restore holds its blocks). */
+  async #readWaiting(
+    seq: number,
+    offset: number,
+    length: number,
+    first: number,
+    last: number,
+  ): Promise<Uint8Array> {
     const pass = await this.#gate.enter(first, last, true);
+    return this.#readEntered(seq, offset, length, first, last, pass);
+  }
+
+  /** A read inside the gate: its locks in turn, then the view; it leaves with `pass`. */
+  async #readEntered(
+    seq: number,
+    offset: number,
+    length: number,
+    first: number,
+    last: number,
+    pass: GatePass,
+  ): Promise<Uint8Array> {
     try {
       const ranges = this.#liveSnapshot(seq).ranges;
       if (ranges !== undefined && !rangesHoldAll(ranges, first, last)) {
@@ -177,6 +254,22 @@ export class CowSnapshotIO {
     if (snap === undefined) throw new BlockDeviceError('ENOENT', `snapshot #${seq} was deleted`);
     return snap;
   }
+}
+
+function nothing(): void {}
+
+/** `read` with `settled` run once, just before it settles, whichever way. */
+function settleWith(read: Promise<Uint8Array>, settled: () => void): Promise<Uint8Array> {
+  return read.then(
+    (data) => {
+      settled();
+      return data;
+    },
+    (err: unknown) => {
+      settled();
+      throw err;
+    },
+  );
 }
 
 function excluded(seq: number, offset: number, length: number): BlockDeviceError {

@@ -3,6 +3,7 @@ import { checksum } from '../checksum/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { refuseReformat } from '../store/index.js';
+import { chunkDamage } from './block-view-reads.js';
 import {
   type CowLayout,
   checkedLayout,
@@ -274,12 +275,8 @@ export class CowStore {
   async #readChunk(chunk: number, crc: number, block: number): Promise<Uint8Array> {
     const at = this.#chunkOffset(chunk);
     const data = await io('store read', this.store.read(at, this.#bs));
-    if (checksum(data) !== crc) {
-      throw new BlockDeviceError(
-        'ECORRUPT',
-        `store chunk ${chunk} (block ${block}) at store offset ${at} fails its checksum`,
-      );
-    }
+    const damage = chunkDamage(data, crc, chunk, block, at);
+    if (damage !== undefined) throw damage;
     return data;
   }
 

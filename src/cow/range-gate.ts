@@ -73,15 +73,16 @@ export class RangeGate {
   }
 
   /**
-   * Enters for blocks `first..last` at once if no hold blocks them,
-   * returning the pass to leave with; otherwise takes nothing and returns
-   * undefined. Lets the uncontended write path skip a promise and a microtask.
+   * Enters for blocks `first..last` at once if no hold that stops it blocks
+   * them (`side`: as {@link enter}), returning the pass to leave with;
+   * otherwise takes nothing and returns undefined. Lets the uncontended
+   * write and snapshot-read paths skip a promise and a microtask.
    */
-  tryEnter(first: number, last: number): GatePass | undefined {
-    if (this.#holds.length > 0 && this.#blockedAt(this.#calls + 1, first, last, false)) {
+  tryEnter(first: number, last: number, side = false): GatePass | undefined {
+    if (this.#holds.length > 0 && this.#blockedAt(this.#calls + 1, first, last, side)) {
       return undefined;
     }
-    const pass = new GatePass(this, ++this.#calls, first, last, false);
+    const pass = new GatePass(this, ++this.#calls, first, last, side);
     this.#letIn(pass);
     return pass;
   }

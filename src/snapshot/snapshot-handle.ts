@@ -1,4 +1,4 @@
-import { AbstractBlockDevice } from '../base/index.js';
+import { AbstractBlockDevice, type InFlightCounter, inFlightCounter } from '../base/index.js';
 import type { Snapshot } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 
@@ -6,6 +6,19 @@ import { BlockDeviceError } from '../errors.js';
 export interface SnapshotHost {
   /** Reads from snapshot `seq`; `ENOENT` if it was deleted. */
   readSnapshot(seq: number, offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * {@link readSnapshot}, calling `settled` exactly once, just before the
+   * returned promise settles, however the read ends; never throws. The
+   * handle counts the read in flight on it (close waits for it) instead of
+   * on a promise reaction of its own, so a read costs one promise. A host
+   * without it has its reads counted by the handle.
+   */
+  readSnapshotCounted?(
+    seq: number,
+    offset: number,
+    length: number,
+    settled: () => void,
+  ): Promise<Uint8Array>;
   /** Writes to writable snapshot `seq`; `ENOENT` if it was deleted. */
   writeSnapshot(seq: number, offset: number, data: Uint8Array): Promise<void>;
   /** Makes writes made through handles durable. */
@@ -46,10 +59,13 @@ export class SnapshotHandle extends AbstractBlockDevice implements Snapshot {
   /** The owner's sequence number of the snapshot. */
   readonly seq: number;
   readonly #host: SnapshotHost;
+  /** Counts reads itself where the host takes a `settled` callback (readSnapshotCounted). */
+  readonly #inFlight: InFlightCounter = inFlightCounter(this);
 
   constructor(host: SnapshotHost, identity: SnapshotIdentity, size: number, blockSize: number) {
     super('Snapshot', size, blockSize, !identity.writable);
     this.#host = host;
+    this.#inFlight.ownReads = host.readSnapshotCounted !== undefined;
     this.seq = identity.seq;
     this.id = identity.id;
     this.name = identity.name;
@@ -69,7 +85,10 @@ export class SnapshotHandle extends AbstractBlockDevice implements Snapshot {
   }
 
   protected _read(offset: number, length: number): Promise<Uint8Array> {
-    return this.#host.readSnapshot(this.seq, offset, length);
+    const host = this.#host;
+    if (host.readSnapshotCounted === undefined) return host.readSnapshot(this.seq, offset, length);
+    this.#inFlight.started();
+    return host.readSnapshotCounted(this.seq, offset, length, this.#inFlight.settled);
   }
 
   protected _write(offset: number, data: Uint8Array): Promise<void> {

@@ -1,4 +1,3 @@
-import { Mutex } from 'async-mutex';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { LockTable, type Release } from '../../src/base/lock-table.js';
@@ -20,22 +19,6 @@ function watch(table: LockTable, first: number, last: number): Watched {
   };
   return watched;
 }
-
-describe('async-mutex: what LockTable relies on', () => {
-  // LockTable drops a block's mutex when, just after a release, it is
-  // unlocked: that is only safe because a release hands the lock to the
-  // next waiter synchronously. An upgrade that defers the hand-off would
-  // leave an unlocked mutex with a waiter queued.
-  it('a release hands the lock to a queued waiter synchronously', async () => {
-    const mutex = new Mutex();
-    await mutex.acquire();
-    const waiter = mutex.acquire();
-    mutex.release();
-    expect(mutex.isLocked()).toBe(true);
-    (await waiter)();
-    expect(mutex.isLocked()).toBe(false);
-  });
-});
 
 describe('LockTable', () => {
   it('a block released with a waiter queued stays locked for it, and a later caller waits behind it', async () => {
@@ -91,6 +74,43 @@ describe('LockTable', () => {
     expect(table.size).toBe(0);
   });
 
+  it('tryAcquire takes free blocks at once, and takes nothing when one of them is locked', async () => {
+    const table = new LockTable();
+    const releaseFour = table.tryAcquire(4, 4);
+    expect(releaseFour).toBeDefined();
+    expect(table.size).toBe(1);
+    // Block 4 is locked: nothing of 2..5 is taken, so 2, 3 and 5 stay free.
+    expect(table.tryAcquire(2, 5)).toBeUndefined();
+    expect(table.size).toBe(1);
+    const releaseRange = table.tryAcquire(1, 3);
+    expect(releaseRange).toBeDefined();
+    expect(table.size).toBe(4);
+    // A blocking acquire waits for a block tryAcquire took.
+    const waiting = watch(table, 3, 3);
+    await settle();
+    expect(waiting.held).toBe(false);
+    releaseRange!();
+    releaseRange!(); // a second call releases nothing
+    (await waiting.granted)();
+    releaseFour!();
+    expect(table.size).toBe(0);
+  });
+
+  it('tryAcquire never passes a waiter: a block handed to one is still locked', async () => {
+    const table = new LockTable();
+    const releaseFirst = await table.acquire(7, 7);
+    const second = watch(table, 7, 7);
+    await settle();
+    releaseFirst();
+    // Handed to `second` at the release, before its promise even resolves.
+    expect(table.tryAcquire(7, 7)).toBeUndefined();
+    (await second.granted)();
+    const third = table.tryAcquire(7, 7);
+    expect(third).toBeDefined();
+    third!();
+    expect(table.size).toBe(0);
+  });
+
   it('overlapping range locks never hold a block together, never deadlock, and leave nothing behind', async () => {
     const request = fc.record({
       first: fc.integer({ min: 0, max: 15 }),
@@ -108,7 +128,10 @@ describe('LockTable', () => {
           requests.map(async ({ first, length, hold, delay }, who) => {
             const last = first + length - 1;
             await turns(delay);
-            const release = await table.acquire(first, last);
+            // Odd requests try first, and wait only if a block is taken.
+            const release =
+              (who % 2 === 1 ? table.tryAcquire(first, last) : undefined) ??
+              (await table.acquire(first, last));
             for (let b = first; b <= last; b++) {
               expect(holder.get(b), `block ${b} held by ${holder.get(b)} and ${who}`).toBe(
                 undefined,

@@ -186,6 +186,32 @@ describe('RangeGate', () => {
     expect(granted(h2)).toBe(true);
   });
 
+  it("tryEnter of a side entrant (snapshot-handle I/O) passes a snapshot's hold, and stops only at a hold over everything", async () => {
+    const gate = new RangeGate();
+    const cut = gate.hold([{ start: 0, end: 8 }]);
+    // A snapshot's cut concerns origin I/O: a side entrant goes in beside it.
+    const side = gate.tryEnter(2, 2, true);
+    expect(side).toBeDefined();
+    expect(gate.tryEnter(3, 3)).toBeUndefined();
+    (await cut)();
+    // A delete or restore (a hold over everything) drains the side entrant first...
+    let everythingHeld = false;
+    const everything = gate.hold([{ start: 0, end: 8 }], true).then((release) => {
+      everythingHeld = true;
+      return release;
+    });
+    await settle();
+    expect(everythingHeld).toBe(false);
+    // ...and keeps later side entrants out, synchronously.
+    expect(gate.tryEnter(5, 5, true)).toBeUndefined();
+    side!.leave();
+    (await everything)();
+    const after = gate.tryEnter(5, 5, true);
+    expect(after).toBeDefined();
+    after!.leave();
+    expect(gate.pending).toEqual({ inside: 0, waiting: 0, holds: 0 });
+  });
+
   /**
    * Random scripts of enters, holds and releases against the rule itself:
    * an entrant is in exactly when every overlapping hold called before it
