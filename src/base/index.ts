@@ -7,14 +7,15 @@ export { LockTable, type Release } from './lock-table.js';
 export { io } from './lower-io.js';
 export { checkOptions, type OptionType } from './options.js';
 export {
+  type CallbackReader,
   callbackReader,
   immediateWriter,
   ownedWriter,
   READ_CALLBACK,
-  READ_INTO,
   type ReadDone,
   readByCallback,
   readerInto,
+  readInto,
   WRITE_NOW,
   WRITE_OWNED,
 } from './owned-io.js';
