@@ -1,10 +1,11 @@
 import { Mutex } from 'async-mutex';
 import {
   AccessGate,
+  type CallbackReader,
   callbackReader,
   type READ_CALLBACK,
-  type ReadDone,
   readByCallback,
+  readInto,
   SECTOR,
 } from '../base/index.js';
 import type { BlockDevice, CheckpointEvent, PointInTime } from '../device.js';
@@ -85,10 +86,8 @@ export class JournalCore {
   readonly admin = new Mutex();
   readonly #sectorsPerBlock: number;
   /** The stores' {@link READ_CALLBACK}, where they have it: live reads' hot path. */
-  readonly #productionReader:
-    | ((offset: number, length: number, done: ReadDone) => void)
-    | undefined;
-  readonly #journalReader: ((offset: number, length: number, done: ReadDone) => void) | undefined;
+  readonly #productionReader: CallbackReader | undefined;
+  readonly #journalReader: CallbackReader | undefined;
   readonly #checkpointAt: number;
   readonly #events: JournalCoreEvents;
   readonly #partial: PartialWrites;
@@ -225,6 +224,37 @@ export class JournalCore {
       .shared()
       .then(() => readOverlay(this.#host, this.table, offset, length))
       .then(this.#readDone, this.#readFailed);
+  }
+
+  /**
+   * `read` into the caller's buffer: a read that lies in one run (all on
+   * production, or one run of the journal) goes straight into `target`
+   * through that store's READ_CALLBACK or `readInto`; one over several runs
+   * is assembled by the overlay and copied in.
+   */
+  readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
+    this.#events.readStarted();
+    const length = target.length;
+    if (this.readGate.tryShared() !== undefined) {
+      const at = singleRunAt(this.table, this.blockSize, offset, length);
+      if (at === ON_PRODUCTION || at >= 0) {
+        const store = at === ON_PRODUCTION ? this.production : this.journal;
+        const reader = at === ON_PRODUCTION ? this.#productionReader : this.#journalReader;
+        const from = at === ON_PRODUCTION ? offset : at;
+        if (reader !== undefined) {
+          return readByCallback(reader, from, length, this.#leaveRead, wrapRead, target);
+        }
+        return readInto(store, from, target).then(this.#readDone, this.#readFailed);
+      }
+      return readOverlay(this.#host, this.table, offset, length).then(
+        (data) => this.#readDone(copyInto(target, data)),
+        this.#readFailed,
+      );
+    }
+    return this.readGate
+      .shared()
+      .then(() => readOverlay(this.#host, this.table, offset, length))
+      .then((data) => this.#readDone(copyInto(target, data)), this.#readFailed);
   }
 
   readonly #leaveRead = (): void => {
@@ -435,4 +465,10 @@ export class JournalCore {
 
 function wrapRead(err: Error): Error {
   return wrapIO('read', err);
+}
+
+/** Copies an assembled read into the caller's `readInto` buffer of the same length. */
+function copyInto(target: Uint8Array, data: Uint8Array): Uint8Array {
+  target.set(data);
+  return target;
 }

@@ -6,6 +6,12 @@ import { BlockDeviceError } from '../errors.js';
 export interface SnapshotHost {
   /** Reads from snapshot `seq`; `ENOENT` if it was deleted. */
   readSnapshot(seq: number, offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Reads from snapshot `seq` into `target` (a handle's `readInto`), as
+   * `readSnapshot` would read `target.length` bytes; hosts that cannot read
+   * into a caller's buffer leave it out, and the handle reads and copies.
+   */
+  readSnapshotInto?(seq: number, offset: number, target: Uint8Array): Promise<Uint8Array>;
   /** Writes to writable snapshot `seq`; `ENOENT` if it was deleted. */
   writeSnapshot(seq: number, offset: number, data: Uint8Array): Promise<void>;
   /** Makes writes made through handles durable. */
@@ -70,6 +76,14 @@ export class SnapshotHandle extends AbstractBlockDevice implements Snapshot {
 
   protected _read(offset: number, length: number): Promise<Uint8Array> {
     return this.#host.readSnapshot(this.seq, offset, length);
+  }
+
+  /** The host's read into the caller's buffer where it has one, else `_read` and a copy. */
+  protected override _readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
+    const host = this.#host;
+    return host.readSnapshotInto === undefined
+      ? super._readInto(offset, target)
+      : host.readSnapshotInto(this.seq, offset, target);
   }
 
   protected _write(offset: number, data: Uint8Array): Promise<void> {
