@@ -198,63 +198,40 @@ export class JournalCore {
   // ------------------------------------------------------------------ I/O
 
   /**
-   * Reads the live device. The hot path: no checkpoint waiting, and the read
-   * lies in one run on a store with READ_CALLBACK — one promise, ours,
-   * settled from the store's callback; otherwise the store's promise and one
-   * reaction. Either way the read gate and the device's in-flight count
+   * Reads the live device, into `into` (a `readInto` target) if given. The
+   * hot path: no checkpoint waiting, and the read lies in one run on a store
+   * with READ_CALLBACK — one promise, ours, settled from the store's
+   * callback, and `into` passed down so the bytes land in the caller's
+   * buffer; otherwise the store's promise and one reaction (a read over
+   * several runs is assembled by the overlay, then copied into `into`).
+   * Either way the read gate and the device's in-flight count
    * (events.readStarted/readSettled) are left together, once (#leaveRead).
    */
-  read(offset: number, length: number): Promise<Uint8Array> {
+  read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     this.#events.readStarted();
-    if (this.readGate.tryShared() !== undefined) {
-      const at = singleRunAt(this.table, this.blockSize, offset, length);
-      if (at === ON_PRODUCTION && this.#productionReader !== undefined) {
-        return readByCallback(this.#productionReader, offset, length, this.#leaveRead, wrapRead);
-      }
-      // Otherwise a byte offset on the journal store, or SEVERAL_RUNS (negative).
-      if (at >= 0 && this.#journalReader !== undefined) {
-        return readByCallback(this.#journalReader, at, length, this.#leaveRead, wrapRead);
-      }
-      return readOverlay(this.#host, this.table, offset, length).then(
-        this.#readDone,
-        this.#readFailed,
-      );
+    const done =
+      into === undefined
+        ? this.#readDone
+        : (data: Uint8Array) => this.#readDone(copyInto(into, data));
+    if (this.readGate.tryShared() === undefined) {
+      return this.readGate
+        .shared()
+        .then(() => readOverlay(this.#host, this.table, offset, length))
+        .then(done, this.#readFailed);
     }
-    return this.readGate
-      .shared()
-      .then(() => readOverlay(this.#host, this.table, offset, length))
-      .then(this.#readDone, this.#readFailed);
-  }
-
-  /**
-   * `read` into the caller's buffer: a read that lies in one run (all on
-   * production, or one run of the journal) goes straight into `target`
-   * through that store's READ_CALLBACK or `readInto`; one over several runs
-   * is assembled by the overlay and copied in.
-   */
-  readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
-    this.#events.readStarted();
-    const length = target.length;
-    if (this.readGate.tryShared() !== undefined) {
-      const at = singleRunAt(this.table, this.blockSize, offset, length);
-      if (at === ON_PRODUCTION || at >= 0) {
-        const store = at === ON_PRODUCTION ? this.production : this.journal;
-        const reader = at === ON_PRODUCTION ? this.#productionReader : this.#journalReader;
-        const from = at === ON_PRODUCTION ? offset : at;
-        if (reader !== undefined) {
-          return readByCallback(reader, from, length, this.#leaveRead, wrapRead, target);
-        }
-        return readInto(store, from, target).then(this.#readDone, this.#readFailed);
-      }
-      return readOverlay(this.#host, this.table, offset, length).then(
-        (data) => this.#readDone(copyInto(target, data)),
-        this.#readFailed,
-      );
+    // A byte offset on the journal store, ON_PRODUCTION, or SEVERAL_RUNS (another negative).
+    const at = singleRunAt(this.table, this.blockSize, offset, length);
+    const oneRun = at === ON_PRODUCTION || at >= 0;
+    const from = at === ON_PRODUCTION ? offset : at;
+    const reader = at === ON_PRODUCTION ? this.#productionReader : this.#journalReader;
+    if (oneRun && reader !== undefined) {
+      return readByCallback(reader, from, length, this.#leaveRead, wrapRead, into);
     }
-    return this.readGate
-      .shared()
-      .then(() => readOverlay(this.#host, this.table, offset, length))
-      .then((data) => this.#readDone(copyInto(target, data)), this.#readFailed);
+    if (oneRun && into !== undefined) {
+      const store = at === ON_PRODUCTION ? this.production : this.journal;
+      return readInto(store, from, into).then(this.#readDone, this.#readFailed);
+    }
+    return readOverlay(this.#host, this.table, offset, length).then(done, this.#readFailed);
   }
 
   readonly #leaveRead = (): void => {

@@ -441,7 +441,7 @@ export class JournalDevice
 
   /** The overlay read into the caller's buffer: a read in one run goes straight into it. */
   protected override _readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
-    return this.#core.readInto(offset, target);
+    return this.#core.read(offset, target.length, target);
   }
 
   protected _write(offset: number, data: Uint8Array): Promise<void> {
