@@ -11,7 +11,9 @@
  * rounds that visit each case once (the order rotating from round to round),
  * and each burst's reads/s is divided by raw's in the same round: on a shared
  * machine the load moves by the second, and bursts 0.2 s apart see the same
- * load. The paired ratios are what to read, not the bare rates.
+ * load. The paired ratios are what to read, not the bare rates; and the
+ * CPU time each read costs this process (every thread's), which moves less
+ * with the load than reads/s do.
  *
  * Environment: READ_INTO_SECONDS per burst (default 0.2), READ_INTO_ROUNDS
  * (default 15), READ_INTO_ONLY (comma-separated substrings of the case names),
@@ -112,8 +114,16 @@ try {
   const cases = all.filter(
     ([name]) => name === 'raw fs.read' || only.length === 0 || only.some((o) => name.includes(o)),
   );
-  const burst = (issue: Issue) =>
-    closedLoop(issue, { inFlight: IN_FLIGHT, seconds }).then((r) => r.opsPerSec);
+  // CPU time per read (this process, every thread: the thread pool's reads
+  // included) is steadier than reads/s when other processes take the cores.
+  const cpu = new Map<string, number[]>(all.map(([name]) => [name, []]));
+  const burst = async (issue: Issue, name?: string) => {
+    const before = process.cpuUsage();
+    const r = await closedLoop(issue, { inFlight: IN_FLIGHT, seconds });
+    const used = process.cpuUsage(before);
+    if (name !== undefined) cpu.get(name)!.push((used.user + used.system) / r.ops);
+    return r.opsPerSec;
+  };
   // Warm the JIT on every path before measuring.
   for (const [, issue] of cases) await burst(issue);
   const ratios = new Map<string, number[]>(cases.map(([name]) => [name, []]));
@@ -121,7 +131,7 @@ try {
   for (let r = 0; r < rounds; r++) {
     const order = [...cases.slice(r % cases.length), ...cases.slice(0, r % cases.length)];
     const round = new Map<string, number>();
-    for (const [name, issue] of order) round.set(name, await burst(issue));
+    for (const [name, issue] of order) round.set(name, await burst(issue, name));
     for (const [name] of cases) {
       rates.get(name)!.push(round.get(name)!);
       ratios.get(name)!.push(round.get(name)! / round.get('raw fs.read')!);
@@ -131,14 +141,18 @@ try {
   console.log(
     `readInto vs read: ${description}; 4 KiB random reads, ${IN_FLIGHT} in flight, ${rounds} rounds of ${seconds} s bursts per case; load average now ${loads.join(' ')}`,
   );
-  console.log('| case | median reads/s | × raw (median of per-round ratios) | quartiles |');
-  console.log('| --- | ---: | ---: | --- |');
+  console.log(
+    '| case | median reads/s | × raw (median of per-round ratios) | quartiles | CPU µs per read (median) |',
+  );
+  console.log('| --- | ---: | ---: | --- | ---: |');
   for (const [name] of cases) {
     const sorted = [...ratios.get(name)!].sort((a, b) => a - b);
     const q = (f: number): string => sorted[Math.floor(f * (sorted.length - 1))]!.toFixed(2);
     const rate = [...rates.get(name)!].sort((a, b) => a - b)[rates.get(name)!.length >> 1]!;
+    const cpuSorted = [...cpu.get(name)!].sort((a, b) => a - b);
+    const cpuMedian = cpuSorted[cpuSorted.length >> 1]!.toFixed(2);
     console.log(
-      `| ${name} | ${Math.round(rate).toLocaleString('en-US')} | ${q(0.5)}× | ${q(0.25)}–${q(0.75)} |`,
+      `| ${name} | ${Math.round(rate).toLocaleString('en-US')} | ${q(0.5)}× | ${q(0.25)}–${q(0.75)} | ${cpuMedian} |`,
     );
   }
   // Paired within each round: readInto over read of the same layer.
