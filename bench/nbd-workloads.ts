@@ -135,8 +135,10 @@ async function fio(
       `--bs=${cfg.blockSize}`,
       `--iodepth=${cfg.inFlight}`,
       `--size=${size}`,
-      `--runtime=${cfg.seconds}`,
-      `--ramp_time=${cfg.warmup}`,
+      // In milliseconds: fio reads a bare number as whole seconds, so the
+      // default 0.25 s warm-up was no warm-up and a sub-second run failed.
+      `--runtime=${Math.round(cfg.seconds * 1000)}ms`,
+      `--ramp_time=${Math.round(cfg.warmup * 1000)}ms`,
       '--time_based',
       `--randseed=${cfg.seed}`,
       '--output-format=json',
