@@ -642,6 +642,31 @@ async function journalTableMemoryRow(cfg: BenchConfig): Promise<RowResult> {
   }
 }
 
+/**
+ * Live reads through a JournalDevice whose changes table is empty (every
+ * read goes to production): `read`, or `readInto` one reused buffer per
+ * worker — what forwarding the caller's buffer through one layer keeps.
+ */
+async function journalEmptyReadRow(cfg: BenchConfig, into: boolean): Promise<RowResult> {
+  const rig = await journalOnFiles(cfg, { journalSize: 64 * MiB });
+  try {
+    const { device } = rig;
+    const { offset, buffers } = workload(cfg);
+    const bs = cfg.blockSize;
+    const r = await run(
+      cfg,
+      promised(
+        into ? (w) => device.readInto(offset(w), buffers[w]!) : (w) => device.read(offset(w), bs),
+      ),
+    );
+    return result(r, [
+      `empty changes table: every read goes to production (a FileDevice)${into ? '; readInto one reused buffer per worker' : ''}`,
+    ]);
+  } finally {
+    await rig.dispose();
+  }
+}
+
 /** The JournalDevice rows, in the order they run (after the rows of workloads.ts). */
 export function journalRows(cfg: BenchConfig): Row[] {
   const read = tableReadGeometry(cfg);
@@ -682,6 +707,18 @@ export function journalRows(cfg: BenchConfig): Row[] {
       label: `JournalDevice read, ${entries} changes-table entries`,
       kind: 'read',
       run: journalTableReadRow,
+    },
+    {
+      id: 'jd-read-empty',
+      label: 'JournalDevice read, empty changes table',
+      kind: 'read',
+      run: (c) => journalEmptyReadRow(c, false),
+    },
+    {
+      id: 'jd-read-into-empty',
+      label: 'JournalDevice readInto, empty changes table (reused buffer per worker)',
+      kind: 'read',
+      run: (c) => journalEmptyReadRow(c, true),
     },
     {
       id: 'jd-replay',

@@ -218,9 +218,38 @@ function verdict(id: string): Verdict {
         pass: v.pass === undefined || ahead === undefined ? undefined : v.pass && ahead,
       };
     }
+    case 'fd-read-into': {
+      // readInto drops read's fresh buffer; what is left is a promise per
+      // read, so the promise ceiling is shown beside it.
+      const peer = outcomes.get('raf-read')?.result.opsPerSec;
+      const v = atLeast(0.9);
+      const ahead = peer === undefined ? undefined : ops > peer;
+      const ceiling = pairedRatio(id, 'promise-read', (x) => x.opsPerSec);
+      return {
+        ratio,
+        target: `${v.target}, ahead of random-access-file${peer === undefined ? '' : ` (${(ops / peer).toFixed(2)}×)`}${ceiling === undefined ? '' : `; ${ceiling.text} the promise ceiling`}`,
+        pass: v.pass === undefined || ahead === undefined ? undefined : v.pass && ahead,
+      };
+    }
     case 'cow-origin-read':
+    case 'cow-origin-read-into':
     case 'cow-rewrite':
       return atLeast(0.85);
+    case 'jd-read-empty':
+      return { ratio, target: 'none set (report)', pass: undefined };
+    case 'cow-snapshot-read-into':
+    case 'jd-read-into-empty': {
+      const [peer, label] =
+        id === 'jd-read-into-empty'
+          ? ['jd-read-empty', 'JournalDevice read']
+          : ['cow-snapshot-read', 'COW snapshot read'];
+      const r = pairedRatio(id, peer, (x) => x.opsPerSec);
+      return {
+        ratio,
+        target: `report: ${r === undefined ? `run ${peer} too` : `${r.text} ${label}`}`,
+        pass: undefined,
+      };
+    }
     case 'cow-first-write':
       return atLeast(0.33);
     case 'cow-first-write-10': {

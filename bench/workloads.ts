@@ -292,6 +292,26 @@ async function fileDeviceRow(cfg: BenchConfig, kind: 'read' | 'write'): Promise<
   }
 }
 
+/**
+ * FileDevice `readInto` into one reused buffer per worker: `read` without a
+ * fresh buffer per read — the same buffers the raw row reads into.
+ */
+async function fileDeviceReadIntoRow(cfg: BenchConfig): Promise<RowResult> {
+  const { data } = paths(cfg);
+  precondition(data, cfg.size, cfg.seed);
+  const { offset, buffers } = workload(cfg);
+  const device = await cfg.lib.FileDevice.open(data, { lock: false, blockSize: cfg.blockSize });
+  try {
+    const r = await run(
+      cfg,
+      promised((w) => device.readInto(offset(w), buffers[w]!)),
+    );
+    return result(r, ['readInto one reused buffer per worker']);
+  } finally {
+    await device.close();
+  }
+}
+
 interface CowSetup {
   cow: CowSnapshotDevice;
   snapshots: Snapshot[];
@@ -372,6 +392,22 @@ async function cowOriginReadRow(cfg: BenchConfig): Promise<RowResult> {
   }
 }
 
+async function cowOriginReadIntoRow(cfg: BenchConfig): Promise<RowResult> {
+  const { cow } = await cowSetup(cfg, 1);
+  try {
+    const { offset, buffers } = workload(cfg);
+    const r = await run(
+      cfg,
+      promised((w) => cow.readInto(offset(w), buffers[w]!)),
+    );
+    return result(r, [
+      'readInto one reused buffer per worker, through the COW device, 1 snapshot exists',
+    ]);
+  } finally {
+    await cow.close();
+  }
+}
+
 async function cowRewriteRow(cfg: BenchConfig): Promise<RowResult> {
   const { cow } = await cowSetup(cfg, 1);
   try {
@@ -441,6 +477,24 @@ async function cowSnapshotReadRow(cfg: BenchConfig): Promise<RowResult> {
     );
     return result(r, [
       `through a snapshot handle; ${((100 * preserved) / blocks).toFixed(0)} % of blocks preserved (read from the store, CRC-checked), the rest from the origin`,
+    ]);
+  } finally {
+    await cow.close();
+  }
+}
+
+async function cowSnapshotReadIntoRow(cfg: BenchConfig): Promise<RowResult> {
+  const { cow, snapshots } = await cowSetup(cfg, 1);
+  try {
+    await bulkPass(cfg, cow, 2);
+    const snapshot = snapshots[0]!;
+    const { offset, buffers } = workload(cfg);
+    const r = await run(
+      cfg,
+      promised((w) => cfg.lib.readInto(snapshot, offset(w), buffers[w]!)),
+    );
+    return result(r, [
+      'readInto one reused buffer per worker, through a snapshot handle; setup as the row above (half the blocks preserved)',
     ]);
   } finally {
     await cow.close();
@@ -573,7 +627,19 @@ export function rows(cfg: BenchConfig): Row[] {
       kind: 'write',
       run: (c) => fileDeviceRow(c, 'write'),
     },
+    {
+      id: 'fd-read-into',
+      label: 'FileDevice readInto (reused buffer per worker)',
+      kind: 'read',
+      run: fileDeviceReadIntoRow,
+    },
     { id: 'cow-origin-read', label: 'COW origin read', kind: 'read', run: cowOriginReadRow },
+    {
+      id: 'cow-origin-read-into',
+      label: 'COW origin readInto (reused buffer per worker)',
+      kind: 'read',
+      run: cowOriginReadIntoRow,
+    },
     { id: 'cow-rewrite', label: 'COW rewrite (no copy)', kind: 'write', run: cowRewriteRow },
     {
       id: 'cow-first-write',
@@ -604,6 +670,12 @@ export function rows(cfg: BenchConfig): Row[] {
       label: 'COW snapshot read (half preserved)',
       kind: 'read',
       run: cowSnapshotReadRow,
+    },
+    {
+      id: 'cow-snapshot-read-into',
+      label: 'COW snapshot readInto (half preserved, reused buffer per worker)',
+      kind: 'read',
+      run: cowSnapshotReadIntoRow,
     },
     {
       id: 'snapshot-create',

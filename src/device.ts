@@ -25,6 +25,25 @@ export interface BlockDevice extends AsyncDisposable {
    */
   read(offset: number, length: number): Promise<Uint8Array>;
   /**
+   * Reads `target.length` bytes at `offset` into `target`, the caller's
+   * buffer, and resolves with `target` itself: what `read` returns, without
+   * a fresh buffer per read. Optional: a device may leave it out, and a
+   * caller over any device uses the `readInto(device, offset, target)`
+   * function, which falls back to `read` and a copy.
+   *
+   * `target` is any Uint8Array (a Buffer, or a `subarray` view into a
+   * larger buffer: only its own bytes are written). While the promise is
+   * pending the device writes into it, and the caller must not read,
+   * change or transfer it; once it resolves, `target` holds the bytes at
+   * `offset`. Checks and errors are `read`'s, made before any byte of
+   * `target` is touched: a bad range (`ERANGE`), a `target` that is not a
+   * Uint8Array (`EINVAL`) or a closed device (`ECLOSED`) reject with
+   * `target` unchanged. After a failure below (`EIO`, `ECORRUPT`,
+   * `EEXCLUDED`…) what `target` holds is undefined.
+   * @throws `ERANGE`, `EINVAL`, `ECLOSED`, `EIO`.
+   */
+  readInto?(offset: number, target: Uint8Array): Promise<Uint8Array>;
+  /**
    * Writes `data` at `offset`. The device takes what it needs of `data` —
    * a copy, or the bytes handed to the device below, which owes the same —
    * before `write` returns, and never hands `data` to anyone: the caller may

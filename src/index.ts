@@ -1,5 +1,5 @@
 export type { EventMap, TypedEmitter } from './base/index.js';
-export { AbstractBlockDevice } from './base/index.js';
+export { AbstractBlockDevice, readInto } from './base/index.js';
 export {
   type CopyConflictPolicy,
   type CopyProgress,

@@ -93,6 +93,32 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
     return inFlight.ownReads ? op : inFlight.track(op);
   }
 
+  /**
+   * Reads `target.length` bytes at `offset` into `target` and resolves with
+   * it (see {@link BlockDevice.readInto}): the checks of `read`, and
+   * `EINVAL` for a target that is not a Uint8Array, all before `target` is
+   * touched; then {@link _readInto}.
+   */
+  readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
+    let op: Promise<Uint8Array>;
+    try {
+      this.checkOpen();
+      if (!isBytes(target)) {
+        throw new BlockDeviceError(
+          'EINVAL',
+          `target must be a Uint8Array, got ${describe(target)}`,
+        );
+      }
+      checkRange(this.size, offset, target.length);
+      if (target.length === 0) return Promise.resolve(target);
+      op = this._readInto(offset, target);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const inFlight = this.#inFlight;
+    return inFlight.ownReads ? op : inFlight.track(op);
+  }
+
   /** @inheritDoc */
   write(offset: number, data: Uint8Array): Promise<void> {
     const inFlight = this.#inFlight;
@@ -216,6 +242,20 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
    * read result. The range is validated and non-empty; the device is open.
    */
   protected abstract _read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Reads `target.length` bytes at `offset` into `target` and resolves with
+   * `target`. The range is validated and non-empty, the device open, and
+   * `target` a Uint8Array of that length. By default {@link _read} and a
+   * copy (counted in flight as `_read` is); a device that can read straight
+   * into the caller's buffer, or pass it to a device below, overrides this —
+   * and then counts the read in flight itself if it counts its `_read`s.
+   */
+  protected _readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
+    return this._read(offset, target.length).then((data) => {
+      target.set(data);
+      return target;
+    });
+  }
   /**
    * Writes `data` at `offset`, resolving once the device has it (durable
    * only after a later flush). The range is validated and non-empty, the

@@ -8,15 +8,16 @@ export { io } from './lower-io.js';
 export { checkOptions, type OptionType } from './options.js';
 export {
   type CallbackRead,
+  type CallbackReader,
   callbackReader,
   callbackReaderOrRead,
   immediateWriter,
   ownedWriter,
   READ_CALLBACK,
-  READ_INTO,
   type ReadDone,
   readByCallback,
   readerInto,
+  readInto,
   WRITE_NOW,
   WRITE_OWNED,
 } from './owned-io.js';

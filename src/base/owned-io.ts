@@ -1,9 +1,12 @@
 import type { BlockDevice } from '../device.js';
+import { BlockDeviceError } from '../errors.js';
+import { checkRange, isBytes } from './range.js';
 
 /*
  * Internal methods a device may have, for a layer that moves bulk data
  * through buffers of its own (the copy job's runs, the stream applier's
- * frames), or that reads through it on a hot path (READ_CALLBACK). `read`
+ * frames: WRITE_OWNED, and the public `readInto`), or that reads through it
+ * on a hot path (READ_CALLBACK). `read`
  * must hand out fresh memory and `write` must copy its data
  * (the caller may reuse it at once); for bulk copies that allocation and
  * copy, and one thread-pool round trip per fixed-size block, cost more than
@@ -11,14 +14,6 @@ import type { BlockDevice } from '../device.js';
  * stay off the public surface; a layer uses them when the device below has
  * them and `read`/`write` otherwise — it never relies on them.
  */
-
-/**
- * `[READ_INTO](offset, buffer)` fills `buffer` with the `buffer.length`
- * bytes at `offset` and resolves with it; checks and errors are `read`'s.
- * The device writes into `buffer` until the promise settles; after a
- * failure its content is undefined.
- */
-export const READ_INTO: unique symbol = Symbol('blocksnap.readInto');
 
 /**
  * `[WRITE_OWNED](offset, blocks)` writes `blocks` back to back from
@@ -30,13 +25,15 @@ export const READ_INTO: unique symbol = Symbol('blocksnap.readInto');
 export const WRITE_OWNED: unique symbol = Symbol('blocksnap.writeOwned');
 
 /**
- * `[READ_CALLBACK](offset, length, done)` reads as `read(offset, length)`
- * does — same checks and errors, and a buffer the caller owns whole, as
- * `read`'s — and calls `done` exactly
+ * `[READ_CALLBACK](offset, length, done, into?)` reads as `read(offset,
+ * length)` does — same checks and errors, and a buffer the caller owns
+ * whole, as `read`'s — and calls `done` exactly
  * once with the error or the bytes instead of returning a promise: a layer
  * that settles a promise of its own anyway (a read overlay) then makes one
  * promise per read, not two, and pays no promise reaction in between. `done`
- * may run before the call returns (bad arguments, a closed device).
+ * may run before the call returns (bad arguments, a closed device). Given
+ * `into` (a Uint8Array of exactly `length` bytes, the caller's `readInto`
+ * target), it reads into it and calls `done` with it, as `readInto` would.
  */
 export const READ_CALLBACK: unique symbol = Symbol('blocksnap.readCallback');
 
@@ -60,16 +57,21 @@ export function immediateWriter(
 /** What {@link READ_CALLBACK} calls: the error, or null and the bytes read. */
 export type ReadDone = (err: Error | null, data: Uint8Array | undefined) => void;
 
-/** A device with {@link READ_INTO} and {@link WRITE_OWNED}. */
+/** A device with {@link WRITE_OWNED}. */
 export interface OwnedIO {
-  [READ_INTO](offset: number, buffer: Uint8Array): Promise<Uint8Array>;
   [WRITE_OWNED](offset: number, blocks: readonly Uint8Array[]): Promise<void>;
 }
 
+/** {@link READ_CALLBACK}'s signature. */
+export type CallbackReader = (
+  offset: number,
+  length: number,
+  done: ReadDone,
+  into?: Uint8Array,
+) => void;
+
 /** `device`'s {@link READ_CALLBACK}, bound to it, or undefined if it has none. */
-export function callbackReader(
-  device: BlockDevice,
-): ((offset: number, length: number, done: ReadDone) => void) | undefined {
+export function callbackReader(device: BlockDevice): CallbackReader | undefined {
   const method = (device as { [READ_CALLBACK]?: unknown })[READ_CALLBACK];
   return typeof method === 'function' ? method.bind(device) : undefined;
 }
@@ -107,14 +109,16 @@ export function callbackReaderOrRead(device: BlockDevice): CallbackRead {
  * once, before the promise settles, whatever the device does: call back,
  * throw, or call back and then throw (a second run would, for a caller that
  * leaves a gate in it, let an exclusive holder in under another read).
- * A failure rejects with `failure(err)`.
+ * A failure rejects with `failure(err)`. With `into`, the read goes into it
+ * (see {@link READ_CALLBACK}).
  */
 export function readByCallback(
-  read: (offset: number, length: number, done: ReadDone) => void,
+  read: CallbackReader,
   offset: number,
   length: number,
   settled: () => void,
   failure: (err: Error) => Error,
+  into?: Uint8Array,
 ): Promise<Uint8Array> {
   return new Promise((resolve, reject) => {
     let called = false;
@@ -122,23 +126,66 @@ export function readByCallback(
       if (called) return;
       called = true;
       settled();
-      if (err === null) resolve(data!);
-      else reject(failure(err));
+      if (err !== null) reject(failure(err));
+      else if (into === undefined || data === into) resolve(data!);
+      else {
+        // A READ_CALLBACK that predates `into` called back with a buffer of its own.
+        into.set(data!);
+        resolve(into);
+      }
     };
     try {
-      read(offset, length, done);
+      read(offset, length, done, into);
     } catch (err) {
       done(err instanceof Error ? err : new Error(String(err)), undefined);
     }
   });
 }
 
-/** `device`'s {@link READ_INTO}, bound to it, or undefined if it has none. */
+/**
+ * `device`'s `readInto` (see {@link BlockDevice.readInto}), bound to it, or
+ * undefined if it has none: a layer that fills buffers of its own reads
+ * through it where it can, and through `read` and a copy otherwise.
+ */
 export function readerInto(
   device: BlockDevice,
-): ((offset: number, buffer: Uint8Array) => Promise<Uint8Array>) | undefined {
-  const method = (device as Partial<OwnedIO>)[READ_INTO];
+): ((offset: number, target: Uint8Array) => Promise<Uint8Array>) | undefined {
+  const method = device.readInto;
   return typeof method === 'function' ? method.bind(device) : undefined;
+}
+
+/**
+ * `device.readInto(offset, target)` where the device has it, else its
+ * `read` and a copy into `target`: for any BlockDevice, a user's own
+ * included, with `readInto`'s checks and errors either way (the fallback
+ * checks `target` and the range itself before it reads, so bad input
+ * leaves `target` untouched there too). Resolves with `target`.
+ * @throws `ERANGE`, `EINVAL`, `ECLOSED`, `EIO` (as the device's `read`).
+ */
+export function readInto(
+  device: BlockDevice,
+  offset: number,
+  target: Uint8Array,
+): Promise<Uint8Array> {
+  if (typeof device.readInto === 'function') return device.readInto(offset, target);
+  try {
+    if (!isBytes(target)) {
+      throw new BlockDeviceError('EINVAL', 'target must be a Uint8Array');
+    }
+    checkRange(device.size, offset, target.length);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  return device.read(offset, target.length).then((data) => {
+    if (data.length !== target.length) {
+      throw new BlockDeviceError(
+        'EIO',
+        `read of ${target.length} bytes at ${offset} returned ${data.length} bytes`,
+      );
+    }
+    target.set(data);
+    return target;
+  });
 }
 
 /** `device`'s {@link WRITE_OWNED}, bound to it, or undefined if it has none. */

@@ -1,4 +1,4 @@
-import { io } from '../base/index.js';
+import { io, readInto } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
 import type { CopyMap } from './copy-map.js';
@@ -275,6 +275,15 @@ export class CopyEngine {
     out.set(data);
     HeldWrites.overlay(queued, offset, out);
     return out;
+  }
+
+  /** `read` into the caller's buffer: the source reads straight into it, held writes laid over it. */
+  async readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
+    // Taken at the call, as in read.
+    const queued = this.#queue.length === 0 ? [] : this.#queue.overlapping(offset, target.length);
+    await io('source read', readInto(this.#source, offset, target));
+    if (queued.length > 0) HeldWrites.overlay(queued, offset, target);
+    return target;
   }
 
   /** A foreground write: straight through, or after its chunks are copied, or queued (the policy). */

@@ -5,7 +5,7 @@ import type { CopySink } from './copy-engine.js';
 /**
  * Moves a copy job's runs: one source read per run, written to the sink as
  * fixed-size chunks (seed 004, claim 45). Where the source can read into a buffer of
- * ours (READ_INTO) and the sink takes buffers over (`writeBlocks`), run
+ * ours (`readInto`) and the sink takes buffers over (`writeBlocks`), run
  * buffers are reused: a fresh megabyte per run costs as much in page faults
  * as copying it.
  */

@@ -331,6 +331,10 @@ class CopyJobDevice extends AbstractBlockDevice {
     return this.#engine.read(offset, length);
   }
 
+  protected override _readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
+    return this.#engine.readInto(offset, target);
+  }
+
   protected _write(offset: number, data: Uint8Array): Promise<void> {
     return this.#engine.write(offset, data);
   }

@@ -330,6 +330,11 @@ export abstract class CowDeviceBase
     return this.#reads.read(offset, length);
   }
 
+  /** Live content is the origin's: its read goes straight into the caller's buffer. */
+  protected override _readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
+    return this.#reads.readInto(offset, target);
+  }
+
   /**
    * A write to blocks no snapshot holds goes straight to the origin — whose
    * `write`, by the BlockDevice contract, is done with `data` once it

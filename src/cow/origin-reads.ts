@@ -1,10 +1,11 @@
 import {
   AccessGate,
+  type CallbackReader,
   callbackReader,
   type InFlightCounter,
   type READ_CALLBACK,
-  type ReadDone,
   readByCallback,
+  readInto,
 } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
 import { wrapIO } from '../errors.js';
@@ -14,12 +15,13 @@ import { wrapIO } from '../errors.js';
  * inside a read gate that only a restore shuts (so no one sees it half
  * done). The hot read path: one promise per read — ours, settled from the
  * origin's callback where it has {@link READ_CALLBACK}, else the origin's,
- * with two preallocated reactions.
+ * with two preallocated reactions. `readInto` takes the same path with the
+ * caller's buffer.
  */
 export class OriginReads {
   readonly #origin: BlockDevice;
   /** The origin's {@link READ_CALLBACK}, if it has one. */
-  readonly #originReader: ((offset: number, length: number, done: ReadDone) => void) | undefined;
+  readonly #originReader: CallbackReader | undefined;
   readonly #inFlight: InFlightCounter;
   /** Origin reads enter shared; only restore shuts them out. */
   readonly #readGate = new AccessGate();
@@ -38,6 +40,18 @@ export class OriginReads {
     return this.#readGate.shared().then(() => this.#readOrigin(offset, length));
   }
 
+  /**
+   * Reads a validated, non-empty range into `target` (the caller's
+   * `readInto` buffer), counted in flight until it settles: the origin reads
+   * straight into it where it can (see {@link readInto}).
+   */
+  readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
+    this.#inFlight.started();
+    const release = this.#readGate.tryShared();
+    if (release !== undefined) return this.#readOrigin(offset, target.length, target);
+    return this.#readGate.shared().then(() => this.#readOrigin(offset, target.length, target));
+  }
+
   /** Runs `fn` with every read shut out: the ones in flight drained, new ones waiting. */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
     return this.#readGate.runExclusive(fn);
@@ -48,14 +62,17 @@ export class OriginReads {
    * and the in-flight count, even for an origin that throws instead of
    * rejecting (neither may leak: a restore or close would wait forever).
    */
-  #readOrigin(offset: number, length: number): Promise<Uint8Array> {
+  #readOrigin(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     const direct = this.#originReader;
     if (direct !== undefined) {
-      return readByCallback(direct, offset, length, this.#leaveRead, wrapOriginRead);
+      return readByCallback(direct, offset, length, this.#leaveRead, wrapOriginRead, into);
     }
     let read: Promise<Uint8Array>;
     try {
-      read = this.#origin.read(offset, length);
+      read =
+        into === undefined
+          ? this.#origin.read(offset, length)
+          : readInto(this.#origin, offset, into);
     } catch (err) {
       read = Promise.reject(err);
     }

@@ -3,9 +3,7 @@ import {
   checkGeometry,
   checkOptions,
   checkRange,
-  isBytes,
   READ_CALLBACK,
-  READ_INTO,
   type ReadDone,
   readResultBuffer,
 } from '../base/index.js';
@@ -106,12 +104,16 @@ export class MemoryDevice extends AbstractBlockDevice {
    * See {@link READ_CALLBACK}: `read` with a callback, called before this returns.
    * @internal A fast path for the library's own layers.
    */
-  [READ_CALLBACK](offset: number, length: number, done: ReadDone): void {
+  [READ_CALLBACK](offset: number, length: number, done: ReadDone, into?: Uint8Array): void {
     let data: Uint8Array;
     try {
       this.checkOpen();
       checkRange(this.size, offset, length);
-      data = this.readNow(offset, length);
+      if (into === undefined) data = this.readNow(offset, length);
+      else {
+        this.fillFrom(offset, into);
+        data = into;
+      }
     } catch (err) {
       done(err as Error, undefined);
       return;
@@ -119,21 +121,10 @@ export class MemoryDevice extends AbstractBlockDevice {
     done(null, data);
   }
 
-  /**
-   * See {@link READ_INTO}: `read` into the caller's buffer (the NBD server's
-   * reply buffer), filled before this returns. Checks and errors are `read`'s.
-   * @internal A fast path for the library's own layers.
-   */
-  [READ_INTO](offset: number, buffer: Uint8Array): Promise<Uint8Array> {
-    try {
-      this.checkOpen();
-      if (!isBytes(buffer)) throw new BlockDeviceError('EINVAL', 'buffer must be a Uint8Array');
-      checkRange(this.size, offset, buffer.length);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    this.readInto(offset, buffer);
-    return Promise.resolve(buffer);
+  /** Copies the blocks straight into the caller's buffer before returning. */
+  protected override _readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
+    this.fillFrom(offset, target);
+    return Promise.resolve(target);
   }
 
   protected async _flush(): Promise<void> {}
@@ -146,12 +137,12 @@ export class MemoryDevice extends AbstractBlockDevice {
     // Not zero-filled when allocated: every byte is written below, from its
     // block or, where the block was never written, with a zero.
     const out = readResultBuffer(length);
-    this.readInto(offset, out);
+    this.fillFrom(offset, out);
     return out;
   }
 
   /** Fills `out` with the `out.length` bytes at `offset`: every byte, from its block or a zero. */
-  private readInto(offset: number, out: Uint8Array): void {
+  private fillFrom(offset: number, out: Uint8Array): void {
     const length = out.length;
     const bs = this.blockSize;
     let pos = offset;

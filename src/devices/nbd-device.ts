@@ -163,6 +163,21 @@ export class NbdDevice extends AbstractBlockDevice<NbdDeviceEvents> {
     return result;
   }
 
+  /**
+   * An aligned read's reply data is copied from the socket straight into
+   * the caller's buffer; an unaligned one reads the aligned span and copies
+   * the asked part in.
+   */
+  protected override async _readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
+    const m = this.#minimumBlock;
+    if (offset % m === 0 && target.length % m === 0) {
+      await this.#transfer(NBD_CMD_READ, offset, target);
+      return target;
+    }
+    target.set(await this._read(offset, target.length));
+    return target;
+  }
+
   protected _write(offset: number, data: Uint8Array): Promise<void> {
     return this.#write(offset, data);
   }

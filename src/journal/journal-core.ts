@@ -1,10 +1,11 @@
 import { Mutex } from 'async-mutex';
 import {
   AccessGate,
+  type CallbackReader,
   callbackReader,
   type READ_CALLBACK,
-  type ReadDone,
   readByCallback,
+  readInto,
   SECTOR,
 } from '../base/index.js';
 import type { BlockDevice, CheckpointEvent, PointInTime } from '../device.js';
@@ -85,10 +86,8 @@ export class JournalCore {
   readonly admin = new Mutex();
   readonly #sectorsPerBlock: number;
   /** The stores' {@link READ_CALLBACK}, where they have it: live reads' hot path. */
-  readonly #productionReader:
-    | ((offset: number, length: number, done: ReadDone) => void)
-    | undefined;
-  readonly #journalReader: ((offset: number, length: number, done: ReadDone) => void) | undefined;
+  readonly #productionReader: CallbackReader | undefined;
+  readonly #journalReader: CallbackReader | undefined;
   readonly #checkpointAt: number;
   readonly #events: JournalCoreEvents;
   readonly #partial: PartialWrites;
@@ -199,32 +198,40 @@ export class JournalCore {
   // ------------------------------------------------------------------ I/O
 
   /**
-   * Reads the live device. The hot path: no checkpoint waiting, and the read
-   * lies in one run on a store with READ_CALLBACK — one promise, ours,
-   * settled from the store's callback; otherwise the store's promise and one
-   * reaction. Either way the read gate and the device's in-flight count
+   * Reads the live device, into `into` (a `readInto` target) if given. The
+   * hot path: no checkpoint waiting, and the read lies in one run on a store
+   * with READ_CALLBACK — one promise, ours, settled from the store's
+   * callback, and `into` passed down so the bytes land in the caller's
+   * buffer; otherwise the store's promise and one reaction (a read over
+   * several runs is assembled by the overlay, then copied into `into`).
+   * Either way the read gate and the device's in-flight count
    * (events.readStarted/readSettled) are left together, once (#leaveRead).
    */
-  read(offset: number, length: number): Promise<Uint8Array> {
+  read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     this.#events.readStarted();
-    if (this.readGate.tryShared() !== undefined) {
-      const at = singleRunAt(this.table, this.blockSize, offset, length);
-      if (at === ON_PRODUCTION && this.#productionReader !== undefined) {
-        return readByCallback(this.#productionReader, offset, length, this.#leaveRead, wrapRead);
-      }
-      // Otherwise a byte offset on the journal store, or SEVERAL_RUNS (negative).
-      if (at >= 0 && this.#journalReader !== undefined) {
-        return readByCallback(this.#journalReader, at, length, this.#leaveRead, wrapRead);
-      }
-      return readOverlay(this.#host, this.table, offset, length).then(
-        this.#readDone,
-        this.#readFailed,
-      );
+    const done =
+      into === undefined
+        ? this.#readDone
+        : (data: Uint8Array) => this.#readDone(copyInto(into, data));
+    if (this.readGate.tryShared() === undefined) {
+      return this.readGate
+        .shared()
+        .then(() => readOverlay(this.#host, this.table, offset, length))
+        .then(done, this.#readFailed);
     }
-    return this.readGate
-      .shared()
-      .then(() => readOverlay(this.#host, this.table, offset, length))
-      .then(this.#readDone, this.#readFailed);
+    // A byte offset on the journal store, ON_PRODUCTION, or SEVERAL_RUNS (another negative).
+    const at = singleRunAt(this.table, this.blockSize, offset, length);
+    const oneRun = at === ON_PRODUCTION || at >= 0;
+    const from = at === ON_PRODUCTION ? offset : at;
+    const reader = at === ON_PRODUCTION ? this.#productionReader : this.#journalReader;
+    if (oneRun && reader !== undefined) {
+      return readByCallback(reader, from, length, this.#leaveRead, wrapRead, into);
+    }
+    if (oneRun && into !== undefined) {
+      const store = at === ON_PRODUCTION ? this.production : this.journal;
+      return readInto(store, from, into).then(this.#readDone, this.#readFailed);
+    }
+    return readOverlay(this.#host, this.table, offset, length).then(done, this.#readFailed);
   }
 
   readonly #leaveRead = (): void => {
@@ -435,4 +442,10 @@ export class JournalCore {
 
 function wrapRead(err: Error): Error {
   return wrapIO('read', err);
+}
+
+/** Copies an assembled read into the caller's `readInto` buffer of the same length. */
+function copyInto(target: Uint8Array, data: Uint8Array): Uint8Array {
+  target.set(data);
+  return target;
 }

@@ -439,6 +439,11 @@ export class JournalDevice
     return this.#core.read(offset, length);
   }
 
+  /** The overlay read into the caller's buffer: a read in one run goes straight into it. */
+  protected override _readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
+    return this.#core.read(offset, target.length, target);
+  }
+
   protected _write(offset: number, data: Uint8Array): Promise<void> {
     return this.#core.write(offset, data);
   }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { io } from '../base/index.js';
+import { io, readInto } from '../base/index.js';
 import type { JournalSnapshotInfo, Snapshot, SnapshotInfo, SnapshotOptions } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
 import {
@@ -42,6 +42,8 @@ export class JournalSnapshots {
   readonly #handleIO = new Map<number, Set<Promise<unknown>>>();
   readonly #host: SnapshotHost = {
     readSnapshot: (key, offset, length) => this.#track(key, this.#read(key, offset, length)),
+    readSnapshotInto: (key, offset, target) =>
+      this.#track(key, this.#read(key, offset, target.length, target)),
     // Behind a restore called before it, like a write to the device: a
     // restore of this clone holds only the writes called before it.
     writeSnapshot: (key, offset, data) => {
@@ -315,8 +317,13 @@ export class JournalSnapshots {
     }
   }
 
-  /** Serves a handle's read: through the journal while pending, from production's snapshot after. */
-  async #read(key: number, offset: number, length: number): Promise<Uint8Array> {
+  /**
+   * Serves a handle's read: through the journal while pending, from
+   * production's snapshot after. With `into` (a handle's `readInto`), the
+   * bytes go into it: straight from production's snapshot handle, copied
+   * from a read through the journal.
+   */
+  async #read(key: number, offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     const core = this.#core;
     const dead = this.#checkLive(key);
     if (dead !== undefined) throw dead;
@@ -324,7 +331,9 @@ export class JournalSnapshots {
       const snap = this.#registry.byKey(key);
       if (snap.productionId !== undefined) {
         const handle = await this.#registry.productionHandle(snap, this.production());
-        return handle.read(offset, length).catch((err: unknown) => {
+        const read =
+          into === undefined ? handle.read(offset, length) : readInto(handle, offset, into);
+        return read.catch((err: unknown) => {
           throw snap.deleted ? deletedError(snap.id) : snapshotError(snap.id, 'read', err);
         });
       }
@@ -333,7 +342,11 @@ export class JournalSnapshots {
       const data = retired(snap.sequence)
         ? undefined
         : await core.readPoint(snap, offset, length, retired);
-      if (data !== undefined) return data;
+      if (data !== undefined) {
+        if (into === undefined) return data;
+        into.set(data);
+        return into;
+      }
       try {
         await core.startCheckpoint();
       } catch (err) {

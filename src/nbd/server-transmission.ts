@@ -66,7 +66,7 @@ export class Transmission {
   readonly #maxPayload: number;
   readonly #byteBudget: number;
   readonly #context: RequestContext;
-  /** The device's READ_INTO, if it has one: a READ's data goes straight into its reply buffer. */
+  /** The device's `readInto`, if it has one: a READ's data goes straight into its reply buffer. */
   readonly #readInto: ((offset: number, buffer: Uint8Array) => Promise<Uint8Array>) | undefined;
   /** Replies go out through it; READ replies in its pooled buffers, at most {@link MAX_UNSENT} kept free. */
   readonly #replies: ReplyWriter;
@@ -219,7 +219,7 @@ export class Transmission {
 
   /**
    * A READ's reply is its header and its data in one buffer: with the
-   * device's READ_INTO the data is read into a pooled buffer right after
+   * device's `readInto` the data is read into a pooled buffer right after
    * the header (no copy, one iovec); otherwise the header and `read`'s own
    * buffer go out together.
    */

@@ -19,6 +19,12 @@ export interface SnapshotHost {
     length: number,
     settled: () => void,
   ): Promise<Uint8Array>;
+  /**
+   * Reads from snapshot `seq` into `target` (a handle's `readInto`), as
+   * `readSnapshot` would read `target.length` bytes; hosts that cannot read
+   * into a caller's buffer leave it out, and the handle reads and copies.
+   */
+  readSnapshotInto?(seq: number, offset: number, target: Uint8Array): Promise<Uint8Array>;
   /** Writes to writable snapshot `seq`; `ENOENT` if it was deleted. */
   writeSnapshot(seq: number, offset: number, data: Uint8Array): Promise<void>;
   /** Makes writes made through handles durable. */
@@ -89,6 +95,14 @@ export class SnapshotHandle extends AbstractBlockDevice implements Snapshot {
     if (host.readSnapshotCounted === undefined) return host.readSnapshot(this.seq, offset, length);
     this.#inFlight.started();
     return host.readSnapshotCounted(this.seq, offset, length, this.#inFlight.settled);
+  }
+
+  /** The host's read into the caller's buffer where it has one, else `_read` and a copy. */
+  protected override _readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
+    const host = this.#host;
+    return host.readSnapshotInto === undefined
+      ? super._readInto(offset, target)
+      : host.readSnapshotInto(this.seq, offset, target);
   }
 
   protected _write(offset: number, data: Uint8Array): Promise<void> {

@@ -86,7 +86,7 @@ export class StreamApplier {
   #flushing: Promise<{ err: unknown } | undefined> | undefined;
   /** An early flush that failed: the run fails with it. */
   #flushFailure: { err: unknown } | undefined;
-  /** The target's READ_INTO, for a zero frame's extent, read into a frame buffer. */
+  /** The target's `readInto`, for a zero frame's extent, read into a frame buffer. */
   readonly #readInto: ((offset: number, buffer: Uint8Array) => Promise<Uint8Array>) | undefined;
   /** The target's WRITE_OWNED, for frames assembled in a buffer of ours. */
   readonly #writeOwned:

@@ -10,6 +10,7 @@ import type { BlockDeviceErrorCode } from '../errors.js';
 import { badReads, badWrites, type LooseDevice } from './block-bad-input.js';
 import { type Harness, type PendingWrite, withHarness } from './block-harness.js';
 import { transferReadResult } from './block-ownership.js';
+import { readIntoCases } from './block-read-into.js';
 import {
   assertBytes,
   type DescribeFn,
@@ -50,8 +51,9 @@ export interface ConformanceOptions {
 
 /**
  * Registers the BlockDevice conformance suite: aligned and unaligned I/O,
- * block-boundary crossings, whole-device and zero-length I/O, concurrent
- * writes, buffer ownership (read results are the caller's own, safe to
+ * block-boundary crossings, whole-device and zero-length I/O, `readInto`
+ * (through `readInto(device, …)` where a device has no method of its own),
+ * concurrent writes, buffer ownership (read results are the caller's own, safe to
  * transfer), flush, close and use after close, and the full
  * bad-input table, each bad call checked for its error code and for leaving
  * the content unchanged. On a read-only device every write test instead
@@ -141,6 +143,10 @@ export function runConformanceSuite(options: ConformanceOptions): void {
           );
         });
       });
+    });
+
+    describe('readInto', () => {
+      readIntoCases(test, ro);
     });
 
     describe('write', () => {

@@ -221,6 +221,13 @@ describe.each(layers)('%s through a store with READ_CALLBACK', (_name, make) => 
       expect(((err as BlockDeviceError).cause as Error).message).toMatch(
         /bad sector 3|driver threw/,
       );
+      // readInto takes the same callback, and fails the same way.
+      const intoErr = await device.readInto!(3 * 512, new Uint8Array(512)).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(store.calls - before, mode).toBe(2);
+      expect(BlockDeviceError.is(intoErr, 'EIO'), mode).toBe(true);
       // Other reads still work.
       expect((await device.read(0, 512))[0]).toBe(1);
       expect((await device.read(5 * 512, 512))[0]).toBe(0);

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type OwnedIO, READ_INTO, WRITE_OWNED } from '../../src/base/owned-io.js';
+import { type OwnedIO, WRITE_OWNED } from '../../src/base/owned-io.js';
 import { FileDevice, SnapshotCopyJob } from '../../src/index.js';
 import { expectSameBytes } from '../support/bytes.js';
 import { noise, POLICIES } from '../support/copy-job-rig.js';
@@ -10,7 +10,7 @@ import { codeOf } from '../support/error-code.js';
 
 /*
  * A copy job between two FileDevices takes the bulk path: each run is read
- * into a buffer of the job's own (FileDevice's READ_INTO) and its chunks go
+ * into a buffer of the job's own (FileDevice's readInto) and its chunks go
  * to the destination in one vectored, uncopied write (WRITE_OWNED). The
  * other copy-job tests use wrapped memory devices, which have neither.
  */
@@ -86,7 +86,7 @@ describe('SnapshotCopyJob between FileDevices', () => {
   );
 });
 
-describe('FileDevice bulk I/O (READ_INTO, WRITE_OWNED)', () => {
+describe('FileDevice bulk I/O (readInto, WRITE_OWNED)', () => {
   it('reads into the caller’s buffer and writes blocks back to back, as read and write would', async () => {
     const device = await fileWith('a.img', noise(1 * MiB, 3));
     const blocks = [noise(4096, 4), new Uint8Array(0), noise(100_000, 5), noise(1, 6)];
@@ -98,7 +98,7 @@ describe('FileDevice bulk I/O (READ_INTO, WRITE_OWNED)', () => {
       at += block.length;
     }
     const into = new Uint8Array(700_000);
-    const got = await bulk(device)[READ_INTO](1000, into);
+    const got = await device.readInto(1000, into);
     expect(got).toBe(into);
     expectSameBytes('read into', into, expected.subarray(1000, 701_000));
     expectSameBytes('read', await device.read(0, 1 * MiB), expected);
@@ -115,11 +115,11 @@ describe('FileDevice bulk I/O (READ_INTO, WRITE_OWNED)', () => {
     await expect(
       codeOf(io[WRITE_OWNED](0, [new Uint8Array(10), 'x' as unknown as Uint8Array])),
     ).resolves.toBe('EINVAL');
-    await expect(codeOf(io[READ_INTO](-1, new Uint8Array(10)))).resolves.toBe('ERANGE');
-    await expect(codeOf(io[READ_INTO](64 * KiB - 5, new Uint8Array(10)))).resolves.toBe('ERANGE');
+    await expect(codeOf(device.readInto(-1, new Uint8Array(10)))).resolves.toBe('ERANGE');
+    await expect(codeOf(device.readInto(64 * KiB - 5, new Uint8Array(10)))).resolves.toBe('ERANGE');
     expectSameBytes('after bad input', await device.read(0, 64 * KiB), content);
     await device.close();
-    await expect(codeOf(io[READ_INTO](0, new Uint8Array(10)))).resolves.toBe('ECLOSED');
+    await expect(codeOf(device.readInto(0, new Uint8Array(10)))).resolves.toBe('ECLOSED');
     await expect(codeOf(io[WRITE_OWNED](0, [new Uint8Array(10)]))).resolves.toBe('ECLOSED');
 
     const readOnly = await FileDevice.open(join(dir, 'b.img'), { readOnly: true });

@@ -3,6 +3,7 @@ import {
   BlockDeviceError,
   type CopyReport,
   MemoryDevice,
+  readInto,
   SnapshotCopyJob,
   type SnapshotCopyJobOptions,
 } from '../../src/index.js';
@@ -162,6 +163,10 @@ describe('SnapshotCopyJob', () => {
       await job.device.read(at - 50, 1100),
       rig.model.subarray(at - 50, at + 1050),
     );
+    // readInto too: the source reads into the caller's buffer, the held write laid over it.
+    const target = new Uint8Array(1100);
+    expect(await readInto(job.device, at - 50, target)).toBe(target);
+    expectBytes('readInto of the queued write', target, rig.model.subarray(at - 50, at + 1050));
     // The source itself is untouched until the chunk is copied.
     expectBytes('source', await rig.sourceDisk.read(at, 1000), rig.atStart.subarray(at, at + 1000));
     held.open();

@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type OwnedIO, READ_INTO, WRITE_NOW, WRITE_OWNED } from '../../src/base/owned-io.js';
+import { type OwnedIO, WRITE_NOW, WRITE_OWNED } from '../../src/base/owned-io.js';
 import { FileDevice } from '../../src/devices/file-device.js';
 import { expectCode } from '../support/error-code.js';
 import { withHeldFs } from '../support/held-fs.js';
@@ -157,7 +157,7 @@ describe('FileDevice: close waits for I/O in flight', () => {
   const kinds: [string, ('read' | 'write' | 'writev')[], Issue, number][] = [
     ['read', ['read'], (d, at) => d.read(at, 8192), 1],
     ['write', ['write'], (d, at) => d.write(at, data), 7],
-    ['READ_INTO', ['read'], (d, at) => bulk(d)[READ_INTO](at, new Uint8Array(8192)), 1],
+    ['readInto', ['read'], (d, at) => d.readInto(at, new Uint8Array(8192)), 1],
     ['WRITE_OWNED, one block', ['write'], (d, at) => bulk(d)[WRITE_OWNED](at, [data]), 7],
     [
       'WRITE_OWNED, several blocks',

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { expect } from 'vitest';
+import { readInto } from '../../src/index.js';
 import { expectAllowed, expectBytes, pattern } from '../support/bytes.js';
 import type { CowRig } from '../support/cow-rig.js';
 import { isCode } from '../support/error-code.js';
@@ -205,11 +206,13 @@ class Step implements fc.AsyncCommand<Model, CowRig> {
   }
 }
 
+/** A read of the origin or a snapshot: by `read`, or by `readInto` a view of a larger buffer. */
 class Read implements fc.AsyncCommand<Model, CowRig> {
   constructor(
     readonly target: number,
     readonly offset: number,
     readonly length: number,
+    readonly into: boolean,
   ) {}
   check(): boolean {
     return true;
@@ -218,10 +221,21 @@ class Read implements fc.AsyncCommand<Model, CowRig> {
     const t = pick(m, this.target);
     const dev = t === 'origin' ? r.device : await r.handle(t);
     const expected = m.content(t).subarray(this.offset, this.offset + this.length);
-    expectBytes(String(this), await dev.read(this.offset, this.length), expected);
+    if (!this.into) {
+      expectBytes(String(this), await dev.read(this.offset, this.length), expected);
+      return;
+    }
+    // Three bytes of margin either side: readInto writes only the view.
+    const backing = new Uint8Array(this.length + 6).fill(0xee);
+    const view = backing.subarray(3, 3 + this.length);
+    expect(await readInto(dev, this.offset, view)).toBe(view);
+    expectBytes(String(this), view, expected);
+    expect([...backing.subarray(0, 3), ...backing.subarray(3 + this.length)]).toEqual(
+      Array(6).fill(0xee),
+    );
   }
   toString(): string {
-    return `read(t${this.target}, ${this.offset}, ${this.length})`;
+    return `${this.into ? 'readInto' : 'read'}(t${this.target}, ${this.offset}, ${this.length})`;
   }
 }
 
@@ -360,7 +374,9 @@ export function cowCommands(crashWeight: number, maxCommands: number) {
   // fc.commands picks each listed arbitrary with equal chance: repeat one to weight it.
   const times = <T>(n: number, arb: T): T[] => Array.from({ length: n }, () => arb);
   const step = operation.map((op) => new Step(op));
-  const read = fc.tuple(fc.nat(MAX_SNAPSHOTS), range).map(([t, [o, l]]) => new Read(t, o, l));
+  const read = fc
+    .tuple(fc.nat(MAX_SNAPSHOTS), range, fc.boolean())
+    .map(([t, [o, l], into]) => new Read(t, o, l, into));
   const reopen = fc.constant(null).map(() => new Reopen());
   const crash = fc
     // Most cuts land within the next few device operations: inside the op.
