@@ -109,28 +109,35 @@ async function copyThroughputRow(cfg: BenchConfig): Promise<RowResult> {
   precondition(data, cfg.size, cfg.seed);
   return withDestination(cfg, length, async (destination) => {
     const { FileDevice, SnapshotCopyJob } = cfg.lib;
-    const source = await FileDevice.open(data, { lock: false, blockSize: cfg.blockSize });
     const target = await FileDevice.open(destination, { lock: false, blockSize: cfg.blockSize });
     const sides = ['job', 'raw', 'job-1MiB'] as const;
     type Side = (typeof sides)[number];
     const seconds: Record<Side, number[]> = { job: [], raw: [], 'job-1MiB': [] };
     const copy = async (side: Side): Promise<number> => {
       const t0 = performance.now();
-      if (side === 'raw') await rawCopy(data, destination, length);
-      else {
-        const chunkSize = side === 'job' ? undefined : EXTENT;
-        const job = await SnapshotCopyJob.start({
-          source,
-          destination: target,
-          length,
-          ...(chunkSize === undefined ? {} : { chunkSize }),
-        });
+      if (side === 'raw') {
+        await rawCopy(data, destination, length);
+        return (performance.now() - t0) / 1000;
+      }
+      // The job owns its source until job.device closes it (docs/ARCHITECTURE.md,
+      // "Layers"): each job gets a FileDevice of its own on the data file,
+      // opened inside the timed copy as the raw copy opens its descriptors.
+      const chunkSize = side === 'job' ? undefined : EXTENT;
+      const job = await SnapshotCopyJob.start({
+        source: await FileDevice.open(data, { lock: false, blockSize: cfg.blockSize }),
+        destination: target,
+        length,
+        ...(chunkSize === undefined ? {} : { chunkSize }),
+      });
+      try {
         const report = await job.done;
         if (report.copierBytes !== length) {
           throw new Error(`the copier copied ${report.copierBytes} of ${length} bytes`);
         }
+        return (performance.now() - t0) / 1000;
+      } finally {
+        await job.device.close();
       }
-      return (performance.now() - t0) / 1000;
     };
     try {
       for (let turn = 0; turn < COPY_TURNS; turn++) {
@@ -142,7 +149,6 @@ async function copyThroughputRow(cfg: BenchConfig): Promise<RowResult> {
       }
     } finally {
       await target.close();
-      await source.close();
     }
     // Per turn, the three copies ran back to back: their ratios share its conditions.
     const ratio = (side: Side) => seconds.raw.map((raw, i) => raw / seconds[side][i]!);
@@ -221,7 +227,11 @@ async function foregroundWriteRow(cfg: BenchConfig, policy: ConflictPolicy): Pro
   precondition(origin, cfg.size, cfg.seed + 1);
   return withDestination(cfg, cfg.size, async (destination) => {
     const { FileDevice, SnapshotCopyJob } = cfg.lib;
-    const source = await FileDevice.open(origin, { lock: false, blockSize: cfg.blockSize });
+    const openOrigin = () => FileDevice.open(origin, { lock: false, blockSize: cfg.blockSize });
+    // The no-job side: a FileDevice on the origin the jobs never own. Each job
+    // owns a FileDevice of its own on the same file until job.device closes
+    // it (docs/ARCHITECTURE.md, "Layers").
+    const source = await openOrigin();
     const target = await FileDevice.open(destination, { lock: false, blockSize: cfg.blockSize });
     const jobBursts: Burst[] = [];
     const plainBursts: Burst[] = [];
@@ -231,9 +241,10 @@ async function foregroundWriteRow(cfg: BenchConfig, policy: ConflictPolicy): Pro
       if (cfg.warmup > 0) await writeBurst(cfg, source, cfg.warmup, cfg.seed);
       const withJob = async (seed: number): Promise<Burst> => {
         const controller = new AbortController();
+        const jobSource = await openOrigin();
         const t0 = performance.now();
         const job: SnapshotCopyJob = await SnapshotCopyJob.start({
-          source,
+          source: jobSource,
           destination: target,
           conflictPolicy: policy,
           signal: controller.signal,
@@ -246,16 +257,21 @@ async function foregroundWriteRow(cfg: BenchConfig, policy: ConflictPolicy): Pro
           },
           () => undefined,
         );
-        const burst = await writeBurst(cfg, job.device, cfg.seconds / 2, seed, () => finished);
-        controller.abort();
-        const report = await done;
-        copies.push({
-          seconds: (performance.now() - t0) / 1000,
-          done: report !== undefined,
-          ahead: report?.copyFirstBytes ?? job.progress.copyFirstBytes,
-          queued: report?.queuedWrites ?? 0,
-        });
-        return burst;
+        try {
+          const burst = await writeBurst(cfg, job.device, cfg.seconds / 2, seed, () => finished);
+          controller.abort();
+          const report = await done;
+          copies.push({
+            seconds: (performance.now() - t0) / 1000,
+            done: report !== undefined,
+            ahead: report?.copyFirstBytes ?? job.progress.copyFirstBytes,
+            queued: report?.queuedWrites ?? 0,
+          });
+          return burst;
+        } finally {
+          controller.abort();
+          await job.device.close();
+        }
       };
       for (let pair = 0; pair < WRITE_PAIRS; pair++) {
         const seed = cfg.seed + 100 * pair;
