@@ -236,7 +236,14 @@ async function foregroundWriteRow(cfg: BenchConfig, policy: ConflictPolicy): Pro
     const jobBursts: Burst[] = [];
     const plainBursts: Burst[] = [];
     const ratios: number[] = [];
-    const copies: { seconds: number; done: boolean; ahead: number; queued: number }[] = [];
+    const copies: {
+      seconds: number;
+      done: boolean;
+      ahead: number;
+      queued: number | undefined;
+      /** What the copy moved while the burst's writers ran: bytes in all, by the copier, and seconds. */
+      busy: { copied: number; copier: number; seconds: number };
+    }[] = [];
     try {
       if (cfg.warmup > 0) await writeBurst(cfg, source, cfg.warmup, cfg.seed);
       const withJob = async (seed: number): Promise<Burst> => {
@@ -259,13 +266,21 @@ async function foregroundWriteRow(cfg: BenchConfig, policy: ConflictPolicy): Pro
         );
         try {
           const burst = await writeBurst(cfg, job.device, cfg.seconds / 2, seed, () => finished);
+          const during = job.progress;
+          const busySeconds = (performance.now() - t0) / 1000;
           controller.abort();
           const report = await done;
           copies.push({
             seconds: (performance.now() - t0) / 1000,
             done: report !== undefined,
             ahead: report?.copyFirstBytes ?? job.progress.copyFirstBytes,
-            queued: report?.queuedWrites ?? 0,
+            // An aborted job reports no total of writes queued.
+            queued: report?.queuedWrites,
+            busy: {
+              copied: during.copiedBytes,
+              copier: during.copierBytes,
+              seconds: busySeconds,
+            },
           });
           return burst;
         } finally {
@@ -313,16 +328,19 @@ async function foregroundWriteRow(cfg: BenchConfig, policy: ConflictPolicy): Pro
     const plain = total(plainBursts);
     const ratio = median(ratios);
     const ms = (x: number) => `${x.toFixed(2)} ms`;
+    const mbps = (bytes: number, seconds: number) => `${(bytes / 1e6 / seconds).toFixed(0)} MB/s`;
     return {
       opsPerSec: job.rate,
       ops: job.ops,
       seconds: job.seconds,
       ratio,
+      p99Ratio: job.p99 / plain.p99,
       notes: [
         `4 KiB random writes, ${cfg.inFlight} in flight, through job.device while SnapshotCopyJob (${policy}, default chunkSize 64 KiB, no map store) copies the whole ${formatBytes(cfg.size)} origin (preconditioned) to a FileDevice of its own (preconditioned): ${Math.round(job.rate).toLocaleString('en-US')} ops/s, latency p50 ${ms(job.p50)}, p99 ${ms(job.p99)}`,
         `the same writes to a FileDevice on the origin with no job, in alternating bursts as long as the job bursts: ${Math.round(plain.rate).toLocaleString('en-US')} ops/s, p50 ${ms(plain.p50)}, p99 ${ms(plain.p99)}; p99 ratio ${(job.p99 / plain.p99).toFixed(1)}×`,
         `ratio = median over burst pairs of (ops/s with the job ÷ without): ${ratios.map((r) => r.toFixed(2)).join(', ')}`,
-        `copies: ${copies.map((c) => `${c.seconds.toFixed(2)} s${c.done ? '' : ' (cut at the burst limit)'}, ${formatBytes(Math.round(c.ahead / 4096) * 4096)} copied ahead of writes, ${c.queued} writes queued`).join('; ')}`,
+        `copies: ${copies.map((c) => `${c.seconds.toFixed(2)} s${c.done ? '' : ' (cut at the burst limit)'}, ${formatBytes(Math.round(c.ahead / 4096) * 4096)} copied ahead of writes${c.queued === undefined ? '' : `, ${c.queued} writes queued`}`).join('; ')}`,
+        `the copy while the writers ran (from start() to the burst's end): ${copies.map((c) => `${mbps(c.busy.copied, c.busy.seconds)} (${mbps(c.busy.copier, c.busy.seconds)} by the copier)`).join('; ')}`,
       ],
     };
   });
