@@ -109,28 +109,35 @@ async function copyThroughputRow(cfg: BenchConfig): Promise<RowResult> {
   precondition(data, cfg.size, cfg.seed);
   return withDestination(cfg, length, async (destination) => {
     const { FileDevice, SnapshotCopyJob } = cfg.lib;
-    const source = await FileDevice.open(data, { lock: false, blockSize: cfg.blockSize });
     const target = await FileDevice.open(destination, { lock: false, blockSize: cfg.blockSize });
     const sides = ['job', 'raw', 'job-1MiB'] as const;
     type Side = (typeof sides)[number];
     const seconds: Record<Side, number[]> = { job: [], raw: [], 'job-1MiB': [] };
     const copy = async (side: Side): Promise<number> => {
       const t0 = performance.now();
-      if (side === 'raw') await rawCopy(data, destination, length);
-      else {
-        const chunkSize = side === 'job' ? undefined : EXTENT;
-        const job = await SnapshotCopyJob.start({
-          source,
-          destination: target,
-          length,
-          ...(chunkSize === undefined ? {} : { chunkSize }),
-        });
+      if (side === 'raw') {
+        await rawCopy(data, destination, length);
+        return (performance.now() - t0) / 1000;
+      }
+      // The job owns its source until job.device closes it (docs/ARCHITECTURE.md,
+      // "Layers"): each job gets a FileDevice of its own on the data file,
+      // opened inside the timed copy as the raw copy opens its descriptors.
+      const chunkSize = side === 'job' ? undefined : EXTENT;
+      const job = await SnapshotCopyJob.start({
+        source: await FileDevice.open(data, { lock: false, blockSize: cfg.blockSize }),
+        destination: target,
+        length,
+        ...(chunkSize === undefined ? {} : { chunkSize }),
+      });
+      try {
         const report = await job.done;
         if (report.copierBytes !== length) {
           throw new Error(`the copier copied ${report.copierBytes} of ${length} bytes`);
         }
+        return (performance.now() - t0) / 1000;
+      } finally {
+        await job.device.close();
       }
-      return (performance.now() - t0) / 1000;
     };
     try {
       for (let turn = 0; turn < COPY_TURNS; turn++) {
@@ -142,7 +149,6 @@ async function copyThroughputRow(cfg: BenchConfig): Promise<RowResult> {
       }
     } finally {
       await target.close();
-      await source.close();
     }
     // Per turn, the three copies ran back to back: their ratios share its conditions.
     const ratio = (side: Side) => seconds.raw.map((raw, i) => raw / seconds[side][i]!);
@@ -221,19 +227,31 @@ async function foregroundWriteRow(cfg: BenchConfig, policy: ConflictPolicy): Pro
   precondition(origin, cfg.size, cfg.seed + 1);
   return withDestination(cfg, cfg.size, async (destination) => {
     const { FileDevice, SnapshotCopyJob } = cfg.lib;
-    const source = await FileDevice.open(origin, { lock: false, blockSize: cfg.blockSize });
+    const openOrigin = () => FileDevice.open(origin, { lock: false, blockSize: cfg.blockSize });
+    // The no-job side: a FileDevice on the origin the jobs never own. Each job
+    // owns a FileDevice of its own on the same file until job.device closes
+    // it (docs/ARCHITECTURE.md, "Layers").
+    const source = await openOrigin();
     const target = await FileDevice.open(destination, { lock: false, blockSize: cfg.blockSize });
     const jobBursts: Burst[] = [];
     const plainBursts: Burst[] = [];
     const ratios: number[] = [];
-    const copies: { seconds: number; done: boolean; ahead: number; queued: number }[] = [];
+    const copies: {
+      seconds: number;
+      done: boolean;
+      ahead: number;
+      queued: number | undefined;
+      /** What the copy moved while the burst's writers ran: bytes in all, by the copier, and seconds. */
+      busy: { copied: number; copier: number; seconds: number };
+    }[] = [];
     try {
       if (cfg.warmup > 0) await writeBurst(cfg, source, cfg.warmup, cfg.seed);
       const withJob = async (seed: number): Promise<Burst> => {
         const controller = new AbortController();
+        const jobSource = await openOrigin();
         const t0 = performance.now();
         const job: SnapshotCopyJob = await SnapshotCopyJob.start({
-          source,
+          source: jobSource,
           destination: target,
           conflictPolicy: policy,
           signal: controller.signal,
@@ -246,16 +264,29 @@ async function foregroundWriteRow(cfg: BenchConfig, policy: ConflictPolicy): Pro
           },
           () => undefined,
         );
-        const burst = await writeBurst(cfg, job.device, cfg.seconds / 2, seed, () => finished);
-        controller.abort();
-        const report = await done;
-        copies.push({
-          seconds: (performance.now() - t0) / 1000,
-          done: report !== undefined,
-          ahead: report?.copyFirstBytes ?? job.progress.copyFirstBytes,
-          queued: report?.queuedWrites ?? 0,
-        });
-        return burst;
+        try {
+          const burst = await writeBurst(cfg, job.device, cfg.seconds / 2, seed, () => finished);
+          const during = job.progress;
+          const busySeconds = (performance.now() - t0) / 1000;
+          controller.abort();
+          const report = await done;
+          copies.push({
+            seconds: (performance.now() - t0) / 1000,
+            done: report !== undefined,
+            ahead: report?.copyFirstBytes ?? job.progress.copyFirstBytes,
+            // An aborted job reports no total of writes queued.
+            queued: report?.queuedWrites,
+            busy: {
+              copied: during.copiedBytes,
+              copier: during.copierBytes,
+              seconds: busySeconds,
+            },
+          });
+          return burst;
+        } finally {
+          controller.abort();
+          await job.device.close();
+        }
       };
       for (let pair = 0; pair < WRITE_PAIRS; pair++) {
         const seed = cfg.seed + 100 * pair;
@@ -297,16 +328,19 @@ async function foregroundWriteRow(cfg: BenchConfig, policy: ConflictPolicy): Pro
     const plain = total(plainBursts);
     const ratio = median(ratios);
     const ms = (x: number) => `${x.toFixed(2)} ms`;
+    const mbps = (bytes: number, seconds: number) => `${(bytes / 1e6 / seconds).toFixed(0)} MB/s`;
     return {
       opsPerSec: job.rate,
       ops: job.ops,
       seconds: job.seconds,
       ratio,
+      p99Ratio: job.p99 / plain.p99,
       notes: [
         `4 KiB random writes, ${cfg.inFlight} in flight, through job.device while SnapshotCopyJob (${policy}, default chunkSize 64 KiB, no map store) copies the whole ${formatBytes(cfg.size)} origin (preconditioned) to a FileDevice of its own (preconditioned): ${Math.round(job.rate).toLocaleString('en-US')} ops/s, latency p50 ${ms(job.p50)}, p99 ${ms(job.p99)}`,
         `the same writes to a FileDevice on the origin with no job, in alternating bursts as long as the job bursts: ${Math.round(plain.rate).toLocaleString('en-US')} ops/s, p50 ${ms(plain.p50)}, p99 ${ms(plain.p99)}; p99 ratio ${(job.p99 / plain.p99).toFixed(1)}×`,
         `ratio = median over burst pairs of (ops/s with the job ÷ without): ${ratios.map((r) => r.toFixed(2)).join(', ')}`,
-        `copies: ${copies.map((c) => `${c.seconds.toFixed(2)} s${c.done ? '' : ' (cut at the burst limit)'}, ${formatBytes(Math.round(c.ahead / 4096) * 4096)} copied ahead of writes, ${c.queued} writes queued`).join('; ')}`,
+        `copies: ${copies.map((c) => `${c.seconds.toFixed(2)} s${c.done ? '' : ' (cut at the burst limit)'}, ${formatBytes(Math.round(c.ahead / 4096) * 4096)} copied ahead of writes${c.queued === undefined ? '' : `, ${c.queued} writes queued`}`).join('; ')}`,
+        `the copy while the writers ran (from start() to the burst's end): ${copies.map((c) => `${mbps(c.busy.copied, c.busy.seconds)} (${mbps(c.busy.copier, c.busy.seconds)} by the copier)`).join('; ')}`,
       ],
     };
   });

@@ -64,6 +64,8 @@ export interface RowResult {
    * their target judges (e.g. replay MB/s over raw sequential-read MB/s).
    */
   ratio?: number;
+  /** For rows that judge latency too: p99 over that of their own baseline, measured alongside. */
+  p99Ratio?: number;
   notes: string[];
 }
 

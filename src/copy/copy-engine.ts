@@ -3,6 +3,7 @@ import type { BlockDevice } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
 import type { CopyMap } from './copy-map.js';
 import { RunMover } from './copy-mover.js';
+import { type CopyPacer, RUN_BYTES } from './copy-pacer.js';
 import { type HeldWrite, HeldWrites } from './held-writes.js';
 
 /** What a write into a part of the range not yet copied does. */
@@ -30,12 +31,11 @@ export interface CopyCounters {
 }
 
 /**
- * Coalesced source reads: one read covers up to this many bytes of
- * consecutive chunks (seed 004, claim 42).
+ * Runs in flight for the chunks queued writes wait for: each is a
+ * write's latency, so they are not paced, but a queue of thousands of
+ * writes does not start thousands of copies at once.
  */
-const RUN_BYTES = 1 << 20;
-/** Runs in flight: the next run is read while the last is written (seed 004, claim 43). */
-const RUNS_IN_FLIGHT = 4;
+const AWAITED_RUNS = 32;
 
 const PENDING = 0;
 const BUSY = 1;
@@ -46,7 +46,10 @@ const DONE = 2;
  * chunks still to copy in ascending order, coalesced into large source
  * reads and written to the destination as fixed-size chunks, with chunks a
  * queued write waits for taken first; and the foreground write path that
- * keeps the copy a point-in-time image (copy-first or queue).
+ * keeps the copy a point-in-time image (copy-first or queue). The copier's
+ * own runs are paced by a {@link CopyPacer} (fewer, smaller runs while the
+ * application's I/O is in flight; a rate limit); copies a foreground write
+ * waits for are not.
  *
  * A chunk is PENDING (its source bytes are the snapshot's), BUSY (being
  * copied, or its bit being committed), or DONE (durably in the map: the
@@ -85,12 +88,14 @@ export class CopyEngine {
   readonly counters: CopyCounters = { copierBytes: 0, copyFirstBytes: 0, queuedWrites: 0 };
   readonly #onProgress: () => void;
   readonly #mover: RunMover;
+  readonly #pacer: CopyPacer;
 
   constructor(
     source: BlockDevice,
     sink: CopySink,
     map: CopyMap,
     policy: ConflictPolicy,
+    pacer: CopyPacer,
     onProgress: () => void,
   ) {
     this.#source = source;
@@ -108,10 +113,8 @@ export class CopyEngine {
       }
     }
     this.#onProgress = onProgress;
-    this.#mover = new RunMover(source, sink, this.#offset, this.#chunkSize, {
-      runBytes: RUN_BYTES,
-      spares: RUNS_IN_FLIGHT,
-    });
+    this.#pacer = pacer;
+    this.#mover = new RunMover(source, sink, this.#offset, this.#chunkSize, RUN_BYTES);
   }
 
   /** Writes waiting in the queue now. */
@@ -131,34 +134,88 @@ export class CopyEngine {
 
   // ---------------------------------------------------------------- copier
 
-  /** Copies every chunk not yet DONE; resolves when all are, rejects with the first copy failure. */
+  /**
+   * Copies every chunk not yet DONE; resolves when all are, rejects with the
+   * first copy failure. Each turn starts, in this order: a run for the
+   * chunks a queued write waits for (up to {@link AWAITED_RUNS} in flight,
+   * never paced); else a run from the cursor, when the pacer's shape and
+   * budget allow; else it waits for a run to end or the pacer to wake it.
+   */
   async run(signal: AbortSignal | undefined): Promise<void> {
-    const inFlight = new Set<Promise<void>>();
+    // Copier runs until committed; and, of those, the ones whose data are
+    // still moving, by kind: a run waiting for its map commit (a group
+    // commit, shared) no longer holds the disks, so it does not count
+    // against the pacer's runs in flight.
+    const runs = new Set<Promise<void>>();
+    const moving = { background: new Set<Promise<void>>(), awaited: new Set<Promise<void>>() };
     let failure: unknown;
-    for (;;) {
-      // Stopped: `job.device` was closed; the copy ends unfinished.
-      const ended = signal?.aborted || this.#stopped;
-      if (ended || failure !== undefined || this.#failure !== undefined) break;
-      if (this.#sink.ready !== undefined) await this.#sink.ready();
-      const run = this.#nextRun();
-      if (run === undefined) {
-        if (inFlight.size === 0) {
-          // Copy-first copies may still be BUSY on chunks the copier skipped.
-          if (this.#busy.size === 0) break;
-          await Promise.race(this.#busy.values()).catch(() => {});
-          continue;
+    const launch = (run: { first: number; count: number }, kind: Set<Promise<void>>): void => {
+      let moved!: () => void;
+      const data = new Promise<void>((resolve) => {
+        moved = resolve;
+      }).finally(() => kind.delete(data));
+      kind.add(data);
+      const copy = this.#copyRun(run.first, run.count, 'copier', moved)
+        .catch((err: unknown) => {
+          failure ??= err;
+        })
+        .finally(() => {
+          runs.delete(copy);
+          moved();
+        });
+      runs.add(copy);
+    };
+    const pacer = this.#pacer;
+    // An abort ends a wait on the budget at once, not when its timer fires.
+    const wake = (): void => pacer.wake();
+    signal?.addEventListener('abort', wake);
+    try {
+      for (;;) {
+        // Stopped: `job.device` was closed; the copy ends unfinished.
+        const ended = signal?.aborted || this.#stopped;
+        if (ended || failure !== undefined || this.#failure !== undefined) break;
+        if (this.#sink.ready !== undefined) await this.#sink.ready();
+        if (moving.awaited.size < AWAITED_RUNS) {
+          const run = this.#awaitedRun();
+          if (run !== undefined) {
+            launch(run, moving.awaited);
+            continue;
+          }
         }
-        await Promise.race(inFlight);
-        continue;
+        const shape = pacer.shape();
+        if (moving.background.size < shape.runs) {
+          const delay = pacer.delay();
+          if (delay > 0) {
+            // Over budget: wait for it, or for a queued write, a new rate, the end.
+            await pacer.wait(delay);
+            continue;
+          }
+          const run = this.#nextRun(shape.bytes);
+          if (run !== undefined) {
+            launch(run, moving.background);
+            continue;
+          }
+          if (runs.size === 0) {
+            // Copy-first copies may still be BUSY on chunks the copier skipped.
+            if (this.#busy.size === 0) break;
+            await Promise.race([...this.#busy.values(), pacer.wait(Infinity)]);
+            pacer.wake();
+            continue;
+          }
+        }
+        await Promise.race([
+          ...runs,
+          ...moving.background,
+          ...moving.awaited,
+          pacer.wait(Infinity),
+        ]);
+        // The wait above must not outlive this turn.
+        pacer.wake();
       }
-      const p = this.#copyRun(run.first, run.count, 'copier').catch((err: unknown) => {
-        failure ??= err;
-      });
-      const tracked = p.finally(() => inFlight.delete(tracked));
-      inFlight.add(tracked);
-      if (inFlight.size >= RUNS_IN_FLIGHT) await Promise.race(inFlight);
+      await Promise.all(runs);
+    } finally {
+      signal?.removeEventListener('abort', wake);
     }
-    await Promise.all(inFlight);
     if (failure !== undefined) {
       this.#failure = failure;
       throw failure;
@@ -175,6 +232,8 @@ export class CopyEngine {
   /** Stops guarding the snapshot: every queued write is applied, and later writes pass through. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    // A copier waiting on its rate budget ends now.
+    this.#pacer.wake();
     if (!this.passThrough) {
       // Resumable: the held writes' chunks are copied first, then the
       // writes are released as those copies complete.
@@ -189,27 +248,34 @@ export class CopyEngine {
   }
 
   /**
-   * The next run of PENDING chunks: the chunks a queued write waits for,
-   * just those (so a waiting write is released after one short copy), or
-   * else a full run from the cursor.
+   * The PENDING chunks a queued write waits for (the first such write in
+   * arrival order, from its first such chunk to its last chunk, at most
+   * {@link RUN_BYTES}): one short copy releases it.
    */
-  #nextRun(): { first: number; count: number } | undefined {
+  #awaitedRun(): { first: number; count: number } | undefined {
+    if (this.#queue.length === 0) return undefined;
     const state = this.#state;
     const waitedFor = this.#queue.firstAwaited((c) => state[c] === PENDING);
-    if (waitedFor !== undefined) {
-      let count = 1;
-      while (
-        waitedFor.first + count <= waitedFor.last &&
-        state[waitedFor.first + count] === PENDING
-      ) {
-        count++;
-      }
-      return { first: waitedFor.first, count };
+    if (waitedFor === undefined) return undefined;
+    const most = Math.max(1, Math.floor(RUN_BYTES / this.#chunkSize));
+    let count = 1;
+    while (
+      count < most &&
+      waitedFor.first + count <= waitedFor.last &&
+      state[waitedFor.first + count] === PENDING
+    ) {
+      count++;
     }
+    return { first: waitedFor.first, count };
+  }
+
+  /** The next run of PENDING chunks from the cursor, of at most `maxBytes` (one chunk at least). */
+  #nextRun(maxBytes: number): { first: number; count: number } | undefined {
+    const state = this.#state;
     while (this.#cursor < state.length && state[this.#cursor] !== PENDING) this.#cursor++;
     if (this.#cursor >= state.length) return undefined;
     const first = this.#cursor;
-    const most = Math.max(1, Math.floor(RUN_BYTES / this.#chunkSize));
+    const most = Math.max(1, Math.floor(maxBytes / this.#chunkSize));
     let count = 1;
     while (count < most && first + count < state.length && state[first + count] === PENDING)
       count++;
@@ -221,9 +287,18 @@ export class CopyEngine {
    * fixed-size chunk writes to the destination, then a map commit; only then
    * are they DONE and the writes waiting on them let go.
    */
-  #copyRun(first: number, count: number, by: 'copier' | 'copy-first'): Promise<void> {
+  #copyRun(
+    first: number,
+    count: number,
+    by: 'copier' | 'copy-first',
+    moved?: () => void,
+  ): Promise<void> {
     for (let c = first; c < first + count; c++) this.#state[c] = BUSY;
-    const done = this.#copyRunNow(first, count, by);
+    // Every copy counts toward the rate budget, paced or not.
+    this.#pacer.spend(
+      Math.min(this.#length, (first + count) * this.#chunkSize) - first * this.#chunkSize,
+    );
+    const done = this.#copyRunNow(first, count, by, moved);
     const settled = done.catch(() => {});
     for (let c = first; c < first + count; c++) this.#busy.set(c, settled);
     return done.finally(() => {
@@ -231,12 +306,18 @@ export class CopyEngine {
     });
   }
 
-  async #copyRunNow(first: number, count: number, by: 'copier' | 'copy-first'): Promise<void> {
+  async #copyRunNow(
+    first: number,
+    count: number,
+    by: 'copier' | 'copy-first',
+    moved: (() => void) | undefined,
+  ): Promise<void> {
     const cs = this.#chunkSize;
     const start = first * cs;
     const end = Math.min(this.#length, (first + count) * cs);
     try {
       await this.#mover.move(start, end);
+      moved?.();
       for (let c = first; c < first + count; c++) this.#map.set(c);
       await this.#map.commit();
     } catch (err) {
@@ -265,7 +346,13 @@ export class CopyEngine {
   // ------------------------------------------------------------ foreground
 
   /** Reads the newest data: the source, with writes still queued laid over it. */
-  async read(offset: number, length: number): Promise<Uint8Array> {
+  read(offset: number, length: number): Promise<Uint8Array> {
+    // While the copy runs, the copier makes way for the application's I/O.
+    if (this.passThrough) return this.#readNow(offset, length);
+    return this.#pacer.foreground(this.#readNow(offset, length));
+  }
+
+  async #readNow(offset: number, length: number): Promise<Uint8Array> {
     // Taken at the call: a queued write applied while the source read is in
     // flight may be missing from what it returns.
     const queued = this.#queue.length === 0 ? [] : this.#queue.overlapping(offset, length);
@@ -288,6 +375,13 @@ export class CopyEngine {
 
   /** A foreground write: straight through, or after its chunks are copied, or queued (the policy). */
   write(offset: number, data: Uint8Array): Promise<void> {
+    if (this.passThrough && this.#heldWrites.size === 0 && this.#queue.length === 0) {
+      return this.#writeSource(offset, data);
+    }
+    return this.#pacer.foreground(this.#writeNow(offset, data));
+  }
+
+  #writeNow(offset: number, data: Uint8Array): Promise<void> {
     const end = offset + data.length;
     const earlier: Promise<void>[] = [];
     for (const w of this.#heldWrites) {
@@ -382,6 +476,8 @@ export class CopyEngine {
       this.#queue.push(entry);
     });
     this.#onProgress();
+    // The copier takes the chunks this write waits for next.
+    this.#pacer.wake();
     void this.#drainQueue(this.passThrough);
     return done;
   }

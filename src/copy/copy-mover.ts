@@ -2,12 +2,17 @@ import { io, readerInto } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
 import type { CopySink } from './copy-engine.js';
 
+/** Bytes of spare buffers kept per buffer size: four runs of a megabyte, or 64 chunks of 64 KiB. */
+const SPARE_BYTES = 4 << 20;
+
 /**
  * Moves a copy job's runs: one source read per run, written to the sink as
  * fixed-size chunks (seed 004, claim 45). Where the source can read into a buffer of
  * ours (`readInto`) and the sink takes buffers over (`writeBlocks`), run
  * buffers are reused: a fresh megabyte per run costs as much in page faults
- * as copying it.
+ * as copying it. Buffers come in power-of-two sizes from 4 KiB up to the
+ * largest run, kept per size up to {@link SPARE_BYTES}: a copy-first
+ * copy of one chunk takes a chunk-sized buffer, not a megabyte.
  */
 export class RunMover {
   readonly #source: BlockDevice;
@@ -16,29 +21,40 @@ export class RunMover {
   readonly #offset: number;
   readonly #chunkSize: number;
   readonly #runBytes: number;
-  readonly #spares: number;
   readonly #readInto: ((offset: number, buffer: Uint8Array) => Promise<Uint8Array>) | undefined;
-  /** Run buffers whose writes have completed, for the next runs to be read into. */
-  readonly #spare: Uint8Array[] = [];
+  /** Per buffer size: buffers whose writes have completed, for the next runs to be read into. */
+  readonly #spare = new Map<number, Uint8Array[]>();
 
   /**
-   * @param limits - `runBytes`: the largest run that gets a reused buffer;
-   *   `spares`: how many such buffers are kept between runs.
+   * @param runBytes - the largest run that gets a reused buffer.
    */
   constructor(
     source: BlockDevice,
     sink: CopySink,
     offset: number,
     chunkSize: number,
-    limits: { runBytes: number; spares: number },
+    runBytes: number,
   ) {
     this.#source = source;
     this.#sink = sink;
     this.#offset = offset;
     this.#chunkSize = chunkSize;
-    this.#runBytes = limits.runBytes;
-    this.#spares = limits.spares;
+    this.#runBytes = runBytes;
     this.#readInto = sink.writeBlocks === undefined ? undefined : readerInto(source);
+  }
+
+  /** A buffer of at least `length` bytes (≤ the largest run): a spare of its size, or a new one. */
+  #take(length: number): Uint8Array {
+    let size = 4096;
+    while (size < length) size *= 2;
+    return this.#spare.get(size)?.pop() ?? new Uint8Array(size);
+  }
+
+  /** Keeps `buffer` for a later run, unless its size has spares enough. */
+  #keep(buffer: Uint8Array): void {
+    const spares = this.#spare.get(buffer.length) ?? [];
+    if (spares.length === 0) this.#spare.set(buffer.length, spares);
+    if ((spares.length + 1) * buffer.length <= SPARE_BYTES) spares.push(buffer);
   }
 
   /**
@@ -52,9 +68,7 @@ export class RunMover {
     const at = this.#offset + start;
     const readInto = this.#readInto;
     const buffer =
-      readInto !== undefined && length <= this.#runBytes
-        ? (this.#spare.pop() ?? new Uint8Array(this.#runBytes))
-        : undefined;
+      readInto !== undefined && length <= this.#runBytes ? this.#take(length) : undefined;
     const data = await io(
       'source read',
       buffer === undefined
@@ -74,7 +88,7 @@ export class RunMover {
       await sink.writeBlocks(start, chunks);
     } finally {
       // Settled, whatever the outcome: the device is done with the buffer.
-      if (buffer !== undefined && this.#spare.length < this.#spares) this.#spare.push(buffer);
+      if (buffer !== undefined) this.#keep(buffer);
     }
   }
 }

@@ -3,6 +3,7 @@ import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import type { ConflictPolicy } from './copy-engine.js';
 import type { CopyGeometry } from './copy-map.js';
+import { checkRate } from './copy-pacer.js';
 import type { SnapshotCopyJobOptions } from './snapshot-copy-job.js';
 
 /*
@@ -25,6 +26,7 @@ const OPTION_TYPES: Record<keyof SnapshotCopyJobOptions, OptionType> = {
   mapStore: 'object',
   force: 'boolean',
   signal: 'signal',
+  rate: 'number',
 };
 
 /** Whether `destination` is a web WritableStream rather than a BlockDevice. */
@@ -91,5 +93,6 @@ export function geometryOf(options: SnapshotCopyJobOptions): CopyGeometry {
       `chunkSize ${chunkSize} is not a power of two from 512 to 64 MiB`,
     );
   }
+  if (options.rate !== undefined) checkRate(options.rate, 'rate');
   return { sourceSize: source.size, offset, length, destinationOffset, chunkSize };
 }

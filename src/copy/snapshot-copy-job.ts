@@ -12,6 +12,7 @@ import { type ConflictPolicy, CopyEngine, type CopySink } from './copy-engine.js
 import { type CopyGeometry, CopyMap } from './copy-map.js';
 import { checkMapStore } from './copy-map-check.js';
 import { geometryOf, isStream, policyOf } from './copy-options.js';
+import { CopyPacer, checkRate, REAL_CLOCK } from './copy-pacer.js';
 import { StreamCopySink } from './copy-stream-sink.js';
 
 /**
@@ -68,6 +69,16 @@ export interface SnapshotCopyJobOptions {
   force?: boolean | undefined;
   /** Aborts the job: the copier stops, every queued write is applied, `done` rejects. */
   signal?: AbortSignal | undefined;
+  /**
+   * The most bytes per second the background copier moves; 0 or undefined:
+   * unlimited. Guarantee: by any time `t` seconds after the rate was set the
+   * copier has started at most `rate × t` bytes plus one run (at most 100 ms
+   * of bytes at the rate, or one chunk). Copies made for the application —
+   * copy-first, and the chunks a queued write waits for — are never held
+   * back (they are its latency) but count toward the budget. Change it while
+   * the job runs with {@link SnapshotCopyJob.setRate}. @default 0
+   */
+  rate?: number | undefined;
 }
 
 /** Options for {@link SnapshotCopyJob.resume}: the same range and chunk size as at `start`, and its map store. */
@@ -149,15 +160,17 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
   readonly #map: CopyMap;
   readonly #geometry: CopyGeometry;
   readonly #stream: StreamCopySink | undefined;
+  readonly #pacer: CopyPacer;
 
   private constructor(
     source: BlockDevice,
     destination: BlockDevice | StreamCopySink,
     map: CopyMap,
     policy: ConflictPolicy,
-    signal: AbortSignal | undefined,
+    options: Pick<SnapshotCopyJobOptions, 'signal' | 'rate'>,
   ) {
     super();
+    this.#pacer = new CopyPacer(REAL_CLOCK, map.geometry.chunkSize, options.rate ?? 0);
     this.#map = map;
     this.#geometry = map.geometry;
     const { destinationOffset } = map.geometry;
@@ -176,11 +189,11 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
           io('destination write', writeOwned(destinationOffset + at, chunks));
       }
     }
-    this.#engine = new CopyEngine(source, sink, map, policy, () =>
+    this.#engine = new CopyEngine(source, sink, map, policy, this.#pacer, () =>
       this.emit('progress', this.progress),
     );
     this.device = new CopyJobDevice(source, this.#engine);
-    this.done = this.#run(signal);
+    this.done = this.#run(options.signal);
     // `done` is for whoever awaits it; an abort nobody awaits must not crash the process.
     this.done.catch(() => {});
   }
@@ -212,13 +225,13 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
       if (isStream(destination)) {
         const sink = await StreamCopySink.open(destination, geometry, source.blockSize);
         const map = await CopyMap.create(geometry, NO_FLUSH, undefined);
-        return new SnapshotCopyJob(source, sink, map, policy, options.signal);
+        return new SnapshotCopyJob(source, sink, map, policy, options);
       }
       if (options.mapStore !== undefined) {
         await refuseReformat(options.mapStore, 'mapStore', options.force, 'copy map');
       }
       const map = await CopyMap.create(geometry, destination, options.mapStore);
-      return new SnapshotCopyJob(source, destination, map, policy, options.signal);
+      return new SnapshotCopyJob(source, destination, map, policy, options);
     });
   }
 
@@ -238,10 +251,10 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
     if (options.mapStore === undefined) {
       throw new BlockDeviceError('EINVAL', 'resume needs the mapStore the job was started with');
     }
-    const { destination, mapStore, signal } = options;
+    const { destination, mapStore } = options;
     return withClaimed([options.source] as const, 'SnapshotCopyJob', async ([source]) => {
       const map = await CopyMap.load(geometry, destination, mapStore);
-      return new SnapshotCopyJob(source, destination, map, policy, signal);
+      return new SnapshotCopyJob(source, destination, map, policy, options);
     });
   }
 
@@ -270,6 +283,23 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
       return Promise.reject(new BlockDeviceError('EINVAL', 'the job has no mapStore to check'));
     }
     return this.#map.betweenCommits((store, gen) => checkMapStore(this.#geometry, store, gen));
+  }
+
+  /** The background copier's rate limit in bytes per second (0: unlimited). */
+  get rate(): number {
+    return this.#pacer.rate;
+  }
+
+  /**
+   * Changes the background copier's rate limit while the job runs (0:
+   * unlimited), from its next run on; a copier waiting on the old budget
+   * is woken. Bytes already copied ahead of the old budget still count, at
+   * the new rate. The guarantee is the `rate` option's.
+   * @throws `EINVAL` unless `bytesPerSecond` is a finite number ≥ 0; the
+   *   rate is then unchanged.
+   */
+  setRate(bytesPerSecond: number): void {
+    this.#pacer.setRate(checkRate(bytesPerSecond, 'rate'));
   }
 
   /** Where the copy stands now. */

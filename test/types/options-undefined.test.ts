@@ -80,6 +80,7 @@ describe('option types accept undefined where the runtime does', () => {
         mapStore: maybe(undefined),
         force: maybe(false),
         signal: maybe(undefined),
+        rate: maybe(0),
       } satisfies SnapshotCopyJobOptions,
       faulty: { latency: maybe(0), failures: maybe(() => false) } satisfies FaultyDeviceOptions,
       model: {
