@@ -37,6 +37,8 @@ export class ScanReader {
   readonly #begin: number;
   readonly #end: number;
   readonly #readInto: ((offset: number, buffer: Uint8Array) => Promise<Uint8Array>) | undefined;
+  /** Bytes of each buffer: a window, or the whole region when it is smaller (a small journal's open allocates no more). */
+  readonly #bufferBytes: number;
   /** Buffers no window uses any more, for the next one. */
   readonly #spare: Uint8Array[] = [];
   #current: Window | undefined;
@@ -51,6 +53,7 @@ export class ScanReader {
     this.#begin = begin;
     this.#end = end;
     this.#readInto = readerInto(store);
+    this.#bufferBytes = Math.max(0, Math.min(ScanReader.WINDOW, end - begin));
   }
 
   /**
@@ -137,7 +140,7 @@ export class ScanReader {
       const read = attempt(() => this.#store.read(start, length));
       return { start, length, data: new Uint8Array(0), buffer: undefined, read };
     }
-    const buffer = this.#spare.pop() ?? new Uint8Array(ScanReader.WINDOW);
+    const buffer = this.#spare.pop() ?? new Uint8Array(this.#bufferBytes);
     const data = buffer.subarray(0, length);
     return { start, length, data, buffer, read: attempt(() => into(start, data)) };
   }

@@ -101,6 +101,15 @@ describe('ScanReader (journal replay)', () => {
     expect(store.buffers.size).toBeLessThanOrEqual(ScanReader.AHEAD + 2);
   });
 
+  it('takes buffers no larger than a region smaller than a window', async () => {
+    const { device, content } = await region(MiB);
+    const store = new SlowIntoDevice(device);
+    const reader = new ScanReader(store, 8192, 8192 + 64 * 1024);
+    const bytes = await reader.read(8192 + 512, 4096);
+    expect(Buffer.compare(bytes, content.subarray(8192 + 512, 8192 + 512 + 4096))).toBe(0);
+    for (const buffer of store.buffers) expect(buffer.byteLength).toBe(64 * 1024);
+  });
+
   it('serves jumps backwards and far ahead exactly', async () => {
     const { device, content } = await region(12 * MiB);
     const reader = new ScanReader(new SlowIntoDevice(device), 0, 12 * MiB);
