@@ -132,7 +132,8 @@ export class JournalCore {
       { ...parts.replay, epoch: sb.epoch, capacity: sb.capacity },
       {
         landed: (seq, record, sector, time) => {
-          addRecord(index, table, this.#sectorsPerBlock, record, sector, time);
+          const { firstBlock, blocks } = record;
+          addRecord(index, table, this.#sectorsPerBlock, firstBlock, blocks, sector, time);
           if (record.note === undefined) return;
           if (record.note.kind === 'snapshot') registry.reserved--;
           registry.noteLanded(seq, record.note);

@@ -1,5 +1,4 @@
 import { ChangesTable } from './journal-table.js';
-import type { RecordContent } from './record-queue.js';
 
 /**
  * Every record still in the journal, by sequence number, in four typed
@@ -114,18 +113,19 @@ export class RecordIndex {
 }
 
 /**
- * A record reached the journal (or was replayed): index it, and point its
- * blocks' table entries at it (a note has none).
+ * A record reached the journal (or was replayed): index it, and point the
+ * table entries of its `blocks` blocks from `firstBlock` at it (a note has
+ * none). Numbers, not a record object, so replay allocates nothing per record.
  */
 export function addRecord(
   index: RecordIndex,
   table: ChangesTable,
   sectorsPerBlock: number,
-  record: RecordContent,
+  firstBlock: number,
+  blocks: number,
   sector: number,
   time: number,
 ): void {
-  const { firstBlock, blocks } = record;
   index.push(firstBlock, blocks, sector, time);
   for (let b = 0; b < blocks; b++) table.set(firstBlock + b, sector + b * sectorsPerBlock);
 }

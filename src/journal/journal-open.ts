@@ -21,7 +21,6 @@ import {
   SnapshotRegistry,
 } from './journal-snapshot-registry.js';
 import { ChangesTable } from './journal-table.js';
-import type { RecordContent } from './record-queue.js';
 
 /**
  * What `JournalDevice.open` does before the device exists: reads the
@@ -56,9 +55,9 @@ export async function recoverJournal(
   const replayed = await replayJournal(
     journal,
     sb,
-    (seq: number, record: RecordContent, sector: number, time: number) => {
-      addRecord(index, table, perBlock, record, sector, time);
-      if (record.note !== undefined) snapshots.noteLanded(seq, record.note);
+    (seq, firstBlock, blocks, note, sector, time) => {
+      addRecord(index, table, perBlock, firstBlock, blocks, sector, time);
+      if (note !== undefined) snapshots.noteLanded(seq, note);
     },
     onProgress,
   );

@@ -2,18 +2,37 @@ import { SECTOR } from '../base/index.js';
 import { checksum } from '../checksum/index.js';
 import type { BlockDevice, ProgressEvent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
-import { WindowReader } from '../store/index.js';
+import { ScanReader } from '../store/index.js';
 import { DURABLE_MARK_AT, readDurableMark } from './durable-mark.js';
-import { headerBytes, type JournalSuper, RECORD_WRITE, RING_START } from './journal-format.js';
+import {
+  headerBytes,
+  JOURNAL_FRAME_MAGIC,
+  type JournalSuper,
+  RECORD_WRITE,
+  RING_START,
+} from './journal-format.js';
 import { decodeFrameHeader, type FrameHeader, peekFrame } from './journal-frame.js';
 import { decodeNote, type JournalNote } from './journal-notes.js';
-import type { RecordContent } from './record-queue.js';
 
 /** Replay reports progress about this often (bytes of journal). */
 const PROGRESS_EVERY = 4 << 20;
 
-/** Called for each replayed record, in sequence order; `sector` is its data's ring sector. */
-export type OnRecord = (seq: number, record: RecordContent, sector: number, time: number) => void;
+/**
+ * Called for each replayed record, in sequence order: a write of `blocks`
+ * blocks from `firstBlock` (a note: 0 blocks, and the note), whose data
+ * starts at ring sector `sector`.
+ */
+export type OnRecord = (
+  seq: number,
+  firstBlock: number,
+  blocks: number,
+  note: JournalNote | undefined,
+  sector: number,
+  time: number,
+) => void;
+
+/** Free-ring bytes the attestation scan takes at once, as one view. */
+const SCAN_SPAN = 256 << 10;
 
 /** Where replay left the journal. */
 export interface ReplayResult {
@@ -70,7 +89,7 @@ export async function replayJournal(
   onProgress?: (event: ProgressEvent) => void,
 ): Promise<ReplayResult> {
   const c = sb.capacity;
-  const reader = new WindowReader(store, RING_START, RING_START + c);
+  const reader = new ScanReader(store, RING_START, RING_START + c);
   const bs = sb.blockSize;
   let headAbs = sb.headAbs;
   let abs = headAbs;
@@ -101,14 +120,14 @@ export async function replayJournal(
       damage = frame;
       break;
     }
-    let sector = (at % c) / SECTOR + headerBytes(frame.records.length) / SECTOR;
-    for (const [i, r] of frame.records.entries()) {
-      const note = frame.notes[i];
-      const record: RecordContent =
-        note === undefined
-          ? { firstBlock: r.offset / bs, blocks: r.length / bs, note }
-          : { firstBlock: 0, blocks: 0, note };
-      onRecord(r.seq, record, sector, r.time);
+    const records = frame.records;
+    const notes = frame.notes;
+    let sector = (at % c) / SECTOR + headerBytes(records.length) / SECTOR;
+    for (let i = 0; i < records.length; i++) {
+      const r = records[i]!;
+      const note = notes === undefined ? undefined : notes[i];
+      if (note === undefined) onRecord(r.seq, r.offset / bs, r.length / bs, note, sector, r.time);
+      else onRecord(r.seq, 0, 0, note, sector, r.time);
       sector += r.length / SECTOR;
       lastTime = r.time;
     }
@@ -194,17 +213,19 @@ function checkCleanTail(
 /**
  * Reads and checks the frame at ring position `pos`, which must start record
  * `seq` and follow the frame whose link is `link`. Returns why not otherwise.
+ * `notes` (only when the frame holds one) has each record's decoded note.
  */
 async function readFrame(
-  reader: WindowReader,
+  reader: ScanReader,
   sb: JournalSuper,
   pos: number,
   seq: number,
   link: number,
-): Promise<(FrameHeader & { notes: (JournalNote | undefined)[] }) | string> {
+): Promise<(FrameHeader & { notes: (JournalNote | undefined)[] | undefined }) | string> {
   const c = sb.capacity;
   // Every read takes the reader's window directly when it holds the bytes:
   // awaiting even then would cost a promise and a microtask per record.
+  // Each view is checked before the next read, which may reuse its window.
   const count = peekFrame(
     reader.cached(RING_START + pos, SECTOR) ?? (await reader.read(RING_START + pos, SECTOR)),
     sb.epoch,
@@ -220,18 +241,18 @@ async function readFrame(
   if (frame.firstSeq !== seq) return `a frame of record ${frame.firstSeq}, not ${seq}`;
   if (frame.prevLink !== link) return 'a frame that does not follow the previous one';
   if (pos + frame.bytes > c) return 'frame runs past the ring end';
-  let at = pos + size;
-  const notes: (JournalNote | undefined)[] = [];
-  for (const r of frame.records) {
-    const data =
-      reader.cached(RING_START + at, r.length) ?? (await reader.read(RING_START + at, r.length));
+  let at = RING_START + pos + size;
+  let notes: (JournalNote | undefined)[] | undefined;
+  const records = frame.records;
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i]!;
+    const data = reader.cached(at, r.length) ?? (await reader.read(at, r.length));
     if (checksum(data) !== r.crc) return `record ${r.seq} fails its checksum`;
     if (r.kind !== RECORD_WRITE) {
       const note = decodeNote(r.kind, data);
       if (typeof note === 'string') return `record ${r.seq}: ${note}`;
-      notes.push(note);
-    } else {
-      notes.push(undefined);
+      notes ??= new Array<JournalNote | undefined>(records.length);
+      notes[i] = note;
     }
     at += r.length;
   }
@@ -241,29 +262,45 @@ async function readFrame(
 /**
  * Looks at every sector of the `length` ring bytes from `pos` (wrapping) for
  * an intact frame header whose `durableSeq` reaches `seq`; returns its store
- * offset.
+ * offset. Takes the ring in spans, with one DataView a span, so a sector
+ * that holds no header (nearly all of them) costs two loads and no object.
  */
 async function findAttestation(
-  reader: WindowReader,
+  reader: ScanReader,
   sb: JournalSuper,
   pos: number,
   length: number,
   seq: number,
 ): Promise<number | undefined> {
   const c = sb.capacity;
-  for (let k = 0; k < length; k += SECTOR) {
+  let k = 0;
+  scan: while (k < length) {
     const p = (pos + k) % c;
-    const count = peekFrame(
-      reader.cached(RING_START + p, SECTOR) ?? (await reader.read(RING_START + p, SECTOR)),
-      sb.epoch,
-    );
-    if (count < 0 || p + headerBytes(count) > c) continue;
-    const header = decodeFrameHeader(
-      reader.cached(RING_START + p, headerBytes(count)) ??
-        (await reader.read(RING_START + p, headerBytes(count))),
-      sb,
-    );
-    if (typeof header !== 'string' && header.durableSeq >= seq) return RING_START + p;
+    const n = Math.min(SCAN_SPAN, length - k, c - p);
+    const span = reader.cached(RING_START + p, n) ?? (await reader.read(RING_START + p, n));
+    const view = new DataView(span.buffer, span.byteOffset, span.byteLength);
+    for (let s = 0; s < n; s += SECTOR) {
+      if (
+        view.getUint32(s, true) !== JOURNAL_FRAME_MAGIC ||
+        view.getUint32(s + 4, true) !== sb.epoch
+      )
+        continue;
+      const count = view.getUint32(s + 12, true);
+      const bytes = headerBytes(count);
+      if (p + s + bytes > c) continue;
+      if (s + bytes <= n) {
+        const header = decodeFrameHeader(span.subarray(s, s + bytes), sb);
+        if (typeof header !== 'string' && header.durableSeq >= seq) return RING_START + p + s;
+        continue;
+      }
+      // The header runs past this span: read it whole (which may move the
+      // reader's window), then go on with a new span after its first sector.
+      const header = decodeFrameHeader(await reader.read(RING_START + p + s, bytes), sb);
+      if (typeof header !== 'string' && header.durableSeq >= seq) return RING_START + p + s;
+      k += s + SECTOR;
+      continue scan;
+    }
+    k += n;
   }
   return undefined;
 }

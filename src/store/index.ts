@@ -1,4 +1,5 @@
 export { type FoundFormat, probeFormat, refuseReformat } from './format-probe.js';
+export { ScanReader } from './scan-reader.js';
 export {
   alignUp,
   decodeSuperblock,

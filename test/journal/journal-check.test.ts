@@ -32,8 +32,8 @@ async function ringMap(
 ): Promise<{ slot: number; catalogAt: number; records: Map<number, RecordAt> }> {
   const sb = await readJournalSuper(disk);
   const records = new Map<number, RecordAt>();
-  await replayJournal(disk, sb, (seq: number, record: RecordContent, sector: number) => {
-    records.set(seq, { ...record, at: RING_START + sector * SECTOR });
+  await replayJournal(disk, sb, (seq, firstBlock, blocks, note, sector) => {
+    records.set(seq, { firstBlock, blocks, note, at: RING_START + sector * SECTOR });
   });
   return {
     slot: sb.generation % 2,
