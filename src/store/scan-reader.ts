@@ -15,7 +15,7 @@ interface Window {
 /**
  * Sequential reads of a region for a scan that looks at each byte once and
  * keeps nothing (journal replay): windows of {@link ScanReader.WINDOW}
- * bytes, read into buffers it reuses (through the store's `READ_INTO`, where
+ * bytes, read into buffers it reuses (through the store's `readInto`, where
  * it has one), with {@link ScanReader.AHEAD} windows being read ahead while
  * the caller checks the current one.
  *

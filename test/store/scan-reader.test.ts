@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { READ_INTO } from '../../src/base/index.js';
 import { MemoryDevice } from '../../src/index.js';
 import { ScanReader } from '../../src/store/scan-reader.js';
 import { codeOf } from '../support/error-code.js';
@@ -27,19 +26,19 @@ async function region(size: number): Promise<{ device: MemoryDevice; content: Ui
 }
 
 /**
- * Reads into the caller's buffer (READ_INTO) a few macrotasks late, so reads
+ * Reads into the caller's buffer (`readInto`) a few macrotasks late, so reads
  * ahead are still in flight while the scan checks its views: a buffer reused
  * too early would have its bytes overwritten under the caller.
  */
 class SlowIntoDevice extends PassThroughDevice {
   intoReads = 0;
-  /** Every buffer READ_INTO was given, by identity of its ArrayBuffer. */
+  /** Every buffer `readInto` was given, by identity of its ArrayBuffer. */
   readonly buffers = new Set<ArrayBufferLike>();
   constructor(private readonly memory: MemoryDevice) {
     super(memory);
   }
 
-  async [READ_INTO](offset: number, buffer: Uint8Array): Promise<Uint8Array> {
+  async readInto(offset: number, buffer: Uint8Array): Promise<Uint8Array> {
     this.intoReads++;
     this.buffers.add(buffer.buffer);
     const bytes = await this.memory.read(offset, buffer.length);
