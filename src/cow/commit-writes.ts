@@ -57,7 +57,8 @@ export interface AppendWithData {
 
 /**
  * Writes the data of one group commit's appends and answers those whose
- * data all landed, in order; each of the others is rejected with why.
+ * data all landed, in order (at once when every write went by WRITE_NOW,
+ * else a promise of them); each of the others is rejected with why.
  * Pieces are sorted by store offset and those that touch go down as one
  * store write, so the first writes of one group, whose chunks the allocator
  * took one after the other, cost one write together instead of one each:
@@ -72,11 +73,11 @@ export interface AppendWithData {
  * here flushes: the commit's store flush, after the frame, makes the data
  * durable with it.
  */
-export async function writeCommitData<A extends AppendWithData>(
+export function writeCommitData<A extends AppendWithData>(
   store: BlockDevice,
   writers: CommitWriters,
   appends: readonly A[],
-): Promise<A[]> {
+): A[] | Promise<A[]> {
   const pieces: Piece[] = [];
   let bytes = 0;
   for (let owner = 0; owner < appends.length; owner++) {
@@ -112,13 +113,13 @@ export async function writeCommitData<A extends AppendWithData>(
       writes.push(writeRun(store, writers.owned, run).catch((err: unknown) => fail(run, err)));
     }
   }
-  if (writes.length > 0) await Promise.all(writes);
-  if (failed.size === 0) return [...appends];
-  return appends.filter((append, i) => {
-    const err = failed.get(i);
-    if (err !== undefined) append.reject(err);
-    return err === undefined;
-  });
+  const landed = (): A[] =>
+    appends.filter((append, i) => {
+      const err = failed.get(i);
+      if (err !== undefined) append.reject(err);
+      return err === undefined;
+    });
+  return writes.length === 0 ? landed() : Promise.all(writes).then(landed);
 }
 
 /** One store write of pieces that lie back to back from `run[0].offset`. */

@@ -12,6 +12,7 @@ import {
   tableOffset,
 } from '../store/index.js';
 import { CommitGate } from './commit-gate.js';
+import { type Pending, resolveAll, takeBatch } from './commit-queue.js';
 import {
   type CommitData,
   type CommitWriters,
@@ -37,16 +38,6 @@ export interface RecoveredLog<E> {
   params: Uint8Array;
   /** Every durable entry, checkpoint table first, then the log in order. */
   entries: E[];
-}
-
-interface Pending<E> {
-  entries: E[];
-  /** Store writes the entries name, written by the commit before the frame. */
-  data?: readonly CommitData[] | undefined;
-  /** Not an append: write the attestation superblock ({@link MetadataLog.attest}). */
-  attest?: true;
-  resolve: () => void;
-  reject: (err: unknown) => void;
 }
 
 /**
@@ -261,13 +252,17 @@ export class MetadataLog<E> {
   }
 
   async #pump(): Promise<void> {
+    /** The last batch committed, resolved once the next commit has issued its flush. */
+    let durable: Pending<E>[] = [];
     try {
       while (this.#queue.length > 0) {
         if (this.#gate.held !== undefined) {
+          durable = resolveAll(durable);
           await this.#gate.held;
           continue;
         }
         if (this.#queue[0]!.attest) {
+          durable = resolveAll(durable);
           const p = this.#queue.shift()!;
           const attesting = this.#attest();
           this.#gate.started(attesting);
@@ -276,9 +271,14 @@ export class MetadataLog<E> {
           );
           continue;
         }
-        const batch = this.#takeBatch();
+        const batch = takeBatch(this.#queue, this.#codec);
+        // On a store with WRITE_NOW this call writes the batch's data and
+        // frame and issues its flush before it returns; only then are the
+        // appends of the batch before released, whose callers' origin writes
+        // would otherwise go ahead of that flush in libuv's thread pool.
         const commit = this.#commitBatch(batch);
         this.#gate.started(commit);
+        durable = resolveAll(durable);
         try {
           await commit;
         } catch (err) {
@@ -287,24 +287,12 @@ export class MetadataLog<E> {
           for (const p of this.#queue.splice(0)) p.reject(this.#failed);
           return;
         }
-        for (const p of batch) p.resolve();
+        durable = batch;
       }
+      resolveAll(durable);
     } finally {
       this.#pumping = undefined;
     }
-  }
-
-  /** Takes queued appends up to about one frame's worth (at least one). */
-  #takeBatch(): Pending<E>[] {
-    let bytes = 0;
-    let n = 0;
-    while (n < this.#queue.length && !this.#queue[n]!.attest) {
-      const size = this.#queue[n]!.entries.reduce((s, e) => s + this.#codec.size(e), 0);
-      if (n > 0 && bytes + size > MAX_FRAME) break;
-      bytes += size;
-      n++;
-    }
-    return this.#queue.splice(0, n);
   }
 
   /**
@@ -314,7 +302,9 @@ export class MetadataLog<E> {
    */
   async #commitBatch(batch: Pending<E>[]): Promise<void> {
     if (batch.some((p) => p.data !== undefined)) {
-      const landed = await writeCommitData(this.#store, this.#writers, batch);
+      // Awaited only when it went to the thread pool: see #pump.
+      const written = writeCommitData(this.#store, this.#writers, batch);
+      const landed = Array.isArray(written) ? written : await written;
       if (landed.length < batch.length) batch.splice(0, batch.length, ...landed);
     }
     await this.#commit(batch.flatMap((p) => p.entries));
@@ -351,7 +341,8 @@ export class MetadataLog<E> {
           'store superblock write',
         );
       }
-      await writeFrame(this.#store, this.#writers, this.#tail, frame);
+      const writing = writeFrame(this.#store, this.#writers, this.#tail, frame);
+      if (writing !== undefined) await writing;
       await this.#slots.flush('store log flush');
       this.#tail += size;
       this.#seq++;

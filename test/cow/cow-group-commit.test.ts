@@ -1,4 +1,9 @@
-import { describe, expect, it } from 'vitest';
+import * as fs from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { WRITE_NOW } from '../../src/base/index.js';
+import { CowSnapshotDevice, FileDevice } from '../../src/index.js';
 import type { FaultyOperation } from '../../src/testing/index.js';
 import { expectAllowed, expectBytes, fill } from '../support/bytes.js';
 import { CowRig } from '../support/cow-rig.js';
@@ -152,5 +157,103 @@ describe('CowSnapshotDevice group commit of first writes', () => {
     expectBytes('origin after reopen', await again.read(0, SIZE), expected);
     expect((await again.check()).problems).toEqual([]);
     await r.dispose();
+  });
+});
+
+describe('CowSnapshotDevice group commit over FileDevices (data and frame by WRITE_NOW)', () => {
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A COW device over an origin and a store file; `writeNow` sees (and may refuse) the store's WRITE_NOW calls. */
+  async function files(
+    writeNow: (offset: number, data: Uint8Array, write: () => void) => void,
+  ): Promise<{ cow: CowSnapshotDevice; reopen: () => Promise<CowSnapshotDevice> }> {
+    const dir = fs.mkdtempSync(join(tmpdir(), 'blocksnap-cow-group-'));
+    dirs.push(dir);
+    const open = async (create: boolean) => {
+      const origin = await FileDevice.open(join(dir, 'origin'), {
+        size: SIZE,
+        blockSize: BS,
+        create,
+      });
+      const store = await FileDevice.open(join(dir, 'store'), {
+        size: 128 * 1024,
+        blockSize: BS,
+        create,
+      });
+      const own = store[WRITE_NOW].bind(store);
+      store[WRITE_NOW] = (offset, data) => writeNow(offset, data, () => own(offset, data));
+      return create
+        ? CowSnapshotDevice.create(origin, store, { maxSnapshots: 4 })
+        : CowSnapshotDevice.open(origin, store);
+    };
+    return { cow: await open(true), reopen: () => open(false) };
+  }
+
+  it('commits overlapping groups with the store written on this thread, and reopens exact', async () => {
+    const immediate: number[] = [];
+    const { cow, reopen } = await files((_offset, data, write) => {
+      immediate.push(data.length);
+      write();
+    });
+    await cow.write(0, old);
+    const snap = await cow.snapshot();
+    immediate.length = 0;
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: WORKERS }, async () => {
+        while (next < ORDER.length) await cow.write(ORDER[next++]! * BS, fresh);
+      }),
+    );
+    // Data and frame by WRITE_NOW, some group's data several chunks at once.
+    expect(immediate.length).toBeGreaterThan(0);
+    expect(Math.max(...immediate)).toBeGreaterThanOrEqual(2 * BS);
+    await cow.close();
+    const again = await reopen();
+    expectBytes('snapshot', await (await again.openSnapshot(snap.id)).read(0, SIZE), old);
+    const expected = old.slice();
+    for (const block of ORDER) expected.set(fresh, block * BS);
+    expectBytes('origin', await again.read(0, SIZE), expected);
+    expect((await again.check()).problems).toEqual([]);
+    await again.close();
+  });
+
+  it('fails only the first writes whose data WRITE_NOW refused; the log goes on', async () => {
+    let refused = false;
+    const { cow, reopen } = await files((_offset, data, write) => {
+      // The first data write of more than one chunk (frames are under a chunk here).
+      if (!refused && data.length >= 2 * BS) {
+        refused = true;
+        throw new Error('injected: the disk refused the write');
+      }
+      write();
+    });
+    await cow.write(0, old);
+    const snap = await cow.snapshot();
+    const results: PromiseSettledResult<void>[] = [];
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: WORKERS }, async () => {
+        while (next < ORDER.length) {
+          const i = next++;
+          [results[i]] = await Promise.allSettled([cow.write(ORDER[i]! * BS, fresh)]);
+        }
+      }),
+    );
+    expect(refused).toBe(true);
+    const rejected = ORDER.filter((_, i) => results[i]?.status === 'rejected');
+    expect(rejected.length).toBeGreaterThanOrEqual(2);
+    for (const x of results)
+      if (x.status === 'rejected') expect(await codeOf(Promise.reject(x.reason))).toBe('EIO');
+    expect(cow.preservedBlocks).toBe(ORDER.length - rejected.length);
+    for (const block of rejected) await cow.write(block * BS, fresh);
+    await cow.close();
+    const again = await reopen();
+    expectBytes('snapshot', await (await again.openSnapshot(snap.id)).read(0, SIZE), old);
+    expect(again.preservedBlocks).toBe(ORDER.length);
+    expect((await again.check()).problems).toEqual([]);
+    await again.close();
   });
 });
