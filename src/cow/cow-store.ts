@@ -244,6 +244,10 @@ export class CowStore {
   /** Reads whole origin blocks (ascending) into one buffer, one read per contiguous run. */
   async #readOriginBlocks(blocks: number[]): Promise<Uint8Array> {
     const bs = this.#bs;
+    // One run (one block, a first write's usual case): the read's own buffer, uncopied.
+    if (blocks[blocks.length - 1]! - blocks[0]! === blocks.length - 1) {
+      return io('origin read', this.origin.read(blocks[0]! * bs, blocks.length * bs));
+    }
     const out = new Uint8Array(blocks.length * bs);
     const reads: Promise<void>[] = [];
     forEachRun(blocks, (from, i, n) => {
