@@ -50,8 +50,10 @@ export class RingClient {
   #waiting: [number, number, number, number, number][] = [];
   /** Whether a wait for completions is armed. */
   #sleeping = false;
-  /** Whether the worker is to be woken at the end of this turn. */
-  #wakeQueued = false;
+  /** Whether the end of this turn is queued (see {@link #endTurn}). */
+  #turnQueued = false;
+  /** Whether entries were published since the last end of a turn. */
+  #published = false;
   #failure: BlockDeviceError | undefined;
 
   constructor(buffers: RingBuffers) {
@@ -130,7 +132,6 @@ export class RingClient {
       };
     });
     this.#publish(kind, p, length, ticket, offset);
-    if (!this.#sleeping) this.#sleep();
     return settled;
   }
 
@@ -141,22 +142,38 @@ export class RingClient {
       return;
     }
     this.#put(kind, p, length, ticket, offset);
-    this.#wakeLater();
+    this.#published = true;
+    this.#endTurnLater();
+  }
+
+  #endTurnLater(): void {
+    if (this.#turnQueued) return;
+    this.#turnQueued = true;
+    setImmediate(() => this.#endTurn());
   }
 
   /**
-   * Wakes the worker at the end of this turn if it sleeps by then: the
-   * requests made in one turn cost one wake-up, not one each (a worker
-   * woken by the first would take it alone and sleep again). A worker that
-   * is awake takes entries as they are published, without one.
+   * At the end of a turn: wakes the worker if this turn published entries
+   * and it sleeps (once for the turn's requests: a worker woken by the first
+   * would take it alone and sleep again), then takes the completions that
+   * came in the meantime, without a wake-up, and sleeps only when none did.
+   * While both sides are busy they see each other's entries at the ends of
+   * their turns and no one is woken.
    */
-  #wakeLater(): void {
-    if (this.#wakeQueued) return;
-    this.#wakeQueued = true;
-    setImmediate(() => {
-      this.#wakeQueued = false;
+  #endTurn(): void {
+    this.#turnQueued = false;
+    if (this.#failure !== undefined) return;
+    if (this.#published) {
+      this.#published = false;
       wake(this.#views.control, WORKER_ASLEEP);
-    });
+    }
+    if (this.#free.length === TICKETS || this.#sleeping) return;
+    if (Atomics.load(this.#views.control, DONE_TAIL) !== this.#doneHead) {
+      this.#settleCompletions();
+      this.#endTurnLater();
+    } else {
+      this.#sleep();
+    }
   }
 
   /** Wakes the worker now, if it sleeps: before this thread blocks on an answer from it. */
@@ -191,7 +208,10 @@ export class RingClient {
       this.#put(kind, p, length, ticket, offset);
     }
     this.#waiting.splice(0, moved);
-    if (moved > 0) this.#wakeLater();
+    if (moved > 0) {
+      this.#published = true;
+      this.#endTurnLater();
+    }
     return this.#waiting.length > 0;
   }
 
@@ -206,16 +226,14 @@ export class RingClient {
     }, 1);
   }
 
-  /** Waits for completions while any ring operation is in flight; settles them on each wake-up. */
+  /** Waits for completions; settles them on the wake-up and ends that turn as any other. */
   #sleep(): void {
     this.#sleeping = true;
-    const control = this.#views.control;
-    sleepUntilMoved(control, MAIN_ASLEEP, DONE_TAIL, this.#doneHead, () => {
+    sleepUntilMoved(this.#views.control, MAIN_ASLEEP, DONE_TAIL, this.#doneHead, () => {
       this.#sleeping = false;
       if (this.#failure !== undefined) return;
-      Atomics.store(control, MAIN_ASLEEP, 0);
       this.#settleCompletions();
-      if (this.#free.length < TICKETS) this.#sleep();
+      this.#endTurnLater();
     });
   }
 

@@ -171,8 +171,12 @@ class RingServer {
   #head = 0;
   /** Completions published (mirrors DONE_TAIL). */
   #doneTail = 0;
-  /** Whether the volume is to be woken at the end of this turn. */
-  #wakeQueued = false;
+  /** Whether the end of this turn is queued (see {@link #endTurn}). */
+  #turnQueued = false;
+  /** Whether completions were published since the last end of a turn. */
+  #completed = false;
+  /** Whether a wait for requests is armed. */
+  #sleeping = false;
 
   constructor(port: NonNullable<typeof parentPort>, data: RingWorkerData) {
     this.#views = ringViews(data.ring);
@@ -180,7 +184,7 @@ class RingServer {
     this.#control = data.control;
   }
 
-  /** Takes every entry published, then sleeps until the volume publishes more. */
+  /** Takes every entry published; the end of the turn looks again, or sleeps. */
   pump(): void {
     const control = this.#views.control;
     const tail = Atomics.load(control, REQUEST_TAIL);
@@ -189,7 +193,37 @@ class RingServer {
       this.#head = (this.#head + 1) | 0;
     }
     Atomics.store(control, REQUEST_HEAD, this.#head);
-    sleepUntilMoved(control, WORKER_ASLEEP, REQUEST_TAIL, this.#head, () => this.pump());
+    this.#endTurnLater();
+  }
+
+  #endTurnLater(): void {
+    if (this.#turnQueued) return;
+    this.#turnQueued = true;
+    setImmediate(() => this.#endTurn());
+  }
+
+  /**
+   * At the end of a turn: wakes the volume if this turn completed requests
+   * and it sleeps (once for all of them), then takes the entries published
+   * in the meantime, without a wake-up, and sleeps only when there are none.
+   */
+  #endTurn(): void {
+    this.#turnQueued = false;
+    const control = this.#views.control;
+    if (this.#completed) {
+      this.#completed = false;
+      wake(control, MAIN_ASLEEP);
+    }
+    if (this.#sleeping) return;
+    if (Atomics.load(control, REQUEST_TAIL) !== this.#head) {
+      this.pump();
+      return;
+    }
+    this.#sleeping = true;
+    sleepUntilMoved(control, WORKER_ASLEEP, REQUEST_TAIL, this.#head, () => {
+      this.#sleeping = false;
+      this.pump();
+    });
   }
 
   /** Starts the request in ring slot `slot`. */
@@ -237,13 +271,8 @@ class RingServer {
     done[this.#doneTail & (TICKETS - 1)] = ticket;
     this.#doneTail = (this.#doneTail + 1) | 0;
     Atomics.store(control, DONE_TAIL, this.#doneTail);
-    // One wake-up for the completions of a turn, not one each.
-    if (this.#wakeQueued) return;
-    this.#wakeQueued = true;
-    setImmediate(() => {
-      this.#wakeQueued = false;
-      wake(control, MAIN_ASLEEP);
-    });
+    this.#completed = true;
+    this.#endTurnLater();
   }
 }
 

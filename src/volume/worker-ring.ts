@@ -15,11 +15,12 @@ import type { MessagePort } from 'node:worker_threads';
  * order whichever way it came — a snapshot after a write on the ring, a
  * write on the ring after a snapshot.
  *
- * Waking: a side with nothing to take raises its ASLEEP flag, reads the
- * other side's counter once more, and sleeps on the flag with
- * `Atomics.waitAsync`; the other side moves its counter, then takes the
- * flag down (an atomic exchange) and notifies only if it was up — and does
- * so once per turn, so a burst of requests or completions costs one
+ * Waking: each side looks at the other's ring at the end of its turn, so
+ * two busy sides never wake each other; a side that finds nothing raises
+ * its ASLEEP flag, reads the other side's counter once more, and sleeps on
+ * the flag with `Atomics.waitAsync`; the other side moves its counter, then
+ * at the end of its turn takes the flag down (an atomic exchange) and
+ * notifies only if it was up: a turn's requests or completions cost one
  * wake-up, not one each.
  */
 
