@@ -5,6 +5,7 @@ import {
   receiveMessageOnPort,
   workerData,
 } from 'node:worker_threads';
+import { readInto } from '../base/index.js';
 import type { ProgressEvent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { PartitionEngine } from './partition-engine.js';
@@ -247,7 +248,8 @@ class RingServer {
     try {
       const device = engine(p).device;
       if (kind === OP_READ) {
-        op = device.read(offset, length).then((bytes) => data.set(bytes, slab));
+        // Straight into the slab: no result buffer of its own, no copy.
+        op = readInto(device, offset, data.subarray(slab, slab + length));
       } else if (kind === OP_WRITE) {
         // The slab is this write's until its completion is settled: the
         // volume reuses it only after that, so the device may hold it as long.
