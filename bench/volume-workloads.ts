@@ -6,7 +6,7 @@
  * alternating bursts of the same operations, so each pair shares the
  * machine's conditions; a round's ratio is the median of its pairs'
  * (workers over this thread). In memory: the rows measure CPU and the cost
- * of a message per I/O, not a disk.
+ * of crossing threads per I/O, not a disk.
  */
 import { performance } from 'node:perf_hooks';
 import { Rng } from './harness.js';
@@ -135,7 +135,7 @@ function randomIO(cfg: BenchConfig, kind: 'read' | 'rewrite'): Promise<RowResult
       ),
     [
       `${PARTITIONS} partitions of ${partitionSize / MiB} MiB over memory specs, striped by 64 KiB, filled; ${ops} random 4 KiB ${kind}s per burst, ${cfg.inFlight} in flight`,
-      'through workers each I/O is a message each way: a write copies its 4 KiB once into a buffer that moves; a read result moves back uncopied',
+      'through workers each I/O is an entry in a shared ring each way: a write copies its 4 KiB once into a shared slab; a read result is copied into its slab by the worker and out of it here',
     ],
   );
 }

@@ -39,10 +39,12 @@ export const READ_CALLBACK: unique symbol = Symbol('blocksnap.readCallback');
 
 /**
  * `[WRITE_NOW](offset, data)` writes `data` as `write` does — same checks and
- * errors, thrown — before it returns, on the calling thread: for a few bytes
- * a layer must know have reached the device (the OS's cache for a file)
- * before it answers, without a trip through libuv's thread pool. Never for
- * bulk data: it blocks the event loop for the write.
+ * errors, thrown — before it returns, on the calling thread: for a small
+ * write a layer must know has reached the device (the OS's cache for a
+ * file) before it goes on, without a trip through libuv's thread pool (a
+ * journal's mark; a COW group commit's chunks and frame, bounded in
+ * `src/cow/commit-writes.ts`). Never for bulk data: it blocks the event
+ * loop for the write.
  */
 export const WRITE_NOW: unique symbol = Symbol('blocksnap.writeNow');
 

@@ -1,27 +1,15 @@
 import { io, readInto } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
+import { Copier, type CopierChunks } from './copier.js';
 import type { CopyMap } from './copy-map.js';
 import { RunMover } from './copy-mover.js';
 import { type CopyPacer, RUN_BYTES } from './copy-pacer.js';
+import type { CopySink } from './copy-sink.js';
 import { type HeldWrite, HeldWrites } from './held-writes.js';
 
 /** What a write into a part of the range not yet copied does. */
 export type ConflictPolicy = 'copy-first' | 'queue';
-
-/** Where copied chunks go: a device, or a sink that frames them into a stream. */
-export interface CopySink {
-  /** Writes the chunk whose range byte `rangeOffset` starts at. */
-  write(rangeOffset: number, data: Uint8Array): Promise<void>;
-  /**
-   * Writes consecutive chunks, the first at range byte `rangeOffset`, in one
-   * vectored write of chunk-sized blocks, taking the buffers over (the
-   * engine leaves them alone until it settles); absent: one `write` per chunk.
-   */
-  writeBlocks?(rangeOffset: number, chunks: readonly Uint8Array[]): Promise<void>;
-  /** Resolves when the sink can take another run (back-pressure); absent: always. */
-  ready?(): Promise<void>;
-}
 
 /** Counters the job reports. */
 export interface CopyCounters {
@@ -30,26 +18,17 @@ export interface CopyCounters {
   queuedWrites: number;
 }
 
-/**
- * Runs in flight for the chunks queued writes wait for: each is a
- * write's latency, so they are not paced, but a queue of thousands of
- * writes does not start thousands of copies at once.
- */
-const AWAITED_RUNS = 32;
-
 const PENDING = 0;
 const BUSY = 1;
 const DONE = 2;
 
 /**
- * The copy of a snapshot range (seed 004): a copier working through the
- * chunks still to copy in ascending order, coalesced into large source
- * reads and written to the destination as fixed-size chunks, with chunks a
- * queued write waits for taken first; and the foreground write path that
- * keeps the copy a point-in-time image (copy-first or queue). The copier's
- * own runs are paced by a {@link CopyPacer} (fewer, smaller runs while the
- * application's I/O is in flight; a rate limit); copies a foreground write
- * waits for are not.
+ * The copy of a snapshot range (seed 004): the chunk states and every copy
+ * of chunks (one source read, fixed-size chunk writes to the destination, a
+ * map commit), started by the background {@link Copier} or by a foreground
+ * write; and the foreground write path that keeps the copy a point-in-time
+ * image (copy-first or queue). The copier sees the chunk states only
+ * through {@link CopierChunks}.
  *
  * A chunk is PENDING (its source bytes are the snapshot's), BUSY (being
  * copied, or its bit being committed), or DONE (durably in the map: the
@@ -58,7 +37,6 @@ const DONE = 2;
  */
 export class CopyEngine {
   readonly #source: BlockDevice;
-  readonly #sink: CopySink;
   readonly #map: CopyMap;
   readonly #policy: ConflictPolicy;
   readonly #offset: number;
@@ -75,7 +53,6 @@ export class CopyEngine {
    * in call order.
    */
   readonly #heldWrites = new Set<{ offset: number; end: number; issued: Promise<void> }>();
-  #cursor = 0;
   /** Chunks DONE: durably in the map, so the source may change there. */
   #done = 0;
   #stopped = false;
@@ -89,6 +66,7 @@ export class CopyEngine {
   readonly #onProgress: () => void;
   readonly #mover: RunMover;
   readonly #pacer: CopyPacer;
+  readonly #copier: Copier;
 
   constructor(
     source: BlockDevice,
@@ -99,7 +77,6 @@ export class CopyEngine {
     onProgress: () => void,
   ) {
     this.#source = source;
-    this.#sink = sink;
     this.#map = map;
     this.#policy = policy;
     this.#offset = map.geometry.offset;
@@ -115,6 +92,24 @@ export class CopyEngine {
     this.#onProgress = onProgress;
     this.#pacer = pacer;
     this.#mover = new RunMover(source, sink, this.#offset, this.#chunkSize, RUN_BYTES);
+    const state = this.#state;
+    const pending = (c: number): boolean => state[c] === PENDING;
+    const chunks: CopierChunks = {
+      count: state.length,
+      chunkSize: this.#chunkSize,
+      isPending: pending,
+      firstAwaited: () =>
+        this.#queue.length === 0 ? undefined : this.#queue.firstAwaited(pending),
+      copy: (first, count, moved) => this.#copyRun(first, count, 'copier', moved),
+      copiesInFlight: () => [...this.#busy.values()],
+      stopped: () => this.#stopped,
+      failure: () => this.#failure,
+      fail: (err) => {
+        this.#failure = err;
+      },
+      complete: () => this.#done === state.length,
+    };
+    this.#copier = new Copier(chunks, sink, pacer);
   }
 
   /** Writes waiting in the queue now. */
@@ -132,101 +127,9 @@ export class CopyEngine {
     return this.#stopped || this.#failure !== undefined;
   }
 
-  // ---------------------------------------------------------------- copier
-
-  /**
-   * Copies every chunk not yet DONE; resolves when all are, rejects with the
-   * first copy failure. Each turn starts, in this order: a run for the
-   * chunks a queued write waits for (up to {@link AWAITED_RUNS} in flight,
-   * never paced); else a run from the cursor, when the pacer's shape and
-   * budget allow; else it waits for a run to end or the pacer to wake it.
-   */
-  async run(signal: AbortSignal | undefined): Promise<void> {
-    // Copier runs until committed; and, of those, the ones whose data are
-    // still moving, by kind: a run waiting for its map commit (a group
-    // commit, shared) no longer holds the disks, so it does not count
-    // against the pacer's runs in flight.
-    const runs = new Set<Promise<void>>();
-    const moving = { background: new Set<Promise<void>>(), awaited: new Set<Promise<void>>() };
-    let failure: unknown;
-    const launch = (run: { first: number; count: number }, kind: Set<Promise<void>>): void => {
-      let moved!: () => void;
-      const data = new Promise<void>((resolve) => {
-        moved = resolve;
-      }).finally(() => kind.delete(data));
-      kind.add(data);
-      const copy = this.#copyRun(run.first, run.count, 'copier', moved)
-        .catch((err: unknown) => {
-          failure ??= err;
-        })
-        .finally(() => {
-          runs.delete(copy);
-          moved();
-        });
-      runs.add(copy);
-    };
-    const pacer = this.#pacer;
-    // An abort ends a wait on the budget at once, not when its timer fires.
-    const wake = (): void => pacer.wake();
-    signal?.addEventListener('abort', wake);
-    try {
-      for (;;) {
-        // Stopped: `job.device` was closed; the copy ends unfinished.
-        const ended = signal?.aborted || this.#stopped;
-        if (ended || failure !== undefined || this.#failure !== undefined) break;
-        if (this.#sink.ready !== undefined) await this.#sink.ready();
-        if (moving.awaited.size < AWAITED_RUNS) {
-          const run = this.#awaitedRun();
-          if (run !== undefined) {
-            launch(run, moving.awaited);
-            continue;
-          }
-        }
-        const shape = pacer.shape();
-        if (moving.background.size < shape.runs) {
-          const delay = pacer.delay();
-          if (delay > 0) {
-            // Over budget: wait for it, or for a queued write, a new rate, the end.
-            await pacer.wait(delay);
-            continue;
-          }
-          const run = this.#nextRun(shape.bytes);
-          if (run !== undefined) {
-            launch(run, moving.background);
-            continue;
-          }
-          if (runs.size === 0) {
-            // Copy-first copies may still be BUSY on chunks the copier skipped.
-            if (this.#busy.size === 0) break;
-            await Promise.race([...this.#busy.values(), pacer.wait(Infinity)]);
-            pacer.wake();
-            continue;
-          }
-        }
-        await Promise.race([
-          ...runs,
-          ...moving.background,
-          ...moving.awaited,
-          pacer.wait(Infinity),
-        ]);
-        // The wait above must not outlive this turn.
-        pacer.wake();
-      }
-      await Promise.all(runs);
-    } finally {
-      signal?.removeEventListener('abort', wake);
-    }
-    if (failure !== undefined) {
-      this.#failure = failure;
-      throw failure;
-    }
-    if (signal?.aborted) throw signal.reason;
-    // A copy that failed (a copy-first one, say) before the device was
-    // closed is reported as that failure, not as the close.
-    if (this.#failure !== undefined) throw this.#failure;
-    if (this.#stopped && this.#done < this.#state.length) {
-      throw new BlockDeviceError('ECLOSED', 'job.device was closed before the copy finished');
-    }
+  /** Copies every chunk not yet DONE ({@link Copier.run}); rejects with the first copy failure. */
+  run(signal: AbortSignal | undefined): Promise<void> {
+    return this.#copier.run(signal);
   }
 
   /** Stops guarding the snapshot: every queued write is applied, and later writes pass through. */
@@ -247,40 +150,7 @@ export class CopyEngine {
     await this.#queue.drained();
   }
 
-  /**
-   * The PENDING chunks a queued write waits for (the first such write in
-   * arrival order, from its first such chunk to its last chunk, at most
-   * {@link RUN_BYTES}): one short copy releases it.
-   */
-  #awaitedRun(): { first: number; count: number } | undefined {
-    if (this.#queue.length === 0) return undefined;
-    const state = this.#state;
-    const waitedFor = this.#queue.firstAwaited((c) => state[c] === PENDING);
-    if (waitedFor === undefined) return undefined;
-    const most = Math.max(1, Math.floor(RUN_BYTES / this.#chunkSize));
-    let count = 1;
-    while (
-      count < most &&
-      waitedFor.first + count <= waitedFor.last &&
-      state[waitedFor.first + count] === PENDING
-    ) {
-      count++;
-    }
-    return { first: waitedFor.first, count };
-  }
-
-  /** The next run of PENDING chunks from the cursor, of at most `maxBytes` (one chunk at least). */
-  #nextRun(maxBytes: number): { first: number; count: number } | undefined {
-    const state = this.#state;
-    while (this.#cursor < state.length && state[this.#cursor] !== PENDING) this.#cursor++;
-    if (this.#cursor >= state.length) return undefined;
-    const first = this.#cursor;
-    const most = Math.max(1, Math.floor(maxBytes / this.#chunkSize));
-    let count = 1;
-    while (count < most && first + count < state.length && state[first + count] === PENDING)
-      count++;
-    return { first, count };
-  }
+  // ---------------------------------------------------------- chunk copies
 
   /**
    * Copies chunks `first..first+count-1` (all PENDING): one source read,

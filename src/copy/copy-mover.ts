@@ -1,6 +1,6 @@
 import { io, readerInto } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
-import type { CopySink } from './copy-engine.js';
+import type { CopySink } from './copy-sink.js';
 
 /** Bytes of spare buffers kept per buffer size: four runs of a megabyte, or 64 chunks of 64 KiB. */
 const SPARE_BYTES = 4 << 20;

@@ -9,8 +9,8 @@ import {
   FRAME_DATA_MAX,
   uuidBytes,
 } from '../stream/index.js';
-import type { CopySink } from './copy-engine.js';
 import type { CopyGeometry } from './copy-map.js';
+import type { CopySink } from './copy-sink.js';
 
 /** Bytes of copied chunks held for their turn before the copier is made to wait. */
 const BUFFER_LIMIT = 16 << 20;

@@ -8,11 +8,12 @@ import {
 import type { BlockDevice, CheckReport } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { refuseReformat } from '../store/index.js';
-import { type ConflictPolicy, CopyEngine, type CopySink } from './copy-engine.js';
+import { type ConflictPolicy, CopyEngine } from './copy-engine.js';
 import { type CopyGeometry, CopyMap } from './copy-map.js';
 import { checkMapStore } from './copy-map-check.js';
 import { geometryOf, isStream, policyOf } from './copy-options.js';
 import { CopyPacer, checkRate, REAL_CLOCK } from './copy-pacer.js';
+import type { CopySink } from './copy-sink.js';
 import { StreamCopySink } from './copy-stream-sink.js';
 
 /**

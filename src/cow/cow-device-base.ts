@@ -8,6 +8,7 @@ import {
   io,
   LayerKind,
   LockTable,
+  ownedWriter,
   STACK_IDENTITY,
   type StackIdentity,
 } from '../base/index.js';
@@ -75,6 +76,8 @@ export abstract class CowDeviceBase
   readonly #reads: OriginReads;
   readonly #unheld: UnheldWrites;
   readonly #restore: CowRestore;
+  /** The origin's WRITE_OWNED (a FileDevice's), for a preserving write's private copy. */
+  readonly #writeOriginOwned: ReturnType<typeof ownedWriter>;
 
   protected constructor(what: string, cow: CowStore, excludedReads: ExcludedReads = 'error') {
     super(what, cow.origin.size, cow.origin.blockSize, cow.origin.readOnly);
@@ -84,6 +87,7 @@ export abstract class CowDeviceBase
     this.#state = cow.state;
     this.#everyBlock = [{ start: 0, end: cow.origin.size / cow.origin.blockSize }];
     this.#reads = new OriginReads(cow.origin, this.#inFlight);
+    this.#writeOriginOwned = ownedWriter(cow.origin);
     this.#unheld = new UnheldWrites(cow.origin, this.#inFlight, () => cow.log.failed);
     this.#restore = new CowRestore(
       cow,
@@ -384,7 +388,10 @@ export abstract class CowDeviceBase
     const unlock = await this.#locks.acquire(first, last);
     try {
       await this.#preserve(first, last);
-      await io('origin write', this.#cow.origin.write(offset, data));
+      // `data` is this device's private copy (AbstractBlockDevice `write`): handed over, not copied again.
+      const owned = this.#writeOriginOwned;
+      const written = owned ? owned(offset, [data]) : this.#cow.origin.write(offset, data);
+      await io('origin write', written);
     } finally {
       unlock();
     }

@@ -6,8 +6,9 @@ import {
 } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
+import type { EntryCodec, LogLayout } from './log-format.js';
 import { type CowEntry, decodeEntries, encodeEntries, entrySize } from './metadata-codec.js';
-import { type EntryCodec, type LogLayout, MetadataLog } from './metadata-log.js';
+import { MetadataLog } from './metadata-log.js';
 
 /** Where a copy-on-write store keeps what, fixed when it is formatted. */
 export interface CowLayout {

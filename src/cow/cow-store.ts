@@ -4,6 +4,7 @@ import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { refuseReformat } from '../store/index.js';
 import { chunkDamage } from './block-view-reads.js';
+import type { CommitData } from './commit-writes.js';
 import {
   type CowLayout,
   checkedLayout,
@@ -114,11 +115,14 @@ export class CowStore {
 
   /**
    * Preserves every block of `first..last` that a live snapshot still needs
-   * (the caller holds their locks). The old data is written to fresh chunks,
-   * then its lookup entries are appended to the log; both are durable when
-   * this resolves, so an origin write that follows can never reach the disk
-   * before them (rule 4). Concurrent callers share the log's flush.
-   * @throws `ENOSPC` (nothing taken) when the store is full.
+   * (the caller holds their locks). The old data and its lookup entries go
+   * to the log as one append: its group commit writes the data to fresh
+   * chunks (coalesced with the other first writes of the group), then the
+   * frame, then flushes the store. Both are durable when this resolves, so
+   * an origin write that follows can never reach the disk before them
+   * (rule 4). Concurrent callers share the log's writes and flush.
+   * @throws `ENOSPC` (nothing taken) when the store is full; `EIO` (chunks
+   *   freed) if the chunk write failed.
    */
   async preserve(first: number, last: number): Promise<Preserved[]> {
     // Fail-stop: no origin write may follow a failed log (docs/ARCHITECTURE.md, "After an I/O error").
@@ -141,8 +145,7 @@ export class CowStore {
         chunk: chunks[i]!,
         crc: checksum(old.subarray(i * bs, (i + 1) * bs)),
       }));
-      await this.#writeChunks(chunks, old);
-      await this.log.append(entries);
+      await this.log.append(entries, this.#chunkData(chunks, old));
     } catch (err) {
       this.#releaseUncommitted(chunks);
       throw err;
@@ -183,8 +186,7 @@ export class CowStore {
           crc: checksum(block),
         });
       }
-      await this.#writeChunks(chunks, content);
-      await this.log.append(entries);
+      await this.log.append(entries, this.#chunkData(chunks, content));
     } catch (err) {
       this.#releaseUncommitted(chunks);
       throw err;
@@ -243,6 +245,10 @@ export class CowStore {
   /** Reads whole origin blocks (ascending) into one buffer, one read per contiguous run. */
   async #readOriginBlocks(blocks: number[]): Promise<Uint8Array> {
     const bs = this.#bs;
+    // One run (one block, a first write's usual case): the read's own buffer, uncopied.
+    if (blocks[blocks.length - 1]! - blocks[0]! === blocks.length - 1) {
+      return io('origin read', this.origin.read(blocks[0]! * bs, blocks.length * bs));
+    }
     const out = new Uint8Array(blocks.length * bs);
     const reads: Promise<void>[] = [];
     forEachRun(blocks, (from, i, n) => {
@@ -256,19 +262,14 @@ export class CowStore {
     return out;
   }
 
-  /** Writes `data` (one block per chunk, in order) to `chunks`, one write per contiguous run. */
-  async #writeChunks(chunks: number[], data: Uint8Array): Promise<void> {
+  /** `data` (one block per chunk, in order) as the store writes it takes, one per contiguous run of `chunks`. */
+  #chunkData(chunks: number[], data: Uint8Array): CommitData[] {
     const bs = this.#bs;
-    const writes: Promise<void>[] = [];
+    const out: CommitData[] = [];
     forEachRun(chunks, (from, i, n) => {
-      writes.push(
-        io(
-          'store write',
-          this.store.write(this.#chunkOffset(from), data.subarray(i * bs, (i + n) * bs)),
-        ),
-      );
+      out.push({ offset: this.#chunkOffset(from), bytes: data.subarray(i * bs, (i + n) * bs) });
     });
-    await Promise.all(writes);
+    return out;
   }
 
   /** Reads a chunk and checks it against its recorded CRC: stale or rotten data is `ECORRUPT`, never returned. */

@@ -14,7 +14,6 @@ import {
   tableOffset,
   WindowReader,
 } from '../store/index.js';
-import type { EntryCodec } from './metadata-log.js';
 
 /*
  * The on-store format of the COW store's metadata log: checkpoint tables and
@@ -22,6 +21,24 @@ import type { EntryCodec } from './metadata-log.js';
  * frames back. MetadataLog decides
  * when each is written; this module only says what the bytes are.
  */
+
+/** How a layer encodes its metadata entries. */
+export interface EntryCodec<E> {
+  /** Encoded size of one entry in bytes. */
+  size(entry: E): number;
+  /** Encodes entries back to back at `pos`; returns the end. */
+  encode(entries: readonly E[], out: Uint8Array, pos: number): number;
+  /** Decodes `count` entries (checksum already verified); `ECORRUPT` naming `where` if malformed. */
+  decode(bytes: Uint8Array, count: number, where: string): E[];
+}
+
+/** Where the log keeps things on the store; fixed at format time. */
+export interface LogLayout {
+  /** Bytes reserved for each of the two checkpoint tables. */
+  tableCapacity: number;
+  /** Bytes reserved for the append-only log. */
+  logCapacity: number;
+}
 
 export const LOG_FRAME_MAGIC = 0x474c5342; // "BSLG"
 export const FRAME_HEADER = 32;
@@ -34,6 +51,30 @@ export function frameChecksum(frame: Uint8Array, bytes: number): number {
     frame.subarray(FRAME_HEADER, FRAME_HEADER + bytes),
     checksum(frame.subarray(0, 20)),
   );
+}
+
+/**
+ * One log frame holding `entries` (`bytes` of them encoded), padded to whole
+ * sectors: the header (magic, log epoch, frame sequence number, entry
+ * count, entry bytes, checksum), then the entries.
+ */
+export function encodeFrame<E>(
+  codec: EntryCodec<E>,
+  entries: readonly E[],
+  bytes: number,
+  epoch: number,
+  seq: number,
+): Uint8Array {
+  const frame = new Uint8Array(alignUp(FRAME_HEADER + bytes, SECTOR));
+  const view = new DataView(frame.buffer);
+  view.setUint32(0, LOG_FRAME_MAGIC, true);
+  view.setUint32(4, epoch, true);
+  view.setUint32(8, seq, true);
+  view.setUint32(12, entries.length, true);
+  view.setUint32(16, bytes, true);
+  codec.encode(entries, frame, FRAME_HEADER);
+  view.setUint32(20, frameChecksum(frame, bytes), true);
+  return frame;
 }
 
 export function encodeTable<E>(

@@ -2,8 +2,8 @@ import { io, SECTOR } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { logOffset, type Superblock } from '../store/index.js';
+import type { EntryCodec } from './log-format.js';
 import { scanLog } from './log-format.js';
-import type { EntryCodec } from './metadata-log.js';
 
 /**
  * Why the data named by the last frame fails, and, when the owner can tell,

@@ -1,4 +1,4 @@
-import { io, SECTOR } from '../base/index.js';
+import { immediateWriter, io, ownedWriter, SECTOR } from '../base/index.js';
 import { checksum } from '../checksum/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
@@ -12,34 +12,24 @@ import {
   tableOffset,
 } from '../store/index.js';
 import { CommitGate } from './commit-gate.js';
+import { type Pending, resolveAll, takeBatch } from './commit-queue.js';
 import {
+  type CommitData,
+  type CommitWriters,
+  writeCommitData,
+  writeFrame,
+} from './commit-writes.js';
+import {
+  type EntryCodec,
+  encodeFrame,
   encodeTable,
   FRAME_HEADER,
   formatLog,
-  frameChecksum,
-  LOG_FRAME_MAGIC,
+  type LogLayout,
   type LogPosition,
   MAX_FRAME,
 } from './log-format.js';
 import { recoverFrames, type VerifyLastFrame } from './log-recovery.js';
-
-/** How a layer encodes its metadata entries. */
-export interface EntryCodec<E> {
-  /** Encoded size of one entry in bytes. */
-  size(entry: E): number;
-  /** Encodes entries back to back at `pos`; returns the end. */
-  encode(entries: readonly E[], out: Uint8Array, pos: number): number;
-  /** Decodes `count` entries (checksum already verified); `ECORRUPT` naming `where` if malformed. */
-  decode(bytes: Uint8Array, count: number, where: string): E[];
-}
-
-/** Where the log keeps things on the store; fixed at format time. */
-export interface LogLayout {
-  /** Bytes reserved for each of the two checkpoint tables. */
-  tableCapacity: number;
-  /** Bytes reserved for the append-only log. */
-  logCapacity: number;
-}
 
 /** What `MetadataLog.open` recovered. */
 export interface RecoveredLog<E> {
@@ -48,14 +38,6 @@ export interface RecoveredLog<E> {
   params: Uint8Array;
   /** Every durable entry, checkpoint table first, then the log in order. */
   entries: E[];
-}
-
-interface Pending<E> {
-  entries: E[];
-  /** Not an append: write the attestation superblock ({@link MetadataLog.attest}). */
-  attest?: true;
-  resolve: () => void;
-  reject: (err: unknown) => void;
 }
 
 /**
@@ -87,6 +69,8 @@ interface Pending<E> {
  */
 export class MetadataLog<E> {
   readonly #store: BlockDevice;
+  /** The store's fast paths, for appends' data ({@link writeCommitData}) and small frames. */
+  readonly #writers: CommitWriters;
   readonly #codec: EntryCodec<E>;
   readonly #checkpointEntries: () => E[];
   readonly #onDurable: (entries: E[]) => void;
@@ -109,6 +93,7 @@ export class MetadataLog<E> {
     onDurable: (entries: E[]) => void,
   ) {
     this.#store = store;
+    this.#writers = { owned: ownedWriter(store), immediate: immediateWriter(store) };
     this.#codec = codec;
     this.#slots = new SuperblockSlots(store, sb);
     this.#tail = tail;
@@ -181,14 +166,17 @@ export class MetadataLog<E> {
 
   /**
    * Appends entries in one group commit with whatever else is waiting;
-   * resolves once they are durable and handed to `onDurable`.
-   * @throws `EIO` if the store failed (the log then refuses all appends:
-   *   reopen to recover), `ENOSPC` if a checkpoint cannot fit.
+   * resolves once they are durable and handed to `onDurable`. `data`, what
+   * the entries name on the store, is written by the commit before the
+   * frame and made durable by the same flush.
+   * @throws `EIO` if writing `data` failed (only this append fails; the log
+   *   goes on), or a frame or its flush did (the log then refuses all
+   *   appends: reopen to recover); `ENOSPC` if a checkpoint cannot fit.
    */
-  append(entries: E[]): Promise<void> {
+  append(entries: E[], data?: readonly CommitData[]): Promise<void> {
     if (this.#failed) return Promise.reject(this.#failed);
     return new Promise((resolve, reject) => {
-      this.#queue.push({ entries, resolve, reject });
+      this.#queue.push({ entries, data, resolve, reject });
       if (this.#pumping === undefined) this.#pumping = this.#pump();
     });
   }
@@ -264,13 +252,17 @@ export class MetadataLog<E> {
   }
 
   async #pump(): Promise<void> {
+    /** The last batch committed, resolved once the next commit has issued its flush. */
+    let durable: Pending<E>[] = [];
     try {
       while (this.#queue.length > 0) {
         if (this.#gate.held !== undefined) {
+          durable = resolveAll(durable);
           await this.#gate.held;
           continue;
         }
         if (this.#queue[0]!.attest) {
+          durable = resolveAll(durable);
           const p = this.#queue.shift()!;
           const attesting = this.#attest();
           this.#gate.started(attesting);
@@ -279,9 +271,14 @@ export class MetadataLog<E> {
           );
           continue;
         }
-        const batch = this.#takeBatch();
-        const commit = this.#commit(batch.flatMap((p) => p.entries));
+        const batch = takeBatch(this.#queue, this.#codec);
+        // On a store with WRITE_NOW this call writes the batch's data and
+        // frame and issues its flush before it returns; only then are the
+        // appends of the batch before released, whose callers' origin writes
+        // would otherwise go ahead of that flush in libuv's thread pool.
+        const commit = this.#commitBatch(batch);
         this.#gate.started(commit);
+        durable = resolveAll(durable);
         try {
           await commit;
         } catch (err) {
@@ -290,24 +287,27 @@ export class MetadataLog<E> {
           for (const p of this.#queue.splice(0)) p.reject(this.#failed);
           return;
         }
-        for (const p of batch) p.resolve();
+        durable = batch;
       }
+      resolveAll(durable);
     } finally {
       this.#pumping = undefined;
     }
   }
 
-  /** Takes queued appends up to about one frame's worth (at least one). */
-  #takeBatch(): Pending<E>[] {
-    let bytes = 0;
-    let n = 0;
-    while (n < this.#queue.length && !this.#queue[n]!.attest) {
-      const size = this.#queue[n]!.entries.reduce((s, e) => s + this.#codec.size(e), 0);
-      if (n > 0 && bytes + size > MAX_FRAME) break;
-      bytes += size;
-      n++;
+  /**
+   * Commits a batch: its appends' data, then the frames of those whose data
+   * landed (the others are rejected and leave `batch`; the log goes on),
+   * then their flush. A failed frame or flush rejects: the pump fails the log.
+   */
+  async #commitBatch(batch: Pending<E>[]): Promise<void> {
+    if (batch.some((p) => p.data !== undefined)) {
+      // Awaited only when it went to the thread pool: see #pump.
+      const written = writeCommitData(this.#store, this.#writers, batch);
+      const landed = Array.isArray(written) ? written : await written;
+      if (landed.length < batch.length) batch.splice(0, batch.length, ...landed);
     }
-    return this.#queue.splice(0, n);
+    await this.#commit(batch.flatMap((p) => p.entries));
   }
 
   async #commit(entries: E[]): Promise<void> {
@@ -330,15 +330,8 @@ export class MetadataLog<E> {
       if (this.#tail + size > logOffset(sb) + sb.logCapacity) {
         await this.#checkpoint();
       }
-      const frame = new Uint8Array(size);
-      const view = new DataView(frame.buffer);
-      view.setUint32(0, LOG_FRAME_MAGIC, true);
-      view.setUint32(4, this.#slots.current.epoch, true);
-      view.setUint32(8, this.#seq, true);
-      view.setUint32(12, frameEntries.length, true);
-      view.setUint32(16, bytes, true);
-      this.#codec.encode(frameEntries, frame, FRAME_HEADER);
-      view.setUint32(20, frameChecksum(frame, bytes), true);
+      const epoch = this.#slots.current.epoch;
+      const frame = encodeFrame(this.#codec, frameEntries, bytes, epoch, this.#seq);
       // A frame written under the clean-close mark could be torn by a power
       // cut and then read as damage: the unmarked superblock goes first.
       // Chunk writes before this point only reach chunks no frame names.
@@ -348,7 +341,8 @@ export class MetadataLog<E> {
           'store superblock write',
         );
       }
-      await io('store log write', this.#store.write(this.#tail, frame));
+      const writing = writeFrame(this.#store, this.#writers, this.#tail, frame);
+      if (writing !== undefined) await writing;
       await this.#slots.flush('store log flush');
       this.#tail += size;
       this.#seq++;

@@ -301,7 +301,7 @@ export class FileDevice extends AbstractBlockDevice {
     return this.#inFlight.track(this.#writev(offset, blocks));
   }
 
-  /** @internal See {@link WRITE_NOW}: one `pwrite` on this thread (a journal's 512-byte mark). */
+  /** @internal See {@link WRITE_NOW}: one `pwrite` on this thread (a journal's mark, a COW commit's chunks and frame). */
   [WRITE_NOW](offset: number, data: Uint8Array): void {
     this.checkOpen();
     checkRange(this.size, offset, data.length);

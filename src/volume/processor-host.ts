@@ -1,29 +1,39 @@
-import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_threads';
+import {
+  MessageChannel,
+  type MessagePort,
+  receiveMessageOnPort,
+  Worker,
+} from 'node:worker_threads';
 import type { CheckOptions, CheckReport, Extent, SnapshotInfo } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import type { DeviceSpec } from './device-spec.js';
 import type { Partition } from './partition.js';
 import type { PartitionSnapshotMade } from './partition-engine.js';
+import { RingClient } from './ring-client.js';
+import { workerEntry } from './worker-entry.js';
 import {
   type FaultRequest,
   fromErrorReply,
   type PartitionRequest,
   type ProgressReply,
+  type RingFailure,
   type WorkerMessage,
   type WorkerReply,
 } from './worker-protocol.js';
+import { createRingBuffers, type RingWorkerData } from './worker-ring.js';
 
 /*
  * The volume's side of a worker processor (docs/ARCHITECTURE.md,
- * "VirtualVolume"): one Worker, a map of requests awaiting replies by id,
- * and the processor's death. A worker that dies — an uncaught exception,
+ * "VirtualVolume"): one Worker, its rings (src/volume/ring-client.ts), the
+ * control port for the requests that are posted, a map of those awaiting
+ * replies by id, and the processor's death. A worker that dies — an uncaught exception,
  * `process.exit` inside it, `terminate()` — fails every request it had and
  * every later one with `EIO`, until `VirtualVolume.restartProcessor`
  * starts a new worker that opens the partitions again from their stores.
  */
 
 /**
- * Bytes of a turn's write arena (see `stage`); a larger write gets one of
+ * Bytes of a batch's write arena (see `#stage`); a larger write gets one of
  * its own size. Small enough for malloc to serve without an mmap of its own
  * (a 256 KiB arena per turn cost more than the writes in it).
  */
@@ -31,49 +41,6 @@ const ARENA_BYTES = 64 * 1024;
 
 /** How long a synchronous question (changedExtents) waits for a worker. */
 const SYNC_TIMEOUT_MS = 10_000;
-
-/**
- * How to start a worker on the entry beside this module: the built
- * JavaScript in the package (`dist/volume-worker.js`, or `.cjs` for the
- * CommonJS build); from source (tests, examples run with tsx) the
- * TypeScript file, behind tsx's loader registered inside the worker first —
- * Node 20 cannot load `.ts` in a worker by itself, and ignores
- * `--import tsx` in a worker's execArgv.
- */
-function workerEntry(): { entry: URL | string; eval: boolean } {
-  if (entryOverride !== undefined) return { entry: entryOverride, eval: false };
-  const here = import.meta.url;
-  if (!here.endsWith('.ts')) {
-    const extension = here.endsWith('.cjs') ? '.cjs' : '.js';
-    return { entry: new URL(`./volume-worker${extension}`, here), eval: false };
-  }
-  const source = new URL('./volume-worker.ts', here).href;
-  // Resolved here, beside the source, when the runtime can; vitest's
-  // transformed modules cannot, and the package is found from the working
-  // directory instead.
-  const tsx = typeof import.meta.resolve === 'function' ? resolveOr('tsx/esm/api') : 'tsx/esm/api';
-  const code = `import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(source)}); });`;
-  return { entry: code, eval: true };
-}
-
-let entryOverride: URL | undefined;
-
-/**
- * Starts workers on `entry` from now on (`undefined`: the default again).
- * For the test suites: a bundle of the worker built once starts in a tenth
- * of the time tsx takes to load the sources in every worker. @internal
- */
-export function overrideWorkerEntry(entry: URL | undefined): void {
-  entryOverride = entry;
-}
-
-function resolveOr(specifier: string): string {
-  try {
-    return import.meta.resolve(specifier);
-  } catch {
-    return specifier;
-  }
-}
 
 interface Pending {
   resolve(value: unknown): void;
@@ -90,11 +57,15 @@ export class WorkerProcessor {
   /** The processor's index in the volume (0-based). */
   readonly index: number;
   readonly #worker: Worker;
+  /** Reads, writes and flushes (src/volume/worker-ring.ts). */
+  readonly #ring: RingClient;
+  /** Where posted requests go; a MESSAGE entry in the ring marks each batch's place. */
+  readonly #control: MessagePort;
   readonly #pending = new Map<number, Pending>();
-  /** Requests made in this turn, posted together by one message at its end. */
+  /** Posted requests made since the last ring entry, posted together by one message. */
   #outbox: WorkerMessage[] = [];
   #outboxTransfer: ArrayBuffer[] = [];
-  /** Where this turn's write data is copied: one buffer moves for many writes. */
+  /** Where posted writes' data is copied: one buffer moves for many writes. */
   #arena: Uint8Array | undefined;
   #arenaUsed = 0;
   #nextId = 1;
@@ -108,8 +79,16 @@ export class WorkerProcessor {
     this.index = index;
     this.#onDeath = onDeath;
     const { entry, eval: isCode } = workerEntry();
-    this.#worker = new Worker(entry, { eval: isCode });
-    this.#worker.on('message', (replies: (WorkerReply | ProgressReply)[]) => {
+    const ring = createRingBuffers();
+    const { port1, port2 } = new MessageChannel();
+    this.#ring = new RingClient(ring);
+    this.#control = port1;
+    this.#worker = new Worker(entry, {
+      eval: isCode,
+      workerData: { ring, control: port2 } satisfies RingWorkerData,
+      transferList: [port2],
+    });
+    this.#worker.on('message', (replies: (WorkerReply | ProgressReply | RingFailure)[]) => {
       for (const reply of replies) this.#settle(reply);
     });
     this.#worker.on('error', (err) => this.#die(`failed: ${err.message}`, err));
@@ -128,6 +107,37 @@ export class WorkerProcessor {
   }
 
   /**
+   * Reads `length` bytes at `offset` of partition `p`: through the ring,
+   * or posted when it cannot go there. Started in call order with every
+   * other request either way.
+   */
+  read(p: number, offset: number, length: number): Promise<Uint8Array> {
+    if (this.#death !== undefined) return Promise.reject(this.#death);
+    this.#post();
+    return (
+      this.#ring.read(p, offset, length) ??
+      (this.request(p, { op: 'read', offset, length }) as Promise<Uint8Array>)
+    );
+  }
+
+  /** Writes `data` at `offset` of partition `p`, as {@link read}; `data` is copied before this returns. */
+  write(p: number, offset: number, data: Uint8Array): Promise<void> {
+    if (this.#death !== undefined) return Promise.reject(this.#death);
+    this.#post();
+    return (
+      this.#ring.write(p, offset, data) ??
+      (this.request(p, { op: 'write', offset, data: this.#stage(data) }) as Promise<void>)
+    );
+  }
+
+  /** Flushes partition `p`, as {@link read}. */
+  flush(p: number): Promise<void> {
+    if (this.#death !== undefined) return Promise.reject(this.#death);
+    this.#post();
+    return this.#ring.flush(p) ?? (this.request(p, { op: 'flush' }) as Promise<void>);
+  }
+
+  /**
    * Posts a request to partition `p`; what it resolves with. `progress` gets
    * the progress replies the worker sends for it before it settles.
    */
@@ -140,21 +150,21 @@ export class WorkerProcessor {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject, progress });
-      // One message per I/O costs more than the I/O (a port event and a
-      // wake-up each side): requests made in one turn go as one message,
-      // posted in a microtask, in call order.
+      // One message per request costs more than a 4 KiB I/O: requests made
+      // together go as one message, posted in a microtask or before the
+      // next ring entry, whichever comes first, so the order holds.
       if (this.#outbox.length === 0) queueMicrotask(() => this.#post());
       this.#outbox.push({ id, p, ...request } satisfies WorkerMessage);
     });
   }
 
   /**
-   * A copy of `data` in this turn's arena, to send with a request of this
-   * turn: the one copy a write makes (the caller may reuse `data` once
+   * A copy of `data` in this batch's arena, to post with a write that
+   * cannot go through the ring: the one copy a write makes (the caller may reuse `data` once
    * `write` returns). The arena's buffer moves to the worker with the
    * batch, so many writes cost one allocation and one transfer.
    */
-  stage(data: Uint8Array): Uint8Array {
+  #stage(data: Uint8Array): Uint8Array {
     let arena = this.#arena;
     if (arena === undefined || this.#arenaUsed + data.length > arena.length) {
       if (arena !== undefined) this.#outboxTransfer.push(arena.buffer as ArrayBuffer);
@@ -169,7 +179,11 @@ export class WorkerProcessor {
     return view;
   }
 
-  /** Posts the requests of this turn as one message (the worker takes them in order). */
+  /**
+   * Posts the requests made since the last ring entry as one message, and
+   * marks its place in the ring: the worker takes it there, between the
+   * ring entries published before and after it.
+   */
   #post(): void {
     if (this.#arena !== undefined) {
       this.#outboxTransfer.push(this.#arena.buffer as ArrayBuffer);
@@ -180,7 +194,14 @@ export class WorkerProcessor {
     const transfer = this.#outboxTransfer;
     this.#outbox = [];
     this.#outboxTransfer = [];
-    if (this.#death === undefined) this.#worker.postMessage(batch, transfer);
+    if (this.#death === undefined) this.#postInOrder(batch, transfer);
+  }
+
+  /** Posts `batch` on the control port and publishes its MESSAGE entry. */
+  #postInOrder(batch: WorkerMessage[], transfer: (ArrayBuffer | MessagePort)[]): void {
+    // Posted first: once the worker sees the entry, the message is in its port.
+    this.#control.postMessage(batch, transfer);
+    this.#ring.message();
   }
 
   /** Terminates the worker, as an out-of-memory kill would; the death is reported as any other. */
@@ -191,7 +212,7 @@ export class WorkerProcessor {
   /** Makes the worker die as a bug would (fault tests). @internal */
   fault(how: FaultRequest['how']): void {
     this.#post();
-    this.#worker.postMessage([{ id: 0, op: 'fault', how } satisfies WorkerMessage]);
+    this.#postInOrder([{ id: 0, op: 'fault', how } satisfies WorkerMessage], []);
   }
 
   /**
@@ -207,7 +228,7 @@ export class WorkerProcessor {
     try {
       // Requests made before this question go first: the answer reflects them.
       this.#post();
-      this.#worker.postMessage(
+      this.#postInOrder(
         [
           {
             op: 'sync',
@@ -219,6 +240,8 @@ export class WorkerProcessor {
         ],
         [port2],
       );
+      // This thread blocks: nothing woken at the end of its turn would be in time.
+      this.#ring.wakeNow();
       if (Atomics.wait(flag, 0, 0, SYNC_TIMEOUT_MS) === 'timed-out') {
         throw new BlockDeviceError('EIO', `processor ${this.index} did not answer in time`);
       }
@@ -241,7 +264,11 @@ export class WorkerProcessor {
     this.#die('was stopped', undefined);
   }
 
-  #settle(reply: WorkerReply | ProgressReply): void {
+  #settle(reply: WorkerReply | ProgressReply | RingFailure): void {
+    if ('ticket' in reply) {
+      this.#ring.failed(reply.ticket, fromErrorReply(reply.error));
+      return;
+    }
     const pending = this.#pending.get(reply.id);
     if (pending === undefined) return;
     if ('progress' in reply) {
@@ -259,6 +286,8 @@ export class WorkerProcessor {
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pending) p.reject(this.#death);
+    this.#ring.fail(this.#death);
+    this.#control.close();
     if (!this.#stopping) this.#onDeath(this.#death);
   }
 }
@@ -298,16 +327,15 @@ export class RemotePartition implements Partition {
   }
 
   read(offset: number, length: number): Promise<Uint8Array> {
-    return this.#processor.request(this.#p, { op: 'read', offset, length }) as Promise<Uint8Array>;
+    return this.#processor.read(this.#p, offset, length);
   }
 
   write(offset: number, data: Uint8Array): Promise<void> {
-    const staged = this.#processor.stage(data);
-    return this.#processor.request(this.#p, { op: 'write', offset, data: staged }) as Promise<void>;
+    return this.#processor.write(this.#p, offset, data);
   }
 
   flush(): Promise<void> {
-    return this.#processor.request(this.#p, { op: 'flush' }) as Promise<void>;
+    return this.#processor.flush(this.#p);
   }
 
   snapshot(name: string): Promise<PartitionSnapshotMade> {

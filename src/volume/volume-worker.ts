@@ -1,24 +1,52 @@
-import { isMainThread, parentPort } from 'node:worker_threads';
+import {
+  isMainThread,
+  type MessagePort,
+  parentPort,
+  receiveMessageOnPort,
+  workerData,
+} from 'node:worker_threads';
+import { readInto } from '../base/index.js';
 import type { ProgressEvent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { PartitionEngine } from './partition-engine.js';
 import {
   type PartitionRequest,
   type ProgressReply,
+  type RingFailure,
   toErrorReply,
   type WorkerMessage,
   type WorkerReply,
 } from './worker-protocol.js';
+import {
+  DONE_TAIL,
+  ENTRY_WORDS,
+  MAIN_ASLEEP,
+  OP_FLUSH,
+  OP_MESSAGE,
+  OP_READ,
+  OP_WRITE,
+  REQUEST_HEAD,
+  REQUEST_TAIL,
+  RING_SLOTS,
+  type RingViews,
+  type RingWorkerData,
+  ringViews,
+  SLAB_BYTES,
+  sleepUntilMoved,
+  TICKETS,
+  WORKER_ASLEEP,
+  wake,
+} from './worker-ring.js';
 
 /*
  * A processor's worker thread (docs/ARCHITECTURE.md, "VirtualVolume"): it
  * opens its partitions from their specs and runs each one's COW device —
  * change log, lock table, copy-on-write — here, off the volume's thread.
- * Every request's work starts synchronously when its message arrives, in
- * the order of its batch: messages arrive in the order the volume posted
- * them, and the COW device
- * orders by call, so a write posted before a snapshot is in it and one
- * posted after is not.
+ * Every request's work starts synchronously when the worker reaches its
+ * entry in the request ring (src/volume/worker-ring.ts), or the MESSAGE
+ * entry of the batch that carries it, in the order of its batch: the ring
+ * holds the volume's call order, and the COW device orders by call, so a
+ * write called before a snapshot is in it and one called after is not.
  */
 
 const partitions = new Map<number, PartitionEngine>();
@@ -75,10 +103,13 @@ function start(
 }
 
 /** Replies of this turn, posted together at its end (see processor-host.ts `request`). */
-let outbox: (WorkerReply | ProgressReply)[] = [];
+let outbox: (WorkerReply | ProgressReply | RingFailure)[] = [];
 let outboxTransfer: ArrayBuffer[] = [];
 
-function reply(port: NonNullable<typeof parentPort>, message: WorkerReply | ProgressReply): void {
+function reply(
+  port: NonNullable<typeof parentPort>,
+  message: WorkerReply | ProgressReply | RingFailure,
+): void {
   if (outbox.length === 0) {
     // At the end of the turn, so every request finished in it shares the message.
     setImmediate(() => {
@@ -132,11 +163,125 @@ function handle(port: NonNullable<typeof parentPort>, message: WorkerMessage): v
   );
 }
 
-function serve(port: NonNullable<typeof parentPort>): void {
-  // A message is the requests the volume made in one turn, in call order.
-  port.on('message', (batch: WorkerMessage[]) => {
-    for (const message of batch) handle(port, message);
-  });
+/** The worker's end of the rings: takes entries in order, publishes completions. */
+class RingServer {
+  readonly #views: RingViews;
+  readonly #port: NonNullable<typeof parentPort>;
+  readonly #control: MessagePort;
+  /** Entries taken (mirrors REQUEST_HEAD). */
+  #head = 0;
+  /** Completions published (mirrors DONE_TAIL). */
+  #doneTail = 0;
+  /** Whether the end of this turn is queued (see {@link #endTurn}). */
+  #turnQueued = false;
+  /** Whether completions were published since the last end of a turn. */
+  #completed = false;
+  /** Whether a wait for requests is armed. */
+  #sleeping = false;
+
+  constructor(port: NonNullable<typeof parentPort>, data: RingWorkerData) {
+    this.#views = ringViews(data.ring);
+    this.#port = port;
+    this.#control = data.control;
+  }
+
+  /** Takes every entry published; the end of the turn looks again, or sleeps. */
+  pump(): void {
+    const control = this.#views.control;
+    const tail = Atomics.load(control, REQUEST_TAIL);
+    while (this.#head !== tail) {
+      this.#take(this.#head & (RING_SLOTS - 1));
+      this.#head = (this.#head + 1) | 0;
+    }
+    Atomics.store(control, REQUEST_HEAD, this.#head);
+    this.#endTurnLater();
+  }
+
+  #endTurnLater(): void {
+    if (this.#turnQueued) return;
+    this.#turnQueued = true;
+    setImmediate(() => this.#endTurn());
+  }
+
+  /**
+   * At the end of a turn: wakes the volume if this turn completed requests
+   * and it sleeps (once for all of them), then takes the entries published
+   * in the meantime, without a wake-up, and sleeps only when there are none.
+   */
+  #endTurn(): void {
+    this.#turnQueued = false;
+    const control = this.#views.control;
+    if (this.#completed) {
+      this.#completed = false;
+      wake(control, MAIN_ASLEEP);
+    }
+    if (this.#sleeping) return;
+    if (Atomics.load(control, REQUEST_TAIL) !== this.#head) {
+      this.pump();
+      return;
+    }
+    this.#sleeping = true;
+    sleepUntilMoved(control, WORKER_ASLEEP, REQUEST_TAIL, this.#head, () => {
+      this.#sleeping = false;
+      this.pump();
+    });
+  }
+
+  /** Starts the request in ring slot `slot`. */
+  #take(slot: number): void {
+    const { entries, offsets, data } = this.#views;
+    const at = slot * ENTRY_WORDS;
+    const kind = entries[at]!;
+    if (kind === OP_MESSAGE) {
+      // Posted before its entry was published: it is in the port.
+      const received = receiveMessageOnPort(this.#control);
+      if (received === undefined) throw new Error('a ring MESSAGE entry without its message');
+      for (const message of received.message as WorkerMessage[]) handle(this.#port, message);
+      return;
+    }
+    const p = entries[at + 1]!;
+    const length = entries[at + 2]!;
+    const ticket = entries[at + 3]!;
+    const offset = offsets[slot]!;
+    const slab = ticket * SLAB_BYTES;
+    let op: Promise<unknown>;
+    try {
+      const device = engine(p).device;
+      if (kind === OP_READ) {
+        // Straight into the slab: no result buffer of its own, no copy.
+        op = readInto(device, offset, data.subarray(slab, slab + length));
+      } else if (kind === OP_WRITE) {
+        // The slab is this write's until its completion is settled: the
+        // volume reuses it only after that, so the device may hold it as long.
+        op = device.write(offset, data.subarray(slab, slab + length));
+      } else if (kind === OP_FLUSH) {
+        op = device.flush();
+      } else {
+        throw new Error(`unknown ring entry kind ${kind}`);
+      }
+    } catch (err) {
+      op = Promise.reject(err);
+    }
+    op.then(
+      () => this.#complete(ticket),
+      (err: unknown) => reply(this.#port, { ticket, error: toErrorReply(err) }),
+    );
+  }
+
+  #complete(ticket: number): void {
+    const { control, done } = this.#views;
+    done[this.#doneTail & (TICKETS - 1)] = ticket;
+    this.#doneTail = (this.#doneTail + 1) | 0;
+    Atomics.store(control, DONE_TAIL, this.#doneTail);
+    this.#completed = true;
+    this.#endTurnLater();
+  }
 }
 
-if (!isMainThread && parentPort !== null) serve(parentPort);
+if (!isMainThread && parentPort !== null) {
+  const data = workerData as RingWorkerData;
+  // The control port has no listener (its messages are taken in ring
+  // order): held referenced, it keeps this thread alive while it waits.
+  data.control.ref();
+  new RingServer(parentPort, data).pump();
+}

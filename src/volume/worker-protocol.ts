@@ -4,15 +4,19 @@ import type { DeviceSpec } from './device-spec.js';
 
 /*
  * The messages between the volume and a processor's worker
- * (docs/ARCHITECTURE.md, "VirtualVolume"). Every request carries an id the
- * reply names. A message is an array: the requests the volume made in one
- * turn, in call order (the replies the worker has at the end of one of its
- * turns, likewise), since a message costs more than a 4 KiB I/O. The worker
- * starts each request's work synchronously, in array order, and a port
- * delivers messages in the order they were posted, so the partition sees
- * writes and snapshots in the order the volume called them. Bytes cross by transfer, never by copy: a write's data is copied
- * once into a buffer of its own and that buffer moves; a read result (a
- * buffer the reader owns, see src/device.ts) moves back.
+ * (docs/ARCHITECTURE.md, "VirtualVolume"). Reads, writes and flushes go
+ * through the shared ring (src/volume/worker-ring.ts) when they fit; every
+ * other request is posted here. Every request carries an id the reply
+ * names. A message is an array: the requests the volume made since its
+ * last ring entry, in call order (the replies the worker has at the end of
+ * one of its turns, likewise), since a message costs more than a 4 KiB
+ * I/O. The worker takes a message when it reaches the MESSAGE entry that
+ * marks its place in the ring and starts each request's work synchronously,
+ * in array order, so the partition sees writes and snapshots in the order
+ * the volume called them. Bytes posted cross by transfer, never by copy: a
+ * write's data is copied once into a buffer of its own and that buffer
+ * moves; a read result (a buffer the reader owns, see src/device.ts) moves
+ * back.
  */
 
 /** Opening a partition in the worker: its specs, and at create the format options. */
@@ -83,6 +87,12 @@ export interface ErrorReply {
 export type WorkerReply =
   | { readonly id: number; readonly ok: true; readonly value: unknown }
   | { readonly id: number; readonly ok: false; readonly error: ErrorReply };
+
+/** The failure of ring operation `ticket` (src/volume/worker-ring.ts): errors cross by message. */
+export interface RingFailure {
+  readonly ticket: number;
+  readonly error: ErrorReply;
+}
 
 /**
  * A progress event of request `id` (a `check`), sent before its final reply:

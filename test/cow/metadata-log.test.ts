@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { type EntryCodec, type LogLayout, MetadataLog } from '../../src/cow/metadata-log.js';
+import type { EntryCodec, LogLayout } from '../../src/cow/log-format.js';
+import { MetadataLog } from '../../src/cow/metadata-log.js';
 import { BlockDeviceError } from '../../src/errors.js';
 import { MemoryDevice } from '../../src/index.js';
 import { FaultyDevice, PowerSwitch } from '../../src/testing/index.js';

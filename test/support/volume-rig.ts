@@ -6,7 +6,7 @@ import { build } from 'esbuild';
 import { MemoryDevice, VirtualVolume } from '../../src/index.js';
 import type { SnapshotSupport } from '../../src/testing/index.js';
 import type { PartitionSpec } from '../../src/volume/index.js';
-import { overrideWorkerEntry } from '../../src/volume/processor-host.js';
+import { overrideWorkerEntry } from '../../src/volume/worker-entry.js';
 
 /*
  * Volumes for the tests of src/volume/: over memory devices in this thread,
