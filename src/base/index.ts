@@ -7,7 +7,6 @@ export { LockTable, type Release } from './lock-table.js';
 export { io } from './lower-io.js';
 export { checkOptions, type OptionType } from './options.js';
 export {
-  type CallbackRead,
   type CallbackReader,
   callbackReader,
   callbackReaderOrRead,

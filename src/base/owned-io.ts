@@ -78,22 +78,21 @@ export function callbackReader(device: BlockDevice): CallbackReader | undefined 
   return typeof method === 'function' ? method.bind(device) : undefined;
 }
 
-/** A read in the shape of {@link READ_CALLBACK}: `done` is called exactly once. */
-export type CallbackRead = (offset: number, length: number, done: ReadDone) => void;
-
 /**
- * `device`'s {@link READ_CALLBACK}, bound to it, or else its `read` in the
- * same shape (one promise reaction more), so a layer's hot read path is
- * written once for both. A `read` that throws instead of rejecting calls
- * `done` with the error.
+ * `device`'s {@link READ_CALLBACK}, bound to it, or else its `read` (its
+ * `readInto`, given `into`) in the same shape (one promise reaction more),
+ * so a layer's hot read path is written once for both. A `read` that throws
+ * instead of rejecting calls `done` with the error. Like any
+ * {@link CallbackReader}, it may call back with a buffer other than `into`
+ * (a READ_CALLBACK that predates `into`): the caller copies then.
  */
-export function callbackReaderOrRead(device: BlockDevice): CallbackRead {
+export function callbackReaderOrRead(device: BlockDevice): CallbackReader {
   const direct = callbackReader(device);
   if (direct !== undefined) return direct;
-  return (offset, length, done) => {
+  return (offset, length, done, into) => {
     let read: Promise<Uint8Array>;
     try {
-      read = device.read(offset, length);
+      read = into === undefined ? device.read(offset, length) : readInto(device, offset, into);
     } catch (err) {
       done(err instanceof Error ? err : new Error(String(err)), undefined);
       return;

@@ -1,4 +1,4 @@
-import { type CallbackRead, callbackReaderOrRead, type ReadDone } from '../base/index.js';
+import { type CallbackReader, callbackReaderOrRead, type ReadDone } from '../base/index.js';
 import { checksum } from '../checksum/index.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
 import type { CowStore } from './cow-store.js';
@@ -14,8 +14,14 @@ import type { CowStore } from './cow-store.js';
 export class BlockViewReads {
   readonly #cow: CowStore;
   readonly #bs: number;
-  readonly #originReader: CallbackRead;
-  readonly #storeReader: CallbackRead;
+  readonly #originReader: CallbackReader;
+  readonly #storeReader: CallbackReader;
+  /**
+   * Chunk buffers a `readInto` of part of a preserved block reads the whole
+   * chunk into (its CRC covers the whole chunk), reused rather than
+   * allocated per read; at most {@link SPARE_CHUNKS} kept.
+   */
+  readonly #spareChunks: Uint8Array[] = [];
 
   constructor(cow: CowStore) {
     this.#cow = cow;
@@ -57,7 +63,71 @@ export class BlockViewReads {
       done(null, length === bs ? chunk : chunk!.slice(within, within + length));
     });
   }
+
+  /**
+   * {@link read} into `target` (the caller's `readInto` buffer: the
+   * `target.length` bytes at `offset`, inside one block). `done` gets the
+   * bytes read: `target`, or — from a device below whose READ_CALLBACK
+   * ignores `into` — a buffer of its own with the same bytes, which the
+   * caller copies. An origin block is read straight into `target`, and so is
+   * a preserved block when the read covers it whole, its CRC-32 checked
+   * there: on `ECORRUPT` `target` holds the damaged bytes, and no other
+   * memory was written. Part of a preserved block is read whole into a
+   * reused chunk buffer, checked, and only then copied into `target`.
+   */
+  readInto(seq: number, offset: number, target: Uint8Array, done: ReadDone): void {
+    const bs = this.#bs;
+    const length = target.length;
+    const block = Math.floor(offset / bs);
+    const ref = this.#cow.state.locate(seq, block);
+    if (ref === undefined) {
+      readWrapped(this.#originReader, 'origin read', offset, length, done, target);
+      return;
+    }
+    const at = this.#cow.layout.dataOffset + ref.chunk * bs;
+    if (length === bs) {
+      readWrapped(
+        this.#storeReader,
+        'store read',
+        at,
+        bs,
+        (err, chunk) => {
+          const damage = err ?? chunkDamage(chunk!, ref.crc, ref.chunk, block, at);
+          if (damage === undefined) done(null, chunk);
+          else done(damage, undefined);
+        },
+        target,
+      );
+      return;
+    }
+    const spare = this.#spareChunks.pop() ?? new Uint8Array(bs);
+    let called = false;
+    readWrapped(
+      this.#storeReader,
+      'store read',
+      at,
+      bs,
+      (err, chunk) => {
+        // Once only: a second call would pool `spare` twice, and two reads
+        // would then share it.
+        if (called) return;
+        called = true;
+        const damage = err ?? chunkDamage(chunk!, ref.crc, ref.chunk, block, at);
+        if (damage === undefined) {
+          const within = offset - block * bs;
+          target.set(chunk!.subarray(within, within + length));
+        }
+        if (this.#spareChunks.length < SPARE_CHUNKS) this.#spareChunks.push(spare);
+        if (damage === undefined) done(null, target);
+        else done(damage, undefined);
+      },
+      spare,
+    );
+  }
 }
+
+/** How many chunk buffers a {@link BlockViewReads} keeps for partial-block `readInto`s. */
+const SPARE_CHUNKS = 4;
 
 /**
  * `ECORRUPT` if `data`, read from store chunk `chunk` (at store offset `at`,
@@ -78,21 +148,28 @@ export function chunkDamage(
 }
 
 /**
- * Reads through `read` and calls `done` with the bytes, or with the failure
- * wrapped as `io` (src/base/lower-io.ts) wraps it, a throw included.
+ * Reads through `read` (into `into`, if given) and calls `done` with the
+ * bytes, or with the failure wrapped as `io` (src/base/lower-io.ts) wraps
+ * it, a throw included.
  */
 function readWrapped(
-  read: CallbackRead,
+  read: CallbackReader,
   what: string,
   offset: number,
   length: number,
   done: ReadDone,
+  into?: Uint8Array,
 ): void {
   try {
-    read(offset, length, (err, data) => {
-      if (err === null) done(null, data);
-      else done(wrapIO(what, err), undefined);
-    });
+    read(
+      offset,
+      length,
+      (err, data) => {
+        if (err === null) done(null, data);
+        else done(wrapIO(what, err), undefined);
+      },
+      into,
+    );
   } catch (err) {
     done(wrapIO(what, err), undefined);
   }

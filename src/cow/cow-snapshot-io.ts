@@ -42,6 +42,8 @@ export class CowSnapshotIO {
       readSnapshot: (seq, offset, length) => this.read(seq, offset, length, nothing),
       readSnapshotCounted: (seq, offset, length, settled) =>
         this.read(seq, offset, length, settled),
+      readSnapshotIntoCounted: (seq, offset, target, settled) =>
+        this.readInto(seq, offset, target, settled),
       writeSnapshot: (seq, offset, data) => this.write(seq, offset, data),
       flushSnapshots: () => this.flush(),
       releaseHandle: release,
@@ -70,40 +72,93 @@ export class CowSnapshotIO {
     if (pass === undefined) {
       return settleWith(this.#readWaiting(seq, offset, length, first, last), settled);
     }
-    let unlock: Release | undefined;
+    let release: Release | undefined;
     try {
-      const ranges = this.#liveSnapshot(seq).ranges;
-      // A read of bytes a selective snapshot does not hold takes the slow path.
-      if (first === last && (ranges === undefined || rangesHoldAll(ranges, first, last))) {
-        unlock = this.#locks.tryAcquire(first, last);
-      }
+      release = this.#tryLockOne(seq, first, last);
     } catch (err) {
       pass.leave();
       settled();
       return Promise.reject(err);
     }
-    if (unlock === undefined) {
+    if (release === undefined) {
       return settleWith(this.#readEntered(seq, offset, length, first, last, pass), settled);
     }
-    const release = unlock;
+    const unlock = release;
     return new Promise((resolve, reject) => {
-      let called = false;
-      const done: ReadDone = (err, data) => {
-        // Once only: a second call would leave the gate and the count twice.
-        if (called) return;
-        called = true;
-        release();
-        pass.leave();
-        settled();
-        if (err === null) resolve(data!);
-        else reject(err);
-      };
+      const done = onceDone(unlock, pass, settled, resolve, reject, undefined);
       try {
         this.#blockReads.read(seq, offset, length, done);
       } catch (err) {
         done(err instanceof Error ? err : new Error(String(err)), undefined);
       }
     });
+  }
+
+  /**
+   * Serves a snapshot handle's `readInto`: {@link read}'s bytes, in
+   * `target`, under the same gate and lock rules. The hot path reads the
+   * block straight into `target` (src/cow/block-view-reads.ts `readInto`),
+   * with one promise; a read the hot path does not take (several blocks,
+   * the gate or the lock held, bytes a selective snapshot does not hold)
+   * reads as {@link read} does and copies. `settled` runs exactly once, just
+   * before the returned promise settles; this never throws. On a failure
+   * `target`'s content is undefined.
+   */
+  readInto(
+    seq: number,
+    offset: number,
+    target: Uint8Array,
+    settled: () => void,
+  ): Promise<Uint8Array> {
+    const bs = this.#bs;
+    const length = target.length;
+    const first = Math.floor(offset / bs);
+    const last = Math.floor((offset + length - 1) / bs);
+    const pass = this.#gate.tryEnter(first, last, true);
+    if (pass === undefined) {
+      return settleWith(
+        this.#readWaiting(seq, offset, length, first, last).then(copyInto(target)),
+        settled,
+      );
+    }
+    let release: Release | undefined;
+    try {
+      release = this.#tryLockOne(seq, first, last);
+    } catch (err) {
+      pass.leave();
+      settled();
+      return Promise.reject(err);
+    }
+    if (release === undefined) {
+      return settleWith(
+        this.#readEntered(seq, offset, length, first, last, pass).then(copyInto(target)),
+        settled,
+      );
+    }
+    const unlock = release;
+    return new Promise((resolve, reject) => {
+      const done = onceDone(unlock, pass, settled, resolve, reject, target);
+      try {
+        this.#blockReads.readInto(seq, offset, target, done);
+      } catch (err) {
+        done(err instanceof Error ? err : new Error(String(err)), undefined);
+      }
+    });
+  }
+
+  /**
+   * The hot path's lock, taken synchronously: the block's lock for a read
+   * inside one block that the snapshot holds, or undefined when the read
+   * must take the slow path (several blocks, bytes a selective snapshot does
+   * not hold, the lock held). The caller is inside the gate.
+   * @throws `ENOENT` if the snapshot was deleted.
+   */
+  #tryLockOne(seq: number, first: number, last: number): Release | undefined {
+    const ranges = this.#liveSnapshot(seq).ranges;
+    if (first !== last || (ranges !== undefined && !rangesHoldAll(ranges, first, last))) {
+      return undefined;
+    }
+    return this.#locks.tryAcquire(first, last);
   }
 
   /** A read that waits for the gate (a delete or restore holds its blocks). */
@@ -257,6 +312,46 @@ export class CowSnapshotIO {
 }
 
 function nothing(): void {}
+
+/**
+ * The callback of a hot-path read: the first call releases the block's lock,
+ * leaves the gate and runs `settled`, then settles the read — with `into`
+ * (the bytes copied into it first if the device below answered with a buffer
+ * of its own), else with the bytes. Later calls do nothing: a second would
+ * leave the gate and the count twice, or write into `into` after its read
+ * settled.
+ */
+function onceDone(
+  unlock: Release,
+  pass: GatePass,
+  settled: () => void,
+  resolve: (data: Uint8Array) => void,
+  reject: (err: Error) => void,
+  into: Uint8Array | undefined,
+): ReadDone {
+  let called = false;
+  return (err, data) => {
+    if (called) return;
+    called = true;
+    unlock();
+    pass.leave();
+    settled();
+    if (err !== null) reject(err);
+    else if (into === undefined || data === into) resolve(data!);
+    else {
+      into.set(data!);
+      resolve(into);
+    }
+  };
+}
+
+/** A reaction copying a slow-path read's bytes into `target`. */
+function copyInto(target: Uint8Array): (data: Uint8Array) => Uint8Array {
+  return (data) => {
+    target.set(data);
+    return target;
+  };
+}
 
 /** `read` with `settled` run once, just before it settles, whichever way. */
 function settleWith(read: Promise<Uint8Array>, settled: () => void): Promise<Uint8Array> {

@@ -25,6 +25,18 @@ export interface SnapshotHost {
    * into a caller's buffer leave it out, and the handle reads and copies.
    */
   readSnapshotInto?(seq: number, offset: number, target: Uint8Array): Promise<Uint8Array>;
+  /**
+   * {@link readSnapshotInto} with `settled` as in {@link readSnapshotCounted}:
+   * a host with `readSnapshotCounted` gives this instead (its handle counts
+   * reads itself, so an uncounted `readSnapshotInto` would let close run
+   * under a read); without it, such a host's handle reads and copies.
+   */
+  readSnapshotIntoCounted?(
+    seq: number,
+    offset: number,
+    target: Uint8Array,
+    settled: () => void,
+  ): Promise<Uint8Array>;
   /** Writes to writable snapshot `seq`; `ENOENT` if it was deleted. */
   writeSnapshot(seq: number, offset: number, data: Uint8Array): Promise<void>;
   /** Makes writes made through handles durable. */
@@ -97,9 +109,17 @@ export class SnapshotHandle extends AbstractBlockDevice implements Snapshot {
     return host.readSnapshotCounted(this.seq, offset, length, this.#inFlight.settled);
   }
 
-  /** The host's read into the caller's buffer where it has one, else `_read` and a copy. */
+  /**
+   * The host's read into the caller's buffer where it has one, else `_read`
+   * and a copy; counted in flight as `_read` counts (close waits for it).
+   */
   protected override _readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
     const host = this.#host;
+    if (this.#inFlight.ownReads) {
+      if (host.readSnapshotIntoCounted === undefined) return super._readInto(offset, target);
+      this.#inFlight.started();
+      return host.readSnapshotIntoCounted(this.seq, offset, target, this.#inFlight.settled);
+    }
     return host.readSnapshotInto === undefined
       ? super._readInto(offset, target)
       : host.readSnapshotInto(this.seq, offset, target);

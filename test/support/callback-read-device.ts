@@ -1,5 +1,5 @@
 import {
-  type CallbackRead,
+  type CallbackReader,
   callbackReaderOrRead,
   READ_CALLBACK,
   type ReadDone,
@@ -27,10 +27,15 @@ export type CallbackMisbehaviour =
 export class CallbackReadDevice extends PassThroughDevice {
   readCalls = 0;
   callbackCalls = 0;
+  /** READ_CALLBACKs given an `into` buffer, and the last such buffer. */
+  intoCalls = 0;
+  lastInto: Uint8Array | undefined;
+  /** Answer READ_CALLBACK with a buffer of its own even when given `into`, as one that predates `into`. */
+  ignoreInto = false;
   readonly #holds: { match: (offset: number) => boolean; opened: Promise<void> }[] = [];
   readonly #misbehaviours: { match: (offset: number) => boolean; kind: CallbackMisbehaviour }[] =
     [];
-  readonly #innerReader: CallbackRead;
+  readonly #innerReader: CallbackReader;
 
   constructor(inner: BlockDevice) {
     super(inner);
@@ -57,18 +62,28 @@ export class CallbackReadDevice extends PassThroughDevice {
     this.#misbehaviours.push({ match: (at) => offset === undefined || at === offset, kind });
   }
 
-  [READ_CALLBACK](offset: number, length: number, done: ReadDone): void {
+  [READ_CALLBACK](offset: number, length: number, done: ReadDone, into?: Uint8Array): void {
     this.callbackCalls++;
+    if (into !== undefined) {
+      this.intoCalls++;
+      this.lastInto = into;
+    }
+    const target = this.ignoreInto ? undefined : into;
     const m = this.#misbehaviours.findIndex((x) => x.match(offset));
     const kind = m < 0 ? undefined : this.#misbehaviours.splice(m, 1)[0]!.kind;
     if (kind === 'throw') throw new Error(`driver threw reading ${offset}`);
     const h = this.#holds.findIndex((x) => x.match(offset));
     const opened = h < 0 ? undefined : this.#holds.splice(h, 1)[0]!.opened;
     const serve = (): void =>
-      this.#innerReader(offset, length, (err, data) => {
-        done(err, data);
-        if (kind === 'twice') done(err, data);
-      });
+      this.#innerReader(
+        offset,
+        length,
+        (err, data) => {
+          done(err, data);
+          if (kind === 'twice') done(err, data);
+        },
+        target,
+      );
     if (opened === undefined) serve();
     else void opened.then(serve);
     if (kind === 'throw-after') throw new Error(`driver threw after reading ${offset}`);
