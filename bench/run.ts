@@ -257,7 +257,8 @@ function verdict(id: string): Verdict {
       };
     }
     case 'cow-first-write':
-      return atLeast(0.33);
+      // Issue 19's target (the first wave's was 0.33×; qcow2's allocating write is ~0.29×).
+      return atLeast(0.55);
     case 'cow-first-write-10': {
       // On the disk the fdatasync latency swings more than 10 % between
       // rounds, so this pair is reported; the target is judged on the
@@ -367,11 +368,12 @@ function verdict(id: string): Verdict {
     case 'jd-replay':
     case 'jd-replay-unclean': {
       // Its own baseline: a raw sequential read of the same file in the same round.
+      // Issue 19's target: ≥ 0.5× that read, clean and after a power cut.
       const r = ownRatio(o.rounds, (x) => x.ratio ?? Number.NaN);
       return {
         ratio: `${r.median.toFixed(2)}×`,
-        target: `report: MB/s replayed; × raw = vs a raw sequential read of the same journal file in the same round${r.each}`,
-        pass: undefined,
+        target: `≥ 0.50× a raw sequential read of the same journal file in the same round (MB/s replayed)${r.each}`,
+        pass: r.median >= 0.5,
       };
     }
     case 'jd-table-memory':
