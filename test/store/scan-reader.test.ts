@@ -1,29 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { MemoryDevice } from '../../src/index.js';
+import type { MemoryDevice } from '../../src/index.js';
 import { ScanReader } from '../../src/store/scan-reader.js';
 import { codeOf } from '../support/error-code.js';
 import { PassThroughDevice } from '../support/pass-through-device.js';
+import { FailingPast, lcg, randomRegion } from '../support/region-devices.js';
 
 const MiB = 1 << 20;
 const WINDOW = ScanReader.WINDOW;
-
-/** A small LCG, so a failure replays. */
-function lcg(seed: number): () => number {
-  let s = seed;
-  return () => {
-    s = (s * 1103515245 + 12345) % 2 ** 31;
-    return s;
-  };
-}
-
-async function region(size: number): Promise<{ device: MemoryDevice; content: Uint8Array }> {
-  const device = await MemoryDevice.create({ size, blockSize: 512 });
-  const content = new Uint8Array(size);
-  const next = lcg(3);
-  for (let i = 0; i < size; i++) content[i] = next() & 0xff;
-  await device.write(0, content);
-  return { device, content };
-}
 
 /**
  * Reads into the caller's buffer (`readInto`) a few macrotasks late, so reads
@@ -48,24 +31,9 @@ class SlowIntoDevice extends PassThroughDevice {
   }
 }
 
-/** Fails every read that reaches `from` or beyond. */
-class FailingPast extends PassThroughDevice {
-  constructor(
-    inner: MemoryDevice,
-    readonly from: number,
-  ) {
-    super(inner);
-  }
-
-  override read(offset: number, length: number): Promise<Uint8Array> {
-    if (offset + length > this.from) return Promise.reject(new Error('bad sector'));
-    return super.read(offset, length);
-  }
-}
-
 describe('ScanReader (journal replay)', () => {
   it('returns exact bytes for a scan of random-sized pieces across windows, checked before the next call', async () => {
-    const { device, content } = await region(14 * MiB);
+    const { device, content } = await randomRegion(14 * MiB);
     const begin = 4096;
     const end = 14 * MiB - 512;
     for (const store of [new SlowIntoDevice(device), new PassThroughDevice(device)]) {
@@ -88,7 +56,7 @@ describe('ScanReader (journal replay)', () => {
   });
 
   it('reads ahead of the caller into a few buffers it reuses, each window once', async () => {
-    const { device } = await region(40 * MiB);
+    const { device } = await randomRegion(40 * MiB);
     const store = new SlowIntoDevice(device);
     const reader = new ScanReader(store, 0, 40 * MiB);
     for (let pos = 0; pos < 40 * MiB; pos += 64 << 10) {
@@ -101,7 +69,7 @@ describe('ScanReader (journal replay)', () => {
   });
 
   it('takes buffers no larger than a region smaller than a window', async () => {
-    const { device, content } = await region(MiB);
+    const { device, content } = await randomRegion(MiB);
     const store = new SlowIntoDevice(device);
     const reader = new ScanReader(store, 8192, 8192 + 64 * 1024);
     const bytes = await reader.read(8192 + 512, 4096);
@@ -110,7 +78,7 @@ describe('ScanReader (journal replay)', () => {
   });
 
   it('serves jumps backwards and far ahead exactly', async () => {
-    const { device, content } = await region(12 * MiB);
+    const { device, content } = await randomRegion(12 * MiB);
     const reader = new ScanReader(new SlowIntoDevice(device), 0, 12 * MiB);
     for (const [pos, length] of [
       [100, 5000],
@@ -125,14 +93,14 @@ describe('ScanReader (journal replay)', () => {
   });
 
   it('refuses a piece outside its region', async () => {
-    const { device } = await region(MiB);
+    const { device } = await randomRegion(MiB);
     const reader = new ScanReader(device, 512, MiB - 512);
     await expect(reader.read(0, 512)).rejects.toThrow(RangeError);
     await expect(reader.read(MiB - 1024, 1024)).rejects.toThrow(RangeError);
   });
 
   it('a read ahead that fails matters only to a caller that gets there', async () => {
-    const { device } = await region(16 * MiB);
+    const { device } = await randomRegion(16 * MiB);
     // Windows from 0 and WINDOW read fine; the one read ahead from 2 × WINDOW fails.
     const failing = new FailingPast(device, 2 * WINDOW + 1);
     const reader = new ScanReader(failing, 0, 16 * MiB);
