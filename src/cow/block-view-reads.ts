@@ -39,29 +39,7 @@ export class BlockViewReads {
    * once (the caller guards against that).
    */
   read(seq: number, offset: number, length: number, done: ReadDone): void {
-    const bs = this.#bs;
-    const block = Math.floor(offset / bs);
-    const ref = this.#cow.state.locate(seq, block);
-    if (ref === undefined) {
-      readWrapped(this.#originReader, 'origin read', offset, length, done);
-      return;
-    }
-    const at = this.#cow.layout.dataOffset + ref.chunk * bs;
-    readWrapped(this.#storeReader, 'store read', at, bs, (err, chunk) => {
-      if (err !== null) {
-        done(err, undefined);
-        return;
-      }
-      const damage = chunkDamage(chunk!, ref.crc, ref.chunk, block, at);
-      if (damage !== undefined) {
-        done(damage, undefined);
-        return;
-      }
-      // Part of the block is copied out, as readView does: a view would hand
-      // the reader a buffer larger than the read (BlockDevice.read).
-      const within = offset - block * bs;
-      done(null, length === bs ? chunk : chunk!.slice(within, within + length));
-    });
+    this.#read(seq, offset, length, undefined, done);
   }
 
   /**
@@ -76,8 +54,18 @@ export class BlockViewReads {
    * reused chunk buffer, checked, and only then copied into `target`.
    */
   readInto(seq: number, offset: number, target: Uint8Array, done: ReadDone): void {
+    this.#read(seq, offset, target.length, target, done);
+  }
+
+  /** {@link read} (no `target`) or {@link readInto}. */
+  #read(
+    seq: number,
+    offset: number,
+    length: number,
+    target: Uint8Array | undefined,
+    done: ReadDone,
+  ): void {
     const bs = this.#bs;
-    const length = target.length;
     const block = Math.floor(offset / bs);
     const ref = this.#cow.state.locate(seq, block);
     if (ref === undefined) {
@@ -85,22 +73,11 @@ export class BlockViewReads {
       return;
     }
     const at = this.#cow.layout.dataOffset + ref.chunk * bs;
-    if (length === bs) {
-      readWrapped(
-        this.#storeReader,
-        'store read',
-        at,
-        bs,
-        (err, chunk) => {
-          const damage = err ?? chunkDamage(chunk!, ref.crc, ref.chunk, block, at);
-          if (damage === undefined) done(null, chunk);
-          else done(damage, undefined);
-        },
-        target,
-      );
-      return;
-    }
-    const spare = this.#spareChunks.pop() ?? new Uint8Array(bs);
+    const within = offset - block * bs;
+    // The whole chunk is read (its CRC covers all of it): into `target` when
+    // the read is the whole block, into a reused spare for part of one, and
+    // for `read` into a fresh buffer of the store's.
+    const into = length === bs ? target : target && (this.#spareChunks.pop() ?? new Uint8Array(bs));
     let called = false;
     readWrapped(
       this.#storeReader,
@@ -108,20 +85,28 @@ export class BlockViewReads {
       at,
       bs,
       (err, chunk) => {
-        // Once only: a second call would pool `spare` twice, and two reads
+        // Once only: a second call would pool a spare twice, and two reads
         // would then share it.
         if (called) return;
         called = true;
         const damage = err ?? chunkDamage(chunk!, ref.crc, ref.chunk, block, at);
-        if (damage === undefined) {
-          const within = offset - block * bs;
-          target.set(chunk!.subarray(within, within + length));
+        let bytes = chunk;
+        if (damage === undefined && length !== bs) {
+          // Part of the block is copied out, as readView does: a view would
+          // hand the reader a buffer larger than the read (BlockDevice.read).
+          if (target === undefined) bytes = chunk!.slice(within, within + length);
+          else {
+            target.set(chunk!.subarray(within, within + length));
+            bytes = target;
+          }
         }
-        if (this.#spareChunks.length < SPARE_CHUNKS) this.#spareChunks.push(spare);
-        if (damage === undefined) done(null, target);
+        if (into !== undefined && into !== target && this.#spareChunks.length < SPARE_CHUNKS) {
+          this.#spareChunks.push(into);
+        }
+        if (damage === undefined) done(null, bytes);
         else done(damage, undefined);
       },
-      spare,
+      into,
     );
   }
 }

@@ -65,33 +65,7 @@ export class CowSnapshotIO {
    * (the lock-table rule).
    */
   read(seq: number, offset: number, length: number, settled: () => void): Promise<Uint8Array> {
-    const bs = this.#bs;
-    const first = Math.floor(offset / bs);
-    const last = Math.floor((offset + length - 1) / bs);
-    const pass = this.#gate.tryEnter(first, last, true);
-    if (pass === undefined) {
-      return settleWith(this.#readWaiting(seq, offset, length, first, last), settled);
-    }
-    let release: Release | undefined;
-    try {
-      release = this.#tryLockOne(seq, first, last);
-    } catch (err) {
-      pass.leave();
-      settled();
-      return Promise.reject(err);
-    }
-    if (release === undefined) {
-      return settleWith(this.#readEntered(seq, offset, length, first, last, pass), settled);
-    }
-    const unlock = release;
-    return new Promise((resolve, reject) => {
-      const done = onceDone(unlock, pass, settled, resolve, reject, undefined);
-      try {
-        this.#blockReads.read(seq, offset, length, done);
-      } catch (err) {
-        done(err instanceof Error ? err : new Error(String(err)), undefined);
-      }
-    });
+    return this.#serve(seq, offset, length, undefined, settled);
   }
 
   /**
@@ -110,16 +84,23 @@ export class CowSnapshotIO {
     target: Uint8Array,
     settled: () => void,
   ): Promise<Uint8Array> {
+    return this.#serve(seq, offset, target.length, target, settled);
+  }
+
+  /** {@link read} (no `target`) or {@link readInto}: the one entry of both. */
+  #serve(
+    seq: number,
+    offset: number,
+    length: number,
+    target: Uint8Array | undefined,
+    settled: () => void,
+  ): Promise<Uint8Array> {
     const bs = this.#bs;
-    const length = target.length;
     const first = Math.floor(offset / bs);
     const last = Math.floor((offset + length - 1) / bs);
     const pass = this.#gate.tryEnter(first, last, true);
     if (pass === undefined) {
-      return settleWith(
-        this.#readWaiting(seq, offset, length, first, last).then(copyInto(target)),
-        settled,
-      );
+      return settleWith(this.#readWaiting(seq, offset, length, first, last), target, settled);
     }
     let release: Release | undefined;
     try {
@@ -130,16 +111,15 @@ export class CowSnapshotIO {
       return Promise.reject(err);
     }
     if (release === undefined) {
-      return settleWith(
-        this.#readEntered(seq, offset, length, first, last, pass).then(copyInto(target)),
-        settled,
-      );
+      const read = this.#readEntered(seq, offset, length, first, last, pass);
+      return settleWith(read, target, settled);
     }
     const unlock = release;
     return new Promise((resolve, reject) => {
       const done = onceDone(unlock, pass, settled, resolve, reject, target);
       try {
-        this.#blockReads.readInto(seq, offset, target, done);
+        if (target === undefined) this.#blockReads.read(seq, offset, length, done);
+        else this.#blockReads.readInto(seq, offset, target, done);
       } catch (err) {
         done(err instanceof Error ? err : new Error(String(err)), undefined);
       }
@@ -345,20 +325,22 @@ function onceDone(
   };
 }
 
-/** A reaction copying a slow-path read's bytes into `target`. */
-function copyInto(target: Uint8Array): (data: Uint8Array) => Uint8Array {
-  return (data) => {
-    target.set(data);
-    return target;
-  };
-}
-
-/** `read` with `settled` run once, just before it settles, whichever way. */
-function settleWith(read: Promise<Uint8Array>, settled: () => void): Promise<Uint8Array> {
+/**
+ * A slow-path `read` with `settled` run once, just before it settles,
+ * whichever way; with `target`, its bytes are copied into `target` first,
+ * which it then resolves with.
+ */
+function settleWith(
+  read: Promise<Uint8Array>,
+  target: Uint8Array | undefined,
+  settled: () => void,
+): Promise<Uint8Array> {
   return read.then(
     (data) => {
       settled();
-      return data;
+      if (target === undefined) return data;
+      target.set(data);
+      return target;
     },
     (err: unknown) => {
       settled();

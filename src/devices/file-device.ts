@@ -198,40 +198,36 @@ export class FileDevice extends AbstractBlockDevice {
     }
     const buffer = into ?? readResultBuffer(length);
     this.#inFlight.started();
-    this.#fill(
-      offset,
-      buffer,
-      (data) => done(null, data),
-      (e) => done(e as Error, undefined),
-    );
+    this.#fill(offset, buffer, done, undefined);
   }
 
   /**
    * Reads `buffer.length` bytes at `offset` into `buffer`, resuming after short
    * reads; leaves the in-flight count the caller entered, once, as it settles.
+   * It settles through `resolve` and `reject` (a promise's), or with no
+   * `reject` through `resolve` as a {@link ReadDone} (READ_CALLBACK's caller's
+   * callback, called directly: no closure per read to adapt it).
    */
   #fill(
     offset: number,
     buffer: Uint8Array,
-    resolve: (buffer: Uint8Array) => void,
-    reject: (err: unknown) => void,
+    resolve: ReadDone | ((buffer: Uint8Array) => void),
+    reject: ((err: unknown) => void) | undefined,
   ): void {
     const fd = this.#fd;
     const length = buffer.length;
     let done = 0;
     const onRead = (err: NodeJS.ErrnoException | null, n: number): void => {
-      if (err) {
+      if (err || n === 0) {
         this.#inFlight.settled();
-        reject(wrapIO(`read at ${offset + done}`, err));
-      } else if (n === 0) {
         // A zero-byte read means the file shrank under us: say so, never return zeros.
-        this.#inFlight.settled();
-        reject(wrapIO(`read at ${offset + done}`, new Error('unexpected end of file')));
+        const cause = err ?? new Error('unexpected end of file');
+        settleRead(resolve, reject, wrapIO(`read at ${offset + done}`, cause), buffer);
       } else {
         done += n;
         if (done === length) {
           this.#inFlight.settled();
-          resolve(buffer);
+          settleRead(resolve, reject, null, buffer);
         } else fs.read(fd, buffer, done, length - done, offset + done, onRead);
       }
     };
@@ -240,7 +236,7 @@ export class FileDevice extends AbstractBlockDevice {
     } catch (err) {
       // fs.read refusing its arguments at the call: the read still settles once.
       this.#inFlight.settled();
-      reject(wrapIO(`read at ${offset}`, err));
+      settleRead(resolve, reject, wrapIO(`read at ${offset}`, err), buffer);
     }
   }
 
@@ -366,6 +362,18 @@ export class FileDevice extends AbstractBlockDevice {
       await this.#lock?.release();
     }
   }
+}
+
+/** Settles a {@link FileDevice} read as `#fill` was asked to: a promise's pair, or a ReadDone. */
+function settleRead(
+  resolve: ReadDone | ((buffer: Uint8Array) => void),
+  reject: ((err: unknown) => void) | undefined,
+  err: Error | null,
+  buffer: Uint8Array,
+): void {
+  if (reject === undefined) (resolve as ReadDone)(err, err === null ? buffer : undefined);
+  else if (err === null) (resolve as (buffer: Uint8Array) => void)(buffer);
+  else reject(err);
 }
 
 function fdOpen(path: string, flags: string): Promise<number> {

@@ -2,8 +2,9 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type OwnedIO, WRITE_NOW, WRITE_OWNED } from '../../src/base/owned-io.js';
+import { type OwnedIO, READ_CALLBACK, WRITE_NOW, WRITE_OWNED } from '../../src/base/owned-io.js';
 import { FileDevice } from '../../src/devices/file-device.js';
+import { BlockDeviceError } from '../../src/errors.js';
 import { expectCode } from '../support/error-code.js';
 import { withHeldFs } from '../support/held-fs.js';
 
@@ -145,6 +146,39 @@ describe('FileDevice I/O', () => {
     await using device = await FileDevice.open(path, { size: 8192, create: true });
     await writeFile(path, new Uint8Array(4096));
     await expectCode(device.read(4096, 4096), 'EIO');
+  });
+
+  it("READ_CALLBACK, the layers' fast path, calls back once: with the bytes in `into`, or EIO with its cause", async () => {
+    const path = join(dir, 'disk.img');
+    await using device = await FileDevice.open(path, { size: 8192, create: true });
+    await device.write(0, new Uint8Array(8192).fill(5));
+    const read = (offset: number, into: Uint8Array) =>
+      new Promise<[Error | null, Uint8Array | undefined][]>((resolve) => {
+        const calls: [Error | null, Uint8Array | undefined][] = [];
+        device[READ_CALLBACK](
+          offset,
+          into.length,
+          (err, data) => {
+            calls.push([err, data]);
+            setTimeout(() => resolve(calls), 10);
+          },
+          into,
+        );
+      });
+    const into = new Uint8Array(4096);
+    const [ok, ...again] = await read(4096, into);
+    expect(again).toEqual([]);
+    expect(ok![0]).toBeNull();
+    expect(ok![1]).toBe(into);
+    expect(into).toEqual(new Uint8Array(4096).fill(5));
+
+    await writeFile(path, new Uint8Array(4096));
+    const [failed, ...more] = await read(4096, new Uint8Array(4096));
+    expect(more).toEqual([]);
+    expect(BlockDeviceError.is(failed![0], 'EIO')).toBe(true);
+    expect((failed![0] as Error).cause).toBeInstanceOf(Error);
+    expect(failed![1]).toBeUndefined();
+    await expectCode(device.readInto(4096, new Uint8Array(4096)), 'EIO');
   });
 });
 
