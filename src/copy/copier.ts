@@ -79,14 +79,18 @@ export class Copier {
     // commit, shared) no longer holds the disks, so it does not count
     // against the pacer's runs in flight.
     const runs = new Set<Promise<void>>();
-    const moving = { background: new Set<Promise<void>>(), awaited: new Set<Promise<void>>() };
+    const moving = { background: new Set<ChunkRun>(), awaited: new Set<ChunkRun>() };
     let failure: unknown;
-    const launch = (run: ChunkRun, kind: Set<Promise<void>>): void => {
-      let moved!: () => void;
-      const data = new Promise<void>((resolve) => {
-        moved = resolve;
-      }).finally(() => kind.delete(data));
-      kind.add(data);
+    const pacer = this.#pacer;
+    // Every run's end (and its data leaving the disks) wakes the loop through
+    // the pacer, its one waiter: one wait per turn, not a race over every
+    // run in flight, which attached a handler to each of up to 65 promises
+    // per turn (with writes queued, several turns per write).
+    const launch = (run: ChunkRun, kind: Set<ChunkRun>): void => {
+      kind.add(run);
+      const moved = (): void => {
+        if (kind.delete(run)) pacer.wake();
+      };
       const copy = chunks
         .copy(run.first, run.count, moved)
         .catch((err: unknown) => {
@@ -95,10 +99,10 @@ export class Copier {
         .finally(() => {
           runs.delete(copy);
           moved();
+          pacer.wake();
         });
       runs.add(copy);
     };
-    const pacer = this.#pacer;
     // An abort ends a wait on the budget at once, not when its timer fires.
     const wake = (): void => pacer.wake();
     signal?.addEventListener('abort', wake);
@@ -137,14 +141,7 @@ export class Copier {
             continue;
           }
         }
-        await Promise.race([
-          ...runs,
-          ...moving.background,
-          ...moving.awaited,
-          pacer.wait(Infinity),
-        ]);
-        // The wait above must not outlive this turn.
-        pacer.wake();
+        await pacer.wait(Infinity);
       }
       await Promise.all(runs);
     } finally {

@@ -1,15 +1,14 @@
 import { io, readInto } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
+import { ChunkStates } from './chunk-states.js';
 import { Copier, type CopierChunks } from './copier.js';
 import type { CopyMap } from './copy-map.js';
 import { RunMover } from './copy-mover.js';
+import type { CopyConflictPolicy } from './copy-options.js';
 import { type CopyPacer, RUN_BYTES } from './copy-pacer.js';
 import type { CopySink } from './copy-sink.js';
 import { type HeldWrite, HeldWrites } from './held-writes.js';
-
-/** What a write into a part of the range not yet copied does. */
-export type ConflictPolicy = 'copy-first' | 'queue';
 
 /** Counters the job reports. */
 export interface CopyCounters {
@@ -18,33 +17,34 @@ export interface CopyCounters {
   queuedWrites: number;
 }
 
-const PENDING = 0;
-const BUSY = 1;
-const DONE = 2;
-
 /**
- * The copy of a snapshot range (seed 004): the chunk states and every copy
- * of chunks (one source read, fixed-size chunk writes to the destination, a
- * map commit), started by the background {@link Copier} or by a foreground
- * write; and the foreground write path that keeps the copy a point-in-time
+ * The copy of a snapshot range (seed 004): every copy of chunks (one
+ * source read, fixed-size chunk writes to the destination, a map commit),
+ * which moves them through their {@link ChunkStates}, started by the
+ * background {@link Copier} or by a foreground write; and the foreground write path that keeps the copy a point-in-time
  * image (copy-first or queue). The copier sees the chunk states only
  * through {@link CopierChunks}.
  *
- * A chunk is PENDING (its source bytes are the snapshot's), BUSY (being
- * copied, or its bit being committed), or DONE (durably in the map: the
- * source may change there). A foreground write never touches the source of
- * a chunk that is not DONE.
+ * A foreground write never touches the source of a chunk whose old bytes
+ * are not out of its way ({@link ChunkStates.writable}): with a map store,
+ * until the chunk is DONE (in the destination and durably in the map); without
+ * one, until its old bytes are read — the write then overlaps the copy's
+ * destination write instead of waiting for it (docs/ARCHITECTURE.md,
+ * "Copy job pacing").
  */
 export class CopyEngine {
   readonly #source: BlockDevice;
   readonly #map: CopyMap;
-  readonly #policy: ConflictPolicy;
-  readonly #offset: number;
+  readonly #policy: CopyConflictPolicy;
   readonly #length: number;
   readonly #chunkSize: number;
-  readonly #state: Uint8Array;
-  /** Per BUSY chunk: settles when it is DONE (or the copy of it failed). */
-  readonly #busy = new Map<number, Promise<void>>();
+  readonly #states: ChunkStates;
+  /**
+   * Whether a write may go once its chunks' old bytes are read (CAPTURED):
+   * only without a map store, where nothing durable can call a chunk
+   * uncopied after a crash (with one, the map's ordering rule needs DONE).
+   */
+  readonly #early: boolean;
   readonly #queue = new HeldWrites();
   /**
    * Writes held back (waiting for their copies, or for an earlier held write
@@ -53,8 +53,6 @@ export class CopyEngine {
    * in call order.
    */
   readonly #heldWrites = new Set<{ offset: number; end: number; issued: Promise<void> }>();
-  /** Chunks DONE: durably in the map, so the source may change there. */
-  #done = 0;
   #stopped = false;
   /**
    * Set once a copy failed: the job can no longer finish. Without a map
@@ -72,42 +70,37 @@ export class CopyEngine {
     source: BlockDevice,
     sink: CopySink,
     map: CopyMap,
-    policy: ConflictPolicy,
+    policy: CopyConflictPolicy,
     pacer: CopyPacer,
     onProgress: () => void,
   ) {
     this.#source = source;
     this.#map = map;
     this.#policy = policy;
-    this.#offset = map.geometry.offset;
-    this.#length = map.geometry.length;
-    this.#chunkSize = map.geometry.chunkSize;
-    this.#state = new Uint8Array(map.chunks);
-    for (let i = 0; i < map.chunks; i++) {
-      if (map.has(i)) {
-        this.#state[i] = DONE;
-        this.#done++;
-      }
-    }
+    const { offset, length, chunkSize } = map.geometry;
+    this.#length = length;
+    this.#chunkSize = chunkSize;
+    this.#states = new ChunkStates(map.geometry, map.chunks, (i) => map.has(i));
+    this.#early = !map.persistent;
     this.#onProgress = onProgress;
     this.#pacer = pacer;
-    this.#mover = new RunMover(source, sink, this.#offset, this.#chunkSize, RUN_BYTES);
-    const state = this.#state;
-    const pending = (c: number): boolean => state[c] === PENDING;
+    this.#mover = new RunMover(source, sink, offset, chunkSize, RUN_BYTES);
+    const states = this.#states;
+    const pending = (c: number): boolean => states.isPending(c);
     const chunks: CopierChunks = {
-      count: state.length,
+      count: states.count,
       chunkSize: this.#chunkSize,
       isPending: pending,
       firstAwaited: () =>
         this.#queue.length === 0 ? undefined : this.#queue.firstAwaited(pending),
       copy: (first, count, moved) => this.#copyRun(first, count, 'copier', moved),
-      copiesInFlight: () => [...this.#busy.values()],
+      copiesInFlight: () => states.copiesInFlight(),
       stopped: () => this.#stopped,
       failure: () => this.#failure,
       fail: (err) => {
         this.#failure = err;
       },
-      complete: () => this.#done === state.length,
+      complete: () => states.complete,
     };
     this.#copier = new Copier(chunks, sink, pacer);
   }
@@ -119,7 +112,7 @@ export class CopyEngine {
 
   /** Whether the foreground path no longer guards the snapshot (finished, or stopped or failed without a map store). */
   get passThrough(): boolean {
-    if (this.#done === this.#state.length) return true;
+    if (this.#states.complete) return true;
     // A stopped or failed job with a map store stays resumable: writes into
     // chunks not yet copied still copy them first, so the durable map never
     // calls a chunk uncopied whose source changed, and resume stays exact.
@@ -142,7 +135,7 @@ export class CopyEngine {
       // writes are released as those copies complete.
       const copies: Promise<void>[] = [];
       for (const c of new Set(this.#queue.awaitedChunks())) {
-        if (this.#state[c] === PENDING) copies.push(this.#copyRun(c, 1, 'copy-first'));
+        if (this.#states.isPending(c)) copies.push(this.#copyRun(c, 1, 'copy-first'));
       }
       await Promise.all(copies).catch(() => {});
     }
@@ -155,7 +148,8 @@ export class CopyEngine {
   /**
    * Copies chunks `first..first+count-1` (all PENDING): one source read,
    * fixed-size chunk writes to the destination, then a map commit; only then
-   * are they DONE and the writes waiting on them let go.
+   * are they DONE. Writes waiting on them are let go then, or, without a map
+   * store, as soon as the source read has their old bytes.
    */
   #copyRun(
     first: number,
@@ -163,17 +157,19 @@ export class CopyEngine {
     by: 'copier' | 'copy-first',
     moved?: () => void,
   ): Promise<void> {
-    for (let c = first; c < first + count; c++) this.#state[c] = BUSY;
     // Every copy counts toward the rate budget, paced or not.
     this.#pacer.spend(
       Math.min(this.#length, (first + count) * this.#chunkSize) - first * this.#chunkSize,
     );
-    const done = this.#copyRunNow(first, count, by, moved);
-    const settled = done.catch(() => {});
-    for (let c = first; c < first + count; c++) this.#busy.set(c, settled);
-    return done.finally(() => {
-      for (let c = first; c < first + count; c++) this.#busy.delete(c);
-    });
+    let ended!: () => void;
+    this.#states.begin(
+      first,
+      count,
+      new Promise<void>((resolve) => {
+        ended = resolve;
+      }),
+    );
+    return this.#copyRunNow(first, count, by, moved).finally(ended);
   }
 
   async #copyRunNow(
@@ -186,17 +182,20 @@ export class CopyEngine {
     const start = first * cs;
     const end = Math.min(this.#length, (first + count) * cs);
     try {
-      await this.#mover.move(start, end);
+      await this.#mover.move(start, end, () => {
+        this.#states.capture(first, count);
+        if (this.#early) void this.#drainQueue(false);
+      });
       moved?.();
       for (let c = first; c < first + count; c++) this.#map.set(c);
       await this.#map.commit();
     } catch (err) {
-      for (let c = first; c < first + count; c++) this.#state[c] = PENDING;
+      this.#states.end(first, count, false);
       this.#failure ??= err;
       if (this.#map.persistent) {
         // Resumable: a held write still waiting for a chunk not copied fails
         // with the copy (no copier is left to take it); the rest go on.
-        const refused = this.#queue.take((a, b) => !this.#allDone(a, b));
+        const refused = this.#queue.take((a, b) => !this.#states.allDone(a, b));
         for (const entry of refused) entry.reject(wrapIO('copy before the held write', err));
         void this.#drainQueue(false);
       } else {
@@ -205,8 +204,7 @@ export class CopyEngine {
       }
       throw err;
     }
-    for (let c = first; c < first + count; c++) this.#state[c] = DONE;
-    this.#done += count;
+    this.#states.end(first, count, true);
     if (by === 'copier') this.counters.copierBytes += end - start;
     else this.counters.copyFirstBytes += end - start;
     this.#onProgress();
@@ -284,7 +282,9 @@ export class CopyEngine {
 
   /** A write no earlier overlapping write is still waiting ahead of (`registered`: it is in the wait set already). */
   #writeInOrder(offset: number, data: Uint8Array, registered: boolean): Promise<void> {
-    const span = this.#chunksOf(offset, data.length);
+    const states = this.#states;
+    const early = this.#early;
+    const span = states.chunksOf(offset, data.length);
     // Behind an earlier queued write it overlaps, wherever it lands and
     // whether or not the job still runs.
     if (this.#queue.overlaps(offset, data.length)) {
@@ -292,22 +292,31 @@ export class CopyEngine {
     }
     if (span === undefined || this.passThrough) return this.#writeSource(offset, data);
     const { first, last } = span;
-    if (this.#allDone(first, last)) return this.#writeSource(offset, data);
+    if (states.writable(first, last, early)) return this.#writeSource(offset, data);
     // Once stopped or failed (the copier is gone), a resumable job keeps the
     // map true by copying first.
     const copierRuns = !this.#stopped && this.#failure === undefined;
     if (this.#policy === 'queue' && copierRuns) return this.#enqueue(offset, data, first, last);
-    // Copy-first (seed 004, claims 23, 46): copy what is still PENDING, wait for what is BUSY.
+    // Copy-first (seed 004, claims 23, 46): copy what is still PENDING,
+    // wait for what is being copied (its old bytes read, when `early`).
     const waits: Promise<void>[] = [];
     let c = first;
     while (c <= last) {
-      if (this.#state[c] === PENDING) {
+      if (states.isPending(c)) {
         let n = 1;
-        while (c + n <= last && this.#state[c + n] === PENDING) n++;
-        waits.push(this.#copyRun(c, n, 'copy-first'));
+        while (c + n <= last && states.isPending(c + n)) n++;
+        const copy = this.#copyRun(c, n, 'copy-first');
+        if (early) {
+          // Its failure fails the job (the copier reports it), not this write.
+          copy.catch(() => {});
+          for (let k = c; k < c + n; k++) waits.push(states.waitFor(k, true)!);
+        } else {
+          waits.push(copy);
+        }
         c += n;
       } else {
-        if (this.#state[c] === BUSY) waits.push(this.#busy.get(c)!);
+        const wait = states.waitFor(c, early);
+        if (wait !== undefined) waits.push(wait);
         c++;
       }
     }
@@ -321,7 +330,7 @@ export class CopyEngine {
         copyFailure = err;
       })
       .then(() => {
-        if (!this.passThrough && !this.#allDone(first, last)) {
+        if (!this.passThrough && !states.writable(first, last, early)) {
           throw new BlockDeviceError('EIO', 'copy-first: the range was not copied', {
             cause: copyFailure ?? this.#failure,
           });
@@ -354,7 +363,10 @@ export class CopyEngine {
 
   /** Applies the queued writes that may go now, each once its source write is issued. */
   async #drainQueue(force: boolean): Promise<void> {
-    const ready = this.#queue.release((a, b) => this.#allDone(a, b), force || this.passThrough);
+    const ready = this.#queue.release(
+      (a, b) => this.#states.writable(a, b, this.#early),
+      force || this.passThrough,
+    );
     await Promise.all(
       ready.map(async (entry) => {
         try {
@@ -375,21 +387,5 @@ export class CopyEngine {
     return this.#source.write(offset, data).catch((err: unknown) => {
       throw wrapIO('source write', err);
     });
-  }
-
-  #allDone(first: number, last: number): boolean {
-    for (let c = first; c <= last; c++) if (this.#state[c] !== DONE) return false;
-    return true;
-  }
-
-  /** The chunks a source byte range touches, or undefined if it misses the copy range. */
-  #chunksOf(offset: number, length: number): { first: number; last: number } | undefined {
-    const from = Math.max(offset, this.#offset);
-    const to = Math.min(offset + length, this.#offset + this.#length);
-    if (from >= to) return undefined;
-    return {
-      first: Math.floor((from - this.#offset) / this.#chunkSize),
-      last: Math.floor((to - 1 - this.#offset) / this.#chunkSize),
-    };
   }
 }

@@ -1,7 +1,6 @@
 import { checkOptions, checkRange, type OptionType } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
-import type { ConflictPolicy } from './copy-engine.js';
 import type { CopyGeometry } from './copy-map.js';
 import { checkRate } from './copy-pacer.js';
 import type { SnapshotCopyJobOptions } from './snapshot-copy-job.js';
@@ -29,6 +28,12 @@ const OPTION_TYPES: Record<keyof SnapshotCopyJobOptions, OptionType> = {
   rate: 'number',
 };
 
+/**
+ * What a write into a part of the copy range not yet copied does: copy that
+ * part first, or wait in a FIFO queue for the copier.
+ */
+export type CopyConflictPolicy = 'copy-first' | 'queue';
+
 /** Whether `destination` is a web WritableStream rather than a BlockDevice. */
 export function isStream(destination: unknown): destination is WritableStream<Uint8Array> {
   return (
@@ -39,7 +44,7 @@ export function isStream(destination: unknown): destination is WritableStream<Ui
 }
 
 /** The conflict policy the options ask for. @throws `EINVAL`. */
-export function policyOf(options: SnapshotCopyJobOptions): ConflictPolicy {
+export function policyOf(options: SnapshotCopyJobOptions): CopyConflictPolicy {
   const policy = options.conflictPolicy ?? 'copy-first';
   if (policy !== 'copy-first' && policy !== 'queue') {
     throw new BlockDeviceError(

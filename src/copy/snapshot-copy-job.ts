@@ -8,19 +8,15 @@ import {
 import type { BlockDevice, CheckReport } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { refuseReformat } from '../store/index.js';
-import { type ConflictPolicy, CopyEngine } from './copy-engine.js';
+import { CopyEngine } from './copy-engine.js';
 import { type CopyGeometry, CopyMap } from './copy-map.js';
 import { checkMapStore } from './copy-map-check.js';
-import { geometryOf, isStream, policyOf } from './copy-options.js';
+import { type CopyConflictPolicy, geometryOf, isStream, policyOf } from './copy-options.js';
 import { CopyPacer, checkRate, REAL_CLOCK } from './copy-pacer.js';
 import type { CopySink } from './copy-sink.js';
 import { StreamCopySink } from './copy-stream-sink.js';
 
-/**
- * What a write into a part of the copy range not yet copied does: copy that
- * part first, or wait in a FIFO queue for the copier.
- */
-export type CopyConflictPolicy = 'copy-first' | 'queue';
+export type { CopyConflictPolicy } from './copy-options.js';
 
 /** Options for {@link SnapshotCopyJob.start}. */
 export interface SnapshotCopyJobOptions {
@@ -50,9 +46,13 @@ export interface SnapshotCopyJobOptions {
   chunkSize?: number | undefined;
   /**
    * What a write into a part of the range not yet copied does: `'copy-first'`
-   * copies that part to the destination, then writes;
-   * `'queue'` holds the write in a FIFO until the copier has taken it, and
-   * the copier takes such parts first. @default 'copy-first'
+   * copies that part, then writes; `'queue'` holds the write in a FIFO until
+   * the copier has taken it, and the copier takes such parts first. Either
+   * way the write reaches the source only after the part's old bytes are
+   * out of its way: with a `mapStore`, in the destination and durably in the
+   * map; without one, read into the copy's buffer (their destination write
+   * then overlaps the write: nothing durable needs them first).
+   * @default 'copy-first'
    */
   conflictPolicy?: CopyConflictPolicy | undefined;
   /**
@@ -167,7 +167,7 @@ export class SnapshotCopyJob extends TypedEventEmitter<SnapshotCopyJobEvents> {
     source: BlockDevice,
     destination: BlockDevice | StreamCopySink,
     map: CopyMap,
-    policy: ConflictPolicy,
+    policy: CopyConflictPolicy,
     options: Pick<SnapshotCopyJobOptions, 'signal' | 'rate'>,
   ) {
     super();

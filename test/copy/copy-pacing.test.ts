@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type ConflictPolicy, CopyEngine } from '../../src/copy/copy-engine.js';
+import { CopyEngine } from '../../src/copy/copy-engine.js';
 import { CopyMap } from '../../src/copy/copy-map.js';
 import {
   BUSY_RUN_BYTES,
@@ -8,7 +8,7 @@ import {
   QUIET_RUNS,
   RUN_BYTES,
 } from '../../src/copy/copy-pacer.js';
-import { type BlockDevice, MemoryDevice } from '../../src/index.js';
+import { type BlockDevice, type CopyConflictPolicy, MemoryDevice } from '../../src/index.js';
 import { settle, watch } from '../support/async.js';
 import { expectBytes, pattern } from '../support/bytes.js';
 import { noise } from '../support/copy-job-rig.js';
@@ -84,7 +84,11 @@ interface Bench {
 /** An engine copying `[offset, offset + length)` of a noise-filled source, on a fake clock. */
 async function engineOver(
   g: { offset: number; length: number; chunkSize: number; sourceSize: number },
-  options: { rate?: number; policy?: ConflictPolicy; wrap?: (d: BlockDevice) => BlockDevice } = {},
+  options: {
+    rate?: number;
+    policy?: CopyConflictPolicy;
+    wrap?: (d: BlockDevice) => BlockDevice;
+  } = {},
 ): Promise<Bench> {
   const sourceDisk = await MemoryDevice.create({ size: g.sourceSize });
   const destination = await MemoryDevice.create({ size: g.length });
@@ -247,7 +251,7 @@ describe('SnapshotCopyJob pacing', () => {
     await expectCopied(b);
   });
 
-  it.each<ConflictPolicy>(['copy-first', 'queue'])(
+  it.each<CopyConflictPolicy>(['copy-first', 'queue'])(
     '%s: the copy finishes while a foreground writer never stops',
     async (policy) => {
       const chunk = 4 * KiB;

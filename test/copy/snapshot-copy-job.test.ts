@@ -117,11 +117,66 @@ describe('SnapshotCopyJob', () => {
     await rig.expectDone(job);
   });
 
-  it('copy-first: a write into a part not yet copied copies it to the destination first', async () => {
+  it.each(POLICIES)(
+    '%s, no map store: a write into a part being copied goes once its old bytes are read, without waiting for their destination write',
+    async (conflictPolicy) => {
+      const rig = await CopyRig.create(SMALL);
+      const g = rig.g;
+      // A write over chunks 7 and 8; chunk 8's destination write is held.
+      const held = rig.destination.hold('write', (offset) => offset === chunkAt(g, 8));
+      const job = await SnapshotCopyJob.start(rig.options({ conflictPolicy }));
+      const at = src(g, 8 * g.chunkSize - 10);
+      await within(
+        rig.write(job.device, at, pattern(100, 1)),
+        1000,
+        'the write while its chunk is on its way to the destination',
+      );
+      await held.reached;
+      const [sourceWrite] = rig.source.of('write');
+      // Every source read of chunk 7 or 8 came before the source write...
+      const reads = rig.source
+        .of('read')
+        .filter((op) => op.offset < at + 100 && at < op.offset + op.length);
+      expect(reads.length).toBeGreaterThanOrEqual(1);
+      for (const read of reads) expect(read.seq).toBeLessThan(sourceWrite!.seq);
+      held.open();
+      // ...and the destination holds the range as it was at start(), chunk 8 included.
+      const report = await rig.expectDone(job);
+      expectReportAddsUp(report, g.length);
+    },
+  );
+
+  it.each(POLICIES)(
+    '%s, with a map store: a write into a part not yet copied waits until that part is in the destination',
+    async (conflictPolicy) => {
+      const rig = await CopyRig.create(SMALL);
+      const g = rig.g;
+      // A write over chunks 7 and 8; chunk 8's copy is held.
+      const held = rig.destination.hold('write', (offset) => offset === chunkAt(g, 8));
+      const job = await SnapshotCopyJob.start(rig.options({ conflictPolicy }, true));
+      const at = src(g, 8 * g.chunkSize - 10);
+      const write = watch(rig.write(job.device, at, pattern(100, 1)));
+      await held.reached;
+      for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+      expect(write.settled).toBe(false);
+      expect(rig.source.of('write')).toEqual([]);
+      held.open();
+      await write.promise;
+      const [sourceWrite] = rig.source.of('write');
+      const copies = rig.destination
+        .of('write')
+        .filter((op) => op.offset === chunkAt(g, 7) || op.offset === chunkAt(g, 8));
+      expect(copies.length).toBeGreaterThanOrEqual(2);
+      for (const copy of copies) expect(copy.seq).toBeLessThan(sourceWrite!.seq);
+      await rig.expectDone(job);
+    },
+  );
+
+  it('copy-first: a write into a part not yet copied copies that part itself', async () => {
     const rig = await CopyRig.create(SMALL);
     const g = rig.g;
-    // A write over chunks 7 and 8; chunk 8's copy is held.
-    const held = rig.destination.hold('write', (offset) => offset === chunkAt(g, 8));
+    // A write over chunks 7 and 8: its own copy of them reads from chunk 7; that read is held.
+    const held = rig.source.hold('read', (offset) => offset === src(g, 7 * g.chunkSize));
     const job = await SnapshotCopyJob.start(rig.options({ conflictPolicy: 'copy-first' }));
     const at = src(g, 8 * g.chunkSize - 10);
     const write = watch(rig.write(job.device, at, pattern(100, 1)));
@@ -135,12 +190,6 @@ describe('SnapshotCopyJob', () => {
     expect(rig.source.of('write')).toEqual([]);
     held.open();
     await write.promise;
-    const [sourceWrite] = rig.source.of('write');
-    const copies = rig.destination
-      .of('write')
-      .filter((op) => op.offset === chunkAt(g, 7) || op.offset === chunkAt(g, 8));
-    expect(copies).toHaveLength(2);
-    for (const copy of copies) expect(copy.seq).toBeLessThan(sourceWrite!.seq);
     const report = await rig.expectDone(job);
     expect(report.copyFirstBytes).toBe(2 * g.chunkSize);
     expectReportAddsUp(report, g.length);
@@ -149,7 +198,11 @@ describe('SnapshotCopyJob', () => {
   it('queue: a write waits until the copier has taken its chunk; reads see it meanwhile', async () => {
     const rig = await CopyRig.create(SMALL);
     const g = rig.g;
-    const held = rig.destination.hold('write', (offset) => offset === chunkAt(g, 3));
+    // The copier's read of chunk 3 (the chunk the write waits for, taken first) is held.
+    const held = rig.source.hold(
+      'read',
+      (offset, length) => offset === src(g, 3 * g.chunkSize) && length === g.chunkSize,
+    );
     const job = await SnapshotCopyJob.start(rig.options({ conflictPolicy: 'queue' }));
     const events = progressOf(job);
     const at = src(g, 3 * g.chunkSize + 100);
