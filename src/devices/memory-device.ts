@@ -8,6 +8,7 @@ import {
   readResultBuffer,
 } from '../base/index.js';
 import { BlockDeviceError } from '../errors.js';
+import { BLOCKS_PER_GROUP, BlockTable, slotOf } from './memory-blocks.js';
 
 /** Options for {@link MemoryDevice.create}. */
 export interface MemoryDeviceOptions {
@@ -25,13 +26,13 @@ export interface MemoryDeviceOptions {
  * is a no-op that keeps the ordering contract trivially.
  */
 export class MemoryDevice extends AbstractBlockDevice {
-  readonly #blocks: Map<number, Uint8Array>;
+  readonly #blocks: BlockTable;
 
   private constructor(
     size: number,
     blockSize: number,
     readOnly: boolean,
-    blocks = new Map<number, Uint8Array>(),
+    blocks = new BlockTable(blockSize),
   ) {
     super('MemoryDevice', size, blockSize, readOnly);
     this.#blocks = blocks;
@@ -79,7 +80,9 @@ export class MemoryDevice extends AbstractBlockDevice {
    */
   async clone(options?: { readOnly?: boolean }): Promise<MemoryDevice> {
     const copy = new MemoryDevice(this.size, this.blockSize, options?.readOnly ?? this.readOnly);
-    for (const [index, block] of this.#blocks) copy.#blocks.set(index, block.slice());
+    for (const [index, block] of this.#blocks.entries()) {
+      copy.#blocks.add(copy.#blocks.groupFor(index), index).set(block);
+    }
     return copy;
   }
 
@@ -145,37 +148,53 @@ export class MemoryDevice extends AbstractBlockDevice {
   private fillFrom(offset: number, out: Uint8Array): void {
     const length = out.length;
     const bs = this.blockSize;
+    const blocks = this.#blocks;
     let pos = offset;
     const end = offset + length;
+    let index = Math.floor(pos / bs);
+    // The table is looked up once per group of blocks, then each block is a slot of it.
+    let group = blocks.group(index);
+    let slot = slotOf(index);
     while (pos < end) {
-      const index = Math.floor(pos / bs);
       const within = pos - index * bs;
       const n = Math.min(bs - within, end - pos);
-      const block = this.#blocks.get(index);
+      const block = group?.[slot];
       // A whole block is copied as it is: no view of it made per block.
       if (block === undefined) out.fill(0, pos - offset, pos - offset + n);
       else if (n === bs) out.set(block, pos - offset);
       else out.set(block.subarray(within, within + n), pos - offset);
       pos += n;
+      index++;
+      if (++slot === BLOCKS_PER_GROUP && pos < end) {
+        group = blocks.group(index);
+        slot = 0;
+      }
     }
   }
 
   /** Synchronous write: each block is updated whole before the promise resolves. */
   private writeNow(offset: number, data: Uint8Array): void {
     const bs = this.blockSize;
+    const blocks = this.#blocks;
     let pos = offset;
     const end = offset + data.length;
+    let index = Math.floor(pos / bs);
+    let group = blocks.groupFor(index);
+    let slot = slotOf(index);
     while (pos < end) {
-      const index = Math.floor(pos / bs);
       const within = pos - index * bs;
       const n = Math.min(bs - within, end - pos);
-      let block = this.#blocks.get(index);
-      if (block === undefined) {
-        block = new Uint8Array(bs);
-        this.#blocks.set(index, block);
-      }
-      block.set(data.subarray(pos - offset, pos - offset + n), within);
+      let block = group[slot];
+      if (block === undefined) block = blocks.add(group, index);
+      // A write within one block is copied as it is: no view of it made.
+      if (n === data.length) block.set(data, within);
+      else block.set(data.subarray(pos - offset, pos - offset + n), within);
       pos += n;
+      index++;
+      if (++slot === BLOCKS_PER_GROUP && pos < end) {
+        group = blocks.groupFor(index);
+        slot = 0;
+      }
     }
   }
 }

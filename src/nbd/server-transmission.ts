@@ -44,6 +44,17 @@ import {
 export const MAX_IN_FLIGHT = 64;
 /** Bytes of reply the socket may hold unsent before the server stops reading requests. */
 export const MAX_UNSENT = 16 * 1024 * 1024;
+/**
+ * Bytes of free READ reply buffers one connection keeps: what a full
+ * pipeline of 256 KiB READs holds, a buffer for each of {@link MAX_IN_FLIGHT}
+ * requests in flight and for each reply the socket has not taken yet (up to
+ * {@link MAX_UNSENT}, then one more), each a header over (at most 40 bytes;
+ * 64 counted). With 16 MiB flat, one READ in six of a 1 GiB nbdcopy (about
+ * 108 buffers in use per connection) allocated its buffer afresh, and
+ * those allocations drove a major garbage collection every few hundred
+ * milliseconds.
+ */
+export const MAX_POOLED = 2 * (MAX_UNSENT + MAX_IN_FLIGHT * 64);
 /** Bytes WRITE_ZEROES writes per device write (one shared zero buffer). */
 const ZERO_STEP = 1024 * 1024;
 const ZEROES = new Uint8Array(ZERO_STEP);
@@ -68,7 +79,7 @@ export class Transmission {
   readonly #context: RequestContext;
   /** The device's `readInto`, if it has one: a READ's data goes straight into its reply buffer. */
   readonly #readInto: ((offset: number, buffer: Uint8Array) => Promise<Uint8Array>) | undefined;
-  /** Replies go out through it; READ replies in its pooled buffers, at most {@link MAX_UNSENT} kept free. */
+  /** Replies go out through it; READ replies in its pooled buffers, at most {@link MAX_POOLED} kept free. */
   readonly #replies: ReplyWriter;
   #inFlight = 0;
   #inFlightBytes = 0;
@@ -84,7 +95,7 @@ export class Transmission {
     this.#byteBudget = 2 * maxPayload;
     this.#context = { style: this.#style, maxPayload, negotiated };
     this.#readInto = readerInto(negotiated.lease.device);
-    this.#replies = new ReplyWriter(stream, MAX_UNSENT, () => {
+    this.#replies = new ReplyWriter(stream, MAX_POOLED, () => {
       if (this.#wakeRoom !== undefined) this.#wake();
     });
   }

@@ -1,10 +1,20 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { BLOCKS_PER_GROUP } from '../../src/devices/memory-blocks.js';
 import { MemoryDevice, type MemoryDeviceOptions } from '../../src/devices/memory-device.js';
 import { BlockDeviceError } from '../../src/errors.js';
 
 const TiB = 2 ** 40;
+
+/** Fails with the first differing offset (a diff of 512 KiB arrays would take minutes). */
+function sameBytes(actual: Uint8Array, expected: Uint8Array): void {
+  expect(actual.length).toBe(expected.length);
+  if (Buffer.from(actual.buffer, actual.byteOffset, actual.length).equals(expected)) return;
+  const at = actual.findIndex((byte, i) => byte !== expected[i]);
+  expect(at, `first difference at ${at}`).toBe(-1);
+}
 
 describe('MemoryDevice', () => {
   it('is sparse: only written blocks take memory, so 1 TiB is fine', async () => {
@@ -44,6 +54,55 @@ describe('MemoryDevice', () => {
         expect(bytes.subarray(8192).every((b) => b === 0)).toBe(true);
       }
     }
+  });
+
+  it('reads and writes across the groups of its block table as a flat array would', async () => {
+    // 512-byte blocks: a group of the table is 128 KiB, so the 512 KiB device
+    // spans four and most of the ranges below cross a group's edge.
+    const size = 4 * BLOCKS_PER_GROUP * 512;
+    const range = fc
+      .tuple(fc.integer({ min: 0, max: size - 1 }), fc.integer({ min: 1, max: 300_000 }))
+      .map(([offset, length]) => ({ offset, length: Math.min(length, size - offset) }));
+    const op = fc.oneof(
+      fc.record({
+        kind: fc.constant('write' as const),
+        range,
+        fill: fc.integer({ min: 1, max: 255 }),
+      }),
+      fc.record({ kind: fc.constant('read' as const), range }),
+      fc.record({ kind: fc.constant('readInto' as const), range }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 12 }), async (ops) => {
+        await using device = await MemoryDevice.create({ size, blockSize: 512 });
+        const model = new Uint8Array(size);
+        const touched = new Set<number>();
+        for (const o of ops) {
+          const { offset, length } = o.range;
+          if (o.kind === 'write') {
+            const data = new Uint8Array(length);
+            for (let i = 0; i < length; i++) data[i] = (o.fill + i) & 0xff;
+            await device.write(offset, data);
+            model.set(data, offset);
+            for (let b = Math.floor(offset / 512); b * 512 < offset + length; b++) touched.add(b);
+          } else if (o.kind === 'read') {
+            sameBytes(await device.read(offset, length), model.subarray(offset, offset + length));
+          } else {
+            const target = new Uint8Array(length + 2).fill(0xee);
+            await device.readInto(offset, target.subarray(1, 1 + length));
+            sameBytes(target.subarray(1, 1 + length), model.subarray(offset, offset + length));
+            expect([target[0], target[length + 1]]).toEqual([0xee, 0xee]);
+          }
+        }
+        expect(device.allocatedBytes).toBe(touched.size * 512);
+        await using clone = await device.clone();
+        const other = device.reopen();
+        sameBytes(await clone.read(0, size), model);
+        sameBytes(await other.read(0, size), model);
+        await other.close();
+      }),
+      { numRuns: 60 },
+    );
   });
 
   it('defaults blockSize to 4096 and readOnly to false', async () => {

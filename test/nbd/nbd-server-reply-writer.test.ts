@@ -1,6 +1,8 @@
 import { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { ReplyWriter } from '../../src/nbd/server-reply-writer.js';
+import { MAX_IN_FLIGHT, MAX_POOLED, MAX_UNSENT } from '../../src/nbd/server-transmission.js';
+import { readHeaderLength } from '../../src/nbd/server-wire.js';
 
 const KiB = 1024;
 
@@ -55,6 +57,31 @@ describe('ReplyWriter', () => {
     complete();
     await tick();
     expect(written.map((b) => b[0])).toEqual([1, 2]);
+  });
+
+  it('keeps every buffer of a full pipeline of 256 KiB READs (nbdcopy): those in flight and those unsent', async () => {
+    const { stream, complete } = heldStream();
+    const writer = new ReplyWriter(stream, MAX_POOLED, () => {});
+    for (const style of ['simple', 'structured', 'extended'] as const) {
+      const length = readHeaderLength(style) + 256 * KiB;
+      // The transmission reads another request while fewer than MAX_IN_FLIGHT are in flight
+      // and fewer than MAX_UNSENT bytes wait in the socket: so many buffers are out at once.
+      const pipeline = MAX_IN_FLIGHT + Math.ceil(MAX_UNSENT / length);
+      const seen = new Set<Buffer>();
+      for (let round = 0; round < 3; round++) {
+        const taken = Array.from({ length: pipeline }, () => writer.take(length));
+        for (const buffer of taken) {
+          seen.add(buffer);
+          writer.send(buffer, buffer);
+        }
+        await tick();
+        for (let i = 0; i < pipeline; i++) complete();
+        await tick();
+      }
+      // Every round after the first reuses the first round's buffers: none dropped, none allocated.
+      expect(seen.size, style).toBe(pipeline);
+      writer.clear();
+    }
   });
 
   it('reuses nothing after a failed write', async () => {
