@@ -121,6 +121,22 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
 
   /** @inheritDoc */
   write(offset: number, data: Uint8Array): Promise<void> {
+    return this.#write(offset, data, true);
+  }
+
+  /**
+   * `write` without its private copy, for a subclass's `WRITE_OWNED`: the
+   * caller hands `data` over and leaves it unchanged until the promise
+   * settles, so `_write` gets it as is. Same checks, errors and in-flight
+   * count as `write`. Only for a subclass whose `_write` is done with
+   * `data` once its promise settles (it must not keep it, as `_write` may).
+   * @internal
+   */
+  protected writeHandedOver(offset: number, data: Uint8Array): Promise<void> {
+    return this.#write(offset, data, false);
+  }
+
+  #write(offset: number, data: Uint8Array, copy: boolean): Promise<void> {
     const inFlight = this.#inFlight;
     let op: Promise<void>;
     try {
@@ -135,11 +151,15 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
       const through = this._writeThrough(offset, data);
       if (through !== undefined)
         return inFlight.ownPassedWrites ? through : inFlight.track(through);
-      // The caller may reuse `data` as soon as this returns: take a private
-      // copy now, before any await.
-      const copy = allocateBuffer(data.length);
-      copy.set(data);
-      op = this._write(offset, copy);
+      if (copy) {
+        // The caller may reuse `data` as soon as this returns: take a private
+        // copy now, before any await.
+        const own = allocateBuffer(data.length);
+        own.set(data);
+        op = this._write(offset, own);
+      } else {
+        op = this._write(offset, data);
+      }
     } catch (err) {
       return Promise.reject(err);
     }

@@ -1,5 +1,6 @@
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
+import { WRITE_OWNED } from './owned-io.js';
 
 /*
  * Ownership of a device by the layer stacked on it (docs/ARCHITECTURE.md,
@@ -37,8 +38,18 @@ export interface Claimable {
   [CLAIM](owner: string): { claim: DeviceClaim; release(): void };
 }
 
-/** The operations an owned device refuses unless its owner makes them. */
-const GUARDED = new Set<PropertyKey>(['write', 'close', 'snapshot', 'restore', 'deleteSnapshot']);
+/**
+ * The operations an owned device refuses unless its owner makes them;
+ * WRITE_OWNED is a write (a COW device's checks its owner as `write` does).
+ */
+const GUARDED = new Set<PropertyKey>([
+  'write',
+  WRITE_OWNED,
+  'close',
+  'snapshot',
+  'restore',
+  'deleteSnapshot',
+]);
 
 /** The `EBUSY` an owned device answers a call that did not come from its owner. */
 export function ownedError(device: string, owner: string, operation: string): BlockDeviceError {

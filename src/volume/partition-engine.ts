@@ -1,3 +1,4 @@
+import { WRITE_OWNED } from '../base/index.js';
 import { CowSnapshotDevice } from '../cow/index.js';
 import type { BlockDevice, Extent, Snapshot, SnapshotInfo } from '../device.js';
 import { SnapshotHandle } from '../snapshot/index.js';
@@ -62,6 +63,16 @@ export class PartitionEngine {
       await Promise.allSettled(opened.map((d) => d.close()));
       throw err;
     }
+  }
+
+  /**
+   * Writes `data` as `device.write` does, without the private copy `write`
+   * takes: for bytes nobody changes until the write settles — a worker's
+   * ring slab (the volume reuses it only once the completion is settled),
+   * a posted batch's arena (moved to the worker, never reused).
+   */
+  writeUncopied(offset: number, data: Uint8Array): Promise<void> {
+    return this.device[WRITE_OWNED](offset, [data]);
   }
 
   /** Geometry, for the volume to check and map. */

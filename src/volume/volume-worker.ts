@@ -74,7 +74,8 @@ function start(
     case 'read':
       return engine(p).device.read(r.offset, r.length);
     case 'write':
-      return engine(p).device.write(r.offset, r.data);
+      // The batch's arena moved here with it: nothing else writes to it.
+      return engine(p).writeUncopied(r.offset, r.data);
     case 'flush':
       return engine(p).device.flush();
     case 'snapshot':
@@ -246,16 +247,17 @@ class RingServer {
     const slab = ticket * SLAB_BYTES;
     let op: Promise<unknown>;
     try {
-      const device = engine(p).device;
+      const partition = engine(p);
       if (kind === OP_READ) {
         // Straight into the slab: no result buffer of its own, no copy.
-        op = readInto(device, offset, data.subarray(slab, slab + length));
+        op = readInto(partition.device, offset, data.subarray(slab, slab + length));
       } else if (kind === OP_WRITE) {
         // The slab is this write's until its completion is settled: the
-        // volume reuses it only after that, so the device may hold it as long.
-        op = device.write(offset, data.subarray(slab, slab + length));
+        // volume reuses it only after that, so the device may hold it as
+        // long, and no private copy of it is taken.
+        op = partition.writeUncopied(offset, data.subarray(slab, slab + length));
       } else if (kind === OP_FLUSH) {
-        op = device.flush();
+        op = partition.device.flush();
       } else {
         throw new Error(`unknown ring entry kind ${kind}`);
       }
