@@ -10,10 +10,10 @@ import {
   type JournalSuper,
   RING_START,
 } from './journal-format.js';
-import { decodeFrameHeader } from './journal-frame.js';
+import { decodeFrameHeader, type FrameHeader } from './journal-frame.js';
 import type { JournalNote } from './journal-notes.js';
 import { parallelReplay, type ReplayCursor, replayAhead } from './replay-ahead.js';
-import { type CheckedFrame, readFrame } from './replay-frame.js';
+import { readFrame } from './replay-frame.js';
 
 /** Replay reports progress about this often (bytes of journal). */
 const PROGRESS_EVERY = 4 << 20;
@@ -102,9 +102,12 @@ export async function replayJournal(
   // event says what replay found.
   const bound = sb.clean && sb.tailAbs !== undefined ? sb.tailAbs - sb.headAbs : c;
   const known = bound === c ? 0 : bound;
-  const accept = (at: number, frame: CheckedFrame): void => {
+  const accept = (
+    at: number,
+    frame: FrameHeader,
+    notes: (JournalNote | undefined)[] | undefined,
+  ): void => {
     const records = frame.records;
-    const notes = frame.notes;
     let sector = (at % c) / SECTOR + headerBytes(records.length) / SECTOR;
     for (let i = 0; i < records.length; i++) {
       const r = records[i]!;
@@ -153,7 +156,7 @@ export async function replayJournal(
         damage = frame;
         break;
       }
-      accept(at, frame);
+      accept(at, frame, frame.notes);
     }
   } finally {
     workers?.close();

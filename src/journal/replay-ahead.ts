@@ -1,8 +1,9 @@
 import { CrcBatch, type CrcWorkers } from '../checksum/index.js';
 import type { ScanReader } from '../store/index.js';
 import { headerBytes, type JournalSuper, RECORD_WRITE, RING_START } from './journal-format.js';
+import type { FrameHeader } from './journal-frame.js';
 import type { JournalNote } from './journal-notes.js';
-import { type CheckedFrame, checkRecord, readFrameHeader } from './replay-frame.js';
+import { checkRecord, readFrameHeader } from './replay-frame.js';
 
 /**
  * When replay checks record CRCs on worker threads as well. @internal
@@ -30,7 +31,8 @@ export interface ReplayCursor {
 /** A frame whose header checked out, its records' verdicts still coming. */
 interface ParsedFrame {
   at: number;
-  frame: CheckedFrame;
+  header: FrameHeader;
+  notes: (JournalNote | undefined)[] | undefined;
   /** Index (counted from this call's first record) just past its last record. */
   end: number;
   /** Serial of the last batch holding one of its records (-1: none, all checked here). */
@@ -67,12 +69,14 @@ export async function replayAhead(
   reader: ScanReader,
   sb: JournalSuper,
   cursor: ReplayCursor,
-  accept: (at: number, frame: CheckedFrame) => void,
+  accept: (at: number, header: FrameHeader, notes: (JournalNote | undefined)[] | undefined) => void,
   workers: CrcWorkers,
 ): Promise<void> {
   const c = sb.capacity;
   const frames: ParsedFrame[] = [];
   const batches: OpenBatch[] = [];
+  /** `records` arrays of judged batches, for the next ones. */
+  const spareRecords: number[][] = [];
   let open: OpenBatch | undefined;
   let serials = 0;
   /** Batches judged so far (they are judged in order). */
@@ -89,7 +93,7 @@ export async function replayAhead(
       const f = frames[0]!;
       if (f.lastBatch >= judged || f.end > failAt) return;
       frames.shift();
-      accept(f.at, f.frame);
+      accept(f.at, f.header, f.notes);
     }
   };
   const judgeOldest = async (): Promise<void> => {
@@ -101,6 +105,8 @@ export async function replayAhead(
     } finally {
       b.release();
     }
+    b.records.length = 0;
+    spareRecords.push(b.records);
     judged = b.serial + 1;
     acceptJudged();
   };
@@ -131,7 +137,7 @@ export async function replayAhead(
             while (batches.length >= parallelReplay.inFlight) await judgeOldest();
             open = {
               batch: workers.batch(w.data),
-              records: [],
+              records: spareRecords.pop() ?? [],
               start: w.start,
               serial: serials++,
               release: w.hold(),
@@ -159,7 +165,7 @@ export async function replayAhead(
         }
         p += r.length;
       }
-      frames.push({ at, frame: { ...header, notes }, end: index, lastBatch });
+      frames.push({ at, header, notes, end: index, lastBatch });
       at += header.bytes;
       seq += records.length;
       link = header.link;
