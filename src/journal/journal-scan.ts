@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { SECTOR } from '../base/index.js';
 import { CrcWorkers } from '../checksum/index.js';
 import type { BlockDevice, ProgressEvent } from '../device.js';
@@ -131,7 +132,11 @@ export async function replayJournal(
   let damage = '';
   try {
     for (;;) {
-      if (startWorkers && Math.max(known, cursor.abs - headAbs) >= parallelReplay.minBytes) {
+      if (
+        startWorkers &&
+        Math.max(known, cursor.abs - headAbs) >= parallelReplay.minBytes &&
+        availableParallelism() >= parallelReplay.minCpus
+      ) {
         startWorkers = false;
         workers = CrcWorkers.start();
       }

@@ -77,6 +77,7 @@ async function bothWays(
   parallelReplay.minBytes = Number.POSITIVE_INFINITY;
   const alone = await openCopy(bytes);
   parallelReplay.minBytes = 0;
+  parallelReplay.minCpus = 0;
   parallelReplay.callerHelps = false;
   const before = parallelReplay.workerVerdicts;
   const parallel = await openCopy(bytes);
