@@ -1,5 +1,6 @@
+import { availableParallelism } from 'node:os';
 import { SECTOR } from '../base/index.js';
-import { checksum } from '../checksum/index.js';
+import { CrcWorkers } from '../checksum/index.js';
 import type { BlockDevice, ProgressEvent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { ScanReader } from '../store/index.js';
@@ -8,11 +9,12 @@ import {
   headerBytes,
   JOURNAL_FRAME_MAGIC,
   type JournalSuper,
-  RECORD_WRITE,
   RING_START,
 } from './journal-format.js';
-import { decodeFrameHeader, type FrameHeader, peekFrame } from './journal-frame.js';
-import { decodeNote, type JournalNote } from './journal-notes.js';
+import { decodeFrameHeader, type FrameHeader } from './journal-frame.js';
+import type { JournalNote } from './journal-notes.js';
+import { parallelReplay, type ReplayCursor, replayAhead } from './replay-ahead.js';
+import { readFrame } from './replay-frame.js';
 
 /** Replay reports progress about this often (bytes of journal). */
 const PROGRESS_EVERY = 4 << 20;
@@ -89,39 +91,24 @@ export async function replayJournal(
   onProgress?: (event: ProgressEvent) => void,
 ): Promise<ReplayResult> {
   const c = sb.capacity;
-  const reader = new ScanReader(store, RING_START, RING_START + c);
+  // Shared windows, so worker threads can check the records in them.
+  const reader = new ScanReader(store, RING_START, RING_START + c, { shared: true });
   const bs = sb.blockSize;
   let headAbs = sb.headAbs;
-  let abs = headAbs;
-  let seq = sb.headSeq;
-  let link = sb.headLink;
+  const cursor: ReplayCursor = { abs: headAbs, seq: sb.headSeq, link: sb.headLink };
   let lastTime = sb.headTime;
   let reported = 0;
   // Exact after a clean close (the close recorded where the last frame
   // ends); after a power cut only the ring's size bounds it, and the last
   // event says what replay found.
   const bound = sb.clean && sb.tailAbs !== undefined ? sb.tailAbs - sb.headAbs : c;
-  let damage = '';
-  for (;;) {
-    let at = abs;
-    let frame = await readFrame(reader, sb, at % c, seq, link);
-    if (typeof frame === 'string' && at % c !== 0) {
-      // The writer starts a frame that does not fit before the ring's end at
-      // the next lap; the chain (sequence and link) tells it from stale data.
-      const wrapped = await readFrame(reader, sb, 0, seq, link);
-      if (typeof wrapped !== 'string') {
-        const next = at - (at % c) + c;
-        if (at === headAbs) headAbs = next;
-        at = next;
-        frame = wrapped;
-      }
-    }
-    if (typeof frame === 'string') {
-      damage = frame;
-      break;
-    }
+  const known = bound === c ? 0 : bound;
+  const accept = (
+    at: number,
+    frame: FrameHeader,
+    notes: (JournalNote | undefined)[] | undefined,
+  ): void => {
     const records = frame.records;
-    const notes = frame.notes;
     let sector = (at % c) / SECTOR + headerBytes(records.length) / SECTOR;
     for (let i = 0; i < records.length; i++) {
       const r = records[i]!;
@@ -131,14 +118,57 @@ export async function replayJournal(
       sector += r.length / SECTOR;
       lastTime = r.time;
     }
-    abs = at + frame.bytes;
-    seq += frame.records.length;
-    link = frame.link;
-    if (onProgress !== undefined && abs - headAbs - reported >= PROGRESS_EVERY) {
-      reported = abs - headAbs;
-      onProgress({ operation: 'replay', done: reported, total: Math.max(bound, reported) });
+    cursor.abs = at + frame.bytes;
+    cursor.seq += records.length;
+    cursor.link = frame.link;
+    const done = cursor.abs - headAbs;
+    if (onProgress !== undefined && done - reported >= PROGRESS_EVERY) {
+      reported = done;
+      onProgress({ operation: 'replay', done, total: Math.max(bound, done) });
     }
+  };
+  let workers: CrcWorkers | undefined;
+  let startWorkers = true;
+  let damage = '';
+  try {
+    for (;;) {
+      if (
+        startWorkers &&
+        Math.max(known, cursor.abs - headAbs) >= parallelReplay.minBytes &&
+        availableParallelism() >= parallelReplay.minCpus
+      ) {
+        startWorkers = false;
+        workers = CrcWorkers.start();
+      }
+      // As many frames as check out, their records checked on workers too;
+      // it stops before any frame it does not take, which the code below
+      // reads again and judges.
+      if (workers !== undefined) await replayAhead(reader, sb, cursor, accept, workers);
+      let at = cursor.abs;
+      let frame = await readFrame(reader, sb, at % c, cursor.seq, cursor.link);
+      if (typeof frame === 'string' && at % c !== 0) {
+        // The writer starts a frame that does not fit before the ring's end at
+        // the next lap; the chain (sequence and link) tells it from stale data.
+        const wrapped = await readFrame(reader, sb, 0, cursor.seq, cursor.link);
+        if (typeof wrapped !== 'string') {
+          const next = at - (at % c) + c;
+          if (at === headAbs) headAbs = next;
+          at = next;
+          frame = wrapped;
+        }
+      }
+      if (typeof frame === 'string') {
+        damage = frame;
+        break;
+      }
+      accept(at, frame, frame.notes);
+    }
+  } finally {
+    workers?.close();
   }
+  const abs = cursor.abs;
+  const seq = cursor.seq;
+  const link = cursor.link;
 
   // Always, so a progress bar ends at done === total.
   onProgress?.({ operation: 'replay', done: abs - headAbs, total: abs - headAbs });
@@ -208,55 +238,6 @@ function checkCleanTail(
       `journal frames continue to store offset ${RING_START + (abs % c)} (record ${seq - 1}), past where the journal was closed cleanly: ${closedAt}`,
     );
   }
-}
-
-/**
- * Reads and checks the frame at ring position `pos`, which must start record
- * `seq` and follow the frame whose link is `link`. Returns why not otherwise.
- * `notes` (only when the frame holds one) has each record's decoded note.
- */
-async function readFrame(
-  reader: ScanReader,
-  sb: JournalSuper,
-  pos: number,
-  seq: number,
-  link: number,
-): Promise<(FrameHeader & { notes: (JournalNote | undefined)[] | undefined }) | string> {
-  const c = sb.capacity;
-  // Every read takes the reader's window directly when it holds the bytes:
-  // awaiting even then would cost a promise and a microtask per record.
-  // Each view is checked before the next read, which may reuse its window.
-  const count = peekFrame(
-    reader.cached(RING_START + pos, SECTOR) ?? (await reader.read(RING_START + pos, SECTOR)),
-    sb.epoch,
-  );
-  if (count < 0) return 'no frame there';
-  const size = headerBytes(count);
-  if (pos + size > c) return 'frame header runs past the ring end';
-  const frame = decodeFrameHeader(
-    reader.cached(RING_START + pos, size) ?? (await reader.read(RING_START + pos, size)),
-    sb,
-  );
-  if (typeof frame === 'string') return frame;
-  if (frame.firstSeq !== seq) return `a frame of record ${frame.firstSeq}, not ${seq}`;
-  if (frame.prevLink !== link) return 'a frame that does not follow the previous one';
-  if (pos + frame.bytes > c) return 'frame runs past the ring end';
-  let at = RING_START + pos + size;
-  let notes: (JournalNote | undefined)[] | undefined;
-  const records = frame.records;
-  for (let i = 0; i < records.length; i++) {
-    const r = records[i]!;
-    const data = reader.cached(at, r.length) ?? (await reader.read(at, r.length));
-    if (checksum(data) !== r.crc) return `record ${r.seq} fails its checksum`;
-    if (r.kind !== RECORD_WRITE) {
-      const note = decodeNote(r.kind, data);
-      if (typeof note === 'string') return `record ${r.seq}: ${note}`;
-      notes ??= new Array<JournalNote | undefined>(records.length);
-      notes[i] = note;
-    }
-    at += r.length;
-  }
-  return { ...frame, notes };
 }
 
 /**

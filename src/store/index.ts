@@ -1,5 +1,5 @@
 export { type FoundFormat, probeFormat, refuseReformat } from './format-probe.js';
-export { ScanReader } from './scan-reader.js';
+export { ScanReader, type ScanReaderOptions, type SharedWindow } from './scan-reader.js';
 export {
   alignUp,
   decodeSuperblock,

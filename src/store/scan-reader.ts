@@ -10,6 +10,34 @@ interface Window {
   /** The whole buffer `data` is a view of, when it is one of the reader's own. */
   buffer: Uint8Array | undefined;
   read: Promise<Uint8Array>;
+  /** Holds taken on it ({@link ScanReader.sharedWindow}) and not yet released. */
+  holds: number;
+  /** The scan has moved past it: its buffer is spare once the last hold is released. */
+  left: boolean;
+}
+
+/** A window of shared memory another thread may read, from {@link ScanReader.sharedWindow}. */
+export interface SharedWindow {
+  /** Region position of the window's first byte. */
+  start: number;
+  /** The window's bytes, a view of a `SharedArrayBuffer`. */
+  data: Uint8Array;
+  /**
+   * Keeps the window's buffer from being reused for a later window until
+   * the returned function is called (once): the bytes stay as read.
+   */
+  hold(): () => void;
+}
+
+/** How a {@link ScanReader} keeps its windows. */
+export interface ScanReaderOptions {
+  /**
+   * Read into buffers over `SharedArrayBuffer`s, so worker threads can look
+   * at a window ({@link ScanReader.sharedWindow}); only for a store with
+   * `readInto`.
+   * @default false
+   */
+  shared?: boolean;
 }
 
 /**
@@ -46,14 +74,43 @@ export class ScanReader {
   #ahead: Window[] = [];
   /** A span that runs from one window into the next, gathered. */
   #scratch = new Uint8Array(0);
+  readonly #shared: boolean;
 
   /** Reads of `[begin, end)` of `store`. */
-  constructor(store: BlockDevice, begin: number, end: number) {
+  constructor(store: BlockDevice, begin: number, end: number, options: ScanReaderOptions = {}) {
     this.#store = store;
     this.#begin = begin;
     this.#end = end;
     this.#readInto = readerInto(store);
     this.#bufferBytes = Math.max(0, Math.min(ScanReader.WINDOW, end - begin));
+    this.#shared = options.shared === true && this.#readInto !== undefined;
+  }
+
+  /**
+   * The current window, if it holds all of `[pos, pos + length)` and is one
+   * of the reader's shared buffers (option `shared`), else undefined. A
+   * hold on it lets another thread check its bytes after the scan has moved
+   * on: the buffer is reused only once every hold is released.
+   */
+  sharedWindow(pos: number, length: number): SharedWindow | undefined {
+    const w = this.#current;
+    if (w === undefined || !this.#shared || w.buffer === undefined) return undefined;
+    const at = pos - w.start;
+    if (at < 0 || at + length > w.length) return undefined;
+    return {
+      start: w.start,
+      data: w.data,
+      hold: () => {
+        w.holds++;
+        let released = false;
+        return () => {
+          if (released) return;
+          released = true;
+          w.holds--;
+          if (w.holds === 0 && w.left) this.#spareOnceRead(w);
+        };
+      },
+    };
   }
 
   /**
@@ -138,15 +195,37 @@ export class ScanReader {
     if (into === undefined) {
       // The store hands out a buffer of its own per read, which becomes the window.
       const read = attempt(() => this.#store.read(start, length));
-      return { start, length, data: new Uint8Array(0), buffer: undefined, read };
+      return {
+        start,
+        length,
+        data: new Uint8Array(0),
+        buffer: undefined,
+        read,
+        holds: 0,
+        left: false,
+      };
     }
-    const buffer = this.#spare.pop() ?? new Uint8Array(this.#bufferBytes);
+    const buffer = this.#spare.pop() ?? this.#allocate();
     const data = buffer.subarray(0, length);
-    return { start, length, data, buffer, read: attempt(() => into(start, data)) };
+    const read = attempt(() => into(start, data));
+    return { start, length, data, buffer, read, holds: 0, left: false };
   }
 
-  /** Gives a window's buffer back for reuse, once no read writes into it any more. */
+  #allocate(): Uint8Array {
+    const bytes = this.#bufferBytes;
+    return this.#shared ? new Uint8Array(new SharedArrayBuffer(bytes)) : new Uint8Array(bytes);
+  }
+
+  /**
+   * The scan is done with a window: its buffer goes back for reuse once no
+   * read writes into it any more and no hold keeps its bytes.
+   */
   #release(w: Window): void {
+    w.left = true;
+    if (w.holds === 0) this.#spareOnceRead(w);
+  }
+
+  #spareOnceRead(w: Window): void {
     const buffer = w.buffer;
     if (buffer === undefined) return;
     const spare = (): void => {

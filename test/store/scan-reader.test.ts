@@ -112,4 +112,29 @@ describe('ScanReader (journal replay)', () => {
     // The reader is still usable before the damage.
     expect((await reader.read(0, 4096)).length).toBe(4096);
   });
+
+  it('keeps a held shared window as read while the scan goes on, and reuses its buffer once released', async () => {
+    const { device, content } = await randomRegion(40 * MiB);
+    const store = new SlowIntoDevice(device);
+    const reader = new ScanReader(store, 0, 40 * MiB, { shared: true });
+    await reader.read(0, 4096);
+    await reader.read(WINDOW + 100, 4096);
+    const held = reader.sharedWindow(WINDOW + 100, 4096)!;
+    expect(held.start).toBe(WINDOW);
+    expect(held.data.buffer).toBeInstanceOf(SharedArrayBuffer);
+    const release = held.hold();
+    // Past the window: without the hold its buffer would take a later window.
+    for (let pos = 2 * WINDOW; pos < 9 * WINDOW; pos += 256 << 10) await reader.read(pos, 4096);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(Buffer.compare(held.data, content.subarray(WINDOW, 2 * WINDOW))).toBe(0);
+    const buffers = store.buffers.size;
+    release();
+    release();
+    for (let pos = 9 * WINDOW; pos < 40 * MiB; pos += 256 << 10) await reader.read(pos, 4096);
+    // The released buffer went back to the spares: no new one was needed.
+    expect(store.buffers.size).toBe(buffers);
+    // A window the scan is not in, or a region it does not hold whole, is not handed out.
+    expect(reader.sharedWindow(0, 4096)).toBeUndefined();
+    expect(new ScanReader(store, 0, 40 * MiB).sharedWindow(0, 1)).toBeUndefined();
+  });
 });
