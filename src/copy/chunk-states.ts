@@ -1,3 +1,5 @@
+import type { CopyGeometry } from './copy-map.js';
+
 /** Not copied, and no copy of it started: its source bytes are the snapshot's. */
 const PENDING = 0;
 /** Being copied: its old bytes are still being read from the source. */
@@ -7,13 +9,8 @@ const CAPTURED = 2;
 /** Durably in the map (in the destination, without a map store): the source may change there. */
 const DONE = 3;
 
-/** The byte range of a copy job that its chunks cover. */
-export interface ChunkGeometry {
-  /** Source offset of range byte 0. */
-  readonly offset: number;
-  readonly length: number;
-  readonly chunkSize: number;
-}
+/** The byte range of a copy job that its chunks cover (source offset of range byte 0, length, chunk size). */
+export type ChunkGeometry = Pick<CopyGeometry, 'offset' | 'length' | 'chunkSize'>;
 
 /**
  * The state of every chunk of a copy job's range (PENDING → BUSY →
