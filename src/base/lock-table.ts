@@ -57,6 +57,18 @@ export class LockTable {
     };
   }
 
+  /**
+   * Whether any block of `first..last` is locked now (held, or waited for:
+   * a block someone waits for is held). Lets a write that needs no lock of
+   * its own check that it overtakes no locked I/O of the same blocks.
+   */
+  anyLocked(first: number, last: number): boolean {
+    const locks = this.#locks;
+    if (locks.size === 0) return false;
+    for (let block = first; block <= last; block++) if (locks.has(block)) return true;
+    return false;
+  }
+
   async #acquireRange(first: number, last: number): Promise<Release> {
     const releases: Release[] = [];
     for (let block = first; block <= last; block++) releases.push(await this.#acquireOne(block));

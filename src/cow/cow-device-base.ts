@@ -342,7 +342,8 @@ export abstract class CowDeviceBase
   }
 
   /**
-   * A write to blocks no snapshot holds goes straight to the origin — whose
+   * A write with nothing to preserve (no snapshot holds its blocks, or every
+   * one that does has its copy already) goes straight to the origin — whose
    * `write`, by the BlockDevice contract, is done with `data` once it
    * returns — with no copy here, no block lock and, on
    * this hot path, no promise of our own; anything else (a snapshot holds a
@@ -354,7 +355,7 @@ export abstract class CowDeviceBase
     // Both checks and the origin's write run in this one synchronous turn, so
     // no snapshot can come to hold the blocks in between; one that does later
     // drains this write through the gate first.
-    if (this.#state.anyHolds(first, last)) return undefined;
+    if (!this.#nothingToPreserve(first, last)) return undefined;
     const pass = this.#gate.tryEnter(first, last);
     if (pass === undefined) return undefined;
     this.#inFlight.started();
@@ -411,7 +412,7 @@ export abstract class CowDeviceBase
     last: number,
     pass: GatePass,
   ): Promise<void> {
-    if (!this.#state.anyHolds(first, last)) return this.#unheld.write(offset, data, pass, false);
+    if (this.#nothingToPreserve(first, last)) return this.#unheld.write(offset, data, pass, false);
     return this.#writeLocked(offset, data, first, last).finally(() => pass.leave());
   }
 
@@ -446,6 +447,25 @@ export abstract class CowDeviceBase
   }
 
   // ---------------------------------------------------------------- internals
+
+  /**
+   * Whether a write to `first..last` may go to the origin with no block
+   * lock: no live snapshot needs any of its blocks preserved (none holds
+   * them, or each one holding a block already has its preserved copy, so its
+   * reads no longer look at the origin there), and none of them is locked —
+   * a lock is a preserve-then-write or a snapshot read of the block under
+   * way, which this write must not overtake. Asked inside the gate, or in
+   * the same synchronous turn as its `tryEnter`: a snapshot that makes a
+   * block need preserving again registers its hold first, which keeps later
+   * writes out until its cut is applied and drains those already in.
+   */
+  #nothingToPreserve(first: number, last: number): boolean {
+    const state = this.#state;
+    if (!state.anyHolds(first, last)) return true;
+    if (this.#locks.anyLocked(first, last)) return false;
+    for (let block = first; block <= last; block++) if (state.needsPreserve(block)) return false;
+    return true;
+  }
 
   /** Preserves what live snapshots need of `first..last` (locks held) and reports each copy. */
   async #preserve(first: number, last: number): Promise<void> {

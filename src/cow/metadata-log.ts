@@ -177,7 +177,7 @@ export class MetadataLog<E> {
     if (this.#failed) return Promise.reject(this.#failed);
     return new Promise((resolve, reject) => {
       this.#queue.push({ entries, data, resolve, reject });
-      if (this.#pumping === undefined) this.#pumping = this.#pump();
+      this.#wake();
     });
   }
 
@@ -230,7 +230,7 @@ export class MetadataLog<E> {
     if (this.#failed) return Promise.resolve();
     return new Promise((resolve, reject) => {
       this.#queue.push({ entries: [], attest: true, resolve, reject });
-      if (this.#pumping === undefined) this.#pumping = this.#pump();
+      this.#wake();
     });
   }
 
@@ -249,6 +249,18 @@ export class MetadataLog<E> {
   async checkpoint(): Promise<void> {
     await this.idle();
     await this.#checkpoint();
+  }
+
+  /**
+   * Starts the pump if it is idle, one microtask later: the appends made in
+   * the same synchronous turn, and those their own first reactions make
+   * (several writes' preserves resolving together, a worker's ring turn),
+   * join the first commit instead of each starting one. A busy pump takes
+   * them into its next batch anyway.
+   */
+  #wake(): void {
+    if (this.#pumping !== undefined) return;
+    this.#pumping = Promise.resolve().then(() => this.#pump());
   }
 
   async #pump(): Promise<void> {

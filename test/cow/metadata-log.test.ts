@@ -151,13 +151,16 @@ describe('MetadataLog', () => {
     expect(await rig.open()).toEqual(['init', 'a', 'b', 'c', 'd']);
   });
 
-  it('appends made while a commit is in flight share the next frame and its flush', async () => {
+  it('appends made in one turn share a frame; those made while it commits share the next', async () => {
     const rig = await LogRig.create();
     rig.store.resetStats();
-    const appends = letters(0, 10).map((e) => rig.log.append([e]));
-    await Promise.all(appends);
-    // The first goes alone; the nine queued behind it go as one frame.
-    expect(rig.handed).toEqual([['a'], letters(1, 9)]);
+    const turn = letters(0, 3).map((e) => rig.log.append([e]));
+    // The idle log starts its commit one microtask after the first append:
+    // this await resumes after that, with the commit of the turn in flight.
+    await Promise.resolve();
+    const behind = letters(3, 7).map((e) => rig.log.append([e]));
+    await Promise.all([...turn, ...behind]);
+    expect(rig.handed).toEqual([letters(0, 3), letters(3, 7)]);
     expect(rig.store.stats).toMatchObject({ writes: 2, flushes: 2 });
     expect(await rig.open()).toEqual(letters(0, 10));
   });
