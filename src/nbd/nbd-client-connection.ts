@@ -1,8 +1,9 @@
 /**
- * One NBD client connection in the transmission phase: requests go out as
- * one socket write each (header and payload in one Buffer), each under a
- * cookie of its own; replies come back in any order and are matched by it
- * (nbd-client-replies.ts parses them). `NbdDevice` (src/devices/) runs on
+ * One NBD client connection in the transmission phase: requests go out in
+ * batches, one socket write for those made in one turn of the event loop
+ * (nbd-client-requests.ts), each under a cookie of its own; replies come
+ * back in any order and are matched by it (nbd-client-replies.ts parses
+ * them). `NbdDevice` (src/devices/) runs on
  * one or several of these.
  *
  * A connection fails as a whole: when the socket drops, a request gets no
@@ -17,15 +18,12 @@ import { BlockDeviceError } from '../errors.js';
 import { serverErrorToDeviceError } from './nbd-client-errors.js';
 import { type HandshakeTls, type NegotiatedExport, negotiate } from './nbd-client-handshake.js';
 import { type AwaitedReply, ReplyParser, type ReplySink } from './nbd-client-replies.js';
+import { RequestBatch, requestHeaderSize, writeRequestHeader } from './nbd-client-requests.js';
 import {
   NBD_CMD_DISC,
   NBD_CMD_FLAG_PAYLOAD_LEN,
   NBD_COMMAND_NAMES,
   NBD_ESHUTDOWN,
-  NBD_EXTENDED_REQUEST_MAGIC,
-  NBD_EXTENDED_REQUEST_SIZE,
-  NBD_REQUEST_MAGIC,
-  NBD_REQUEST_SIZE,
 } from './protocol.js';
 
 /** Where and how to connect. */
@@ -54,13 +52,8 @@ export class NbdClientConnection implements ReplySink {
   readonly #timeoutMs: number;
   readonly #pending = new Map<number, Pending>();
   readonly #parser: ReplyParser;
-  readonly #headerSize: number;
+  readonly #requests: RequestBatch;
   #nextCookie = 1;
-  #corked = false;
-  readonly #uncork = () => {
-    this.#corked = false;
-    this.#stream.uncork();
-  };
   #timer: NodeJS.Timeout | undefined;
   #failure: BlockDeviceError | undefined;
   /** The server answered `ESHUTDOWN`: no new requests; disconnect once the rest are answered. */
@@ -74,7 +67,7 @@ export class NbdClientConnection implements ReplySink {
     this.#stream = stream;
     this.info = info;
     this.#timeoutMs = timeoutMs;
-    this.#headerSize = info.extended ? NBD_EXTENDED_REQUEST_SIZE : NBD_REQUEST_SIZE;
+    this.#requests = new RequestBatch(stream, info.extended);
     this.#parser = new ReplyParser(this, info.structured, info.extended);
     this.#closed = new Promise((resolve) => stream.once('close', () => resolve()));
     stream.on('data', (chunk: Buffer) => this.#parser.push(chunk));
@@ -145,7 +138,9 @@ export class NbdClientConnection implements ReplySink {
   /**
    * Sends one request and resolves when its reply arrives: a read's data is
    * then in `target` (exactly `length` bytes), a write's `payload` with the
-   * server. The request leaves in one socket write, before this returns.
+   * server. The request is queued before this returns (`payload` copied, so
+   * the caller may reuse it at once) and leaves with the others made in the
+   * same turn of the event loop.
    */
   request(
     command: number,
@@ -162,9 +157,7 @@ export class NbdClientConnection implements ReplySink {
     }
     const cookie = this.#cookie();
     const flags = payload !== undefined && this.info.extended ? NBD_CMD_FLAG_PAYLOAD_LEN : 0;
-    const message = Buffer.allocUnsafe(this.#headerSize + (payload?.length ?? 0));
-    this.#writeHeader(message, flags, command, cookie, offset, length);
-    if (payload !== undefined) message.set(payload, this.#headerSize);
+    this.#requests.add(flags, command, cookie, offset, length, payload);
     return new Promise<void>((resolve, reject) => {
       const deadline = Date.now() + this.#timeoutMs;
       this.#pending.set(cookie, {
@@ -180,14 +173,6 @@ export class NbdClientConnection implements ReplySink {
         reject,
       });
       if (this.#timer === undefined) this.#armTimer(deadline);
-      // Requests made in one turn of the event loop leave in one system
-      // call: corked here, uncorked once the turn's synchronous code is done.
-      if (!this.#corked) {
-        this.#corked = true;
-        this.#stream.cork();
-        process.nextTick(this.#uncork);
-      }
-      this.#stream.write(message);
     });
   }
 
@@ -204,8 +189,10 @@ export class NbdClientConnection implements ReplySink {
 
   async #disconnect(): Promise<void> {
     if (this.#failure === undefined && !this.#stream.destroyed) {
-      const message = Buffer.alloc(this.#headerSize);
-      this.#writeHeader(message, 0, NBD_CMD_DISC, 0, 0, 0);
+      // Whatever is still queued goes before DISC: nothing may follow it.
+      this.#requests.flush();
+      const message = Buffer.alloc(requestHeaderSize(this.info.extended));
+      writeRequestHeader(message, 0, this.info.extended, 0, NBD_CMD_DISC, 0, 0, 0);
       this.#stream.end(message);
       const late = setTimeout(() => this.#stream.destroy(), this.#timeoutMs);
       late.unref();
@@ -255,30 +242,6 @@ export class NbdClientConnection implements ReplySink {
       const cookie = this.#nextCookie;
       this.#nextCookie = cookie === 0xffffffff ? 1 : cookie + 1;
       if (!this.#pending.has(cookie)) return cookie;
-    }
-  }
-
-  #writeHeader(
-    into: Buffer,
-    flags: number,
-    command: number,
-    cookie: number,
-    offset: number,
-    length: number,
-  ): void {
-    const extended = this.info.extended;
-    into.writeUInt32BE(extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC, 0);
-    into.writeUInt16BE(flags, 4);
-    into.writeUInt16BE(command, 6);
-    into.writeUInt32BE(0, 8);
-    into.writeUInt32BE(cookie, 12);
-    into.writeUInt32BE(Math.floor(offset / 2 ** 32), 16);
-    into.writeUInt32BE(offset >>> 0, 20);
-    if (extended) {
-      into.writeUInt32BE(Math.floor(length / 2 ** 32), 24);
-      into.writeUInt32BE(length >>> 0, 28);
-    } else {
-      into.writeUInt32BE(length, 24);
     }
   }
 
