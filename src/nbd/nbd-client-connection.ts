@@ -22,6 +22,7 @@ import { RequestBatch, requestHeaderSize, writeRequestHeader } from './nbd-clien
 import {
   NBD_CMD_DISC,
   NBD_CMD_FLAG_PAYLOAD_LEN,
+  NBD_CMD_READ,
   NBD_COMMAND_NAMES,
   NBD_ESHUTDOWN,
 } from './protocol.js';
@@ -40,8 +41,11 @@ export interface ConnectionTarget {
 
 interface Pending extends AwaitedReply {
   readonly deadline: number;
-  resolve(): void;
+  /** Settles the caller's promise: a read's with its target, any other request's with undefined. */
+  resolve(value: Uint8Array | undefined): void;
   reject(err: Error): void;
+  /** Called once the request settles, either way, after its promise is settled. */
+  readonly settled: (() => void) | undefined;
 }
 
 /** An NBD connection past the handshake. */
@@ -136,41 +140,62 @@ export class NbdClientConnection implements ReplySink {
   }
 
   /**
-   * Sends one request and resolves when its reply arrives: a read's data is
-   * then in `target` (exactly `length` bytes), a write's `payload` with the
-   * server. The request is queued before this returns (`payload` copied, so
-   * the caller may reuse it at once) and leaves with the others made in the
-   * same turn of the event loop.
+   * Sends one request other than a read and resolves when its reply
+   * arrives: a write's `payload` is then with the server. The request is
+   * queued before this returns (`payload` copied, so the caller may reuse
+   * it at once) and leaves with the others made in the same turn of the
+   * event loop.
    */
-  request(
+  request(command: number, offset: number, length: number, payload?: Uint8Array): Promise<void> {
+    return this.#send(command, offset, length, payload, undefined, undefined);
+  }
+
+  /**
+   * Sends an `NBD_CMD_READ` of `target.length` bytes at `offset` and
+   * resolves with `target` once the reply's data is in it: the promise is
+   * settled from the reply parser itself, with no reaction in between.
+   * `settled`, if given, is called once the read settles, either way —
+   * also when this rejects at once on a failed connection.
+   */
+  read(offset: number, target: Uint8Array, settled?: () => void): Promise<Uint8Array> {
+    return this.#send(NBD_CMD_READ, offset, target.length, undefined, target, settled);
+  }
+
+  #send<T extends Uint8Array | undefined>(
     command: number,
     offset: number,
     length: number,
-    payload?: Uint8Array,
-    target?: Uint8Array,
-  ): Promise<void> {
-    if (this.#failure !== undefined) return Promise.reject(this.#laterFailure());
-    if (this.#shuttingDown || this.#disconnected !== undefined) {
-      return Promise.reject(
-        new BlockDeviceError('EIO', 'the NBD server is shutting down this connection'),
-      );
+    payload: Uint8Array | undefined,
+    target: T,
+    settled: (() => void) | undefined,
+  ): Promise<T> {
+    let refused: BlockDeviceError | undefined;
+    if (this.#failure !== undefined) refused = this.#laterFailure();
+    else if (this.#shuttingDown || this.#disconnected !== undefined) {
+      refused = new BlockDeviceError('EIO', 'the NBD server is shutting down this connection');
+    }
+    if (refused !== undefined) {
+      const rejected = Promise.reject(refused);
+      settled?.();
+      return rejected;
     }
     const cookie = this.#cookie();
     const flags = payload !== undefined && this.info.extended ? NBD_CMD_FLAG_PAYLOAD_LEN : 0;
     this.#requests.add(flags, command, cookie, offset, length, payload);
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<T>((resolve, reject) => {
       const deadline = Date.now() + this.#timeoutMs;
       this.#pending.set(cookie, {
         command,
         offset,
         length,
         target,
-        covered: [],
+        covered: undefined,
         coveredBytes: 0,
         error: undefined,
         deadline,
-        resolve,
+        resolve: resolve as (value: Uint8Array | undefined) => void,
         reject,
+        settled,
       });
       if (this.#timer === undefined) this.#armTimer(deadline);
     });
@@ -221,12 +246,13 @@ export class NbdClientConnection implements ReplySink {
     this.#pending.delete(cookie);
     if (this.#pending.size === 0) this.#clearTimer();
     const error = reply.error;
-    if (error === undefined) pending.resolve();
+    if (error === undefined) pending.resolve(pending.target);
     else {
       pending.reject(serverErrorToDeviceError(error.errno, reply.command, error.message));
       // proto.md: a client that receives ESHUTDOWN must initiate a soft disconnect.
       if (error.errno === NBD_ESHUTDOWN) this.#shuttingDown = true;
     }
+    pending.settled?.();
     if (this.#shuttingDown && this.#pending.size === 0) void this.disconnect();
   }
 
@@ -292,7 +318,10 @@ export class NbdClientConnection implements ReplySink {
     this.#stream.destroy();
     const pending = [...this.#pending.values()];
     this.#pending.clear();
-    for (const request of pending) request.reject(failure);
+    for (const request of pending) {
+      request.reject(failure);
+      request.settled?.();
+    }
     this.onFailure?.(failure);
   }
 }
