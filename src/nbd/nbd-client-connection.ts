@@ -3,7 +3,8 @@
  * batches, one socket write for those made in one turn of the event loop
  * (nbd-client-requests.ts), each under a cookie of its own; replies come
  * back in any order and are matched by it (nbd-client-replies.ts parses
- * them). `NbdDevice` (src/devices/) runs on
+ * them). A clear connection's socket reads into one reused buffer
+ * (nbd-client-receiver.ts) that the parser reads replies from in place. `NbdDevice` (src/devices/) runs on
  * one or several of these.
  *
  * A connection fails as a whole: when the socket drops, a request gets no
@@ -17,6 +18,7 @@ import type { Duplex } from 'node:stream';
 import { BlockDeviceError } from '../errors.js';
 import { serverErrorToDeviceError } from './nbd-client-errors.js';
 import { type HandshakeTls, type NegotiatedExport, negotiate } from './nbd-client-handshake.js';
+import { SocketReceiver } from './nbd-client-receiver.js';
 import { type AwaitedReply, ReplyParser, type ReplySink } from './nbd-client-replies.js';
 import { RequestBatch, requestHeaderSize, writeRequestHeader } from './nbd-client-requests.js';
 import {
@@ -67,14 +69,26 @@ export class NbdClientConnection implements ReplySink {
   /** Called once, when the connection fails (not on a clean disconnect). */
   onFailure: ((err: BlockDeviceError) => void) | undefined;
 
-  private constructor(stream: Duplex, info: NegotiatedExport, leftover: Buffer, timeoutMs: number) {
+  /**
+   * @param receiver - the clear socket's `onread` receiver; undefined for
+   *   TLS, whose stream emits `data`.
+   */
+  private constructor(
+    stream: Duplex,
+    receiver: SocketReceiver | undefined,
+    info: NegotiatedExport,
+    leftover: Buffer,
+    timeoutMs: number,
+  ) {
     this.#stream = stream;
     this.info = info;
     this.#timeoutMs = timeoutMs;
     this.#requests = new RequestBatch(stream, info.extended);
-    this.#parser = new ReplyParser(this, info.structured, info.extended);
+    const parser = new ReplyParser(this, info.structured, info.extended);
+    this.#parser = parser;
     this.#closed = new Promise((resolve) => stream.once('close', () => resolve()));
-    stream.on('data', (chunk: Buffer) => this.#parser.push(chunk));
+    if (receiver !== undefined) receiver.deliverTo((bytes) => parser.push(bytes));
+    else stream.on('data', (chunk: Buffer) => parser.push(chunk));
     stream.on('error', (err) => this.#fail('the connection failed', err));
     stream.on('close', () => this.#fail('the server closed the connection'));
     if (leftover.length > 0) this.#parser.push(leftover);
@@ -88,10 +102,14 @@ export class NbdClientConnection implements ReplySink {
    */
   static async open(target: ConnectionTarget): Promise<NbdClientConnection> {
     target.signal?.throwIfAborted();
+    // TLS reads through its own socket; a clear connection reads into a reused buffer.
+    const receiver = target.tls === undefined ? new SocketReceiver() : undefined;
+    const onread = receiver?.onread;
     const socket =
       target.path !== undefined
-        ? net.connect({ path: target.path })
-        : net.connect({ host: target.host, port: target.port ?? 0, noDelay: true });
+        ? net.connect({ path: target.path, onread })
+        : net.connect({ host: target.host, port: target.port ?? 0, noDelay: true, onread });
+    receiver?.attach(socket);
     const where = target.path ?? `${target.host}:${target.port}`;
     let stop: ((err: Error) => void) | undefined;
     const abort = () => {
@@ -116,7 +134,7 @@ export class NbdClientConnection implements ReplySink {
       const handshake = negotiate(socket, target.host, target.exportName, target.tls);
       stop = handshake.stop;
       const { stream, info, leftover } = await handshake.result;
-      return new NbdClientConnection(stream, info, leftover, target.timeoutMs);
+      return new NbdClientConnection(stream, receiver, info, leftover, target.timeoutMs);
     } catch (err) {
       socket.destroy();
       if (target.signal?.aborted && err === target.signal.reason) throw err;
