@@ -391,10 +391,17 @@ async function copyRow(cfg: BenchConfig): Promise<RowResult> {
 
 /**
  * Our client: NbdDevice reads (4 KiB random, cfg.inFlight in flight) from
- * `nbdkit memory`, against fio's nbd engine on the same server.
+ * `nbdkit memory`, against fio's nbd engine on the same server. `read`
+ * hands out a fresh buffer per read (the contract's floor, as for
+ * FileDevice: docs/ARCHITECTURE.md, "Performance notes"); `readInto` reads
+ * into one buffer per worker, reused, as fio does.
  */
-async function clientReadRow(cfg: BenchConfig): Promise<RowResult> {
-  const round = nextRound('nbd-client-read');
+async function clientReadRow(
+  cfg: BenchConfig,
+  id: string,
+  call: 'read' | 'readInto',
+): Promise<RowResult> {
+  const round = nextRound(id);
   const theirs = await startNbdkitMemory();
   try {
     await fill(cfg, theirs.uri, MEMORY_SIZE);
@@ -403,10 +410,13 @@ async function clientReadRow(cfg: BenchConfig): Promise<RowResult> {
       const device = await cfg.lib.NbdDevice.connect(theirs.uri);
       try {
         const rngs = workerRngs(cfg.seed, cfg.inFlight);
+        const targets = Array.from({ length: cfg.inFlight }, () => new Uint8Array(cfg.blockSize));
         const latencies: number[] = [];
         const issue = promised(async (worker) => {
           const t0 = performance.now();
-          await device.read(rngs[worker]!.below(blocks) * cfg.blockSize, cfg.blockSize);
+          const offset = rngs[worker]!.below(blocks) * cfg.blockSize;
+          if (call === 'read') await device.read(offset, cfg.blockSize);
+          else await device.readInto(offset, targets[worker]!);
           if (latencies.length < 1_000_000) latencies.push(performance.now() - t0);
         });
         await closedLoop(issue, { inFlight: cfg.inFlight, seconds: cfg.warmup });
@@ -423,7 +433,9 @@ async function clientReadRow(cfg: BenchConfig): Promise<RowResult> {
       fio(cfg, theirs.uri, 'randread', MEMORY_SIZE),
     );
     return pairResult(o, t, 'fio from the same nbdkit memory', [
-      'ours: NbdDevice.connect, one connection, a closed loop of reads in this process',
+      call === 'read'
+        ? 'ours: NbdDevice.connect, one connection, a closed loop of read() in this process (a fresh result buffer per read)'
+        : 'ours: NbdDevice.connect, one connection, a closed loop of readInto() in this process (one reused buffer per worker, as fio)',
     ]);
   } finally {
     await theirs.stop();
@@ -474,7 +486,13 @@ export function nbdRows(_cfg: BenchConfig): Row[] {
       id: 'nbd-client-read',
       label: 'NbdDevice 4 KiB random reads from nbdkit memory',
       kind: 'metric',
-      run: clientReadRow,
+      run: (c) => clientReadRow(c, 'nbd-client-read', 'read'),
+    },
+    {
+      id: 'nbd-client-read-into',
+      label: 'NbdDevice 4 KiB random readInto from nbdkit memory',
+      kind: 'metric',
+      run: (c) => clientReadRow(c, 'nbd-client-read-into', 'readInto'),
     },
   ];
 }
@@ -487,5 +505,7 @@ export const NBD_TARGETS: Readonly<Record<string, readonly [number | undefined, 
   'nbd-file-write': [1.0, 'qemu-nbd -f raw on the same file'],
   'nbd-cow-first-write': [undefined, 'qemu-nbd on a qcow2 overlay (allocating writes)'],
   'nbd-copy': [1.0, 'nbdkit memory'],
-  'nbd-client-read': [0.8, 'fio from the same nbdkit memory'],
+  // read() pays a fresh result buffer per read, which fio does not: reported.
+  'nbd-client-read': [undefined, 'fio from the same nbdkit memory'],
+  'nbd-client-read-into': [0.8, 'fio from the same nbdkit memory'],
 };

@@ -1,4 +1,10 @@
-import { AbstractBlockDevice, LockTable, readResultBuffer } from '../base/index.js';
+import {
+  AbstractBlockDevice,
+  type InFlightCounter,
+  inFlightCounter,
+  LockTable,
+  readResultBuffer,
+} from '../base/index.js';
 import { BlockDeviceError } from '../errors.js';
 import {
   NBD_CMD_FLUSH,
@@ -69,6 +75,12 @@ export class NbdDevice extends AbstractBlockDevice<NbdDeviceEvents> {
   readonly #piece: number;
   /** Locks of minimum blocks, only where the server's minimum block is over 1 (read-modify-write). */
   readonly #locks: LockTable | undefined;
+  /**
+   * Reads count themselves: a read of one request hands the counter's
+   * `settled` to the connection, which calls it as the reply settles the
+   * read — no reaction per read just to count it.
+   */
+  readonly #inFlight: InFlightCounter = inFlightCounter(this);
 
   private constructor(
     exportName: string,
@@ -97,6 +109,7 @@ export class NbdDevice extends AbstractBlockDevice<NbdDeviceEvents> {
     for (const connection of connections) {
       connection.onFailure = (err) => this.#connectionFailed(err);
     }
+    this.#inFlight.ownReads = true;
   }
 
   /**
@@ -145,7 +158,21 @@ export class NbdDevice extends AbstractBlockDevice<NbdDeviceEvents> {
     }
   }
 
-  protected async _read(offset: number, length: number): Promise<Uint8Array> {
+  /**
+   * A read of one request (aligned, at most the payload limit — any 4 KiB
+   * read) resolves straight from the reply parser with its result buffer,
+   * which the reply's data was copied into; a longer one is split, an
+   * unaligned one reads the aligned span.
+   */
+  protected _read(offset: number, length: number): Promise<Uint8Array> {
+    if (this.#oneRequest(offset, length)) {
+      this.#inFlight.started();
+      return this.#connection().read(offset, readResultBuffer(length), this.#inFlight.settled);
+    }
+    return this.#inFlight.track(this.#readPieces(offset, length));
+  }
+
+  async #readPieces(offset: number, length: number): Promise<Uint8Array> {
     const m = this.#minimumBlock;
     if (offset % m === 0 && length % m === 0) {
       const result = readResultBuffer(length);
@@ -165,17 +192,32 @@ export class NbdDevice extends AbstractBlockDevice<NbdDeviceEvents> {
 
   /**
    * An aligned read's reply data is copied from the socket straight into
-   * the caller's buffer; an unaligned one reads the aligned span and copies
-   * the asked part in.
+   * the caller's buffer (a read of one request resolves from the reply
+   * parser, as in `_read`); an unaligned one reads the aligned span and
+   * copies the asked part in.
    */
-  protected override async _readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
+  protected override _readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
+    if (this.#oneRequest(offset, target.length)) {
+      this.#inFlight.started();
+      return this.#connection().read(offset, target, this.#inFlight.settled);
+    }
+    return this.#inFlight.track(this.#readPiecesInto(offset, target));
+  }
+
+  async #readPiecesInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
     const m = this.#minimumBlock;
     if (offset % m === 0 && target.length % m === 0) {
       await this.#transfer(NBD_CMD_READ, offset, target);
       return target;
     }
-    target.set(await this._read(offset, target.length));
+    target.set(await this.#readPieces(offset, target.length));
     return target;
+  }
+
+  /** Whether a read of `[offset, offset + length)` is one aligned request. */
+  #oneRequest(offset: number, length: number): boolean {
+    const m = this.#minimumBlock;
+    return length <= this.#piece && offset % m === 0 && length % m === 0;
   }
 
   protected _write(offset: number, data: Uint8Array): Promise<void> {
@@ -235,17 +277,15 @@ export class NbdDevice extends AbstractBlockDevice<NbdDeviceEvents> {
     if (buffer.length <= piece) {
       const c = this.#connection();
       return read
-        ? c.request(command, offset, buffer.length, undefined, buffer)
+        ? c.read(offset, buffer).then(() => undefined)
         : c.request(command, offset, buffer.length, buffer);
     }
-    const parts: Promise<void>[] = [];
+    const parts: Promise<unknown>[] = [];
     for (let at = 0; at < buffer.length; at += piece) {
       const part = buffer.subarray(at, Math.min(buffer.length, at + piece));
       const c = this.#connection();
       parts.push(
-        read
-          ? c.request(command, offset + at, part.length, undefined, part)
-          : c.request(command, offset + at, part.length, part),
+        read ? c.read(offset + at, part) : c.request(command, offset + at, part.length, part),
       );
     }
     return Promise.all(parts).then(() => undefined);

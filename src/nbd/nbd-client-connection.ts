@@ -1,8 +1,10 @@
 /**
- * One NBD client connection in the transmission phase: requests go out as
- * one socket write each (header and payload in one Buffer), each under a
- * cookie of its own; replies come back in any order and are matched by it
- * (nbd-client-replies.ts parses them). `NbdDevice` (src/devices/) runs on
+ * One NBD client connection in the transmission phase: requests go out in
+ * batches, one socket write for those made in one turn of the event loop
+ * (nbd-client-requests.ts), each under a cookie of its own; replies come
+ * back in any order and are matched by it (nbd-client-replies.ts parses
+ * them). A clear connection's socket reads into one reused buffer
+ * (nbd-client-receiver.ts) that the parser reads replies from in place. `NbdDevice` (src/devices/) runs on
  * one or several of these.
  *
  * A connection fails as a whole: when the socket drops, a request gets no
@@ -16,16 +18,15 @@ import type { Duplex } from 'node:stream';
 import { BlockDeviceError } from '../errors.js';
 import { serverErrorToDeviceError } from './nbd-client-errors.js';
 import { type HandshakeTls, type NegotiatedExport, negotiate } from './nbd-client-handshake.js';
+import { SocketReceiver } from './nbd-client-receiver.js';
 import { type AwaitedReply, ReplyParser, type ReplySink } from './nbd-client-replies.js';
+import { RequestBatch, requestHeaderSize, writeRequestHeader } from './nbd-client-requests.js';
 import {
   NBD_CMD_DISC,
   NBD_CMD_FLAG_PAYLOAD_LEN,
+  NBD_CMD_READ,
   NBD_COMMAND_NAMES,
   NBD_ESHUTDOWN,
-  NBD_EXTENDED_REQUEST_MAGIC,
-  NBD_EXTENDED_REQUEST_SIZE,
-  NBD_REQUEST_MAGIC,
-  NBD_REQUEST_SIZE,
 } from './protocol.js';
 
 /** Where and how to connect. */
@@ -42,8 +43,11 @@ export interface ConnectionTarget {
 
 interface Pending extends AwaitedReply {
   readonly deadline: number;
-  resolve(): void;
+  /** Settles the caller's promise: a read's with its target, any other request's with undefined. */
+  resolve(value: Uint8Array | undefined): void;
   reject(err: Error): void;
+  /** Called once the request settles, either way, after its promise is settled. */
+  readonly settled: (() => void) | undefined;
 }
 
 /** An NBD connection past the handshake. */
@@ -54,13 +58,8 @@ export class NbdClientConnection implements ReplySink {
   readonly #timeoutMs: number;
   readonly #pending = new Map<number, Pending>();
   readonly #parser: ReplyParser;
-  readonly #headerSize: number;
+  readonly #requests: RequestBatch;
   #nextCookie = 1;
-  #corked = false;
-  readonly #uncork = () => {
-    this.#corked = false;
-    this.#stream.uncork();
-  };
   #timer: NodeJS.Timeout | undefined;
   #failure: BlockDeviceError | undefined;
   /** The server answered `ESHUTDOWN`: no new requests; disconnect once the rest are answered. */
@@ -70,14 +69,26 @@ export class NbdClientConnection implements ReplySink {
   /** Called once, when the connection fails (not on a clean disconnect). */
   onFailure: ((err: BlockDeviceError) => void) | undefined;
 
-  private constructor(stream: Duplex, info: NegotiatedExport, leftover: Buffer, timeoutMs: number) {
+  /**
+   * @param receiver - the clear socket's `onread` receiver; undefined for
+   *   TLS, whose stream emits `data`.
+   */
+  private constructor(
+    stream: Duplex,
+    receiver: SocketReceiver | undefined,
+    info: NegotiatedExport,
+    leftover: Buffer,
+    timeoutMs: number,
+  ) {
     this.#stream = stream;
     this.info = info;
     this.#timeoutMs = timeoutMs;
-    this.#headerSize = info.extended ? NBD_EXTENDED_REQUEST_SIZE : NBD_REQUEST_SIZE;
-    this.#parser = new ReplyParser(this, info.structured, info.extended);
+    this.#requests = new RequestBatch(stream, info.extended);
+    const parser = new ReplyParser(this, info.structured, info.extended);
+    this.#parser = parser;
     this.#closed = new Promise((resolve) => stream.once('close', () => resolve()));
-    stream.on('data', (chunk: Buffer) => this.#parser.push(chunk));
+    if (receiver !== undefined) receiver.deliverTo((bytes) => parser.push(bytes));
+    else stream.on('data', (chunk: Buffer) => parser.push(chunk));
     stream.on('error', (err) => this.#fail('the connection failed', err));
     stream.on('close', () => this.#fail('the server closed the connection'));
     if (leftover.length > 0) this.#parser.push(leftover);
@@ -91,10 +102,14 @@ export class NbdClientConnection implements ReplySink {
    */
   static async open(target: ConnectionTarget): Promise<NbdClientConnection> {
     target.signal?.throwIfAborted();
+    // TLS reads through its own socket; a clear connection reads into a reused buffer.
+    const receiver = target.tls === undefined ? new SocketReceiver() : undefined;
+    const onread = receiver?.onread;
     const socket =
       target.path !== undefined
-        ? net.connect({ path: target.path })
-        : net.connect({ host: target.host, port: target.port ?? 0, noDelay: true });
+        ? net.connect({ path: target.path, onread })
+        : net.connect({ host: target.host, port: target.port ?? 0, noDelay: true, onread });
+    receiver?.attach(socket);
     const where = target.path ?? `${target.host}:${target.port}`;
     let stop: ((err: Error) => void) | undefined;
     const abort = () => {
@@ -119,7 +134,7 @@ export class NbdClientConnection implements ReplySink {
       const handshake = negotiate(socket, target.host, target.exportName, target.tls);
       stop = handshake.stop;
       const { stream, info, leftover } = await handshake.result;
-      return new NbdClientConnection(stream, info, leftover, target.timeoutMs);
+      return new NbdClientConnection(stream, receiver, info, leftover, target.timeoutMs);
     } catch (err) {
       socket.destroy();
       if (target.signal?.aborted && err === target.signal.reason) throw err;
@@ -143,51 +158,64 @@ export class NbdClientConnection implements ReplySink {
   }
 
   /**
-   * Sends one request and resolves when its reply arrives: a read's data is
-   * then in `target` (exactly `length` bytes), a write's `payload` with the
-   * server. The request leaves in one socket write, before this returns.
+   * Sends one request other than a read and resolves when its reply
+   * arrives: a write's `payload` is then with the server. The request is
+   * queued before this returns (`payload` copied, so the caller may reuse
+   * it at once) and leaves with the others made in the same turn of the
+   * event loop.
    */
-  request(
+  request(command: number, offset: number, length: number, payload?: Uint8Array): Promise<void> {
+    return this.#send(command, offset, length, payload, undefined, undefined);
+  }
+
+  /**
+   * Sends an `NBD_CMD_READ` of `target.length` bytes at `offset` and
+   * resolves with `target` once the reply's data is in it: the promise is
+   * settled from the reply parser itself, with no reaction in between.
+   * `settled`, if given, is called once the read settles, either way —
+   * also when this rejects at once on a failed connection.
+   */
+  read(offset: number, target: Uint8Array, settled?: () => void): Promise<Uint8Array> {
+    return this.#send(NBD_CMD_READ, offset, target.length, undefined, target, settled);
+  }
+
+  #send<T extends Uint8Array | undefined>(
     command: number,
     offset: number,
     length: number,
-    payload?: Uint8Array,
-    target?: Uint8Array,
-  ): Promise<void> {
-    if (this.#failure !== undefined) return Promise.reject(this.#laterFailure());
-    if (this.#shuttingDown || this.#disconnected !== undefined) {
-      return Promise.reject(
-        new BlockDeviceError('EIO', 'the NBD server is shutting down this connection'),
-      );
+    payload: Uint8Array | undefined,
+    target: T,
+    settled: (() => void) | undefined,
+  ): Promise<T> {
+    let refused: BlockDeviceError | undefined;
+    if (this.#failure !== undefined) refused = this.#laterFailure();
+    else if (this.#shuttingDown || this.#disconnected !== undefined) {
+      refused = new BlockDeviceError('EIO', 'the NBD server is shutting down this connection');
+    }
+    if (refused !== undefined) {
+      const rejected = Promise.reject(refused);
+      settled?.();
+      return rejected;
     }
     const cookie = this.#cookie();
     const flags = payload !== undefined && this.info.extended ? NBD_CMD_FLAG_PAYLOAD_LEN : 0;
-    const message = Buffer.allocUnsafe(this.#headerSize + (payload?.length ?? 0));
-    this.#writeHeader(message, flags, command, cookie, offset, length);
-    if (payload !== undefined) message.set(payload, this.#headerSize);
-    return new Promise<void>((resolve, reject) => {
+    this.#requests.add(flags, command, cookie, offset, length, payload);
+    return new Promise<T>((resolve, reject) => {
       const deadline = Date.now() + this.#timeoutMs;
       this.#pending.set(cookie, {
         command,
         offset,
         length,
         target,
-        covered: [],
+        covered: undefined,
         coveredBytes: 0,
         error: undefined,
         deadline,
-        resolve,
+        resolve: resolve as (value: Uint8Array | undefined) => void,
         reject,
+        settled,
       });
       if (this.#timer === undefined) this.#armTimer(deadline);
-      // Requests made in one turn of the event loop leave in one system
-      // call: corked here, uncorked once the turn's synchronous code is done.
-      if (!this.#corked) {
-        this.#corked = true;
-        this.#stream.cork();
-        process.nextTick(this.#uncork);
-      }
-      this.#stream.write(message);
     });
   }
 
@@ -204,8 +232,10 @@ export class NbdClientConnection implements ReplySink {
 
   async #disconnect(): Promise<void> {
     if (this.#failure === undefined && !this.#stream.destroyed) {
-      const message = Buffer.alloc(this.#headerSize);
-      this.#writeHeader(message, 0, NBD_CMD_DISC, 0, 0, 0);
+      // Whatever is still queued goes before DISC: nothing may follow it.
+      this.#requests.flush();
+      const message = Buffer.alloc(requestHeaderSize(this.info.extended));
+      writeRequestHeader(message, 0, this.info.extended, 0, NBD_CMD_DISC, 0, 0, 0);
       this.#stream.end(message);
       const late = setTimeout(() => this.#stream.destroy(), this.#timeoutMs);
       late.unref();
@@ -234,12 +264,13 @@ export class NbdClientConnection implements ReplySink {
     this.#pending.delete(cookie);
     if (this.#pending.size === 0) this.#clearTimer();
     const error = reply.error;
-    if (error === undefined) pending.resolve();
+    if (error === undefined) pending.resolve(pending.target);
     else {
       pending.reject(serverErrorToDeviceError(error.errno, reply.command, error.message));
       // proto.md: a client that receives ESHUTDOWN must initiate a soft disconnect.
       if (error.errno === NBD_ESHUTDOWN) this.#shuttingDown = true;
     }
+    pending.settled?.();
     if (this.#shuttingDown && this.#pending.size === 0) void this.disconnect();
   }
 
@@ -255,30 +286,6 @@ export class NbdClientConnection implements ReplySink {
       const cookie = this.#nextCookie;
       this.#nextCookie = cookie === 0xffffffff ? 1 : cookie + 1;
       if (!this.#pending.has(cookie)) return cookie;
-    }
-  }
-
-  #writeHeader(
-    into: Buffer,
-    flags: number,
-    command: number,
-    cookie: number,
-    offset: number,
-    length: number,
-  ): void {
-    const extended = this.info.extended;
-    into.writeUInt32BE(extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC, 0);
-    into.writeUInt16BE(flags, 4);
-    into.writeUInt16BE(command, 6);
-    into.writeUInt32BE(0, 8);
-    into.writeUInt32BE(cookie, 12);
-    into.writeUInt32BE(Math.floor(offset / 2 ** 32), 16);
-    into.writeUInt32BE(offset >>> 0, 20);
-    if (extended) {
-      into.writeUInt32BE(Math.floor(length / 2 ** 32), 24);
-      into.writeUInt32BE(length >>> 0, 28);
-    } else {
-      into.writeUInt32BE(length, 24);
     }
   }
 
@@ -329,7 +336,10 @@ export class NbdClientConnection implements ReplySink {
     this.#stream.destroy();
     const pending = [...this.#pending.values()];
     this.#pending.clear();
-    for (const request of pending) request.reject(failure);
+    for (const request of pending) {
+      request.reject(failure);
+      request.settled?.();
+    }
     this.onFailure?.(failure);
   }
 }

@@ -5,7 +5,11 @@
  * different requests arrive in any order and structured chunks interleave,
  * so the parser keeps no state between messages beyond the request each one
  * names by its cookie. Read data is copied from the socket's chunks straight
- * into the read's own buffer: no reply payload is gathered first.
+ * into the read's own buffer: no reply payload is gathered first. Headers
+ * are parsed in place in the chunk that holds them whole (the common case);
+ * only one split between two chunks is gathered, into the parser's own
+ * buffer — so the parser keeps no reference to a chunk once `push` returns,
+ * and the socket may reuse its memory.
  *
  * Anything the spec forbids the server to send (a bad magic, an unknown
  * cookie, data outside the request, a read that claims success without
@@ -40,8 +44,13 @@ export interface AwaitedReply {
   readonly length: number;
   /** A read's destination, exactly `length` bytes; undefined for other commands. */
   readonly target: Uint8Array | undefined;
-  /** Content ranges received so far, `[start, end)` relative to `offset` (overlap checks). */
-  covered: [number, number][];
+  /**
+   * Content ranges received so far, as `start, end` pairs relative to
+   * `offset` (overlap checks); undefined while nothing, or one content chunk
+   * covering the whole request (the common reply), has been received — the
+   * two are told apart by {@link coveredBytes}.
+   */
+  covered: number[] | undefined;
   /** Bytes of content received so far. */
   coveredBytes: number;
   /** The first error the server reported for this request. */
@@ -93,12 +102,14 @@ export class ReplyParser {
     this.#extended = extended;
   }
 
-  /** Feeds bytes from the socket, in order. */
+  /** Feeds bytes from the socket, in order; `chunk` is not used once this returns. */
   push(chunk: Buffer): void {
     let pos = 0;
-    while (pos < chunk.length && this.#state !== State.Broken) {
-      if (this.#state === State.Data) {
-        const n = Math.min(this.#dataLeft, chunk.length - pos);
+    const end = chunk.length;
+    while (pos < end) {
+      const state = this.#state;
+      if (state === State.Data) {
+        const n = Math.min(this.#dataLeft, end - pos);
         this.#request!.target!.set(chunk.subarray(pos, pos + n), this.#dataAt);
         this.#dataAt += n;
         this.#dataLeft -= n;
@@ -106,7 +117,23 @@ export class ReplyParser {
         if (this.#dataLeft === 0) this.#endOfMessage();
         continue;
       }
-      const n = Math.min(this.#need - this.#have, chunk.length - pos);
+      if (state === State.Broken) return;
+      if (this.#have === 0) {
+        // In place: the whole header (or data prefix) is in this chunk.
+        if (state === State.Header && end - pos >= 4) {
+          const size = this.#headerSize(chunk.readUInt32BE(pos));
+          if (size !== 0 && end - pos >= size) {
+            this.#header(chunk, pos);
+            pos += size;
+            continue;
+          }
+        } else if (state === State.DataPrefix && end - pos >= 8) {
+          this.#dataPrefix(chunk, pos);
+          pos += 8;
+          continue;
+        }
+      }
+      const n = Math.min(this.#need - this.#have, end - pos);
       chunk.copy(this.#buf, this.#have, pos, pos + n);
       this.#have += n;
       pos += n;
@@ -130,33 +157,39 @@ export class ReplyParser {
   #gathered(): void {
     switch (this.#state) {
       case State.Header:
-        this.#header();
+        this.#gatheredHeader();
         return;
       case State.DataPrefix:
-        this.#dataPrefix();
+        this.#dataPrefix(this.#buf, 0);
         return;
       case State.Payload:
         this.#controlPayload();
     }
   }
 
-  #header(): void {
-    const buf = this.#buf;
+  /** A header gathered across chunks: its magic first, which tells its size, then the rest. */
+  #gatheredHeader(): void {
     if (this.#have === 4) {
-      this.#magic = buf.readUInt32BE(0);
-      const size = this.#headerSize(this.#magic);
+      const magic = this.#buf.readUInt32BE(0);
+      const size = this.#headerSize(magic);
       if (size === 0) {
-        this.#violation(`bad reply magic 0x${this.#magic.toString(16).padStart(8, '0')}`);
+        this.#violation(`bad reply magic 0x${magic.toString(16).padStart(8, '0')}`);
         return;
       }
       this.#need = size;
       return;
     }
-    if (buf.readUInt32BE(8) !== 0) {
+    this.#header(this.#buf, 0);
+  }
+
+  /** A whole reply header at `at` in `buf`, its magic one {@link #headerSize} allows. */
+  #header(buf: Buffer, at: number): void {
+    this.#magic = buf.readUInt32BE(at);
+    if (buf.readUInt32BE(at + 8) !== 0) {
       this.#violation('reply to a cookie never sent');
       return;
     }
-    this.#cookie = buf.readUInt32BE(12);
+    this.#cookie = buf.readUInt32BE(at + 12);
     const request = this.#sink.lookup(this.#cookie);
     if (request === undefined) {
       this.#violation(`reply to unknown cookie ${this.#cookie}`);
@@ -164,24 +197,24 @@ export class ReplyParser {
     }
     this.#request = request;
     if (this.#magic === NBD_SIMPLE_REPLY_MAGIC) {
-      this.#simple(request, buf.readUInt32BE(4));
+      this.#simple(request, buf.readUInt32BE(at + 4));
       return;
     }
-    this.#flags = buf.readUInt16BE(4);
-    this.#type = buf.readUInt16BE(6);
+    this.#flags = buf.readUInt16BE(at + 4);
+    this.#type = buf.readUInt16BE(at + 6);
     if (this.#magic === NBD_EXTENDED_REPLY_MAGIC) {
-      const offset = buf.readUInt32BE(16) * 2 ** 32 + buf.readUInt32BE(20);
+      const offset = buf.readUInt32BE(at + 16) * 2 ** 32 + buf.readUInt32BE(at + 20);
       if (offset !== request.offset) {
         this.#violation('extended reply names another offset');
         return;
       }
-      if (buf.readUInt32BE(24) !== 0) {
+      if (buf.readUInt32BE(at + 24) !== 0) {
         this.#violation('extended reply longer than 4 GiB');
         return;
       }
-      this.#payloadLength = buf.readUInt32BE(28);
+      this.#payloadLength = buf.readUInt32BE(at + 28);
     } else {
-      this.#payloadLength = buf.readUInt32BE(16);
+      this.#payloadLength = buf.readUInt32BE(at + 16);
     }
     this.#chunk(request);
   }
@@ -210,7 +243,6 @@ export class ReplyParser {
       this.#violation('simple reply with data to a read');
       return;
     }
-    request.covered.push([0, request.length]);
     request.coveredBytes = request.length;
     this.#data(0, request.length);
   }
@@ -244,9 +276,10 @@ export class ReplyParser {
     this.#gather(State.Payload, length);
   }
 
-  #dataPrefix(): void {
+  /** A data chunk's 8-byte offset at `at` in `buf`. */
+  #dataPrefix(buf: Buffer, at: number): void {
     const request = this.#request!;
-    const offset = this.#buf.readUInt32BE(0) * 2 ** 32 + this.#buf.readUInt32BE(4);
+    const offset = buf.readUInt32BE(at) * 2 ** 32 + buf.readUInt32BE(at + 4);
     const length = this.#payloadLength - 8;
     if (!this.#cover(request, offset, length)) return;
     this.#data(offset - request.offset, length);
@@ -260,13 +293,25 @@ export class ReplyParser {
       this.#violation('reply chunk outside the requested range');
       return false;
     }
-    for (const [s, e] of request.covered) {
-      if (start < e && s < end) {
+    const covered = request.covered;
+    if (covered === undefined) {
+      if (request.coveredBytes === 0) {
+        // The first content chunk: one covering the whole request needs no list.
+        if (end - start !== request.length) request.covered = [start, end];
+        request.coveredBytes = length;
+        return true;
+      }
+      // The whole request is covered already: any content overlaps it.
+      this.#violation('reply chunks overlap');
+      return false;
+    }
+    for (let i = 0; i < covered.length; i += 2) {
+      if (start < covered[i + 1]! && covered[i]! < end) {
         this.#violation('reply chunks overlap');
         return false;
       }
     }
-    request.covered.push([start, end]);
+    covered.push(start, end);
     request.coveredBytes += length;
     return true;
   }
