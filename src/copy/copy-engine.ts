@@ -9,6 +9,7 @@ import type { CopyConflictPolicy } from './copy-options.js';
 import { type CopyPacer, RUN_BYTES } from './copy-pacer.js';
 import type { CopySink } from './copy-sink.js';
 import { type HeldWrite, HeldWrites } from './held-writes.js';
+import { SavedOldBytes } from './saved-old-bytes.js';
 
 /** Counters the job reports. */
 export interface CopyCounters {
@@ -36,6 +37,8 @@ export class CopyEngine {
   readonly #source: BlockDevice;
   readonly #map: CopyMap;
   readonly #policy: CopyConflictPolicy;
+  /** Source offset of range byte 0, and the range's length. */
+  readonly #start: number;
   readonly #length: number;
   readonly #chunkSize: number;
   readonly #states: ChunkStates;
@@ -46,6 +49,8 @@ export class CopyEngine {
    */
   readonly #early: boolean;
   readonly #queue = new HeldWrites();
+  /** Old bytes saved for writes into chunks not yet captured (only when `#early`). */
+  readonly #saved: SavedOldBytes;
   /**
    * Writes held back (waiting for their copies, or for an earlier held write
    * they overlap) until their source write has completed: a later write
@@ -78,9 +83,11 @@ export class CopyEngine {
     this.#map = map;
     this.#policy = policy;
     const { offset, length, chunkSize } = map.geometry;
+    this.#start = offset;
     this.#length = length;
     this.#chunkSize = chunkSize;
     this.#states = new ChunkStates(map.geometry, map.chunks, (i) => map.has(i));
+    this.#saved = new SavedOldBytes(source, offset, chunkSize, this.#states, pacer);
     this.#early = !map.persistent;
     this.#onProgress = onProgress;
     this.#pacer = pacer;
@@ -141,6 +148,7 @@ export class CopyEngine {
     }
     await this.#drainQueue(this.passThrough);
     await this.#queue.drained();
+    if (this.passThrough) this.#saved.clear();
   }
 
   // ---------------------------------------------------------- chunk copies
@@ -182,7 +190,9 @@ export class CopyEngine {
     const start = first * cs;
     const end = Math.min(this.#length, (first + count) * cs);
     try {
-      await this.#mover.move(start, end, () => {
+      await this.#mover.move(start, end, (run) => {
+        // In the same turn as the capture: no save adds to these chunks after it.
+        this.#saved.restore(first, count, start, run);
         this.#states.capture(first, count);
         if (this.#early) void this.#drainQueue(false);
       });
@@ -200,6 +210,7 @@ export class CopyEngine {
         void this.#drainQueue(false);
       } else {
         // The copy cannot finish now: let every held write go to the source.
+        this.#saved.clear();
         void this.#drainQueue(true);
       }
       throw err;
@@ -297,8 +308,59 @@ export class CopyEngine {
     // map true by copying first.
     const copierRuns = !this.#stopped && this.#failure === undefined;
     if (this.#policy === 'queue' && copierRuns) return this.#enqueue(offset, data, first, last);
-    // Copy-first (seed 004, claims 23, 46): copy what is still PENDING,
-    // wait for what is being copied (its old bytes read, when `early`).
+    if (early) return this.#saveFirst(offset, data, first, last, registered);
+    return this.#copyFirst(offset, data, first, last, registered);
+  }
+
+  /**
+   * Copy-first without a map store: the old bytes this write overwrites in
+   * chunks not yet captured are saved in memory (one source read of the
+   * write's own bytes), then the write goes; the copy of those chunks lays
+   * them back (`saved-old-bytes.ts`). Past the memory limit, whole chunks
+   * are copied first instead.
+   */
+  #saveFirst(
+    offset: number,
+    data: Uint8Array,
+    first: number,
+    last: number,
+    registered: boolean,
+  ): Promise<void> {
+    // Registered before the save reads: an overlapping write called later
+    // waits until this one's source write completed, so no source write
+    // lands on these bytes while their old value is being read.
+    const done = registered ? undefined : this.#register(offset, offset + data.length);
+    const from = Math.max(offset, this.#start) - this.#start;
+    const to = Math.min(offset + data.length, this.#start + this.#length) - this.#start;
+    const written = this.#saved.save(from, to).then(
+      (saved) =>
+        saved ? this.#writeSource(offset, data) : this.#copyFirst(offset, data, first, last, true),
+      (err: unknown) => {
+        // As a failed copy-first copy: the job fails, the application's write lands.
+        this.#failure ??= err;
+        this.#saved.clear();
+        this.#pacer.wake();
+        void this.#drainQueue(true);
+        return this.#writeSource(offset, data);
+      },
+    );
+    return done === undefined ? written : written.finally(done);
+  }
+
+  /**
+   * Copy-first (seed 004, claims 23, 46): copies what is still PENDING,
+   * waits for what is being copied (its old bytes read, when `early`), then
+   * writes.
+   */
+  #copyFirst(
+    offset: number,
+    data: Uint8Array,
+    first: number,
+    last: number,
+    registered: boolean,
+  ): Promise<void> {
+    const states = this.#states;
+    const early = this.#early;
     const waits: Promise<void>[] = [];
     let c = first;
     while (c <= last) {
