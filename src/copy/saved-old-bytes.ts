@@ -70,13 +70,16 @@ export class SavedOldBytes {
 
   /**
    * Saves the old bytes of range bytes `[from, to)` that lie in uncaptured
-   * chunks and are not saved yet: one source read of `[from, to)`. Resolves
+   * chunks and are not saved yet: one source read of `[from, to)`, none if
+   * there are no such bytes. Resolves
    * `true` once they are held (a source write may then go there), `false`
    * at once, reading nothing, if they would take the bytes held past the
    * limit. The caller issues no source write into `[from, to)` until it
    * settles, and none is in flight when it is called.
    */
   async save(from: number, to: number): Promise<boolean> {
+    // A rewrite of bytes already saved (or of captured chunks) reads nothing.
+    if (!this.#needs(from, to)) return true;
     const length = to - from;
     if (this.#bytes + length > this.#limit) return false;
     this.#bytes += length;
@@ -102,6 +105,19 @@ export class SavedOldBytes {
       }
     }
     return true;
+  }
+
+  /** Whether some byte of `[from, to)` lies in an uncaptured chunk and is not saved. */
+  #needs(from: number, to: number): boolean {
+    const cs = this.#chunkSize;
+    for (let c = Math.floor(from / cs); c * cs < to; c++) {
+      if (!this.#states.isUncaptured(c)) continue;
+      const extents = this.#byChunk.get(c);
+      const lo = Math.max(from, c * cs);
+      const hi = Math.min(to, (c + 1) * cs);
+      if (extents === undefined || missing(extents, lo, hi).length > 0) return true;
+    }
+    return false;
   }
 
   /**
