@@ -89,7 +89,7 @@ export class CopyEngine {
     this.#queued = new QueuedWrites(this.#queue, {
       writable: (a, b) => this.#states.writable(a, b, this.#early),
       passThrough: () => this.passThrough,
-      save: undefined,
+      save: this.#early ? (at, length) => this.#saveOld(at, length) : undefined,
       fail: (err) => this.#saveFailed(err),
       queued: () => {
         this.counters.queuedWrites++;
@@ -109,7 +109,7 @@ export class CopyEngine {
       chunkSize: this.#chunkSize,
       isPending: pending,
       firstAwaited: () =>
-        this.#queue.length === 0 ? undefined : this.#queue.firstAwaited(pending),
+        this.#queue.length === 0 ? undefined : this.#queue.firstAwaited(pending, this.#early),
       copy: (first, count, moved) => this.#copyRun(first, count, 'copier', moved),
       copiesInFlight: () => states.copiesInFlight(),
       stopped: () => this.#stopped,

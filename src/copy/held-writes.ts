@@ -51,11 +51,17 @@ export class HeldWrites {
   /**
    * The first chunk, in arrival order, that a queued write waits for and
    * `pending` accepts, with the last chunk of that write: what the copier
-   * takes first. A write whose old bytes are being saved waits for no copy.
+   * takes first. A write whose old bytes are being saved waits for no copy;
+   * with `saving` (no map store), nor does one behind an earlier write it
+   * overlaps: it saves its own once that one has left.
    */
-  firstAwaited(pending: (chunk: number) => boolean): { first: number; last: number } | undefined {
-    for (const e of this.#entries) {
-      if (e.preserved !== 'no') continue;
+  firstAwaited(
+    pending: (chunk: number) => boolean,
+    saving: boolean,
+  ): { first: number; last: number } | undefined {
+    for (let i = 0; i < this.#entries.length; i++) {
+      const e = this.#entries[i]!;
+      if (e.preserved !== 'no' || (saving && this.#blocked(i))) continue;
       for (let c = e.firstChunk; c <= e.lastChunk; c++) {
         if (pending(c)) return { first: c, last: e.lastChunk };
       }
@@ -86,17 +92,18 @@ export class HeldWrites {
     const out: HeldWrite[] = [];
     for (let i = 0; i < this.#entries.length; i++) {
       const e = this.#entries[i]!;
-      if (e.applying || !accept(e)) continue;
-      let blocked = false;
-      for (let k = 0; k < i; k++) {
-        if (overlap(this.#entries[k]!, e.offset, e.data.length)) {
-          blocked = true;
-          break;
-        }
-      }
-      if (!blocked) out.push(e);
+      if (!e.applying && accept(e) && !this.#blocked(i)) out.push(e);
     }
     return out;
+  }
+
+  /** Whether an earlier entry still in the queue overlaps entry `i`. */
+  #blocked(i: number): boolean {
+    const e = this.#entries[i]!;
+    for (let k = 0; k < i; k++) {
+      if (overlap(this.#entries[k]!, e.offset, e.data.length)) return true;
+    }
+    return false;
   }
 
   /**

@@ -46,6 +46,8 @@ export class SavedOldBytes {
   readonly #byChunk = new Map<number, Extent[]>();
   /** Bytes held: saved, and being read. */
   #bytes = 0;
+  /** Set by {@link clear}: no copy will lay saved bytes back any more, so none are kept. */
+  #cleared = false;
 
   constructor(
     source: BlockDevice,
@@ -79,7 +81,7 @@ export class SavedOldBytes {
    */
   async save(from: number, to: number): Promise<boolean> {
     // A rewrite of bytes already saved (or of captured chunks) reads nothing.
-    if (!this.#needs(from, to)) return true;
+    if (this.#cleared || !this.#needs(from, to)) return true;
     const length = to - from;
     if (this.#bytes + length > this.#limit) return false;
     this.#bytes += length;
@@ -91,6 +93,7 @@ export class SavedOldBytes {
     } finally {
       this.#bytes -= length;
     }
+    if (this.#cleared) return true;
     const cs = this.#chunkSize;
     for (let c = Math.floor(from / cs); c * cs < to; c++) {
       // Captured meanwhile (or DONE): the copy read its old bytes before this write can land.
@@ -140,6 +143,7 @@ export class SavedOldBytes {
 
   /** Drops every saved byte: the job no longer copies (stopped or failed without a map store). */
   clear(): void {
+    this.#cleared = true;
     for (const extents of this.#byChunk.values()) {
       for (const e of extents) this.#bytes -= e.data.length;
     }

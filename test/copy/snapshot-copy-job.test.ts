@@ -195,7 +195,7 @@ describe('SnapshotCopyJob', () => {
     expectReportAddsUp(report, g.length);
   });
 
-  it('queue: a write waits until the copier has taken its chunk; reads see it meanwhile', async () => {
+  it('queue, with a map store: a write waits until the copier has taken its chunk; reads see it meanwhile', async () => {
     const rig = await CopyRig.create(SMALL);
     const g = rig.g;
     // The copier's read of chunk 3 (the chunk the write waits for, taken first) is held.
@@ -203,7 +203,7 @@ describe('SnapshotCopyJob', () => {
       'read',
       (offset, length) => offset === src(g, 3 * g.chunkSize) && length === g.chunkSize,
     );
-    const job = await SnapshotCopyJob.start(rig.options({ conflictPolicy: 'queue' }));
+    const job = await SnapshotCopyJob.start(rig.options({ conflictPolicy: 'queue' }, true));
     const events = progressOf(job);
     const at = src(g, 3 * g.chunkSize + 100);
     const write = watch(rig.write(job.device, at, pattern(1000, 1)));

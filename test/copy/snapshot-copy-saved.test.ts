@@ -92,22 +92,59 @@ describe('SnapshotCopyJob without a map store: old bytes saved for a write', () 
     await within(rig.expectDone(job), 10_000, 'the copy');
   });
 
-  it('a save whose read fails fails the job with EIO; the write lands; no destination chunk holds new bytes', async () => {
-    const rig = await CopyCrashRig.create(G, {
-      policy: 'copy-first',
-      withStore: false,
-      probed: false,
-    });
-    const job = await SnapshotCopyJob.start(rig.options({ rate: 1 }));
+  it('queue: a queued write leaves once its old bytes are saved, before the copier reaches its chunk; overlapping ones leave in arrival order', async () => {
+    const rig = await CopyRig.create(G);
+    const job = await SnapshotCopyJob.start(rig.options({ conflictPolicy: 'queue', rate: 1 }));
     await until(() => job.progress.copiedBytes >= CHUNK, 'the first chunk is copied');
-    rig.faulty('source').failNext('read');
-    await rig.base.write(job.device, G.offset + 9 * CHUNK + 10, pattern(100, 1));
-    const err = await within(rejectionOf(job.done), 5000, 'done');
-    expect(BlockDeviceError.is(err, 'EIO'), String(err)).toBe(true);
-    await rig.base.expectSource();
-    await rig.base.expectWholeChunks();
-    await job.device.close();
+    const at = G.offset + 5 * CHUNK + 7;
+    // Its save read is held: the write stays queued, and reads see it.
+    const held = rig.source.hold('read', (offset, length) => offset === at && length === 200);
+    const first = watch(rig.write(job.device, at, pattern(200, 1)));
+    const second = watch(rig.write(job.device, at + 100, pattern(200, 2)));
+    await held.reached;
+    expect(first.settled).toBe(false);
+    expect(job.progress.queuedWrites).toBe(2);
+    expectBytes(
+      'read through the job',
+      await job.device.read(at, 300),
+      rig.model.subarray(at, at + 300),
+    );
+    expectBytes(
+      'source while held',
+      await rig.sourceDisk.read(at, 300),
+      rig.atStart.subarray(at, at + 300),
+    );
+    held.open();
+    await within(Promise.all([first.promise, second.promise]), 5000, 'the queued writes');
+    // Both left with the copier still held after chunk 0; the second after the first.
+    expect(job.progress.copiedBytes).toBe(CHUNK);
+    expectBytes('source', await rig.sourceDisk.read(at, 300), rig.model.subarray(at, at + 300));
+    job.setRate(0);
+    const report = await within(rig.expectDone(job), 10_000, 'the copy');
+    expect(report.queuedWrites).toBe(2);
+    expect(report.copyFirstBytes).toBe(0);
   });
+
+  it.each(POLICIES)(
+    '%s: a save whose read fails fails the job with EIO; the write lands; no destination chunk holds new bytes',
+    async (policy) => {
+      const rig = await CopyCrashRig.create(G, {
+        policy,
+        withStore: false,
+        probed: false,
+      });
+      const job = await SnapshotCopyJob.start(rig.options({ rate: 1 }));
+      await until(() => job.progress.copiedBytes >= CHUNK, 'the first chunk is copied');
+      // The next source read is the write's save (the copier waits on its budget).
+      rig.faulty('source').failNext('read');
+      await rig.base.write(job.device, G.offset + 9 * CHUNK + 10, pattern(100, 1));
+      const err = await within(rejectionOf(job.done), 5000, 'done');
+      expect(BlockDeviceError.is(err, 'EIO'), String(err)).toBe(true);
+      await rig.base.expectSource();
+      await rig.base.expectWholeChunks();
+      await job.device.close();
+    },
+  );
 
   describe('power cuts', () => {
     // Every I/O position of a small copy with writes into uncopied chunks:
