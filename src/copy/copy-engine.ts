@@ -94,9 +94,9 @@ export class CopyEngine {
       queued: () => {
         this.counters.queuedWrites++;
         this.#onProgress();
-        // The copier takes the chunks this write waits for next.
-        this.#pacer.wake();
       },
+      // The copier takes the chunks this write waits for next.
+      awaitCopy: () => this.#pacer.wake(),
       writeSource: (at, data) => this.#writeSource(at, data),
     });
     this.#onProgress = onProgress;

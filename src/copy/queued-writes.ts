@@ -14,8 +14,10 @@ export interface QueueHooks {
   readonly save: ((offset: number, length: number) => Promise<boolean>) | undefined;
   /** A save's source read failed: the job fails (and every held write then goes). */
   fail(err: unknown): void;
-  /** A write was queued: progress changed, and the copier may take its chunks first. */
+  /** A write was queued: progress changed. */
   queued(): void;
+  /** A held write waits for a copy of its chunks: the copier may take them first. */
+  awaitCopy(): void;
   /** The write to the source itself. */
   writeSource(offset: number, data: Uint8Array): Promise<void>;
 }
@@ -78,6 +80,8 @@ export class QueuedWrites {
       });
     });
     this.#hooks.queued();
+    // With saves, the copier is woken only for a write whose save cannot be held.
+    if (this.#hooks.save === undefined) this.#hooks.awaitCopy();
     void this.drain(false);
     return done;
   }
@@ -129,6 +133,7 @@ export class QueuedWrites {
           // Over the memory limit: it waits for its chunks' copy (and may try again later).
           entry.preserved = saved ? 'yes' : 'no';
           if (saved) void this.drain(false);
+          else this.#hooks.awaitCopy();
         },
         (err: unknown) => {
           entry.preserved = 'no';
