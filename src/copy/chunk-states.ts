@@ -61,6 +61,11 @@ export class ChunkStates {
     return this.#state[c] === PENDING;
   }
 
+  /** Whether no copy has read chunk `c`'s old bytes yet (PENDING or BUSY): a source write there needs them saved first. */
+  isUncaptured(c: number): boolean {
+    return this.#state[c]! < CAPTURED;
+  }
+
   /** Whether chunks `first..last` are all DONE. */
   allDone(first: number, last: number): boolean {
     for (let c = first; c <= last; c++) if (this.#state[c] !== DONE) return false;

@@ -8,7 +8,10 @@ import { RunMover } from './copy-mover.js';
 import type { CopyConflictPolicy } from './copy-options.js';
 import { type CopyPacer, RUN_BYTES } from './copy-pacer.js';
 import type { CopySink } from './copy-sink.js';
-import { type HeldWrite, HeldWrites } from './held-writes.js';
+import { HeldWrites } from './held-writes.js';
+import { QueuedWrites } from './queued-writes.js';
+import { SavedOldBytes } from './saved-old-bytes.js';
+import { WriteOrder } from './write-order.js';
 
 /** Counters the job reports. */
 export interface CopyCounters {
@@ -18,24 +21,24 @@ export interface CopyCounters {
 }
 
 /**
- * The copy of a snapshot range (seed 004): every copy of chunks (one
- * source read, fixed-size chunk writes to the destination, a map commit),
- * which moves them through their {@link ChunkStates}, started by the
- * background {@link Copier} or by a foreground write; and the foreground write path that keeps the copy a point-in-time
- * image (copy-first or queue). The copier sees the chunk states only
- * through {@link CopierChunks}.
+ * The copy of a snapshot range (seed 004): every copy of chunks (one source
+ * read, fixed-size chunk writes to the destination, a map commit), which
+ * moves them through their {@link ChunkStates}, started by the background
+ * {@link Copier} or by a foreground write; and the foreground write path
+ * that keeps the copy a point-in-time image (copy-first or queue).
  *
- * A foreground write never touches the source of a chunk whose old bytes
- * are not out of its way ({@link ChunkStates.writable}): with a map store,
- * until the chunk is DONE (in the destination and durably in the map); without
- * one, until its old bytes are read — the write then overlaps the copy's
- * destination write instead of waiting for it (docs/ARCHITECTURE.md,
- * "Copy job pacing").
+ * A foreground write never touches source bytes whose old value is not out
+ * of its way: with a map store, until their chunk is DONE (in the
+ * destination and durably in the map); without one, until a copy has read
+ * them (CAPTURED) or they are saved in memory ({@link SavedOldBytes}),
+ * whichever comes first (docs/ARCHITECTURE.md, "Copy job pacing").
  */
 export class CopyEngine {
   readonly #source: BlockDevice;
   readonly #map: CopyMap;
   readonly #policy: CopyConflictPolicy;
+  /** Source offset of range byte 0, and the range's length. */
+  readonly #start: number;
   readonly #length: number;
   readonly #chunkSize: number;
   readonly #states: ChunkStates;
@@ -46,13 +49,12 @@ export class CopyEngine {
    */
   readonly #early: boolean;
   readonly #queue = new HeldWrites();
-  /**
-   * Writes held back (waiting for their copies, or for an earlier held write
-   * they overlap) until their source write has completed: a later write
-   * overlapping one waits for that, so overlapping writes reach the source
-   * in call order.
-   */
-  readonly #heldWrites = new Set<{ offset: number; end: number; issued: Promise<void> }>();
+  /** When the `'queue'` policy's writes (in `#queue`) leave it. */
+  readonly #queued: QueuedWrites;
+  /** Old bytes saved for writes into chunks not yet captured (only when `#early`). */
+  readonly #saved: SavedOldBytes;
+  /** Held writes, so that overlapping ones reach the source in call order. */
+  readonly #order = new WriteOrder();
   #stopped = false;
   /**
    * Set once a copy failed: the job can no longer finish. Without a map
@@ -78,10 +80,25 @@ export class CopyEngine {
     this.#map = map;
     this.#policy = policy;
     const { offset, length, chunkSize } = map.geometry;
+    this.#start = offset;
     this.#length = length;
     this.#chunkSize = chunkSize;
     this.#states = new ChunkStates(map.geometry, map.chunks, (i) => map.has(i));
     this.#early = !map.persistent;
+    this.#saved = new SavedOldBytes(source, offset, chunkSize, this.#states, pacer);
+    this.#queued = new QueuedWrites(this.#queue, {
+      writable: (a, b) => this.#states.writable(a, b, this.#early),
+      passThrough: () => this.passThrough,
+      save: this.#early ? (at, length) => this.#saveOld(at, length) : undefined,
+      fail: (err) => this.#saveFailed(err),
+      queued: () => {
+        this.counters.queuedWrites++;
+        this.#onProgress();
+      },
+      // The copier takes the chunks this write waits for next.
+      awaitCopy: () => this.#pacer.wake(),
+      writeSource: (at, data) => this.#writeSource(at, data),
+    });
     this.#onProgress = onProgress;
     this.#pacer = pacer;
     this.#mover = new RunMover(source, sink, offset, chunkSize, RUN_BYTES);
@@ -92,7 +109,7 @@ export class CopyEngine {
       chunkSize: this.#chunkSize,
       isPending: pending,
       firstAwaited: () =>
-        this.#queue.length === 0 ? undefined : this.#queue.firstAwaited(pending),
+        this.#queue.length === 0 ? undefined : this.#queue.firstAwaited(pending, this.#early),
       copy: (first, count, moved) => this.#copyRun(first, count, 'copier', moved),
       copiesInFlight: () => states.copiesInFlight(),
       stopped: () => this.#stopped,
@@ -139,8 +156,9 @@ export class CopyEngine {
       }
       await Promise.all(copies).catch(() => {});
     }
-    await this.#drainQueue(this.passThrough);
+    await this.#queued.drain(this.passThrough);
     await this.#queue.drained();
+    if (this.passThrough) this.#saved.clear();
   }
 
   // ---------------------------------------------------------- chunk copies
@@ -182,9 +200,11 @@ export class CopyEngine {
     const start = first * cs;
     const end = Math.min(this.#length, (first + count) * cs);
     try {
-      await this.#mover.move(start, end, () => {
+      await this.#mover.move(start, end, (run) => {
+        // In the same turn as the capture: no save adds to these chunks after it.
+        this.#saved.restore(first, count, start, run);
         this.#states.capture(first, count);
-        if (this.#early) void this.#drainQueue(false);
+        if (this.#early) void this.#queued.drain(false);
       });
       moved?.();
       for (let c = first; c < first + count; c++) this.#map.set(c);
@@ -197,10 +217,11 @@ export class CopyEngine {
         // with the copy (no copier is left to take it); the rest go on.
         const refused = this.#queue.take((a, b) => !this.#states.allDone(a, b));
         for (const entry of refused) entry.reject(wrapIO('copy before the held write', err));
-        void this.#drainQueue(false);
+        void this.#queued.drain(false);
       } else {
         // The copy cannot finish now: let every held write go to the source.
-        void this.#drainQueue(true);
+        this.#saved.clear();
+        void this.#queued.drain(true);
       }
       throw err;
     }
@@ -208,7 +229,7 @@ export class CopyEngine {
     if (by === 'copier') this.counters.copierBytes += end - start;
     else this.counters.copyFirstBytes += end - start;
     this.#onProgress();
-    void this.#drainQueue(false);
+    void this.#queued.drain(false);
   }
 
   // ------------------------------------------------------------ foreground
@@ -220,30 +241,22 @@ export class CopyEngine {
     return this.#pacer.foreground(this.#readNow(offset, length));
   }
 
-  async #readNow(offset: number, length: number): Promise<Uint8Array> {
-    // Taken at the call: a queued write applied while the source read is in
-    // flight may be missing from what it returns.
-    const queued = this.#queue.length === 0 ? [] : this.#queue.overlapping(offset, length);
-    const data = await io('source read', this.#source.read(offset, length));
-    if (queued.length === 0) return data;
-    const out = new Uint8Array(length);
-    out.set(data);
-    HeldWrites.overlay(queued, offset, out);
-    return out;
+  #readNow(offset: number, length: number): Promise<Uint8Array> {
+    return this.#queued.read(offset, length, () =>
+      io('source read', this.#source.read(offset, length)),
+    );
   }
 
   /** `read` into the caller's buffer: the source reads straight into it, held writes laid over it. */
-  async readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
-    // Taken at the call, as in read.
-    const queued = this.#queue.length === 0 ? [] : this.#queue.overlapping(offset, target.length);
-    await io('source read', readInto(this.#source, offset, target));
-    if (queued.length > 0) HeldWrites.overlay(queued, offset, target);
-    return target;
+  readInto(offset: number, target: Uint8Array): Promise<Uint8Array> {
+    return this.#queued.readInto(offset, target, () =>
+      io('source read', readInto(this.#source, offset, target)),
+    );
   }
 
   /** A foreground write: straight through, or after its chunks are copied, or queued (the policy). */
   write(offset: number, data: Uint8Array): Promise<void> {
-    if (this.passThrough && this.#heldWrites.size === 0 && this.#queue.length === 0) {
+    if (this.passThrough && this.#order.size === 0 && this.#queue.length === 0) {
       return this.#writeSource(offset, data);
     }
     return this.#pacer.foreground(this.#writeNow(offset, data));
@@ -251,33 +264,13 @@ export class CopyEngine {
 
   #writeNow(offset: number, data: Uint8Array): Promise<void> {
     const end = offset + data.length;
-    const earlier: Promise<void>[] = [];
-    for (const w of this.#heldWrites) {
-      if (w.offset < end && offset < w.end) earlier.push(w.issued);
-    }
+    const earlier = this.#order.ahead(offset, end);
     if (earlier.length === 0) return this.#writeInOrder(offset, data, false);
-    // Registered now, at the call, so writes called after it wait for it in turn.
-    const done = this.#register(offset, end);
+    // Held now, at the call, so writes called after it wait for it in turn.
+    const done = this.#order.hold(offset, end);
     return Promise.all(earlier)
       .then(() => this.#writeInOrder(offset, data, true))
       .finally(done);
-  }
-
-  /** Registers a write that waits; returns what ends its registration. */
-  #register(offset: number, end: number): () => void {
-    let issue!: () => void;
-    const entry = {
-      offset,
-      end,
-      issued: new Promise<void>((resolve) => {
-        issue = resolve;
-      }),
-    };
-    this.#heldWrites.add(entry);
-    return () => {
-      this.#heldWrites.delete(entry);
-      issue();
-    };
   }
 
   /** A write no earlier overlapping write is still waiting ahead of (`registered`: it is in the wait set already). */
@@ -288,7 +281,7 @@ export class CopyEngine {
     // Behind an earlier queued write it overlaps, wherever it lands and
     // whether or not the job still runs.
     if (this.#queue.overlaps(offset, data.length)) {
-      return this.#enqueue(offset, data, span?.first ?? 0, span?.last ?? -1);
+      return this.#queued.enqueue(offset, data, span?.first ?? 0, span?.last ?? -1);
     }
     if (span === undefined || this.passThrough) return this.#writeSource(offset, data);
     const { first, last } = span;
@@ -296,9 +289,55 @@ export class CopyEngine {
     // Once stopped or failed (the copier is gone), a resumable job keeps the
     // map true by copying first.
     const copierRuns = !this.#stopped && this.#failure === undefined;
-    if (this.#policy === 'queue' && copierRuns) return this.#enqueue(offset, data, first, last);
-    // Copy-first (seed 004, claims 23, 46): copy what is still PENDING,
-    // wait for what is being copied (its old bytes read, when `early`).
+    if (this.#policy === 'queue' && copierRuns)
+      return this.#queued.enqueue(offset, data, first, last);
+    if (early) return this.#saveFirst(offset, data, first, last, registered);
+    return this.#copyFirst(offset, data, first, last, registered);
+  }
+
+  /**
+   * Copy-first without a map store: the old bytes this write overwrites in
+   * chunks not yet captured are saved in memory (one source read of the
+   * write's own bytes), then the write goes; the copy of those chunks lays
+   * them back (`saved-old-bytes.ts`). Past the memory limit, whole chunks
+   * are copied first instead.
+   */
+  #saveFirst(
+    offset: number,
+    data: Uint8Array,
+    first: number,
+    last: number,
+    registered: boolean,
+  ): Promise<void> {
+    // Registered before the save reads: an overlapping write called later
+    // waits until this one's source write completed, so no source write
+    // lands on these bytes while their old value is being read.
+    const done = registered ? undefined : this.#order.hold(offset, offset + data.length);
+    const written = this.#saveOld(offset, data.length).then(
+      (saved) =>
+        saved ? this.#writeSource(offset, data) : this.#copyFirst(offset, data, first, last, true),
+      (err: unknown) => {
+        this.#saveFailed(err);
+        return this.#writeSource(offset, data);
+      },
+    );
+    return done === undefined ? written : written.finally(done);
+  }
+
+  /**
+   * Copy-first (seed 004, claims 23, 46): copies what is still PENDING,
+   * waits for what is being copied (its old bytes read, when `early`), then
+   * writes.
+   */
+  #copyFirst(
+    offset: number,
+    data: Uint8Array,
+    first: number,
+    last: number,
+    registered: boolean,
+  ): Promise<void> {
+    const states = this.#states;
+    const early = this.#early;
     const waits: Promise<void>[] = [];
     let c = first;
     while (c <= last) {
@@ -320,7 +359,7 @@ export class CopyEngine {
         c++;
       }
     }
-    const done = registered ? undefined : this.#register(offset, offset + data.length);
+    const done = registered ? undefined : this.#order.hold(offset, offset + data.length);
     // A failed copy ends the job (its `done` rejects). Without a map store
     // the application's write still lands; with one it fails, as landing
     // would make a resume copy the new bytes into the snapshot.
@@ -340,47 +379,19 @@ export class CopyEngine {
     return done === undefined ? written : written.finally(done);
   }
 
-  #enqueue(offset: number, data: Uint8Array, first: number, last: number): Promise<void> {
-    this.counters.queuedWrites++;
-    const done = new Promise<void>((resolve, reject) => {
-      const entry: HeldWrite = {
-        offset,
-        data,
-        firstChunk: first,
-        lastChunk: last,
-        applying: false,
-        resolve,
-        reject,
-      };
-      this.#queue.push(entry);
-    });
-    this.#onProgress();
-    // The copier takes the chunks this write waits for next.
-    this.#pacer.wake();
-    void this.#drainQueue(this.passThrough);
-    return done;
+  /** Saves the old bytes a write of source bytes `[offset, offset + length)` overwrites in the range (`saved-old-bytes.ts`). */
+  #saveOld(offset: number, length: number): Promise<boolean> {
+    const from = Math.max(offset, this.#start) - this.#start;
+    const to = Math.min(offset + length, this.#start + this.#length) - this.#start;
+    return from < to ? this.#saved.save(from, to) : Promise.resolve(true);
   }
 
-  /** Applies the queued writes that may go now, each once its source write is issued. */
-  async #drainQueue(force: boolean): Promise<void> {
-    const ready = this.#queue.release(
-      (a, b) => this.#states.writable(a, b, this.#early),
-      force || this.passThrough,
-    );
-    await Promise.all(
-      ready.map(async (entry) => {
-        try {
-          await this.#writeSource(entry.offset, entry.data);
-          entry.resolve();
-        } catch (err) {
-          entry.reject(err);
-        } finally {
-          this.#queue.remove(entry);
-        }
-        // Its removal may unblock a later write that overlapped it.
-        await this.#drainQueue(force);
-      }),
-    );
+  /** A save's source read failed: as a failed copy, the job fails, and the application's writes land. */
+  #saveFailed(err: unknown): void {
+    this.#failure ??= err;
+    this.#saved.clear();
+    this.#pacer.wake();
+    void this.#queued.drain(true);
   }
 
   #writeSource(offset: number, data: Uint8Array): Promise<void> {

@@ -59,12 +59,12 @@ export class RunMover {
 
   /**
    * Copies range bytes `[start, end)`: resolves once every chunk write has
-   * completed; `read` is called once the source read has returned (the old
-   * bytes are in the run's buffer, which the source never changes). The
-   * chunks are views of that buffer, which nothing changes until then, so
-   * they need no copy of their own.
+   * completed; `read` is called once the source read has returned, with
+   * the run's bytes (its buffer, which the source never changes), which it
+   * may patch before they are written. The chunks are views of that buffer,
+   * which nothing else changes until then, so they need no copy of their own.
    */
-  async move(start: number, end: number, read?: () => void): Promise<void> {
+  async move(start: number, end: number, read?: (run: Uint8Array) => void): Promise<void> {
     const length = end - start;
     const sink = this.#sink;
     const at = this.#offset + start;
@@ -77,7 +77,7 @@ export class RunMover {
         ? this.#source.read(at, length)
         : readInto!(at, buffer.subarray(0, length)),
     );
-    read?.();
+    read?.(data);
     const cs = this.#chunkSize;
     const chunks: Uint8Array[] = [];
     for (let from = 0; from < length; from += cs) chunks.push(data.subarray(from, from + cs));

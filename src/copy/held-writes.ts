@@ -7,6 +7,11 @@ export interface HeldWrite {
   readonly lastChunk: number;
   /** Set once its source write has been issued. */
   applying: boolean;
+  /**
+   * Whether the old bytes it overwrites are saved in memory (no map store,
+   * `saved-old-bytes.ts`): then it may go before its chunks are copied.
+   */
+  preserved: 'no' | 'reading' | 'yes';
   readonly resolve: () => void;
   readonly reject: (err: unknown) => void;
 }
@@ -14,7 +19,8 @@ export interface HeldWrite {
 /**
  * The FIFO of writes held back by the `'queue'` policy. A write leaves in
  * arrival order among the writes it overlaps: it is released only when its
- * chunks are copied and no earlier write still queued overlaps it. Reads
+ * old data is preserved (its chunks copied, or its old bytes saved) and no
+ * earlier write still queued overlaps it. Reads
  * overlay the queue on the source, so they always see the newest data.
  */
 export class HeldWrites {
@@ -45,10 +51,17 @@ export class HeldWrites {
   /**
    * The first chunk, in arrival order, that a queued write waits for and
    * `pending` accepts, with the last chunk of that write: what the copier
-   * takes first.
+   * takes first. A write whose old bytes are being saved waits for no copy;
+   * with `saving` (no map store), nor does one behind an earlier write it
+   * overlaps: it saves its own once that one has left.
    */
-  firstAwaited(pending: (chunk: number) => boolean): { first: number; last: number } | undefined {
-    for (const e of this.#entries) {
+  firstAwaited(
+    pending: (chunk: number) => boolean,
+    saving: boolean,
+  ): { first: number; last: number } | undefined {
+    for (let i = 0; i < this.#entries.length; i++) {
+      const e = this.#entries[i]!;
+      if (e.preserved !== 'no' || (saving && this.#blocked(i))) continue;
       for (let c = e.firstChunk; c <= e.lastChunk; c++) {
         if (pending(c)) return { first: c, last: e.lastChunk };
       }
@@ -64,28 +77,33 @@ export class HeldWrites {
   }
 
   /**
-   * Takes the writes that may go now: not yet applying, whose chunks
-   * `ready` says are copied (all of them, with `force`), and which no earlier
-   * entry still in the queue overlaps.
+   * Takes the writes that may go now: not yet applying, which `ready`
+   * accepts (all of them, with `force`), and which no earlier entry still in
+   * the queue overlaps.
    */
-  release(ready: (first: number, last: number) => boolean, force = false): HeldWrite[] {
+  release(ready: (entry: HeldWrite) => boolean, force = false): HeldWrite[] {
+    const out = this.unblocked((e) => force || ready(e));
+    for (const e of out) e.applying = true;
+    return out;
+  }
+
+  /** The writes not yet applying that `accept` takes and no earlier entry still in the queue overlaps, in order. */
+  unblocked(accept: (entry: HeldWrite) => boolean): HeldWrite[] {
     const out: HeldWrite[] = [];
     for (let i = 0; i < this.#entries.length; i++) {
       const e = this.#entries[i]!;
-      if (e.applying) continue;
-      if (!force && !ready(e.firstChunk, e.lastChunk)) continue;
-      let blocked = false;
-      for (let k = 0; k < i; k++) {
-        if (overlap(this.#entries[k]!, e.offset, e.data.length)) {
-          blocked = true;
-          break;
-        }
-      }
-      if (blocked) continue;
-      e.applying = true;
-      out.push(e);
+      if (!e.applying && accept(e) && !this.#blocked(i)) out.push(e);
     }
     return out;
+  }
+
+  /** Whether an earlier entry still in the queue overlaps entry `i`. */
+  #blocked(i: number): boolean {
+    const e = this.#entries[i]!;
+    for (let k = 0; k < i; k++) {
+      if (overlap(this.#entries[k]!, e.offset, e.data.length)) return true;
+    }
+    return false;
   }
 
   /**

@@ -46,12 +46,15 @@ export interface SnapshotCopyJobOptions {
   chunkSize?: number | undefined;
   /**
    * What a write into a part of the range not yet copied does: `'copy-first'`
-   * copies that part, then writes; `'queue'` holds the write in a FIFO until
-   * the copier has taken it, and the copier takes such parts first. Either
-   * way the write reaches the source only after the part's old bytes are
-   * out of its way: with a `mapStore`, in the destination and durably in the
-   * map; without one, read into the copy's buffer (their destination write
-   * then overlaps the write: nothing durable needs them first).
+   * preserves that part's old bytes, then writes; `'queue'` holds the write
+   * in a FIFO until they are preserved (overlapping writes leave in arrival
+   * order), and the copier takes first the parts held writes wait for.
+   * Either way the write reaches the source only after the old bytes it
+   * overwrites are out of its way: with a `mapStore`, its chunks are in the
+   * destination and durably in the map; without one, the old bytes are
+   * saved in memory (up to 64 MiB held; else the chunks are copied first)
+   * or read by a copy, and reach the destination with the chunk's copy
+   * (nothing durable needs them first).
    * @default 'copy-first'
    */
   conflictPolicy?: CopyConflictPolicy | undefined;
