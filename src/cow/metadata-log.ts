@@ -252,11 +252,9 @@ export class MetadataLog<E> {
   }
 
   /**
-   * Starts the pump if it is idle, one microtask later: the appends made in
-   * the same synchronous turn, and those their own first reactions make
-   * (several writes' preserves resolving together, a worker's ring turn),
-   * join the first commit instead of each starting one. A busy pump takes
-   * them into its next batch anyway.
+   * Starts an idle pump one microtask later, so the appends of one turn (and
+   * those their first reactions make: preserves resolving together, a
+   * worker's ring turn) share the first commit; a busy pump batches them.
    */
   #wake(): void {
     if (this.#pumping !== undefined) return;
