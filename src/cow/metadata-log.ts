@@ -257,8 +257,7 @@ export class MetadataLog<E> {
    * worker's ring turn) share the first commit; a busy pump batches them.
    */
   #wake(): void {
-    if (this.#pumping !== undefined) return;
-    this.#pumping = Promise.resolve().then(() => this.#pump());
+    if (this.#pumping === undefined) this.#pumping = Promise.resolve().then(() => this.#pump());
   }
 
   async #pump(): Promise<void> {
