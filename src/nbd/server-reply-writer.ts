@@ -7,8 +7,10 @@ const CORK_MAX = 64 * 1024;
 /**
  * The socket side of one connection's transmission phase
  * (docs/ARCHITECTURE.md, "NBD"): writes replies whole, batches the small
- * ones of one event-loop turn into one writev, and lends READ replies
+ * ones of one event-loop iteration into one writev, and lends READ replies
  * pooled buffers that come back only once the socket has written them.
+ * A reply is never split across socket writes (the socket keeps
+ * `setNoDelay`: nothing waits for Nagle).
  */
 export class ReplyWriter {
   readonly #stream: Duplex;
@@ -60,9 +62,9 @@ export class ReplyWriter {
 
   /**
    * Writes one reply whole: `first`, then `second` if given. Replies sent
-   * in the same turn of the event loop are corked together and leave in
-   * one writev when the turn ends (one system call for many small replies
-   * at queue depth), never split — up to {@link CORK_MAX} bytes: a larger
+   * in the same iteration of the event loop are corked together and leave
+   * in one writev at its check phase (one system call for many small
+   * replies at queue depth), never split — up to {@link CORK_MAX} bytes: a larger
    * batch leaves at once, since a writev completes only when all of it has
    * left, and until then none of its buffers comes back and all its bytes
    * count as unsent. `pooled`, if given, is the buffer from {@link take}
@@ -77,7 +79,10 @@ export class ReplyWriter {
       stream.cork();
       if (!this.#uncorkQueued) {
         this.#uncorkQueued = true;
-        process.nextTick(this.#uncork);
+        // The check phase, not the next tick: replies completing in any
+        // callback of this loop iteration (each socket read, each thread-pool
+        // completion is a turn of its own) join the same writev.
+        setImmediate(this.#uncork);
       }
     }
     this.#writing.push(pooled);
