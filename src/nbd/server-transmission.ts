@@ -116,9 +116,18 @@ export class Transmission {
         // synchronous pass: the loop awaits only for room or for bytes.
         if (!this.#hasRoom()) await this.#room();
         if (this.#stopping) return;
-        const header = reader.takeNow(headerSize) ?? (await reader.read(headerSize));
-        if (this.#stopping) return;
-        const request = parseRequest(header, extended);
+        // A header that arrived whole is parsed where it lies; one split
+        // across socket reads is gathered first.
+        let request: Request;
+        const buffered = reader.peekNow(headerSize);
+        if (buffered !== undefined) {
+          request = parseRequest(buffered, reader.headAt, extended);
+          reader.consume(headerSize);
+        } else {
+          const header = await reader.read(headerSize);
+          if (this.#stopping) return;
+          request = parseRequest(header, 0, extended);
+        }
         let payload: Buffer | undefined;
         if (request.hasPayload) {
           if (request.length > this.#maxPayload) {
@@ -155,7 +164,7 @@ export class Transmission {
    * answered, then the connection is closed (throws).
    */
   async #refusePayload(request: Request): Promise<void> {
-    const length = exactLength(request, this.#style);
+    const length = exactLength(request);
     const reply = errorReply(
       this.#style,
       request,
