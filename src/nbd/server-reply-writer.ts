@@ -29,6 +29,8 @@ export class ReplyWriter {
   #corked = false;
   #corkedBytes = 0;
   #uncorkQueued = false;
+  /** Set from {@link parsing} until the microtasks of that turn have run. */
+  #inParsingTurn = false;
 
   /**
    * A writer on `stream` that keeps at most `maxPooled` bytes of free
@@ -61,10 +63,31 @@ export class ReplyWriter {
   }
 
   /**
+   * The transmission is parsing requests that just arrived: until this
+   * turn's microtasks have run, replies are of requests the device answered
+   * inline (a MemoryDevice), and the batch leaves at the end of the turn
+   * ({@link send}).
+   */
+  parsing(): void {
+    if (this.#inParsingTurn) return;
+    this.#inParsingTurn = true;
+    process.nextTick(this.#parsed);
+  }
+
+  readonly #parsed = (): void => {
+    this.#inParsingTurn = false;
+  };
+
+  /**
    * Writes one reply whole: `first`, then `second` if given. Replies sent
-   * in the same iteration of the event loop are corked together and leave
-   * in one writev at its check phase (one system call for many small
-   * replies at queue depth), never split — up to {@link CORK_MAX} bytes: a larger
+   * together are corked and leave in one writev (one system call for many
+   * small replies at queue depth), never split: at the end of the turn for
+   * replies sent while requests are parsed ({@link parsing}: answered inline,
+   * they leave as soon as the turn's requests are done, and the client's
+   * next requests overlap the server's work), else at the check phase of
+   * the event loop's iteration (each thread-pool completion is a turn of
+   * its own: every reply completed in the iteration joins one writev) — up
+   * to {@link CORK_MAX} bytes: a larger
    * batch leaves at once, since a writev completes only when all of it has
    * left, and until then none of its buffers comes back and all its bytes
    * count as unsent. `pooled`, if given, is the buffer from {@link take}
@@ -79,10 +102,8 @@ export class ReplyWriter {
       stream.cork();
       if (!this.#uncorkQueued) {
         this.#uncorkQueued = true;
-        // The check phase, not the next tick: replies completing in any
-        // callback of this loop iteration (each socket read, each thread-pool
-        // completion is a turn of its own) join the same writev.
-        setImmediate(this.#uncork);
+        if (this.#inParsingTurn) process.nextTick(this.#uncork);
+        else setImmediate(this.#uncork);
       }
     }
     this.#writing.push(pooled);

@@ -121,7 +121,10 @@ export class Transmission {
       for (;;) {
         // Requests that arrived together are parsed and started in one
         // synchronous pass: the loop awaits only for room or for bytes.
-        if (!this.#hasRoom()) await this.#room();
+        if (!this.#hasRoom()) {
+          await this.#room();
+          this.#replies.parsing();
+        }
         if (this.#stopping) return;
         // A header that arrived whole is parsed where it lies; one split
         // across socket reads is gathered first.
@@ -132,6 +135,7 @@ export class Transmission {
           reader.consume(headerSize);
         } else {
           const header = await reader.read(headerSize);
+          this.#replies.parsing();
           if (this.#stopping) return;
           request = parseRequest(header, 0, extended);
         }
