@@ -8,17 +8,22 @@
  * The peers (Debian: fio, nbdkit, qemu-utils, libnbd-bin) must be installed;
  * a row whose peer is missing fails with the program's name.
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { promisify } from 'node:util';
 import type { BlockDevice, NbdServer } from '../src/index.js';
 import { closedLoop, precondition, promised, workerRngs } from './harness.js';
+import { type LaunchError, runProgram, type Started, startProgram } from './launcher.js';
 import { type BenchConfig, paths, type Row, type RowResult } from './workloads.js';
 
-const run = promisify(execFile);
+/**
+ * Runs a program to completion from the launcher's child process (never
+ * forked from this one: see bench/launcher.ts), for every side of a row.
+ */
+function run(program: string, args: string[], options: { timeout: number }): Promise<string> {
+  return runProgram(program, args, options.timeout);
+}
 const MiB = 1 << 20;
 /** The in-memory exports of the memory rows (ours and nbdkit's). */
 const MEMORY_SIZE = 1024 * MiB;
@@ -51,7 +56,11 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function waitForPort(port: number, child: ChildProcess, what: string): Promise<void> {
+async function waitForPort(port: number, child: Started, what: string): Promise<void> {
+  let exited = false;
+  void child.exited.then(() => {
+    exited = true;
+  });
   const deadline = Date.now() + 20_000;
   for (;;) {
     const open = await new Promise<boolean>((resolve) => {
@@ -63,7 +72,7 @@ async function waitForPort(port: number, child: ChildProcess, what: string): Pro
       s.once('error', () => resolve(false));
     });
     if (open) return;
-    if (child.exitCode !== null || Date.now() > deadline) {
+    if (exited || Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`${what} did not start listening on port ${port}`);
     }
@@ -71,24 +80,22 @@ async function waitForPort(port: number, child: ChildProcess, what: string): Pro
   }
 }
 
-/** Starts a peer server (nbdkit, qemu-nbd) on a free port; stopped by its process id. */
+/** Starts a peer server (nbdkit, qemu-nbd) on a free port, from the launcher's child process. */
 async function startPeer(program: string, args: (port: number) => string[]): Promise<Served> {
   const port = await freePort();
-  const child = spawn(program, args(port), { stdio: ['ignore', 'ignore', 'inherit'] });
-  const spawned = new Promise<void>((resolve, reject) => {
-    child.once('spawn', resolve);
-    child.once('error', (err) =>
-      reject(new Error(`${program}: ${err.message} (is it installed?)`)),
-    );
+  const child = await startProgram(program, args(port)).catch((err: unknown) => {
+    throw new Error(`${program}: ${(err as Error).message} (is it installed?)`);
   });
-  await spawned;
   await waitForPort(port, child, program);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  let exited = false;
+  void child.exited.then(() => {
+    exited = true;
+  });
   return {
     uri: `nbd://127.0.0.1:${port}/`,
     stop: async () => {
-      if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, 'SIGTERM');
-      await exited;
+      if (!exited) child.kill('SIGTERM');
+      await child.exited;
     },
   };
 }
@@ -145,7 +152,7 @@ async function fio(
       `--output=${out}`,
     ],
     { timeout: (cfg.seconds + cfg.warmup + 30) * 1000 },
-  ).catch((err: NodeJS.ErrnoException) => {
+  ).catch((err: LaunchError) => {
     throw new Error(
       err.code === 'ENOENT' ? 'fio is not installed (Debian: fio)' : `fio failed: ${err.message}`,
     );
@@ -178,7 +185,7 @@ async function fill(cfg: BenchConfig, uri: string, size: number): Promise<void> 
       `--output=${join(cfg.dir, 'fill.log')}`,
     ],
     { timeout: 300_000 },
-  ).catch((err: NodeJS.ErrnoException) => {
+  ).catch((err: LaunchError) => {
     throw new Error(
       err.code === 'ENOENT' ? 'fio is not installed (Debian: fio)' : `fio (fill): ${err.message}`,
     );
@@ -328,7 +335,9 @@ async function cowFirstWriteRow(cfg: BenchConfig): Promise<RowResult> {
   const measureTheirs = async (): Promise<FioResult> => {
     precondition(p.data, cfg.size, cfg.seed);
     fs.rmSync(overlay, { force: true });
-    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', p.data, '-F', 'raw', overlay]);
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', p.data, '-F', 'raw', overlay], {
+      timeout: 60_000,
+    });
     const theirs = await startPeer('qemu-nbd', (port) => [
       '-f',
       'qcow2',

@@ -4,9 +4,9 @@ const GROUP = 256;
 const ARENA_BYTES = 256 * 1024;
 
 /**
- * The written blocks of a MemoryDevice, by block index: a Map of groups of
- * {@link GROUP} consecutive block slots (docs/ARCHITECTURE.md, "NBD",
- * "Performance"). A device stays sparse (a group exists only once one of its blocks
+ * The written blocks of a MemoryDevice, by block index (docs/ARCHITECTURE.md,
+ * "NBD", "Performance"): a Map of groups of {@link GROUP} consecutive block
+ * slots. A device stays sparse (a group exists only once one of its blocks
  * was written, and only written blocks hold a block's bytes), while a large
  * read or write looks the Map up once per group instead of once per block:
  * with a Map of 4 KiB blocks, a 256 KiB NBD read spent as long finding its
@@ -16,19 +16,28 @@ const ARENA_BYTES = 256 * 1024;
  * they are first written, so a full 1 GiB device of 4 KiB blocks is 4,096
  * ArrayBuffers, not 262,144: every major garbage collection marks and
  * sweeps each ArrayBuffer, and with one per block that was a third of the
- * CPU of a 1 GiB nbdcopy. The device stays sparse: at most one arena is
- * partly used, and a block, once written, is never freed.
+ * CPU of a 1 GiB nbdcopy. A slot holds the block's place in that order as
+ * a number (0: never written), not a view object per block: a full 1 GiB
+ * device kept 262,144 views, about 26 MB of heap for the collector to mark,
+ * against 1 MiB of slots outside the heap. At most one arena is partly
+ * used, and a block, once written, is never freed.
+ *
+ * Blocks written in order sit next to each other in their arena, so a read
+ * or write copies each run of such blocks at once (one copy, one view).
  */
 export class BlockTable {
-  readonly #groups = new Map<number, (Uint8Array | undefined)[]>();
+  /** Group number → the places of its blocks (1 + the block's rank in {@link #arenas}; 0: none). */
+  readonly #groups = new Map<number, Uint32Array>();
+  readonly #arenas: Uint8Array[] = [];
   readonly #blockSize: number;
+  /** log2 of the blocks one arena holds. */
+  readonly #arenaShift: number;
   #count = 0;
-  #arena: Uint8Array | undefined;
-  #arenaUsed = 0;
 
-  /** A table of blocks of `blockSize` bytes. */
+  /** A table of blocks of `blockSize` bytes (a power of two). */
   constructor(blockSize: number) {
     this.#blockSize = blockSize;
+    this.#arenaShift = Math.log2(Math.max(1, ARENA_BYTES / blockSize));
   }
 
   /** Blocks held. */
@@ -36,56 +45,156 @@ export class BlockTable {
     return this.#count;
   }
 
-  /** The group holding block `index`'s slot (index within it: `index % GROUP`), if any block of it was written. */
-  group(index: number): (Uint8Array | undefined)[] | undefined {
-    return this.#groups.get(Math.floor(index / GROUP));
+  /** Fills `out` with the `out.length` bytes at byte `offset`: every byte, from its block or a zero. */
+  read(offset: number, out: Uint8Array): void {
+    const bs = this.#blockSize;
+    const end = offset + out.length;
+    let index = Math.floor(offset / bs);
+    let group = this.#groups.get(Math.floor(index / GROUP));
+    let slot = index % GROUP;
+    let pos = offset;
+    // The run being gathered: `runLength` bytes of out from `runOut`, taken
+    // from `runArena` at `runAt` (or zeros while runArena is undefined).
+    let runArena: Uint8Array | undefined;
+    let runAt = 0;
+    let runOut = 0;
+    let runLength = 0;
+    while (pos < end) {
+      const within = pos - index * bs;
+      const n = Math.min(bs - within, end - pos);
+      const place = group === undefined ? 0 : (group[slot] as number);
+      let arena: Uint8Array | undefined;
+      let at = 0;
+      if (place !== 0) {
+        arena = this.#arenas[(place - 1) >>> this.#arenaShift];
+        at = ((place - 1) & ((1 << this.#arenaShift) - 1)) * bs + within;
+      }
+      if (
+        runLength > 0 &&
+        arena === runArena &&
+        (arena === undefined || at === runAt + runLength)
+      ) {
+        runLength += n;
+      } else {
+        if (runLength > 0) copyOut(out, runOut, runArena, runAt, runLength);
+        runArena = arena;
+        runAt = at;
+        runOut = pos - offset;
+        runLength = n;
+      }
+      pos += n;
+      index++;
+      if (++slot === GROUP && pos < end) {
+        group = this.#groups.get(index / GROUP);
+        slot = 0;
+      }
+    }
+    copyOut(out, runOut, runArena, runAt, runLength);
+  }
+
+  /** Copies `data` to byte `offset`, making (all-zero) every block it touches that held none. */
+  write(offset: number, data: Uint8Array): void {
+    const bs = this.#blockSize;
+    const end = offset + data.length;
+    let index = Math.floor(offset / bs);
+    let group = this.#groupFor(index);
+    let slot = index % GROUP;
+    let pos = offset;
+    let runArena: Uint8Array | undefined;
+    let runAt = 0;
+    let runFrom = 0;
+    let runLength = 0;
+    while (pos < end) {
+      const within = pos - index * bs;
+      const n = Math.min(bs - within, end - pos);
+      let place = group[slot] as number;
+      if (place === 0) {
+        place = this.#add();
+        group[slot] = place;
+      }
+      const arena = this.#arenas[(place - 1) >>> this.#arenaShift] as Uint8Array;
+      const at = ((place - 1) & ((1 << this.#arenaShift) - 1)) * bs + within;
+      if (runLength > 0 && arena === runArena && at === runAt + runLength) {
+        runLength += n;
+      } else {
+        if (runArena !== undefined) copyIn(runArena, runAt, data, runFrom, runLength);
+        runArena = arena;
+        runAt = at;
+        runFrom = pos - offset;
+        runLength = n;
+      }
+      pos += n;
+      index++;
+      if (++slot === GROUP && pos < end) {
+        group = this.#groupFor(index);
+        slot = 0;
+      }
+    }
+    if (runArena !== undefined) copyIn(runArena, runAt, data, runFrom, runLength);
+  }
+
+  /** Every block held, with its index, in no particular order (a view of each, made here). */
+  *entries(): IterableIterator<[number, Uint8Array]> {
+    const bs = this.#blockSize;
+    const mask = (1 << this.#arenaShift) - 1;
+    for (const [key, group] of this.#groups) {
+      for (let i = 0; i < GROUP; i++) {
+        const place = group[i] as number;
+        if (place === 0) continue;
+        const arena = this.#arenas[(place - 1) >>> this.#arenaShift] as Uint8Array;
+        const at = ((place - 1) & mask) * bs;
+        yield [key * GROUP + i, arena.subarray(at, at + bs)];
+      }
+    }
   }
 
   /** The group holding block `index`'s slot, made (every slot empty) if it did not exist. */
-  groupFor(index: number): (Uint8Array | undefined)[] {
+  #groupFor(index: number): Uint32Array {
     const key = Math.floor(index / GROUP);
     let group = this.#groups.get(key);
     if (group === undefined) {
-      // Filled with undefined, not holey: the slots stay one packed elements kind.
-      group = new Array<Uint8Array | undefined>(GROUP).fill(undefined);
+      group = new Uint32Array(GROUP);
       this.#groups.set(key, group);
     }
     return group;
   }
 
   /**
-   * Makes block `index`, which held none before, a new all-zero block (its
-   * slot in `group`, from {@link groupFor}), and returns it.
+   * Cuts a new all-zero block and returns its place. A place is a Uint32:
+   * 2^32 - 1 blocks of the smallest size (512 bytes) are 2 TiB of memory,
+   * past what a process holds.
    */
-  add(group: (Uint8Array | undefined)[], index: number): Uint8Array {
-    const bs = this.#blockSize;
-    let arena = this.#arena;
-    if (arena === undefined || this.#arenaUsed + bs > arena.length) {
-      arena = new Uint8Array(Math.max(ARENA_BYTES, bs));
-      this.#arena = arena;
-      this.#arenaUsed = 0;
+  #add(): number {
+    const place = ++this.#count;
+    if (((place - 1) & ((1 << this.#arenaShift) - 1)) === 0) {
+      this.#arenas.push(new Uint8Array(Math.max(ARENA_BYTES, this.#blockSize)));
     }
-    const block = arena.subarray(this.#arenaUsed, this.#arenaUsed + bs);
-    this.#arenaUsed += bs;
-    group[index % GROUP] = block;
-    this.#count++;
-    return block;
-  }
-
-  /** Every block held, with its index, in no particular order. */
-  *entries(): IterableIterator<[number, Uint8Array]> {
-    for (const [key, group] of this.#groups) {
-      for (let i = 0; i < GROUP; i++) {
-        const block = group[i];
-        if (block !== undefined) yield [key * GROUP + i, block];
-      }
-    }
+    return place;
   }
 }
 
-/** Slot of block `index` within its group (see {@link BlockTable.group}). */
-export function slotOf(index: number): number {
-  return index % GROUP;
+/** Copies `length` bytes from `arena` at `at` (zeros if undefined) into `out` at `outAt`. */
+function copyOut(
+  out: Uint8Array,
+  outAt: number,
+  arena: Uint8Array | undefined,
+  at: number,
+  length: number,
+): void {
+  if (arena === undefined) out.fill(0, outAt, outAt + length);
+  else out.set(arena.subarray(at, at + length), outAt);
+}
+
+/** Copies `length` bytes of `data` from `from` into `arena` at `at`; the whole of `data` without a view. */
+function copyIn(
+  arena: Uint8Array,
+  at: number,
+  data: Uint8Array,
+  from: number,
+  length: number,
+): void {
+  if (length === data.length) arena.set(data, at);
+  else arena.set(data.subarray(from, from + length), at);
 }
 
 /** Blocks in one group of a {@link BlockTable}. */

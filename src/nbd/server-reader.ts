@@ -21,6 +21,11 @@ const READ_AHEAD = 256 * 1024;
 export class ByteReader {
   #stream: Duplex | undefined;
   #chunks: Buffer[] = [];
+  /**
+   * Bytes of `#chunks[0]` already read: a read advances this cursor instead
+   * of cutting a view of the rest of the chunk (one object less per read).
+   */
+  #head = 0;
   #buffered = 0;
   #need = 0;
   #waiter: { resolve: () => void; reject: (err: Error) => void } | undefined;
@@ -90,6 +95,32 @@ export class ByteReader {
     return this.#buffered >= length ? this.#take(length) : undefined;
   }
 
+  /**
+   * The buffer holding the next `length` bytes from {@link headAt}, if they
+   * are buffered in one piece, else undefined: a request header is parsed
+   * where it arrived, without a view of its own, then {@link consume}d.
+   */
+  peekNow(length: number): Buffer | undefined {
+    const first = this.#chunks[0];
+    return first !== undefined && first.length - this.#head >= length ? first : undefined;
+  }
+
+  /** Where in the buffer from {@link peekNow} the next unread byte is. */
+  get headAt(): number {
+    return this.#head;
+  }
+
+  /** Drops `length` bytes seen through {@link peekNow}. */
+  consume(length: number): void {
+    const first = this.#chunks[0] as Buffer;
+    this.#head += length;
+    if (this.#head === first.length) {
+      this.#chunks.shift();
+      this.#head = 0;
+    }
+    this.#taken(length);
+  }
+
   /** Consumes `length` bytes without keeping them (a payload the server refuses). */
   async skip(length: number): Promise<void> {
     let left = length;
@@ -116,26 +147,39 @@ export class ByteReader {
   #take(length: number): Buffer {
     let out: Buffer;
     const first = this.#chunks[0];
-    if (first !== undefined && first.length >= length) {
-      out = first.subarray(0, length);
-      if (first.length === length) this.#chunks.shift();
-      else this.#chunks[0] = first.subarray(length);
+    const head = this.#head;
+    if (first !== undefined && first.length - head >= length) {
+      out = head === 0 && length === first.length ? first : first.subarray(head, head + length);
+      this.#head = head + length;
+      if (this.#head === first.length) {
+        this.#chunks.shift();
+        this.#head = 0;
+      }
     } else {
       out = Buffer.allocUnsafe(length);
       let at = 0;
       while (at < length) {
         const chunk = this.#chunks[0] as Buffer;
-        const n = Math.min(chunk.length, length - at);
-        chunk.copy(out, at, 0, n);
+        const from = this.#head;
+        const n = Math.min(chunk.length - from, length - at);
+        chunk.copy(out, at, from, from + n);
         at += n;
-        if (n === chunk.length) this.#chunks.shift();
-        else this.#chunks[0] = chunk.subarray(n);
+        if (from + n === chunk.length) {
+          this.#chunks.shift();
+          this.#head = 0;
+        } else {
+          this.#head = from + n;
+        }
       }
     }
+    this.#taken(length);
+    return out;
+  }
+
+  #taken(length: number): void {
     this.#buffered -= length;
     // Keep one small read-ahead flowing: the next request header is usually here already.
     if (this.#buffered <= READ_AHEAD && this.#ended === undefined) this.#stream?.resume();
-    return out;
   }
 
   #finish(reason: string): void {

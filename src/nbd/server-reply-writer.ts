@@ -7,8 +7,10 @@ const CORK_MAX = 64 * 1024;
 /**
  * The socket side of one connection's transmission phase
  * (docs/ARCHITECTURE.md, "NBD"): writes replies whole, batches the small
- * ones of one event-loop turn into one writev, and lends READ replies
+ * ones of one event-loop iteration into one writev, and lends READ replies
  * pooled buffers that come back only once the socket has written them.
+ * A reply is never split across socket writes (the socket keeps
+ * `setNoDelay`: nothing waits for Nagle).
  */
 export class ReplyWriter {
   readonly #stream: Duplex;
@@ -27,6 +29,8 @@ export class ReplyWriter {
   #corked = false;
   #corkedBytes = 0;
   #uncorkQueued = false;
+  /** Set from {@link parsing} until the microtasks of that turn have run. */
+  #inParsingTurn = false;
 
   /**
    * A writer on `stream` that keeps at most `maxPooled` bytes of free
@@ -59,10 +63,31 @@ export class ReplyWriter {
   }
 
   /**
+   * The transmission is parsing requests that just arrived: until this
+   * turn's microtasks have run, replies are of requests the device answered
+   * inline (a MemoryDevice), and the batch leaves at the end of the turn
+   * ({@link send}).
+   */
+  parsing(): void {
+    if (this.#inParsingTurn) return;
+    this.#inParsingTurn = true;
+    process.nextTick(this.#parsed);
+  }
+
+  readonly #parsed = (): void => {
+    this.#inParsingTurn = false;
+  };
+
+  /**
    * Writes one reply whole: `first`, then `second` if given. Replies sent
-   * in the same turn of the event loop are corked together and leave in
-   * one writev when the turn ends (one system call for many small replies
-   * at queue depth), never split — up to {@link CORK_MAX} bytes: a larger
+   * together are corked and leave in one writev (one system call for many
+   * small replies at queue depth), never split: at the end of the turn for
+   * replies sent while requests are parsed ({@link parsing}: answered inline,
+   * they leave as soon as the turn's requests are done, and the client's
+   * next requests overlap the server's work), else at the check phase of
+   * the event loop's iteration (each thread-pool completion is a turn of
+   * its own: every reply completed in the iteration joins one writev) — up
+   * to {@link CORK_MAX} bytes: a larger
    * batch leaves at once, since a writev completes only when all of it has
    * left, and until then none of its buffers comes back and all its bytes
    * count as unsent. `pooled`, if given, is the buffer from {@link take}
@@ -77,7 +102,8 @@ export class ReplyWriter {
       stream.cork();
       if (!this.#uncorkQueued) {
         this.#uncorkQueued = true;
-        process.nextTick(this.#uncork);
+        if (this.#inParsingTurn) process.nextTick(this.#uncork);
+        else setImmediate(this.#uncork);
       }
     }
     this.#writing.push(pooled);

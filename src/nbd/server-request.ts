@@ -57,6 +57,10 @@ export interface Request extends ReplyTo {
   readonly length: number;
   /** Whether a payload of `length` bytes follows the header. */
   readonly hasPayload: boolean;
+  /** The length field's high 32 bits (0 in a compact header), for {@link exactLength}. */
+  readonly lengthHigh: number;
+  /** The length field's low 32 bits. */
+  readonly lengthLow: number;
 }
 
 /** A refusal: the NBD error and a message for the client's user. */
@@ -65,30 +69,36 @@ export interface Refusal {
   readonly message: string;
 }
 
-/** The unsigned 64-bit big-endian number at `at` as a double: exact below 2^53, at least 2^53 above. */
-function readUInt64(header: Buffer, at: number): number {
-  return header.readUInt32BE(at) * 2 ** 32 + header.readUInt32BE(at + 4);
-}
-
 /**
- * Parses a request header: 64-bit fields as numbers (two 32-bit halves,
- * no BigInt per request).
+ * Parses the request header at `at` in `buffer` (where it arrived, no view
+ * of it made): 64-bit fields as numbers (two 32-bit halves, no BigInt per
+ * request), the cookie and offset also as the halves replies echo.
  * @throws {@link ProtocolError} for a header without the request magic.
  */
-export function parseRequest(header: Buffer, extended: boolean): Request {
-  const magic = header.readUInt32BE(0);
+export function parseRequest(buffer: Buffer, at: number, extended: boolean): Request {
+  const magic = buffer.readUInt32BE(at);
   if (magic !== (extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC)) {
     throw new ProtocolError(`request with magic 0x${magic.toString(16)}`);
   }
-  const flags = header.readUInt16BE(4);
-  const type = header.readUInt16BE(6);
+  const flags = buffer.readUInt16BE(at + 4);
+  const type = buffer.readUInt16BE(at + 6);
+  const offsetHigh = buffer.readUInt32BE(at + 16);
+  const offsetLow = buffer.readUInt32BE(at + 20);
+  const lengthHigh = extended ? buffer.readUInt32BE(at + 24) : 0;
+  const lengthLow = buffer.readUInt32BE(extended ? at + 28 : at + 24);
   return {
-    header,
+    cookieHigh: buffer.readUInt32BE(at + 8),
+    cookieLow: buffer.readUInt32BE(at + 12),
+    offsetHigh,
+    offsetLow,
     type,
     flags,
-    offset: readUInt64(header, 16),
-    length: extended ? readUInt64(header, 24) : header.readUInt32BE(24),
+    // Exact below 2^53; at or above, at least 2^53: past the end of any device.
+    offset: offsetHigh * 2 ** 32 + offsetLow,
+    length: lengthHigh * 2 ** 32 + lengthLow,
     hasPayload: extended ? (flags & NBD_CMD_FLAG_PAYLOAD_LEN) !== 0 : type === NBD_CMD_WRITE,
+    lengthHigh,
+    lengthLow,
   };
 }
 
@@ -130,7 +140,7 @@ export function checkRequest(
   if (type === NBD_CMD_READ && length > maxPayload) {
     return {
       error: NBD_EOVERFLOW,
-      message: `READ of ${exactLength(request, style)} bytes is over ${maxPayload}`,
+      message: `READ of ${exactLength(request)} bytes is over ${maxPayload}`,
     };
   }
   // Both below 2^53 the sum is exact up to 2^53; a sum at or past 2^53
@@ -139,7 +149,7 @@ export function checkRequest(
     return {
       // The spec: ENOSPC for writes past the end, EINVAL for the rest.
       error: writes ? NBD_ENOSPC : NBD_EINVAL,
-      message: `${commandName(type)} of ${exactLength(request, style)} bytes at ${request.header.readBigUInt64BE(16)} is past the end (${device.size})`,
+      message: `${commandName(type)} of ${exactLength(request)} bytes at ${(BigInt(request.offsetHigh) << 32n) | BigInt(request.offsetLow)} is past the end (${device.size})`,
     };
   }
   if (readOnly && (writes || type === NBD_CMD_TRIM)) {
@@ -162,10 +172,8 @@ export function checkRequest(
 }
 
 /** The request's length exactly as sent (for messages: a double is inexact past 2^53). */
-export function exactLength(request: Request, style: ReplyStyle): bigint {
-  return style === 'extended'
-    ? request.header.readBigUInt64BE(24)
-    : BigInt(request.header.readUInt32BE(24));
+export function exactLength(request: Request): bigint {
+  return (BigInt(request.lengthHigh) << 32n) | BigInt(request.lengthLow);
 }
 
 /**

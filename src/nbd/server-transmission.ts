@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { readerInto } from '../base/index.js';
+import { type CallbackReader, callbackReader, readerInto } from '../base/index.js';
 import {
   NBD_CMD_BLOCK_STATUS,
   NBD_CMD_DISC,
@@ -79,6 +79,12 @@ export class Transmission {
   readonly #context: RequestContext;
   /** The device's `readInto`, if it has one: a READ's data goes straight into its reply buffer. */
   readonly #readInto: ((offset: number, buffer: Uint8Array) => Promise<Uint8Array>) | undefined;
+  /**
+   * The device's callback read (the library's own devices have one): a READ
+   * then costs one closure instead of an async call, its promise and the
+   * reactions of two awaits.
+   */
+  readonly #readCallback: CallbackReader | undefined;
   /** Replies go out through it; READ replies in its pooled buffers, at most {@link MAX_POOLED} kept free. */
   readonly #replies: ReplyWriter;
   #inFlight = 0;
@@ -95,6 +101,7 @@ export class Transmission {
     this.#byteBudget = 2 * maxPayload;
     this.#context = { style: this.#style, maxPayload, negotiated };
     this.#readInto = readerInto(negotiated.lease.device);
+    this.#readCallback = callbackReader(negotiated.lease.device);
     this.#replies = new ReplyWriter(stream, MAX_POOLED, () => {
       if (this.#wakeRoom !== undefined) this.#wake();
     });
@@ -114,11 +121,24 @@ export class Transmission {
       for (;;) {
         // Requests that arrived together are parsed and started in one
         // synchronous pass: the loop awaits only for room or for bytes.
-        if (!this.#hasRoom()) await this.#room();
+        if (!this.#hasRoom()) {
+          await this.#room();
+          this.#replies.parsing();
+        }
         if (this.#stopping) return;
-        const header = reader.takeNow(headerSize) ?? (await reader.read(headerSize));
-        if (this.#stopping) return;
-        const request = parseRequest(header, extended);
+        // A header that arrived whole is parsed where it lies; one split
+        // across socket reads is gathered first.
+        let request: Request;
+        const buffered = reader.peekNow(headerSize);
+        if (buffered !== undefined) {
+          request = parseRequest(buffered, reader.headAt, extended);
+          reader.consume(headerSize);
+        } else {
+          const header = await reader.read(headerSize);
+          this.#replies.parsing();
+          if (this.#stopping) return;
+          request = parseRequest(header, 0, extended);
+        }
         let payload: Buffer | undefined;
         if (request.hasPayload) {
           if (request.length > this.#maxPayload) {
@@ -155,7 +175,7 @@ export class Transmission {
    * answered, then the connection is closed (throws).
    */
   async #refusePayload(request: Request): Promise<void> {
-    const length = exactLength(request, this.#style);
+    const length = exactLength(request);
     const reply = errorReply(
       this.#style,
       request,
@@ -175,7 +195,58 @@ export class Transmission {
     const cost = request.type === NBD_CMD_READ ? request.length : (payload?.length ?? 0);
     this.#inFlight++;
     this.#inFlightBytes += cost;
-    void this.#serve(request, payload, cost);
+    if (request.type === NBD_CMD_READ && this.#readCallback !== undefined) {
+      this.#readByCallback(this.#readCallback, request, cost);
+    } else {
+      void this.#serve(request, payload, cost);
+    }
+  }
+
+  /** A request has been answered (or its connection is gone): its room is free again. */
+  #finished(cost: number): void {
+    this.#inFlight--;
+    this.#inFlightBytes -= cost;
+    if (this.#inFlight === 0) this.#wakeIdle?.();
+    this.#wake();
+  }
+
+  /**
+   * A READ through the device's callback read, into a pooled reply buffer
+   * right after the header, as {@link #read} does with `readInto`. The
+   * callback may run before the read call returns (a MemoryDevice); the
+   * buffer goes back to the pool only once the device called back.
+   */
+  #readByCallback(read: CallbackReader, request: Request, cost: number): void {
+    const refusal = checkRequest(request, undefined, this.#context);
+    if (refusal !== undefined) {
+      this.#replies.send(errorReply(this.#style, request, refusal.error, refusal.message));
+      this.#finished(cost);
+      return;
+    }
+    const { offset, length } = request;
+    const headerLength = readHeaderLength(this.#style);
+    const out = this.#replies.take(headerLength + length);
+    const into = out.subarray(headerLength);
+    read(
+      offset,
+      length,
+      (err, data) => {
+        try {
+          if (err !== null || data === undefined) {
+            this.#replies.give(out);
+            this.#replies.send(errorReply(this.#style, request, errnoOf(err), messageOf(err)));
+            return;
+          }
+          // A device may answer from a buffer of its own instead of `into`.
+          if (data !== into) into.set(data);
+          writeReadHeader(out, this.#style, request, length);
+          this.#replies.send(out, out);
+        } finally {
+          this.#finished(cost);
+        }
+      },
+      into,
+    );
   }
 
   /**
@@ -221,10 +292,7 @@ export class Transmission {
     } catch (err) {
       this.#replies.send(errorReply(this.#style, request, errnoOf(err), messageOf(err)));
     } finally {
-      this.#inFlight--;
-      this.#inFlightBytes -= cost;
-      if (this.#inFlight === 0) this.#wakeIdle?.();
-      this.#wake();
+      this.#finished(cost);
     }
   }
 

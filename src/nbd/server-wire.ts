@@ -60,12 +60,27 @@ export function decodeName(bytes: Uint8Array): string | undefined {
 }
 
 /**
- * What a transmission reply answers: the request's header as it arrived,
- * whose cookie (bytes 8–15, opaque) and offset (bytes 16–23) replies echo
- * byte for byte — no copy of the cookie per request, no 64-bit number.
+ * What a transmission reply answers: the request's cookie (opaque) and
+ * offset, which replies echo byte for byte, as the two 32-bit halves each
+ * arrived in (no copy of the header kept per request, no 64-bit number).
  */
 export interface ReplyTo {
-  readonly header: Buffer;
+  readonly cookieHigh: number;
+  readonly cookieLow: number;
+  readonly offsetHigh: number;
+  readonly offsetLow: number;
+}
+
+/** Writes the 8 bytes of `to`'s cookie at `at`. */
+function writeCookie(out: Buffer, to: ReplyTo, at: number): void {
+  out.writeUInt32BE(to.cookieHigh, at);
+  out.writeUInt32BE(to.cookieLow, at + 4);
+}
+
+/** Writes the 8 bytes of `to`'s offset, as the request carried it, at `at`. */
+function writeOffset(out: Buffer, to: ReplyTo, at: number): void {
+  out.writeUInt32BE(to.offsetHigh, at);
+  out.writeUInt32BE(to.offsetLow, at + 4);
 }
 
 /** Bytes of the header a READ reply's data follows (with the chunk's offset field). */
@@ -87,14 +102,14 @@ function writeChunkHeader(
 ): number {
   out.writeUInt16BE(flags, 4);
   out.writeUInt16BE(type, 6);
-  to.header.copy(out, 8, 8, 16);
+  writeCookie(out, to, 8);
   if (style === 'structured') {
     out.writeUInt32BE(NBD_STRUCTURED_REPLY_MAGIC, 0);
     out.writeUInt32BE(payload, 16);
     return 20;
   }
   out.writeUInt32BE(NBD_EXTENDED_REPLY_MAGIC, 0);
-  to.header.copy(out, 16, 16, 24);
+  writeOffset(out, to, 16);
   // A payload length is below 2^53 (a buffer's length): two 32-bit halves.
   out.writeUInt32BE(Math.floor(payload / 2 ** 32), 24);
   out.writeUInt32BE(payload >>> 0, 28);
@@ -136,7 +151,7 @@ export function simpleHeader(to: ReplyTo, error: number): Buffer {
 function writeSimpleHeader(out: Buffer, to: ReplyTo, error: number): void {
   out.writeUInt32BE(NBD_SIMPLE_REPLY_MAGIC, 0);
   out.writeUInt32BE(error, 4);
-  to.header.copy(out, 8, 8, 16);
+  writeCookie(out, to, 8);
 }
 
 /**
@@ -172,7 +187,7 @@ export function writeReadHeader(
   }
   const flags = NBD_REPLY_FLAG_DONE;
   const at = writeChunkHeader(out, style, to, flags, NBD_REPLY_TYPE_OFFSET_DATA, 8 + dataLength);
-  to.header.copy(out, at, 16, 24);
+  writeOffset(out, to, at);
 }
 
 /**

@@ -105,6 +105,29 @@ describe('MemoryDevice', () => {
     );
   });
 
+  it('keeps each block apart whatever the block size and the order blocks were first written in', async () => {
+    // 256 KiB arenas: 512 blocks of 512 bytes, 4 of 64 KiB, or 1 MiB blocks one per arena.
+    for (const blockSize of [512, 64 * 1024, 1024 * 1024]) {
+      const blocks = 8;
+      await using device = await MemoryDevice.create({ size: blocks * blockSize, blockSize });
+      const model = new Uint8Array(blocks * blockSize);
+      // Written back to front (then the middle again across a block edge), so
+      // neighbours on the device are not neighbours in the arenas.
+      for (let b = blocks - 1; b >= 0; b -= 2) {
+        const data = new Uint8Array(blockSize + 3).map((_, i) => (b * 7 + i) & 0xff);
+        const offset = Math.max(0, b * blockSize - 3);
+        const length = Math.min(data.length, model.length - offset);
+        await device.write(offset, data.subarray(0, length));
+        model.set(data.subarray(0, length), offset);
+      }
+      sameBytes(await device.read(0, model.length), model);
+      sameBytes(
+        await device.read(blockSize - 1, 2 * blockSize),
+        model.subarray(blockSize - 1, 3 * blockSize - 1),
+      );
+    }
+  });
+
   it('defaults blockSize to 4096 and readOnly to false', async () => {
     await using device = await MemoryDevice.create({ size: 8192 });
     expect([device.blockSize, device.readOnly]).toEqual([4096, false]);

@@ -84,6 +84,59 @@ describe('ReplyWriter', () => {
     }
   });
 
+  it('sends the replies of every callback of one event-loop iteration in one writev', async () => {
+    const calls: number[][] = [];
+    const stream = new Duplex({
+      read() {},
+      write(chunk: Buffer, _encoding, callback) {
+        calls.push([chunk.length]);
+        callback();
+      },
+      writev(chunks, callback) {
+        calls.push(chunks.map((c) => (c.chunk as Buffer).length));
+        callback();
+      },
+    });
+    const writer = new ReplyWriter(stream, 1024 * KiB, () => {});
+    // Two completions of one iteration, each a callback of its own (as two
+    // thread-pool reads are): a flush at the next tick would write each alone.
+    await new Promise<void>((resolve) => {
+      setImmediate(() => writer.send(Buffer.alloc(16, 1)));
+      setImmediate(() => {
+        writer.send(Buffer.alloc(20, 2));
+        resolve();
+      });
+    });
+    await tick();
+    expect(calls).toEqual([[16, 20]]);
+  });
+
+  it('replies answered inline while requests are parsed leave at the end of that turn, not at the check phase', async () => {
+    const calls: number[][] = [];
+    const stream = new Duplex({
+      read() {},
+      write(chunk: Buffer, _encoding, callback) {
+        calls.push([chunk.length]);
+        callback();
+      },
+      writev(chunks, callback) {
+        calls.push(chunks.map((c) => (c.chunk as Buffer).length));
+        callback();
+      },
+    });
+    const writer = new ReplyWriter(stream, 1024 * KiB, () => {});
+    let checkPhase = false;
+    setImmediate(() => {
+      checkPhase = true;
+    });
+    writer.parsing();
+    writer.send(Buffer.alloc(16, 1));
+    queueMicrotask(() => writer.send(Buffer.alloc(20, 2)));
+    await new Promise<void>((resolve) => process.nextTick(resolve));
+    expect(checkPhase).toBe(false);
+    expect(calls).toEqual([[16, 20]]);
+  });
+
   it('reuses nothing after a failed write', async () => {
     const stream = new Duplex({
       read() {},

@@ -24,6 +24,7 @@ import {
   NBD_CMD_WRITE,
   NBD_CMD_WRITE_ZEROES,
   NBD_EINVAL,
+  NBD_EIO,
   NBD_ENOSPC,
   NBD_ENOTSUP,
   NBD_EOVERFLOW,
@@ -113,6 +114,28 @@ describe('NBD server transmission', () => {
       NBD_EINVAL,
     ]);
     expect(e.payload.subarray(6).toString()).toMatch(/past the end/);
+  });
+
+  it('a READ the device fails (through its callback read) is an ERROR chunk, and the connection goes on', async () => {
+    const disk = await MemoryDevice.create({ size: 4 * MiB });
+    await disk.write(0, pattern(4096, 5));
+    const c = await client(await serve({ disk }));
+    await c.go('disk', [NBD_OPT_STRUCTURED_REPLY]);
+    c.request(NBD_CMD_READ, 0, 1, 0, 4096);
+    expect(
+      Buffer.compare((await c.reply()).payload.subarray(8), Buffer.from(pattern(4096, 5))),
+    ).toBe(0);
+    await disk.close();
+    for (const cookie of [2, 3]) {
+      c.request(NBD_CMD_READ, 0, cookie, 4096 * cookie, 4096);
+      const e = await c.reply();
+      expect([e.cookie, e.type, RawNbdClient.errorOf(e)]).toEqual([
+        cookie,
+        NBD_REPLY_TYPE_ERROR,
+        NBD_EIO,
+      ]);
+      expect(e.payload.subarray(6).toString()).toMatch(/closed/);
+    }
   });
 
   it('a request past the end is refused without touching the device (READ/TRIM EINVAL, WRITE/ZEROES ENOSPC)', async () => {
