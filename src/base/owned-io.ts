@@ -48,25 +48,6 @@ export const READ_CALLBACK: unique symbol = Symbol('blocksnap.readCallback');
  */
 export const WRITE_NOW: unique symbol = Symbol('blocksnap.writeNow');
 
-/**
- * `[READ_NOW](offset, length)` reads as `read(offset, length)` does — same
- * checks and errors, thrown, and a buffer the caller owns whole — before it
- * returns, on the calling thread, without a trip through libuv's thread
- * pool: for a small read a layer needs before it can go on (the old bytes a
- * copy job saves ahead of a foreground write). Never for bulk data: it
- * blocks the event loop for the read, for a disk's latency when the bytes
- * are not in the OS's cache.
- */
-export const READ_NOW: unique symbol = Symbol('blocksnap.readNow');
-
-/** `device`'s {@link READ_NOW}, bound to it, or undefined if it has none. */
-export function immediateReader(
-  device: BlockDevice,
-): ((offset: number, length: number) => Uint8Array) | undefined {
-  const method = (device as { [READ_NOW]?: unknown })[READ_NOW];
-  return typeof method === 'function' ? method.bind(device) : undefined;
-}
-
 /** `device`'s {@link WRITE_NOW}, bound to it, or undefined if it has none. */
 export function immediateWriter(
   device: BlockDevice,

@@ -1,6 +1,5 @@
-import { immediateReader, io } from '../base/index.js';
+import { io } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
-import { wrapIO } from '../errors.js';
 import type { ChunkStates } from './chunk-states.js';
 import type { CopyPacer } from './copy-pacer.js';
 
@@ -10,16 +9,6 @@ import type { CopyPacer } from './copy-pacer.js';
  * (copy-first) or waits for the copier (queue), as it would with a map store.
  */
 export const SAVED_BYTES_LIMIT = 64 << 20;
-
-/**
- * A save of at most this many bytes reads on the calling thread where the
- * source can (`READ_NOW`: a FileDevice): one 4 KiB `pread` from the page
- * cache costs a few microseconds there, against a thread-pool round trip
- * queued behind the application's own writes (docs/ARCHITECTURE.md, "Copy
- * job pacing"). Larger saves take the round trip rather than hold the
- * event loop.
- */
-export const IMMEDIATE_SAVE_BYTES = 16 << 10;
 
 /** Old bytes of range bytes `[from, from + data.length)`. */
 interface Extent {
@@ -47,8 +36,6 @@ interface Extent {
  */
 export class SavedOldBytes {
   readonly #source: BlockDevice;
-  /** The source's READ_NOW, if it has one. */
-  readonly #readNow: ((offset: number, length: number) => Uint8Array) | undefined;
   /** Source offset of range byte 0. */
   readonly #offset: number;
   readonly #chunkSize: number;
@@ -71,7 +58,6 @@ export class SavedOldBytes {
     limit = SAVED_BYTES_LIMIT,
   ) {
     this.#source = source;
-    this.#readNow = immediateReader(source);
     this.#offset = offset;
     this.#chunkSize = chunkSize;
     this.#states = states;
@@ -102,17 +88,8 @@ export class SavedOldBytes {
     // Copy work, so it counts toward the rate budget (it is never paced: it is the write's latency).
     this.#pacer.spend(length);
     let data: Uint8Array;
-    const at = this.#offset + from;
     try {
-      if (this.#readNow !== undefined && length <= IMMEDIATE_SAVE_BYTES) {
-        try {
-          data = this.#readNow(at, length);
-        } catch (err) {
-          throw wrapIO('source read', err);
-        }
-      } else {
-        data = await io('source read', this.#source.read(at, length));
-      }
+      data = await io('source read', this.#source.read(this.#offset + from, length));
     } finally {
       this.#bytes -= length;
     }

@@ -10,7 +10,6 @@ import {
   inFlightCounter,
   isBytes,
   READ_CALLBACK,
-  READ_NOW,
   type ReadDone,
   readResultBuffer,
   WRITE_NOW,
@@ -296,25 +295,6 @@ export class FileDevice extends AbstractBlockDevice {
     if (length === 0) return Promise.resolve();
     if (blocks.length === 1) return this._write(offset, blocks[0]!);
     return this.#inFlight.track(this.#writev(offset, blocks));
-  }
-
-  /** @internal See {@link READ_NOW}: `pread` on this thread, resuming after short reads (a copy job's saved old bytes). */
-  [READ_NOW](offset: number, length: number): Uint8Array {
-    this.checkOpen();
-    checkRange(this.size, offset, length);
-    const buffer = readResultBuffer(length);
-    let done = 0;
-    try {
-      while (done < length) {
-        const n = fs.readSync(this.#fd, buffer, done, length - done, offset + done);
-        // A zero-byte read means the file shrank under us: say so, never return zeros.
-        if (n === 0) throw new Error('unexpected end of file');
-        done += n;
-      }
-    } catch (err) {
-      throw wrapIO(`read at ${offset + done}`, err);
-    }
-    return buffer;
   }
 
   /** @internal See {@link WRITE_NOW}: one `pwrite` on this thread (a journal's mark, a COW commit's chunks and frame). */

@@ -2,9 +2,8 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type OwnedIO, READ_NOW, WRITE_OWNED } from '../../src/base/owned-io.js';
+import { type OwnedIO, WRITE_OWNED } from '../../src/base/owned-io.js';
 import { FileDevice, SnapshotCopyJob } from '../../src/index.js';
-import { until } from '../support/async.js';
 import { expectSameBytes } from '../support/bytes.js';
 import { noise, POLICIES } from '../support/copy-job-rig.js';
 import { codeOf } from '../support/error-code.js';
@@ -85,84 +84,6 @@ describe('SnapshotCopyJob between FileDevices', () => {
       await destination.close();
     },
   );
-});
-
-describe('SnapshotCopyJob between FileDevices: old bytes saved on the calling thread', () => {
-  it.each(POLICIES)(
-    '%s: a small save reads by READ_NOW, a large one through the thread pool; the destination gets the start() image',
-    async (conflictPolicy) => {
-      const size = 1 * MiB;
-      const chunkSize = 64 * KiB;
-      const original = noise(size, 11);
-      const source = await fileWith('source.img', original);
-      const destination = await fileWith('destination.img', noise(size, 12));
-      const immediate: [number, number][] = [];
-      const readNow = (source as unknown as Record<symbol, (o: number, l: number) => Uint8Array>)[
-        READ_NOW
-      ]!.bind(source);
-      // On the instance, before start(): the job binds the source's READ_NOW then.
-      Object.defineProperty(source, READ_NOW, {
-        value: (offset: number, length: number) => {
-          immediate.push([offset, length]);
-          return readNow(offset, length);
-        },
-      });
-      const pooled: [number, number][] = [];
-      const read = source.read.bind(source);
-      source.read = (offset: number, length: number) => {
-        pooled.push([offset, length]);
-        return read(offset, length);
-      };
-      // The copier held after its first chunk: the writes below land in chunks not yet copied.
-      const job = await SnapshotCopyJob.start({
-        source,
-        destination,
-        chunkSize,
-        conflictPolicy,
-        rate: 1,
-      });
-      await until(() => job.progress.copiedBytes >= chunkSize, 'the first chunk is copied');
-      const small = noise(4096, 13);
-      const large = noise(20 * KiB, 14);
-      await job.device.write(5 * chunkSize + 100, small);
-      await job.device.write(9 * chunkSize - 1000, large);
-      expect(immediate).toEqual([[5 * chunkSize + 100, 4096]]);
-      expect(pooled).toContainEqual([9 * chunkSize - 1000, 20 * KiB]);
-      expect(job.progress.copyFirstBytes).toBe(0);
-      job.setRate(0);
-      await job.done;
-      expectSameBytes('destination', await destination.read(0, size), original);
-      const model = original.slice();
-      model.set(small, 5 * chunkSize + 100);
-      model.set(large, 9 * chunkSize - 1000);
-      expectSameBytes('source', await source.read(0, size), model);
-      await job.device.close();
-      await destination.close();
-    },
-  );
-});
-
-describe('FileDevice READ_NOW', () => {
-  it('reads before it returns, into a buffer of its own, and refuses what read refuses, throwing', async () => {
-    const content = noise(64 * KiB, 15);
-    const device = await fileWith('now.img', content);
-    const readNow = (offset: number, length: number): Uint8Array =>
-      (device as unknown as Record<symbol, (o: number, l: number) => Uint8Array>)[READ_NOW]!.call(
-        device,
-        offset,
-        length,
-      );
-    const got = readNow(1000, 5000);
-    expect(got.byteOffset).toBe(0);
-    expect(got.buffer.byteLength).toBe(5000);
-    expectSameBytes('read now', got, content.subarray(1000, 6000));
-    // What the file holds at the call, not later: the buffer is the caller's.
-    await device.write(1000, new Uint8Array(10));
-    expectSameBytes('after a write', got, content.subarray(1000, 6000));
-    expect(() => readNow(64 * KiB - 5, 10)).toThrow(/ERANGE/);
-    await device.close();
-    expect(() => readNow(0, 10)).toThrow(/ECLOSED/);
-  });
 });
 
 describe('FileDevice bulk I/O (readInto, WRITE_OWNED)', () => {
