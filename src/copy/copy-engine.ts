@@ -278,16 +278,14 @@ export class CopyEngine {
     const states = this.#states;
     const early = this.#early;
     const span = states.chunksOf(offset, data.length);
-    // Behind an earlier queued write it overlaps, wherever it lands and
-    // whether or not the job still runs.
+    // Behind an earlier queued write it overlaps, wherever it lands, job running or not.
     if (this.#queue.overlaps(offset, data.length)) {
       return this.#queued.enqueue(offset, data, span?.first ?? 0, span?.last ?? -1);
     }
     if (span === undefined || this.passThrough) return this.#writeSource(offset, data);
     const { first, last } = span;
     if (states.writable(first, last, early)) return this.#writeSource(offset, data);
-    // Once stopped or failed (the copier is gone), a resumable job keeps the
-    // map true by copying first.
+    // Stopped or failed (no copier), a resumable job keeps the map true by copying first.
     const copierRuns = !this.#stopped && this.#failure === undefined;
     if (this.#policy === 'queue' && copierRuns)
       return this.#queued.enqueue(offset, data, first, last);
@@ -325,9 +323,8 @@ export class CopyEngine {
   }
 
   /**
-   * Copy-first (seed 004, claims 23, 46): copies what is still PENDING,
-   * waits for what is being copied (its old bytes read, when `early`), then
-   * writes.
+   * Copy-first (seed 004, claims 23, 46): copies what is still PENDING, waits
+   * for what is being copied (its old bytes read, when `early`), then writes.
    */
   #copyFirst(
     offset: number,
