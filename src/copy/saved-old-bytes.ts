@@ -101,8 +101,10 @@ export class SavedOldBytes {
       const extents = this.#byChunk.get(c) ?? [];
       if (extents.length === 0) this.#byChunk.set(c, extents);
       for (const [a, b] of missing(extents, Math.max(from, c * cs), Math.min(to, (c + 1) * cs))) {
-        // A piece of its own, so a partly saved read holds no more memory than it saves.
-        const piece = a === from && b === to ? data : data.slice(a - from, b - from);
+        // A piece of its own (a copy even when a device reads into Buffers, whose
+        // slice is a view), so a partly saved read holds no more memory than it saves.
+        const piece =
+          a === from && b === to ? data : new Uint8Array(data.subarray(a - from, b - from));
         extents.push({ from: a, data: piece });
         this.#bytes += piece.length;
       }
