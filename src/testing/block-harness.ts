@@ -63,7 +63,7 @@ export class Harness {
       const what = `write(${offset}, ${data.length} bytes) on a read-only device`;
       return expectCode(() => this.device.write(offset, data), ['EROFS'], what);
     }
-    const copy = data.slice();
+    const copy = new Uint8Array(data); // a copy even of a Buffer, whose slice is a view
     return this.device.write(offset, data).then(() => this.expected.set(copy, offset));
   }
 

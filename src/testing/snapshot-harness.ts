@@ -82,7 +82,7 @@ export class SnapshotHarness {
 
   /** Calls `write` on the live device now; the promise resolves once `live` holds the bytes too. */
   write(offset: number, data: Uint8Array): Promise<void> {
-    const copy = data.slice();
+    const copy = new Uint8Array(data); // a copy even of a Buffer, whose slice is a view
     return this.device.write(offset, data).then(() => this.live.set(copy, offset));
   }
 
