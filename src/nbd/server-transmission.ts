@@ -4,21 +4,20 @@ import {
   NBD_CMD_BLOCK_STATUS,
   NBD_CMD_DISC,
   NBD_CMD_FLAG_FUA,
-  NBD_CMD_FLAG_REQ_ONE,
   NBD_CMD_FLUSH,
   NBD_CMD_READ,
   NBD_CMD_WRITE,
   NBD_CMD_WRITE_ZEROES,
   NBD_DEFAULT_MAX_PAYLOAD,
   NBD_EINVAL,
+  NBD_EXTENDED_REQUEST_MAGIC,
   NBD_EXTENDED_REQUEST_SIZE,
-  NBD_REPLY_TYPE_BLOCK_STATUS,
-  NBD_REPLY_TYPE_BLOCK_STATUS_EXT,
+  NBD_REQUEST_MAGIC,
   NBD_REQUEST_SIZE,
 } from './protocol.js';
 import type { Negotiated } from './server-handshake.js';
 import { ProtocolError } from './server-handshake.js';
-import { blockStatus } from './server-meta-context.js';
+import { blockStatusReply } from './server-meta-context.js';
 import type { ByteReader } from './server-reader.js';
 import { ReplyWriter } from './server-reply-writer.js';
 import {
@@ -32,7 +31,6 @@ import {
   type RequestContext,
 } from './server-request.js';
 import {
-  blockStatusChunk,
   doneReply,
   errorReply,
   type ReplyStyle,
@@ -90,6 +88,11 @@ export class Transmission {
   #inFlight = 0;
   #inFlightBytes = 0;
   #stopping = false;
+  /**
+   * Set while {@link run} waits at a request boundary (for a header's bytes
+   * or for room): only then may {@link #parseArrived} take requests.
+   */
+  #atBoundary = false;
   #wakeRoom: (() => void) | undefined;
   #wakeIdle: (() => void) | undefined;
 
@@ -117,12 +120,15 @@ export class Transmission {
     const extended = this.#style === 'extended';
     const headerSize = extended ? NBD_EXTENDED_REQUEST_SIZE : NBD_REQUEST_SIZE;
     const reader = this.#reader;
+    reader.onArrival(this.#parseArrived);
     try {
       for (;;) {
         // Requests that arrived together are parsed and started in one
         // synchronous pass: the loop awaits only for room or for bytes.
         if (!this.#hasRoom()) {
+          this.#atBoundary = true;
           await this.#room();
+          this.#atBoundary = false;
           this.#replies.parsing();
         }
         if (this.#stopping) return;
@@ -134,7 +140,9 @@ export class Transmission {
           request = parseRequest(buffered, reader.headAt, extended);
           reader.consume(headerSize);
         } else {
+          this.#atBoundary = true;
           const header = await reader.read(headerSize);
+          this.#atBoundary = false;
           this.#replies.parsing();
           if (this.#stopping) return;
           request = parseRequest(header, 0, extended);
@@ -152,6 +160,7 @@ export class Transmission {
       }
     } finally {
       this.#stopping = true;
+      reader.onArrival(undefined);
       if (this.#inFlight > 0) {
         await new Promise<void>((resolve) => {
           this.#wakeIdle = resolve;
@@ -160,6 +169,33 @@ export class Transmission {
       this.#replies.clear();
     }
   }
+
+  /**
+   * Starts the requests that lie whole in bytes a clear socket lent the
+   * reader ({@link ByteReader.receive}) before they are read over; a WRITE's
+   * payload goes to `device.write` as a view of them, as the contract allows
+   * (docs/ARCHITECTURE.md, "NBD"). Only while {@link run} waits at a request
+   * boundary; every request it would wait for or refuse (split payload, over
+   * maxPayload, DISC, bad magic) is left to `run`, so the order holds.
+   */
+  readonly #parseArrived = (): void => {
+    if (!this.#atBoundary) return;
+    const reader = this.#reader;
+    const extended = this.#style === 'extended';
+    const headerSize = extended ? NBD_EXTENDED_REQUEST_SIZE : NBD_REQUEST_SIZE;
+    const magic = extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC;
+    this.#replies.parsing();
+    while (!this.#stopping && this.#hasRoom()) {
+      const buffered = reader.peekNow(headerSize);
+      if (buffered === undefined || buffered.readUInt32BE(reader.headAt) !== magic) return;
+      const request = parseRequest(buffered, reader.headAt, extended);
+      const length = request.hasPayload ? request.length : 0;
+      if (request.type === NBD_CMD_DISC) return;
+      if (length > this.#maxPayload || reader.buffered < headerSize + length) return;
+      reader.consume(headerSize);
+      this.#start(request, request.hasPayload ? reader.takeNow(length) : undefined);
+    }
+  };
 
   /** Stops reading requests (the server is closing); `run` resolves once in-flight ones are answered. */
   stop(): void {
@@ -283,7 +319,9 @@ export class Transmission {
           await device.flush();
           break;
         case NBD_CMD_BLOCK_STATUS:
-          this.#replies.send(this.#blockStatus(request, offset, length));
+          this.#replies.send(
+            blockStatusReply(this.#negotiated, this.#style, request, offset, length),
+          );
           return;
         // TRIM is a hint the device contract has no call for, and CACHE has nothing to warm:
         // both change nothing, so ordering and FUA hold trivially.
@@ -326,29 +364,6 @@ export class Transmission {
       header,
       undefined,
       Buffer.from(data.buffer, data.byteOffset, data.byteLength),
-    );
-  }
-
-  #blockStatus(request: Request, offset: number, length: number): Buffer {
-    const { device } = this.#negotiated.lease;
-    const style = this.#style === 'extended' ? 'extended' : 'structured';
-    const type =
-      style === 'extended' ? NBD_REPLY_TYPE_BLOCK_STATUS_EXT : NBD_REPLY_TYPE_BLOCK_STATUS;
-    // Compact descriptors have 32-bit lengths: keep runs to whole blocks below 4 GiB.
-    const maxLength = style === 'extended' ? Number.MAX_SAFE_INTEGER : 2 ** 32 - device.blockSize;
-    const one = (request.flags & NBD_CMD_FLAG_REQ_ONE) !== 0;
-    const { contexts } = this.#negotiated;
-    return Buffer.concat(
-      contexts.map((context, i) =>
-        blockStatusChunk(
-          style,
-          request,
-          type,
-          context.id,
-          blockStatus(context, device, offset, length, maxLength, one),
-          i === contexts.length - 1,
-        ),
-      ),
     );
   }
 
