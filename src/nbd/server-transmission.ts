@@ -193,7 +193,9 @@ export class Transmission {
       if (request.type === NBD_CMD_DISC) return;
       if (length > this.#maxPayload || reader.buffered < headerSize + length) return;
       reader.consume(headerSize);
-      this.#start(request, request.hasPayload ? reader.takeNow(length) : undefined);
+      const lent = request.hasPayload ? reader.takeNow(length) : undefined;
+      // A plain Uint8Array: a device that copies with `slice()` gets a copy (a Buffer's is a view).
+      this.#start(request, lent && new Uint8Array(lent.buffer, lent.byteOffset, lent.length));
     }
   };
 
@@ -227,7 +229,7 @@ export class Transmission {
     throw new ProtocolError(`${commandName(request.type)} with a payload of ${length} bytes`);
   }
 
-  #start(request: Request, payload: Buffer | undefined): void {
+  #start(request: Request, payload: Uint8Array | undefined): void {
     const cost = request.type === NBD_CMD_READ ? request.length : (payload?.length ?? 0);
     this.#inFlight++;
     this.#inFlightBytes += cost;
@@ -290,7 +292,7 @@ export class Transmission {
    * rejects. Runs without a closure or a promise chain of its own: one
    * async call per request.
    */
-  async #serve(request: Request, payload: Buffer | undefined, cost: number): Promise<void> {
+  async #serve(request: Request, payload: Uint8Array | undefined, cost: number): Promise<void> {
     try {
       const refusal = checkRequest(request, payload, this.#context);
       if (refusal !== undefined) {
@@ -305,7 +307,7 @@ export class Transmission {
           await this.#read(request);
           return;
         case NBD_CMD_WRITE:
-          await device.write(offset, payload as Buffer);
+          await device.write(offset, payload as Uint8Array);
           if (fua) await device.flush();
           break;
         case NBD_CMD_WRITE_ZEROES:
