@@ -88,11 +88,10 @@ export class Transmission {
   #inFlight = 0;
   #inFlightBytes = 0;
   #stopping = false;
-  /**
-   * Set while {@link run} waits at a request boundary (for a header's bytes
-   * or for room): only then may {@link #parseArrived} take requests.
-   */
+  /** Whether {@link run} waits at a request boundary: only then may {@link #parseArrived} take requests. */
   #atBoundary = false;
+  /** What {@link #parseArrived} threw, for {@link run} to throw. */
+  #arrivalError: unknown;
   #wakeRoom: (() => void) | undefined;
   #wakeIdle: (() => void) | undefined;
 
@@ -158,6 +157,8 @@ export class Transmission {
         if (request.type === NBD_CMD_DISC) return;
         this.#start(request, payload);
       }
+    } catch (err) {
+      throw this.#arrivalError ?? err;
     } finally {
       this.#stopping = true;
       reader.onArrival(undefined);
@@ -171,12 +172,10 @@ export class Transmission {
   }
 
   /**
-   * Starts the requests that lie whole in bytes a clear socket lent the
-   * reader ({@link ByteReader.receive}) before they are read over; a WRITE's
-   * payload goes to `device.write` as a view of them, as the contract allows
-   * (docs/ARCHITECTURE.md, "NBD"). Only while {@link run} waits at a request
-   * boundary; every request it would wait for or refuse (split payload, over
-   * maxPayload, DISC, bad magic) is left to `run`, so the order holds.
+   * Starts the requests lying whole in bytes a clear socket lent the reader
+   * ({@link ByteReader.receive}), a WRITE's payload as a view of them, as the
+   * contract allows (docs/ARCHITECTURE.md, "NBD"). Leaves to {@link run} all
+   * it would wait for or refuse (split payload, over maxPayload, DISC, bad magic).
    */
   readonly #parseArrived = (): void => {
     if (!this.#atBoundary) return;
@@ -185,17 +184,23 @@ export class Transmission {
     const headerSize = extended ? NBD_EXTENDED_REQUEST_SIZE : NBD_REQUEST_SIZE;
     const magic = extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC;
     this.#replies.parsing();
-    while (!this.#stopping && this.#hasRoom()) {
-      const buffered = reader.peekNow(headerSize);
-      if (buffered === undefined || buffered.readUInt32BE(reader.headAt) !== magic) return;
-      const request = parseRequest(buffered, reader.headAt, extended);
-      const length = request.hasPayload ? request.length : 0;
-      if (request.type === NBD_CMD_DISC) return;
-      if (length > this.#maxPayload || reader.buffered < headerSize + length) return;
-      reader.consume(headerSize);
-      const lent = request.hasPayload ? reader.takeNow(length) : undefined;
-      // A plain Uint8Array: a device that copies with `slice()` gets a copy (a Buffer's is a view).
-      this.#start(request, lent && new Uint8Array(lent.buffer, lent.byteOffset, lent.length));
+    try {
+      while (!this.#stopping && this.#hasRoom()) {
+        const buffered = reader.peekNow(headerSize);
+        if (buffered === undefined || buffered.readUInt32BE(reader.headAt) !== magic) return;
+        const request = parseRequest(buffered, reader.headAt, extended);
+        const length = request.hasPayload ? request.length : 0;
+        if (request.type === NBD_CMD_DISC) return;
+        if (length > this.#maxPayload || reader.buffered < headerSize + length) return;
+        reader.consume(headerSize);
+        const lent = request.hasPayload ? reader.takeNow(length) : undefined;
+        // A plain Uint8Array: a device that copies with `slice()` gets a copy (a Buffer's is a view).
+        this.#start(request, lent && new Uint8Array(lent.buffer, lent.byteOffset, lent.length));
+      }
+    } catch (err) {
+      // Thrown inside net's read callback it would be uncaught: `run` throws it instead.
+      this.#arrivalError = err;
+      this.#reader.interrupt('a request failed');
     }
   };
 
