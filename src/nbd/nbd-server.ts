@@ -6,6 +6,7 @@ import { NBD_DEFAULT_MAX_PAYLOAD, NBD_DEFAULT_PORT } from './protocol.js';
 import { checkExports, ExportTable, type NbdExports } from './server-exports.js';
 import { type HandshakeContext, negotiate } from './server-handshake.js';
 import { ByteReader, StreamEnded } from './server-reader.js';
+import { adoptClearSocket } from './server-receiver.js';
 import { type NbdTlsOptions, type TlsUpgrader, tlsUpgrader } from './server-tls.js';
 import { Transmission } from './server-transmission.js';
 
@@ -149,11 +150,14 @@ export class NbdServer extends TypedEventEmitter<NbdServerEvents> implements Asy
     return this.close();
   }
 
-  #accept(socket: net.Socket): void {
+  #accept(accepted: net.Socket): void {
     if (this.#closing !== undefined) {
-      socket.destroy();
+      accepted.destroy();
       return;
     }
+    // The listener pauses new connections only without TLS (serveNbd): those read through `onread`.
+    const socket =
+      this.#tls === undefined ? adoptClearSocket(accepted, () => context.reader) : accepted;
     socket.setNoDelay(true);
     // Socket errors reach the reader; this keeps one after the TLS upgrade from being unhandled.
     socket.on('error', () => {});
@@ -285,7 +289,7 @@ export async function serveNbd(options: NbdServerOptions): Promise<NbdServer> {
   const tls = options.tls === undefined ? undefined : tlsUpgrader(options.tls);
   const { signal } = options;
   if (signal?.aborted === true) throw signal.reason;
-  const server = net.createServer({ noDelay: true });
+  const server = net.createServer({ noDelay: true, pauseOnConnect: tls === undefined });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       const code = err.code === 'EADDRINUSE' ? 'EBUSY' : 'EIO';

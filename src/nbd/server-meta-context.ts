@@ -3,15 +3,25 @@ import {
   BASE_ALLOCATION,
   BLOCKSNAP_CHANGED_PREFIX,
   BLOCKSNAP_STATE_CHANGED,
+  NBD_CMD_FLAG_REQ_ONE,
   NBD_OPT_SET_META_CONTEXT,
   NBD_REP_ACK,
   NBD_REP_ERR_INVALID,
   NBD_REP_ERR_UNKNOWN,
   NBD_REP_META_CONTEXT,
+  NBD_REPLY_TYPE_BLOCK_STATUS,
+  NBD_REPLY_TYPE_BLOCK_STATUS_EXT,
 } from './protocol.js';
 import { type ExportLease, snapshotNamed } from './server-exports.js';
-import type { HandshakeContext } from './server-handshake.js';
-import { decodeName, optionError, optionReply, type ReplyStyle } from './server-wire.js';
+import type { HandshakeContext, Negotiated } from './server-handshake.js';
+import type { Request } from './server-request.js';
+import {
+  blockStatusChunk,
+  decodeName,
+  optionError,
+  optionReply,
+  type ReplyStyle,
+} from './server-wire.js';
 
 /**
  * The metadata contexts the server offers (docs/ARCHITECTURE.md, "NBD"):
@@ -253,4 +263,37 @@ function parseMetaRequest(data: Buffer): { name: string; queries: string[] } | u
     at += length;
   }
   return at === data.length ? { name, queries } : undefined;
+}
+
+/**
+ * The whole reply to a BLOCK_STATUS request: one chunk per negotiated
+ * context, the last one flagged done.
+ * @throws as {@link blockStatus}.
+ */
+export function blockStatusReply(
+  negotiated: Negotiated,
+  replyStyle: ReplyStyle,
+  request: Request,
+  offset: number,
+  length: number,
+): Buffer {
+  const { device } = negotiated.lease;
+  const style = replyStyle === 'extended' ? 'extended' : 'structured';
+  const type = style === 'extended' ? NBD_REPLY_TYPE_BLOCK_STATUS_EXT : NBD_REPLY_TYPE_BLOCK_STATUS;
+  // Compact descriptors have 32-bit lengths: keep runs to whole blocks below 4 GiB.
+  const maxLength = style === 'extended' ? Number.MAX_SAFE_INTEGER : 2 ** 32 - device.blockSize;
+  const one = (request.flags & NBD_CMD_FLAG_REQ_ONE) !== 0;
+  const { contexts } = negotiated;
+  return Buffer.concat(
+    contexts.map((context, i) =>
+      blockStatusChunk(
+        style,
+        request,
+        type,
+        context.id,
+        blockStatus(context, device, offset, length, maxLength, one),
+        i === contexts.length - 1,
+      ),
+    ),
+  );
 }

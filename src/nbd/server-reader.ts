@@ -30,6 +30,8 @@ export class ByteReader {
   #need = 0;
   #waiter: { resolve: () => void; reject: (err: Error) => void } | undefined;
   #ended: StreamEnded | undefined;
+  /** Called from {@link receive} while the borrowed bytes are valid (the transmission's parser). */
+  #onArrival: (() => void) | undefined;
 
   readonly #onData = (chunk: Buffer) => {
     this.#chunks.push(chunk);
@@ -73,6 +75,39 @@ export class ByteReader {
     stream.off('error', this.#onError);
     stream.pause();
     this.#stream = undefined;
+  }
+
+  /**
+   * Takes bytes only valid during this call (a clear socket's reused
+   * `onread` buffer, server-receiver.ts): the arrival hook parses the
+   * requests that lie whole in them, then what is left is copied before
+   * the socket reads over it. Returns false to pause the socket (more than
+   * what the pending read needs plus {@link READ_AHEAD} is buffered).
+   */
+  receive(bytes: Buffer): boolean {
+    // Detached (lingering before close): what the client still sends is dropped.
+    if (this.#stream === undefined) return true;
+    const chunks = this.#chunks;
+    chunks.push(bytes);
+    this.#buffered += bytes.length;
+    this.#onArrival?.();
+    const last = chunks.length - 1;
+    if (last >= 0 && chunks[last] === bytes) {
+      const from = last === 0 ? this.#head : 0;
+      chunks[last] = Buffer.from(bytes.subarray(from));
+      if (last === 0) this.#head = 0;
+    }
+    this.#wake();
+    return this.#buffered <= this.#need + READ_AHEAD;
+  }
+
+  /**
+   * Sets the hook {@link receive} calls while its bytes are valid: it may
+   * take whole requests through {@link peekNow}/{@link takeNow} and must
+   * keep no view of them past its return.
+   */
+  onArrival(hook: (() => void) | undefined): void {
+    this.#onArrival = hook;
   }
 
   /** Makes the pending read and every later one fail with {@link StreamEnded} (the server is closing). */

@@ -115,7 +115,7 @@ export interface RequestContext {
  */
 export function checkRequest(
   request: Request,
-  payload: Buffer | undefined,
+  payload: Uint8Array | undefined,
   context: RequestContext,
 ): Refusal | undefined {
   const { style, maxPayload, negotiated } = context;

@@ -4,21 +4,20 @@ import {
   NBD_CMD_BLOCK_STATUS,
   NBD_CMD_DISC,
   NBD_CMD_FLAG_FUA,
-  NBD_CMD_FLAG_REQ_ONE,
   NBD_CMD_FLUSH,
   NBD_CMD_READ,
   NBD_CMD_WRITE,
   NBD_CMD_WRITE_ZEROES,
   NBD_DEFAULT_MAX_PAYLOAD,
   NBD_EINVAL,
+  NBD_EXTENDED_REQUEST_MAGIC,
   NBD_EXTENDED_REQUEST_SIZE,
-  NBD_REPLY_TYPE_BLOCK_STATUS,
-  NBD_REPLY_TYPE_BLOCK_STATUS_EXT,
+  NBD_REQUEST_MAGIC,
   NBD_REQUEST_SIZE,
 } from './protocol.js';
 import type { Negotiated } from './server-handshake.js';
 import { ProtocolError } from './server-handshake.js';
-import { blockStatus } from './server-meta-context.js';
+import { blockStatusReply } from './server-meta-context.js';
 import type { ByteReader } from './server-reader.js';
 import { ReplyWriter } from './server-reply-writer.js';
 import {
@@ -32,7 +31,6 @@ import {
   type RequestContext,
 } from './server-request.js';
 import {
-  blockStatusChunk,
   doneReply,
   errorReply,
   type ReplyStyle,
@@ -90,6 +88,10 @@ export class Transmission {
   #inFlight = 0;
   #inFlightBytes = 0;
   #stopping = false;
+  /** Whether {@link run} waits at a request boundary: only then may {@link #parseArrived} take requests. */
+  #atBoundary = false;
+  /** What {@link #parseArrived} threw, for {@link run} to throw. */
+  #arrivalError: unknown;
   #wakeRoom: (() => void) | undefined;
   #wakeIdle: (() => void) | undefined;
 
@@ -117,12 +119,15 @@ export class Transmission {
     const extended = this.#style === 'extended';
     const headerSize = extended ? NBD_EXTENDED_REQUEST_SIZE : NBD_REQUEST_SIZE;
     const reader = this.#reader;
+    reader.onArrival(this.#parseArrived);
     try {
       for (;;) {
         // Requests that arrived together are parsed and started in one
         // synchronous pass: the loop awaits only for room or for bytes.
         if (!this.#hasRoom()) {
+          this.#atBoundary = true;
           await this.#room();
+          this.#atBoundary = false;
           this.#replies.parsing();
         }
         if (this.#stopping) return;
@@ -134,7 +139,9 @@ export class Transmission {
           request = parseRequest(buffered, reader.headAt, extended);
           reader.consume(headerSize);
         } else {
+          this.#atBoundary = true;
           const header = await reader.read(headerSize);
+          this.#atBoundary = false;
           this.#replies.parsing();
           if (this.#stopping) return;
           request = parseRequest(header, 0, extended);
@@ -150,8 +157,11 @@ export class Transmission {
         if (request.type === NBD_CMD_DISC) return;
         this.#start(request, payload);
       }
+    } catch (err) {
+      throw this.#arrivalError ?? err;
     } finally {
       this.#stopping = true;
+      reader.onArrival(undefined);
       if (this.#inFlight > 0) {
         await new Promise<void>((resolve) => {
           this.#wakeIdle = resolve;
@@ -160,6 +170,39 @@ export class Transmission {
       this.#replies.clear();
     }
   }
+
+  /**
+   * Starts the requests lying whole in bytes a clear socket lent the reader
+   * ({@link ByteReader.receive}), a WRITE's payload as a view of them, as the
+   * contract allows (docs/ARCHITECTURE.md, "NBD"). Leaves to {@link run} all
+   * it would wait for or refuse (split payload, over maxPayload, DISC, bad magic).
+   */
+  readonly #parseArrived = (): void => {
+    if (!this.#atBoundary) return;
+    const reader = this.#reader;
+    const extended = this.#style === 'extended';
+    const headerSize = extended ? NBD_EXTENDED_REQUEST_SIZE : NBD_REQUEST_SIZE;
+    const magic = extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC;
+    this.#replies.parsing();
+    try {
+      while (!this.#stopping && this.#hasRoom()) {
+        const buffered = reader.peekNow(headerSize);
+        if (buffered === undefined || buffered.readUInt32BE(reader.headAt) !== magic) return;
+        const request = parseRequest(buffered, reader.headAt, extended);
+        const length = request.hasPayload ? request.length : 0;
+        if (request.type === NBD_CMD_DISC) return;
+        if (length > this.#maxPayload || reader.buffered < headerSize + length) return;
+        reader.consume(headerSize);
+        const lent = request.hasPayload ? reader.takeNow(length) : undefined;
+        // A plain Uint8Array: a device that copies with `slice()` gets a copy (a Buffer's is a view).
+        this.#start(request, lent && new Uint8Array(lent.buffer, lent.byteOffset, lent.length));
+      }
+    } catch (err) {
+      // Thrown inside net's read callback it would be uncaught: `run` throws it instead.
+      this.#arrivalError = err;
+      this.#reader.interrupt('a request failed');
+    }
+  };
 
   /** Stops reading requests (the server is closing); `run` resolves once in-flight ones are answered. */
   stop(): void {
@@ -191,7 +234,7 @@ export class Transmission {
     throw new ProtocolError(`${commandName(request.type)} with a payload of ${length} bytes`);
   }
 
-  #start(request: Request, payload: Buffer | undefined): void {
+  #start(request: Request, payload: Uint8Array | undefined): void {
     const cost = request.type === NBD_CMD_READ ? request.length : (payload?.length ?? 0);
     this.#inFlight++;
     this.#inFlightBytes += cost;
@@ -254,7 +297,7 @@ export class Transmission {
    * rejects. Runs without a closure or a promise chain of its own: one
    * async call per request.
    */
-  async #serve(request: Request, payload: Buffer | undefined, cost: number): Promise<void> {
+  async #serve(request: Request, payload: Uint8Array | undefined, cost: number): Promise<void> {
     try {
       const refusal = checkRequest(request, payload, this.#context);
       if (refusal !== undefined) {
@@ -269,7 +312,7 @@ export class Transmission {
           await this.#read(request);
           return;
         case NBD_CMD_WRITE:
-          await device.write(offset, payload as Buffer);
+          await device.write(offset, payload as Uint8Array);
           if (fua) await device.flush();
           break;
         case NBD_CMD_WRITE_ZEROES:
@@ -283,7 +326,9 @@ export class Transmission {
           await device.flush();
           break;
         case NBD_CMD_BLOCK_STATUS:
-          this.#replies.send(this.#blockStatus(request, offset, length));
+          this.#replies.send(
+            blockStatusReply(this.#negotiated, this.#style, request, offset, length),
+          );
           return;
         // TRIM is a hint the device contract has no call for, and CACHE has nothing to warm:
         // both change nothing, so ordering and FUA hold trivially.
@@ -326,29 +371,6 @@ export class Transmission {
       header,
       undefined,
       Buffer.from(data.buffer, data.byteOffset, data.byteLength),
-    );
-  }
-
-  #blockStatus(request: Request, offset: number, length: number): Buffer {
-    const { device } = this.#negotiated.lease;
-    const style = this.#style === 'extended' ? 'extended' : 'structured';
-    const type =
-      style === 'extended' ? NBD_REPLY_TYPE_BLOCK_STATUS_EXT : NBD_REPLY_TYPE_BLOCK_STATUS;
-    // Compact descriptors have 32-bit lengths: keep runs to whole blocks below 4 GiB.
-    const maxLength = style === 'extended' ? Number.MAX_SAFE_INTEGER : 2 ** 32 - device.blockSize;
-    const one = (request.flags & NBD_CMD_FLAG_REQ_ONE) !== 0;
-    const { contexts } = this.#negotiated;
-    return Buffer.concat(
-      contexts.map((context, i) =>
-        blockStatusChunk(
-          style,
-          request,
-          type,
-          context.id,
-          blockStatus(context, device, offset, length, maxLength, one),
-          i === contexts.length - 1,
-        ),
-      ),
     );
   }
 

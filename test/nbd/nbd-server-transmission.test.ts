@@ -213,6 +213,46 @@ describe('NBD server transmission', () => {
     expect(RawNbdClient.errorOf(await c.reply())).toBe(0);
   });
 
+  it('a burst of pipelined WRITEs past the in-flight limit and the receive buffer lands byte for byte', async () => {
+    // Payloads of odd lengths straddle socket reads at every position; the
+    // gates hold the first 64 writes (the in-flight limit), so later ones
+    // wait, partly received, while the socket reads on: no WRITE may see
+    // bytes of a later read.
+    const gated = new GatedDevice(await MemoryDevice.create({ size: 4 * MiB }));
+    const c = await client(await serve({ disk: gated }));
+    await c.go('disk');
+    const count = 150;
+    const held = Array.from({ length: 64 }, (_, i) =>
+      gated.gate('write', (offset) => offset === i * 20_000),
+    );
+    const expected = Buffer.alloc(4 * MiB);
+    const burst: Buffer[] = [];
+    for (let i = 0; i < count; i++) {
+      const offset = i * 20_000;
+      const data = pattern(4096 + ((i * 1237) % 15_000), i + 1);
+      expected.set(data, offset);
+      const header = Buffer.alloc(28);
+      header.writeUInt32BE(0x25609513, 0);
+      header.writeUInt16BE(NBD_CMD_WRITE, 6);
+      header.writeUInt32BE(i, 12);
+      header.writeUInt32BE(offset, 20);
+      header.writeUInt32BE(data.length, 24);
+      burst.push(header, Buffer.from(data));
+    }
+    c.write(Buffer.concat(burst));
+    await Promise.all(held.map((gate) => gate.reached));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    for (const gate of held) gate.open();
+    const cookies = new Set<number>();
+    for (let i = 0; i < count; i++) {
+      const reply = await c.reply();
+      expect(reply.error).toBe(0);
+      cookies.add(reply.cookie);
+    }
+    expect(cookies.size).toBe(count);
+    expect(Buffer.from(await gated.read(0, 4 * MiB)).equals(expected)).toBe(true);
+  });
+
   it('serves requests concurrently and answers in completion order', async () => {
     const gated = new GatedDevice(await MemoryDevice.create({ size: MiB }));
     const c = await client(await serve({ disk: gated }));

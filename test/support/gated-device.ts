@@ -100,8 +100,8 @@ export class GatedDevice extends PassThroughDevice {
   }
 
   override async write(offset: number, data: Uint8Array): Promise<void> {
-    // The caller may reuse `data` once the promise exists.
-    const copy = data.slice();
+    // The caller may reuse `data` once the promise exists (a Buffer's slice() would be a view).
+    const copy = new Uint8Array(data);
     await this.#door('write', offset, copy.length);
     return super.write(offset, copy);
   }
