@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { CowSnapshotDevice, MemoryDevice } from '../../src/index.js';
 import { expectBytes, fill, pattern } from '../support/bytes.js';
 import { GatedDevice } from '../support/gated-device.js';
-import { PassThroughDevice } from '../support/pass-through-device.js';
+import { WriteSpyDevice } from '../support/write-spy-device.js';
 
 /*
  * A write whose blocks every live snapshot has already preserved needs no
@@ -14,16 +14,6 @@ import { PassThroughDevice } from '../support/pass-through-device.js';
 
 const BS = 4096;
 const BLOCKS = 16;
-
-/** Passes I/O through and keeps every buffer handed to its `write`. */
-class WriteSpyDevice extends PassThroughDevice {
-  readonly written: Uint8Array[] = [];
-
-  override write(offset: number, data: Uint8Array): Promise<void> {
-    this.written.push(data);
-    return super.write(offset, data);
-  }
-}
 
 async function rig() {
   const origin = new WriteSpyDevice(

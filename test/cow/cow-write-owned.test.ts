@@ -3,7 +3,7 @@ import { type OwnedIO, WRITE_OWNED } from '../../src/base/owned-io.js';
 import { CowSnapshotDevice, MemoryDevice, SelectiveSnapshotDevice } from '../../src/index.js';
 import { expectBytes, fill, pattern } from '../support/bytes.js';
 import { expectCode } from '../support/error-code.js';
-import { PassThroughDevice } from '../support/pass-through-device.js';
+import { WriteSpyDevice } from '../support/write-spy-device.js';
 
 /*
  * A COW device's WRITE_OWNED (src/cow/cow-device-base.ts): `write` without
@@ -16,16 +16,6 @@ import { PassThroughDevice } from '../support/pass-through-device.js';
 
 const BS = 4096;
 const BLOCKS = 16;
-
-/** Passes I/O through and keeps every buffer handed to its `write`. */
-class WriteSpyDevice extends PassThroughDevice {
-  readonly written: Uint8Array[] = [];
-
-  override write(offset: number, data: Uint8Array): Promise<void> {
-    this.written.push(data);
-    return super.write(offset, data);
-  }
-}
 
 type Kind = 'cow' | 'selective';
 
