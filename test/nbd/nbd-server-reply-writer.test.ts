@@ -22,6 +22,23 @@ function heldStream(): { stream: Duplex; written: Buffer[]; complete: () => void
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
+/** A stream that records the lengths of each write call's chunks (one entry per `write` or `writev`). */
+function writeRecordingStream(): { calls: number[][]; stream: Duplex } {
+  const calls: number[][] = [];
+  const stream = new Duplex({
+    read() {},
+    write(chunk: Buffer, _encoding, callback) {
+      calls.push([chunk.length]);
+      callback();
+    },
+    writev(chunks, callback) {
+      calls.push(chunks.map((c) => (c.chunk as Buffer).length));
+      callback();
+    },
+  });
+  return { calls, stream };
+}
+
 describe('ReplyWriter', () => {
   it('tells the transmission at each completed write, not once all have left', async () => {
     const { stream, complete } = heldStream();
@@ -85,18 +102,7 @@ describe('ReplyWriter', () => {
   });
 
   it('sends the replies of every callback of one event-loop iteration in one writev', async () => {
-    const calls: number[][] = [];
-    const stream = new Duplex({
-      read() {},
-      write(chunk: Buffer, _encoding, callback) {
-        calls.push([chunk.length]);
-        callback();
-      },
-      writev(chunks, callback) {
-        calls.push(chunks.map((c) => (c.chunk as Buffer).length));
-        callback();
-      },
-    });
+    const { calls, stream } = writeRecordingStream();
     const writer = new ReplyWriter(stream, 1024 * KiB, () => {});
     // Two completions of one iteration, each a callback of its own (as two
     // thread-pool reads are): a flush at the next tick would write each alone.
@@ -112,18 +118,7 @@ describe('ReplyWriter', () => {
   });
 
   it('replies answered inline while requests are parsed leave at the end of that turn, not at the check phase', async () => {
-    const calls: number[][] = [];
-    const stream = new Duplex({
-      read() {},
-      write(chunk: Buffer, _encoding, callback) {
-        calls.push([chunk.length]);
-        callback();
-      },
-      writev(chunks, callback) {
-        calls.push(chunks.map((c) => (c.chunk as Buffer).length));
-        callback();
-      },
-    });
+    const { calls, stream } = writeRecordingStream();
     const writer = new ReplyWriter(stream, 1024 * KiB, () => {});
     let checkPhase = false;
     setImmediate(() => {
