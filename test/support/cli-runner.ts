@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { build } from 'tsup';
+import { afterAll } from 'vitest';
 
 /**
  * The `blocksnap` command as the tests run it: built once from the
@@ -13,9 +14,26 @@ import { build } from 'tsup';
 
 export const REPO = path.resolve(import.meta.dirname, '../..');
 
+/**
+ * Every directory this module made for the test file that imported it,
+ * removed once the file's tests are done: a full run of the CLI tests
+ * otherwise leaves some 4 GB of volumes and builds in the system's
+ * temporary directory.
+ */
+const madeDirs: string[] = [];
+afterAll(() => {
+  for (const dir of madeDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function madeDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  madeDirs.push(dir);
+  return dir;
+}
+
 /** Builds the command and its VirtualVolume worker (ESM, no declarations); returns the path of its main.js. */
 export async function buildCli(): Promise<string> {
-  const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocksnap-cli-build-'));
+  const outDir = madeDir('blocksnap-cli-build-');
   await build({
     config: false,
     entry: {
@@ -90,9 +108,9 @@ export function runBin(
   });
 }
 
-/** A fresh temporary directory for one test. */
+/** A fresh temporary directory for one test, removed after the test file's last test. */
 export function tempDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'blocksnap-cli-'));
+  return madeDir('blocksnap-cli-');
 }
 
 /** A command left running (`serve`): its first stdout line, and a stop by its process id. */
