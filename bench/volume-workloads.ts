@@ -17,6 +17,15 @@ const PARTITIONS = 4;
 const BS = 4096;
 /** Burst pairs per round. */
 const PAIRS = 5;
+/**
+ * Untimed operations each volume runs before the timed pairs. A worker's
+ * isolate sees only its share of them, so its code takes as many more
+ * operations to get optimized: with one burst of warm-up, COW first writes
+ * through 2 workers still cost about twice the CPU per op they settle at
+ * (measured per burst: ~50, 43, 32, 28, 21, 19, then 14–16 µs), and the
+ * timed pairs measured the workers' warm-up, not the transport.
+ */
+const WARM_UP_OPS = 64 * 1024;
 
 type Volume = Awaited<ReturnType<BenchConfig['lib']['VirtualVolume']['create']>>;
 
@@ -43,20 +52,35 @@ async function fill(volume: Volume, seed: number): Promise<void> {
   for (let at = 0; at < volume.size; at += MiB) await volume.write(at, chunk);
 }
 
-/** Runs `ops` operations, `inFlight` at a time; returns ops per second. */
+/** What a burst measured. */
+interface BurstResult {
+  readonly ops: number;
+  readonly opsPerSec: number;
+  /**
+   * CPU time of the whole process (every thread: this one, the workers,
+   * V8's helper threads) per operation, in µs: what the rows compare when
+   * the machine is shared and the rates are noisy.
+   */
+  readonly cpuMicrosPerOp: number;
+}
+
+/** Runs `ops` operations, `inFlight` at a time. */
 async function burst(
   inFlight: number,
   ops: number,
   op: (i: number) => Promise<unknown>,
-): Promise<number> {
+): Promise<BurstResult> {
   let next = 0;
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: inFlight }, async () => {
       while (next < ops) await op(next++);
     }),
   );
-  return ops / ((performance.now() - t0) / 1000);
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  return { ops, opsPerSec: ops / seconds, cpuMicrosPerOp: (cpu.user + cpu.system) / ops };
 }
 
 function median(values: number[]): number {
@@ -72,7 +96,7 @@ async function paired(
   cfg: BenchConfig,
   partitionSize: number,
   prepare: (volume: Volume) => Promise<void>,
-  run: (volume: Volume, rng: Rng) => Promise<number>,
+  run: (volume: Volume, rng: Rng) => Promise<BurstResult>,
   notes: string[],
 ): Promise<RowResult> {
   const here = await makeVolume(cfg, 0, partitionSize);
@@ -80,12 +104,17 @@ async function paired(
   try {
     await prepare(here);
     await prepare(workers);
-    // Warm-up: one untimed burst of each, so both JITs (and both workers) are hot.
-    await run(here, new Rng(cfg.seed));
-    await run(workers, new Rng(cfg.seed));
+    // Warm-up: untimed bursts of each, alternating, until both JITs (the
+    // workers' included) have run WARM_UP_OPS operations and are hot.
+    for (let warmed = 0; warmed < WARM_UP_OPS; ) {
+      await run(here, new Rng(cfg.seed));
+      warmed += (await run(workers, new Rng(cfg.seed))).ops;
+    }
     const ratios: number[] = [];
     const hereOps: number[] = [];
     const workerOps: number[] = [];
+    const hereCpu: number[] = [];
+    const workerCpu: number[] = [];
     for (let pair = 0; pair < PAIRS; pair++) {
       // Alternate which goes first, so neither always follows the other.
       const a = pair % 2 === 0 ? here : workers;
@@ -93,9 +122,11 @@ async function paired(
       const ra = await run(a, new Rng(cfg.seed + pair));
       const rb = await run(b, new Rng(cfg.seed + pair));
       const [h, w] = a === here ? [ra, rb] : [rb, ra];
-      hereOps.push(h);
-      workerOps.push(w);
-      ratios.push(w / h);
+      hereOps.push(h.opsPerSec);
+      workerOps.push(w.opsPerSec);
+      hereCpu.push(h.cpuMicrosPerOp);
+      workerCpu.push(w.cpuMicrosPerOp);
+      ratios.push(w.opsPerSec / h.opsPerSec);
     }
     const ratio = median(ratios);
     const w = median(workerOps);
@@ -109,6 +140,7 @@ async function paired(
       notes: [
         ...notes,
         `pairs (workers / this thread): ${ratios.map((r) => r.toFixed(2)).join(', ')}`,
+        `CPU per op, the whole process (every thread), median of the pairs: ${median(workerCpu).toFixed(1)} µs on 2 workers, ${median(hereCpu).toFixed(1)} µs in this thread`,
       ],
     };
   } finally {
