@@ -33,7 +33,8 @@ const READS_IN_FLIGHT = 4;
  * of up to this much change reads its changed blocks once. Reading was most
  * of an incremental export's time once its checksum got cheap (bench row
  * stream-export-incremental). As much as a copy job
- * buffers (copy-stream-sink.ts); freed frame by frame as they are sent.
+ * buffers (copy-stream-sink.ts); read straight into the frames they are
+ * sent in, each handed to the consumer as it is sent.
  */
 export const KEEP_FOR_FRAMES = 16 << 20;
 
@@ -166,7 +167,8 @@ export class StreamExporter {
    * snapshot's store already keeps (see {@link STORED_CHECKSUM}) is taken
    * from there: the base of an incremental is mostly preserved blocks, so it
    * is proved without being read. The rest, and every piece of `to`, is read;
-   * some of `to`'s is kept for the frames (KEEP_FOR_FRAMES).
+   * some of `to`'s is read into its frame and kept (KEEP_FOR_FRAMES), the
+   * rest into reused scratch, since only its checksum is wanted now.
    */
   async #sendManifest(): Promise<void> {
     const manifest = this.#manifest!;
