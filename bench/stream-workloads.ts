@@ -38,15 +38,22 @@ const EXPORT_SIZE = 2 * GiB;
 const EXPORT_BLOCK = 64 * 1024;
 /** Share of the blocks changed between the two snapshots. */
 const CHANGED = 0.01;
-/** Incremental exports timed per round: the median is what counts (one is ~50 ms). */
+/** Incremental exports timed per round: the median is what counts (one is ~10 ms). */
 const INCREMENTAL_RUNS = 15;
+/**
+ * Full exports timed per round: the median is what counts, as on the
+ * incremental side. One (~0.5 s) timed alone made the round's ratio swing
+ * with a single GC or scheduling hiccup (rounds 72×, 46×, 45× in one run).
+ */
+const FULL_RUNS = 3;
 
 /**
  * A 2 GiB sparse CowSnapshotDevice; snapshot A; 1 % of its 64 KiB blocks,
- * chosen at random, overwritten; snapshot B. Times the full export of B once
- * and the incremental export A→B {@link INCREMENTAL_RUNS} times (the median,
- * after untimed warm-up runs),
- * both read to the end by a consumer that only counts bytes.
+ * chosen at random, overwritten; snapshot B. Times the full export of B
+ * {@link FULL_RUNS} times and the incremental export A→B
+ * {@link INCREMENTAL_RUNS} times (the median of each, the incremental ones
+ * after untimed warm-up runs), all read to the end by a consumer that only
+ * counts bytes.
  */
 async function exportRatioRow(cfg: BenchConfig): Promise<RowResult> {
   const { lib } = cfg;
@@ -88,22 +95,27 @@ async function exportRatioRow(cfg: BenchConfig): Promise<RowResult> {
       incrementalBytes = await drain(lib.exportStream(device, { from: a.id, to: b.id }));
       incremental.push(performance.now() - t0);
     }
-    const t0 = performance.now();
-    const fullBytes = await drain(lib.exportStream(device, { to: b.id }));
-    const fullMs = performance.now() - t0;
+    const full: number[] = [];
+    let fullBytes = 0;
+    for (let i = 0; i < FULL_RUNS; i++) {
+      const t0 = performance.now();
+      fullBytes = await drain(lib.exportStream(device, { to: b.id }));
+      full.push(performance.now() - t0);
+    }
 
+    const fullMs = median(full);
     const incrementalMs = median(incremental);
     const ratio = fullMs / incrementalMs;
     return {
       opsPerSec: ratio,
-      ops: INCREMENTAL_RUNS + 1,
-      seconds: (fullMs + incremental.reduce((s, t) => s + t, 0)) / 1000,
+      ops: INCREMENTAL_RUNS + FULL_RUNS,
+      seconds: [...full, ...incremental].reduce((s, t) => s + t, 0) / 1000,
       display: `${ratio.toFixed(1)}× faster`,
       ratio,
       notes: [
         `a ${formatBytes(EXPORT_SIZE)} sparse CowSnapshotDevice over MemoryDevices, ${formatBytes(EXPORT_BLOCK)} blocks; ${changed.size} random blocks (${CHANGED * 100} %, ${formatBytes(changedBytes)}) overwritten between A and B`,
-        `incremental A→B: ${incrementalMs.toFixed(0)} ms (median of ${INCREMENTAL_RUNS}, after ${warmups} untimed; ${Math.min(...incremental).toFixed(0)}–${Math.max(...incremental).toFixed(0)} ms), ${incrementalBytes} stream bytes; full B: ${fullMs.toFixed(0)} ms, ${fullBytes} stream bytes (${(fullBytes / 1e6 / (fullMs / 1000)).toFixed(0)} MB/s)`,
-        'an incremental stream reads each changed block of B for the manifest’s new checksums and keeps the first 16 MiB of them for the frames, reading the rest again; it computes one Fletcher-4 per changed block; its base CRCs (A) come from the store’s per-block records, unread; a full stream reads and checksums each block once',
+        `incremental A→B: ${incrementalMs.toFixed(0)} ms (median of ${INCREMENTAL_RUNS}, after ${warmups} untimed; ${Math.min(...incremental).toFixed(0)}–${Math.max(...incremental).toFixed(0)} ms), ${incrementalBytes} stream bytes; full B: ${fullMs.toFixed(0)} ms (median of ${FULL_RUNS}; ${Math.min(...full).toFixed(0)}–${Math.max(...full).toFixed(0)} ms), ${fullBytes} stream bytes (${(fullBytes / 1e6 / (fullMs / 1000)).toFixed(0)} MB/s)`,
+        'an incremental stream reads each changed block of B for the manifest’s new checksums, the first 16 MiB of them straight into the frames it sends (one buffer per frame), reading the rest again; it computes one Fletcher-4 per changed block; its base CRCs (A) come from the store’s per-block records, unread; a full stream reads and checksums each block once',
       ],
     };
   } finally {

@@ -1,12 +1,20 @@
 import type { ReadableStreamDefaultController } from 'node:stream/web';
-import { forEachConcurrently } from '../base/index.js';
-import { checksum, fletcher4 } from '../checksum/index.js';
+import { forEachConcurrently, readInto } from '../base/index.js';
+import { checksum, FLETCHER4_BYTES, fletcher4 } from '../checksum/index.js';
 import type { ChangeTracking, Extent, Snapshot } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { type ExportPreparing, PREPARE_EXPORT, STORED_CHECKSUM } from '../snapshot/index.js';
 import type { ExportStreamOptions } from './stream.js';
 import { encodeHeader, FRAME_DATA_MAX, pieces } from './stream-format.js';
-import { encodeFrameHead, encodeFrameTail, encodeTrailer } from './stream-frames.js';
+import {
+  encodeFrameHead,
+  encodeFrameTail,
+  encodeTrailer,
+  frameBuffer,
+  RECORD_HEAD,
+  writeFrameHead,
+  writeFrameTailEnd,
+} from './stream-frames.js';
 import { encodeManifest, Manifest } from './stream-manifest.js';
 import { type ExportPlan, extentsToSend } from './stream-plan.js';
 import { StreamProgress, type StreamProgressCallback } from './stream-progress.js';
@@ -25,7 +33,8 @@ const READS_IN_FLIGHT = 4;
  * of up to this much change reads its changed blocks once. Reading was most
  * of an incremental export's time once its checksum got cheap (bench row
  * stream-export-incremental). As much as a copy job
- * buffers (copy-stream-sink.ts); freed frame by frame as they are sent.
+ * buffers (copy-stream-sink.ts); read straight into the frames they are
+ * sent in, each handed to the consumer as it is sent.
  */
 export const KEEP_FOR_FRAMES = 16 << 20;
 
@@ -48,7 +57,11 @@ export class StreamExporter {
   #pieces: Iterator<Extent> | undefined;
   #frame = 0;
   #dataBytes = 0;
-  /** Content the manifest pass read, by frame number, not yet sent (see KEEP_FOR_FRAMES). */
+  /**
+   * Frames the manifest pass built, by frame number, not yet sent (see
+   * KEEP_FOR_FRAMES): each a {@link frameBuffer} holding the data and its
+   * Fletcher-4, head and the rest of the tail written when it is sent.
+   */
   readonly #kept = new Map<number, Uint8Array>();
   #keptBytes = 0;
   #stage: 'header' | 'manifest' | 'frames' | 'done' = 'header';
@@ -154,27 +167,56 @@ export class StreamExporter {
    * snapshot's store already keeps (see {@link STORED_CHECKSUM}) is taken
    * from there: the base of an incremental is mostly preserved blocks, so it
    * is proved without being read. The rest, and every piece of `to`, is read;
-   * some of `to`'s is kept for the frames (KEEP_FOR_FRAMES).
+   * some of `to`'s is read into its frame and kept (KEEP_FOR_FRAMES), the
+   * rest into reused scratch, since only its checksum is wanted now.
    */
   async #sendManifest(): Promise<void> {
     const manifest = this.#manifest!;
     const from = this.#from!;
     const to = this.#to!;
+    // Buffers for the pieces not kept, reused: only their checksum is
+    // wanted now, and nothing outside this pass ever sees them.
+    const spares: Uint8Array[] = [];
     await forEachConcurrently(manifest.count, READS_IN_FLIGHT, this.#signal, async (i) => {
       const offset = manifest.offset(i);
       const length = manifest.length(i);
       const held = manifest.baseHeld(i);
-      const [base, next] = await Promise.all([
-        held ? crcOf(from, offset, length) : 0,
-        to.read(offset, length),
-      ]);
-      const sum = fletcher4(next);
-      manifest.setChecksums(i, base, sum);
-      // Nothing once stopped: stop() has let go of what was kept. Zeros
-      // are not kept: their frame is a zero frame, sent without them.
-      if (!this.#stopped && !isZeroSum(sum) && this.#keptBytes + length <= KEEP_FOR_FRAMES) {
-        this.#kept.set(i, next);
+      // Reserved before the read, so the reads in flight never keep more than the bound.
+      let frame: Uint8Array | undefined;
+      let spare: Uint8Array | undefined;
+      let data: Uint8Array;
+      if (this.#keptBytes + length <= KEEP_FOR_FRAMES) {
         this.#keptBytes += length;
+        frame = frameBuffer(length);
+        data = frame.subarray(RECORD_HEAD, RECORD_HEAD + length);
+      } else {
+        spare = spares.pop();
+        if (spare === undefined || spare.length < length) spare = new Uint8Array(length);
+        data = spare.subarray(0, length);
+      }
+      try {
+        const [base] = await Promise.all([
+          held ? crcOf(from, offset, length) : 0,
+          readInto(to, offset, data),
+        ]);
+        // A kept frame's checksum is written straight into its tail.
+        const sum =
+          frame === undefined
+            ? fletcher4(data)
+            : fletcher4(data, frame, RECORD_HEAD + length).subarray(
+                RECORD_HEAD + length,
+                RECORD_HEAD + length + FLETCHER4_BYTES,
+              );
+        manifest.setChecksums(i, base, sum);
+        // Nothing once stopped: stop() has let go of what was kept. Zeros
+        // are not kept: their frame is a zero frame, sent without them.
+        if (frame !== undefined && !this.#stopped && !isZeroSum(sum)) {
+          this.#kept.set(i, frame);
+          frame = undefined;
+        }
+      } finally {
+        if (frame !== undefined && !this.#stopped) this.#keptBytes -= length;
+        if (spare !== undefined) spares.push(spare);
       }
     });
     for (const part of encodeManifest(manifest, this.#plan.streamId)) this.#enqueue(part);
@@ -207,8 +249,8 @@ export class StreamExporter {
   async #sendListedFrame(manifest: Manifest, piece: Extent): Promise<void> {
     const { offset, length } = piece;
     const n = this.#frame;
-    let data = this.#kept.get(n);
-    if (data !== undefined) {
+    let frame = this.#kept.get(n);
+    if (frame !== undefined) {
       this.#kept.delete(n);
       this.#keptBytes -= length;
     }
@@ -217,13 +259,23 @@ export class StreamExporter {
       this.#sendZeroFrame(offset, length);
       return;
     }
-    data ??= await this.#to!.read(offset, length);
+    if (frame === undefined) {
+      frame = frameBuffer(length);
+      await readInto(this.#to!, offset, frame.subarray(RECORD_HEAD, RECORD_HEAD + length));
+      frame.set(sum, RECORD_HEAD + length);
+    }
     this.#signal?.throwIfAborted();
     // `to` cannot change during the export (read-only, or a writable one
     // held still), so the manifest's checksum of it is the frame's: one pass
     // fewer. Were a device to break that promise, the data would not match
     // its tail and applyStream would refuse the frame — never apply it.
-    this.#sendDataFrame(offset, data, sum);
+    // The whole frame is one chunk: from here on it is the consumer's, and
+    // this exporter keeps no reference to it.
+    writeFrameHead(frame, n, offset, length, this.#plan.streamId);
+    writeFrameTailEnd(frame, RECORD_HEAD + length, n);
+    this.#enqueue(frame);
+    this.#frame++;
+    this.#dataBytes += length;
   }
 
   /**

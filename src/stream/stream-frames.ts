@@ -1,3 +1,4 @@
+import { readResultBuffer } from '../base/index.js';
 import { checksum, FLETCHER4_BYTES } from '../checksum/index.js';
 import {
   checkPiece,
@@ -63,6 +64,23 @@ export function encodeFrameHead(
   zero = false,
 ): Uint8Array {
   const out = new Uint8Array(RECORD_HEAD);
+  writeFrameHead(out, number, offset, length, streamId, zero);
+  return out;
+}
+
+/**
+ * {@link encodeFrameHead}'s bytes, written to `out`'s first
+ * {@link RECORD_HEAD} bytes: for a frame built in one buffer, head, data
+ * and tail (see {@link frameBuffer}).
+ */
+export function writeFrameHead(
+  out: Uint8Array,
+  number: number,
+  offset: number,
+  length: number,
+  streamId: Uint8Array,
+  zero = false,
+): void {
   const view = viewOf(out);
   view.setUint32(0, zero ? ZERO_FRAME_MAGIC : STREAM_FRAME_MAGIC, true);
   view.setUint32(4, number, true);
@@ -70,7 +88,6 @@ export function encodeFrameHead(
   view.setUint32(16, length, true);
   out.set(streamId, 20);
   view.setUint32(36, checksum(out.subarray(0, 36)), true);
-  return out;
 }
 
 /**
@@ -79,11 +96,32 @@ export function encodeFrameHead(
  */
 export function encodeFrameTail(number: number, dataSum: Uint8Array): Uint8Array {
   const out = new Uint8Array(FRAME_TAIL);
-  const view = viewOf(out);
   out.set(dataSum);
-  view.setUint32(FLETCHER4_BYTES, number, true);
-  view.setUint32(FLETCHER4_BYTES + 4, TAIL_MAGIC, true);
+  writeFrameTailEnd(out, 0, number);
   return out;
+}
+
+/**
+ * Writes the frame number and tail magic of a tail that starts at `at` in
+ * `out`, whose Fletcher-4 (its first {@link FLETCHER4_BYTES}) is already
+ * there: a frame built in one buffer gets its checksum written in place.
+ */
+export function writeFrameTailEnd(out: Uint8Array, at: number, number: number): void {
+  const view = viewOf(out);
+  view.setUint32(at + FLETCHER4_BYTES, number, true);
+  view.setUint32(at + FLETCHER4_BYTES + 4, TAIL_MAGIC, true);
+}
+
+/**
+ * A buffer for one whole data frame of `length` data bytes: head at 0,
+ * data at {@link RECORD_HEAD}, tail after the data. Its ArrayBuffer is its
+ * own, so the stream's consumer, who gets it whole, may keep or transfer
+ * it; not zero-filled, since the head, the data and the tail overwrite
+ * every byte before it is sent (docs/ARCHITECTURE.md, "Buffers: who owns
+ * what").
+ */
+export function frameBuffer(length: number): Uint8Array {
+  return readResultBuffer(RECORD_HEAD + length + FRAME_TAIL);
 }
 
 /** Encodes the trailer: the totals a reader checks its own counts against. */

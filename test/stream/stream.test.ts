@@ -686,6 +686,45 @@ describe('incremental export cost', () => {
     await cow.close();
   });
 
+  it('frames handed to the consumer keep the snapshot’s bytes while the live device is overwritten', async () => {
+    // Frames the manifest pass built and frames read at send time alike:
+    // each chunk is the consumer's once enqueued, so overwriting the live
+    // blocks (the frames' source in the origin) after every chunk must
+    // change none of the chunks already held.
+    const bs = 64 * KiB;
+    const size = 64 * MiB;
+    const cow = await CowSnapshotDevice.create(
+      await MemoryDevice.create({ size, blockSize: bs }),
+      await MemoryDevice.create({ size, blockSize: bs }),
+    );
+    await cow.write(0, seededBytes(size / 2, 1));
+    const a = await cow.snapshot();
+    const base = await cow.read(0, size);
+    const changedBytes = KEEP_FOR_FRAMES + 4 * MiB;
+    for (let at = 0; at < changedBytes; at += bs) {
+      await cow.write(2 * at, seededBytes(bs, 100 + at / bs));
+    }
+    const b = await cow.snapshot();
+    const wanted = await cow.read(0, size);
+    const held: Uint8Array[] = [];
+    const copies: Uint8Array[] = [];
+    let version = 0;
+    for await (const chunk of exportStream(cow, { from: a.id, to: b.id })) {
+      held.push(chunk);
+      copies.push(chunk.slice());
+      const at = 2 * bs * (version % (changedBytes / bs));
+      await cow.write(at, seededBytes(bs, 10_000 + version++));
+    }
+    expect(held.length).toBeGreaterThan(changedBytes / bs);
+    const changedChunks = held.filter((chunk, i) => Buffer.compare(chunk, copies[i]!) !== 0);
+    expect(changedChunks.length).toBe(0);
+    const target = await MemoryDevice.create({ size, blockSize: bs });
+    await target.write(0, base);
+    await applyStream(chunked(Buffer.concat(held), [100_000]), target);
+    expectSameBytes('target after the apply', await target.read(0, size), wanted, bs);
+    await cow.close();
+  });
+
   it('reads only the changed blocks of a 64 GiB sparse device with 1 % changed', async () => {
     // The real figures: 64 GiB in 64 KiB blocks is 1,048,576 blocks; 1 %
     // of them, 10,486 blocks (655 MiB), change between A and B. Memory holds
