@@ -1,7 +1,8 @@
-import { io } from '../base/index.js';
+import { io, readInto } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
 import type { ChunkStates } from './chunk-states.js';
 import type { CopyPacer } from './copy-pacer.js';
+import { CELL_BYTES, SavedCells } from './saved-cells.js';
 
 /**
  * The most old bytes a job holds in memory at once, saved or being read:
@@ -9,12 +10,6 @@ import type { CopyPacer } from './copy-pacer.js';
  * (copy-first) or waits for the copier (queue), as it would with a map store.
  */
 export const SAVED_BYTES_LIMIT = 64 << 20;
-
-/** Old bytes of range bytes `[from, from + data.length)`. */
-interface Extent {
-  readonly from: number;
-  readonly data: Uint8Array;
-}
 
 /**
  * The old bytes of parts of chunks no copy has read yet, saved just before
@@ -42,10 +37,10 @@ export class SavedOldBytes {
   readonly #states: ChunkStates;
   readonly #pacer: CopyPacer;
   readonly #limit: number;
-  /** Per uncaptured chunk: its saved extents, disjoint. */
-  readonly #byChunk = new Map<number, Extent[]>();
-  /** Bytes held: saved, and being read. */
-  #bytes = 0;
+  /** The saved pieces, per uncaptured chunk, disjoint and in ascending order. */
+  readonly #cells: SavedCells;
+  /** Bytes being read by saves too long to read straight into a cell. */
+  #reading = 0;
   /** Set by {@link clear}: no copy will lay saved bytes back any more, so none are kept. */
   #cleared = false;
 
@@ -63,11 +58,12 @@ export class SavedOldBytes {
     this.#states = states;
     this.#pacer = pacer;
     this.#limit = limit;
+    this.#cells = new SavedCells(limit);
   }
 
-  /** Bytes held in memory now (saved, or being read). */
+  /** Bytes held in memory now (cells saved or set aside for saves, and longer saves being read). */
   get bytes(): number {
-    return this.#bytes;
+    return this.#cells.bytes + this.#reading;
   }
 
   /**
@@ -80,49 +76,107 @@ export class SavedOldBytes {
    * settles, and none is in flight when it is called.
    */
   async save(from: number, to: number): Promise<boolean> {
+    if (this.#cleared) return true;
     // A rewrite of bytes already saved (or of captured chunks) reads nothing.
-    if (this.#cleared || !this.#needs(from, to)) return true;
+    const needed = this.#cellsNeeded(from, to);
+    if (needed === 0) return true;
     const length = to - from;
-    if (this.#bytes + length > this.#limit) return false;
-    this.#bytes += length;
+    const cells = this.#cells;
+    // A read of a cell or less goes straight into a cell (no buffer of its
+    // own), which is the piece itself when the whole read is to be saved.
+    const direct = length <= CELL_BYTES;
+    const reserved = direct ? needed + 1 : needed;
+    if (!direct && this.bytes + length + needed * CELL_BYTES > this.#limit) return false;
+    // Set aside before the read: whatever is still missing after it fits.
+    if (!cells.reserve(reserved)) return false;
     // Copy work, so it counts toward the rate budget (it is never paced: it is the write's latency).
     this.#pacer.spend(length);
+    const at = this.#offset + from;
+    const cell = direct ? cells.take() : -1;
     let data: Uint8Array;
-    try {
-      data = await io('source read', this.#source.read(this.#offset + from, length));
-    } finally {
-      this.#bytes -= length;
+    if (direct) {
+      const view = cells.view(cell, length);
+      try {
+        data = await io('source read', readInto(this.#source, at, view));
+      } catch (err) {
+        if (!this.#cleared) {
+          cells.free(cell);
+          cells.unreserve(reserved - 1);
+        }
+        throw err;
+      }
+      if (data !== view) view.set(data);
+    } else {
+      this.#reading += length;
+      try {
+        data = await io('source read', this.#source.read(at, length));
+      } catch (err) {
+        if (!this.#cleared) cells.unreserve(reserved);
+        throw err;
+      } finally {
+        this.#reading -= length;
+      }
     }
     if (this.#cleared) return true;
+    let unused = direct ? reserved - 1 : reserved;
+    let cellKept = false;
     const cs = this.#chunkSize;
     for (let c = Math.floor(from / cs); c * cs < to; c++) {
       // Captured meanwhile (or DONE): the copy read its old bytes before this write can land.
       if (!this.#states.isUncaptured(c)) continue;
-      const extents = this.#byChunk.get(c) ?? [];
-      if (extents.length === 0) this.#byChunk.set(c, extents);
-      for (const [a, b] of missing(extents, Math.max(from, c * cs), Math.min(to, (c + 1) * cs))) {
-        // A piece of its own (a copy even when a device reads into Buffers, whose
-        // slice is a view), so a partly saved read holds no more memory than it saves.
-        const piece =
-          a === from && b === to ? data : new Uint8Array(data.subarray(a - from, b - from));
-        extents.push({ from: a, data: piece });
-        this.#bytes += piece.length;
+      const lo = Math.max(from, c * cs);
+      const hi = Math.min(to, (c + 1) * cs);
+      // The chunk's pieces are disjoint and in order: add the gaps of [lo, hi) between them.
+      let before = -1;
+      let piece = cells.first(c);
+      let gap = lo;
+      while (gap < hi) {
+        while (piece !== -1 && cells.end(piece) <= gap) {
+          before = piece;
+          piece = cells.next(piece);
+        }
+        const gapEnd = piece === -1 ? hi : Math.min(hi, cells.from(piece));
+        if (gapEnd > gap) {
+          if (direct && gap === from && gapEnd === to) {
+            before = cells.add(c, before, gap, data, cell);
+            cellKept = true;
+          } else {
+            unused -= Math.ceil((gapEnd - gap) / CELL_BYTES);
+            before = cells.add(c, before, gap, data.subarray(gap - from, gapEnd - from));
+          }
+        }
+        if (piece === -1) break;
+        gap = Math.max(gap, cells.end(piece));
+        before = piece;
+        piece = cells.next(piece);
       }
     }
+    if (direct && !cellKept) cells.free(cell);
+    cells.unreserve(unused);
     return true;
   }
 
-  /** Whether some byte of `[from, to)` lies in an uncaptured chunk and is not saved. */
-  #needs(from: number, to: number): boolean {
+  /** Cells the bytes of `[from, to)` in uncaptured chunks not saved yet would take (0: nothing to save). */
+  #cellsNeeded(from: number, to: number): number {
+    const cells = this.#cells;
     const cs = this.#chunkSize;
+    let needed = 0;
     for (let c = Math.floor(from / cs); c * cs < to; c++) {
       if (!this.#states.isUncaptured(c)) continue;
-      const extents = this.#byChunk.get(c);
-      const lo = Math.max(from, c * cs);
       const hi = Math.min(to, (c + 1) * cs);
-      if (extents === undefined || missing(extents, lo, hi).length > 0) return true;
+      let gap = Math.max(from, c * cs);
+      for (let piece = cells.first(c); gap < hi; piece = cells.next(piece)) {
+        if (piece === -1) {
+          needed += Math.ceil((hi - gap) / CELL_BYTES);
+          break;
+        }
+        if (cells.end(piece) <= gap) continue;
+        const gapEnd = Math.min(hi, cells.from(piece));
+        if (gapEnd > gap) needed += Math.ceil((gapEnd - gap) / CELL_BYTES);
+        gap = Math.max(gap, cells.end(piece));
+      }
     }
-    return false;
+    return needed;
   }
 
   /**
@@ -131,39 +185,13 @@ export class SavedOldBytes {
    * the copy captures those chunks, so no later save adds to them.
    */
   restore(first: number, count: number, start: number, run: Uint8Array): void {
-    if (this.#byChunk.size === 0) return;
-    for (let c = first; c < first + count; c++) {
-      const extents = this.#byChunk.get(c);
-      if (extents === undefined) continue;
-      for (const e of extents) {
-        run.set(e.data, e.from - start);
-        this.#bytes -= e.data.length;
-      }
-      this.#byChunk.delete(c);
-    }
+    if (this.#cells.empty) return;
+    for (let c = first; c < first + count; c++) this.#cells.restore(c, start, run);
   }
 
   /** Drops every saved byte: the job no longer copies (stopped or failed without a map store). */
   clear(): void {
     this.#cleared = true;
-    for (const extents of this.#byChunk.values()) {
-      for (const e of extents) this.#bytes -= e.data.length;
-    }
-    this.#byChunk.clear();
+    this.#cells.clear();
   }
-}
-
-/** The parts of `[from, to)` no extent of `extents` (disjoint) covers, in order. */
-function missing(extents: readonly Extent[], from: number, to: number): [number, number][] {
-  const covering = extents
-    .filter((e) => e.from < to && from < e.from + e.data.length)
-    .sort((x, y) => x.from - y.from);
-  const out: [number, number][] = [];
-  let at = from;
-  for (const e of covering) {
-    if (e.from > at) out.push([at, e.from]);
-    at = Math.max(at, e.from + e.data.length);
-  }
-  if (at < to) out.push([at, to]);
-  return out;
 }
