@@ -139,7 +139,8 @@ export class CopyEngine {
 
   /** Copies every chunk not yet DONE ({@link Copier.run}); rejects with the first copy failure. */
   run(signal: AbortSignal | undefined): Promise<void> {
-    return this.#copier.run(signal);
+    // Every chunk copied, no saved bytes are left: their slabs are let go.
+    return this.#copier.run(signal).finally(() => this.#states.complete && this.#saved.clear());
   }
 
   /** Stops guarding the snapshot: every queued write is applied, and later writes pass through. */

@@ -5,9 +5,12 @@ import type { CopyPacer } from './copy-pacer.js';
 import { CELL_BYTES, SavedCells } from './saved-cells.js';
 
 /**
- * The most old bytes a job holds in memory at once, saved or being read:
- * past it a write into a chunk not yet copied copies the whole chunk first
- * (copy-first) or waits for the copier (queue), as it would with a map store.
+ * The most old bytes a job holds in memory at once, saved or being read
+ * (saved bytes counted in whole 4 KiB cells, `saved-cells.ts`): past it a
+ * write into a chunk not yet copied copies the whole chunk first
+ * (copy-first) or waits for the copier (queue), as it would with a map
+ * store. The cells' slabs, once allocated, are kept until the copy ends
+ * or stops: at most this many bytes.
  */
 export const SAVED_BYTES_LIMIT = 64 << 20;
 
@@ -28,6 +31,9 @@ export const SAVED_BYTES_LIMIT = 64 << 20;
  * issued while their save reads; a byte is saved once (a second write to
  * it finds it saved and reads nothing), so the saved value is the first,
  * the `start()` one.
+ *
+ * The bytes are kept in {@link SavedCells}, not in a buffer per save: a
+ * save of up to 4 KiB reads straight into its cell.
  */
 export class SavedOldBytes {
   readonly #source: BlockDevice;
