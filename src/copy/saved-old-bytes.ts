@@ -14,6 +14,9 @@ import { CELL_BYTES, SavedCells } from './saved-cells.js';
  */
 export const SAVED_BYTES_LIMIT = 64 << 20;
 
+const SAVED = Promise.resolve(true);
+const REFUSED = Promise.resolve(false);
+
 /**
  * The old bytes of parts of chunks no copy has read yet, saved just before
  * a foreground write overwrites them (no map store only: a crash loses
@@ -81,50 +84,76 @@ export class SavedOldBytes {
    * limit. The caller issues no source write into `[from, to)` until it
    * settles, and none is in flight when it is called.
    */
-  async save(from: number, to: number): Promise<boolean> {
-    if (this.#cleared) return true;
+  save(from: number, to: number): Promise<boolean> {
+    // Settled promises made once: a save that reads nothing allocates nothing.
+    if (this.#cleared) return SAVED;
     // A rewrite of bytes already saved (or of captured chunks) reads nothing.
     const needed = this.#cellsNeeded(from, to);
-    if (needed === 0) return true;
+    if (needed === 0) return SAVED;
     const length = to - from;
     const cells = this.#cells;
     // A read of a cell or less goes straight into a cell (no buffer of its
     // own), which is the piece itself when the whole read is to be saved.
     const direct = length <= CELL_BYTES;
     const reserved = direct ? needed + 1 : needed;
-    if (!direct && this.bytes + length + needed * CELL_BYTES > this.#limit) return false;
+    if (!direct && this.bytes + length + needed * CELL_BYTES > this.#limit) return REFUSED;
     // Set aside before the read: whatever is still missing after it fits.
-    if (!cells.reserve(reserved)) return false;
+    if (!cells.reserve(reserved)) return REFUSED;
     // Copy work, so it counts toward the rate budget (it is never paced: it is the write's latency).
     this.#pacer.spend(length);
     const at = this.#offset + from;
-    const cell = direct ? cells.take() : -1;
-    let data: Uint8Array;
     if (direct) {
+      const cell = cells.take();
       const view = cells.view(cell, length);
-      try {
-        data = await io('source read', readInto(this.#source, at, view));
-      } catch (err) {
-        if (!this.#cleared) {
-          cells.free(cell);
-          cells.unreserve(reserved - 1);
-        }
-        throw err;
-      }
-      if (data !== view) view.set(data);
-    } else {
-      this.#reading += length;
-      try {
-        data = await io('source read', this.#source.read(at, length));
-      } catch (err) {
+      return this.#read(at, length, view).then(
+        (data) => {
+          if (data !== view) view.set(data);
+          return this.#keep(from, to, data, cell, reserved - 1);
+        },
+        (err: unknown) => {
+          if (!this.#cleared) {
+            cells.free(cell);
+            cells.unreserve(reserved - 1);
+          }
+          throw err;
+        },
+      );
+    }
+    this.#reading += length;
+    return this.#read(at, length, undefined).then(
+      (data) => {
+        this.#reading -= length;
+        return this.#keep(from, to, data, -1, reserved);
+      },
+      (err: unknown) => {
+        this.#reading -= length;
         if (!this.#cleared) cells.unreserve(reserved);
         throw err;
-      } finally {
-        this.#reading -= length;
-      }
+      },
+    );
+  }
+
+  /** The source read of a save, into `view` if given; a device that throws rejects it instead. */
+  #read(at: number, length: number, view: Uint8Array | undefined): Promise<Uint8Array> {
+    let read: Promise<Uint8Array>;
+    try {
+      read = view === undefined ? this.#source.read(at, length) : readInto(this.#source, at, view);
+    } catch (err) {
+      read = Promise.reject(err);
     }
+    return io('source read', read);
+  }
+
+  /**
+   * Keeps what a save read of `[from, to)` (`data`) still has to: the
+   * bytes of uncaptured chunks not saved yet, in the cells set aside for
+   * it (`cell`: the taken cell `data` was read into, or -1; `unused`:
+   * those not used yet, returned at the end).
+   */
+  #keep(from: number, to: number, data: Uint8Array, cell: number, unused: number): boolean {
     if (this.#cleared) return true;
-    let unused = direct ? reserved - 1 : reserved;
+    const cells = this.#cells;
+    const direct = cell !== -1;
     let cellKept = false;
     const cs = this.#chunkSize;
     for (let c = Math.floor(from / cs); c * cs < to; c++) {
