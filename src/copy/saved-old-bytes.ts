@@ -46,8 +46,11 @@ export class SavedOldBytes {
   readonly #states: ChunkStates;
   readonly #pacer: CopyPacer;
   readonly #limit: number;
-  /** The saved pieces, per uncaptured chunk, disjoint and in ascending order. */
-  readonly #cells: SavedCells;
+  /**
+   * The saved pieces, per uncaptured chunk, disjoint and in ascending
+   * order; made at the first save (a job with a map store never saves).
+   */
+  #cells: SavedCells | undefined;
   /** Bytes being read by saves too long to read straight into a cell. */
   #reading = 0;
   /** Set by {@link clear}: no copy will lay saved bytes back any more, so none are kept. */
@@ -67,12 +70,11 @@ export class SavedOldBytes {
     this.#states = states;
     this.#pacer = pacer;
     this.#limit = limit;
-    this.#cells = new SavedCells(limit);
   }
 
   /** Bytes held in memory now (cells saved or set aside for saves, and longer saves being read). */
   get bytes(): number {
-    return this.#cells.bytes + this.#reading;
+    return (this.#cells?.bytes ?? 0) + this.#reading;
   }
 
   /**
@@ -87,11 +89,12 @@ export class SavedOldBytes {
   save(from: number, to: number): Promise<boolean> {
     // Settled promises made once: a save that reads nothing allocates nothing.
     if (this.#cleared) return SAVED;
+    this.#cells ??= new SavedCells(this.#limit);
+    const cells = this.#cells;
     // A rewrite of bytes already saved (or of captured chunks) reads nothing.
-    const needed = this.#cellsNeeded(from, to);
+    const needed = this.#cellsNeeded(cells, from, to);
     if (needed === 0) return SAVED;
     const length = to - from;
-    const cells = this.#cells;
     // A read of a cell or less goes straight into a cell (no buffer of its
     // own), which is the piece itself when the whole read is to be saved.
     const direct = length <= CELL_BYTES;
@@ -108,7 +111,7 @@ export class SavedOldBytes {
       return this.#read(at, length, view).then(
         (data) => {
           if (data !== view) view.set(data);
-          return this.#keep(from, to, data, cell, reserved - 1);
+          return this.#keep(cells, from, to, data, cell, reserved - 1);
         },
         (err: unknown) => {
           if (!this.#cleared) {
@@ -123,7 +126,7 @@ export class SavedOldBytes {
     return this.#read(at, length, undefined).then(
       (data) => {
         this.#reading -= length;
-        return this.#keep(from, to, data, -1, reserved);
+        return this.#keep(cells, from, to, data, -1, reserved);
       },
       (err: unknown) => {
         this.#reading -= length;
@@ -150,9 +153,15 @@ export class SavedOldBytes {
    * it (`cell`: the taken cell `data` was read into, or -1; `unused`:
    * those not used yet, returned at the end).
    */
-  #keep(from: number, to: number, data: Uint8Array, cell: number, unused: number): boolean {
+  #keep(
+    cells: SavedCells,
+    from: number,
+    to: number,
+    data: Uint8Array,
+    cell: number,
+    unused: number,
+  ): boolean {
     if (this.#cleared) return true;
-    const cells = this.#cells;
     const direct = cell !== -1;
     let cellKept = false;
     const cs = this.#chunkSize;
@@ -192,8 +201,7 @@ export class SavedOldBytes {
   }
 
   /** Cells the bytes of `[from, to)` in uncaptured chunks not saved yet would take (0: nothing to save). */
-  #cellsNeeded(from: number, to: number): number {
-    const cells = this.#cells;
+  #cellsNeeded(cells: SavedCells, from: number, to: number): number {
     const cs = this.#chunkSize;
     let needed = 0;
     for (let c = Math.floor(from / cs); c * cs < to; c++) {
@@ -220,13 +228,15 @@ export class SavedOldBytes {
    * the copy captures those chunks, so no later save adds to them.
    */
   restore(first: number, count: number, start: number, run: Uint8Array): void {
-    if (this.#cells.empty) return;
-    for (let c = first; c < first + count; c++) this.#cells.restore(c, start, run);
+    const cells = this.#cells;
+    if (cells === undefined || cells.empty) return;
+    for (let c = first; c < first + count; c++) cells.restore(c, start, run);
   }
 
   /** Drops every saved byte: the job no longer copies (stopped or failed without a map store). */
   clear(): void {
     this.#cleared = true;
-    this.#cells.clear();
+    this.#cells?.clear();
+    this.#cells = undefined;
   }
 }
