@@ -47,3 +47,14 @@ export class WriteOrder {
     };
   }
 }
+
+/**
+ * `written`, ending a hold (`done`, from {@link WriteOrder.hold}) once it
+ * settles: as `written.finally(done)`, with one promise, not three.
+ */
+export function releasing(written: Promise<void>, done: () => void): Promise<void> {
+  return written.then(done, (err: unknown) => {
+    done();
+    throw err;
+  });
+}
