@@ -11,7 +11,7 @@ import type { CopySink } from './copy-sink.js';
 import { HeldWrites } from './held-writes.js';
 import { QueuedWrites } from './queued-writes.js';
 import { SavedOldBytes } from './saved-old-bytes.js';
-import { WriteOrder } from './write-order.js';
+import { releasing, WriteOrder } from './write-order.js';
 
 /** Counters the job reports. */
 export interface CopyCounters {
@@ -139,7 +139,8 @@ export class CopyEngine {
 
   /** Copies every chunk not yet DONE ({@link Copier.run}); rejects with the first copy failure. */
   run(signal: AbortSignal | undefined): Promise<void> {
-    return this.#copier.run(signal);
+    // Every chunk copied, no saved bytes are left: their slabs are let go.
+    return this.#copier.run(signal).finally(() => this.#states.complete && this.#saved.clear());
   }
 
   /** Stops guarding the snapshot: every queued write is applied, and later writes pass through. */
@@ -319,7 +320,7 @@ export class CopyEngine {
         return this.#writeSource(offset, data);
       },
     );
-    return done === undefined ? written : written.finally(done);
+    return done === undefined ? written : releasing(written, done);
   }
 
   /**
@@ -373,7 +374,7 @@ export class CopyEngine {
         }
         return this.#writeSource(offset, data);
       });
-    return done === undefined ? written : written.finally(done);
+    return done === undefined ? written : releasing(written, done);
   }
 
   /** Saves the old bytes a write of source bytes `[offset, offset + length)` overwrites in the range (`saved-old-bytes.ts`). */

@@ -125,10 +125,23 @@ export class CopyPacer {
   foreground<T>(io: Promise<T>): Promise<T> {
     this.#foreground++;
     this.#lastForeground = this.#clock.now();
-    return io.finally(() => {
-      this.#foreground--;
-      this.#lastForeground = this.#clock.now();
-    });
+    // Handlers made once: a `finally` per write made two closures and a promise more.
+    return io.then(this.#settledWith, this.#settledBy);
+  }
+
+  readonly #settledWith = <T>(value: T): T => {
+    this.#settled();
+    return value;
+  };
+
+  readonly #settledBy = (err: unknown): never => {
+    this.#settled();
+    throw err;
+  };
+
+  #settled(): void {
+    this.#foreground--;
+    this.#lastForeground = this.#clock.now();
   }
 
   /** How many background runs may be in flight now, and the most bytes the next may move. */

@@ -81,20 +81,23 @@ export class HeldWrites {
    * accepts (all of them, with `force`), and which no earlier entry still in
    * the queue overlaps.
    */
-  release(ready: (entry: HeldWrite) => boolean, force = false): HeldWrite[] {
-    const out = this.unblocked((e) => force || ready(e));
+  release(ready: (entry: HeldWrite) => boolean, force = false): readonly HeldWrite[] {
+    const out = this.unblocked(force ? always : ready);
     for (const e of out) e.applying = true;
     return out;
   }
 
   /** The writes not yet applying that `accept` takes and no earlier entry still in the queue overlaps, in order. */
-  unblocked(accept: (entry: HeldWrite) => boolean): HeldWrite[] {
-    const out: HeldWrite[] = [];
+  unblocked(accept: (entry: HeldWrite) => boolean): readonly HeldWrite[] {
+    // An array only when some write qualifies: most calls find none.
+    let out: HeldWrite[] | undefined;
     for (let i = 0; i < this.#entries.length; i++) {
       const e = this.#entries[i]!;
-      if (!e.applying && accept(e) && !this.#blocked(i)) out.push(e);
+      if (e.applying || !accept(e) || this.#blocked(i)) continue;
+      if (out === undefined) out = [];
+      out.push(e);
     }
-    return out;
+    return out ?? NONE;
   }
 
   /** Whether an earlier entry still in the queue overlaps entry `i`. */
@@ -152,3 +155,6 @@ export class HeldWrites {
 function overlap(e: HeldWrite, offset: number, length: number): boolean {
   return e.offset < offset + length && offset < e.offset + e.data.length;
 }
+
+const NONE: readonly HeldWrite[] = [];
+const always = (): boolean => true;

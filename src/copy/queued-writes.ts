@@ -1,4 +1,4 @@
-import { HeldWrites } from './held-writes.js';
+import { type HeldWrite, HeldWrites } from './held-writes.js';
 
 /** What the `'queue'` policy needs of the copy engine (`copy-engine.ts`). */
 export interface QueueHooks {
@@ -34,6 +34,9 @@ export interface QueueHooks {
 export class QueuedWrites {
   readonly #held: HeldWrites;
   readonly #hooks: QueueHooks;
+  /** Whether a held write may go once no earlier one overlaps it: its old bytes saved, or its chunks writable. */
+  readonly #mayGo = (e: HeldWrite): boolean =>
+    e.preserved === 'yes' || this.#hooks.writable(e.firstChunk, e.lastChunk);
 
   constructor(held: HeldWrites, hooks: QueueHooks) {
     this.#held = held;
@@ -91,28 +94,28 @@ export class QueuedWrites {
    * the job passes through), each once its source write is issued; starts
    * the saves of those that wait for their old bytes.
    */
-  async drain(force: boolean): Promise<void> {
-    const hooks = this.#hooks;
-    const all = force || hooks.passThrough();
+  drain(force: boolean): Promise<void> {
+    const all = force || this.#hooks.passThrough();
     if (!all) this.#startSaves();
-    const ready = this.#held.release(
-      (e) => e.preserved === 'yes' || hooks.writable(e.firstChunk, e.lastChunk),
-      all,
-    );
-    await Promise.all(
-      ready.map(async (entry) => {
-        try {
-          await hooks.writeSource(entry.offset, entry.data);
-          entry.resolve();
-        } catch (err) {
-          entry.reject(err);
-        } finally {
-          this.#held.remove(entry);
-        }
-        // Its removal may unblock a later write that overlapped it.
-        await this.drain(force);
-      }),
-    );
+    const ready = this.#held.release(this.#mayGo, all);
+    // Called on every save, copy and write that settles: one that finds
+    // nothing to apply allocates nothing.
+    if (ready.length === 0) return DRAINED;
+    return Promise.all(ready.map((entry) => this.#apply(entry, force))).then(nothing);
+  }
+
+  /** Issues a released write's source write (before its first await: in release order), then drains again. */
+  async #apply(entry: HeldWrite, force: boolean): Promise<void> {
+    try {
+      await this.#hooks.writeSource(entry.offset, entry.data);
+      entry.resolve();
+    } catch (err) {
+      entry.reject(err);
+    } finally {
+      this.#held.remove(entry);
+    }
+    // Its removal may unblock a later write that overlapped it.
+    await this.drain(force);
   }
 
   /**
@@ -125,7 +128,7 @@ export class QueuedWrites {
   #startSaves(): void {
     const { save, writable } = this.#hooks;
     if (save === undefined) return;
-    for (const entry of this.#held.unblocked((e) => e.preserved === 'no')) {
+    for (const entry of this.#held.unblocked(notPreserved)) {
       if (writable(entry.firstChunk, entry.lastChunk)) continue;
       entry.preserved = 'reading';
       save(entry.offset, entry.data.length).then(
@@ -143,3 +146,7 @@ export class QueuedWrites {
     }
   }
 }
+
+const DRAINED = Promise.resolve();
+const nothing = (): void => {};
+const notPreserved = (e: HeldWrite): boolean => e.preserved === 'no';

@@ -1,20 +1,21 @@
-import { io } from '../base/index.js';
+import { io, readInto } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
 import type { ChunkStates } from './chunk-states.js';
 import type { CopyPacer } from './copy-pacer.js';
+import { CELL_BYTES, SavedCells } from './saved-cells.js';
 
 /**
- * The most old bytes a job holds in memory at once, saved or being read:
- * past it a write into a chunk not yet copied copies the whole chunk first
- * (copy-first) or waits for the copier (queue), as it would with a map store.
+ * The most old bytes a job holds in memory at once, saved or being read
+ * (saved bytes counted in whole 4 KiB cells, `saved-cells.ts`): past it a
+ * write into a chunk not yet copied copies the whole chunk first
+ * (copy-first) or waits for the copier (queue), as it would with a map
+ * store. The cells' slabs, once allocated, are kept until the copy ends
+ * or stops: at most this many bytes.
  */
 export const SAVED_BYTES_LIMIT = 64 << 20;
 
-/** Old bytes of range bytes `[from, from + data.length)`. */
-interface Extent {
-  readonly from: number;
-  readonly data: Uint8Array;
-}
+const SAVED = Promise.resolve(true);
+const REFUSED = Promise.resolve(false);
 
 /**
  * The old bytes of parts of chunks no copy has read yet, saved just before
@@ -33,6 +34,9 @@ interface Extent {
  * issued while their save reads; a byte is saved once (a second write to
  * it finds it saved and reads nothing), so the saved value is the first,
  * the `start()` one.
+ *
+ * The bytes are kept in {@link SavedCells}, not in a buffer per save: a
+ * save of up to 4 KiB reads straight into its cell.
  */
 export class SavedOldBytes {
   readonly #source: BlockDevice;
@@ -42,10 +46,13 @@ export class SavedOldBytes {
   readonly #states: ChunkStates;
   readonly #pacer: CopyPacer;
   readonly #limit: number;
-  /** Per uncaptured chunk: its saved extents, disjoint. */
-  readonly #byChunk = new Map<number, Extent[]>();
-  /** Bytes held: saved, and being read. */
-  #bytes = 0;
+  /**
+   * The saved pieces, per uncaptured chunk, disjoint and in ascending
+   * order; made at the first save (a job with a map store never saves).
+   */
+  #cells: SavedCells | undefined;
+  /** Bytes being read by saves too long to read straight into a cell. */
+  #reading = 0;
   /** Set by {@link clear}: no copy will lay saved bytes back any more, so none are kept. */
   #cleared = false;
 
@@ -65,9 +72,9 @@ export class SavedOldBytes {
     this.#limit = limit;
   }
 
-  /** Bytes held in memory now (saved, or being read). */
+  /** Bytes held in memory now (cells saved or set aside for saves, and longer saves being read). */
   get bytes(): number {
-    return this.#bytes;
+    return (this.#cells?.bytes ?? 0) + this.#reading;
   }
 
   /**
@@ -79,50 +86,140 @@ export class SavedOldBytes {
    * limit. The caller issues no source write into `[from, to)` until it
    * settles, and none is in flight when it is called.
    */
-  async save(from: number, to: number): Promise<boolean> {
+  save(from: number, to: number): Promise<boolean> {
+    // Settled promises made once: a save that reads nothing allocates nothing.
+    if (this.#cleared) return SAVED;
+    this.#cells ??= new SavedCells(this.#limit);
+    const cells = this.#cells;
     // A rewrite of bytes already saved (or of captured chunks) reads nothing.
-    if (this.#cleared || !this.#needs(from, to)) return true;
+    const needed = this.#cellsNeeded(cells, from, to);
+    if (needed === 0) return SAVED;
     const length = to - from;
-    if (this.#bytes + length > this.#limit) return false;
-    this.#bytes += length;
+    // A read of a cell or less goes straight into a cell (no buffer of its
+    // own), which is the piece itself when the whole read is to be saved.
+    const direct = length <= CELL_BYTES;
+    const reserved = direct ? needed + 1 : needed;
+    if (!direct && this.bytes + length + needed * CELL_BYTES > this.#limit) return REFUSED;
+    // Set aside before the read: whatever is still missing after it fits.
+    if (!cells.reserve(reserved)) return REFUSED;
     // Copy work, so it counts toward the rate budget (it is never paced: it is the write's latency).
     this.#pacer.spend(length);
-    let data: Uint8Array;
-    try {
-      data = await io('source read', this.#source.read(this.#offset + from, length));
-    } finally {
-      this.#bytes -= length;
+    const at = this.#offset + from;
+    if (direct) {
+      const cell = cells.take();
+      const view = cells.view(cell, length);
+      return this.#read(at, length, view).then(
+        (data) => {
+          if (data !== view) view.set(data);
+          return this.#keep(cells, from, to, data, cell, reserved - 1);
+        },
+        (err: unknown) => {
+          if (!this.#cleared) {
+            cells.free(cell);
+            cells.unreserve(reserved - 1);
+          }
+          throw err;
+        },
+      );
     }
+    this.#reading += length;
+    return this.#read(at, length, undefined).then(
+      (data) => {
+        this.#reading -= length;
+        return this.#keep(cells, from, to, data, -1, reserved);
+      },
+      (err: unknown) => {
+        this.#reading -= length;
+        if (!this.#cleared) cells.unreserve(reserved);
+        throw err;
+      },
+    );
+  }
+
+  /** The source read of a save, into `view` if given; a device that throws rejects it instead. */
+  #read(at: number, length: number, view: Uint8Array | undefined): Promise<Uint8Array> {
+    let read: Promise<Uint8Array>;
+    try {
+      read = view === undefined ? this.#source.read(at, length) : readInto(this.#source, at, view);
+    } catch (err) {
+      read = Promise.reject(err);
+    }
+    return io('source read', read);
+  }
+
+  /**
+   * Keeps what a save read of `[from, to)` (`data`) still has to: the
+   * bytes of uncaptured chunks not saved yet, in the cells set aside for
+   * it (`cell`: the taken cell `data` was read into, or -1; `unused`:
+   * those not used yet, returned at the end).
+   */
+  #keep(
+    cells: SavedCells,
+    from: number,
+    to: number,
+    data: Uint8Array,
+    cell: number,
+    unused: number,
+  ): boolean {
     if (this.#cleared) return true;
+    const direct = cell !== -1;
+    let cellKept = false;
     const cs = this.#chunkSize;
     for (let c = Math.floor(from / cs); c * cs < to; c++) {
       // Captured meanwhile (or DONE): the copy read its old bytes before this write can land.
       if (!this.#states.isUncaptured(c)) continue;
-      const extents = this.#byChunk.get(c) ?? [];
-      if (extents.length === 0) this.#byChunk.set(c, extents);
-      for (const [a, b] of missing(extents, Math.max(from, c * cs), Math.min(to, (c + 1) * cs))) {
-        // A piece of its own (a copy even when a device reads into Buffers, whose
-        // slice is a view), so a partly saved read holds no more memory than it saves.
-        const piece =
-          a === from && b === to ? data : new Uint8Array(data.subarray(a - from, b - from));
-        extents.push({ from: a, data: piece });
-        this.#bytes += piece.length;
+      const lo = Math.max(from, c * cs);
+      const hi = Math.min(to, (c + 1) * cs);
+      // The chunk's pieces are disjoint and in order: add the gaps of [lo, hi) between them.
+      let before = -1;
+      let piece = cells.first(c);
+      let gap = lo;
+      while (gap < hi) {
+        while (piece !== -1 && cells.end(piece) <= gap) {
+          before = piece;
+          piece = cells.next(piece);
+        }
+        const gapEnd = piece === -1 ? hi : Math.min(hi, cells.from(piece));
+        if (gapEnd > gap) {
+          if (direct && gap === from && gapEnd === to) {
+            before = cells.add(c, before, gap, data, cell);
+            cellKept = true;
+          } else {
+            unused -= Math.ceil((gapEnd - gap) / CELL_BYTES);
+            before = cells.add(c, before, gap, data.subarray(gap - from, gapEnd - from));
+          }
+        }
+        if (piece === -1) break;
+        gap = Math.max(gap, cells.end(piece));
+        before = piece;
+        piece = cells.next(piece);
       }
     }
+    if (direct && !cellKept) cells.free(cell);
+    cells.unreserve(unused);
     return true;
   }
 
-  /** Whether some byte of `[from, to)` lies in an uncaptured chunk and is not saved. */
-  #needs(from: number, to: number): boolean {
+  /** Cells the bytes of `[from, to)` in uncaptured chunks not saved yet would take (0: nothing to save). */
+  #cellsNeeded(cells: SavedCells, from: number, to: number): number {
     const cs = this.#chunkSize;
+    let needed = 0;
     for (let c = Math.floor(from / cs); c * cs < to; c++) {
       if (!this.#states.isUncaptured(c)) continue;
-      const extents = this.#byChunk.get(c);
-      const lo = Math.max(from, c * cs);
       const hi = Math.min(to, (c + 1) * cs);
-      if (extents === undefined || missing(extents, lo, hi).length > 0) return true;
+      let gap = Math.max(from, c * cs);
+      for (let piece = cells.first(c); gap < hi; piece = cells.next(piece)) {
+        if (piece === -1) {
+          needed += Math.ceil((hi - gap) / CELL_BYTES);
+          break;
+        }
+        if (cells.end(piece) <= gap) continue;
+        const gapEnd = Math.min(hi, cells.from(piece));
+        if (gapEnd > gap) needed += Math.ceil((gapEnd - gap) / CELL_BYTES);
+        gap = Math.max(gap, cells.end(piece));
+      }
     }
-    return false;
+    return needed;
   }
 
   /**
@@ -131,39 +228,15 @@ export class SavedOldBytes {
    * the copy captures those chunks, so no later save adds to them.
    */
   restore(first: number, count: number, start: number, run: Uint8Array): void {
-    if (this.#byChunk.size === 0) return;
-    for (let c = first; c < first + count; c++) {
-      const extents = this.#byChunk.get(c);
-      if (extents === undefined) continue;
-      for (const e of extents) {
-        run.set(e.data, e.from - start);
-        this.#bytes -= e.data.length;
-      }
-      this.#byChunk.delete(c);
-    }
+    const cells = this.#cells;
+    if (cells === undefined || cells.empty) return;
+    for (let c = first; c < first + count; c++) cells.restore(c, start, run);
   }
 
   /** Drops every saved byte: the job no longer copies (stopped or failed without a map store). */
   clear(): void {
     this.#cleared = true;
-    for (const extents of this.#byChunk.values()) {
-      for (const e of extents) this.#bytes -= e.data.length;
-    }
-    this.#byChunk.clear();
+    this.#cells?.clear();
+    this.#cells = undefined;
   }
-}
-
-/** The parts of `[from, to)` no extent of `extents` (disjoint) covers, in order. */
-function missing(extents: readonly Extent[], from: number, to: number): [number, number][] {
-  const covering = extents
-    .filter((e) => e.from < to && from < e.from + e.data.length)
-    .sort((x, y) => x.from - y.from);
-  const out: [number, number][] = [];
-  let at = from;
-  for (const e of covering) {
-    if (e.from > at) out.push([at, e.from]);
-    at = Math.max(at, e.from + e.data.length);
-  }
-  if (at < to) out.push([at, to]);
-  return out;
 }
