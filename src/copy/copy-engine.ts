@@ -137,9 +137,8 @@ export class CopyEngine {
     return this.#stopped || this.#failure !== undefined;
   }
 
-  /** Copies every chunk not yet DONE ({@link Copier.run}); rejects with the first copy failure. */
+  /** Copies every chunk not yet DONE ({@link Copier.run}); rejects with the first copy failure. Once all are, the saved bytes' slabs are let go. */
   run(signal: AbortSignal | undefined): Promise<void> {
-    // Every chunk copied, no saved bytes are left: their slabs are let go.
     return this.#copier.run(signal).finally(() => this.#states.complete && this.#saved.clear());
   }
 
