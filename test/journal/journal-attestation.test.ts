@@ -108,6 +108,35 @@ describe('JournalDevice open after a power cut: an attesting header anywhere in 
     });
   }
 
+  it('is ECORRUPT when it lies in the ring’s end the first frame skipped (the head wrapped)', async () => {
+    const c = 64 << 10;
+    const rig = await JournalRig.create({ ringBytes: c, checkpointAt: 1, blocks: 128 });
+    const d = rig.device;
+    // Frames of 3 and 2 sectors and two empty ones: the checkpoint leaves the
+    // head one sector short of the ring's end, so the next frame starts the
+    // next lap and open moves the head there.
+    await d.write(2048, fill(1024, 0x20));
+    for (let i = 0; i < 61; i++) await d.write((8 + i) * 512, fill(512, 0x10));
+    await d.flush();
+    await settle();
+    expect(d.journalUsed).toBe(c - SECTOR);
+    await d.checkpoint();
+    expect(d.journalUsed).toBe(0);
+    await d.write(0, fill(512, 0xa1));
+    expect(await onlyAt(rig, 0xa1)).toBe(RING_START + SECTOR);
+    await d.write(512, fill(512, 0xa2));
+    await d.flush();
+    await settle();
+    rig.abandon();
+    const damagedAt = await onlyAt(rig, 0xa2);
+    const header = await takeHeader(rig, damagedAt + 512, 0, SECTOR);
+    await rig.journalDisk.reopen().write(DURABLE_MARK_AT, new Uint8Array(SECTOR));
+    await rig.corrupt(damagedAt + 7);
+    const skipped = RING_START + c - SECTOR;
+    await rig.journalDisk.reopen().write(skipped, header);
+    await expectAttestedBy(rig, skipped);
+  });
+
   it('finds a header of two sectors lying across the 4 MiB pieces the search reads', async () => {
     const ring = (9 << 20) + 3 * SECTOR;
     const { rig, header: empty, damagedAt } = await attestedRecord(ring, 0);
