@@ -4,10 +4,14 @@ import { CrcWorkers } from '../checksum/index.js';
 import type { BlockDevice, ProgressEvent } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { ScanReader } from '../store/index.js';
-import { BackwardAttestationScan, findAttestation } from './attestation-scan.js';
 import { DURABLE_MARK_AT, readDurableMark } from './durable-mark.js';
-import { headerBytes, type JournalSuper, RING_START } from './journal-format.js';
-import type { FrameHeader } from './journal-frame.js';
+import {
+  headerBytes,
+  JOURNAL_FRAME_MAGIC,
+  type JournalSuper,
+  RING_START,
+} from './journal-format.js';
+import { decodeFrameHeader, type FrameHeader } from './journal-frame.js';
 import type { JournalNote } from './journal-notes.js';
 import { parallelReplay, type ReplayCursor, replayAhead } from './replay-ahead.js';
 import { readFrame } from './replay-frame.js';
@@ -28,6 +32,9 @@ export type OnRecord = (
   sector: number,
   time: number,
 ) => void;
+
+/** Free-ring bytes the attestation scan takes at once, as one view. */
+const SCAN_SPAN = 256 << 10;
 
 /** Where replay left the journal. */
 export interface ReplayResult {
@@ -123,9 +130,6 @@ export async function replayJournal(
   let workers: CrcWorkers | undefined;
   let startWorkers = true;
   let damage = '';
-  // After a power cut the free ring is searched for an attesting header
-  // while replay runs, from the other end of the ring.
-  const scan = sb.clean ? undefined : new BackwardAttestationScan(store, sb, cursor);
   try {
     for (;;) {
       if (
@@ -159,9 +163,6 @@ export async function replayJournal(
       }
       accept(at, frame, frame.notes);
     }
-  } catch (err) {
-    await scan?.abandon();
-    throw err;
   } finally {
     workers?.close();
   }
@@ -190,8 +191,7 @@ export async function replayJournal(
       );
     }
     if (sb.tailAbs !== undefined) checkCleanTail(sb, sb.tailAbs, abs, seq, damage);
-  } else if (scan !== undefined) {
-    await scan.finish();
+  } else {
     const marked = await readDurableMark(store, sb.epoch);
     if (seq <= marked) {
       throw new BlockDeviceError(
@@ -199,15 +199,7 @@ export async function replayJournal(
         `${where} is damaged (${damage}), but the durable mark at store offset ${DURABLE_MARK_AT} says a completed flush made every record through ${marked} durable`,
       );
     }
-    // The scan covered the free ring up to the superblock's head, one lap
-    // on; if the first frame wrapped to the ring's start, the head moved
-    // there and the ring's end it skipped is free too.
-    const beyond = Math.max(abs, scan.top);
-    const proof =
-      scan.proof(abs, seq) ??
-      (headAbs + c > beyond
-        ? await findAttestation(reader, sb, beyond % c, headAbs + c - beyond, seq)
-        : undefined);
+    const proof = await findAttestation(reader, sb, abs % c, c - (abs - headAbs), seq);
     if (proof !== undefined) {
       throw new BlockDeviceError(
         'ECORRUPT',
@@ -246,4 +238,50 @@ function checkCleanTail(
       `journal frames continue to store offset ${RING_START + (abs % c)} (record ${seq - 1}), past where the journal was closed cleanly: ${closedAt}`,
     );
   }
+}
+
+/**
+ * Looks at every sector of the `length` ring bytes from `pos` (wrapping) for
+ * an intact frame header whose `durableSeq` reaches `seq`; returns its store
+ * offset. Takes the ring in spans, with one DataView a span, so a sector
+ * that holds no header (nearly all of them) costs two loads and no object.
+ */
+async function findAttestation(
+  reader: ScanReader,
+  sb: JournalSuper,
+  pos: number,
+  length: number,
+  seq: number,
+): Promise<number | undefined> {
+  const c = sb.capacity;
+  let k = 0;
+  scan: while (k < length) {
+    const p = (pos + k) % c;
+    const n = Math.min(SCAN_SPAN, length - k, c - p);
+    const span = reader.cached(RING_START + p, n) ?? (await reader.read(RING_START + p, n));
+    const view = new DataView(span.buffer, span.byteOffset, span.byteLength);
+    for (let s = 0; s < n; s += SECTOR) {
+      if (
+        view.getUint32(s, true) !== JOURNAL_FRAME_MAGIC ||
+        view.getUint32(s + 4, true) !== sb.epoch
+      )
+        continue;
+      const count = view.getUint32(s + 12, true);
+      const bytes = headerBytes(count);
+      if (p + s + bytes > c) continue;
+      if (s + bytes <= n) {
+        const header = decodeFrameHeader(span.subarray(s, s + bytes), sb);
+        if (typeof header !== 'string' && header.durableSeq >= seq) return RING_START + p + s;
+        continue;
+      }
+      // The header runs past this span: read it whole (which may move the
+      // reader's window), then go on with a new span after its first sector.
+      const header = decodeFrameHeader(await reader.read(RING_START + p + s, bytes), sb);
+      if (typeof header !== 'string' && header.durableSeq >= seq) return RING_START + p + s;
+      k += s + SECTOR;
+      continue scan;
+    }
+    k += n;
+  }
+  return undefined;
 }
