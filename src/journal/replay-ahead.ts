@@ -17,7 +17,10 @@ export const parallelReplay = {
    * CPUs the machine must have: on two, the replaying thread and the
    * thread-pool reads already fill both, and a worker only adds its costs
    * (bench jd-replay on the 2-core bench machine: 0.16× against 0.19×
-   * without it, 0.08× against 0.15× after a power cut).
+   * without it, 0.08× against 0.15× after a power cut; measured again with
+   * replay three times faster, the worker cut the replaying thread's CPU
+   * by up to 40 % but added about a fifth to all of it, and open was no
+   * faster: docs/ARCHITECTURE.md, Performance notes, "Replay").
    */
   minCpus: 3,
   /** The replaying thread checks what no worker has claimed yet before it waits for a batch. */
