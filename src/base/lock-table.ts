@@ -58,6 +58,28 @@ export class LockTable {
   }
 
   /**
+   * Locks `block` at once if it is free, returning true; otherwise takes
+   * nothing and returns false. {@link tryAcquire} for one block without a
+   * release closure: the snapshot-read hot path takes and drops a lock per
+   * read. The caller hands it back with {@link unlock}, exactly once.
+   */
+  tryLock(block: number): boolean {
+    const locks = this.#locks;
+    if (locks.has(block)) return false;
+    locks.set(block, null);
+    return true;
+  }
+
+  /**
+   * Releases `block`, taken by {@link tryLock}: hands it to its first
+   * waiter, as a release from {@link acquire} does. Call it once per
+   * `tryLock` that returned true, never for a lock taken otherwise.
+   */
+  unlock(block: number): void {
+    this.#unlock(block);
+  }
+
+  /**
    * Whether any block of `first..last` is locked now (held, or waited for:
    * a block someone waits for is held). Lets a write that needs no lock of
    * its own check that it overtakes no locked I/O of the same blocks.

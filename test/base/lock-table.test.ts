@@ -111,6 +111,26 @@ describe('LockTable', () => {
     expect(table.size).toBe(0);
   });
 
+  it('tryLock takes a free block at once and nothing else; unlock hands it to the first waiter', async () => {
+    const table = new LockTable();
+    expect(table.tryLock(9)).toBe(true);
+    expect(table.tryLock(9)).toBe(false);
+    expect(table.size).toBe(1);
+    const first = watch(table, 9, 9);
+    const second = watch(table, 8, 9);
+    await settle();
+    expect(first.held).toBe(false);
+    table.unlock(9);
+    // Handed to `first` at the unlock: still locked, so tryLock cannot slip in.
+    expect(table.tryLock(9)).toBe(false);
+    (await first.granted)();
+    (await second.granted)();
+    expect(table.size).toBe(0);
+    expect(table.tryLock(9)).toBe(true);
+    table.unlock(9);
+    expect(table.size).toBe(0);
+  });
+
   it('overlapping range locks never hold a block together, never deadlock, and leave nothing behind', async () => {
     const request = fc.record({
       first: fc.integer({ min: 0, max: 15 }),
