@@ -2,6 +2,7 @@ import type { Extent, SnapshotInfo } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { type BlockRanges, rangesHold } from './block-ranges.js';
 import { ChunkAllocator } from './chunk-allocator.js';
+import { FirstRecords } from './first-records.js';
 import type { CowEntry } from './metadata-codec.js';
 
 /** Where a block's content lives in the store, with the CRC it must match. */
@@ -70,6 +71,8 @@ export class CowState {
   readonly #live: number[] = [];
   /** Per block: flattened `[epoch, chunk, crc, ...]` in ascending epoch. */
   readonly #records = new Map<number, number[]>();
+  /** Each list's `[0..2]` again, for reads: one cache miss, not a Map's several (first-records.ts). */
+  readonly #firstRecords = new FirstRecords();
   #recordCount = 0;
   /** Undefined while every live snapshot holds every block: the newest live one is then the answer. */
   #coverage: Coverage | undefined;
@@ -98,9 +101,11 @@ export class CowState {
       case 'preserve': {
         this.allocator.markUsed(entry.chunk);
         const list = this.#records.get(entry.block);
-        if (list === undefined)
+        if (list !== undefined) list.push(entry.epoch, entry.chunk, entry.crc);
+        else {
           this.#records.set(entry.block, [entry.epoch, entry.chunk, entry.crc]);
-        else list.push(entry.epoch, entry.chunk, entry.crc);
+          this.#firstRecords.set(entry.block, entry.epoch, entry.chunk, entry.crc);
+        }
         this.#recordCount++;
         if (entry.epoch > this.lastSeq) this.lastSeq = entry.epoch;
         break;
@@ -156,9 +161,13 @@ export class CowState {
   locate(seq: number, block: number): ChunkRef | undefined {
     const own = this.#bySeq.get(seq)?.own.get(block);
     if (own !== undefined) return own;
-    const list = this.#records.get(block);
-    if (list === undefined) return undefined;
-    for (let i = 0; i < list.length; i += 3) {
+    // The first record serves every snapshot up to its epoch (the hot path's only lookup).
+    const first = this.#firstRecords;
+    const at = first.find(block);
+    if (at < 0) return undefined;
+    if (first.epochAt(at) >= seq) return { chunk: first.chunkAt(at), crc: first.crcAt(at) };
+    const list = this.#records.get(block)!;
+    for (let i = 3; i < list.length; i += 3) {
       if (list[i]! >= seq) return { chunk: list[i + 1]!, crc: list[i + 2]! };
     }
     return undefined;
@@ -305,7 +314,10 @@ export class CowState {
       this.allocator.release(list[i + 1]!);
       list.splice(i, 3);
       this.#recordCount--;
-      if (list.length === 0) this.#records.delete(block);
+      if (list.length === 0) {
+        this.#records.delete(block);
+        this.#firstRecords.delete(block);
+      } else if (i === 0) this.#firstRecords.set(block, list[0]!, list[1]!, list[2]!);
     }
   }
 
