@@ -71,7 +71,7 @@ export class CowState {
   readonly #live: number[] = [];
   /** Per block: flattened `[epoch, chunk, crc, ...]` in ascending epoch. */
   readonly #records = new Map<number, number[]>();
-  /** Each list's `[0..2]` again, for reads: one cache miss, not a Map's several (first-records.ts). */
+  /** Each list's `[0..2]` again, for reads: one cache miss, not a Map's several. */
   readonly #firstRecords = new FirstRecords();
   #recordCount = 0;
   /** Undefined while every live snapshot holds every block: the newest live one is then the answer. */
