@@ -39,29 +39,11 @@ export class LockTable {
   }
 
   /**
-   * Locks blocks `first..last` at once if none of them is locked (so none is
-   * awaited either), returning the release; otherwise takes nothing and
-   * returns undefined. It never passes a waiter: a block someone waits for
-   * is locked. Lets an uncontended read skip a promise per lock.
-   */
-  tryAcquire(first: number, last: number): Release | undefined {
-    const locks = this.#locks;
-    for (let block = first; block <= last; block++) if (locks.has(block)) return undefined;
-    for (let block = first; block <= last; block++) locks.set(block, null);
-    if (first === last) return this.#releaser(first);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      for (let block = last; block >= first; block--) this.#unlock(block);
-    };
-  }
-
-  /**
    * Locks `block` at once if it is free, returning true; otherwise takes
-   * nothing and returns false. {@link tryAcquire} for one block without a
-   * release closure: the snapshot-read hot path takes and drops a lock per
-   * read. The caller hands it back with {@link unlock}, exactly once.
+   * nothing and returns false. It never passes a waiter: a block someone
+   * waits for is locked. Lets an uncontended read skip a promise, and a
+   * release closure, per lock (the snapshot-read hot path). The caller hands
+   * it back with {@link unlock}, exactly once.
    */
   tryLock(block: number): boolean {
     const locks = this.#locks;

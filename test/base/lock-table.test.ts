@@ -74,40 +74,17 @@ describe('LockTable', () => {
     expect(table.size).toBe(0);
   });
 
-  it('tryAcquire takes free blocks at once, and takes nothing when one of them is locked', async () => {
-    const table = new LockTable();
-    const releaseFour = table.tryAcquire(4, 4);
-    expect(releaseFour).toBeDefined();
-    expect(table.size).toBe(1);
-    // Block 4 is locked: nothing of 2..5 is taken, so 2, 3 and 5 stay free.
-    expect(table.tryAcquire(2, 5)).toBeUndefined();
-    expect(table.size).toBe(1);
-    const releaseRange = table.tryAcquire(1, 3);
-    expect(releaseRange).toBeDefined();
-    expect(table.size).toBe(4);
-    // A blocking acquire waits for a block tryAcquire took.
-    const waiting = watch(table, 3, 3);
-    await settle();
-    expect(waiting.held).toBe(false);
-    releaseRange!();
-    releaseRange!(); // a second call releases nothing
-    (await waiting.granted)();
-    releaseFour!();
-    expect(table.size).toBe(0);
-  });
-
-  it('tryAcquire never passes a waiter: a block handed to one is still locked', async () => {
+  it('tryLock never passes a waiter: a block handed to one is still locked', async () => {
     const table = new LockTable();
     const releaseFirst = await table.acquire(7, 7);
     const second = watch(table, 7, 7);
     await settle();
     releaseFirst();
     // Handed to `second` at the release, before its promise even resolves.
-    expect(table.tryAcquire(7, 7)).toBeUndefined();
+    expect(table.tryLock(7)).toBe(false);
     (await second.granted)();
-    const third = table.tryAcquire(7, 7);
-    expect(third).toBeDefined();
-    third!();
+    expect(table.tryLock(7)).toBe(true);
+    table.unlock(7);
     expect(table.size).toBe(0);
   });
 
@@ -148,10 +125,11 @@ describe('LockTable', () => {
           requests.map(async ({ first, length, hold, delay }, who) => {
             const last = first + length - 1;
             await turns(delay);
-            // Odd requests try first, and wait only if a block is taken.
+            // Odd one-block requests try first, and wait only if the block is taken.
             const release =
-              (who % 2 === 1 ? table.tryAcquire(first, last) : undefined) ??
-              (await table.acquire(first, last));
+              who % 2 === 1 && length === 1 && table.tryLock(first)
+                ? () => table.unlock(first)
+                : await table.acquire(first, last);
             for (let b = first; b <= last; b++) {
               expect(holder.get(b), `block ${b} held by ${holder.get(b)} and ${who}`).toBe(
                 undefined,
