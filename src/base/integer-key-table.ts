@@ -4,9 +4,9 @@
  * Float64Array, so a key and its numbers share a slot and a lookup usually
  * touches one cache line. For the per-read lookups of the hot paths, where
  * a JavaScript Map costs several cache misses (its bucket, its entry, the
- * value it points to) and, as keys come and go, a new table every few
- * inserts or deletes. Memory follows the number of keys (at most half the
- * slots used), never the device size.
+ * value it points to), and its upkeep as keys come and go more still.
+ * Memory follows the number of keys (at most half the slots used), never
+ * the device size.
  *
  * Linear probing; a delete shifts the entries after the hole back (no
  * tombstones), so a lookup stops at the first empty slot.

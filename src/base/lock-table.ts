@@ -22,9 +22,9 @@ type Grant = () => void;
 export class LockTable {
   /**
    * Locked blocks. A hash table rather than a Map: with locks taken and
-   * dropped per read, a Map of a few dozen keys made a new table every few
-   * inserts or deletes (docs/ARCHITECTURE.md, "Performance notes"); this
-   * one, sized for a few hundred locks, never resizes below that.
+   * dropped per read, a Map's upkeep cost a snapshot read about as much as
+   * the rest of its lookups (docs/ARCHITECTURE.md, "Performance notes");
+   * this one, sized for a few hundred locks, never resizes below that.
    */
   readonly #locked = new IntegerKeyTable(0, LOCKED_SLOTS);
   /** Each locked block's waiters in call order, for blocks someone waits for. */

@@ -108,6 +108,22 @@ describe('LockTable', () => {
     expect(table.size).toBe(0);
   });
 
+  it('holds thousands of locks at once and forgets each one released (its table grows and shrinks)', async () => {
+    const table = new LockTable();
+    const blocks = Array.from({ length: 5000 }, (_, i) => (i * 2654435761) % 2 ** 40);
+    for (const b of blocks) expect(table.tryLock(b)).toBe(true);
+    expect(table.size).toBe(blocks.length);
+    for (const b of blocks) expect(table.tryLock(b)).toBe(false);
+    expect(table.anyLocked(blocks[4999]!, blocks[4999]!)).toBe(true);
+    for (let i = 0; i < blocks.length; i += 2) table.unlock(blocks[i]!);
+    for (let i = 0; i < blocks.length; i++) {
+      expect(table.anyLocked(blocks[i]!, blocks[i]!), `block ${blocks[i]}`).toBe(i % 2 === 1);
+    }
+    for (let i = 1; i < blocks.length; i += 2) table.unlock(blocks[i]!);
+    expect(table.size).toBe(0);
+    expect(table.anyLocked(0, 10)).toBe(false);
+  });
+
   it('overlapping range locks never hold a block together, never deadlock, and leave nothing behind', async () => {
     const request = fc.record({
       first: fc.integer({ min: 0, max: 15 }),
