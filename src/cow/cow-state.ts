@@ -71,8 +71,7 @@ export class CowState {
   readonly #live: number[] = [];
   /** Per block: flattened `[epoch, chunk, crc, ...]` in ascending epoch. */
   readonly #records = new Map<number, number[]>();
-  /** Each list's `[0..2]` again, for reads: one cache miss, not a Map's several. */
-  readonly #firstRecords = new FirstRecords();
+  readonly #firstRecords = new FirstRecords(); // each list's head again, for reads
   #recordCount = 0;
   /** Undefined while every live snapshot holds every block: the newest live one is then the answer. */
   #coverage: Coverage | undefined;
@@ -100,12 +99,10 @@ export class CowState {
         break;
       case 'preserve': {
         this.allocator.markUsed(entry.chunk);
-        const list = this.#records.get(entry.block);
-        if (list !== undefined) list.push(entry.epoch, entry.chunk, entry.crc);
-        else {
-          this.#records.set(entry.block, [entry.epoch, entry.chunk, entry.crc]);
-          this.#firstRecords.set(entry.block, entry.epoch, entry.chunk, entry.crc);
-        }
+        const list = this.#records.get(entry.block) ?? [];
+        if (list.length === 0) this.#records.set(entry.block, list);
+        list.push(entry.epoch, entry.chunk, entry.crc);
+        if (list.length === 3) this.#firstRecords.follow(entry.block, list);
         this.#recordCount++;
         if (entry.epoch > this.lastSeq) this.lastSeq = entry.epoch;
         break;
@@ -159,13 +156,9 @@ export class CowState {
 
   /** Where snapshot `seq` keeps `block`: its own copy, a preserved one, or undefined for the origin. */
   locate(seq: number, block: number): ChunkRef | undefined {
-    const own = this.#bySeq.get(seq)?.own.get(block);
-    if (own !== undefined) return own;
-    // The first record serves every snapshot up to its epoch (the hot path's only lookup).
-    const first = this.#firstRecords;
-    const at = first.find(block);
-    if (at < 0) return undefined;
-    if (first.epochAt(at) >= seq) return { chunk: first.chunkAt(at), crc: first.crcAt(at) };
+    // Its own copy, else the block's first record if that serves `seq` (the hot path's lookups).
+    const found = this.#bySeq.get(seq)?.own.get(block) ?? this.#firstRecords.serving(block, seq);
+    if (found !== null) return found;
     const list = this.#records.get(block)!;
     for (let i = 3; i < list.length; i += 3) {
       if (list[i]! >= seq) return { chunk: list[i + 1]!, crc: list[i + 2]! };
@@ -314,10 +307,8 @@ export class CowState {
       this.allocator.release(list[i + 1]!);
       list.splice(i, 3);
       this.#recordCount--;
-      if (list.length === 0) {
-        this.#records.delete(block);
-        this.#firstRecords.delete(block);
-      } else if (i === 0) this.#firstRecords.set(block, list[0]!, list[1]!, list[2]!);
+      if (list.length === 0) this.#records.delete(block);
+      if (i === 0) this.#firstRecords.follow(block, list);
     }
   }
 

@@ -1,4 +1,5 @@
 import { IntegerKeyTable } from '../base/index.js';
+import type { ChunkRef } from './cow-state.js';
 
 /**
  * Each block's first (oldest) preserve record — its epoch, chunk and CRC-32 —
@@ -7,7 +8,7 @@ import { IntegerKeyTable } from '../base/index.js';
  * its record together, a lookup costs about one cache miss; a Map of record
  * lists cost several (its bucket, its entry, the list, the list's elements:
  * about 0.3 µs on the bench machine with the reads' own copies churning the
- * caches).
+ * caches). CowState keeps it equal to the head of each block's list.
  */
 export class FirstRecords {
   readonly #table = new IntegerKeyTable(3);
@@ -18,40 +19,32 @@ export class FirstRecords {
   }
 
   /**
-   * Where `block`'s record is: an index for {@link epochAt}, {@link chunkAt}
-   * and {@link crcAt}, valid until the next {@link set} or {@link delete};
-   * -1 if it has none.
+   * Makes `block`'s record the head of `list` (flattened `[epoch, chunk,
+   * crc, ...]`), or forgets it if `list` is empty.
    */
-  find(block: number): number {
-    return this.#table.find(block);
-  }
-
-  /** The epoch of the record at `at` (from {@link find}). */
-  epochAt(at: number): number {
-    return this.#table.value(at, 0);
-  }
-
-  /** The chunk of the record at `at` (from {@link find}). */
-  chunkAt(at: number): number {
-    return this.#table.value(at, 1);
-  }
-
-  /** The CRC-32 of the record at `at` (from {@link find}). */
-  crcAt(at: number): number {
-    return this.#table.value(at, 2);
-  }
-
-  /** Makes `block`'s record (epoch, chunk, crc), replacing any it had. */
-  set(block: number, epoch: number, chunk: number, crc: number): void {
+  follow(block: number, list: readonly number[]): void {
     const table = this.#table;
+    if (list.length === 0) {
+      table.delete(block);
+      return;
+    }
     const at = table.insert(block);
-    table.setValue(at, 0, epoch);
-    table.setValue(at, 1, chunk);
-    table.setValue(at, 2, crc);
+    table.setValue(at, 0, list[0]!);
+    table.setValue(at, 1, list[1]!);
+    table.setValue(at, 2, list[2]!);
   }
 
-  /** Forgets `block`'s record, if it has one. */
-  delete(block: number): void {
-    this.#table.delete(block);
+  /**
+   * `block`'s first record if it serves snapshot `seq` (its epoch is `seq`
+   * or later: it serves every snapshot up to its epoch); undefined if the
+   * block has no record (the origin holds it); null if the record is older
+   * than `seq`, so a later record of the block's list is the answer.
+   */
+  serving(block: number, seq: number): ChunkRef | undefined | null {
+    const table = this.#table;
+    const at = table.find(block);
+    if (at < 0) return undefined;
+    if (table.value(at, 0) < seq) return null;
+    return { chunk: table.value(at, 1), crc: table.value(at, 2) };
   }
 }
