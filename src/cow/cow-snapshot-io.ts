@@ -71,10 +71,10 @@ export class CowSnapshotIO {
   /**
    * Serves a snapshot handle's `readInto`: {@link read}'s bytes, in
    * `target`, under the same gate and lock rules. The hot path reads the
-   * block straight into `target` (src/cow/block-view-reads.ts `read` with `target`),
-   * with one promise; a read the hot path does not take (several blocks,
-   * the gate or the lock held, bytes a selective snapshot does not hold)
-   * reads as {@link read} does and copies. `settled` runs exactly once, just
+   * block straight into `target` (src/cow/block-view-reads.ts `read`, given
+   * `target`), with one promise; a read the hot path does not take
+   * (several blocks, the gate or the lock held, bytes a selective snapshot
+   * does not hold) reads as {@link read} does and copies. `settled` runs exactly once, just
    * before the returned promise settles; this never throws. On a failure
    * `target`'s content is undefined.
    */
