@@ -77,6 +77,21 @@ export class IntegerKeyTable {
     return this.#place(key);
   }
 
+  /** Adds `key` (its numbers 0) if absent, returning true; false if the table holds it already. */
+  add(key: number): boolean {
+    if ((this.#size + 1) * 2 > this.#mask + 1) this.#resize((this.#mask + 1) * 2);
+    const slots = this.#slots;
+    const stride = this.#stride;
+    const stored = key + 1;
+    let i = this.#home(key);
+    for (; slots[i * stride] !== 0; i = (i + 1) & this.#mask) {
+      if (slots[i * stride] === stored) return false;
+    }
+    slots[i * stride] = stored;
+    this.#size++;
+    return true;
+  }
+
   /** Removes `key` and its numbers, if the table holds it. */
   delete(key: number): void {
     const found = this.find(key);

@@ -52,10 +52,7 @@ export class LockTable {
    * it back with {@link unlock}, exactly once.
    */
   tryLock(block: number): boolean {
-    const locked = this.#locked;
-    if (locked.find(block) >= 0) return false;
-    locked.insert(block);
-    return true;
+    return this.#locked.add(block);
   }
 
   /**

@@ -99,10 +99,9 @@ export class CowState {
         break;
       case 'preserve': {
         this.allocator.markUsed(entry.chunk);
-        const list = this.#records.get(entry.block) ?? [];
-        if (list.length === 0) this.#records.set(entry.block, list);
-        list.push(entry.epoch, entry.chunk, entry.crc);
-        if (list.length === 3) this.#firstRecords.follow(entry.block, list);
+        const list = this.#records.get(entry.block);
+        if (list !== undefined) list.push(entry.epoch, entry.chunk, entry.crc);
+        else this.#records.set(entry.block, this.#firstRecords.start(entry.block, entry));
         this.#recordCount++;
         if (entry.epoch > this.lastSeq) this.lastSeq = entry.epoch;
         break;

@@ -19,6 +19,16 @@ export class FirstRecords {
   }
 
   /**
+   * Makes `record` the first of `block`, which had none, and returns the
+   * block's new list: `[epoch, chunk, crc]`.
+   */
+  start(block: number, record: { epoch: number; chunk: number; crc: number }): number[] {
+    const list = [record.epoch, record.chunk, record.crc];
+    this.follow(block, list);
+    return list;
+  }
+
+  /**
    * Makes `block`'s record the head of `list` (flattened `[epoch, chunk,
    * crc, ...]`), or forgets it if `list` is empty.
    */
