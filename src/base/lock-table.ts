@@ -1,3 +1,5 @@
+import { IntegerKeyTable } from './integer-key-table.js';
+
 /** Releases what an acquire took; safe to call once. */
 export type Release = () => void;
 
@@ -19,14 +21,18 @@ type Grant = () => void;
  */
 export class LockTable {
   /**
-   * Locked blocks: each one's waiters in call order, or null while nobody
-   * waits (the common case: no array per lock).
+   * Locked blocks. A hash table rather than a Map: with locks taken and
+   * dropped per read, a Map's upkeep cost a snapshot read about as much as
+   * the rest of its lookups (docs/ARCHITECTURE.md, "Performance notes");
+   * this one, sized for a few hundred locks, never resizes below that.
    */
-  readonly #locks = new Map<number, Grant[] | null>();
+  readonly #locked = new IntegerKeyTable(0, LOCKED_SLOTS);
+  /** Each locked block's waiters in call order, for blocks someone waits for. */
+  readonly #waiters = new Map<number, Grant[]>();
 
   /** Number of blocks currently locked (for tests and diagnostics). */
   get size(): number {
-    return this.#locks.size;
+    return this.#locked.size;
   }
 
   /**
@@ -39,22 +45,23 @@ export class LockTable {
   }
 
   /**
-   * Locks blocks `first..last` at once if none of them is locked (so none is
-   * awaited either), returning the release; otherwise takes nothing and
-   * returns undefined. It never passes a waiter: a block someone waits for
-   * is locked. Lets an uncontended read skip a promise per lock.
+   * Locks `block` at once if it is free, returning true; otherwise takes
+   * nothing and returns false. It never passes a waiter: a block someone
+   * waits for is locked. Lets an uncontended read skip a promise, and a
+   * release closure, per lock (the snapshot-read hot path). The caller hands
+   * it back with {@link unlock}, exactly once.
    */
-  tryAcquire(first: number, last: number): Release | undefined {
-    const locks = this.#locks;
-    for (let block = first; block <= last; block++) if (locks.has(block)) return undefined;
-    for (let block = first; block <= last; block++) locks.set(block, null);
-    if (first === last) return this.#releaser(first);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      for (let block = last; block >= first; block--) this.#unlock(block);
-    };
+  tryLock(block: number): boolean {
+    return this.#locked.add(block);
+  }
+
+  /**
+   * Releases `block`, taken by {@link tryLock}: hands it to its first
+   * waiter, as a release from {@link acquire} does. Call it once per
+   * `tryLock` that returned true, never for a lock taken otherwise.
+   */
+  unlock(block: number): void {
+    this.#unlock(block);
   }
 
   /**
@@ -63,9 +70,9 @@ export class LockTable {
    * its own check that it overtakes no locked I/O of the same blocks.
    */
   anyLocked(first: number, last: number): boolean {
-    const locks = this.#locks;
-    if (locks.size === 0) return false;
-    for (let block = first; block <= last; block++) if (locks.has(block)) return true;
+    const locked = this.#locked;
+    if (locked.size === 0) return false;
+    for (let block = first; block <= last; block++) if (locked.find(block) >= 0) return true;
     return false;
   }
 
@@ -78,15 +85,11 @@ export class LockTable {
   }
 
   #acquireOne(block: number): Promise<Release> {
-    const locks = this.#locks;
-    const waiters = locks.get(block);
-    if (waiters === undefined) {
-      locks.set(block, null);
-      return Promise.resolve(this.#releaser(block));
-    }
+    if (this.tryLock(block)) return Promise.resolve(this.#releaser(block));
     return new Promise((resolve) => {
       const grant: Grant = () => resolve(this.#releaser(block));
-      if (waiters === null) locks.set(block, [grant]);
+      const waiters = this.#waiters.get(block);
+      if (waiters === undefined) this.#waiters.set(block, [grant]);
       else waiters.push(grant);
     });
   }
@@ -102,13 +105,17 @@ export class LockTable {
 
   /** Hands `block` to its first waiter, or drops it from the table if nobody waits. */
   #unlock(block: number): void {
-    const waiters = this.#locks.get(block);
-    const next = waiters?.shift();
-    if (next === undefined) {
-      this.#locks.delete(block);
+    const waiters = this.#waiters.size === 0 ? undefined : this.#waiters.get(block);
+    if (waiters === undefined) {
+      this.#locked.delete(block);
       return;
     }
+    const next = waiters.shift()!;
+    if (waiters.length === 0) this.#waiters.delete(block);
     // The block stays locked: it is the waiter's from this instant.
     next();
   }
 }
+
+/** Slots of the locked-block table: room for a few hundred locks (the I/O in flight) without a resize. */
+const LOCKED_SLOTS = 1024;

@@ -37,28 +37,18 @@ export class BlockViewReads {
    * data); a failed or throwing read is `EIO`. `done` may run before this
    * returns, and more than once only if a device below calls back more than
    * once (the caller guards against that).
+   *
+   * With `target` (the caller's `readInto` buffer: `length` is
+   * `target.length`) the bytes go into it, and `done` gets `target` — or,
+   * from a device below whose READ_CALLBACK ignores `into`, a buffer of its
+   * own with the same bytes, which the caller copies. An origin block is
+   * read straight into `target`, and so is a preserved block when the read
+   * covers it whole, its CRC-32 checked there: on `ECORRUPT` `target` holds
+   * the damaged bytes, and no other memory was written. Part of a preserved
+   * block is read whole into a reused chunk buffer, checked, and only then
+   * copied into `target`.
    */
-  read(seq: number, offset: number, length: number, done: ReadDone): void {
-    this.#read(seq, offset, length, undefined, done);
-  }
-
-  /**
-   * {@link read} into `target` (the caller's `readInto` buffer: the
-   * `target.length` bytes at `offset`, inside one block). `done` gets the
-   * bytes read: `target`, or — from a device below whose READ_CALLBACK
-   * ignores `into` — a buffer of its own with the same bytes, which the
-   * caller copies. An origin block is read straight into `target`, and so is
-   * a preserved block when the read covers it whole, its CRC-32 checked
-   * there: on `ECORRUPT` `target` holds the damaged bytes, and no other
-   * memory was written. Part of a preserved block is read whole into a
-   * reused chunk buffer, checked, and only then copied into `target`.
-   */
-  readInto(seq: number, offset: number, target: Uint8Array, done: ReadDone): void {
-    this.#read(seq, offset, target.length, target, done);
-  }
-
-  /** {@link read} (no `target`) or {@link readInto}. */
-  #read(
+  read(
     seq: number,
     offset: number,
     length: number,
@@ -72,42 +62,44 @@ export class BlockViewReads {
       readWrapped(this.#originReader, 'origin read', offset, length, done, target);
       return;
     }
-    const at = this.#cow.layout.dataOffset + ref.chunk * bs;
-    const within = offset - block * bs;
+    const { chunk, crc } = ref;
+    const at = this.#cow.layout.dataOffset + chunk * bs;
     // The whole chunk is read (its CRC covers all of it): into `target` when
     // the read is the whole block, into a reused spare for part of one, and
     // for `read` into a fresh buffer of the store's.
     const into = length === bs ? target : target && (this.#spareChunks.pop() ?? new Uint8Array(bs));
     let called = false;
-    readWrapped(
-      this.#storeReader,
-      'store read',
-      at,
-      bs,
-      (err, chunk) => {
-        // Once only: a second call would pool a spare twice, and two reads
-        // would then share it.
-        if (called) return;
-        called = true;
-        const damage = err ?? chunkDamage(chunk!, ref.crc, ref.chunk, block, at);
-        let bytes = chunk;
-        if (damage === undefined && length !== bs) {
-          // Part of the block is copied out, as readView does: a view would
-          // hand the reader a buffer larger than the read (BlockDevice.read).
-          if (target === undefined) bytes = chunk!.slice(within, within + length);
-          else {
-            target.set(chunk!.subarray(within, within + length));
-            bytes = target;
-          }
+    // One callback, wrapping a failure as `io` (src/base/lower-io.ts) would:
+    // the hot path pays for no closure in between.
+    const onChunk: ReadDone = (err, data) => {
+      // Once only: a second call would pool a spare twice, and two reads
+      // would then share it.
+      if (called) return;
+      called = true;
+      const damage =
+        err !== null ? wrapIO('store read', err) : chunkDamage(data!, crc, chunk, block, at);
+      let bytes = data;
+      if (damage === undefined && length !== bs) {
+        // Part of the block is copied out, as readView does: a view would
+        // hand the reader a buffer larger than the read (BlockDevice.read).
+        const within = offset - block * bs;
+        if (target === undefined) bytes = data!.slice(within, within + length);
+        else {
+          target.set(data!.subarray(within, within + length));
+          bytes = target;
         }
-        if (into !== undefined && into !== target && this.#spareChunks.length < SPARE_CHUNKS) {
-          this.#spareChunks.push(into);
-        }
-        if (damage === undefined) done(null, bytes);
-        else done(damage, undefined);
-      },
-      into,
-    );
+      }
+      if (into !== undefined && into !== target && this.#spareChunks.length < SPARE_CHUNKS) {
+        this.#spareChunks.push(into);
+      }
+      if (damage === undefined) done(null, bytes);
+      else done(damage, undefined);
+    };
+    try {
+      this.#storeReader(at, bs, onChunk, into);
+    } catch (err) {
+      onChunk(err instanceof Error ? err : new Error(String(err)), undefined);
+    }
   }
 }
 

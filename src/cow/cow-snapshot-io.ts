@@ -1,4 +1,4 @@
-import { io, type LockTable, type ReadDone, type Release } from '../base/index.js';
+import { io, type LockTable, type ReadDone } from '../base/index.js';
 import { crc32Combine } from '../checksum/index.js';
 import { BlockDeviceError } from '../errors.js';
 import { type SnapshotFreeze, SnapshotFreezes, type SnapshotHost } from '../snapshot/index.js';
@@ -71,10 +71,10 @@ export class CowSnapshotIO {
   /**
    * Serves a snapshot handle's `readInto`: {@link read}'s bytes, in
    * `target`, under the same gate and lock rules. The hot path reads the
-   * block straight into `target` (src/cow/block-view-reads.ts `readInto`),
-   * with one promise; a read the hot path does not take (several blocks,
-   * the gate or the lock held, bytes a selective snapshot does not hold)
-   * reads as {@link read} does and copies. `settled` runs exactly once, just
+   * block straight into `target` (src/cow/block-view-reads.ts `read`, given
+   * `target`), with one promise; a read the hot path does not take
+   * (several blocks, the gate or the lock held, bytes a selective snapshot
+   * does not hold) reads as {@link read} does and copies. `settled` runs exactly once, just
    * before the returned promise settles; this never throws. On a failure
    * `target`'s content is undefined.
    */
@@ -102,24 +102,40 @@ export class CowSnapshotIO {
     if (pass === undefined) {
       return settleWith(this.#readWaiting(seq, offset, length, first, last), target, settled);
     }
-    let release: Release | undefined;
+    let locked: boolean;
     try {
-      release = this.#tryLockOne(seq, first, last);
+      locked = this.#tryLockOne(seq, first, last);
     } catch (err) {
       pass.leave();
       settled();
       return Promise.reject(err);
     }
-    if (release === undefined) {
+    if (!locked) {
       const read = this.#readEntered(seq, offset, length, first, last, pass);
       return settleWith(read, target, settled);
     }
-    const unlock = release;
+    const locks = this.#locks;
+    const blockReads = this.#blockReads;
     return new Promise((resolve, reject) => {
-      const done = onceDone(unlock, pass, settled, resolve, reject, target);
+      // Once only: a second call would unlock the block and leave the gate
+      // twice, or write into `target` after its read settled.
+      let called = false;
+      const done: ReadDone = (err, data) => {
+        if (called) return;
+        called = true;
+        locks.unlock(first);
+        pass.leave();
+        settled();
+        if (err !== null) reject(err);
+        else if (target === undefined || data === target) resolve(data!);
+        else {
+          // A device below whose READ_CALLBACK ignores `into` answered with a buffer of its own.
+          target.set(data!);
+          resolve(target);
+        }
+      };
       try {
-        if (target === undefined) this.#blockReads.read(seq, offset, length, done);
-        else this.#blockReads.readInto(seq, offset, target, done);
+        blockReads.read(seq, offset, length, target, done);
       } catch (err) {
         done(err instanceof Error ? err : new Error(String(err)), undefined);
       }
@@ -127,18 +143,18 @@ export class CowSnapshotIO {
   }
 
   /**
-   * The hot path's lock, taken synchronously: the block's lock for a read
-   * inside one block that the snapshot holds, or undefined when the read
-   * must take the slow path (several blocks, bytes a selective snapshot does
-   * not hold, the lock held). The caller is inside the gate.
+   * The hot path's lock, taken synchronously: true once the block's lock is
+   * taken for a read inside one block that the snapshot holds; false when
+   * the read must take the slow path (several blocks, bytes a selective
+   * snapshot does not hold, the lock held). The caller is inside the gate.
    * @throws `ENOENT` if the snapshot was deleted.
    */
-  #tryLockOne(seq: number, first: number, last: number): Release | undefined {
+  #tryLockOne(seq: number, first: number, last: number): boolean {
     const ranges = this.#liveSnapshot(seq).ranges;
     if (first !== last || (ranges !== undefined && !rangesHoldAll(ranges, first, last))) {
-      return undefined;
+      return false;
     }
-    return this.#locks.tryAcquire(first, last);
+    return this.#locks.tryLock(first);
   }
 
   /** A read that waits for the gate (a delete or restore holds its blocks). */
@@ -292,38 +308,6 @@ export class CowSnapshotIO {
 }
 
 function nothing(): void {}
-
-/**
- * The callback of a hot-path read: the first call releases the block's lock,
- * leaves the gate and runs `settled`, then settles the read — with `into`
- * (the bytes copied into it first if the device below answered with a buffer
- * of its own), else with the bytes. Later calls do nothing: a second would
- * leave the gate and the count twice, or write into `into` after its read
- * settled.
- */
-function onceDone(
-  unlock: Release,
-  pass: GatePass,
-  settled: () => void,
-  resolve: (data: Uint8Array) => void,
-  reject: (err: Error) => void,
-  into: Uint8Array | undefined,
-): ReadDone {
-  let called = false;
-  return (err, data) => {
-    if (called) return;
-    called = true;
-    unlock();
-    pass.leave();
-    settled();
-    if (err !== null) reject(err);
-    else if (into === undefined || data === into) resolve(data!);
-    else {
-      into.set(data!);
-      resolve(into);
-    }
-  };
-}
 
 /**
  * A slow-path `read` with `settled` run once, just before it settles,

@@ -2,6 +2,7 @@ import type { Extent, SnapshotInfo } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
 import { type BlockRanges, rangesHold } from './block-ranges.js';
 import { ChunkAllocator } from './chunk-allocator.js';
+import { FirstRecords } from './first-records.js';
 import type { CowEntry } from './metadata-codec.js';
 
 /** Where a block's content lives in the store, with the CRC it must match. */
@@ -70,6 +71,7 @@ export class CowState {
   readonly #live: number[] = [];
   /** Per block: flattened `[epoch, chunk, crc, ...]` in ascending epoch. */
   readonly #records = new Map<number, number[]>();
+  readonly #firstRecords = new FirstRecords(); // each list's head again, for reads
   #recordCount = 0;
   /** Undefined while every live snapshot holds every block: the newest live one is then the answer. */
   #coverage: Coverage | undefined;
@@ -98,9 +100,8 @@ export class CowState {
       case 'preserve': {
         this.allocator.markUsed(entry.chunk);
         const list = this.#records.get(entry.block);
-        if (list === undefined)
-          this.#records.set(entry.block, [entry.epoch, entry.chunk, entry.crc]);
-        else list.push(entry.epoch, entry.chunk, entry.crc);
+        if (list !== undefined) list.push(entry.epoch, entry.chunk, entry.crc);
+        else this.#records.set(entry.block, this.#firstRecords.start(entry.block, entry));
         this.#recordCount++;
         if (entry.epoch > this.lastSeq) this.lastSeq = entry.epoch;
         break;
@@ -154,11 +155,11 @@ export class CowState {
 
   /** Where snapshot `seq` keeps `block`: its own copy, a preserved one, or undefined for the origin. */
   locate(seq: number, block: number): ChunkRef | undefined {
-    const own = this.#bySeq.get(seq)?.own.get(block);
-    if (own !== undefined) return own;
-    const list = this.#records.get(block);
-    if (list === undefined) return undefined;
-    for (let i = 0; i < list.length; i += 3) {
+    // Its own copy, else the block's first record if that serves `seq` (the hot path's lookups).
+    const found = this.#bySeq.get(seq)?.own.get(block) ?? this.#firstRecords.serving(block, seq);
+    if (found !== null) return found;
+    const list = this.#records.get(block)!;
+    for (let i = 3; i < list.length; i += 3) {
       if (list[i]! >= seq) return { chunk: list[i + 1]!, crc: list[i + 2]! };
     }
     return undefined;
@@ -306,6 +307,7 @@ export class CowState {
       list.splice(i, 3);
       this.#recordCount--;
       if (list.length === 0) this.#records.delete(block);
+      if (i === 0) this.#firstRecords.follow(block, list);
     }
   }
 

@@ -74,41 +74,54 @@ describe('LockTable', () => {
     expect(table.size).toBe(0);
   });
 
-  it('tryAcquire takes free blocks at once, and takes nothing when one of them is locked', async () => {
-    const table = new LockTable();
-    const releaseFour = table.tryAcquire(4, 4);
-    expect(releaseFour).toBeDefined();
-    expect(table.size).toBe(1);
-    // Block 4 is locked: nothing of 2..5 is taken, so 2, 3 and 5 stay free.
-    expect(table.tryAcquire(2, 5)).toBeUndefined();
-    expect(table.size).toBe(1);
-    const releaseRange = table.tryAcquire(1, 3);
-    expect(releaseRange).toBeDefined();
-    expect(table.size).toBe(4);
-    // A blocking acquire waits for a block tryAcquire took.
-    const waiting = watch(table, 3, 3);
-    await settle();
-    expect(waiting.held).toBe(false);
-    releaseRange!();
-    releaseRange!(); // a second call releases nothing
-    (await waiting.granted)();
-    releaseFour!();
-    expect(table.size).toBe(0);
-  });
-
-  it('tryAcquire never passes a waiter: a block handed to one is still locked', async () => {
+  it('tryLock never passes a waiter: a block handed to one is still locked', async () => {
     const table = new LockTable();
     const releaseFirst = await table.acquire(7, 7);
     const second = watch(table, 7, 7);
     await settle();
     releaseFirst();
     // Handed to `second` at the release, before its promise even resolves.
-    expect(table.tryAcquire(7, 7)).toBeUndefined();
+    expect(table.tryLock(7)).toBe(false);
     (await second.granted)();
-    const third = table.tryAcquire(7, 7);
-    expect(third).toBeDefined();
-    third!();
+    expect(table.tryLock(7)).toBe(true);
+    table.unlock(7);
     expect(table.size).toBe(0);
+  });
+
+  it('tryLock takes a free block at once and nothing else; unlock hands it to the first waiter', async () => {
+    const table = new LockTable();
+    expect(table.tryLock(9)).toBe(true);
+    expect(table.tryLock(9)).toBe(false);
+    expect(table.size).toBe(1);
+    const first = watch(table, 9, 9);
+    const second = watch(table, 8, 9);
+    await settle();
+    expect(first.held).toBe(false);
+    table.unlock(9);
+    // Handed to `first` at the unlock: still locked, so tryLock cannot slip in.
+    expect(table.tryLock(9)).toBe(false);
+    (await first.granted)();
+    (await second.granted)();
+    expect(table.size).toBe(0);
+    expect(table.tryLock(9)).toBe(true);
+    table.unlock(9);
+    expect(table.size).toBe(0);
+  });
+
+  it('holds thousands of locks at once and forgets each one released (its table grows and shrinks)', async () => {
+    const table = new LockTable();
+    const blocks = Array.from({ length: 5000 }, (_, i) => (i * 2654435761) % 2 ** 40);
+    for (const b of blocks) expect(table.tryLock(b)).toBe(true);
+    expect(table.size).toBe(blocks.length);
+    for (const b of blocks) expect(table.tryLock(b)).toBe(false);
+    expect(table.anyLocked(blocks[4999]!, blocks[4999]!)).toBe(true);
+    for (let i = 0; i < blocks.length; i += 2) table.unlock(blocks[i]!);
+    for (let i = 0; i < blocks.length; i++) {
+      expect(table.anyLocked(blocks[i]!, blocks[i]!), `block ${blocks[i]}`).toBe(i % 2 === 1);
+    }
+    for (let i = 1; i < blocks.length; i += 2) table.unlock(blocks[i]!);
+    expect(table.size).toBe(0);
+    expect(table.anyLocked(0, 10)).toBe(false);
   });
 
   it('overlapping range locks never hold a block together, never deadlock, and leave nothing behind', async () => {
@@ -128,10 +141,11 @@ describe('LockTable', () => {
           requests.map(async ({ first, length, hold, delay }, who) => {
             const last = first + length - 1;
             await turns(delay);
-            // Odd requests try first, and wait only if a block is taken.
+            // Odd one-block requests try first, and wait only if the block is taken.
             const release =
-              (who % 2 === 1 ? table.tryAcquire(first, last) : undefined) ??
-              (await table.acquire(first, last));
+              who % 2 === 1 && length === 1 && table.tryLock(first)
+                ? () => table.unlock(first)
+                : await table.acquire(first, last);
             for (let b = first; b <= last; b++) {
               expect(holder.get(b), `block ${b} held by ${holder.get(b)} and ${who}`).toBe(
                 undefined,

@@ -9,8 +9,8 @@ import { ScheduledDevice } from '../support/scheduled-device.js';
 
 /*
  * A snapshot handle's readInto hot path (src/cow/cow-snapshot-io.ts
- * `readInto`, src/cow/block-view-reads.ts `readInto`): the block read
- * straight into the caller's buffer, under the gate and the block lock that
+ * `readInto`, src/cow/block-view-reads.ts `read` given a target): the block
+ * read straight into the caller's buffer, under the gate and the block lock that
  * `read` takes. The conformance suites check what readInto returns; these
  * check what the hot path must keep on top: it writes nothing outside the
  * target, checks a preserved block in it, counts itself in flight, and
