@@ -55,9 +55,11 @@ interface Hold {
  * at earlier calls, so they cannot form a cycle. A hold over every block is
  * the old exclusive gate.
  *
- * Side entrants (I/O of snapshot handles) are stopped and drained only by
- * holds over `everything` (delete, restore): a new snapshot's cut concerns
- * the origin alone, so reads of older snapshots go on through it.
+ * Side entrants (I/O of snapshot handles) are stopped only by holds over
+ * `everything` (delete, restore): a new snapshot's cut concerns the origin
+ * alone, so reads of older snapshots go on through it. Any overlapping hold
+ * still waits for side entrants called before it, so a cut waits at most for
+ * the snapshot I/O already in flight over its blocks.
  */
 export class RangeGate {
   #calls = 0;
