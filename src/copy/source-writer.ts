@@ -2,7 +2,7 @@ import { ownedWriter } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
 import { wrapIO } from '../errors.js';
 
-/** Writes bytes the job owns to the source; rejects with `EIO` ('source write') on failure. */
+/** Writes bytes the job owns to the source; rejects with `EIO` ('source write') on failure, never throws. */
 export type SourceWriter = (offset: number, data: Uint8Array) => Promise<void>;
 
 /**
@@ -23,8 +23,22 @@ export function sourceWriter(source: BlockDevice): SourceWriter {
   const wrap = (err: unknown): never => {
     throw wrapIO('source write', err);
   };
+  // A device whose write throws instead of rejecting rejects here: callers
+  // chain on the promise from inside I/O callbacks.
   if (writeOwned === undefined) {
-    return (offset, data) => source.write(offset, data).catch(wrap);
+    return (offset, data) => {
+      try {
+        return source.write(offset, data).catch(wrap);
+      } catch (err) {
+        return Promise.reject(wrapIO('source write', err));
+      }
+    };
   }
-  return (offset, data) => writeOwned(offset, [data]).catch(wrap);
+  return (offset, data) => {
+    try {
+      return writeOwned(offset, [data]).catch(wrap);
+    } catch (err) {
+      return Promise.reject(wrapIO('source write', err));
+    }
+  };
 }
