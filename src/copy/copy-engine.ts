@@ -11,6 +11,7 @@ import type { CopySink } from './copy-sink.js';
 import { HeldWrites } from './held-writes.js';
 import { QueuedWrites } from './queued-writes.js';
 import { SavedOldBytes } from './saved-old-bytes.js';
+import { type SourceWriter, sourceWriter } from './source-writer.js';
 import { releasing, WriteOrder } from './write-order.js';
 
 /** Counters the job reports. */
@@ -67,6 +68,8 @@ export class CopyEngine {
   readonly #mover: RunMover;
   readonly #pacer: CopyPacer;
   readonly #copier: Copier;
+  /** A foreground write to the source: `data` is the job device's private copy, handed over uncopied. */
+  readonly #writeSource: SourceWriter;
 
   constructor(
     source: BlockDevice,
@@ -77,6 +80,7 @@ export class CopyEngine {
     onProgress: () => void,
   ) {
     this.#source = source;
+    this.#writeSource = sourceWriter(source);
     this.#map = map;
     this.#policy = policy;
     const { offset, length, chunkSize } = map.geometry;
@@ -254,7 +258,7 @@ export class CopyEngine {
     );
   }
 
-  /** A foreground write: straight through, or after its chunks are copied, or queued (the policy). */
+  /** A foreground write: straight through, or after its chunks are copied, or queued (the policy). `data` is handed over (the job device's private copy): unchanged until this settles. */
   write(offset: number, data: Uint8Array): Promise<void> {
     if (this.passThrough && this.#order.size === 0 && this.#queue.length === 0) {
       return this.#writeSource(offset, data);
@@ -389,11 +393,5 @@ export class CopyEngine {
     this.#saved.clear();
     this.#pacer.wake();
     void this.#queued.drain(true);
-  }
-
-  #writeSource(offset: number, data: Uint8Array): Promise<void> {
-    return this.#source.write(offset, data).catch((err: unknown) => {
-      throw wrapIO('source write', err);
-    });
   }
 }

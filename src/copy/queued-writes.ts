@@ -101,21 +101,33 @@ export class QueuedWrites {
     // Called on every save, copy and write that settles: one that finds
     // nothing to apply allocates nothing.
     if (ready.length === 0) return DRAINED;
+    // Nearly always one write: no array of promises and no Promise.all for it.
+    if (ready.length === 1) return this.#apply(ready[0]!, force);
     return Promise.all(ready.map((entry) => this.#apply(entry, force))).then(nothing);
   }
 
-  /** Issues a released write's source write (before its first await: in release order), then drains again. */
-  async #apply(entry: HeldWrite, force: boolean): Promise<void> {
-    try {
-      await this.#hooks.writeSource(entry.offset, entry.data);
-      entry.resolve();
-    } catch (err) {
-      entry.reject(err);
-    } finally {
-      this.#held.remove(entry);
-    }
-    // Its removal may unblock a later write that overlapped it.
-    await this.drain(force);
+  /**
+   * Issues a released write's source write (now, in the call: in release
+   * order), settles the write with it, then drains again; resolves once
+   * that drain did. One `then`, not an async function's promises.
+   */
+  #apply(entry: HeldWrite, force: boolean): Promise<void> {
+    return this.#hooks.writeSource(entry.offset, entry.data).then(
+      () => {
+        entry.resolve();
+        return this.#applied(entry, force);
+      },
+      (err: unknown) => {
+        entry.reject(err);
+        return this.#applied(entry, force);
+      },
+    );
+  }
+
+  /** A released write's source write settled: it leaves the queue, and its removal may unblock a later write that overlapped it. */
+  #applied(entry: HeldWrite, force: boolean): Promise<void> {
+    this.#held.remove(entry);
+    return this.drain(force);
   }
 
   /**

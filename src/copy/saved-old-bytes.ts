@@ -1,5 +1,6 @@
-import { io, readInto } from '../base/index.js';
+import { type CallbackReader, callbackReaderOrRead } from '../base/index.js';
 import type { BlockDevice } from '../device.js';
+import { wrapIO } from '../errors.js';
 import type { ChunkStates } from './chunk-states.js';
 import type { CopyPacer } from './copy-pacer.js';
 import { CELL_BYTES, SavedCells } from './saved-cells.js';
@@ -39,7 +40,12 @@ const REFUSED = Promise.resolve(false);
  * save of up to 4 KiB reads straight into its cell.
  */
 export class SavedOldBytes {
-  readonly #source: BlockDevice;
+  /**
+   * The source's READ_CALLBACK (else its `read`/`readInto` in that shape):
+   * a save settles its one promise from the read's callback, with no
+   * promise of the read's own and none for wrapping its error.
+   */
+  readonly #readSource: CallbackReader;
   /** Source offset of range byte 0. */
   readonly #offset: number;
   readonly #chunkSize: number;
@@ -64,7 +70,7 @@ export class SavedOldBytes {
     pacer: CopyPacer,
     limit = SAVED_BYTES_LIMIT,
   ) {
-    this.#source = source;
+    this.#readSource = callbackReaderOrRead(source);
     this.#offset = offset;
     this.#chunkSize = chunkSize;
     this.#states = states;
@@ -108,43 +114,60 @@ export class SavedOldBytes {
     if (direct) {
       const cell = cells.take();
       const view = cells.view(cell, length);
-      return this.#read(at, length, view).then(
-        (data) => {
-          if (data !== view) view.set(data);
-          return this.#keep(cells, from, to, data, cell, reserved - 1);
-        },
-        (err: unknown) => {
-          if (!this.#cleared) {
-            cells.free(cell);
-            cells.unreserve(reserved - 1);
-          }
-          throw err;
-        },
-      );
+      return new Promise((resolve, reject) => {
+        this.#readSource(
+          at,
+          length,
+          (err, data) => {
+            if (err === null) {
+              if (data !== view) view.set(data!);
+              this.#settle(resolve, reject, cells, from, to, data!, cell, reserved - 1);
+              return;
+            }
+            if (!this.#cleared) {
+              cells.free(cell);
+              cells.unreserve(reserved - 1);
+            }
+            reject(wrapIO('source read', err));
+          },
+          view,
+        );
+      });
     }
     this.#reading += length;
-    return this.#read(at, length, undefined).then(
-      (data) => {
+    return new Promise((resolve, reject) => {
+      this.#readSource(at, length, (err, data) => {
         this.#reading -= length;
-        return this.#keep(cells, from, to, data, -1, reserved);
-      },
-      (err: unknown) => {
-        this.#reading -= length;
+        if (err === null) {
+          this.#settle(resolve, reject, cells, from, to, data!, -1, reserved);
+          return;
+        }
         if (!this.#cleared) cells.unreserve(reserved);
-        throw err;
-      },
-    );
+        reject(wrapIO('source read', err));
+      });
+    });
   }
 
-  /** The source read of a save, into `view` if given; a device that throws rejects it instead. */
-  #read(at: number, length: number, view: Uint8Array | undefined): Promise<Uint8Array> {
-    let read: Promise<Uint8Array>;
+  /**
+   * Settles a save whose read returned `data` with what `#keep` kept. It
+   * runs in the read's callback, so a fault in the bookkeeping rejects the
+   * save rather than escaping into the device's I/O callback.
+   */
+  #settle(
+    resolve: (saved: boolean) => void,
+    reject: (err: unknown) => void,
+    cells: SavedCells,
+    from: number,
+    to: number,
+    data: Uint8Array,
+    cell: number,
+    unused: number,
+  ): void {
     try {
-      read = view === undefined ? this.#source.read(at, length) : readInto(this.#source, at, view);
+      resolve(this.#keep(cells, from, to, data, cell, unused));
     } catch (err) {
-      read = Promise.reject(err);
+      reject(err);
     }
-    return io('source read', read);
   }
 
   /**

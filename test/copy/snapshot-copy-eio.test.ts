@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { BlockDeviceError } from '../../src/index.js';
+import { WRITE_OWNED } from '../../src/base/owned-io.js';
+import { BlockDeviceError, MemoryDevice, SnapshotCopyJob } from '../../src/index.js';
 import { rejectionOf } from '../support/async.js';
 import { fill } from '../support/bytes.js';
 import { CopyCrashRig, geometry, POLICIES } from '../support/copy-job-rig.js';
@@ -54,4 +55,34 @@ describe('SnapshotCopyJob with a map store: a copy that fails', () => {
     await rig.base.expectSource();
     await resumed.device.close();
   });
+});
+
+describe('SnapshotCopyJob over a source whose write throws instead of rejecting', () => {
+  it.each(POLICIES)(
+    '%s: the write through job.device rejects with EIO, saved or queued alike',
+    async (conflictPolicy) => {
+      const size = 64 * CHUNK;
+      const source = await MemoryDevice.create({ size, blockSize: CHUNK });
+      const destination = await MemoryDevice.create({ size, blockSize: CHUNK });
+      const thrown = new Error('thrown by write');
+      const throwing = (): never => {
+        throw thrown;
+      };
+      // Both ways a layer writes to it (write, and WRITE_OWNED where it has one).
+      Object.assign(source, { write: throwing, [WRITE_OWNED]: throwing });
+      // A rate of 1 byte/s: the copier copies nothing, so the write saves or queues first.
+      const job = await SnapshotCopyJob.start({
+        source,
+        destination,
+        chunkSize: 4 * CHUNK,
+        conflictPolicy,
+        rate: 1,
+      });
+      const err = await rejectionOf(job.device.write(9 * CHUNK, fill(CHUNK, 3)));
+      expect(BlockDeviceError.is(err, 'EIO'), String(err)).toBe(true);
+      expect((err as Error).cause).toBe(thrown);
+      await job.device.close();
+      await job.done.catch(() => {});
+    },
+  );
 });

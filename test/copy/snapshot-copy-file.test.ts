@@ -86,6 +86,53 @@ describe('SnapshotCopyJob between FileDevices', () => {
   );
 });
 
+describe('foreground writes to a FileDevice source', () => {
+  it.each(POLICIES)(
+    '%s: reach it as the job device’s own copy, through WRITE_OWNED, not copied again by write',
+    async (conflictPolicy) => {
+      const size = 4 * MiB;
+      const original = noise(size, 11);
+      const source = await fileWith('source.img', original);
+      const destination = await fileWith('destination.img', noise(size, 12));
+      const owned: Uint8Array[] = [];
+      let writes = 0;
+      const ownedWrite = bulk(source)[WRITE_OWNED].bind(source);
+      const write = source.write.bind(source);
+      Object.assign(source, {
+        [WRITE_OWNED]: (offset: number, blocks: readonly Uint8Array[]) => {
+          owned.push(...blocks);
+          return ownedWrite(offset, blocks);
+        },
+        write: (offset: number, data: Uint8Array) => {
+          writes++;
+          return write(offset, data);
+        },
+      });
+      // A rate of 1 byte/s: the copier copies nothing, so every write saves or queues first.
+      const job = await SnapshotCopyJob.start({ source, destination, conflictPolicy, rate: 1 });
+      const model = original.slice();
+      const pending: Promise<void>[] = [];
+      const callers: Uint8Array[] = [];
+      for (let i = 0; i < 8; i++) {
+        const at = i * 300_000 + 4096;
+        const data = noise(4096, 20 + i);
+        model.set(data, at);
+        callers.push(data);
+        pending.push(job.device.write(at, data));
+        // The caller may reuse its buffer as soon as write returns.
+        data.fill(0xee);
+      }
+      await Promise.all(pending);
+      expect(writes).toBe(0);
+      expect(owned).toHaveLength(8);
+      for (const block of owned) expect(callers).not.toContain(block);
+      expectSameBytes('source', await source.read(0, size), model);
+      await job.device.close();
+      await destination.close();
+    },
+  );
+});
+
 describe('FileDevice bulk I/O (readInto, WRITE_OWNED)', () => {
   it('reads into the caller’s buffer and writes blocks back to back, as read and write would', async () => {
     const device = await fileWith('a.img', noise(1 * MiB, 3));
