@@ -21,6 +21,8 @@ import * as os from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import * as v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { copyJobRows } from './copy-job-workloads.js';
 import { describeFilesystem } from './harness.js';
 import { journalFileSize, journalRows } from './journal-workloads.js';
@@ -139,6 +141,7 @@ try {
       log(`[round ${round}/${rounds}, ${i + 1}/${selected.length}] ${row.label} ...`);
       let result: RowResult;
       try {
+        collectGarbage();
         result = await row.run(cfg);
       } catch (err) {
         const error = err instanceof Error ? err : new Error(String(err));
@@ -157,7 +160,7 @@ try {
       });
       log(
         `    ${row.kind === 'metric' ? result.display : row.kind === 'snapshot' ? `${result.meanMs?.toFixed(3)} ms per snapshot` : `${fmtOps(result.opsPerSec)} ops/s`}` +
-          ` (${result.ops} ops in ${result.seconds.toFixed(2)} s; row took ${wallSeconds.toFixed(1)} s)`,
+          ` (${result.ops} ops in ${result.seconds.toFixed(2)} s; row took ${wallSeconds.toFixed(1)} s; ${heapLine()})`,
       );
     }
   }
@@ -532,7 +535,9 @@ function render(): string {
       `(seed ${cfg.seed}, the same sequence in every row); ${cfg.warmup} s warm-up then ${cfg.seconds} s measured per row`,
     '- Preconditioning: right before its row, every file the row uses is written in full (1 MiB sequential writes), ' +
       '`fdatasync`ed, then read once in full, so every row starts with all pages allocated, cached and clean. ' +
-      `The ${formatBytes(cfg.hugeSize)} origin is the exception: sparse (ftruncate only), never written.`,
+      `The ${formatBytes(cfg.hugeSize)} origin is the exception: sparse (ftruncate only), never written. ` +
+      'A full garbage collection runs before every row, so no row pays for collecting an earlier row’s garbage ' +
+      '(a 1 GiB MemoryDevice is a GiB of external memory until then).',
     `- Rounds: every row runs ${rounds} time(s), in ${rounds} interleaved round(s): all rows in table order, ` +
       "then all in reverse, and so on. The table shows each row's median round, the notes list every round; " +
       'the two pairwise targets (10 vs 1 snapshots, 1 TiB vs 1 GiB) use the median of per-round ratios.',
@@ -662,6 +667,29 @@ function otherCpu(start: CpuSnapshot, end: CpuSnapshot): string {
 
 function fmtOps(n: number): string {
   return Math.round(n).toLocaleString('en-US');
+}
+
+/**
+ * A full garbage collection, run before every row: a row leaves its garbage
+ * behind (a 1 GiB MemoryDevice's arenas are a GiB of external memory until
+ * a mark-compact frees them), and the next row would pay for collecting it
+ * inside its measured time — a pause of that size lands in a p99. Each row
+ * still pays for all the garbage it makes itself.
+ */
+function collectGarbage(): void {
+  v8.setFlagsFromString('--expose-gc');
+  (runInNewContext('gc') as () => void)();
+}
+
+/**
+ * The process's memory after a row: a row that leaves heap or external memory
+ * behind makes every later row's garbage collections dearer, so the log shows
+ * it.
+ */
+function heapLine(): string {
+  const m = process.memoryUsage();
+  const mib = (n: number): string => `${(n / MiB).toFixed(0)}`;
+  return `heap ${mib(m.heapUsed)}/${mib(m.heapTotal)} MiB, external ${mib(m.external)} MiB, rss ${mib(m.rss)} MiB`;
 }
 
 function log(message: string): void {
