@@ -175,8 +175,10 @@ class RingServer {
   #doneTail = 0;
   /** Whether the end of this turn is queued (see {@link #endTurn}). */
   #turnQueued = false;
-  /** Whether completions were published since the last end of a turn. */
+  /** Whether completions were published since the volume was last woken for them. */
   #completed = false;
+  /** Whether {@link #wakeForCompletions} is queued as a microtask. */
+  #wakeQueued = false;
   /** Whether a wait for requests is armed. */
   #sleeping = false;
 
@@ -276,8 +278,31 @@ class RingServer {
     this.#doneTail = (this.#doneTail + 1) | 0;
     Atomics.store(control, DONE_TAIL, this.#doneTail);
     this.#completed = true;
+    if (!this.#wakeQueued) {
+      this.#wakeQueued = true;
+      queueMicrotask(this.#wakeForCompletions);
+    }
     this.#endTurnLater();
   }
+
+  /**
+   * Wakes a sleeping volume for the completions published so far, without
+   * waiting for the end of the turn. Queued behind the reactions already
+   * due, so the requests of a turn that finish together (rewrites, reads)
+   * still share one wake-up; but a turn whose COW first writes run on
+   * through their metadata commit (docs/ARCHITECTURE.md, "VirtualVolume")
+   * no longer holds the requests that finished early until the commit is
+   * done: the volume settles them and issues its next requests (to the
+   * other processors, too) while this one works. The end of the turn wakes
+   * it again only for completions published after this, and only if it
+   * sleeps again by then.
+   */
+  readonly #wakeForCompletions = (): void => {
+    this.#wakeQueued = false;
+    if (!this.#completed) return;
+    this.#completed = false;
+    wake(this.#views.control, MAIN_ASLEEP);
+  };
 }
 
 if (!isMainThread && parentPort !== null) {
