@@ -4,6 +4,7 @@ export { allocateBuffer, readResultBuffer } from './buffer-pool.js';
 export { CheckReportBuilder, checkCheckOptions, isZeroed } from './check-report.js';
 export type { InFlightCounter } from './in-flight.js';
 export { IntegerKeyTable } from './integer-key-table.js';
+export { type BytesLender, bytesLender, LEND_READ, type LentBytes } from './lent-read.js';
 export { LockTable, type Release } from './lock-table.js';
 export { io } from './lower-io.js';
 export { checkOptions, type OptionType } from './options.js';

@@ -1,3 +1,5 @@
+import type { LentBytes } from '../base/index.js';
+
 /** Blocks per group of the table: one Map entry stands for this many consecutive blocks. */
 const GROUP = 256;
 /** Bytes of one arena new blocks are cut from (at least one block). */
@@ -19,20 +21,36 @@ const ARENA_BYTES = 256 * 1024;
  * CPU of a 1 GiB nbdcopy. A slot holds the block's place in that order as
  * a number (0: never written), not a view object per block: a full 1 GiB
  * device kept 262,144 views, about 26 MB of heap for the collector to mark,
- * against 1 MiB of slots outside the heap. At most one arena is partly
- * used, and a block, once written, is never freed.
+ * against 1 MiB of slots outside the heap. A block, once written, is never
+ * freed (it may move to another place while lent, below).
  *
  * Blocks written in order sit next to each other in their arena, so a read
  * or write copies each run of such blocks at once (one copy, one view).
+ *
+ * A run may be lent ({@link lend}): a read-only view of its arena, which
+ * stays pinned until the view is released. A write to a block of a pinned
+ * arena never changes the lent bytes: the block moves to a new place (its
+ * other bytes copied along) and the old place is freed for reuse only once
+ * its arena has no pin left. What lending can hold beyond the blocks is
+ * thus at most the pinned arenas, each bounded by the reads lent at once.
  */
 export class BlockTable {
   /** Group number → the places of its blocks (1 + the block's rank in {@link #arenas}; 0: none). */
   readonly #groups = new Map<number, Uint32Array>();
   readonly #arenas: Uint8Array[] = [];
+  /** Per arena, how many lent views of it are out ({@link lend}): writes to a pinned arena move the block. */
+  readonly #pins: number[] = [];
+  /** Per pinned arena, the places its blocks moved out of, freed once its pins are all released. */
+  readonly #retired = new Map<number, number[]>();
+  /** Places no block holds, reused before a new one is cut. */
+  readonly #free: number[] = [];
   readonly #blockSize: number;
   /** log2 of the blocks one arena holds. */
   readonly #arenaShift: number;
+  /** Blocks held. */
   #count = 0;
+  /** Places cut from arenas so far (held, retired or free). */
+  #places = 0;
 
   /** A table of blocks of `blockSize` bytes (a power of two). */
   constructor(blockSize: number) {
@@ -43,6 +61,11 @@ export class BlockTable {
   /** Blocks held. */
   get size(): number {
     return this.#count;
+  }
+
+  /** Places cut from arenas so far: blocks held, and places retired or free after a block moved. */
+  get places(): number {
+    return this.#places;
   }
 
   /** Fills `out` with the `out.length` bytes at byte `offset`: every byte, from its block or a zero. */
@@ -92,6 +115,43 @@ export class BlockTable {
     copyOut(out, runOut, runArena, runAt, runLength);
   }
 
+  /**
+   * The `length` bytes at byte `offset` as a view of the arena that holds
+   * them, if they lie in one run of written blocks of one arena (else
+   * undefined: the caller reads them). The arena stays pinned until the
+   * returned `release()`: until then no write changes the view's bytes.
+   */
+  lend(offset: number, length: number): LentBytes | undefined {
+    if (length === 0) return undefined;
+    const bs = this.#blockSize;
+    const first = Math.floor(offset / bs);
+    const last = Math.floor((offset + length - 1) / bs);
+    const key = Math.floor(first / GROUP);
+    if (Math.floor(last / GROUP) !== key) return undefined;
+    const group = this.#groups.get(key);
+    if (group === undefined) return undefined;
+    const place = group[first % GROUP] as number;
+    if (place === 0) return undefined;
+    const arenaIndex = (place - 1) >>> this.#arenaShift;
+    // Places of one arena are consecutive numbers: a run is consecutive places in one arena.
+    if ((place - 1 + last - first) >>> this.#arenaShift !== arenaIndex) return undefined;
+    for (let i = 1; i <= last - first; i++) {
+      if (group[(first + i) % GROUP] !== place + i) return undefined;
+    }
+    const arena = this.#arenas[arenaIndex] as Uint8Array;
+    const at = ((place - 1) & ((1 << this.#arenaShift) - 1)) * bs + (offset - first * bs);
+    this.#pins[arenaIndex] = (this.#pins[arenaIndex] as number) + 1;
+    let released = false;
+    return {
+      bytes: arena.subarray(at, at + length),
+      release: () => {
+        if (released) return;
+        released = true;
+        this.#unpin(arenaIndex);
+      },
+    };
+  }
+
   /** Copies `data` to byte `offset`, making (all-zero) every block it touches that held none. */
   write(offset: number, data: Uint8Array): void {
     const bs = this.#blockSize;
@@ -110,6 +170,11 @@ export class BlockTable {
       let place = group[slot] as number;
       if (place === 0) {
         place = this.#add();
+        group[slot] = place;
+      } else if ((this.#pins[(place - 1) >>> this.#arenaShift] as number) > 0) {
+        // The block is lent: its bytes go on being sent as they are, so the
+        // write lands in a copy of it at a new place (whole: no copy needed).
+        place = this.#move(place, n < bs);
         group[slot] = place;
       }
       const arena = this.#arenas[(place - 1) >>> this.#arenaShift] as Uint8Array;
@@ -159,15 +224,62 @@ export class BlockTable {
     return group;
   }
 
-  /**
-   * Cuts a new all-zero block and returns its place. A place is a Uint32:
-   * 2^32 - 1 blocks of the smallest size (512 bytes) are 2 TiB of memory,
-   * past what a process holds.
-   */
+  /** Makes a new all-zero block and returns its place. */
   #add(): number {
-    const place = ++this.#count;
+    this.#count++;
+    const reused = this.#free.pop();
+    if (reused === undefined) return this.#cut();
+    const [arena, at] = this.#locate(reused);
+    arena.fill(0, at, at + this.#blockSize);
+    return reused;
+  }
+
+  /**
+   * Moves the block at `place` (in a pinned arena) to a free place, its
+   * bytes copied along if `keep` (the write covers it only in part), and
+   * retires `place` until its arena's pins are all released.
+   */
+  #move(place: number, keep: boolean): number {
+    const moved = this.#free.pop() ?? this.#cut();
+    if (keep) {
+      const [from, fromAt] = this.#locate(place);
+      const [to, toAt] = this.#locate(moved);
+      to.set(from.subarray(fromAt, fromAt + this.#blockSize), toAt);
+    }
+    const arenaIndex = (place - 1) >>> this.#arenaShift;
+    const retired = this.#retired.get(arenaIndex);
+    if (retired === undefined) this.#retired.set(arenaIndex, [place]);
+    else retired.push(place);
+    return moved;
+  }
+
+  /** A lent view of arena `arenaIndex` was released; with the last, its retired places are free. */
+  #unpin(arenaIndex: number): void {
+    const pins = (this.#pins[arenaIndex] as number) - 1;
+    this.#pins[arenaIndex] = pins;
+    if (pins > 0) return;
+    const retired = this.#retired.get(arenaIndex);
+    if (retired === undefined) return;
+    this.#retired.delete(arenaIndex);
+    for (const place of retired) this.#free.push(place);
+  }
+
+  /** The arena holding `place` and the block's byte offset in it. */
+  #locate(place: number): [Uint8Array, number] {
+    const arena = this.#arenas[(place - 1) >>> this.#arenaShift] as Uint8Array;
+    return [arena, ((place - 1) & ((1 << this.#arenaShift) - 1)) * this.#blockSize];
+  }
+
+  /**
+   * Cuts a new (all-zero) place from the current arena, or a new arena. A
+   * place is a Uint32: 2^32 - 1 blocks of the smallest size (512 bytes)
+   * are 2 TiB of memory, past what a process holds.
+   */
+  #cut(): number {
+    const place = ++this.#places;
     if (((place - 1) & ((1 << this.#arenaShift) - 1)) === 0) {
       this.#arenas.push(new Uint8Array(Math.max(ARENA_BYTES, this.#blockSize)));
+      this.#pins.push(0);
     }
     return place;
   }

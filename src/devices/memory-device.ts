@@ -4,6 +4,8 @@ import {
   checkOptions,
   checkRange,
   inFlightCounter,
+  LEND_READ,
+  type LentBytes,
   READ_CALLBACK,
   type ReadDone,
   readResultBuffer,
@@ -130,6 +132,21 @@ export class MemoryDevice extends AbstractBlockDevice {
       return;
     }
     done(null, data);
+  }
+
+  /**
+   * See {@link LEND_READ}: the bytes as a view of the arena holding them,
+   * if they lie in one run of written blocks; undefined on a closed device
+   * or a bad range as where they do not (the caller's read reports those).
+   * Writes meanwhile move the lent blocks (`memory-blocks.ts`).
+   * @internal A fast path for the library's own layers.
+   */
+  [LEND_READ](offset: number, length: number): LentBytes | undefined {
+    if (this.closed || !Number.isSafeInteger(offset) || !Number.isSafeInteger(length)) {
+      return undefined;
+    }
+    if (offset < 0 || length <= 0 || offset + length > this.size) return undefined;
+    return this.#blocks.lend(offset, length);
   }
 
   /** Copies the blocks straight into the caller's buffer before returning. */

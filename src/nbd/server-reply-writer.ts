@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream';
+import type { LentBytes } from '../base/index.js';
 import { ReplyBufferPool } from './server-reply-pool.js';
 
 /** Bytes of replies corked into one writev at most (see {@link ReplyWriter.send}). */
@@ -18,14 +19,16 @@ export class ReplyWriter {
   readonly #onWritten: () => void;
   /**
    * What each write still in the socket carries, in write order: a pooled
-   * buffer to hand back once written, or undefined. A writable stream calls
-   * write callbacks in write order, so the one shared callback
-   * ({@link #written}) takes one entry per call.
+   * buffer to hand back once written, bytes a device lent to release then,
+   * or undefined. A writable stream calls write callbacks in write order,
+   * so the one shared callback ({@link #written}) takes one entry per call.
    */
-  readonly #writing: (Buffer | undefined)[] = [];
+  readonly #writing: (Buffer | LentBytes | undefined)[] = [];
   #writingHead = 0;
   /** Set on the first failed write: the socket is going away and no buffer is reused again. */
   #failed = false;
+  /** Lent bytes whose write callback came after a failure: released once the socket has closed. */
+  readonly #heldLent: LentBytes[] = [];
   #corked = false;
   #corkedBytes = 0;
   #uncorkQueued = false;
@@ -40,6 +43,7 @@ export class ReplyWriter {
     this.#stream = stream;
     this.#pool = new ReplyBufferPool(maxPooled);
     this.#onWritten = onWritten;
+    stream.once('close', this.#closed);
   }
 
   /** Bytes written and not yet taken by the socket. */
@@ -95,8 +99,44 @@ export class ReplyWriter {
    * socket has written it, never before.
    */
   send(first: Buffer, pooled?: Buffer, second?: Buffer): void {
+    if (this.#closedForWrites()) return;
+    this.#write(first, pooled, second, undefined);
+  }
+
+  /**
+   * Writes a READ reply whose data a device lent (its `LEND_READ`):
+   * `header` (a buffer from {@link take}, back to the pool once written)
+   * then the lent bytes, corked together as {@link send} does, so the
+   * reply is never split. The bytes are released once the socket has
+   * written them (their write callback), or once it has closed after a
+   * failure; never before, since until then the socket may still read them.
+   */
+  sendLent(header: Buffer, lent: LentBytes): void {
+    if (this.#closedForWrites()) {
+      lent.release();
+      return;
+    }
+    const { bytes } = lent;
+    this.#write(
+      header,
+      header,
+      Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+      lent,
+    );
+  }
+
+  #closedForWrites(): boolean {
+    return this.#stream.destroyed || this.#stream.writableEnded;
+  }
+
+  /** One reply, `first` then `second`, each with what its write callback hands back. */
+  #write(
+    first: Buffer,
+    firstEntry: Buffer | undefined,
+    second: Buffer | undefined,
+    secondEntry: LentBytes | undefined,
+  ): void {
     const stream = this.#stream;
-    if (stream.destroyed || stream.writableEnded) return;
     if (!this.#corked) {
       this.#corked = true;
       stream.cork();
@@ -106,14 +146,15 @@ export class ReplyWriter {
         else setImmediate(this.#uncork);
       }
     }
-    this.#writing.push(pooled);
+    this.#writing.push(firstEntry);
     stream.write(first, this.#written);
     let bytes = first.length;
     if (second !== undefined) {
-      this.#writing.push(undefined);
+      this.#writing.push(secondEntry);
       stream.write(second, this.#written);
       bytes += second.length;
     }
+    // Checked after the whole reply: a batch is cut between replies, never inside one.
     this.#corkedBytes += bytes;
     if (this.#corkedBytes >= CORK_MAX) this.#flushBatch();
   }
@@ -148,9 +189,31 @@ export class ReplyWriter {
       writing.splice(0, this.#writingHead);
       this.#writingHead = 0;
     }
-    // After a failure, callbacks may come out of order: no buffer is trusted to be free.
+    // After a failure, callbacks may come out of order: no buffer is trusted
+    // to be free, and lent bytes wait for the socket's close.
     if (err) this.#failed = true;
-    if (pooled !== undefined && !this.#failed) this.#pool.give(pooled);
+    if (pooled !== undefined) {
+      if (Buffer.isBuffer(pooled)) {
+        if (!this.#failed) this.#pool.give(pooled);
+      } else if (this.#failed) this.#heldLent.push(pooled);
+      else pooled.release();
+    }
     this.#onWritten();
+  };
+
+  /**
+   * The socket has closed: it reads none of the bytes written to it any
+   * more, so every lent reply still unanswered by a write callback is released.
+   */
+  readonly #closed = (): void => {
+    for (const lent of this.#heldLent.splice(0)) lent.release();
+    const writing = this.#writing;
+    for (let i = this.#writingHead; i < writing.length; i++) {
+      const entry = writing[i];
+      if (entry !== undefined && !Buffer.isBuffer(entry)) {
+        entry.release();
+        writing[i] = undefined;
+      }
+    }
   };
 }

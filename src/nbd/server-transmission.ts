@@ -1,5 +1,4 @@
 import type { Duplex } from 'node:stream';
-import { type CallbackReader, callbackReader, readerInto } from '../base/index.js';
 import {
   NBD_CMD_BLOCK_STATUS,
   NBD_CMD_DISC,
@@ -18,6 +17,7 @@ import {
 import type { Negotiated } from './server-handshake.js';
 import { ProtocolError } from './server-handshake.js';
 import { blockStatusReply } from './server-meta-context.js';
+import { ReadReplies } from './server-read-replies.js';
 import type { ByteReader } from './server-reader.js';
 import { ReplyWriter } from './server-reply-writer.js';
 import {
@@ -30,13 +30,7 @@ import {
   type Request,
   type RequestContext,
 } from './server-request.js';
-import {
-  doneReply,
-  errorReply,
-  type ReplyStyle,
-  readHeaderLength,
-  writeReadHeader,
-} from './server-wire.js';
+import { doneReply, errorReply, type ReplyStyle } from './server-wire.js';
 
 /** Most requests one connection has in flight; past it the server stops reading requests. */
 export const MAX_IN_FLIGHT = 64;
@@ -75,14 +69,8 @@ export class Transmission {
   readonly #maxPayload: number;
   readonly #byteBudget: number;
   readonly #context: RequestContext;
-  /** The device's `readInto`, if it has one: a READ's data goes straight into its reply buffer. */
-  readonly #readInto: ((offset: number, buffer: Uint8Array) => Promise<Uint8Array>) | undefined;
-  /**
-   * The device's callback read (the library's own devices have one): a READ
-   * then costs one closure instead of an async call, its promise and the
-   * reactions of two awaits.
-   */
-  readonly #readCallback: CallbackReader | undefined;
+  /** READ replies: from the device's memory, through its callback read or `readInto`, or `read`. */
+  readonly #reads: ReadReplies;
   /** Replies go out through it; READ replies in its pooled buffers, at most {@link MAX_POOLED} kept free. */
   readonly #replies: ReplyWriter;
   #inFlight = 0;
@@ -102,11 +90,10 @@ export class Transmission {
     this.#maxPayload = maxPayload;
     this.#byteBudget = 2 * maxPayload;
     this.#context = { style: this.#style, maxPayload, negotiated };
-    this.#readInto = readerInto(negotiated.lease.device);
-    this.#readCallback = callbackReader(negotiated.lease.device);
     this.#replies = new ReplyWriter(stream, MAX_POOLED, () => {
       if (this.#wakeRoom !== undefined) this.#wake();
     });
+    this.#reads = new ReadReplies(negotiated.lease.device, this.#replies, this.#style);
   }
 
   /**
@@ -238,12 +225,21 @@ export class Transmission {
     const cost = request.type === NBD_CMD_READ ? request.length : (payload?.length ?? 0);
     this.#inFlight++;
     this.#inFlightBytes += cost;
-    if (request.type === NBD_CMD_READ && this.#readCallback !== undefined) {
-      this.#readByCallback(this.#readCallback, request, cost);
+    if (request.type === NBD_CMD_READ && this.#reads.inline) {
+      const refusal = checkRequest(request, undefined, this.#context);
+      if (refusal === undefined) {
+        this.#reads.serve(request, cost, this.#readAnswered);
+        return;
+      }
+      this.#replies.send(errorReply(this.#style, request, refusal.error, refusal.message));
+      this.#finished(cost);
     } else {
       void this.#serve(request, payload, cost);
     }
   }
+
+  /** {@link #finished} for {@link ReadReplies.serve}, made once rather than a closure per READ. */
+  readonly #readAnswered = (cost: number): void => this.#finished(cost);
 
   /** A request has been answered (or its connection is gone): its room is free again. */
   #finished(cost: number): void {
@@ -251,45 +247,6 @@ export class Transmission {
     this.#inFlightBytes -= cost;
     if (this.#inFlight === 0) this.#wakeIdle?.();
     this.#wake();
-  }
-
-  /**
-   * A READ through the device's callback read, into a pooled reply buffer
-   * right after the header, as {@link #read} does with `readInto`. The
-   * callback may run before the read call returns (a MemoryDevice); the
-   * buffer goes back to the pool only once the device called back.
-   */
-  #readByCallback(read: CallbackReader, request: Request, cost: number): void {
-    const refusal = checkRequest(request, undefined, this.#context);
-    if (refusal !== undefined) {
-      this.#replies.send(errorReply(this.#style, request, refusal.error, refusal.message));
-      this.#finished(cost);
-      return;
-    }
-    const { offset, length } = request;
-    const headerLength = readHeaderLength(this.#style);
-    const out = this.#replies.take(headerLength + length);
-    const into = out.subarray(headerLength);
-    read(
-      offset,
-      length,
-      (err, data) => {
-        try {
-          if (err !== null || data === undefined) {
-            this.#replies.give(out);
-            this.#replies.send(errorReply(this.#style, request, errnoOf(err), messageOf(err)));
-            return;
-          }
-          // A device may answer from a buffer of its own instead of `into`.
-          if (data !== into) into.set(data);
-          writeReadHeader(out, this.#style, request, length);
-          this.#replies.send(out, out);
-        } finally {
-          this.#finished(cost);
-        }
-      },
-      into,
-    );
   }
 
   /**
@@ -309,7 +266,7 @@ export class Transmission {
       const fua = (request.flags & NBD_CMD_FLAG_FUA) !== 0;
       switch (request.type) {
         case NBD_CMD_READ:
-          await this.#read(request);
+          await this.#reads.serveAsync(request);
           return;
         case NBD_CMD_WRITE:
           await device.write(offset, payload as Uint8Array);
@@ -339,39 +296,6 @@ export class Transmission {
     } finally {
       this.#finished(cost);
     }
-  }
-
-  /**
-   * A READ's reply is its header and its data in one buffer: with the
-   * device's `readInto` the data is read into a pooled buffer right after
-   * the header (no copy, one iovec); otherwise the header and `read`'s own
-   * buffer go out together.
-   */
-  async #read(request: Request): Promise<void> {
-    const { offset, length } = request;
-    const headerLength = readHeaderLength(this.#style);
-    const readInto = this.#readInto;
-    if (readInto !== undefined) {
-      const out = this.#replies.take(headerLength + length);
-      try {
-        await readInto(offset, out.subarray(headerLength));
-      } catch (err) {
-        // The device is done with the buffer once its promise settled; nothing was sent from it.
-        this.#replies.give(out);
-        throw err;
-      }
-      writeReadHeader(out, this.#style, request, length);
-      this.#replies.send(out, out);
-      return;
-    }
-    const data = await this.#negotiated.lease.device.read(offset, length);
-    const header = Buffer.allocUnsafe(headerLength);
-    writeReadHeader(header, this.#style, request, length);
-    this.#replies.send(
-      header,
-      undefined,
-      Buffer.from(data.buffer, data.byteOffset, data.byteLength),
-    );
   }
 
   #hasRoom(): boolean {

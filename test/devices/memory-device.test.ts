@@ -2,11 +2,13 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { BLOCKS_PER_GROUP } from '../../src/devices/memory-blocks.js';
+import { LEND_READ, type LentBytes } from '../../src/base/index.js';
+import { BLOCKS_PER_GROUP, BlockTable } from '../../src/devices/memory-blocks.js';
 import { MemoryDevice, type MemoryDeviceOptions } from '../../src/devices/memory-device.js';
 import { BlockDeviceError } from '../../src/errors.js';
 
 const TiB = 2 ** 40;
+const MiB = 2 ** 20;
 
 /** Fails with the first differing offset (a diff of 512 KiB arrays would take minutes). */
 function sameBytes(actual: Uint8Array, expected: Uint8Array): void {
@@ -126,6 +128,116 @@ describe('MemoryDevice', () => {
         model.subarray(blockSize - 1, 3 * blockSize - 1),
       );
     }
+  });
+
+  it('lent bytes stay as read while writes land on their blocks, whole or in part', async () => {
+    const KiB = 1024;
+    await using device = await MemoryDevice.create({ size: MiB, blockSize: 4 * KiB });
+    const before = new Uint8Array(256 * KiB).map((_, i) => (i * 7) & 0xff);
+    await device.write(0, before);
+    const lent = device[LEND_READ](4 * KiB + 100, 200 * KiB) as LentBytes;
+    expect(lent).toBeDefined();
+    const sent = before.slice(4 * KiB + 100, 204 * KiB + 100);
+    sameBytes(lent.bytes, sent);
+    // A whole block, a part of one, and a write across the lent range's end.
+    await device.write(8 * KiB, new Uint8Array(4 * KiB).fill(1));
+    await device.write(20 * KiB + 10, new Uint8Array(5).fill(2));
+    await device.write(200 * KiB, new Uint8Array(10 * KiB).fill(3));
+    sameBytes(lent.bytes, sent);
+    const after = before.slice();
+    after.fill(1, 8 * KiB, 12 * KiB);
+    after.fill(2, 20 * KiB + 10, 20 * KiB + 15);
+    after.fill(3, 200 * KiB, 210 * KiB);
+    const whole = new Uint8Array(MiB);
+    whole.set(after);
+    sameBytes(await device.read(0, MiB), whole);
+    lent.release();
+    lent.release();
+    await device.write(8 * KiB, new Uint8Array(4 * KiB).fill(4));
+    whole.fill(4, 8 * KiB, 12 * KiB);
+    sameBytes(await device.read(0, MiB), whole);
+    // Blocks held, not the places they moved out of.
+    expect(device.allocatedBytes).toBe(256 * KiB);
+  });
+
+  it('lends only a range in one run of written blocks of one arena, on an open device', async () => {
+    await using device = await MemoryDevice.create({ size: MiB, blockSize: 4096 });
+    await device.write(0, new Uint8Array(8192).fill(1));
+    await device.write(3 * 4096, new Uint8Array(4096).fill(2));
+    expect(device[LEND_READ](0, 8192)).toBeDefined();
+    expect(device[LEND_READ](0, 3 * 4096)).toBeUndefined(); // a never-written block
+    expect(device[LEND_READ](4096, 3 * 4096)).toBeUndefined(); // blocks not side by side
+    expect(device[LEND_READ](MiB - 4096, 8192)).toBeUndefined(); // past the end
+    expect(device[LEND_READ](0, 0)).toBeUndefined();
+    await device.close();
+    expect(device[LEND_READ](0, 4096)).toBeUndefined();
+  });
+
+  it('lent blocks match the read they stand for under any interleaving of writes and releases', async () => {
+    const size = 4 * BLOCKS_PER_GROUP * 512;
+    const range = fc
+      .tuple(fc.integer({ min: 0, max: size - 1 }), fc.integer({ min: 1, max: 200_000 }))
+      .map(([offset, length]) => ({ offset, length: Math.min(length, size - offset) }));
+    const op = fc.oneof(
+      fc.record({
+        kind: fc.constant('write' as const),
+        range,
+        fill: fc.integer({ min: 1, max: 255 }),
+      }),
+      fc.record({ kind: fc.constant('lend' as const), range }),
+      fc.record({ kind: fc.constant('release' as const), which: fc.nat() }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 30 }), async (ops) => {
+        await using device = await MemoryDevice.create({ size, blockSize: 512 });
+        // Written in order first, so most ranges lie in one run and are lent.
+        await device.write(
+          0,
+          new Uint8Array(size).map((_, i) => (i * 13) & 0xff),
+        );
+        const model = await device.read(0, size);
+        const out: { lent: LentBytes; bytes: Uint8Array }[] = [];
+        for (const o of ops) {
+          if (o.kind === 'write') {
+            const { offset, length } = o.range;
+            const data = new Uint8Array(length).map((_, i) => (o.fill + i) & 0xff);
+            await device.write(offset, data);
+            model.set(data, offset);
+          } else if (o.kind === 'lend') {
+            const { offset, length } = o.range;
+            const lent = device[LEND_READ](offset, length);
+            if (lent !== undefined) {
+              out.push({ lent, bytes: model.slice(offset, offset + length) });
+            }
+          } else if (out.length > 0) {
+            out.splice(o.which % out.length, 1)[0]?.lent.release();
+          }
+          for (const { lent, bytes } of out) sameBytes(lent.bytes, bytes);
+        }
+        sameBytes(await device.read(0, size), model);
+        for (const { lent } of out) lent.release();
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('blocks moved while lent free their old places once released: memory stays bounded', () => {
+    const table = new BlockTable(4096);
+    table.write(0, new Uint8Array(256 * 1024).fill(1));
+    const arenaBlocks = 64;
+    for (let round = 0; round < 1000; round++) {
+      const at = (round % arenaBlocks) * 4096;
+      const lent = table.lend(at, 4096);
+      expect(lent).toBeDefined();
+      table.write(at, new Uint8Array(4096).fill(round & 0xff));
+      expect(lent?.bytes.every((b) => b === (round < arenaBlocks ? 1 : (round - 64) & 0xff))).toBe(
+        true,
+      );
+      lent?.release();
+    }
+    expect(table.size).toBe(arenaBlocks);
+    // The blocks, plus at most the places retired while one arena was pinned.
+    expect(table.places).toBeLessThanOrEqual(2 * arenaBlocks);
   });
 
   it('defaults blockSize to 4096 and readOnly to false', async () => {

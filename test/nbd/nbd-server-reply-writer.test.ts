@@ -132,6 +132,61 @@ describe('ReplyWriter', () => {
     expect(calls).toEqual([[16, 20]]);
   });
 
+  it('releases lent bytes only once their write has completed, and sends them as they were', async () => {
+    const { stream, written, complete } = heldStream();
+    const writer = new ReplyWriter(stream, 1024 * KiB, () => {});
+    const lent = new Uint8Array(256 * KiB).fill(5);
+    let released = 0;
+    const header = writer.take(16).fill(9);
+    writer.sendLent(header, { bytes: lent, release: () => released++ });
+    await tick();
+    complete();
+    await tick();
+    expect(released).toBe(0);
+    complete();
+    await tick();
+    expect(released).toBe(1);
+    expect(written.map((b) => [b.length, b[0]])).toEqual([
+      [16, 9],
+      [256 * KiB, 5],
+    ]);
+    // The header is a pooled buffer, back once written.
+    expect(writer.take(16)).toBe(header);
+  });
+
+  it('releases lent bytes whose write never completes once the socket has closed, not before', async () => {
+    const { stream } = heldStream();
+    stream.on('error', () => {});
+    const writer = new ReplyWriter(stream, 1024 * KiB, () => {});
+    let released = 0;
+    for (let i = 0; i < 3; i++) {
+      writer.sendLent(writer.take(16), {
+        bytes: new Uint8Array(128 * KiB),
+        release: () => released++,
+      });
+    }
+    await tick();
+    expect(released).toBe(0);
+    stream.destroy();
+    await new Promise((resolve) => stream.once('close', resolve));
+    expect(released).toBe(3);
+    // A reply after the close is not written, and its bytes go back at once.
+    writer.sendLent(writer.take(16), {
+      bytes: new Uint8Array(128 * KiB),
+      release: () => released++,
+    });
+    expect(released).toBe(4);
+  });
+
+  it('sends a lent reply in one writev with its header, even when the batch before it was nearly full', async () => {
+    const { calls, stream } = writeRecordingStream();
+    const writer = new ReplyWriter(stream, 1024 * KiB, () => {});
+    writer.send(Buffer.alloc(64 * KiB - 8));
+    writer.sendLent(writer.take(16), { bytes: new Uint8Array(256 * KiB), release: () => {} });
+    await tick();
+    expect(calls).toEqual([[64 * KiB - 8, 16, 256 * KiB]]);
+  });
+
   it('reuses nothing after a failed write', async () => {
     const stream = new Duplex({
       read() {},

@@ -40,6 +40,7 @@ import {
   NBD_REPLY_TYPE_NONE,
   NBD_REPLY_TYPE_OFFSET_DATA,
 } from '../../src/nbd/index.js';
+import { MAX_UNSENT } from '../../src/nbd/server-transmission.js';
 import { pattern } from '../support/bytes.js';
 import { CountingDevice } from '../support/counting-device.js';
 import { GatedDevice } from '../support/gated-device.js';
@@ -376,6 +377,37 @@ describe('NBD server transmission', () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(disk.reads).toBe(reads);
     c.socket.resume();
+  });
+
+  it('a READ reply sent from the blocks of a MemoryDevice keeps the bytes read, whatever is written while it waits unsent', async () => {
+    // 256 KiB READs of a device written in order lie in one arena each, so
+    // their replies go out from the device's memory (LEND_READ). With the
+    // client not reading, at least MAX_UNSENT of them wait in the socket
+    // when the whole device is overwritten; each must still arrive as read.
+    const size = 48 * MiB;
+    const length = 256 * 1024;
+    const disk = await MemoryDevice.create({ size });
+    for (let at = 0; at < size; at += MiB) await disk.write(at, new Uint8Array(MiB).fill(1));
+    const c = await client(await serve({ disk }));
+    await c.go('disk');
+    c.socket.pause();
+    for (let i = 0; i < size / length; i++) c.request(NBD_CMD_READ, 0, i, i * length, length);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    for (let at = 0; at < size; at += MiB) await disk.write(at, new Uint8Array(MiB).fill(2));
+    c.socket.resume();
+    const kinds: number[] = [];
+    for (let i = 0; i < size / length; i++) {
+      const r = await c.reply(length);
+      expect([r.cookie, r.error]).toEqual([i, 0]);
+      // Wholly the old bytes or wholly the new: a reply is one read.
+      const first = r.payload[0] as number;
+      expect(r.payload.every((b) => b === first)).toBe(true);
+      kinds.push(first);
+    }
+    const old = kinds.indexOf(2) === -1 ? kinds.length : kinds.indexOf(2);
+    expect(kinds.slice(old).every((k) => k === 2)).toBe(true);
+    // Every reply the server had made before the overwrite was of the old bytes.
+    expect(old).toBeGreaterThanOrEqual(MAX_UNSENT / length);
   });
 
   it('DISC ends the connection after answering what is in flight', async () => {
