@@ -160,7 +160,9 @@ export async function replayAhead(
           // A note, or a record running from one window into the next:
           // checked here, now (the gathered bytes are not in a shared buffer).
           const checked = checkRecord(
-            r,
+            r.seq,
+            r.crc,
+            r.kind,
             reader.cached(p, r.length) ?? (await reader.read(p, r.length)),
           );
           if (checked !== undefined) {

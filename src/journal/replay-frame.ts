@@ -2,11 +2,18 @@ import { SECTOR } from '../base/index.js';
 import { checksum } from '../checksum/index.js';
 import type { ScanReader } from '../store/index.js';
 import { headerBytes, type JournalSuper, RECORD_WRITE, RING_START } from './journal-format.js';
-import { decodeFrameHeader, type FrameHeader, peekFrame } from './journal-frame.js';
+import {
+  decodeFrameInto,
+  type FrameHeader,
+  type FrameSummary,
+  peekFrame,
+  RecordColumns,
+  recordHeaders,
+} from './journal-frame.js';
 import { decodeNote, type JournalNote } from './journal-notes.js';
 
-/** A frame replay may take: its header, and each record's decoded note where it holds one. */
-export type CheckedFrame = FrameHeader & { notes: (JournalNote | undefined)[] | undefined };
+/** A frame replay may take: its header's fields (records in the columns it was read into), and each record's decoded note where it holds one. */
+export type CheckedFrame = FrameSummary & { notes: (JournalNote | undefined)[] | undefined };
 
 /*
  * Every read here takes the reader's window directly when it holds the
@@ -15,18 +22,19 @@ export type CheckedFrame = FrameHeader & { notes: (JournalNote | undefined)[] | 
  */
 
 /**
- * Reads and checks the header of the frame at ring position `pos`, which
- * must start record `seq` and follow the frame whose link is `link`, and
- * fit before the ring's end. Returns why not otherwise. The records' data
- * is not looked at.
+ * Reads and checks the header of the frame at ring position `pos` into
+ * `records`: it must start record `seq` and follow the frame whose link is
+ * `link`, and fit before the ring's end. Returns why not otherwise. The
+ * records' data is not looked at.
  */
-export async function readFrameHeader(
+export async function readFrameFields(
   reader: ScanReader,
   sb: JournalSuper,
   pos: number,
   seq: number,
   link: number,
-): Promise<FrameHeader | string> {
+  records: RecordColumns,
+): Promise<FrameSummary | string> {
   const c = sb.capacity;
   const count = peekFrame(
     reader.cached(RING_START + pos, SECTOR) ?? (await reader.read(RING_START + pos, SECTOR)),
@@ -35,9 +43,10 @@ export async function readFrameHeader(
   if (count < 0) return 'no frame there';
   const size = headerBytes(count);
   if (pos + size > c) return 'frame header runs past the ring end';
-  const frame = decodeFrameHeader(
+  const frame = decodeFrameInto(
     reader.cached(RING_START + pos, size) ?? (await reader.read(RING_START + pos, size)),
     sb,
+    records,
   );
   if (typeof frame === 'string') return frame;
   if (frame.firstSeq !== seq) return `a frame of record ${frame.firstSeq}, not ${seq}`;
@@ -46,25 +55,53 @@ export async function readFrameHeader(
   return frame;
 }
 
+/** Columns {@link readFrameHeader} reads into before it makes its objects. */
+const scratchColumns = new RecordColumns();
+
+/** {@link readFrameFields}, with the records as objects (replay with CRC workers keeps them). */
+export async function readFrameHeader(
+  reader: ScanReader,
+  sb: JournalSuper,
+  pos: number,
+  seq: number,
+  link: number,
+): Promise<FrameHeader | string> {
+  const frame = await readFrameFields(reader, sb, pos, seq, link, scratchColumns);
+  if (typeof frame === 'string') return frame;
+  return {
+    epoch: frame.epoch,
+    session: frame.session,
+    firstSeq: frame.firstSeq,
+    durableSeq: frame.durableSeq,
+    prevLink: frame.prevLink,
+    bytes: frame.bytes,
+    link: frame.link,
+    records: recordHeaders(frame, scratchColumns),
+  };
+}
+
 /**
- * Checks one record's data here: its CRC-32, and a note's encoding. Returns
- * the note (undefined for a write), or why the record is damaged.
+ * Checks one record's data here: its CRC-32 against `crc`, and a note's
+ * encoding (`kind`). Returns the note (undefined for a write), or why
+ * record `seq` is damaged.
  */
 export function checkRecord(
-  r: FrameHeader['records'][number],
+  seq: number,
+  crc: number,
+  kind: number,
   data: Uint8Array,
 ): JournalNote | undefined | { damage: string } {
-  if (checksum(data) !== r.crc) return { damage: `record ${r.seq} fails its checksum` };
-  if (r.kind === RECORD_WRITE) return undefined;
-  const note = decodeNote(r.kind, data);
-  if (typeof note === 'string') return { damage: `record ${r.seq}: ${note}` };
+  if (checksum(data) !== crc) return { damage: `record ${seq} fails its checksum` };
+  if (kind === RECORD_WRITE) return undefined;
+  const note = decodeNote(kind, data);
+  if (typeof note === 'string') return { damage: `record ${seq}: ${note}` };
   return note;
 }
 
 /**
- * Reads and checks the frame at ring position `pos` whole, header and
- * every record, on this thread (see {@link readFrameHeader}). Returns why
- * not otherwise.
+ * Reads and checks the frame at ring position `pos` whole, header (into
+ * `records`) and every record, on this thread (see
+ * {@link readFrameFields}). Returns why not otherwise.
  */
 export async function readFrame(
   reader: ScanReader,
@@ -72,24 +109,27 @@ export async function readFrame(
   pos: number,
   seq: number,
   link: number,
+  records: RecordColumns,
 ): Promise<CheckedFrame | string> {
-  const frame = await readFrameHeader(reader, sb, pos, seq, link);
+  const frame = await readFrameFields(reader, sb, pos, seq, link, records);
   if (typeof frame === 'string') return frame;
-  let at = RING_START + pos + headerBytes(frame.records.length);
+  let at = RING_START + pos + headerBytes(frame.count);
   let notes: (JournalNote | undefined)[] | undefined;
-  const records = frame.records;
-  for (let i = 0; i < records.length; i++) {
-    const r = records[i]!;
+  const { length, crc, kind } = records;
+  for (let i = 0; i < frame.count; i++) {
+    const n = length[i]!;
     const checked = checkRecord(
-      r,
-      reader.cached(at, r.length) ?? (await reader.read(at, r.length)),
+      seq + i,
+      crc[i]!,
+      kind[i]!,
+      reader.cached(at, n) ?? (await reader.read(at, n)),
     );
     if (checked !== undefined) {
       if ('damage' in checked) return checked.damage;
-      notes ??= new Array<JournalNote | undefined>(records.length);
+      notes ??= new Array<JournalNote | undefined>(frame.count);
       notes[i] = checked;
     }
-    at += r.length;
+    at += n;
   }
   return { ...frame, notes };
 }
