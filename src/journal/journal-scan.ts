@@ -14,7 +14,7 @@ import {
 import { decodeFrameHeader, type FrameHeader, RecordColumns } from './journal-frame.js';
 import type { JournalNote } from './journal-notes.js';
 import { parallelReplay, type ReplayCursor, replayAhead } from './replay-ahead.js';
-import { type CheckedFrame, readFrame } from './replay-frame.js';
+import { type CheckedFrame, readCachedFrame, readFrame } from './replay-frame.js';
 
 /** Replay reports progress about this often (bytes of journal). */
 const PROGRESS_EVERY = 4 << 20;
@@ -167,7 +167,9 @@ export async function replayJournal(
       // reads again and judges.
       if (workers !== undefined) await replayAhead(reader, sb, cursor, accept, workers);
       let at = cursor.abs;
-      let frame = await readFrame(reader, sb, at % c, cursor.seq, cursor.link, columns);
+      let frame =
+        readCachedFrame(reader, sb, at % c, cursor.seq, cursor.link, columns) ??
+        (await readFrame(reader, sb, at % c, cursor.seq, cursor.link, columns));
       if (typeof frame === 'string' && at % c !== 0) {
         // The writer starts a frame that does not fit before the ring's end at
         // the next lap; the chain (sequence and link) tells it from stale data.

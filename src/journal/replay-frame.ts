@@ -35,23 +35,33 @@ export async function readFrameFields(
   link: number,
   records: RecordColumns,
 ): Promise<FrameSummary | string> {
-  const c = sb.capacity;
   const count = peekFrame(
     reader.cached(RING_START + pos, SECTOR) ?? (await reader.read(RING_START + pos, SECTOR)),
     sb.epoch,
   );
   if (count < 0) return 'no frame there';
   const size = headerBytes(count);
-  if (pos + size > c) return 'frame header runs past the ring end';
+  if (pos + size > sb.capacity) return 'frame header runs past the ring end';
   const frame = decodeFrameInto(
     reader.cached(RING_START + pos, size) ?? (await reader.read(RING_START + pos, size)),
     sb,
     records,
   );
+  return continuesChain(frame, sb, pos, seq, link);
+}
+
+/** What {@link readFrameFields} checks once the header decoded: that it is the frame replay expects there. */
+function continuesChain(
+  frame: FrameSummary | string,
+  sb: JournalSuper,
+  pos: number,
+  seq: number,
+  link: number,
+): FrameSummary | string {
   if (typeof frame === 'string') return frame;
   if (frame.firstSeq !== seq) return `a frame of record ${frame.firstSeq}, not ${seq}`;
   if (frame.prevLink !== link) return 'a frame that does not follow the previous one';
-  if (pos + frame.bytes > c) return 'frame runs past the ring end';
+  if (pos + frame.bytes > sb.capacity) return 'frame runs past the ring end';
   return frame;
 }
 
@@ -130,6 +140,48 @@ export async function readFrame(
       notes[i] = checked;
     }
     at += n;
+  }
+  return { ...frame, notes };
+}
+
+/**
+ * {@link readFrame} for a frame the reader's current window holds whole,
+ * as nearly every frame is: the same checks, with no promise and no await
+ * per frame; undefined (nothing decided) when the window does not hold it.
+ */
+export function readCachedFrame(
+  reader: ScanReader,
+  sb: JournalSuper,
+  pos: number,
+  seq: number,
+  link: number,
+  records: RecordColumns,
+): CheckedFrame | string | undefined {
+  const at = RING_START + pos;
+  const sector = reader.cached(at, SECTOR);
+  if (sector === undefined) return undefined;
+  const count = peekFrame(sector, sb.epoch);
+  if (count < 0) return 'no frame there';
+  const size = headerBytes(count);
+  if (pos + size > sb.capacity) return 'frame header runs past the ring end';
+  const header = reader.cached(at, size);
+  if (header === undefined) return undefined;
+  const frame = continuesChain(decodeFrameInto(header, sb, records), sb, pos, seq, link);
+  if (typeof frame === 'string') return frame;
+  const whole = reader.cached(at, frame.bytes);
+  if (whole === undefined) return undefined;
+  let from = size;
+  let notes: (JournalNote | undefined)[] | undefined;
+  const { length, crc, kind } = records;
+  for (let i = 0; i < frame.count; i++) {
+    const to = from + length[i]!;
+    const checked = checkRecord(seq + i, crc[i]!, kind[i]!, whole.subarray(from, to));
+    if (checked !== undefined) {
+      if ('damage' in checked) return checked.damage;
+      notes ??= new Array<JournalNote | undefined>(frame.count);
+      notes[i] = checked;
+    }
+    from = to;
   }
   return { ...frame, notes };
 }
