@@ -134,8 +134,8 @@ export async function replayJournal(
   };
   // A frame checked here: its records are still in `columns`.
   const columns = new RecordColumns();
-  const acceptColumns = (at: number, frame: CheckedFrame): void => {
-    const { count, notes } = frame;
+  const acceptColumns = (at: number, { frame, notes }: CheckedFrame): void => {
+    const count = frame.count;
     const { time, offset, length } = columns;
     let sector = (at % c) / SECTOR + headerBytes(count) / SECTOR;
     for (let i = 0; i < count; i++) {

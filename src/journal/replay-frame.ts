@@ -12,8 +12,16 @@ import {
 } from './journal-frame.js';
 import { decodeNote, type JournalNote } from './journal-notes.js';
 
-/** A frame replay may take: its header's fields (records in the columns it was read into), and each record's decoded note where it holds one. */
-export type CheckedFrame = FrameSummary & { notes: (JournalNote | undefined)[] | undefined };
+/**
+ * A frame replay may take: its header's fields (its records in the columns
+ * it was read into), and each record's decoded note where it holds notes.
+ * One shape whichever way it was read, so replay's loop reads it with
+ * monomorphic loads.
+ */
+export interface CheckedFrame {
+  frame: FrameSummary;
+  notes: (JournalNote | undefined)[] | undefined;
+}
 
 /*
  * Every read here takes the reader's window directly when it holds the
@@ -141,7 +149,7 @@ export async function readFrame(
     }
     at += n;
   }
-  return { ...frame, notes };
+  return { frame, notes };
 }
 
 /**
@@ -183,5 +191,5 @@ export function readCachedFrame(
     }
     from = to;
   }
-  return { ...frame, notes };
+  return { frame, notes };
 }
