@@ -7,7 +7,7 @@ import {
   type FrameHeader,
   type FrameSummary,
   peekFrame,
-  RecordColumns,
+  type RecordColumns,
   recordHeaders,
 } from './journal-frame.js';
 import { decodeNote, type JournalNote } from './journal-notes.js';
@@ -73,18 +73,21 @@ function continuesChain(
   return frame;
 }
 
-/** Columns {@link readFrameHeader} reads into before it makes its objects. */
-const scratchColumns = new RecordColumns();
-
-/** {@link readFrameFields}, with the records as objects (replay with CRC workers keeps them). */
+/**
+ * {@link readFrameFields}, with the records as objects (replay with CRC
+ * workers keeps them): `records` is the caller's own, as the objects are
+ * made only after the reads' awaits, when a module-wide one could hold
+ * another replay's frame.
+ */
 export async function readFrameHeader(
   reader: ScanReader,
   sb: JournalSuper,
   pos: number,
   seq: number,
   link: number,
+  records: RecordColumns,
 ): Promise<FrameHeader | string> {
-  const frame = await readFrameFields(reader, sb, pos, seq, link, scratchColumns);
+  const frame = await readFrameFields(reader, sb, pos, seq, link, records);
   if (typeof frame === 'string') return frame;
   return {
     epoch: frame.epoch,
@@ -94,7 +97,7 @@ export async function readFrameHeader(
     prevLink: frame.prevLink,
     bytes: frame.bytes,
     link: frame.link,
-    records: recordHeaders(frame, scratchColumns),
+    records: recordHeaders(frame, records),
   };
 }
 
