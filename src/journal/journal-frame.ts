@@ -173,14 +173,57 @@ export function peekFrame(sector: Uint8Array, epoch: number): number {
 }
 
 /**
- * Decodes a frame header (all of its sectors) and checks it against itself:
- * crc, sizes, consecutive sequence numbers, records that are whole blocks
- * inside production. Returns a reason string if anything is off.
+ * The record table of a frame header, decoded into columns (record `i`'s
+ * sequence number is the frame's `firstSeq + i`, which decoding checks).
+ * Replay decodes every frame into one of these, reused: an object per
+ * record was a large part of what replay spent besides the CRCs
+ * (docs/ARCHITECTURE.md, Performance notes, "Replay").
  */
-export function decodeFrameHeader(
+export class RecordColumns {
+  /** Records of the frame last decoded into it. */
+  count = 0;
+  time = new Float64Array(0);
+  /** Byte offset on production (block aligned; 0 for a note). */
+  offset = new Float64Array(0);
+  /** Bytes (whole blocks; a note's sector). */
+  length = new Float64Array(0);
+  crc = new Uint32Array(0);
+  /** RECORD_WRITE, or the kind of note. */
+  kind = new Uint32Array(0);
+
+  /** Makes room for `n` records (what they held before is lost). */
+  reserve(n: number): void {
+    if (this.time.length >= n) return;
+    const size = Math.max(n, 2 * this.time.length, 64);
+    this.time = new Float64Array(size);
+    this.offset = new Float64Array(size);
+    this.length = new Float64Array(size);
+    this.crc = new Uint32Array(size);
+    this.kind = new Uint32Array(size);
+  }
+}
+
+/** A decoded frame header's own fields; its records are in a {@link RecordColumns}. */
+export interface FrameSummary extends FrameFields {
+  /** Records in the frame. */
+  count: number;
+  /** Whole frame, header included, in bytes. */
+  bytes: number;
+  /** The header crc: the next frame's `prevLink`. */
+  link: number;
+}
+
+/**
+ * Decodes a frame header (all of its sectors) into `into` and checks it
+ * against itself: crc, sizes, consecutive sequence numbers, records that
+ * are whole blocks inside production. Returns a reason string if anything
+ * is off (then `into` holds no meaningful records).
+ */
+export function decodeFrameInto(
   header: Uint8Array,
   geometry: { productionSize: number; blockSize: number },
-): FrameHeader | string {
+  into: RecordColumns,
+): FrameSummary | string {
   const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
   const count = view.getUint32(12, true);
   if (header.length < headerBytes(count)) return 'header truncated';
@@ -188,34 +231,37 @@ export function decodeFrameHeader(
   if (headerChecksum(header, count) !== link) return 'header checksum mismatch';
   const firstSeq = view.getFloat64(16, true);
   const bytes = view.getUint32(36, true) * SECTOR;
-  const records: RecordHeader[] = [];
+  const { productionSize, blockSize } = geometry;
+  into.reserve(count);
+  into.count = count;
+  const { time, offset: offsets, length: lengths, crc, kind: kinds } = into;
   let dataBytes = 0;
   for (let i = 0; i < count; i++) {
     const h = FRAME_FIXED + i * RECORD_HEADER;
-    const r: RecordHeader = {
-      seq: view.getFloat64(h, true),
-      time: view.getFloat64(h + 8, true),
-      offset: view.getFloat64(h + 16, true),
-      length: view.getFloat64(h + 24, true),
-      crc: view.getUint32(h + 32, true),
-      kind: view.getUint32(h + 36, true),
-    };
-    const { productionSize, blockSize } = geometry;
-    if (r.seq !== firstSeq + i || r.kind > RECORD_RESTORE) return `record ${i} is malformed`;
-    if (r.kind !== RECORD_WRITE) {
-      if (r.offset !== 0 || r.length !== NOTE_BYTES) return `record ${i} is a malformed note`;
+    const offset = view.getFloat64(h + 16, true);
+    const length = view.getFloat64(h + 24, true);
+    const kind = view.getUint32(h + 36, true);
+    if (view.getFloat64(h, true) !== firstSeq + i || kind > RECORD_RESTORE) {
+      return `record ${i} is malformed`;
+    }
+    if (kind !== RECORD_WRITE) {
+      if (offset !== 0 || length !== NOTE_BYTES) return `record ${i} is a malformed note`;
     } else if (
-      !Number.isSafeInteger(r.offset) ||
-      !Number.isSafeInteger(r.length) ||
-      r.length <= 0 ||
-      r.offset % blockSize !== 0 ||
-      r.length % blockSize !== 0 ||
-      r.offset + r.length > productionSize
+      !Number.isSafeInteger(offset) ||
+      !Number.isSafeInteger(length) ||
+      length <= 0 ||
+      offset % blockSize !== 0 ||
+      length % blockSize !== 0 ||
+      offset + length > productionSize
     ) {
       return `record ${i} is malformed`;
     }
-    dataBytes += r.length;
-    records.push(r);
+    time[i] = view.getFloat64(h + 8, true);
+    offsets[i] = offset;
+    lengths[i] = length;
+    crc[i] = view.getUint32(h + 32, true);
+    kinds[i] = kind;
+    dataBytes += length;
   }
   if (headerBytes(count) + dataBytes !== bytes) return 'frame size does not match its records';
   return {
@@ -224,8 +270,50 @@ export function decodeFrameHeader(
     firstSeq,
     durableSeq: view.getFloat64(24, true),
     prevLink: view.getUint32(32, true),
+    count,
     bytes,
     link,
-    records,
+  };
+}
+
+/** The records `decodeFrameInto` left in `columns` for `frame`, as objects. */
+export function recordHeaders(frame: FrameSummary, columns: RecordColumns): RecordHeader[] {
+  const records: RecordHeader[] = [];
+  for (let i = 0; i < frame.count; i++) {
+    records.push({
+      seq: frame.firstSeq + i,
+      time: columns.time[i]!,
+      offset: columns.offset[i]!,
+      length: columns.length[i]!,
+      crc: columns.crc[i]!,
+      kind: columns.kind[i]!,
+    });
+  }
+  return records;
+}
+
+/** Columns {@link decodeFrameHeader} decodes into before it makes its objects. */
+const scratchColumns = new RecordColumns();
+
+/**
+ * {@link decodeFrameInto}, with the records as objects: for the callers
+ * that decode a few headers (`check()`, the attestation search) or keep
+ * them (replay with CRC workers).
+ */
+export function decodeFrameHeader(
+  header: Uint8Array,
+  geometry: { productionSize: number; blockSize: number },
+): FrameHeader | string {
+  const frame = decodeFrameInto(header, geometry, scratchColumns);
+  if (typeof frame === 'string') return frame;
+  return {
+    epoch: frame.epoch,
+    session: frame.session,
+    firstSeq: frame.firstSeq,
+    durableSeq: frame.durableSeq,
+    prevLink: frame.prevLink,
+    bytes: frame.bytes,
+    link: frame.link,
+    records: recordHeaders(frame, scratchColumns),
   };
 }

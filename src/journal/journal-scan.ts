@@ -11,10 +11,10 @@ import {
   type JournalSuper,
   RING_START,
 } from './journal-format.js';
-import { decodeFrameHeader, type FrameHeader } from './journal-frame.js';
+import { decodeFrameHeader, type FrameHeader, RecordColumns } from './journal-frame.js';
 import type { JournalNote } from './journal-notes.js';
 import { parallelReplay, type ReplayCursor, replayAhead } from './replay-ahead.js';
-import { readFrame } from './replay-frame.js';
+import { type CheckedFrame, readCachedFrame, readFrame } from './replay-frame.js';
 
 /** Replay reports progress about this often (bytes of journal). */
 const PROGRESS_EVERY = 4 << 20;
@@ -103,6 +103,18 @@ export async function replayJournal(
   // event says what replay found.
   const bound = sb.clean && sb.tailAbs !== undefined ? sb.tailAbs - sb.headAbs : c;
   const known = bound === c ? 0 : bound;
+  /** Moves the cursor past the frame at `at` just taken. */
+  const passed = (at: number, bytes: number, count: number, link: number): void => {
+    cursor.abs = at + bytes;
+    cursor.seq += count;
+    cursor.link = link;
+    const done = cursor.abs - headAbs;
+    if (onProgress !== undefined && done - reported >= PROGRESS_EVERY) {
+      reported = done;
+      onProgress({ operation: 'replay', done, total: Math.max(bound, done) });
+    }
+  };
+  // A frame checked by replayAhead (records as objects, kept until judged).
   const accept = (
     at: number,
     frame: FrameHeader,
@@ -118,14 +130,24 @@ export async function replayJournal(
       sector += r.length / SECTOR;
       lastTime = r.time;
     }
-    cursor.abs = at + frame.bytes;
-    cursor.seq += records.length;
-    cursor.link = frame.link;
-    const done = cursor.abs - headAbs;
-    if (onProgress !== undefined && done - reported >= PROGRESS_EVERY) {
-      reported = done;
-      onProgress({ operation: 'replay', done, total: Math.max(bound, done) });
+    passed(at, frame.bytes, records.length, frame.link);
+  };
+  // A frame checked here: its records are still in `columns`.
+  const columns = new RecordColumns();
+  const acceptColumns = (at: number, { frame, notes }: CheckedFrame): void => {
+    const count = frame.count;
+    const { time, offset, length } = columns;
+    let sector = (at % c) / SECTOR + headerBytes(count) / SECTOR;
+    for (let i = 0; i < count; i++) {
+      const note = notes === undefined ? undefined : notes[i];
+      const seq = frame.firstSeq + i;
+      if (note === undefined)
+        onRecord(seq, offset[i]! / bs, length[i]! / bs, note, sector, time[i]!);
+      else onRecord(seq, 0, 0, note, sector, time[i]!);
+      sector += length[i]! / SECTOR;
     }
+    if (count > 0) lastTime = time[count - 1]!;
+    passed(at, frame.bytes, count, frame.link);
   };
   let workers: CrcWorkers | undefined;
   let startWorkers = true;
@@ -145,11 +167,13 @@ export async function replayJournal(
       // reads again and judges.
       if (workers !== undefined) await replayAhead(reader, sb, cursor, accept, workers);
       let at = cursor.abs;
-      let frame = await readFrame(reader, sb, at % c, cursor.seq, cursor.link);
+      let frame =
+        readCachedFrame(reader, sb, at % c, cursor.seq, cursor.link, columns) ??
+        (await readFrame(reader, sb, at % c, cursor.seq, cursor.link, columns));
       if (typeof frame === 'string' && at % c !== 0) {
         // The writer starts a frame that does not fit before the ring's end at
         // the next lap; the chain (sequence and link) tells it from stale data.
-        const wrapped = await readFrame(reader, sb, 0, cursor.seq, cursor.link);
+        const wrapped = await readFrame(reader, sb, 0, cursor.seq, cursor.link, columns);
         if (typeof wrapped !== 'string') {
           const next = at - (at % c) + c;
           if (at === headAbs) headAbs = next;
@@ -161,7 +185,7 @@ export async function replayJournal(
         damage = frame;
         break;
       }
-      accept(at, frame, frame.notes);
+      acceptColumns(at, frame);
     }
   } finally {
     workers?.close();

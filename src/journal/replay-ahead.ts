@@ -1,7 +1,7 @@
 import { CrcBatch, type CrcWorkers } from '../checksum/index.js';
 import type { ScanReader } from '../store/index.js';
 import { headerBytes, type JournalSuper, RECORD_WRITE, RING_START } from './journal-format.js';
-import type { FrameHeader } from './journal-frame.js';
+import { type FrameHeader, RecordColumns } from './journal-frame.js';
 import type { JournalNote } from './journal-notes.js';
 import { checkRecord, readFrameHeader } from './replay-frame.js';
 
@@ -84,6 +84,7 @@ export async function replayAhead(
 ): Promise<void> {
   const c = sb.capacity;
   const frames: ParsedFrame[] = [];
+  const columns = new RecordColumns();
   const batches: OpenBatch[] = [];
   /** `records` arrays of judged batches, for the next ones. */
   const spareRecords: number[][] = [];
@@ -124,7 +125,7 @@ export async function replayAhead(
   try {
     while (failAt === Number.POSITIVE_INFINITY) {
       const pos = at % c;
-      const header = await readFrameHeader(reader, sb, pos, seq, link);
+      const header = await readFrameHeader(reader, sb, pos, seq, link, columns);
       if (typeof header === 'string') break;
       const records = header.records;
       let lastBatch = -1;
@@ -160,7 +161,9 @@ export async function replayAhead(
           // A note, or a record running from one window into the next:
           // checked here, now (the gathered bytes are not in a shared buffer).
           const checked = checkRecord(
-            r,
+            r.seq,
+            r.crc,
+            r.kind,
             reader.cached(p, r.length) ?? (await reader.read(p, r.length)),
           );
           if (checked !== undefined) {

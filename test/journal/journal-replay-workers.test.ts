@@ -97,6 +97,19 @@ describe('JournalDevice replay with CRC checks on worker threads', () => {
     expect(parallel).toEqual(alone);
   });
 
+  it('replays two journals at once with workers, each as one thread alone does', async () => {
+    const first = await journalBytes(2000, 600, false);
+    const second = await journalBytes(1200, 1300, false);
+    parallelReplay.minBytes = Number.POSITIVE_INFINITY;
+    const alone = [await openCopy(first), await openCopy(second)];
+    parallelReplay.minBytes = 0;
+    parallelReplay.minCpus = 0;
+    parallelReplay.callerHelps = false;
+    // Their frames interleave at every await: neither may see the other's.
+    expect(await Promise.all([openCopy(first), openCopy(second)])).toEqual(alone);
+    expect(alone.map((a) => 'sequence' in a && a.sequence)).toEqual([2600, 2500]);
+  });
+
   it('drops a torn tail from a damaged record a worker checked, as one thread does', async () => {
     const bytes = await journalBytes(1500, 1100, false);
     // Write 2300 (not flushed) sits in the third window.
