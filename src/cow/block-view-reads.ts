@@ -1,6 +1,7 @@
 import { type CallbackReader, callbackReaderOrRead, type ReadDone } from '../base/index.js';
 import { checksum } from '../checksum/index.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
+import type { SnapshotRecord } from './cow-state.js';
 import type { CowStore } from './cow-store.js';
 
 /**
@@ -32,7 +33,7 @@ export class BlockViewReads {
 
   /**
    * Reads `[offset, offset+length)`, which lies inside one block, as
-   * snapshot `seq` sees it, and calls `done` with the bytes: a preserved
+   * snapshot `snap` (live) sees it, and calls `done` with the bytes: a preserved
    * chunk is checked against its CRC-32 first (`ECORRUPT`, never stale
    * data); a failed or throwing read is `EIO`. `done` may run before this
    * returns, and more than once only if a device below calls back more than
@@ -49,7 +50,7 @@ export class BlockViewReads {
    * copied into `target`.
    */
   read(
-    seq: number,
+    snap: SnapshotRecord,
     offset: number,
     length: number,
     target: Uint8Array | undefined,
@@ -57,7 +58,7 @@ export class BlockViewReads {
   ): void {
     const bs = this.#bs;
     const block = Math.floor(offset / bs);
-    const ref = this.#cow.state.locate(seq, block);
+    const ref = this.#cow.state.locate(snap.seq, block, snap);
     if (ref === undefined) {
       readWrapped(this.#originReader, 'origin read', offset, length, done, target);
       return;

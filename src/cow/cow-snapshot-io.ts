@@ -102,19 +102,26 @@ export class CowSnapshotIO {
     if (pass === undefined) {
       return settleWith(this.#readWaiting(seq, offset, length, first, last), target, settled);
     }
-    let locked: boolean;
-    try {
-      locked = this.#tryLockOne(seq, first, last);
-    } catch (err) {
+    // The snapshot's record, looked up once: the checks here and the
+    // block's lookup below (src/cow/block-view-reads.ts) both use it.
+    const snap = this.#cow.state.bySeq(seq);
+    if (snap === undefined) {
       pass.leave();
       settled();
-      return Promise.reject(err);
+      return Promise.reject(deleted(seq));
     }
-    if (!locked) {
+    const locks = this.#locks;
+    // The hot path: one block the snapshot holds, its lock free and taken
+    // now. Anything else takes its turn at the locks.
+    const ranges = snap.ranges;
+    if (
+      first !== last ||
+      (ranges !== undefined && !rangesHoldAll(ranges, first, last)) ||
+      !locks.tryLock(first)
+    ) {
       const read = this.#readEntered(seq, offset, length, first, last, pass);
       return settleWith(read, target, settled);
     }
-    const locks = this.#locks;
     const blockReads = this.#blockReads;
     return new Promise((resolve, reject) => {
       // Once only: a second call would unlock the block and leave the gate
@@ -135,26 +142,11 @@ export class CowSnapshotIO {
         }
       };
       try {
-        blockReads.read(seq, offset, length, target, done);
+        blockReads.read(snap, offset, length, target, done);
       } catch (err) {
         done(err instanceof Error ? err : new Error(String(err)), undefined);
       }
     });
-  }
-
-  /**
-   * The hot path's lock, taken synchronously: true once the block's lock is
-   * taken for a read inside one block that the snapshot holds; false when
-   * the read must take the slow path (several blocks, bytes a selective
-   * snapshot does not hold, the lock held). The caller is inside the gate.
-   * @throws `ENOENT` if the snapshot was deleted.
-   */
-  #tryLockOne(seq: number, first: number, last: number): boolean {
-    const ranges = this.#liveSnapshot(seq).ranges;
-    if (first !== last || (ranges !== undefined && !rangesHoldAll(ranges, first, last))) {
-      return false;
-    }
-    return this.#locks.tryLock(first);
   }
 
   /** A read that waits for the gate (a delete or restore holds its blocks). */
@@ -302,9 +294,13 @@ export class CowSnapshotIO {
 
   #liveSnapshot(seq: number): { ranges: BlockRanges | undefined } {
     const snap = this.#cow.state.bySeq(seq);
-    if (snap === undefined) throw new BlockDeviceError('ENOENT', `snapshot #${seq} was deleted`);
+    if (snap === undefined) throw deleted(seq);
     return snap;
   }
+}
+
+function deleted(seq: number): BlockDeviceError {
+  return new BlockDeviceError('ENOENT', `snapshot #${seq} was deleted`);
 }
 
 function nothing(): void {}
