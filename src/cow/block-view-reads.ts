@@ -1,7 +1,7 @@
 import { type CallbackReader, callbackReaderOrRead, type ReadDone } from '../base/index.js';
 import { checksum } from '../checksum/index.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
-import type { SnapshotRecord } from './cow-state.js';
+import type { CowState, SnapshotRecord } from './cow-state.js';
 import type { CowStore } from './cow-store.js';
 
 /**
@@ -13,7 +13,9 @@ import type { CowStore } from './cow-store.js';
  * the block's lock.
  */
 export class BlockViewReads {
-  readonly #cow: CowStore;
+  /** The store's state and where its chunks start: a read reaches them without a hop through the store. */
+  readonly #state: CowState;
+  readonly #dataOffset: number;
   readonly #bs: number;
   readonly #originReader: CallbackReader;
   readonly #storeReader: CallbackReader;
@@ -25,7 +27,8 @@ export class BlockViewReads {
   readonly #spareChunks: Uint8Array[] = [];
 
   constructor(cow: CowStore) {
-    this.#cow = cow;
+    this.#state = cow.state;
+    this.#dataOffset = cow.layout.dataOffset;
     this.#bs = cow.layout.blockSize;
     this.#originReader = callbackReaderOrRead(cow.origin);
     this.#storeReader = callbackReaderOrRead(cow.store);
@@ -58,13 +61,13 @@ export class BlockViewReads {
   ): void {
     const bs = this.#bs;
     const block = Math.floor(offset / bs);
-    const ref = this.#cow.state.locate(snap.seq, block, snap);
+    const ref = this.#state.locate(snap.seq, block, snap);
     if (ref === undefined) {
       readWrapped(this.#originReader, 'origin read', offset, length, done, target);
       return;
     }
     const { chunk, crc } = ref;
-    const at = this.#cow.layout.dataOffset + chunk * bs;
+    const at = this.#dataOffset + chunk * bs;
     // The whole chunk is read (its CRC covers all of it): into `target` when
     // the read is the whole block, into a reused spare for part of one, and
     // for `read` into a fresh buffer of the store's.

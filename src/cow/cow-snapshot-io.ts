@@ -4,6 +4,7 @@ import { BlockDeviceError } from '../errors.js';
 import { type SnapshotFreeze, SnapshotFreezes, type SnapshotHost } from '../snapshot/index.js';
 import { type BlockRanges, rangesHoldAll, rangesOverlap } from './block-ranges.js';
 import { BlockViewReads } from './block-view-reads.js';
+import type { CowState } from './cow-state.js';
 import type { CowStore } from './cow-store.js';
 import type { GatePass, RangeGate } from './range-gate.js';
 
@@ -20,6 +21,8 @@ export type ExcludedReads = 'error' | 'zero';
  */
 export class CowSnapshotIO {
   readonly #cow: CowStore;
+  /** `#cow.state`, which the hot path reads without a hop through the store. */
+  readonly #state: CowState;
   readonly #gate: RangeGate;
   readonly #locks: LockTable;
   readonly #excludedReads: ExcludedReads;
@@ -29,6 +32,7 @@ export class CowSnapshotIO {
 
   constructor(cow: CowStore, gate: RangeGate, locks: LockTable, excludedReads: ExcludedReads) {
     this.#cow = cow;
+    this.#state = cow.state;
     this.#blockReads = new BlockViewReads(cow);
     this.#gate = gate;
     this.#locks = locks;
@@ -104,7 +108,7 @@ export class CowSnapshotIO {
     }
     // The snapshot's record, looked up once: the checks here and the
     // block's lookup below (src/cow/block-view-reads.ts) both use it.
-    const snap = this.#cow.state.bySeq(seq);
+    const snap = this.#state.bySeq(seq);
     if (snap === undefined) {
       pass.leave();
       settled();
