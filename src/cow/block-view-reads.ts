@@ -13,7 +13,7 @@ import type { CowStore } from './cow-store.js';
  * the block's lock.
  */
 export class BlockViewReads {
-  /** The store's state and where its chunks start: a read reaches them without a hop through the store. */
+  /** The store's state and where its chunks start, held here: a read reaches them in one hop. */
   readonly #state: CowState;
   readonly #dataOffset: number;
   readonly #bs: number;
@@ -35,8 +35,8 @@ export class BlockViewReads {
   }
 
   /**
-   * Reads `[offset, offset+length)`, which lies inside one block, as
-   * snapshot `snap` (live) sees it, and calls `done` with the bytes: a preserved
+   * Reads `[offset, offset+length)`, which lies inside one block, as live
+   * snapshot `snap` sees it, and calls `done` with the bytes: a preserved
    * chunk is checked against its CRC-32 first (`ECORRUPT`, never stale
    * data); a failed or throwing read is `EIO`. `done` may run before this
    * returns, and more than once only if a device below calls back more than

@@ -115,14 +115,22 @@ export class CowSnapshotIO {
       return Promise.reject(deleted(seq));
     }
     const locks = this.#locks;
+    const ranges = snap.ranges;
     // The hot path: one block the snapshot holds, its lock free and taken
     // now. Anything else takes its turn at the locks.
-    const ranges = snap.ranges;
-    if (
-      first !== last ||
-      (ranges !== undefined && !rangesHoldAll(ranges, first, last)) ||
-      !locks.tryLock(first)
-    ) {
+    let locked: boolean;
+    try {
+      locked =
+        first === last &&
+        (ranges === undefined || rangesHoldAll(ranges, first, last)) &&
+        locks.tryLock(first);
+    } catch (err) {
+      // Neither the pass nor the in-flight count may leak (a hold or close would wait forever).
+      pass.leave();
+      settled();
+      return Promise.reject(err);
+    }
+    if (!locked) {
       const read = this.#readEntered(seq, offset, length, first, last, pass);
       return settleWith(read, target, settled);
     }
