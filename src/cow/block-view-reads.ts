@@ -1,6 +1,7 @@
 import { type CallbackReader, callbackReaderOrRead, type ReadDone } from '../base/index.js';
 import { checksum } from '../checksum/index.js';
 import { BlockDeviceError, wrapIO } from '../errors.js';
+import type { CowState, SnapshotRecord } from './cow-state.js';
 import type { CowStore } from './cow-store.js';
 
 /**
@@ -12,7 +13,9 @@ import type { CowStore } from './cow-store.js';
  * the block's lock.
  */
 export class BlockViewReads {
-  readonly #cow: CowStore;
+  /** The store's state and where its chunks start, held here: a read reaches them in one hop. */
+  readonly #state: CowState;
+  readonly #dataOffset: number;
   readonly #bs: number;
   readonly #originReader: CallbackReader;
   readonly #storeReader: CallbackReader;
@@ -24,15 +27,16 @@ export class BlockViewReads {
   readonly #spareChunks: Uint8Array[] = [];
 
   constructor(cow: CowStore) {
-    this.#cow = cow;
+    this.#state = cow.state;
+    this.#dataOffset = cow.layout.dataOffset;
     this.#bs = cow.layout.blockSize;
     this.#originReader = callbackReaderOrRead(cow.origin);
     this.#storeReader = callbackReaderOrRead(cow.store);
   }
 
   /**
-   * Reads `[offset, offset+length)`, which lies inside one block, as
-   * snapshot `seq` sees it, and calls `done` with the bytes: a preserved
+   * Reads `[offset, offset+length)`, which lies inside one block, as live
+   * snapshot `snap` sees it, and calls `done` with the bytes: a preserved
    * chunk is checked against its CRC-32 first (`ECORRUPT`, never stale
    * data); a failed or throwing read is `EIO`. `done` may run before this
    * returns, and more than once only if a device below calls back more than
@@ -49,7 +53,7 @@ export class BlockViewReads {
    * copied into `target`.
    */
   read(
-    seq: number,
+    snap: SnapshotRecord,
     offset: number,
     length: number,
     target: Uint8Array | undefined,
@@ -57,13 +61,13 @@ export class BlockViewReads {
   ): void {
     const bs = this.#bs;
     const block = Math.floor(offset / bs);
-    const ref = this.#cow.state.locate(seq, block);
+    const ref = this.#state.locate(snap.seq, block, snap);
     if (ref === undefined) {
       readWrapped(this.#originReader, 'origin read', offset, length, done, target);
       return;
     }
     const { chunk, crc } = ref;
-    const at = this.#cow.layout.dataOffset + chunk * bs;
+    const at = this.#dataOffset + chunk * bs;
     // The whole chunk is read (its CRC covers all of it): into `target` when
     // the read is the whole block, into a reused spare for part of one, and
     // for `read` into a fresh buffer of the store's.

@@ -4,6 +4,7 @@ import { BlockDeviceError } from '../errors.js';
 import { type SnapshotFreeze, SnapshotFreezes, type SnapshotHost } from '../snapshot/index.js';
 import { type BlockRanges, rangesHoldAll, rangesOverlap } from './block-ranges.js';
 import { BlockViewReads } from './block-view-reads.js';
+import type { CowState } from './cow-state.js';
 import type { CowStore } from './cow-store.js';
 import type { GatePass, RangeGate } from './range-gate.js';
 
@@ -20,6 +21,8 @@ export type ExcludedReads = 'error' | 'zero';
  */
 export class CowSnapshotIO {
   readonly #cow: CowStore;
+  /** `#cow.state`, which the hot path reads without a hop through the store. */
+  readonly #state: CowState;
   readonly #gate: RangeGate;
   readonly #locks: LockTable;
   readonly #excludedReads: ExcludedReads;
@@ -29,6 +32,7 @@ export class CowSnapshotIO {
 
   constructor(cow: CowStore, gate: RangeGate, locks: LockTable, excludedReads: ExcludedReads) {
     this.#cow = cow;
+    this.#state = cow.state;
     this.#blockReads = new BlockViewReads(cow);
     this.#gate = gate;
     this.#locks = locks;
@@ -102,10 +106,26 @@ export class CowSnapshotIO {
     if (pass === undefined) {
       return settleWith(this.#readWaiting(seq, offset, length, first, last), target, settled);
     }
+    // The snapshot's record, looked up once: the checks here and the
+    // block's lookup below (src/cow/block-view-reads.ts) both use it.
+    const snap = this.#state.bySeq(seq);
+    if (snap === undefined) {
+      pass.leave();
+      settled();
+      return Promise.reject(deleted(seq));
+    }
+    const locks = this.#locks;
+    const ranges = snap.ranges;
+    // The hot path: one block the snapshot holds, its lock free and taken
+    // now. Anything else takes its turn at the locks.
     let locked: boolean;
     try {
-      locked = this.#tryLockOne(seq, first, last);
+      locked =
+        first === last &&
+        (ranges === undefined || rangesHoldAll(ranges, first, last)) &&
+        locks.tryLock(first);
     } catch (err) {
+      // Neither the pass nor the in-flight count may leak (a hold or close would wait forever).
       pass.leave();
       settled();
       return Promise.reject(err);
@@ -114,7 +134,6 @@ export class CowSnapshotIO {
       const read = this.#readEntered(seq, offset, length, first, last, pass);
       return settleWith(read, target, settled);
     }
-    const locks = this.#locks;
     const blockReads = this.#blockReads;
     return new Promise((resolve, reject) => {
       // Once only: a second call would unlock the block and leave the gate
@@ -135,26 +154,11 @@ export class CowSnapshotIO {
         }
       };
       try {
-        blockReads.read(seq, offset, length, target, done);
+        blockReads.read(snap, offset, length, target, done);
       } catch (err) {
         done(err instanceof Error ? err : new Error(String(err)), undefined);
       }
     });
-  }
-
-  /**
-   * The hot path's lock, taken synchronously: true once the block's lock is
-   * taken for a read inside one block that the snapshot holds; false when
-   * the read must take the slow path (several blocks, bytes a selective
-   * snapshot does not hold, the lock held). The caller is inside the gate.
-   * @throws `ENOENT` if the snapshot was deleted.
-   */
-  #tryLockOne(seq: number, first: number, last: number): boolean {
-    const ranges = this.#liveSnapshot(seq).ranges;
-    if (first !== last || (ranges !== undefined && !rangesHoldAll(ranges, first, last))) {
-      return false;
-    }
-    return this.#locks.tryLock(first);
   }
 
   /** A read that waits for the gate (a delete or restore holds its blocks). */
@@ -302,9 +306,13 @@ export class CowSnapshotIO {
 
   #liveSnapshot(seq: number): { ranges: BlockRanges | undefined } {
     const snap = this.#cow.state.bySeq(seq);
-    if (snap === undefined) throw new BlockDeviceError('ENOENT', `snapshot #${seq} was deleted`);
+    if (snap === undefined) throw deleted(seq);
     return snap;
   }
+}
+
+function deleted(seq: number): BlockDeviceError {
+  return new BlockDeviceError('ENOENT', `snapshot #${seq} was deleted`);
 }
 
 function nothing(): void {}

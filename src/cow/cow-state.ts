@@ -153,10 +153,11 @@ export class CowState {
     return list === undefined || list[list.length - 3]! < newest;
   }
 
-  /** Where snapshot `seq` keeps `block`: its own copy, a preserved one, or undefined for the origin. */
-  locate(seq: number, block: number): ChunkRef | undefined {
-    // Its own copy, else the block's first record if that serves `seq` (the hot path's lookups).
-    const found = this.#bySeq.get(seq)?.own.get(block) ?? this.#firstRecords.serving(block, seq);
+  /** Where snapshot `seq` (record `snap`) keeps `block`: its own, a preserved chunk, or undefined. */
+  locate(seq: number, block: number, snap = this.#bySeq.get(seq)): ChunkRef | undefined {
+    // Its own copy (a writable snapshot's), else the block's first record if that serves `seq`.
+    const own = snap === undefined || snap.own.size === 0 ? undefined : snap.own.get(block);
+    const found = own ?? this.#firstRecords.serving(block, seq);
     if (found !== null) return found;
     const list = this.#records.get(block)!;
     for (let i = 3; i < list.length; i += 3) {

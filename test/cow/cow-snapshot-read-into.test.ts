@@ -160,6 +160,48 @@ describe.each<Kind>(['cow', 'selective'])(
   },
 );
 
+describe.each<Kind>(['cow', 'selective'])(
+  '%s snapshot reads: the hot path’s one lookup of the snapshot',
+  (kind) => {
+    it('reads a writable snapshot’s own blocks, and no other snapshot sees them', async () => {
+      const { cow, snap } = await rig(kind);
+      const writable =
+        cow instanceof SelectiveSnapshotDevice
+          ? await cow.snapshot({ include: [{ offset: 0, length: 2 * BS }], writable: true })
+          : await cow.snapshot({ writable: true });
+      // Block 1 becomes the writable snapshot's own; block 0 it shares with `snap`'s record.
+      await writable.write(BS, fill(BS, 7));
+      await cow.write(0, fill(BS, 4));
+      for (const read of [
+        (offset: number) => writable.readInto!(offset, new Uint8Array(BS)),
+        (offset: number) => writable.read(offset, BS),
+      ]) {
+        expectSameBytes('own block', await read(BS), fill(BS, 7));
+        expectSameBytes('preserved block', await read(0), fill(BS, 3));
+      }
+      // The older snapshot reads its own preserved block and the origin, never the writable one's.
+      expectSameBytes('older, block 0', await snap.readInto!(0, new Uint8Array(BS)), fill(BS, 1));
+      expectSameBytes('older, block 1', await snap.readInto!(BS, new Uint8Array(BS)), fill(BS, 2));
+      expectSameBytes('origin, block 1', await cow.read(BS, BS), fill(BS, 2));
+      await cow.close();
+    });
+
+    it('fails ENOENT for a deleted snapshot, target untouched, and keeps nothing held', async () => {
+      const { cow, snap } = await rig(kind);
+      const other = await cow.openSnapshot(snap.id);
+      await cow.deleteSnapshot(snap.id);
+      const { whole, target } = viewInto(3, BS);
+      await expectCode(other.readInto!(0, target), 'ENOENT');
+      await expectCode(other.read(BS, BS), 'ENOENT');
+      expectSameBytes('target and around it', whole, fill(whole.length, OUTSIDE));
+      // Neither read left its block locked nor stayed in flight: a write to the block and close go through.
+      await cow.write(0, fill(BS, 6));
+      expectSameBytes('origin', await cow.read(0, BS), fill(BS, 6));
+      await cow.close();
+    });
+  },
+);
+
 describe('snapshot readInto racing a first write to the same block', () => {
   /** Origin and store whose every I/O starts when fast-check's scheduler says. */
   async function scheduledRig(kind: Kind) {
