@@ -1,4 +1,4 @@
-import { io } from '../base/index.js';
+import { allocateBuffer, io, readInto } from '../base/index.js';
 import { checksum } from '../checksum/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
@@ -128,29 +128,29 @@ export class CowStore {
     // Fail-stop: no origin write may follow a failed log (docs/ARCHITECTURE.md, "After an I/O error").
     if (this.log.failed) throw this.log.failed;
     const state = this.state;
-    let needed = 0;
-    for (let b = first; b <= last; b++) if (state.needsPreserve(b)) needed++;
-    if (needed === 0) return NONE;
+    // One lookup per block (a first write's is a miss in a large table).
     const blocks: number[] = [];
     for (let b = first; b <= last; b++) if (state.needsPreserve(b)) blocks.push(b);
+    if (blocks.length === 0) return NONE;
     const chunks = state.allocator.allocate(blocks.length);
     const bs = this.#bs;
+    const entries: CowEntry[] = [];
     try {
       const old = await this.#readOriginBlocks(blocks);
       const epoch = state.lastSeq;
-      const entries: CowEntry[] = blocks.map((block, i) => ({
-        kind: 'preserve',
-        epoch,
-        block,
-        chunk: chunks[i]!,
-        crc: checksum(old.subarray(i * bs, (i + 1) * bs)),
-      }));
+      for (let i = 0; i < blocks.length; i++) {
+        const crc = checksum(blocks.length === 1 ? old : old.subarray(i * bs, (i + 1) * bs));
+        entries.push({ kind: 'preserve', epoch, block: blocks[i]!, chunk: chunks[i]!, crc });
+      }
       await this.log.append(entries, this.#chunkData(chunks, old));
     } catch (err) {
       this.#releaseUncommitted(chunks);
       throw err;
     }
-    return blocks.map((block, i) => ({ block, chunk: chunks[i]! }));
+    const preserved: Preserved[] = [];
+    for (let i = 0; i < blocks.length; i++)
+      preserved.push({ block: blocks[i]!, chunk: chunks[i]! });
+    return preserved;
   }
 
   /**
@@ -242,20 +242,24 @@ export class CowStore {
     return out;
   }
 
-  /** Reads whole origin blocks (ascending) into one buffer, one read per contiguous run. */
+  /**
+   * Reads whole origin blocks (ascending) into one buffer, one read per
+   * contiguous run. The buffer is cut from the shared pool
+   * (`allocateBuffer`), not a fresh ArrayBuffer per first write: it is kept
+   * only until the append that writes it to the store settles, and a pool
+   * region is never handed out twice.
+   */
   async #readOriginBlocks(blocks: number[]): Promise<Uint8Array> {
     const bs = this.#bs;
-    // One run (one block, a first write's usual case): the read's own buffer, uncopied.
+    const out = allocateBuffer(blocks.length * bs);
+    // One run (one block, a first write's usual case): one read straight into it.
     if (blocks[blocks.length - 1]! - blocks[0]! === blocks.length - 1) {
-      return io('origin read', this.origin.read(blocks[0]! * bs, blocks.length * bs));
+      return io('origin read', readInto(this.origin, blocks[0]! * bs, out));
     }
-    const out = new Uint8Array(blocks.length * bs);
-    const reads: Promise<void>[] = [];
+    const reads: Promise<Uint8Array>[] = [];
     forEachRun(blocks, (from, i, n) => {
       reads.push(
-        io('origin read', this.origin.read(from * bs, n * bs)).then((data) =>
-          out.set(data, i * bs),
-        ),
+        io('origin read', readInto(this.origin, from * bs, out.subarray(i * bs, (i + n) * bs))),
       );
     });
     await Promise.all(reads);
