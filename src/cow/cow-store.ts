@@ -14,7 +14,7 @@ import {
   writeCowParams,
 } from './cow-layout.js';
 import { CowState } from './cow-state.js';
-import type { LastFrameFailure } from './log-recovery.js';
+import { verifyChunks } from './last-frame-chunks.js';
 import type { CowEntry } from './metadata-codec.js';
 import { MetadataLog } from './metadata-log.js';
 
@@ -42,6 +42,8 @@ export class CowStore {
   readonly state: CowState;
   readonly log: MetadataLog<CowEntry>;
   readonly #bs: number;
+  /** Block buffers free for {@link #readOriginBlock}. */
+  readonly #spareBlocks: Uint8Array[] = [];
 
   private constructor(
     origin: BlockDevice,
@@ -134,19 +136,26 @@ export class CowStore {
     if (blocks.length === 0) return NONE;
     const chunks = state.allocator.allocate(blocks.length);
     const bs = this.#bs;
+    const single = blocks.length === 1;
     const entries: CowEntry[] = [];
+    let old: Uint8Array | undefined;
+    let handed = false;
     try {
-      const old = await this.#readOriginBlocks(blocks);
+      old = single ? await this.#readOriginBlock(blocks[0]!) : await this.#readOriginBlocks(blocks);
       const epoch = state.lastSeq;
       for (let i = 0; i < blocks.length; i++) {
-        const crc = checksum(blocks.length === 1 ? old : old.subarray(i * bs, (i + 1) * bs));
+        const crc = checksum(single ? old : old.subarray(i * bs, (i + 1) * bs));
         entries.push({ kind: 'preserve', epoch, block: blocks[i]!, chunk: chunks[i]!, crc });
       }
+      handed = true;
       await this.log.append(entries, this.#chunkData(chunks, old));
     } catch (err) {
       this.#releaseUncommitted(chunks);
+      if (handed && single) this.#recycleBlock(old!);
       throw err;
     }
+    // The append has settled: the commit's store write is done with `old`.
+    if (single) this.#recycleBlock(old);
     const preserved: Preserved[] = [];
     for (let i = 0; i < blocks.length; i++)
       preserved.push({ block: blocks[i]!, chunk: chunks[i]! });
@@ -243,6 +252,24 @@ export class CowStore {
   }
 
   /**
+   * Reads one origin block into a spare block buffer (a first write's usual
+   * case). Such a buffer is only ever written here and read by the append
+   * that preserves it; {@link #recycleBlock} takes it back once that append
+   * has settled, so no fresh ArrayBuffer (and no garbage) per first write.
+   * A buffer whose read failed is dropped, not reused: a device that failed
+   * a read is not trusted to have stopped writing into it.
+   */
+  #readOriginBlock(block: number): Promise<Uint8Array> {
+    const buffer = this.#spareBlocks.pop() ?? new Uint8Array(this.#bs);
+    return io('origin read', readInto(this.origin, block * this.#bs, buffer)).then(() => buffer);
+  }
+
+  /** Keeps `buffer` (one block, its append settled) for the next {@link #readOriginBlock}, up to {@link SPARE_BLOCKS}. */
+  #recycleBlock(buffer: Uint8Array): void {
+    if (this.#spareBlocks.length < SPARE_BLOCKS) this.#spareBlocks.push(buffer);
+  }
+
+  /**
    * Reads whole origin blocks (ascending) into one buffer, one read per
    * contiguous run. The buffer is cut from the shared pool
    * (`allocateBuffer`), not a fresh ArrayBuffer per first write: it is kept
@@ -271,7 +298,8 @@ export class CowStore {
     const bs = this.#bs;
     const out: CommitData[] = [];
     forEachRun(chunks, (from, i, n) => {
-      out.push({ offset: this.#chunkOffset(from), bytes: data.subarray(i * bs, (i + n) * bs) });
+      const bytes = n * bs === data.length ? data : data.subarray(i * bs, (i + n) * bs);
+      out.push({ offset: this.#chunkOffset(from), bytes });
     });
     return out;
   }
@@ -300,6 +328,13 @@ export class CowStore {
 
 const NONE: Preserved[] = [];
 
+/**
+ * Spare block buffers a store keeps: about the first writes one device has
+ * in flight at once (32 in the benchmarks), so that in the steady state
+ * every one-block preserve reuses a buffer.
+ */
+const SPARE_BLOCKS = 64;
+
 /** Calls `fn(start, index, length)` for each run of consecutive numbers in ascending `values`. */
 function forEachRun(
   values: number[],
@@ -312,68 +347,6 @@ function forEachRun(
     fn(values[i]!, i, n);
     i += n;
   }
-}
-
-/**
- * Verifies the data of chunks named by the last log frame, which a power cut
- * may have left unwritten; answers what fails, or `undefined`.
- */
-/**
- * Checks the chunks the last log frame names against their CRC-32s.
- *
- * A failing chunk means a torn tail (the frame landed, its chunks did not)
- * or damage to a durable frame. A preserved block tells them apart without
- * any write-path cost: the origin block is overwritten only after the frame
- * holding its preserved copy is durable (rule 4), and until then still holds
- * exactly the preserved data. So an origin block whose CRC-32 differs from
- * its preserve entry's proves the frame durable, and dropping it would let a
- * snapshot read the origin's newer bytes as its own: damage. An origin block
- * that still matches makes dropping the entry harmless. A writable
- * snapshot's own write has no such witness (the flush's attestation covers
- * it).
- */
-async function verifyChunks(
-  origin: BlockDevice,
-  store: BlockDevice,
-  layout: CowLayout,
-  entries: CowEntry[],
-): Promise<LastFrameFailure | undefined> {
-  let first: LastFrameFailure | undefined;
-  for (const entry of entries) {
-    if (entry.kind !== 'preserve' && entry.kind !== 'private') continue;
-    if (entry.chunk >= layout.chunkCount) {
-      return {
-        failure: `chunk ${entry.chunk} (block ${entry.block}) is past the store's ${layout.chunkCount} chunks`,
-      };
-    }
-    const at = layout.dataOffset + entry.chunk * layout.blockSize;
-    const data = await io('store read', store.read(at, layout.blockSize));
-    if (checksum(data) === entry.crc) continue;
-    const failure = `chunk ${entry.chunk} (block ${entry.block}) at store offset ${at} fails its checksum`;
-    first ??= { failure };
-    if (entry.kind === 'preserve' && (await originMoved(origin, layout, entry.block, entry.crc))) {
-      return {
-        failure,
-        durableBecause: `origin block ${entry.block} no longer holds the data preserved from it, so the origin was written after the frame was durable`,
-      };
-    }
-  }
-  return first;
-}
-
-/** Whether origin block `block` (of the store's geometry) no longer has CRC-32 `crc`. */
-async function originMoved(
-  origin: BlockDevice,
-  layout: CowLayout,
-  block: number,
-  crc: number,
-): Promise<boolean> {
-  const bs = layout.blockSize;
-  // Another geometry is refused once the layout is known; nothing to compare then.
-  if (layout.originSize !== origin.size || bs !== origin.blockSize) return false;
-  if ((block + 1) * bs > origin.size) return false;
-  const data = await io('origin read', origin.read(block * bs, bs));
-  return checksum(data) !== crc;
 }
 
 /**
