@@ -393,15 +393,33 @@ export abstract class CowDeviceBase
   }
 
   protected _write(offset: number, data: Uint8Array): Promise<void> {
+    return this.#writeGated(offset, data, false);
+  }
+
+  /**
+   * A one-block write's private copy goes into a spare block buffer
+   * (src/cow/spare-blocks.ts), given back once the origin write it went to
+   * has settled ({@link #writeLocked}); other writes take the shared pool's.
+   */
+  protected override _writeCopy(offset: number, data: Uint8Array): Promise<void> {
+    const spares = this.#cow.spareBlocks;
+    if (data.length !== spares.blockSize) return super._writeCopy(offset, data);
+    const own = spares.take();
+    own.set(data);
+    return this.#writeGated(offset, own, true);
+  }
+
+  /** `_write`; `spare`: `data` is a spare block buffer, to give back once nothing uses it. */
+  #writeGated(offset: number, data: Uint8Array, spare: boolean): Promise<void> {
     const first = Math.floor(offset / this.blockSize);
     const last = Math.floor((offset + data.length - 1) / this.blockSize);
     const pass = this.#gate.tryEnter(first, last);
     if (pass === undefined) {
       return this.#gate
         .enter(first, last)
-        .then((entered) => this.#writeEntered(offset, data, first, last, entered));
+        .then((entered) => this.#writeEntered(offset, data, first, last, entered, spare));
     }
-    return this.#writeEntered(offset, data, first, last, pass);
+    return this.#writeEntered(offset, data, first, last, pass, spare);
   }
 
   /** A write inside the gate; it leaves with `pass` once the write settles. */
@@ -411,13 +429,21 @@ export abstract class CowDeviceBase
     first: number,
     last: number,
     pass: GatePass,
+    spare: boolean,
   ): Promise<void> {
+    // A spare buffer passed on here is not given back: it is simply dropped.
     if (this.#nothingToPreserve(first, last)) return this.#unheld.write(offset, data, pass, false);
-    return this.#writeLocked(offset, data, first, last).finally(() => pass.leave());
+    return this.#writeLocked(offset, data, first, last, spare).finally(() => pass.leave());
   }
 
   /** A write to blocks some snapshot holds: preserve what it needs under the block locks, then write. */
-  async #writeLocked(offset: number, data: Uint8Array, first: number, last: number): Promise<void> {
+  async #writeLocked(
+    offset: number,
+    data: Uint8Array,
+    first: number,
+    last: number,
+    spare: boolean,
+  ): Promise<void> {
     const unlock = await this.#locks.acquire(first, last);
     try {
       await this.#preserve(first, last);
@@ -427,6 +453,9 @@ export abstract class CowDeviceBase
       await io('origin write', written);
     } finally {
       unlock();
+      // The origin write has settled, or was never issued (the preserve
+      // failed): nothing reads `data` any more.
+      if (spare) this.#cow.spareBlocks.give(data);
     }
   }
 

@@ -17,6 +17,7 @@ import { CowState } from './cow-state.js';
 import { verifyChunks } from './last-frame-chunks.js';
 import type { CowEntry } from './metadata-codec.js';
 import { MetadataLog } from './metadata-log.js';
+import { SpareBlocks } from './spare-blocks.js';
 
 /** Identifies a copy-on-write store ("COW1"). */
 const COW_KIND = 0x31574f43;
@@ -42,8 +43,8 @@ export class CowStore {
   readonly state: CowState;
   readonly log: MetadataLog<CowEntry>;
   readonly #bs: number;
-  /** Block buffers free for {@link #readOriginBlock}. */
-  readonly #spareBlocks: Uint8Array[] = [];
+  /** Block buffers for first writes' data: the old blocks read here, the device's private copies. */
+  readonly spareBlocks: SpareBlocks;
 
   private constructor(
     origin: BlockDevice,
@@ -58,6 +59,7 @@ export class CowStore {
     this.state = state;
     this.log = log;
     this.#bs = layout.blockSize;
+    this.spareBlocks = new SpareBlocks(layout.blockSize);
   }
 
   /**
@@ -151,11 +153,11 @@ export class CowStore {
       await this.log.append(entries, this.#chunkData(chunks, old));
     } catch (err) {
       this.#releaseUncommitted(chunks);
-      if (handed && single) this.#recycleBlock(old!);
+      if (handed && single) this.spareBlocks.give(old!);
       throw err;
     }
     // The append has settled: the commit's store write is done with `old`.
-    if (single) this.#recycleBlock(old);
+    if (single) this.spareBlocks.give(old);
     const preserved: Preserved[] = [];
     for (let i = 0; i < blocks.length; i++)
       preserved.push({ block: blocks[i]!, chunk: chunks[i]! });
@@ -253,20 +255,12 @@ export class CowStore {
 
   /**
    * Reads one origin block into a spare block buffer (a first write's usual
-   * case). Such a buffer is only ever written here and read by the append
-   * that preserves it; {@link #recycleBlock} takes it back once that append
-   * has settled, so no fresh ArrayBuffer (and no garbage) per first write.
-   * A buffer whose read failed is dropped, not reused: a device that failed
-   * a read is not trusted to have stopped writing into it.
+   * case), given back by `preserve` once its append has settled; one whose
+   * read failed is dropped ({@link SpareBlocks}).
    */
   #readOriginBlock(block: number): Promise<Uint8Array> {
-    const buffer = this.#spareBlocks.pop() ?? new Uint8Array(this.#bs);
+    const buffer = this.spareBlocks.take();
     return io('origin read', readInto(this.origin, block * this.#bs, buffer)).then(() => buffer);
-  }
-
-  /** Keeps `buffer` (one block, its append settled) for the next {@link #readOriginBlock}, up to {@link SPARE_BLOCKS}. */
-  #recycleBlock(buffer: Uint8Array): void {
-    if (this.#spareBlocks.length < SPARE_BLOCKS) this.#spareBlocks.push(buffer);
   }
 
   /**
@@ -327,13 +321,6 @@ export class CowStore {
 }
 
 const NONE: Preserved[] = [];
-
-/**
- * Spare block buffers a store keeps: about the first writes one device has
- * in flight at once (32 in the benchmarks), so that in the steady state
- * every one-block preserve reuses a buffer.
- */
-const SPARE_BLOCKS = 64;
 
 /** Calls `fn(start, index, length)` for each run of consecutive numbers in ascending `values`. */
 function forEachRun(
