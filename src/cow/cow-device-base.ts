@@ -419,10 +419,14 @@ export abstract class CowDeviceBase
         .enter(first, last)
         .then((entered) => this.#writeEntered(offset, data, first, last, entered, spare));
     }
-    return this.#writeEntered(offset, data, first, last, pass, spare);
+    // In the same synchronous turn as `_writeThrough`, which found the gate
+    // open too and so declined because a block needs preserving (or is
+    // locked): no need to ask again. Were that ever not so, the locked way
+    // is still right, only slower (`preserve` finds nothing to do).
+    return this.#writeLocked(offset, data, first, last, pass, spare);
   }
 
-  /** A write inside the gate; it leaves with `pass` once the write settles. */
+  /** A write that waited at the gate; it leaves with `pass` once the write settles. */
   #writeEntered(
     offset: number,
     data: Uint8Array,
@@ -433,29 +437,38 @@ export abstract class CowDeviceBase
   ): Promise<void> {
     // A spare buffer passed on here is not given back: it is simply dropped.
     if (this.#nothingToPreserve(first, last)) return this.#unheld.write(offset, data, pass, false);
-    return this.#writeLocked(offset, data, first, last, spare).finally(() => pass.leave());
+    return this.#writeLocked(offset, data, first, last, pass, spare);
   }
 
-  /** A write to blocks some snapshot holds: preserve what it needs under the block locks, then write. */
+  /**
+   * A write to blocks some snapshot holds: preserve what it needs under the
+   * block locks, then write; then leave the gate with `pass`.
+   */
   async #writeLocked(
     offset: number,
     data: Uint8Array,
     first: number,
     last: number,
+    pass: GatePass,
     spare: boolean,
   ): Promise<void> {
-    const unlock = await this.#locks.acquire(first, last);
     try {
-      await this.#preserve(first, last);
-      // `data` is this device's private copy (AbstractBlockDevice `write`): handed over, not copied again.
-      const owned = this.#writeOriginOwned;
-      const written = owned ? owned(offset, [data]) : this.#cow.origin.write(offset, data);
-      await io('origin write', written);
+      const unlock = await this.#locks.acquire(first, last);
+      try {
+        await this.#preserve(first, last);
+        // `data` is this device's private copy (AbstractBlockDevice `write`): handed over, not copied again.
+        const owned = this.#writeOriginOwned;
+        const written = owned ? owned(offset, [data]) : this.#cow.origin.write(offset, data);
+        await io('origin write', written);
+      } finally {
+        unlock();
+        // The origin write has settled, or was never issued (the preserve
+        // failed): nothing reads `data` any more.
+        if (spare) this.#cow.spareBlocks.give(data);
+      }
     } finally {
-      unlock();
-      // The origin write has settled, or was never issued (the preserve
-      // failed): nothing reads `data` any more.
-      if (spare) this.#cow.spareBlocks.give(data);
+      // Only once the write is done (or failed): a snapshot's hold waits for it.
+      pass.leave();
     }
   }
 
