@@ -151,15 +151,7 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
       const through = this._writeThrough(offset, data);
       if (through !== undefined)
         return inFlight.ownPassedWrites ? through : inFlight.track(through);
-      if (copy) {
-        // The caller may reuse `data` as soon as this returns: take a private
-        // copy now, before any await.
-        const own = allocateBuffer(data.length);
-        own.set(data);
-        op = this._write(offset, own);
-      } else {
-        op = this._write(offset, data);
-      }
+      op = copy ? this._writeCopy(offset, data) : this._write(offset, data);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -253,6 +245,21 @@ export abstract class AbstractBlockDevice<E extends EventMap = Record<never, nev
       emit(event: string, arg: Error): boolean;
     };
     if (emitter.listenerCount('error') > 0) emitter.emit('error', err);
+  }
+
+  /**
+   * `write`'s way to `_write` when `_writeThrough` declined: the caller may
+   * reuse `data` as soon as `write` returns, so `_write` gets a private
+   * copy, taken now, before any await — by default a region of the shared
+   * buffer pool. A device that knows when its `_write` is done with the copy
+   * may take it into a buffer of its own and reuse that buffer afterwards
+   * (the COW device's first writes: src/cow/spare-blocks.ts). Same
+   * preconditions as `_write`.
+   */
+  protected _writeCopy(offset: number, data: Uint8Array): Promise<void> {
+    const own = allocateBuffer(data.length);
+    own.set(data);
+    return this._write(offset, own);
   }
 
   /**

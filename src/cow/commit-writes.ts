@@ -105,7 +105,7 @@ export function writeCommitData<A extends AppendWithData>(
     i += run.length;
     if (immediate !== undefined) {
       try {
-        immediate(run[0]!.offset, joined(run));
+        immediate(run[0]!.offset, joined(run, true));
       } catch (err) {
         fail(run, err);
       }
@@ -137,12 +137,31 @@ function writeRun(
   return store.write(run[0]!.offset, joined(run));
 }
 
-/** The bytes of pieces that lie back to back, as one buffer (the piece itself when alone). */
-function joined(run: readonly Piece[]): Uint8Array {
+/**
+ * Where runs going down by WRITE_NOW are joined: that write, like every
+ * `write` (docs/ARCHITECTURE.md, "Buffers: who owns what"), is done with
+ * its bytes when it returns, so one buffer serves every commit instead of a
+ * fresh one of up to {@link IMMEDIATE_DATA_BYTES} per group.
+ */
+let immediateScratch = new Uint8Array(0);
+
+/**
+ * The bytes of pieces that lie back to back, as one buffer (the piece itself
+ * when alone); for a write that is done with them when it returns
+ * (`immediate`), in the shared scratch buffer.
+ */
+function joined(run: readonly Piece[], immediate = false): Uint8Array {
   if (run.length === 1) return run[0]!.bytes;
   const at = run[0]!.offset;
   const last = run[run.length - 1]!;
-  const whole = new Uint8Array(last.offset + last.bytes.length - at);
+  const length = last.offset + last.bytes.length - at;
+  let whole: Uint8Array;
+  if (immediate && length <= IMMEDIATE_DATA_BYTES) {
+    if (immediateScratch.length < length) immediateScratch = new Uint8Array(IMMEDIATE_DATA_BYTES);
+    whole = immediateScratch.subarray(0, length);
+  } else {
+    whole = new Uint8Array(length);
+  }
   for (const p of run) whole.set(p.bytes, p.offset - at);
   return whole;
 }

@@ -393,40 +393,82 @@ export abstract class CowDeviceBase
   }
 
   protected _write(offset: number, data: Uint8Array): Promise<void> {
+    return this.#writeGated(offset, data, false);
+  }
+
+  /**
+   * A one-block write's private copy goes into a spare block buffer
+   * (src/cow/spare-blocks.ts), given back once the origin write it went to
+   * has settled ({@link #writeLocked}); other writes take the shared pool's.
+   */
+  protected override _writeCopy(offset: number, data: Uint8Array): Promise<void> {
+    const spares = this.#cow.spareBlocks;
+    if (data.length !== spares.blockSize) return super._writeCopy(offset, data);
+    const own = spares.take();
+    own.set(data);
+    return this.#writeGated(offset, own, true);
+  }
+
+  /** `_write`; `spare`: `data` is a spare block buffer, to give back once nothing uses it. */
+  #writeGated(offset: number, data: Uint8Array, spare: boolean): Promise<void> {
     const first = Math.floor(offset / this.blockSize);
     const last = Math.floor((offset + data.length - 1) / this.blockSize);
     const pass = this.#gate.tryEnter(first, last);
     if (pass === undefined) {
       return this.#gate
         .enter(first, last)
-        .then((entered) => this.#writeEntered(offset, data, first, last, entered));
+        .then((entered) => this.#writeEntered(offset, data, first, last, entered, spare));
     }
-    return this.#writeEntered(offset, data, first, last, pass);
+    // In the same synchronous turn as `_writeThrough`, which found the gate
+    // open too and so declined because a block needs preserving (or is
+    // locked): no need to ask again. Were that ever not so, the locked way
+    // is still right, only slower (`preserve` finds nothing to do).
+    return this.#writeLocked(offset, data, first, last, pass, spare);
   }
 
-  /** A write inside the gate; it leaves with `pass` once the write settles. */
+  /** A write that waited at the gate; it leaves with `pass` once the write settles. */
   #writeEntered(
     offset: number,
     data: Uint8Array,
     first: number,
     last: number,
     pass: GatePass,
+    spare: boolean,
   ): Promise<void> {
+    // A spare buffer passed on here is not given back: it is simply dropped.
     if (this.#nothingToPreserve(first, last)) return this.#unheld.write(offset, data, pass, false);
-    return this.#writeLocked(offset, data, first, last).finally(() => pass.leave());
+    return this.#writeLocked(offset, data, first, last, pass, spare);
   }
 
-  /** A write to blocks some snapshot holds: preserve what it needs under the block locks, then write. */
-  async #writeLocked(offset: number, data: Uint8Array, first: number, last: number): Promise<void> {
-    const unlock = await this.#locks.acquire(first, last);
+  /**
+   * A write to blocks some snapshot holds: preserve what it needs under the
+   * block locks, then write; then leave the gate with `pass`.
+   */
+  async #writeLocked(
+    offset: number,
+    data: Uint8Array,
+    first: number,
+    last: number,
+    pass: GatePass,
+    spare: boolean,
+  ): Promise<void> {
     try {
-      await this.#preserve(first, last);
-      // `data` is this device's private copy (AbstractBlockDevice `write`): handed over, not copied again.
-      const owned = this.#writeOriginOwned;
-      const written = owned ? owned(offset, [data]) : this.#cow.origin.write(offset, data);
-      await io('origin write', written);
+      const unlock = await this.#locks.acquire(first, last);
+      try {
+        await this.#preserve(first, last);
+        // `data` is this device's private copy (AbstractBlockDevice `write`): handed over, not copied again.
+        const owned = this.#writeOriginOwned;
+        const written = owned ? owned(offset, [data]) : this.#cow.origin.write(offset, data);
+        await io('origin write', written);
+      } finally {
+        unlock();
+        // The origin write has settled, or was never issued (the preserve
+        // failed): nothing reads `data` any more.
+        if (spare) this.#cow.spareBlocks.give(data);
+      }
     } finally {
-      unlock();
+      // Only once the write is done (or failed): a snapshot's hold waits for it.
+      pass.leave();
     }
   }
 

@@ -1,4 +1,4 @@
-import { io } from '../base/index.js';
+import { allocateBuffer, io, readInto } from '../base/index.js';
 import { checksum } from '../checksum/index.js';
 import type { BlockDevice } from '../device.js';
 import { BlockDeviceError } from '../errors.js';
@@ -14,9 +14,10 @@ import {
   writeCowParams,
 } from './cow-layout.js';
 import { CowState } from './cow-state.js';
-import type { LastFrameFailure } from './log-recovery.js';
+import { verifyChunks } from './last-frame-chunks.js';
 import type { CowEntry } from './metadata-codec.js';
 import { MetadataLog } from './metadata-log.js';
+import { SpareBlocks } from './spare-blocks.js';
 
 /** Identifies a copy-on-write store ("COW1"). */
 const COW_KIND = 0x31574f43;
@@ -42,6 +43,8 @@ export class CowStore {
   readonly state: CowState;
   readonly log: MetadataLog<CowEntry>;
   readonly #bs: number;
+  /** Block buffers for first writes' data: the old blocks read here, the device's private copies. */
+  readonly spareBlocks: SpareBlocks;
 
   private constructor(
     origin: BlockDevice,
@@ -56,6 +59,7 @@ export class CowStore {
     this.state = state;
     this.log = log;
     this.#bs = layout.blockSize;
+    this.spareBlocks = new SpareBlocks(layout.blockSize);
   }
 
   /**
@@ -128,29 +132,36 @@ export class CowStore {
     // Fail-stop: no origin write may follow a failed log (docs/ARCHITECTURE.md, "After an I/O error").
     if (this.log.failed) throw this.log.failed;
     const state = this.state;
-    let needed = 0;
-    for (let b = first; b <= last; b++) if (state.needsPreserve(b)) needed++;
-    if (needed === 0) return NONE;
+    // One lookup per block (a first write's is a miss in a large table).
     const blocks: number[] = [];
     for (let b = first; b <= last; b++) if (state.needsPreserve(b)) blocks.push(b);
+    if (blocks.length === 0) return NONE;
     const chunks = state.allocator.allocate(blocks.length);
     const bs = this.#bs;
+    const single = blocks.length === 1;
+    const entries: CowEntry[] = [];
+    let old: Uint8Array | undefined;
+    let handed = false;
     try {
-      const old = await this.#readOriginBlocks(blocks);
+      old = single ? await this.#readOriginBlock(blocks[0]!) : await this.#readOriginBlocks(blocks);
       const epoch = state.lastSeq;
-      const entries: CowEntry[] = blocks.map((block, i) => ({
-        kind: 'preserve',
-        epoch,
-        block,
-        chunk: chunks[i]!,
-        crc: checksum(old.subarray(i * bs, (i + 1) * bs)),
-      }));
+      for (let i = 0; i < blocks.length; i++) {
+        const crc = checksum(single ? old : old.subarray(i * bs, (i + 1) * bs));
+        entries.push({ kind: 'preserve', epoch, block: blocks[i]!, chunk: chunks[i]!, crc });
+      }
+      handed = true;
       await this.log.append(entries, this.#chunkData(chunks, old));
     } catch (err) {
       this.#releaseUncommitted(chunks);
+      if (handed && single) this.spareBlocks.give(old!);
       throw err;
     }
-    return blocks.map((block, i) => ({ block, chunk: chunks[i]! }));
+    // The append has settled: the commit's store write is done with `old`.
+    if (single) this.spareBlocks.give(old);
+    const preserved: Preserved[] = [];
+    for (let i = 0; i < blocks.length; i++)
+      preserved.push({ block: blocks[i]!, chunk: chunks[i]! });
+    return preserved;
   }
 
   /**
@@ -242,20 +253,34 @@ export class CowStore {
     return out;
   }
 
-  /** Reads whole origin blocks (ascending) into one buffer, one read per contiguous run. */
+  /**
+   * Reads one origin block into a spare block buffer (a first write's usual
+   * case), given back by `preserve` once its append has settled; one whose
+   * read failed is dropped ({@link SpareBlocks}).
+   */
+  #readOriginBlock(block: number): Promise<Uint8Array> {
+    const buffer = this.spareBlocks.take();
+    return io('origin read', readInto(this.origin, block * this.#bs, buffer)).then(() => buffer);
+  }
+
+  /**
+   * Reads whole origin blocks (ascending) into one buffer, one read per
+   * contiguous run. The buffer is cut from the shared pool
+   * (`allocateBuffer`), not a fresh ArrayBuffer per first write: it is kept
+   * only until the append that writes it to the store settles, and a pool
+   * region is never handed out twice.
+   */
   async #readOriginBlocks(blocks: number[]): Promise<Uint8Array> {
     const bs = this.#bs;
-    // One run (one block, a first write's usual case): the read's own buffer, uncopied.
+    const out = allocateBuffer(blocks.length * bs);
+    // One run (one block, a first write's usual case): one read straight into it.
     if (blocks[blocks.length - 1]! - blocks[0]! === blocks.length - 1) {
-      return io('origin read', this.origin.read(blocks[0]! * bs, blocks.length * bs));
+      return io('origin read', readInto(this.origin, blocks[0]! * bs, out));
     }
-    const out = new Uint8Array(blocks.length * bs);
-    const reads: Promise<void>[] = [];
+    const reads: Promise<Uint8Array>[] = [];
     forEachRun(blocks, (from, i, n) => {
       reads.push(
-        io('origin read', this.origin.read(from * bs, n * bs)).then((data) =>
-          out.set(data, i * bs),
-        ),
+        io('origin read', readInto(this.origin, from * bs, out.subarray(i * bs, (i + n) * bs))),
       );
     });
     await Promise.all(reads);
@@ -267,7 +292,8 @@ export class CowStore {
     const bs = this.#bs;
     const out: CommitData[] = [];
     forEachRun(chunks, (from, i, n) => {
-      out.push({ offset: this.#chunkOffset(from), bytes: data.subarray(i * bs, (i + n) * bs) });
+      const bytes = n * bs === data.length ? data : data.subarray(i * bs, (i + n) * bs);
+      out.push({ offset: this.#chunkOffset(from), bytes });
     });
     return out;
   }
@@ -308,68 +334,6 @@ function forEachRun(
     fn(values[i]!, i, n);
     i += n;
   }
-}
-
-/**
- * Verifies the data of chunks named by the last log frame, which a power cut
- * may have left unwritten; answers what fails, or `undefined`.
- */
-/**
- * Checks the chunks the last log frame names against their CRC-32s.
- *
- * A failing chunk means a torn tail (the frame landed, its chunks did not)
- * or damage to a durable frame. A preserved block tells them apart without
- * any write-path cost: the origin block is overwritten only after the frame
- * holding its preserved copy is durable (rule 4), and until then still holds
- * exactly the preserved data. So an origin block whose CRC-32 differs from
- * its preserve entry's proves the frame durable, and dropping it would let a
- * snapshot read the origin's newer bytes as its own: damage. An origin block
- * that still matches makes dropping the entry harmless. A writable
- * snapshot's own write has no such witness (the flush's attestation covers
- * it).
- */
-async function verifyChunks(
-  origin: BlockDevice,
-  store: BlockDevice,
-  layout: CowLayout,
-  entries: CowEntry[],
-): Promise<LastFrameFailure | undefined> {
-  let first: LastFrameFailure | undefined;
-  for (const entry of entries) {
-    if (entry.kind !== 'preserve' && entry.kind !== 'private') continue;
-    if (entry.chunk >= layout.chunkCount) {
-      return {
-        failure: `chunk ${entry.chunk} (block ${entry.block}) is past the store's ${layout.chunkCount} chunks`,
-      };
-    }
-    const at = layout.dataOffset + entry.chunk * layout.blockSize;
-    const data = await io('store read', store.read(at, layout.blockSize));
-    if (checksum(data) === entry.crc) continue;
-    const failure = `chunk ${entry.chunk} (block ${entry.block}) at store offset ${at} fails its checksum`;
-    first ??= { failure };
-    if (entry.kind === 'preserve' && (await originMoved(origin, layout, entry.block, entry.crc))) {
-      return {
-        failure,
-        durableBecause: `origin block ${entry.block} no longer holds the data preserved from it, so the origin was written after the frame was durable`,
-      };
-    }
-  }
-  return first;
-}
-
-/** Whether origin block `block` (of the store's geometry) no longer has CRC-32 `crc`. */
-async function originMoved(
-  origin: BlockDevice,
-  layout: CowLayout,
-  block: number,
-  crc: number,
-): Promise<boolean> {
-  const bs = layout.blockSize;
-  // Another geometry is refused once the layout is known; nothing to compare then.
-  if (layout.originSize !== origin.size || bs !== origin.blockSize) return false;
-  if ((block + 1) * bs > origin.size) return false;
-  const data = await io('origin read', origin.read(block * bs, bs));
-  return checksum(data) !== crc;
 }
 
 /**

@@ -9,6 +9,7 @@ import {
   READ_CALLBACK,
   type ReadDone,
   readResultBuffer,
+  WRITE_NOW,
 } from '../base/index.js';
 import { BlockDeviceError } from '../errors.js';
 import { BlockTable } from './memory-blocks.js';
@@ -111,6 +112,19 @@ export class MemoryDevice extends AbstractBlockDevice {
   protected override _writeThrough(offset: number, data: Uint8Array): Promise<void> {
     this.writeNow(offset, data);
     return Promise.resolve();
+  }
+
+  /**
+   * See {@link WRITE_NOW}: `write`'s checks, thrown, then the copy into the
+   * blocks, before this returns. A COW store's group commit writes its
+   * chunks and frame this way, with no promise and no await per commit.
+   * @internal A fast path for the library's own layers.
+   */
+  [WRITE_NOW](offset: number, data: Uint8Array): void {
+    this.checkOpen();
+    checkRange(this.size, offset, data.length);
+    this.checkWritable();
+    this.writeNow(offset, data);
   }
 
   /**

@@ -2,7 +2,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { LEND_READ, type LentBytes } from '../../src/base/index.js';
+import { LEND_READ, type LentBytes, WRITE_NOW } from '../../src/base/index.js';
 import { BLOCKS_PER_GROUP, BlockTable } from '../../src/devices/memory-blocks.js';
 import { MemoryDevice, type MemoryDeviceOptions } from '../../src/devices/memory-device.js';
 import { BlockDeviceError } from '../../src/errors.js';
@@ -290,5 +290,21 @@ describe('MemoryDevice', () => {
       );
       expect(BlockDeviceError.is(err, 'EINVAL'), `${JSON.stringify(options)}: ${err}`).toBe(true);
     }
+  });
+});
+
+describe('MemoryDevice WRITE_NOW (a COW group commit)', () => {
+  it('writes before it returns, and refuses what write refuses, throwing', async () => {
+    const d = await MemoryDevice.create({ size: 8192, blockSize: 512 });
+    const data = new Uint8Array(512).fill(7);
+    d[WRITE_NOW](512, data);
+    // The caller's bytes are copied: changing them afterwards changes nothing.
+    data.fill(9);
+    expect(await d.read(512, 512)).toEqual(new Uint8Array(512).fill(7));
+    expect(() => d[WRITE_NOW](8000, new Uint8Array(512))).toThrow(/ERANGE/);
+    const ro = d.reopen({ readOnly: true });
+    expect(() => ro[WRITE_NOW](0, new Uint8Array(512))).toThrow(/EROFS/);
+    await d.close();
+    expect(() => d[WRITE_NOW](0, new Uint8Array(512))).toThrow(/ECLOSED/);
   });
 });
