@@ -563,6 +563,15 @@ async function journalReplayRow(cfg: BenchConfig, clean: boolean): Promise<RowRe
     const r0 = performance.now();
     await readSequentially(journal, RING_START + used);
     const rawSeconds = (performance.now() - r0) / 1000;
+    // After a power cut replay reads the whole ring (the free part too, for
+    // an attesting header): what a sequential read of the whole file takes
+    // is shown beside the judged ratio, which counts only the records.
+    let wholeSeconds: number | undefined;
+    if (!clean) {
+      const w0 = performance.now();
+      await readSequentially(journal, journalSize);
+      wholeSeconds = (performance.now() - w0) / 1000;
+    }
 
     const production = await lib.FileDevice.open(data, { lock: false, blockSize: bs });
     const store2 = await lib.FileDevice.open(journal, {
@@ -595,6 +604,11 @@ async function journalReplayRow(cfg: BenchConfig, clean: boolean): Promise<RowRe
         `journal a ${formatBytes(journalSize)} file, filled to ${percent(used, capacityOf)} (${formatBytes(wholeMiB(used))} of records, ${records} records of 4 KiB, ${entries} distinct blocks) by ${cfg.inFlight} workers in ${fillSeconds.toFixed(1)} s, flushed, then ${clean ? 'closed cleanly (replay still reads and checks every record, then checks it reached the tail the superblock names)' : 'the power cut (journal writes dropped, so close leaves the superblock unclean: replay reads and checks every record, then scans the free ring for a frame attesting a damaged record)'}`,
         `JournalDevice.open took ${(seconds * 1000).toFixed(0)} ms: ${mbps.toFixed(0)} MB/s of records replayed (10^6 bytes)${clean ? '' : `, the free ${formatBytes(wholeMiB(capacityOf - used))} of ring scanned as well`}`,
         `raw sequential read of the same ${formatBytes(wholeMiB(RING_START + used))} (1 MiB callback fs.read, one at a time, file cached) ${rawMbps.toFixed(0)} MB/s`,
+        ...(wholeSeconds === undefined
+          ? []
+          : [
+              `report: a raw sequential read of the whole ${formatBytes(journalSize)} journal file (the bytes open reads after a power cut) took ${(wholeSeconds * 1000).toFixed(0)} ms, ${(wholeSeconds / seconds).toFixed(2)}× the open's time`,
+            ]),
       ],
     };
   } finally {
