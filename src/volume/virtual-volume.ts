@@ -391,7 +391,10 @@ export class VirtualVolume
   /**
    * Takes an overall snapshot every `every` milliseconds and deletes the
    * oldest snapshots the schedule made beyond `keep`, emitting its events;
-   * stops at `close()`, at `signal`'s abort, or at `stop()`.
+   * stops at `close()`, at `signal`'s abort, or at `stop()`. Its timer runs
+   * on this thread's event loop: a caller that never yields to it (a loop of
+   * awaited writes to partitions in memory on this thread settles in
+   * microtasks alone) holds the snapshots back until it does.
    * @throws `EINVAL` for bad options, `ECLOSED`.
    */
   schedule(options: ScheduleOptions): SnapshotSchedule {
