@@ -276,8 +276,11 @@ export function decodeFrameInto(
   };
 }
 
-/** The records `decodeFrameInto` left in `columns` for `frame`, as objects. */
-export function recordHeaders(frame: FrameSummary, columns: RecordColumns): RecordHeader[] {
+/**
+ * The frame `decodeFrameInto` decoded, its records left in `columns`, as
+ * objects: for the callers that decode a few headers or keep them.
+ */
+export function frameHeaderOf(frame: FrameSummary, columns: RecordColumns): FrameHeader {
   const records: RecordHeader[] = [];
   for (let i = 0; i < frame.count; i++) {
     records.push({
@@ -289,7 +292,16 @@ export function recordHeaders(frame: FrameSummary, columns: RecordColumns): Reco
       kind: columns.kind[i]!,
     });
   }
-  return records;
+  return {
+    epoch: frame.epoch,
+    session: frame.session,
+    firstSeq: frame.firstSeq,
+    durableSeq: frame.durableSeq,
+    prevLink: frame.prevLink,
+    bytes: frame.bytes,
+    link: frame.link,
+    records,
+  };
 }
 
 /** Columns {@link decodeFrameHeader} decodes into before it makes its objects. */
@@ -305,15 +317,5 @@ export function decodeFrameHeader(
   geometry: { productionSize: number; blockSize: number },
 ): FrameHeader | string {
   const frame = decodeFrameInto(header, geometry, scratchColumns);
-  if (typeof frame === 'string') return frame;
-  return {
-    epoch: frame.epoch,
-    session: frame.session,
-    firstSeq: frame.firstSeq,
-    durableSeq: frame.durableSeq,
-    prevLink: frame.prevLink,
-    bytes: frame.bytes,
-    link: frame.link,
-    records: recordHeaders(frame, scratchColumns),
-  };
+  return typeof frame === 'string' ? frame : frameHeaderOf(frame, scratchColumns);
 }

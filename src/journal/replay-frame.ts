@@ -6,9 +6,9 @@ import {
   decodeFrameInto,
   type FrameHeader,
   type FrameSummary,
+  frameHeaderOf,
   peekFrame,
   type RecordColumns,
-  recordHeaders,
 } from './journal-frame.js';
 import { decodeNote, type JournalNote } from './journal-notes.js';
 
@@ -88,17 +88,7 @@ export async function readFrameHeader(
   records: RecordColumns,
 ): Promise<FrameHeader | string> {
   const frame = await readFrameFields(reader, sb, pos, seq, link, records);
-  if (typeof frame === 'string') return frame;
-  return {
-    epoch: frame.epoch,
-    session: frame.session,
-    firstSeq: frame.firstSeq,
-    durableSeq: frame.durableSeq,
-    prevLink: frame.prevLink,
-    bytes: frame.bytes,
-    link: frame.link,
-    records: recordHeaders(frame, records),
-  };
+  return typeof frame === 'string' ? frame : frameHeaderOf(frame, records);
 }
 
 /**
