@@ -2,8 +2,15 @@ import type { Duplex } from 'node:stream';
 import type { LentBytes } from '../base/index.js';
 import { ReplyBufferPool } from './server-reply-pool.js';
 
-/** Bytes of replies corked into one writev at most (see {@link ReplyWriter.send}). */
-const CORK_MAX = 64 * 1024;
+/**
+ * Bytes of replies corked into one writev at most (see {@link ReplyWriter.send}):
+ * four 256 KiB READ replies. Under nbdcopy (READs of 256 KiB, 64 in flight
+ * on each of two connections) a 64 KiB bound sent each reply in a writev
+ * of its own, and each woke the client's reading thread again: about three
+ * times the context switches per GiB in nbdcopy, and a copy slower than
+ * nbdkit's; with 1 MiB it is faster (docs/ARCHITECTURE.md, "NBD", "Performance").
+ */
+export const CORK_MAX = 1024 * 1024;
 
 /**
  * The socket side of one connection's transmission phase

@@ -1,6 +1,6 @@
 import { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { ReplyWriter } from '../../src/nbd/server-reply-writer.js';
+import { CORK_MAX, ReplyWriter } from '../../src/nbd/server-reply-writer.js';
 import { MAX_IN_FLIGHT, MAX_POOLED, MAX_UNSENT } from '../../src/nbd/server-transmission.js';
 import { readHeaderLength } from '../../src/nbd/server-wire.js';
 
@@ -185,6 +185,25 @@ describe('ReplyWriter', () => {
     writer.sendLent(writer.take(16), { bytes: new Uint8Array(256 * KiB), release: () => {} });
     await tick();
     expect(calls).toEqual([[64 * KiB - 8, 16, 256 * KiB]]);
+  });
+
+  it('sends large replies of one turn together, in writevs cut between replies once past CORK_MAX', async () => {
+    const { calls, stream } = writeRecordingStream();
+    const writer = new ReplyWriter(stream, 1024 * KiB, () => {});
+    // Eight 256 KiB READs answered inline in one parsing turn (nbdcopy's
+    // requests arrive together): four to a writev, not one each.
+    writer.parsing();
+    for (let i = 0; i < 8; i++) {
+      writer.sendLent(writer.take(32), { bytes: new Uint8Array(256 * KiB), release: () => {} });
+    }
+    await tick();
+    const reply = [32, 256 * KiB];
+    const perBatch = Math.ceil(CORK_MAX / (32 + 256 * KiB));
+    expect(perBatch).toBe(4);
+    expect(calls).toEqual([
+      Array.from({ length: perBatch }, () => reply).flat(),
+      Array.from({ length: perBatch }, () => reply).flat(),
+    ]);
   });
 
   it('reuses nothing after a failed write', async () => {
