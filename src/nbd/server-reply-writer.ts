@@ -3,7 +3,20 @@ import type { LentBytes } from '../base/index.js';
 import { ReplyBufferPool } from './server-reply-pool.js';
 
 /** Bytes of replies corked into one writev at most (see {@link ReplyWriter.send}). */
-const CORK_MAX = 64 * 1024;
+export const CORK_MAX = 64 * 1024;
+/**
+ * Bytes of replies corked into one writev at most once the last reply
+ * added is itself {@link CORK_MAX} or more: four 256 KiB READ replies.
+ * Under nbdcopy (READs of 256 KiB, 64 in flight on each of two
+ * connections) the small bound sent each reply in a writev of its own, and
+ * each woke the client's reading thread again: about twice the context
+ * switches per GiB in nbdcopy, and a copy slower than nbdkit's; with
+ * 1 MiB it is faster. Small replies keep the small bound, under which the
+ * first replies of a turn leave while the rest are still being answered:
+ * with 1 MiB for every reply, 4 KiB READs at queue depth 32 cost more CPU
+ * per request (docs/ARCHITECTURE.md, "NBD", "Performance").
+ */
+export const LARGE_CORK_MAX = 1024 * 1024;
 
 /**
  * The socket side of one connection's transmission phase
@@ -91,8 +104,8 @@ export class ReplyWriter {
    * next requests overlap the server's work), else at the check phase of
    * the event loop's iteration (each thread-pool completion is a turn of
    * its own: every reply completed in the iteration joins one writev) — up
-   * to {@link CORK_MAX} bytes: a larger
-   * batch leaves at once, since a writev completes only when all of it has
+   * to {@link CORK_MAX} bytes, or {@link LARGE_CORK_MAX} after a reply of
+   * that size or more: a larger batch leaves at once, since a writev completes only when all of it has
    * left, and until then none of its buffers comes back and all its bytes
    * count as unsent. `pooled`, if given, is the buffer from {@link take}
    * the reply is written from (`first`); it goes back to the pool once the
@@ -156,7 +169,7 @@ export class ReplyWriter {
     }
     // Checked after the whole reply: a batch is cut between replies, never inside one.
     this.#corkedBytes += bytes;
-    if (this.#corkedBytes >= CORK_MAX) this.#flushBatch();
+    if (this.#corkedBytes >= (bytes >= CORK_MAX ? LARGE_CORK_MAX : CORK_MAX)) this.#flushBatch();
   }
 
   readonly #uncork = (): void => {

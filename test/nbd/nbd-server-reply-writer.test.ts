@@ -1,6 +1,6 @@
 import { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { ReplyWriter } from '../../src/nbd/server-reply-writer.js';
+import { CORK_MAX, LARGE_CORK_MAX, ReplyWriter } from '../../src/nbd/server-reply-writer.js';
 import { MAX_IN_FLIGHT, MAX_POOLED, MAX_UNSENT } from '../../src/nbd/server-transmission.js';
 import { readHeaderLength } from '../../src/nbd/server-wire.js';
 
@@ -185,6 +185,32 @@ describe('ReplyWriter', () => {
     writer.sendLent(writer.take(16), { bytes: new Uint8Array(256 * KiB), release: () => {} });
     await tick();
     expect(calls).toEqual([[64 * KiB - 8, 16, 256 * KiB]]);
+  });
+
+  it('sends large replies of one turn four to a writev, cut between replies once past LARGE_CORK_MAX', async () => {
+    const { calls, stream } = writeRecordingStream();
+    const writer = new ReplyWriter(stream, 1024 * KiB, () => {});
+    // Eight 256 KiB READs answered inline in one parsing turn (nbdcopy's
+    // requests arrive together): four to a writev, not one each.
+    writer.parsing();
+    for (let i = 0; i < 8; i++) {
+      writer.sendLent(writer.take(32), { bytes: new Uint8Array(256 * KiB), release: () => {} });
+    }
+    await tick();
+    const perBatch = Math.ceil(LARGE_CORK_MAX / (32 + 256 * KiB));
+    expect(perBatch).toBe(4);
+    const batch = Array.from({ length: perBatch }, () => [32, 256 * KiB]).flat();
+    expect(calls).toEqual([batch, batch]);
+  });
+
+  it('cuts a batch of small replies at CORK_MAX', async () => {
+    const { calls, stream } = writeRecordingStream();
+    const writer = new ReplyWriter(stream, 1024 * KiB, () => {});
+    writer.parsing();
+    for (let i = 0; i < 40; i++) writer.send(Buffer.alloc(4 * KiB));
+    await tick();
+    const perBatch = CORK_MAX / (4 * KiB);
+    expect(calls.map((c) => c.length)).toEqual([perBatch, perBatch, 40 - 2 * perBatch]);
   });
 
   it('reuses nothing after a failed write', async () => {
