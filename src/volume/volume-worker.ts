@@ -19,12 +19,14 @@ import {
 } from './worker-protocol.js';
 import {
   DONE_TAIL,
+  doneIndex,
   ENTRY_WORDS,
   MAIN_ASLEEP,
   OP_FLUSH,
   OP_MESSAGE,
   OP_READ,
   OP_WRITE,
+  offsetIndex,
   REQUEST_HEAD,
   REQUEST_TAIL,
   RING_SLOTS,
@@ -33,7 +35,6 @@ import {
   ringViews,
   SLAB_BYTES,
   sleepUntilMoved,
-  TICKETS,
   WORKER_ASLEEP,
   wake,
 } from './worker-ring.js';
@@ -245,7 +246,7 @@ class RingServer {
     const p = entries[at + 1]!;
     const length = entries[at + 2]!;
     const ticket = entries[at + 3]!;
-    const offset = offsets[slot]!;
+    const offset = offsets[offsetIndex(slot)]!;
     const slab = ticket * SLAB_BYTES;
     let op: Promise<unknown>;
     try {
@@ -274,7 +275,7 @@ class RingServer {
 
   #complete(ticket: number): void {
     const { control, done } = this.#views;
-    done[this.#doneTail & (TICKETS - 1)] = ticket;
+    done[doneIndex(this.#doneTail)] = ticket;
     this.#doneTail = (this.#doneTail + 1) | 0;
     Atomics.store(control, DONE_TAIL, this.#doneTail);
     this.#completed = true;
