@@ -2,14 +2,12 @@ import { readResultBuffer } from '../base/index.js';
 import type { BlockDeviceError } from '../errors.js';
 import {
   DONE_TAIL,
-  doneIndex,
   ENTRY_WORDS,
   MAIN_ASLEEP,
   OP_FLUSH,
   OP_MESSAGE,
   OP_READ,
   OP_WRITE,
-  offsetIndex,
   REQUEST_HEAD,
   REQUEST_TAIL,
   RING_SLOTS,
@@ -195,7 +193,7 @@ export class RingClient {
     entries[at + 1] = p;
     entries[at + 2] = length;
     entries[at + 3] = ticket;
-    this.#views.offsets[offsetIndex(slot)] = offset;
+    this.#views.offsets[slot] = offset;
     this.#tail = (this.#tail + 1) | 0;
     // Publishes the entry: the worker reads it only after it sees this store.
     Atomics.store(this.#views.control, REQUEST_TAIL, this.#tail);
@@ -243,7 +241,7 @@ export class RingClient {
     const { control, done, data } = this.#views;
     const tail = Atomics.load(control, DONE_TAIL);
     while (this.#doneHead !== tail) {
-      const ticket = done[doneIndex(this.#doneHead)]!;
+      const ticket = done[this.#doneHead & (TICKETS - 1)]!;
       this.#doneHead = (this.#doneHead + 1) | 0;
       const pending = this.#tickets[ticket];
       if (pending === undefined) continue;

@@ -19,14 +19,12 @@ import {
 } from './worker-protocol.js';
 import {
   DONE_TAIL,
-  doneIndex,
   ENTRY_WORDS,
   MAIN_ASLEEP,
   OP_FLUSH,
   OP_MESSAGE,
   OP_READ,
   OP_WRITE,
-  offsetIndex,
   REQUEST_HEAD,
   REQUEST_TAIL,
   RING_SLOTS,
@@ -35,6 +33,7 @@ import {
   ringViews,
   SLAB_BYTES,
   sleepUntilMoved,
+  TICKETS,
   WORKER_ASLEEP,
   wake,
 } from './worker-ring.js';
@@ -246,7 +245,7 @@ class RingServer {
     const p = entries[at + 1]!;
     const length = entries[at + 2]!;
     const ticket = entries[at + 3]!;
-    const offset = offsets[offsetIndex(slot)]!;
+    const offset = offsets[slot]!;
     const slab = ticket * SLAB_BYTES;
     let op: Promise<unknown>;
     try {
@@ -275,7 +274,7 @@ class RingServer {
 
   #complete(ticket: number): void {
     const { control, done } = this.#views;
-    done[doneIndex(this.#doneTail)] = ticket;
+    done[this.#doneTail & (TICKETS - 1)] = ticket;
     this.#doneTail = (this.#doneTail + 1) | 0;
     Atomics.store(control, DONE_TAIL, this.#doneTail);
     this.#completed = true;

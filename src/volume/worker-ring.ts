@@ -49,12 +49,12 @@ export const OP_FLUSH = 3;
 export const OP_MESSAGE = 4;
 
 /**
- * Int32 words in a 64-byte cache line. Every control word, every request
- * entry and every completion slot has a line of its own: the two threads
- * write their own words, and a store by one side (each is an atomic store,
- * a full barrier) does not take away from the other side's core the line
- * holding a word that side writes too (false sharing: per-thread profiles
- * had the workers' `Atomics.store` at ~8 % of their CPU with the words packed).
+ * Int32 words in a 64-byte cache line. Each control word has a line of its
+ * own: both threads store to them (atomic stores, each a full barrier), and
+ * packed on one line every store took the line from the other side's core
+ * (false sharing: per-thread profiles had a worker's `Atomics.store` at ~8 %
+ * of its CPU). Entries and completions stay packed: one side writes them and
+ * the other reads them a turn at a time, a line for several.
  */
 const LINE_WORDS = 16;
 /** Int32 indexes of the control words. */
@@ -64,27 +64,13 @@ export const WORKER_ASLEEP = 2 * LINE_WORDS;
 export const DONE_TAIL = 3 * LINE_WORDS; // completions published (the worker writes it)
 export const MAIN_ASLEEP = 4 * LINE_WORDS;
 const CONTROL_WORDS = 5 * LINE_WORDS;
-/**
- * Int32 words from one request entry to the next: kind, partition, length,
- * ticket, then the offset as a float64 in the same line (see {@link offsetIndex}).
- */
-export const ENTRY_WORDS = LINE_WORDS;
-
-/** Index in {@link RingViews.offsets} of the offset of the entry in ring slot `slot`. */
-export function offsetIndex(slot: number): number {
-  // Bytes 16–23 of the slot's line: after its four int32 words.
-  return slot * (ENTRY_WORDS / 2) + 2;
-}
-
-/** Index in {@link RingViews.done} of completion number `n` (its ticket). */
-export function doneIndex(n: number): number {
-  return (n & (TICKETS - 1)) * LINE_WORDS;
-}
+/** Int32 words of a request entry: kind, partition, length, ticket (its offset is in `offsets`). */
+export const ENTRY_WORDS = 4;
 
 /** The shared buffers, as they cross to the worker at its start. */
 export interface RingBuffers {
-  /** Control words, request entries, completion slots. */
   readonly words: SharedArrayBuffer;
+  readonly offsets: SharedArrayBuffer;
   readonly data: SharedArrayBuffer;
 }
 
@@ -100,18 +86,17 @@ export interface RingViews {
   /** Control words, then the request entries, then the completion ring (tickets). */
   readonly control: Int32Array;
   readonly entries: Int32Array;
-  /** The request entries again, for their offsets ({@link offsetIndex}). */
   readonly offsets: Float64Array;
-  /** Completion slots ({@link doneIndex}). */
   readonly done: Int32Array;
   readonly data: Uint8Array;
 }
 
 /** Allocates a processor's shared buffers. */
 export function createRingBuffers(): RingBuffers {
-  const words = (CONTROL_WORDS + RING_SLOTS * ENTRY_WORDS + TICKETS * LINE_WORDS) * 4;
+  const words = (CONTROL_WORDS + RING_SLOTS * ENTRY_WORDS + TICKETS) * 4;
   return {
     words: new SharedArrayBuffer(words),
+    offsets: new SharedArrayBuffer(RING_SLOTS * 8),
     data: new SharedArrayBuffer(TICKETS * SLAB_BYTES),
   };
 }
@@ -121,12 +106,8 @@ export function ringViews(buffers: RingBuffers): RingViews {
   return {
     control: new Int32Array(buffers.words, 0, CONTROL_WORDS),
     entries: new Int32Array(buffers.words, CONTROL_WORDS * 4, RING_SLOTS * ENTRY_WORDS),
-    offsets: new Float64Array(buffers.words, CONTROL_WORDS * 4, (RING_SLOTS * ENTRY_WORDS) / 2),
-    done: new Int32Array(
-      buffers.words,
-      (CONTROL_WORDS + RING_SLOTS * ENTRY_WORDS) * 4,
-      TICKETS * LINE_WORDS,
-    ),
+    offsets: new Float64Array(buffers.offsets),
+    done: new Int32Array(buffers.words, (CONTROL_WORDS + RING_SLOTS * ENTRY_WORDS) * 4, TICKETS),
     data: new Uint8Array(buffers.data),
   };
 }
