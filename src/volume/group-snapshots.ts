@@ -278,8 +278,8 @@ export class GroupSnapshots {
       );
     }
     const partitions = this.#partitions();
-    const op = readPieces(this.#map, offset, length, (p) =>
-      partitions[p.partition]!.readSnapshot(record.partitions[p.partition]!.id, p.offset, p.length),
+    const op = readPieces(this.#map, offset, length, (p, at, bytes) =>
+      partitions[p]!.readSnapshot(record.partitions[p]!.id, at, bytes),
     );
     const reads = this.#reads.get(record.id) ?? new Set<Promise<unknown>>();
     this.#reads.set(record.id, reads);

@@ -102,6 +102,29 @@ export class PartitionMap {
     return out;
   }
 
+  /**
+   * The partition that holds all of volume range `[offset, offset + length)`,
+   * or -1 when the range falls on more than one piece ({@link pieces}): a
+   * 4 KiB I/O inside one stripe unit goes to its partition without an array
+   * of pieces built for it.
+   */
+  partitionOf(offset: number, length: number): number {
+    if (this.stripeUnit === 0) {
+      const p = this.#partitionAt(offset);
+      return offset + length <= this.#starts[p]! + this.sizes[p]! ? p : -1;
+    }
+    const stripe = Math.floor(offset / this.stripeUnit);
+    return offset + length <= (stripe + 1) * this.stripeUnit ? stripe % this.sizes.length : -1;
+  }
+
+  /** The offset of volume offset `offset` in the partition that holds it. */
+  partitionOffset(offset: number): number {
+    if (this.stripeUnit === 0) return offset - this.#starts[this.#partitionAt(offset)]!;
+    const unit = this.stripeUnit;
+    const stripe = Math.floor(offset / unit);
+    return Math.floor(stripe / this.sizes.length) * unit + (offset - stripe * unit);
+  }
+
   /** Volume extents of partition `p`'s extents, ascending and coalesced. */
   toVolume(p: number, extents: readonly Extent[]): Extent[] {
     if (this.stripeUnit === 0) {
@@ -165,15 +188,18 @@ export function readPieces(
   map: PartitionMap,
   offset: number,
   length: number,
-  readPiece: (piece: Piece) => Promise<Uint8Array>,
+  readPiece: (partition: number, offset: number, length: number) => Promise<Uint8Array>,
 ): Promise<Uint8Array> {
+  const one = map.partitionOf(offset, length);
+  if (one >= 0) return readPiece(one, map.partitionOffset(offset), length);
   const pieces = map.pieces(offset, length);
-  if (pieces.length === 1) return readPiece(pieces[0]!);
-  return Promise.all(pieces.map(readPiece)).then((parts) => {
-    const out = readResultBuffer(length);
-    for (const [k, part] of parts.entries()) out.set(part, pieces[k]!.at);
-    return out;
-  });
+  return Promise.all(pieces.map((p) => readPiece(p.partition, p.offset, p.length))).then(
+    (parts) => {
+      const out = readResultBuffer(length);
+      for (const [k, part] of parts.entries()) out.set(part, pieces[k]!.at);
+      return out;
+    },
+  );
 }
 
 /**
@@ -184,11 +210,12 @@ export function writePieces(
   map: PartitionMap,
   offset: number,
   data: Uint8Array,
-  writePiece: (piece: Piece, bytes: Uint8Array) => Promise<void>,
+  writePiece: (partition: number, offset: number, bytes: Uint8Array) => Promise<void>,
 ): Promise<void> {
+  const one = map.partitionOf(offset, data.length);
+  if (one >= 0) return writePiece(one, map.partitionOffset(offset), data);
   const pieces = map.pieces(offset, data.length);
-  if (pieces.length === 1) return writePiece(pieces[0]!, data);
-  return Promise.all(pieces.map((p) => writePiece(p, data.subarray(p.at, p.at + p.length)))).then(
-    () => {},
-  );
+  return Promise.all(
+    pieces.map((p) => writePiece(p.partition, p.offset, data.subarray(p.at, p.at + p.length))),
+  ).then(() => {});
 }

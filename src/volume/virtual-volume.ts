@@ -162,8 +162,8 @@ export class VirtualVolume
   protected _read(offset: number, length: number): Promise<Uint8Array> {
     return this.#gate.run(() => {
       this.#checkUsable();
-      return readPieces(this.#map, offset, length, (p) =>
-        this.#partitions[p.partition]!.read(p.offset, p.length),
+      return readPieces(this.#map, offset, length, (p, at, bytes) =>
+        this.#partitions[p]!.read(at, bytes),
       );
     });
   }
@@ -185,8 +185,8 @@ export class VirtualVolume
     } catch (err) {
       return Promise.reject(err);
     }
-    return writePieces(this.#map, offset, data, (p, bytes) =>
-      this.#partitions[p.partition]!.write(p.offset, bytes),
+    return writePieces(this.#map, offset, data, (p, at, bytes) =>
+      this.#partitions[p]!.write(at, bytes),
     );
   }
 

@@ -49,10 +49,11 @@ import {
  * write called before a snapshot is in it and one called after is not.
  */
 
-const partitions = new Map<number, PartitionEngine>();
+/** The open partitions, by index: an array, since the ring looks one up per entry. */
+const partitions: (PartitionEngine | undefined)[] = [];
 
 function engine(p: number): PartitionEngine {
-  const found = partitions.get(p);
+  const found = partitions[p];
   if (found === undefined) throw new BlockDeviceError('EIO', `partition ${p} is not open here`);
   return found;
 }
@@ -67,7 +68,7 @@ function start(
     case 'open':
       return PartitionEngine.open({ origin: r.origin, store: r.store, format: r.format }).then(
         (opened) => {
-          partitions.set(p, opened);
+          partitions[p] = opened;
           return opened.geometry;
         },
       );
@@ -97,7 +98,7 @@ function start(
       });
     case 'close': {
       const closing = engine(p);
-      partitions.delete(p);
+      partitions[p] = undefined;
       return closing.close();
     }
   }
@@ -181,6 +182,14 @@ class RingServer {
   #wakeQueued = false;
   /** Whether a wait for requests is armed. */
   #sleeping = false;
+  /**
+   * The last view handed out of each ticket's slab: the next operation on
+   * the ticket with the same length gets it again instead of a new view.
+   * Safe as reusing the slab is: the volume hands the ticket out again
+   * only after its completion is settled, and a device is done with a
+   * write's data (`WRITE_OWNED`) or a read's target by then.
+   */
+  readonly #slabViews: (Uint8Array | undefined)[] = [];
 
   constructor(port: NonNullable<typeof parentPort>, data: RingWorkerData) {
     this.#views = ringViews(data.ring);
@@ -232,7 +241,7 @@ class RingServer {
 
   /** Starts the request in ring slot `slot`. */
   #take(slot: number): void {
-    const { entries, offsets, data } = this.#views;
+    const { entries, offsets } = this.#views;
     const at = slot * ENTRY_WORDS;
     const kind = entries[at]!;
     if (kind === OP_MESSAGE) {
@@ -246,18 +255,17 @@ class RingServer {
     const length = entries[at + 2]!;
     const ticket = entries[at + 3]!;
     const offset = offsets[slot]!;
-    const slab = ticket * SLAB_BYTES;
     let op: Promise<unknown>;
     try {
       const partition = engine(p);
       if (kind === OP_READ) {
         // Straight into the slab: no result buffer of its own, no copy.
-        op = readInto(partition.device, offset, data.subarray(slab, slab + length));
+        op = readInto(partition.device, offset, this.#slab(ticket, length));
       } else if (kind === OP_WRITE) {
         // The slab is this write's until its completion is settled: the
         // volume reuses it only after that, so the device may hold it as
         // long, and no private copy of it is taken.
-        op = partition.writeUncopied(offset, data.subarray(slab, slab + length));
+        op = partition.writeUncopied(offset, this.#slab(ticket, length));
       } else if (kind === OP_FLUSH) {
         op = partition.device.flush();
       } else {
@@ -270,6 +278,16 @@ class RingServer {
       () => this.#complete(ticket),
       (err: unknown) => reply(this.#port, { ticket, error: toErrorReply(err) }),
     );
+  }
+
+  /** The first `length` bytes of `ticket`'s slab. */
+  #slab(ticket: number, length: number): Uint8Array {
+    const last = this.#slabViews[ticket];
+    if (last !== undefined && last.length === length) return last;
+    const start = ticket * SLAB_BYTES;
+    const view = this.#views.data.subarray(start, start + length);
+    this.#slabViews[ticket] = view;
+    return view;
   }
 
   #complete(ticket: number): void {
