@@ -177,6 +177,33 @@ interface Burst {
   seconds: number;
   /** Per-write latency in milliseconds, sorted. */
   latencies: Float64Array;
+  /** The kernel's dirty page cache when the burst began and ended, and what it wrote back during it (MiB, whole machine); undefined off Linux. */
+  pageCache: { dirtyAtStart: number; dirtyAtEnd: number; writtenBack: number } | undefined;
+}
+
+/** The kernel's page-cache counters (Linux `/proc/vmstat`, in MiB): dirty now, written back since boot, the dirty level where background writeback starts. */
+interface PageCacheCounters {
+  dirty: number;
+  written: number;
+  backgroundThreshold: number;
+}
+
+/** {@link PageCacheCounters} now, or undefined where `/proc/vmstat` is missing. */
+function pageCacheCounters(): PageCacheCounters | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync('/proc/vmstat', 'utf8');
+  } catch {
+    return undefined;
+  }
+  // Counters are in pages of 4 KiB.
+  const mib = (name: string): number =>
+    Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? Number.NaN) / 256;
+  return {
+    dirty: mib('nr_dirty'),
+    written: mib('nr_written'),
+    backgroundThreshold: mib('nr_dirty_background_threshold'),
+  };
 }
 
 /**
@@ -194,6 +221,7 @@ async function writeBurst(
   const { blocks, buffers } = workload(cfg);
   const rngs = workerRngs(seed, cfg.inFlight);
   const latencies: number[] = [];
+  const before = pageCacheCounters();
   const t0 = performance.now();
   const deadline = t0 + seconds * 1000;
   await Promise.all(
@@ -206,10 +234,20 @@ async function writeBurst(
       }
     }),
   );
+  const elapsed = (performance.now() - t0) / 1000;
+  const after = pageCacheCounters();
   return {
     ops: latencies.length,
-    seconds: (performance.now() - t0) / 1000,
+    seconds: elapsed,
     latencies: Float64Array.from(latencies).sort(),
+    pageCache:
+      before === undefined || after === undefined
+        ? undefined
+        : {
+            dirtyAtStart: before.dirty,
+            dirtyAtEnd: after.dirty,
+            writtenBack: after.written - before.written,
+          },
   };
 }
 
@@ -328,6 +366,15 @@ async function foregroundWriteRow(cfg: BenchConfig, policy: ConflictPolicy): Pro
     const plain = total(plainBursts);
     const ratio = median(ratios);
     const ms = (x: number) => `${x.toFixed(2)} ms`;
+    const pageCache = (bursts: Burst[]) =>
+      bursts
+        .map((b) =>
+          b.pageCache === undefined
+            ? 'unknown'
+            : `${b.pageCache.dirtyAtStart.toFixed(0)}/${b.pageCache.dirtyAtEnd.toFixed(0)}/${b.pageCache.writtenBack.toFixed(0)}`,
+        )
+        .join(', ');
+    const threshold = pageCacheCounters()?.backgroundThreshold;
     const mbps = (bytes: number, seconds: number) => `${(bytes / 1e6 / seconds).toFixed(0)} MB/s`;
     return {
       opsPerSec: job.rate,
@@ -341,6 +388,7 @@ async function foregroundWriteRow(cfg: BenchConfig, policy: ConflictPolicy): Pro
         `ratio = median over burst pairs of (ops/s with the job ÷ without): ${ratios.map((r) => r.toFixed(2)).join(', ')}`,
         `copies: ${copies.map((c) => `${c.seconds.toFixed(2)} s${c.done ? '' : ' (cut at the burst limit)'}, ${formatBytes(Math.round(c.ahead / 4096) * 4096)} copied ahead of writes${c.queued === undefined ? '' : `, ${c.queued} writes queued`}`).join('; ')}`,
         `the copy while the writers ran (from start() to the burst's end): ${copies.map((c) => `${mbps(c.busy.copied, c.busy.seconds)} (${mbps(c.busy.copier, c.busy.seconds)} by the copier)`).join('; ')}`,
+        `page cache per burst, whole machine (/proc/vmstat; a 4 KiB write into a large folio counts the folio), MiB dirty at its start / at its end / written back during it: with the job ${pageCache(jobBursts)}; no job ${pageCache(plainBursts)}; background writeback starts at ${threshold === undefined ? 'unknown' : `${threshold.toFixed(0)} MiB`} dirty`,
       ],
     };
   });

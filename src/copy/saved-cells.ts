@@ -2,8 +2,20 @@
 export const CELL_BYTES = 4096;
 /** Cells per slab: slabs of 1 MiB, allocated as cells are first needed. */
 const SLAB_CELLS = 256;
+/** Bytes of a whole slab. */
+const SLAB_BYTES = SLAB_CELLS * CELL_BYTES;
+/** The most slabs kept for later stores (64 MiB: one job's default budget). */
+const SPARE_SLABS = 64;
 /** End of a list (of free cells, a chunk's pieces, a piece's cells). */
 const NONE = -1;
+
+/**
+ * Whole slabs of cleared stores, for the next store's cells (fewer fresh
+ * pages to fault in). Held only through a WeakRef: the next full garbage
+ * collection frees the slabs no store took, as it would have freed them
+ * unpooled, so an ended job keeps no memory for long.
+ */
+let spareSlabs: WeakRef<Uint8Array[]> | undefined;
 
 /**
  * The storage behind `saved-old-bytes.ts`: pieces of old bytes, each the
@@ -17,7 +29,9 @@ const NONE = -1;
  *
  * Cells are taken from a budget: {@link reserve} sets aside the most a
  * save can need before its read, so adding its pieces never runs out.
- * Slabs stay allocated (at most the budget's bytes) until {@link clear}.
+ * Slabs stay allocated (at most the budget's bytes) until {@link clear},
+ * which leaves them to the next store (`spareSlabs`) unless a read may
+ * still be writing into one of its cells.
  */
 export class SavedCells {
   /** The budget, in cells. */
@@ -31,6 +45,8 @@ export class SavedCells {
   readonly #cellNext: Int32Array;
   /** Cells held by pieces, and set aside by {@link reserve}. */
   #used = 0;
+  /** Cells {@link take}n and not yet added or freed: a read may be writing into them. */
+  #taken = 0;
   #reserved = 0;
   /** Per piece (a piece has a cell of its own, so a cell's index names it): */
   readonly #pieceFrom: Float64Array;
@@ -77,6 +93,7 @@ export class SavedCells {
   take(): number {
     this.#reserved--;
     this.#used++;
+    this.#taken++;
     return this.#newCell();
   }
 
@@ -91,6 +108,7 @@ export class SavedCells {
   free(cell: number): void {
     this.#freeCells[this.#freeTop++] = cell;
     this.#used--;
+    this.#taken--;
   }
 
   /** The first piece of `chunk`, or -1. */
@@ -124,6 +142,7 @@ export class SavedCells {
     if (cell !== NONE) {
       piece = cell;
       this.#cellNext[cell] = NONE;
+      this.#taken--;
     } else {
       const cells = Math.ceil(bytes.length / CELL_BYTES);
       this.#reserved -= cells;
@@ -174,8 +193,22 @@ export class SavedCells {
     }
   }
 
-  /** Drops every piece, every cell set aside and the slabs: the store is not used again. */
+  /**
+   * Drops every piece, every cell set aside and the slabs: the store is not
+   * used again. Its whole slabs go to the next store, unless a cell is still
+   * taken: its read may land after this, in memory another store would own.
+   */
   clear(): void {
+    if (this.#taken === 0) {
+      let spares = spareSlabs?.deref();
+      if (spares === undefined) {
+        spares = [];
+        spareSlabs = new WeakRef(spares);
+      }
+      for (const slab of this.#slabs) {
+        if (slab.length === SLAB_BYTES && spares.length < SPARE_SLABS) spares.push(slab);
+      }
+    }
     this.#heads.clear();
     this.#slabs = [];
     this.#made = 0;
@@ -188,7 +221,16 @@ export class SavedCells {
     if (this.#freeTop > 0) return this.#freeCells[--this.#freeTop]!;
     const cell = this.#made++;
     if (cell % SLAB_CELLS === 0) {
-      this.#slabs.push(new Uint8Array(Math.min(SLAB_CELLS, this.#capacity - cell) * CELL_BYTES));
+      const bytes = Math.min(SLAB_CELLS, this.#capacity - cell) * CELL_BYTES;
+      // A spare holds an ended job's bytes: every cell is written before it is read.
+      const spare = bytes === SLAB_BYTES ? spareSlabs?.deref()?.pop() : undefined;
+      // A SharedArrayBuffer, not an ArrayBuffer: V8 counts a fresh
+      // ArrayBuffer as external memory, and a job's first second of saves
+      // (up to its whole budget) set off collections for "external memory
+      // pressure" that free nothing, the slabs being live, while their
+      // marking held the event loop for tens of milliseconds on a large
+      // heap (docs/ARCHITECTURE.md, "Copy job pacing").
+      this.#slabs.push(spare ?? new Uint8Array(new SharedArrayBuffer(bytes)));
     }
     return cell;
   }

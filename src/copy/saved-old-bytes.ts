@@ -11,7 +11,8 @@ import { CELL_BYTES, SavedCells } from './saved-cells.js';
  * write into a chunk not yet copied copies the whole chunk first
  * (copy-first) or waits for the copier (queue), as it would with a map
  * store. The cells' slabs, once allocated, are kept until the copy ends
- * or stops: at most this many bytes.
+ * or stops: at most this many bytes; then they wait for the next job's
+ * saves until the next full garbage collection (`saved-cells.ts`).
  */
 export const SAVED_BYTES_LIMIT = 64 << 20;
 

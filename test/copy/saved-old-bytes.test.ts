@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { READ_CALLBACK, type ReadDone } from '../../src/base/index.js';
 import { ChunkStates } from '../../src/copy/chunk-states.js';
 import { CopyPacer, REAL_CLOCK } from '../../src/copy/copy-pacer.js';
 import { CELL_BYTES } from '../../src/copy/saved-cells.js';
@@ -39,7 +40,10 @@ function bytesOf(length: number, below: (n: number) => number): Uint8Array {
   return out;
 }
 
-async function trial(seed: number, limit: number): Promise<{ refused: number; saves: number }> {
+async function trial(
+  seed: number,
+  limit: number,
+): Promise<{ refused: number; saves: number; saved: SavedOldBytes }> {
   const below = rng(seed);
   const source = await MemoryDevice.create({ size: OFFSET + LENGTH + 512, blockSize: 512 });
   await source.write(OFFSET, bytesOf(LENGTH, below));
@@ -88,7 +92,31 @@ async function trial(seed: number, limit: number): Promise<{ refused: number; sa
   }
   for (let c = 0; c < CHUNKS; c++) await copy(c);
   expect(saved.bytes).toBe(0);
-  return { refused, saves };
+  return { refused, saves, saved };
+}
+
+/** `device` whose `[READ_CALLBACK]` reads (into the caller's buffer) only when the test says. */
+function heldReads(device: MemoryDevice): { source: MemoryDevice; release: () => void } {
+  const held: (() => void)[] = [];
+  const source = new Proxy(device, {
+    get(target, key) {
+      if (key === READ_CALLBACK) {
+        return (offset: number, length: number, done: ReadDone, into?: Uint8Array) => {
+          held.push(() => target[READ_CALLBACK](offset, length, done, into));
+        };
+      }
+      const value: unknown = Reflect.get(target, key, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  const release = (): void => {
+    for (const read of held.splice(0)) read();
+  };
+  return { source, release };
+}
+
+function savedOn(source: MemoryDevice, states: ChunkStates): SavedOldBytes {
+  return new SavedOldBytes(source, OFFSET, CHUNK, states, new CopyPacer(REAL_CLOCK, CHUNK, 0));
 }
 
 describe('SavedOldBytes', () => {
@@ -103,5 +131,36 @@ describe('SavedOldBytes', () => {
     let refused = 0;
     for (let seed = 11; seed <= 16; seed++) refused += (await trial(seed, 6 * CELL_BYTES)).refused;
     expect(refused).toBeGreaterThan(0);
+  });
+
+  it('a cleared store leaves its slabs to the next one, whose copies are still the start() image', async () => {
+    // Each trial fills a 1 MiB slab or more with its own old bytes, then
+    // leaves them to the next trial's saves.
+    for (let seed = 21; seed <= 24; seed++) (await trial(seed, 64 << 20)).saved.clear();
+  });
+
+  it("a store cleared while a save's read is in flight keeps its slabs from the next store", async () => {
+    const below = rng(31);
+    const memory = await MemoryDevice.create({ size: OFFSET + LENGTH + 512, blockSize: 512 });
+    await memory.write(OFFSET, bytesOf(LENGTH, below));
+    const image = await memory.read(OFFSET, LENGTH);
+    const geometry = { offset: OFFSET, length: LENGTH, chunkSize: CHUNK };
+    // A job's save whose read is still in flight when the job stops.
+    const { source, release } = heldReads(memory);
+    const stopped = savedOn(source, new ChunkStates(geometry, CHUNKS, () => false));
+    const late = stopped.save(0, CELL_BYTES);
+    stopped.clear();
+    // The next job saves the same bytes into its first cell, and the write goes.
+    const states = new ChunkStates(geometry, CHUNKS, () => false);
+    const next = savedOn(memory, states);
+    expect(await next.save(0, CELL_BYTES)).toBe(true);
+    await memory.write(OFFSET, bytesOf(CELL_BYTES, below));
+    // The stopped job's read lands now, with the new bytes, in its own cell.
+    release();
+    await late;
+    states.begin(0, 1, Promise.resolve());
+    const run = await memory.read(OFFSET, CHUNK);
+    next.restore(0, 1, 0, run);
+    expectBytes('chunk 0 as copied', run, image.subarray(0, CHUNK));
   });
 });
