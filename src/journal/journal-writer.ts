@@ -258,6 +258,16 @@ export class JournalWriter {
     const target = this.#durableSeq;
     while (this.#markedSeq < target && this.#attestedLandedSeq < target) {
       if (this.#closed || this.#failed !== undefined) return;
+      if (this.#writeNow !== undefined) {
+        // Written and counted before this returns, with no await: the
+        // caller that writes the mark resumes in the same turn as the
+        // callers the flush woke that find it written. Through the async
+        // path below it came back a few microtask turns after them, and
+        // its next write missed their frame: two frame writes, one after
+        // the other, per group commit (bench jd-write-durable).
+        this.#writeMarkNow(this.#writeNow);
+        continue;
+      }
       if (this.#marking === undefined) {
         // Cleared once settled: the write may finish before it is stored here.
         const marking = this.#writeMark().finally(() => {
@@ -269,13 +279,24 @@ export class JournalWriter {
     }
   }
 
+  /**
+   * The durable mark through the store's WRITE_NOW (a FileDevice's): a
+   * `pwrite` on this thread, so the flush waits for no thread-pool round
+   * trip (bench jd-write-durable). Throws what WRITE_NOW throws.
+   */
+  #writeMarkNow(writeNow: (offset: number, data: Uint8Array) => void): void {
+    const seq = this.#durableSeq;
+    writeNow(DURABLE_MARK_AT, encodeDurableMark(this.#epoch, seq));
+    if (seq > this.#markedSeq) this.#markedSeq = seq;
+  }
+
+  /** The durable mark through the store's `write`, for a store without WRITE_NOW. */
   async #writeMark(): Promise<void> {
     const seq = this.#durableSeq;
-    const mark = encodeDurableMark(this.#epoch, seq);
-    // A FileDevice writes it before returning: the flush waits for no
-    // thread-pool round trip (bench jd-write-durable).
-    if (this.#writeNow !== undefined) this.#writeNow(DURABLE_MARK_AT, mark);
-    else await io('journal mark write', this.#store.write(DURABLE_MARK_AT, mark));
+    await io(
+      'journal mark write',
+      this.#store.write(DURABLE_MARK_AT, encodeDurableMark(this.#epoch, seq)),
+    );
     if (seq > this.#markedSeq) this.#markedSeq = seq;
   }
 

@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { WRITE_OWNED } from '../../src/base/index.js';
 import { FileDevice, JournalDevice, MemoryDevice } from '../../src/index.js';
 import { DURABLE_MARK_AT } from '../../src/journal/durable-mark.js';
 import { expectBytes, fill } from '../support/bytes.js';
@@ -93,6 +94,39 @@ describe('JournalDevice on a FileDevice journal store', () => {
       const mark = fs.readFileSync(path).subarray(DURABLE_MARK_AT, DURABLE_MARK_AT + BS);
       const view = new DataView(mark.buffer, mark.byteOffset, mark.byteLength);
       expect(view.getFloat64(8, true)).toBe(d.sequence);
+      await d.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('puts the next writes of every caller a flush woke in one frame, the one that wrote the mark too', async () => {
+    const dir = fs.mkdtempSync(join(tmpdir(), 'blocksnap-mark-'));
+    try {
+      const production = await MemoryDevice.create({ size: 64 * BS, blockSize: BS });
+      const path = join(dir, 'journal.img');
+      const store = await FileDevice.open(path, { size: 256 * 1024, blockSize: BS, create: true });
+      const owned = vi.spyOn(store, WRITE_OWNED);
+      const d = await JournalDevice.create(production, store);
+      owned.mockClear();
+      const writers = 8;
+      const rounds = 3;
+      // The bench's durable loop: each caller writes, awaits its flush, and writes again.
+      await Promise.all(
+        Array.from({ length: writers }, async (_, w) => {
+          for (let r = 0; r < rounds; r++) {
+            await d.write((w * rounds + r) * BS, fill(BS, 1 + w * rounds + r));
+            await d.flush();
+          }
+        }),
+      );
+      // Records per frame (a frame's pieces: its header, then one per record);
+      // an empty frame attesting the last flush may follow.
+      const records = owned.mock.calls.map((call) => call[1].length - 1).filter((n) => n > 0);
+      expect(records).toEqual(Array.from({ length: rounds }, () => writers));
+      for (let b = 0; b < writers * rounds; b++) {
+        expectBytes(`block ${b}`, await d.read(b * BS, BS), fill(BS, 1 + b));
+      }
       await d.close();
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
