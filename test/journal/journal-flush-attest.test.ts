@@ -81,12 +81,23 @@ describe('JournalDevice after flush() and no close', () => {
 });
 
 describe('JournalDevice on a FileDevice journal store', () => {
-  it('leaves the durable mark in the file when flush() resolves (written on the calling thread)', async () => {
+  /** Runs `body` with a fresh FileDevice journal store in a temporary directory, removed after. */
+  async function withFileStore(
+    body: (production: MemoryDevice, store: FileDevice, path: string) => Promise<void>,
+  ): Promise<void> {
     const dir = fs.mkdtempSync(join(tmpdir(), 'blocksnap-mark-'));
     try {
       const production = await MemoryDevice.create({ size: 64 * BS, blockSize: BS });
       const path = join(dir, 'journal.img');
       const store = await FileDevice.open(path, { size: 256 * 1024, blockSize: BS, create: true });
+      await body(production, store, path);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it('leaves the durable mark in the file when flush() resolves (written on the calling thread)', async () => {
+    await withFileStore(async (production, store, path) => {
       const d = await JournalDevice.create(production, store);
       await Promise.all([1, 2, 3].map((b) => d.write(b * BS, fill(BS, b))));
       await d.flush();
@@ -95,17 +106,11 @@ describe('JournalDevice on a FileDevice journal store', () => {
       const view = new DataView(mark.buffer, mark.byteOffset, mark.byteLength);
       expect(view.getFloat64(8, true)).toBe(d.sequence);
       await d.close();
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it('puts the next writes of every caller a flush woke in one frame, the one that wrote the mark too', async () => {
-    const dir = fs.mkdtempSync(join(tmpdir(), 'blocksnap-mark-'));
-    try {
-      const production = await MemoryDevice.create({ size: 64 * BS, blockSize: BS });
-      const path = join(dir, 'journal.img');
-      const store = await FileDevice.open(path, { size: 256 * 1024, blockSize: BS, create: true });
+    await withFileStore(async (production, store) => {
       const owned = vi.spyOn(store, WRITE_OWNED);
       const d = await JournalDevice.create(production, store);
       owned.mockClear();
@@ -128,9 +133,7 @@ describe('JournalDevice on a FileDevice journal store', () => {
         expectBytes(`block ${b}`, await d.read(b * BS, BS), fill(BS, 1 + b));
       }
       await d.close();
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
 
