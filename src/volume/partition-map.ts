@@ -93,7 +93,7 @@ export class PartitionMap {
       const take = Math.min(unit - within, end - at);
       out.push({
         partition: stripe % n,
-        offset: Math.floor(stripe / n) * unit + within,
+        offset: this.#stripedOffset(stripe, within),
         length: take,
         at: at - offset,
       });
@@ -117,12 +117,19 @@ export class PartitionMap {
     return offset + length <= (stripe + 1) * this.stripeUnit ? stripe % this.sizes.length : -1;
   }
 
-  /** The offset of volume offset `offset` in the partition that holds it. */
-  partitionOffset(offset: number): number {
-    if (this.stripeUnit === 0) return offset - this.#starts[this.#partitionAt(offset)]!;
-    const unit = this.stripeUnit;
-    const stripe = Math.floor(offset / unit);
-    return Math.floor(stripe / this.sizes.length) * unit + (offset - stripe * unit);
+  /**
+   * The offset of volume offset `offset` in `partition`, the partition that
+   * holds it ({@link partitionOf}'s answer: not looked up again).
+   */
+  partitionOffset(offset: number, partition: number): number {
+    if (this.stripeUnit === 0) return offset - this.#starts[partition]!;
+    const stripe = Math.floor(offset / this.stripeUnit);
+    return this.#stripedOffset(stripe, offset - stripe * this.stripeUnit);
+  }
+
+  /** The partition offset of byte `within` of stripe unit `stripe` (a striped map). */
+  #stripedOffset(stripe: number, within: number): number {
+    return Math.floor(stripe / this.sizes.length) * this.stripeUnit + within;
   }
 
   /** Volume extents of partition `p`'s extents, ascending and coalesced. */
@@ -191,7 +198,7 @@ export function readPieces(
   readPiece: (partition: number, offset: number, length: number) => Promise<Uint8Array>,
 ): Promise<Uint8Array> {
   const one = map.partitionOf(offset, length);
-  if (one >= 0) return readPiece(one, map.partitionOffset(offset), length);
+  if (one >= 0) return readPiece(one, map.partitionOffset(offset, one), length);
   const pieces = map.pieces(offset, length);
   return Promise.all(pieces.map((p) => readPiece(p.partition, p.offset, p.length))).then(
     (parts) => {
@@ -213,7 +220,7 @@ export function writePieces(
   writePiece: (partition: number, offset: number, bytes: Uint8Array) => Promise<void>,
 ): Promise<void> {
   const one = map.partitionOf(offset, data.length);
-  if (one >= 0) return writePiece(one, map.partitionOffset(offset), data);
+  if (one >= 0) return writePiece(one, map.partitionOffset(offset, one), data);
   const pieces = map.pieces(offset, data.length);
   return Promise.all(
     pieces.map((p) => writePiece(p.partition, p.offset, data.subarray(p.at, p.at + p.length))),

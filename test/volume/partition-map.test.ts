@@ -53,12 +53,12 @@ describe('PartitionMap.partitionOf / partitionOffset', () => {
         const one = map.partitionOf(offset, length);
         if (pieces.length === 1) {
           expect(one).toBe(pieces[0]!.partition);
-          expect(map.partitionOffset(offset)).toBe(pieces[0]!.offset);
+          expect(map.partitionOffset(offset, one)).toBe(pieces[0]!.offset);
         } else {
           expect(one).toBe(-1);
         }
         // The offset of a range's first byte is the first piece's, either way.
-        expect(map.partitionOffset(offset)).toBe(pieces[0]!.offset);
+        expect(map.partitionOffset(offset, pieces[0]!.partition)).toBe(pieces[0]!.offset);
       }),
       { numRuns: 2000 },
     );
@@ -68,7 +68,7 @@ describe('PartitionMap.partitionOf / partitionOffset', () => {
     const map = new PartitionMap([1 << 20, 1 << 20, 1 << 20, 1 << 20], 64 * 1024, 4096);
     // Stripe 5 is partition 1's second unit: offset 64 KiB + 8 KiB there.
     expect(map.partitionOf(5 * 65536 + 8192, 4096)).toBe(1);
-    expect(map.partitionOffset(5 * 65536 + 8192)).toBe(65536 + 8192);
+    expect(map.partitionOffset(5 * 65536 + 8192, 1)).toBe(65536 + 8192);
     // Across the end of stripe 5: two pieces.
     expect(map.partitionOf(6 * 65536 - 2048, 4096)).toBe(-1);
   });
